@@ -1,0 +1,125 @@
+//! Application state and router assembly.
+//!
+//! [`AppState::open`] does all start-up I/O (database, migrations, bootstrap, object
+//! store, secrets) once; [`router`] is pure assembly so benches and tests can build the
+//! whole stack in-process.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::{ApiError, ErrorCode};
+use crate::store::ObjectStore;
+use crate::store::local::LocalStore;
+use crate::{bootstrap, http, request_id, telemetry};
+
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub store: Arc<dyn ObjectStore>,
+    pub auth: Authenticator,
+    pub metrics: PrometheusHandle,
+    /// The OpenAPI document, rendered once when the router is built.
+    pub openapi: OnceLock<String>,
+}
+
+impl AppState {
+    /// Connects, migrates, bootstraps, opens the object store.
+    pub async fn open(config: Config) -> anyhow::Result<Arc<AppState>> {
+        let db = Db::connect(&config.database).await?;
+        crate::db::migrate::run(&db).await?;
+        bootstrap::run(&db, &config).await?;
+        let store = LocalStore::open(&config.object_store_dir).with_context(|| {
+            format!("opening the object store at {}", config.object_store_dir.display())
+        })?;
+        let secret = jwt_secret(&config)?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("scaigrid/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let auth = Authenticator::new(db.clone(), &config.auth, &secret, http);
+        Ok(Arc::new(AppState {
+            config,
+            db,
+            store: Arc::new(store),
+            auth,
+            metrics: telemetry::metrics_handle(),
+            openapi: OnceLock::new(),
+        }))
+    }
+}
+
+/// The configured JWT secret, or one generated once into `<data_dir>/jwt_secret` (0600).
+fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &config.auth.jwt_secret {
+        return Ok(secret.expose().as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("jwt_secret");
+    if let Ok(existing) = std::fs::read(&path) {
+        anyhow::ensure!(existing.len() >= 32, "{} is shorter than 32 bytes", path.display());
+        return Ok(existing);
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let secret = hex::encode(rand::random::<[u8; 32]>()).into_bytes();
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.write_all(&secret)?;
+    }
+    Ok(secret)
+}
+
+/// Turns a panic inside a handler into an `INTERNAL_ERROR` response for that request
+/// only; the server and every other request carry on.
+async fn catch_panic(request: Request, next: Next) -> Response {
+    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            ApiError::internal(format_args!("handler panicked: {detail}")).into_response()
+        }
+    }
+}
+
+async fn route_not_found() -> ApiError {
+    ApiError::new(ErrorCode::NOT_FOUND, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+}
+
+/// The whole HTTP surface with its middleware stack.
+pub fn router(state: Arc<AppState>) -> Router {
+    let (routes, openapi) = http::routes().split_for_parts();
+    let _ = state
+        .openapi
+        .set(openapi.to_json().unwrap_or_else(|_| "{}".to_owned()));
+    routes
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.limits.max_json_body_bytes))
+        .layer(middleware::from_fn(catch_panic))
+        .layer(middleware::from_fn(telemetry::middleware))
+        .layer(middleware::from_fn(request_id::middleware))
+        .with_state(state)
+}

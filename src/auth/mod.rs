@@ -1,0 +1,229 @@
+//! Authentication: turns a bearer token into a [`Principal`].
+//!
+//! Three kinds of token are accepted: `sgk_` API keys, access JWTs of the local issuer,
+//! and JWTs of configured external issuers (verified by JWKS, mapped to a local user by
+//! their `email` claim). Every failure maps to one `AUTH_*` code.
+
+pub mod api_key;
+pub mod cache;
+pub mod jwks;
+pub mod jwt;
+pub mod password;
+pub mod principal;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+
+use crate::app::AppState;
+use crate::config::AuthConfig;
+use crate::db::roles::SubjectKind;
+use crate::db::{Db, api_keys, now_ms, tenants, users};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use cache::PrincipalCache;
+use jwks::ExternalVerifier;
+use jwt::LocalIssuer;
+pub use principal::{Principal, Subject};
+
+pub struct Authenticator {
+    db: Db,
+    pub local: LocalIssuer,
+    external: Vec<ExternalVerifier>,
+    cache: PrincipalCache,
+}
+
+fn error(code: ErrorCode, message: &str) -> ApiError {
+    ApiError::new(code, message)
+}
+
+impl Authenticator {
+    pub fn new(db: Db, config: &AuthConfig, jwt_secret: &[u8], http: reqwest::Client) -> Self {
+        Authenticator {
+            db,
+            local: LocalIssuer::new(jwt_secret, config.access_token_ttl_seconds),
+            external: config
+                .external_issuers
+                .iter()
+                .map(|issuer| ExternalVerifier::new(issuer.clone(), http.clone()))
+                .collect(),
+            cache: PrincipalCache::new(Duration::from_secs(config.key_cache_ttl_seconds)),
+        }
+    }
+
+    /// Forget cached principals: call after revoking a key or changing roles, grants,
+    /// users or tenants.
+    pub fn invalidate(&self) {
+        self.cache.invalidate();
+    }
+
+    /// Resolves a bearer token.
+    pub async fn authenticate(&self, token: &str) -> ApiResult<Arc<Principal>> {
+        if token.starts_with(api_key::PREFIX) {
+            return self.authenticate_key(token).await;
+        }
+        match jwt::peek_issuer(token) {
+            Some(issuer) if issuer == jwt::LOCAL_ISSUER => {
+                let claims = self.local.verify(token).map_err(|code| {
+                    let message = match code {
+                        ErrorCode::AUTH_TOKEN_EXPIRED => "access token expired; refresh it",
+                        _ => "invalid access token",
+                    };
+                    error(code, message)
+                })?;
+                self.user_principal(&claims.sub).await
+            }
+            Some(issuer) => {
+                let verifier = self
+                    .external
+                    .iter()
+                    .find(|v| v.issuer() == issuer)
+                    .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_INVALID, "unknown token issuer"))?;
+                let claims = verifier.verify(token).await?;
+                let email = claims.email.ok_or_else(|| {
+                    error(ErrorCode::AUTH_TOKEN_INVALID, "token has no email claim")
+                })?;
+                let mut conn = self.db.pool.acquire().await?;
+                let user = users::get_by_email(&mut conn, &email).await?.ok_or_else(|| {
+                    error(
+                        ErrorCode::AUTH_IDENTITY_NOT_FOUND,
+                        "no account found for this email",
+                    )
+                })?;
+                self.user_principal(&user.id).await
+            }
+            None => Err(error(
+                ErrorCode::AUTH_TOKEN_INVALID,
+                "token is neither an API key (sgk_...) nor a JWT",
+            )),
+        }
+    }
+
+    async fn authenticate_key(&self, key: &str) -> ApiResult<Arc<Principal>> {
+        let hash = api_key::hash(key);
+        let cache_key = format!("key:{hash}");
+        let principal = match self.cache.get(&cache_key) {
+            Some(principal) => principal,
+            None => {
+                let generation = self.cache.generation();
+                let principal = Arc::new(self.load_key(&hash).await?);
+                self.cache.insert(cache_key, principal.clone(), generation);
+                principal
+            }
+        };
+        if principal.expires_at.is_some_and(|at| at <= now_ms()) {
+            return Err(error(ErrorCode::AUTH_TOKEN_EXPIRED, "API key expired"));
+        }
+        Ok(principal)
+    }
+
+    async fn load_key(&self, hash: &str) -> ApiResult<Principal> {
+        let mut conn = self.db.pool.acquire().await?;
+        let key = api_keys::get_by_hash(&mut conn, hash)
+            .await?
+            .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_INVALID, "unknown API key"))?;
+        if key.revoked_at.is_some() {
+            return Err(error(ErrorCode::AUTH_TOKEN_REVOKED, "API key revoked"));
+        }
+        let tenant = tenants::get(&mut conn, &key.tenant_id)
+            .await?
+            .filter(|t| t.status == tenants::ACTIVE)
+            .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_REVOKED, "the key's tenant was deleted"))?;
+        let (roles, permissions) =
+            crate::db::roles::effective(&mut conn, SubjectKind::ApiKey, &key.id).await?;
+        let modules = crate::db::modules::enabled_for(&mut conn, &tenant.id).await?;
+        Ok(Principal {
+            subject: Subject::ApiKey {
+                id: key.id,
+                name: key.name,
+            },
+            tenant_id: tenant.id,
+            tenant_slug: tenant.slug,
+            roles,
+            permissions,
+            rate_limit: key.rate_limit,
+            modules,
+            expires_at: key.expires_at,
+        })
+    }
+
+    /// The principal of an active user in an active tenant.
+    pub async fn user_principal(&self, user_id: &str) -> ApiResult<Arc<Principal>> {
+        let cache_key = format!("user:{user_id}");
+        if let Some(principal) = self.cache.get(&cache_key) {
+            return Ok(principal);
+        }
+        let generation = self.cache.generation();
+        let mut conn = self.db.pool.acquire().await?;
+        let user = users::get(&mut conn, user_id)
+            .await?
+            .filter(|u| u.status == users::ACTIVE)
+            .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_REVOKED, "the user no longer exists"))?;
+        let tenant = tenants::get(&mut conn, &user.tenant_id)
+            .await?
+            .filter(|t| t.status == tenants::ACTIVE)
+            .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_REVOKED, "the user's tenant was deleted"))?;
+        let (roles, permissions) =
+            crate::db::roles::effective(&mut conn, SubjectKind::User, &user.id).await?;
+        let modules = crate::db::modules::enabled_for(&mut conn, &tenant.id).await?;
+        let principal = Arc::new(Principal {
+            subject: Subject::User {
+                id: user.id,
+                email: user.email,
+            },
+            tenant_id: tenant.id,
+            tenant_slug: tenant.slug,
+            roles,
+            permissions,
+            rate_limit: tenant.rate_limit,
+            modules,
+            expires_at: None,
+        });
+        self.cache.insert(cache_key, principal.clone(), generation);
+        Ok(principal)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &HeaderMap) -> ApiResult<&str> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Err(error(
+            ErrorCode::AUTH_TOKEN_MISSING,
+            "missing Authorization header (expected `Bearer <token>`)",
+        ));
+    };
+    let value = value.to_str().map_err(|_| {
+        error(ErrorCode::AUTH_TOKEN_INVALID, "Authorization header is not ASCII")
+    })?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(error(
+            ErrorCode::AUTH_TOKEN_INVALID,
+            "Authorization header must be `Bearer <token>`",
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(error(ErrorCode::AUTH_TOKEN_MISSING, "empty bearer token"));
+    }
+    Ok(token)
+}
+
+/// Extractor: the authenticated caller of an HTTP route.
+pub struct Auth(pub Arc<Principal>);
+
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(&parts.headers)?;
+        let principal = state.auth.authenticate(token).await?;
+        tracing::Span::current().record("subject", principal.subject_id());
+        Ok(Auth(principal))
+    }
+}

@@ -1,0 +1,144 @@
+//! The command line: `serve`, `worker`, `migrate`, `admin ...`.
+//!
+//! `admin` works on the database directly (no running server needed) and goes through
+//! the same services as the HTTP admin surface, so validation and audit are identical.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+use crate::db::Db;
+use crate::model::Timestamp;
+use crate::services;
+
+#[derive(Debug, Parser)]
+#[command(name = "scaigrid", version, about = "Audio-first media server and multi-tenant AI gateway")]
+pub struct Cli {
+    /// TOML configuration file (environment and flags override it).
+    #[arg(long, env = "SCAIGRID_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP/WebSocket server (and, in the embedded default, its workers).
+    Serve,
+    /// Run a background worker (job processing lands with the ScaiEcho/ScaiSpeak work).
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Administer tenants, users and API keys directly in the database.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a tenant.
+    CreateTenant {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        slug: String,
+    },
+    /// List tenants.
+    ListTenants,
+    /// Create a user.
+    CreateUser {
+        #[arg(long)]
+        tenant_id: String,
+        #[arg(long)]
+        email: String,
+        /// Read from SCAIGRID_NEW_USER_PASSWORD if not given.
+        #[arg(long, env = "SCAIGRID_NEW_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Create an API key (printed once).
+    CreateKey {
+        #[arg(long)]
+        tenant_id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+        /// RFC 3339 expiry, e.g. 2030-01-01T00:00:00Z.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List the API keys of a tenant.
+    ListKeys {
+        #[arg(long)]
+        tenant_id: String,
+    },
+    /// Revoke an API key.
+    RevokeKey { id: String },
+}
+
+fn non_empty(values: Vec<String>) -> Option<Vec<String>> {
+    (!values.is_empty()).then_some(values)
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Runs `scaigrid admin ...` against the configured database.
+pub async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
+    let db = Db::connect(&config.database).await?;
+    crate::db::migrate::run(&db).await?;
+    crate::bootstrap::run(&db, &config).await?;
+    let err = |e: crate::error::ApiError| anyhow::anyhow!("{e}");
+    match command {
+        AdminCommand::CreateTenant { name, slug } => {
+            let request = services::tenants::CreateTenant { name, slug };
+            print_json(&services::tenants::create(&db, &config, None, request).await.map_err(err)?)
+        }
+        AdminCommand::ListTenants => print_json(&services::tenants::list(&db, None).await.map_err(err)?),
+        AdminCommand::CreateUser { tenant_id, email, password, roles } => {
+            let request = services::users::CreateUser {
+                email,
+                password,
+                tenant_id: Some(tenant_id),
+                roles: non_empty(roles),
+                permissions: None,
+            };
+            print_json(&services::users::create(&db, None, request).await.map_err(err)?)
+        }
+        AdminCommand::CreateKey { tenant_id, name, roles, permissions, expires_at } => {
+            let expires_at = match expires_at {
+                Some(text) => Some(
+                    Timestamp::parse_rfc3339(&text)
+                        .ok_or_else(|| anyhow::anyhow!("--expires-at: `{text}` is not RFC 3339"))?,
+                ),
+                None => None,
+            };
+            let request = services::api_keys::CreateApiKey {
+                name,
+                tenant_id: Some(tenant_id),
+                roles: non_empty(roles),
+                permissions: non_empty(permissions),
+                expires_at,
+                rate_limit: None,
+            };
+            print_json(&services::api_keys::create(&db, None, request).await.map_err(err)?)
+        }
+        AdminCommand::ListKeys { tenant_id } => {
+            print_json(&services::api_keys::list(&db, None, Some(&tenant_id)).await.map_err(err)?)
+        }
+        AdminCommand::RevokeKey { id } => {
+            print_json(&services::api_keys::revoke(&db, None, &id).await.map_err(err)?)
+        }
+    }
+}

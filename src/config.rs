@@ -1,0 +1,355 @@
+//! The server's configuration: one struct, loaded once at start-up.
+//!
+//! Precedence is TOML file (`--config`) < `SCAIGRID_*` environment < command-line flags.
+//! The file is parsed into [`FileConfig`] (every field optional, unknown keys rejected);
+//! flags and environment arrive through clap as [`Overrides`]; [`Config::load`] merges
+//! them and validates the result into typed values, failing with a message that names
+//! the offending key. With nothing configured the server runs the embedded default:
+//! SQLite and the object folder under `./data/`, bound to `127.0.0.1:8080`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// A secret value: usable, never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Values that may come from the environment or flags (clap fills both).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Address to listen on, e.g. `127.0.0.1:0` for an ephemeral port.
+    #[arg(long, env = "SCAIGRID_BIND", global = true)]
+    pub bind: Option<String>,
+    /// Folder of the embedded database and object store.
+    #[arg(long, env = "SCAIGRID_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://path` or `postgres://...`; defaults to `<data_dir>/scaigrid.db`.
+    #[arg(long, env = "SCAIGRID_DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// Folder of the local object store; defaults to `<data_dir>/objects`.
+    #[arg(long, env = "SCAIGRID_OBJECT_STORE_DIR", global = true)]
+    pub object_store_dir: Option<PathBuf>,
+    /// Makes sure a platform-admin API key with exactly this value exists.
+    #[arg(long, env = "SCAIGRID_BOOTSTRAP_ADMIN_KEY", global = true, hide_env_values = true)]
+    pub bootstrap_admin_key: Option<Secret>,
+    /// HMAC secret of the local JWT issuer; generated into the data folder if absent.
+    #[arg(long, env = "SCAIGRID_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// `text` (default) or `json` log lines.
+    #[arg(long, env = "SCAIGRID_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file's shape; every field optional so the file may say as little as it likes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<Secret>,
+    pub object_store_dir: Option<PathBuf>,
+    pub bootstrap_admin_key: Option<Secret>,
+    pub log_format: Option<String>,
+    pub default_modules: Option<Vec<String>>,
+    pub shutdown_grace_seconds: Option<u64>,
+    #[serde(default)]
+    pub auth: FileAuth,
+    #[serde(default)]
+    pub limits: FileLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    pub jwt_secret: Option<Secret>,
+    pub access_token_ttl_seconds: Option<u64>,
+    pub refresh_token_ttl_seconds: Option<u64>,
+    pub key_cache_ttl_seconds: Option<u64>,
+    #[serde(default)]
+    pub external_issuers: Vec<ExternalIssuer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_json_body_bytes: Option<usize>,
+    pub max_upload_bytes: Option<usize>,
+}
+
+/// An external JWT issuer whose tokens are verified against its JWKS. The token's
+/// `email` claim names the local user it acts as.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuer {
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// Required `aud` value.
+    pub audience: String,
+    /// Where the issuer's JSON Web Key Set is served.
+    pub jwks_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub enum DatabaseConfig {
+    Sqlite { path: PathBuf },
+    Postgres { url: Secret },
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub jwt_secret: Option<Secret>,
+    pub access_token_ttl_seconds: u64,
+    pub refresh_token_ttl_seconds: u64,
+    pub key_cache_ttl_seconds: u64,
+    pub external_issuers: Vec<ExternalIssuer>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Largest JSON body any route accepts.
+    pub max_json_body_bytes: usize,
+    /// Largest upload (audio) body any route accepts.
+    pub max_upload_bytes: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub object_store_dir: PathBuf,
+    pub bootstrap_admin_key: Option<Secret>,
+    pub log_format: LogFormat,
+    pub default_modules: Vec<String>,
+    pub shutdown_grace_seconds: u64,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+}
+
+/// Module ids this build knows; `default_modules` may name only these.
+pub const KNOWN_MODULES: &[&str] = &["scaiecho", "scaispeak"];
+
+impl Config {
+    /// Reads the optional file, applies the overrides, validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let file_config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        Config::merge(file_config, overrides.clone())
+    }
+
+    /// File values overridden by environment/flag values, then validated.
+    pub fn merge(file: FileConfig, overrides: Overrides) -> anyhow::Result<Config> {
+        let bind_text = overrides
+            .bind
+            .or(file.bind)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let bind: SocketAddr = bind_text
+            .parse()
+            .with_context(|| format!("bind: `{bind_text}` is not an address like 127.0.0.1:8080"))?;
+        let data_dir = overrides
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let database = match overrides.database_url.or(file.database_url) {
+            None => DatabaseConfig::Sqlite {
+                path: data_dir.join("scaigrid.db"),
+            },
+            Some(url) => parse_database_url(url)?,
+        };
+        let object_store_dir = overrides
+            .object_store_dir
+            .or(file.object_store_dir)
+            .unwrap_or_else(|| data_dir.join("objects"));
+        let bootstrap_admin_key = overrides.bootstrap_admin_key.or(file.bootstrap_admin_key);
+        if let Some(key) = &bootstrap_admin_key {
+            crate::auth::api_key::validate_format(key.expose()).map_err(|reason| {
+                anyhow::anyhow!("bootstrap_admin_key (SCAIGRID_BOOTSTRAP_ADMIN_KEY): {reason}")
+            })?;
+        }
+        let log_format = match overrides
+            .log_format
+            .or(file.log_format)
+            .as_deref()
+            .unwrap_or("text")
+        {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log_format: `{other}` is neither `text` nor `json`"),
+        };
+        let default_modules = file.default_modules.unwrap_or_default();
+        for module in &default_modules {
+            if !KNOWN_MODULES.contains(&module.as_str()) {
+                bail!("default_modules: unknown module `{module}` (known: {KNOWN_MODULES:?})");
+            }
+        }
+        let auth = AuthConfig {
+            jwt_secret: overrides.jwt_secret.or(file.auth.jwt_secret),
+            access_token_ttl_seconds: positive(
+                "auth.access_token_ttl_seconds",
+                file.auth.access_token_ttl_seconds.unwrap_or(900),
+            )?,
+            refresh_token_ttl_seconds: positive(
+                "auth.refresh_token_ttl_seconds",
+                file.auth.refresh_token_ttl_seconds.unwrap_or(30 * 24 * 3600),
+            )?,
+            key_cache_ttl_seconds: file.auth.key_cache_ttl_seconds.unwrap_or(30),
+            external_issuers: file.auth.external_issuers,
+        };
+        if let Some(secret) = &auth.jwt_secret
+            && secret.expose().len() < 32
+        {
+            bail!("auth.jwt_secret (SCAIGRID_JWT_SECRET): must be at least 32 characters");
+        }
+        for issuer in &auth.external_issuers {
+            if !(issuer.jwks_url.starts_with("https://") || issuer.jwks_url.starts_with("http://"))
+            {
+                bail!(
+                    "auth.external_issuers: jwks_url `{}` of issuer `{}` is not an http(s) URL",
+                    issuer.jwks_url,
+                    issuer.issuer
+                );
+            }
+            if issuer.issuer == crate::auth::jwt::LOCAL_ISSUER {
+                bail!("auth.external_issuers: issuer `{}` is reserved", issuer.issuer);
+            }
+        }
+        let limits = LimitsConfig {
+            max_json_body_bytes: file.limits.max_json_body_bytes.unwrap_or(1024 * 1024),
+            max_upload_bytes: file.limits.max_upload_bytes.unwrap_or(100 * 1024 * 1024),
+        };
+        Ok(Config {
+            bind,
+            data_dir,
+            database,
+            object_store_dir,
+            bootstrap_admin_key,
+            log_format,
+            default_modules,
+            shutdown_grace_seconds: file.shutdown_grace_seconds.unwrap_or(30),
+            auth,
+            limits,
+        })
+    }
+}
+
+fn positive(name: &str, value: u64) -> anyhow::Result<u64> {
+    if value == 0 {
+        bail!("{name}: must be greater than zero");
+    }
+    Ok(value)
+}
+
+fn parse_database_url(url: Secret) -> anyhow::Result<DatabaseConfig> {
+    let text = url.expose();
+    if let Some(rest) = text
+        .strip_prefix("sqlite://")
+        .or_else(|| text.strip_prefix("sqlite:"))
+    {
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            bail!("database_url: sqlite URL names no file");
+        }
+        return Ok(DatabaseConfig::Sqlite {
+            path: PathBuf::from(path),
+        });
+    }
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(DatabaseConfig::Postgres { url });
+    }
+    bail!("database_url: expected sqlite://... or postgres://...")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_configured_is_the_embedded_default() {
+        let config = Config::merge(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.object_store_dir, PathBuf::from("./data/objects"));
+        match config.database {
+            DatabaseConfig::Sqlite { path } => assert_eq!(path, PathBuf::from("./data/scaigrid.db")),
+            other => panic!("expected sqlite, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn overrides_beat_the_file() {
+        let file: FileConfig =
+            toml::from_str("bind = \"127.0.0.1:9000\"\ndata_dir = \"/srv/a\"").unwrap();
+        let overrides = Overrides {
+            bind: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        };
+        let config = Config::merge(file, overrides).unwrap();
+        assert_eq!(config.bind.port(), 0);
+        assert_eq!(config.data_dir, PathBuf::from("/srv/a"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let error = |file: &str| {
+            let file: FileConfig = toml::from_str(file).unwrap();
+            Config::merge(file, Overrides::default()).unwrap_err().to_string()
+        };
+        assert!(error("bind = \"nowhere\"").starts_with("bind:"));
+        assert!(error("log_format = \"xml\"").starts_with("log_format:"));
+        assert!(error("default_modules = [\"nope\"]").starts_with("default_modules:"));
+        assert!(error("database_url = \"mysql://x\"").starts_with("database_url:"));
+        assert!(error("bootstrap_admin_key = \"abc\"").starts_with("bootstrap_admin_key"));
+        assert!(error("[auth]\naccess_token_ttl_seconds = 0").contains("access_token_ttl"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        assert!(toml::from_str::<FileConfig>("bnid = \"x\"").is_err());
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let secret = Secret::new("sgk_supersecret");
+        assert!(!format!("{secret:?}").contains("supersecret"));
+    }
+}

@@ -1,0 +1,107 @@
+//! Schema migrations: numbered SQL files embedded in the binary, applied in order, each
+//! in its own transaction, recorded in `schema_migrations`.
+//!
+//! One folder serves both engines because the SQL is kept portable (see `db`). They run
+//! on every start and with `scaigrid migrate`.
+
+use anyhow::Context;
+use sqlx::AssertSqlSafe;
+use sqlx::Row;
+
+use super::{Db, now_ms};
+
+/// (version, name, SQL) in ascending version order. Append; never edit a shipped one.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("migrations/0001_foundation.sql"),
+)];
+
+/// Applies every migration not yet recorded. Returns how many ran.
+pub async fn run(db: &Db) -> anyhow::Result<usize> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at BIGINT NOT NULL
+        )",
+    )
+    .execute(&db.pool)
+    .await
+    .context("creating schema_migrations")?;
+    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+        .fetch_all(&db.pool)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<i64, _>(0))
+        .collect::<Result<_, _>>()?;
+    let mut count = 0;
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        let mut tx = db.begin().await?;
+        for statement in statements(sql) {
+            sqlx::query(AssertSqlSafe(statement.as_str()))
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("migration {version} ({name}) failed at: {statement}"))?;
+        }
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(*version)
+            .bind(*name)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, name, "applied migration");
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// `scaigrid migrate`: connect, apply, report.
+pub async fn run_standalone(config: &crate::config::DatabaseConfig) -> anyhow::Result<()> {
+    let db = Db::connect(config).await?;
+    let applied = run(&db).await?;
+    tracing::info!(applied, "database is up to date");
+    Ok(())
+}
+
+/// Splits a script into statements: `--` comments dropped, split on `;` at line ends.
+fn statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let line = line.split("--").next().unwrap_or_default().trim_end();
+        if line.trim().is_empty() {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if line.ends_with(';') {
+            out.push(current.trim().trim_end_matches(';').to_owned());
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_statements_and_drops_comments() {
+        let parts = statements("-- hi\nCREATE TABLE a (x TEXT); -- tail\n\nCREATE INDEX b ON a(x);\n");
+        assert_eq!(parts, vec!["CREATE TABLE a (x TEXT)", "CREATE INDEX b ON a(x)"]);
+    }
+
+    #[test]
+    fn versions_ascend() {
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}

@@ -1,0 +1,309 @@
+//! The one table of error codes and the error type every handler returns.
+//!
+//! Codes are API: add, never rename. Each code has exactly one HTTP status and, where a
+//! WebSocket route can end with it, one close code. The table below is the only place
+//! where that mapping lives; `status()` and `ws_close_code()` are generated from it, so a
+//! new code cannot be added without choosing both.
+//!
+//! The envelope is `{"status":"error","error":{"code","message","request_id",...}}`; extra
+//! fields named by the contract (`preflight`, `limit`, `matched_rules`, `error_summary`)
+//! go beside `code` through [`ApiError::with_field`].
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::request_id;
+
+macro_rules! error_codes {
+    ($( $(#[doc = $doc:literal])* $code:ident => $status:literal, $ws:expr; )*) => {
+        /// Every error code of the contract (`SPEC.md` and the seed pages).
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[doc = $doc])* $code, )*
+        }
+
+        impl ErrorCode {
+            /// All codes, in table order (used by tests and the OpenAPI description).
+            pub const ALL: &'static [ErrorCode] = &[ $( ErrorCode::$code, )* ];
+
+            /// The wire name, e.g. `AUTH_TOKEN_MISSING`.
+            pub fn as_str(self) -> &'static str {
+                match self { $( ErrorCode::$code => stringify!($code), )* }
+            }
+
+            /// The one HTTP status of this code.
+            pub fn status(self) -> StatusCode {
+                let raw: u16 = match self { $( ErrorCode::$code => $status, )* };
+                StatusCode::from_u16(raw).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+
+            /// The WebSocket close code a streaming route uses for this error, if any.
+            pub fn ws_close_code(self) -> Option<u16> {
+                match self { $( ErrorCode::$code => $ws, )* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    // Authentication and authorization (SPEC "Auth").
+    /// No `Authorization` header (or `?token=` on a WebSocket).
+    AUTH_TOKEN_MISSING => 401, Some(4401);
+    /// The token is malformed, unknown, or fails signature/issuer/audience checks.
+    AUTH_TOKEN_INVALID => 401, Some(4401);
+    /// The token was valid once but its expiry has passed.
+    AUTH_TOKEN_EXPIRED => 401, Some(4401);
+    /// The API key or refresh token was revoked (or its tenant deleted).
+    AUTH_TOKEN_REVOKED => 401, Some(4401);
+    /// No user has this email (local login or an external issuer's `email` claim).
+    AUTH_IDENTITY_NOT_FOUND => 404, Some(4401);
+    /// Authenticated, but a required permission is missing.
+    AUTHZ_PERMISSION_DENIED => 403, Some(4403);
+    // The seed page 003 names the same three auth failures in another order. SPEC's names
+    // are the ones emitted; these stay in the table so clients written against the seed
+    // page can match them in documentation and SDK enums.
+    /// Seed alias of `AUTH_TOKEN_MISSING` (never emitted).
+    AUTH_MISSING_TOKEN => 401, Some(4401);
+    /// Seed alias of `AUTH_TOKEN_INVALID` (never emitted).
+    AUTH_INVALID_TOKEN => 401, Some(4401);
+    /// Seed alias of `AUTH_TOKEN_REVOKED` (never emitted).
+    AUTH_REVOKED_TOKEN => 401, Some(4401);
+
+    // Request shape and resources.
+    /// Malformed JSON, unknown or invalid fields, bad query parameters, bad `open` frames.
+    INVALID_REQUEST => 400, Some(4400);
+    /// The resource does not exist or belongs to another tenant.
+    NOT_FOUND => 404, None;
+    /// The route exists but not for this method.
+    METHOD_NOT_ALLOWED => 405, None;
+    /// A unique name or slug is taken, or the resource is in a conflicting state.
+    CONFLICT => 409, None;
+    /// The body is not of a media type this route accepts.
+    UNSUPPORTED_MEDIA_TYPE => 415, None;
+    /// Body, audio or text over the configured limit; the envelope carries `limit`.
+    CTX_TOO_LARGE => 413, Some(4413);
+    /// Audio in a container or codec the server does not decode.
+    AUDIO_FORMAT_UNSUPPORTED => 415, Some(4400);
+    /// Audio that claims a supported format but cannot be decoded.
+    AUDIO_DECODE_FAILED => 422, Some(4400);
+    /// Unexpected server fault; detail is logged with the request id, never sent.
+    INTERNAL_ERROR => 500, Some(1011);
+    /// A dependency (database, redis, object store, engines) is down.
+    SERVICE_UNAVAILABLE => 503, Some(1013);
+
+    // Gateway core.
+    /// The model slug is not visible to this tenant.
+    MODEL_NOT_FOUND => 404, None;
+    /// The model exists but `/v1/model-access` denies it for this tenant.
+    MODEL_ACCESS_DENIED => 403, None;
+    /// Every backend of the model is circuit-broken or unhealthy.
+    MODEL_UNAVAILABLE => 503, None;
+    /// The upstream failed (also sent as an SSE error event mid-stream).
+    BACKEND_ERROR => 502, None;
+    /// A rate limit was hit; `Retry-After` and the rate-limit headers say when to retry.
+    RATE_LIMITED => 429, Some(4429);
+    /// A cost budget for the period is spent.
+    BUDGET_EXCEEDED => 429, Some(4429);
+    /// The module is not enabled for the caller's tenant.
+    MODULE_NOT_ENABLED => 403, Some(4403);
+    /// Seed 003: account balance below the launch threshold.
+    BILLING_BELOW_MINIMUM => 402, None;
+    /// The model's declared memory need exceeds the device's free memory.
+    GPU_INCOMPATIBLE => 409, None;
+    /// Seed 003: no provider satisfies the placement constraints.
+    SMART_NO_MATCH => 409, None;
+    /// Seed 003: the provider did not allocate capacity in time.
+    PROVIDER_TIMEOUT => 504, None;
+    /// An inference ran out of memory; the request failed, the node stays up.
+    OOM_KILLED => 503, Some(1011);
+    /// Seed 003: a firewall in block mode matched; the envelope carries `matched_rules`.
+    FIREWALL_BLOCKED => 403, None;
+    /// Seed 003: the firewall evaluator is not running.
+    JUDGE_UNREACHABLE => 503, None;
+
+    // ScaiEcho.
+    /// No allowed speech-to-text backend is usable.
+    SCAIECHO_BACKEND_UNAVAILABLE => 502, Some(4502);
+    /// The speaker reference clip failed preflight; the envelope carries `preflight`.
+    SCAIECHO_SPEAKER_PREFLIGHT_FAILED => 422, None;
+    /// Built without the `webrtc` feature.
+    SCAIECHO_WEBRTC_UNAVAILABLE => 501, None;
+    /// The peer state of a WebRTC session is gone (e.g. after a restart).
+    SCAIECHO_WEBRTC_SESSION_STATE_LOST => 410, Some(4404);
+
+    // ScaiSpeak.
+    /// No allowed text-to-speech backend is usable.
+    SCAISPEAK_BACKEND_UNAVAILABLE => 502, Some(4502);
+    /// The voice reference clip failed preflight; the envelope carries `preflight`.
+    SCAISPEAK_VOICE_PREFLIGHT_FAILED => 422, None;
+    /// `save_to` was used with an API key; it needs a user JWT.
+    SCAISPEAK_SAVE_TO_REQUIRES_JWT => 403, None;
+    /// The drive rejected the token exchange.
+    SCAISPEAK_SAVE_TO_EXCHANGE_FAILED => 502, None;
+    /// `save_to` target exists and `overwrite` is false.
+    SCAISPEAK_SCAIDRIVE_CONFLICT => 409, None;
+    /// No drive is configured for this deployment.
+    SCAISPEAK_SCAIDRIVE_NOT_AVAILABLE => 404, None;
+    /// `/warm` on a voice that is not `ready`.
+    SCAISPEAK_VOICE_NOT_READY_FOR_WARMING => 409, None;
+    /// Built without the `webrtc` feature.
+    SCAISPEAK_WEBRTC_UNAVAILABLE => 501, None;
+    /// The peer state of a WebRTC session is gone (e.g. after a restart).
+    SCAISPEAK_WEBRTC_SESSION_STATE_LOST => 410, Some(4404);
+}
+
+/// The error every handler and service of the server returns.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Extra envelope fields beside `code` (`limit`, `preflight`, ...).
+    pub fields: Map<String, Value>,
+    /// Headers the response must carry (e.g. `Retry-After`).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            fields: Map::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a field to the `error` object of the envelope.
+    pub fn with_field(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.fields.insert(name.to_owned(), value.into());
+        self
+    }
+
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// An internal fault: the detail goes to the log with the request id, the client
+    /// sees only a generic message.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        ApiError::new(ErrorCode::INTERNAL_ERROR, "internal server error")
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::INVALID_REQUEST, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        ApiError::new(ErrorCode::NOT_FOUND, format!("{what} not found"))
+    }
+
+    pub fn permission_denied(permission: &str) -> Self {
+        ApiError::new(
+            ErrorCode::AUTHZ_PERMISSION_DENIED,
+            format!("missing permission `{permission}`"),
+        )
+        .with_field("required_permission", permission)
+    }
+
+    pub fn too_large(what: &str, limit: u64) -> Self {
+        ApiError::new(
+            ErrorCode::CTX_TOO_LARGE,
+            format!("{what} exceeds the limit of {limit}"),
+        )
+        .with_field("limit", limit)
+    }
+
+    /// The JSON envelope, with the request id of the current request.
+    pub fn envelope(&self) -> Value {
+        let mut error = Map::new();
+        error.insert("code".into(), Value::from(self.code.as_str()));
+        error.insert("message".into(), Value::from(self.message.clone()));
+        error.insert(
+            "request_id".into(),
+            request_id::current().map(Value::from).unwrap_or(Value::Null),
+        );
+        for (name, value) in &self.fields {
+            error.insert(name.clone(), value.clone());
+        }
+        json!({ "status": "error", "error": error })
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let body = self.envelope();
+        let mut response = (status, axum::Json(body)).into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::internal(format_args!("database: {error}"))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn wire_names_are_unique_screaming_snake() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            let name = code.as_str();
+            assert!(seen.insert(name), "duplicate code {name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'),
+                "{name} is not SCREAMING_SNAKE"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_match_the_contract() {
+        assert_eq!(ErrorCode::AUTH_TOKEN_MISSING.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(ErrorCode::AUTH_IDENTITY_NOT_FOUND.status(), StatusCode::NOT_FOUND);
+        assert_eq!(ErrorCode::AUTHZ_PERMISSION_DENIED.status(), StatusCode::FORBIDDEN);
+        assert_eq!(ErrorCode::CTX_TOO_LARGE.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE.status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE.ws_close_code(), Some(4502));
+        assert_eq!(ErrorCode::RATE_LIMITED.ws_close_code(), Some(4429));
+        assert_eq!(
+            ErrorCode::SCAISPEAK_WEBRTC_SESSION_STATE_LOST.status(),
+            StatusCode::GONE
+        );
+    }
+
+    #[test]
+    fn every_code_named_by_the_contract_is_in_the_table() {
+        let names: HashSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        let spec = include_str!("../docs/contract_codes.txt");
+        for name in spec.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            assert!(names.contains(name), "{name} missing from the code table");
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The HTTP surface: path → handler, and nothing else. Each handler unpacks what axum
+//! injects and calls one service function; its `#[utoipa::path]` puts it in
+//! `/openapi.json`, and registering it through `routes!` is the only way to route it, so
+//! the document and the router cannot drift apart.
+
+mod admin;
+mod auth;
+mod health;
+
+use std::sync::Arc;
+
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ScaiGrid", description = "Audio-first real-time media server and multi-tenant AI gateway"),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+        .routes(routes!(health::openapi))
+        .routes(routes!(auth::token))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(admin::create_tenant, admin::list_tenants))
+        .routes(routes!(admin::get_tenant, admin::update_tenant, admin::delete_tenant))
+        .routes(routes!(admin::create_user, admin::list_users))
+        .routes(routes!(admin::get_user))
+        .routes(routes!(admin::create_api_key, admin::list_api_keys))
+        .routes(routes!(admin::get_api_key, admin::revoke_api_key))
+        .routes(routes!(admin::create_role, admin::list_roles))
+        .routes(routes!(admin::delete_role))
+        .routes(routes!(admin::create_grant))
+        .routes(routes!(admin::list_modules))
+        .routes(routes!(admin::get_module))
+        .routes(routes!(admin::enable_module))
+        .routes(routes!(admin::disable_module))
+}

@@ -1,0 +1,32 @@
+//! ScaiGrid: an audio-first real-time media server and multi-tenant AI gateway.
+//!
+//! Layout of this crate (the server; `media/` and `engines/` are separate crates that
+//! know nothing of HTTP):
+//! - [`config`]: the one configuration struct (file < env < flags).
+//! - [`error`]: the code table and the error envelope.
+//! - [`request_id`], [`telemetry`]: request ids, logs, metrics.
+//! - [`db`]: the SQLite/PostgreSQL pool, migrations and repositories.
+//! - [`store`]: the object store trait and its local-folder implementation.
+//! - [`auth`], [`rbac`]: tokens to principals; roles and permissions.
+//! - [`services`]: the admin operations shared by HTTP, CLI and bootstrap.
+//! - [`http`]: routes and thin handlers; [`extract`]: envelope-aware extractors.
+//! - [`app`], [`server`]: state, router assembly, serving and graceful shutdown.
+//! - [`cli`], [`worker`], [`bootstrap`]: the command line and start-up.
+
+pub mod app;
+pub mod auth;
+pub mod bootstrap;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod http;
+pub mod model;
+pub mod rbac;
+pub mod request_id;
+pub mod server;
+pub mod services;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,31 @@
+//! The `scaigrid` binary: parse the command line, load the configuration once, dispatch.
+
+use clap::Parser;
+use scaigrid::cli::{Cli, Command};
+use scaigrid::config::Config;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), &cli.overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("scaigrid: configuration error: {error:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    scaigrid::telemetry::init_logging(config.log_format);
+    let result = match cli.command {
+        Command::Serve => scaigrid::server::serve(config).await,
+        Command::Worker => scaigrid::worker::run(config).await,
+        Command::Migrate => scaigrid::db::migrate::run_standalone(&config.database).await,
+        Command::Admin { command } => scaigrid::cli::admin(config, command).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("scaigrid: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Serving: binds, logs `listening on <addr>`, serves until a shutdown signal, then
+//! drains in-flight requests (bounded by the configured grace period).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::app::{self, AppState};
+
+/// Serves `state` on an already-bound listener until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
+    let router = app::router(state);
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let graceful = async move {
+        shutdown.await;
+        tracing::info!("shutdown requested; draining in-flight requests");
+        let _ = signalled_tx.send(());
+    };
+    let serve = axum::serve(listener, router).with_graceful_shutdown(graceful);
+    let serve = tokio::spawn(async move { serve.await });
+    tokio::pin!(serve);
+    tokio::select! {
+        result = &mut serve => return Ok(result??),
+        _ = signalled_rx => {}
+    }
+    match tokio::time::timeout(grace, &mut serve).await {
+        Ok(result) => result??,
+        Err(_) => tracing::warn!(seconds = grace.as_secs(), "grace period over; stopping with requests in flight"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}
+
+/// `scaigrid serve`: open everything, bind, announce, serve.
+pub async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
+    let bind = config.bind;
+    let state = AppState::open(config).await?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {bind}: {e}"))?;
+    let address = listener.local_addr()?;
+    tracing::info!("listening on {address}");
+    run(listener, state, shutdown_signal()).await
+}

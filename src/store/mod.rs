@@ -1,0 +1,91 @@
+//! Object storage behind one trait: the local folder (embedded default) now, S3 later.
+//!
+//! Every key is namespaced by tenant through [`ObjectKey`], whose constructor is the one
+//! place that decides what a key may contain: no `..`, no absolute paths, no control
+//! characters, so no key can leave its tenant's namespace on any backend.
+
+pub mod local;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid object key: {0}")]
+    InvalidKey(String),
+    #[error("object not found")]
+    NotFound,
+    #[error("object store I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A tenant-scoped object key. Fields are private: the only way to get one is
+/// [`ObjectKey::new`], which validates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectKey {
+    tenant_id: String,
+    path: String,
+}
+
+const MAX_KEY_LEN: usize = 1024;
+
+fn valid_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment != "."
+        && segment != ".."
+        && segment.len() <= 255
+        && !segment.chars().any(|c| c.is_control() || c == '\\' || c == '/')
+}
+
+impl ObjectKey {
+    /// `path` is `/`-separated; each segment must be a plain name.
+    pub fn new(tenant_id: &str, path: &str) -> Result<ObjectKey, StoreError> {
+        if !valid_segment(tenant_id) || tenant_id.starts_with('.') {
+            return Err(StoreError::InvalidKey(format!("bad tenant id `{tenant_id}`")));
+        }
+        if path.is_empty() || path.len() > MAX_KEY_LEN || !path.split('/').all(valid_segment) {
+            return Err(StoreError::InvalidKey(format!("bad path `{path}`")));
+        }
+        Ok(ObjectKey {
+            tenant_id: tenant_id.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Writes the object whole (readers never see a partial object).
+    async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<(), StoreError>;
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes, StoreError>;
+    async fn exists(&self, key: &ObjectKey) -> Result<bool, StoreError>;
+    /// Returns whether the object existed.
+    async fn delete(&self, key: &ObjectKey) -> Result<bool, StoreError>;
+    /// Paths (relative to the tenant) under `prefix`, sorted.
+    async fn list(&self, tenant_id: &str, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Readiness: can we write, read back and delete a probe object?
+    async fn check(&self) -> Result<(), String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_escape_their_tenant() {
+        for bad in ["../x", "a/../../b", "/etc/passwd", "a//b", "a/./b", "a\\..\\b", "x\0y", ""] {
+            assert!(ObjectKey::new("ten_1", bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(ObjectKey::new("..", "a").is_err());
+        assert!(ObjectKey::new("a/b", "a").is_err());
+        assert!(ObjectKey::new("ten_1", "voices/v1/reference.wav").is_ok());
+    }
+}
