@@ -40,7 +40,10 @@ impl AppState {
         crate::db::migrate::run(&db).await?;
         bootstrap::run(&db, &config).await?;
         let store = LocalStore::open(&config.object_store_dir).with_context(|| {
-            format!("opening the object store at {}", config.object_store_dir.display())
+            format!(
+                "opening the object store at {}",
+                config.object_store_dir.display()
+            )
         })?;
         let secret = jwt_secret(&config)?;
         let http = reqwest::Client::builder()
@@ -65,7 +68,11 @@ fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     }
     let path = config.data_dir.join("jwt_secret");
     if let Ok(existing) = std::fs::read(&path) {
-        anyhow::ensure!(existing.len() >= 32, "{} is shorter than 32 bytes", path.display());
+        anyhow::ensure!(
+            existing.len() >= 32,
+            "{} is shorter than 32 bytes",
+            path.display()
+        );
         return Ok(existing);
     }
     std::fs::create_dir_all(&config.data_dir)?;
@@ -105,7 +112,10 @@ async fn route_not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+    ApiError::new(
+        ErrorCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
 }
 
 /// The whole HTTP surface with its middleware stack.
@@ -117,7 +127,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     routes
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.limits.max_json_body_bytes))
+        .layer(DefaultBodyLimit::max(
+            state.config.limits.max_json_body_bytes,
+        ))
         .layer(middleware::from_fn(catch_panic))
         .layer(middleware::from_fn(telemetry::middleware))
         .layer(middleware::from_fn(request_id::middleware))

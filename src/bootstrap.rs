@@ -36,21 +36,36 @@ pub async fn run(db: &Db, config: &Config) -> anyhow::Result<()> {
         let key = key.expose();
         let mut conn = db.pool.acquire().await?;
         match api_keys::get_by_hash(&mut conn, &auth::api_key::hash(key)).await? {
-            Some(existing) if existing.revoked_at.is_some() || existing.expires_at.is_some_and(|t| t <= now_ms()) => {
+            Some(existing)
+                if existing.revoked_at.is_some()
+                    || existing.expires_at.is_some_and(|t| t <= now_ms()) =>
+            {
                 tracing::warn!(key_id = %existing.id, "the configured bootstrap admin key is revoked or expired; leaving it so");
             }
             Some(_) => {}
             None => {
-                create_with_key(db, None, &platform.id, admin_key("bootstrap"), key.to_owned())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("creating the bootstrap admin key: {e}"))?;
+                create_with_key(
+                    db,
+                    None,
+                    &platform.id,
+                    admin_key("bootstrap"),
+                    key.to_owned(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the bootstrap admin key: {e}"))?;
                 tracing::info!("created the configured bootstrap admin key");
             }
         }
     } else if first_start {
-        let created = create_with_key(db, None, &platform.id, admin_key("initial admin"), auth::api_key::generate())
-            .await
-            .map_err(|e| anyhow::anyhow!("creating the initial admin key: {e}"))?;
+        let created = create_with_key(
+            db,
+            None,
+            &platform.id,
+            admin_key("initial admin"),
+            auth::api_key::generate(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the initial admin key: {e}"))?;
         eprintln!(
             "\n  First start: a platform-admin API key was created. It is shown only now:\n\n    {}\n",
             created.key

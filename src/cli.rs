@@ -13,7 +13,11 @@ use crate::model::Timestamp;
 use crate::services;
 
 #[derive(Debug, Parser)]
-#[command(name = "scaigrid", version, about = "Audio-first media server and multi-tenant AI gateway")]
+#[command(
+    name = "scaigrid",
+    version,
+    about = "Audio-first media server and multi-tenant AI gateway"
+)]
 pub struct Cli {
     /// TOML configuration file (environment and flags override it).
     #[arg(long, env = "SCAIGRID_CONFIG", global = true)]
@@ -103,10 +107,21 @@ pub async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> 
     match command {
         AdminCommand::CreateTenant { name, slug } => {
             let request = services::tenants::CreateTenant { name, slug };
-            print_json(&services::tenants::create(&db, &config, None, request).await.map_err(err)?)
+            print_json(
+                &services::tenants::create(&db, &config, None, request)
+                    .await
+                    .map_err(err)?,
+            )
         }
-        AdminCommand::ListTenants => print_json(&services::tenants::list(&db, None).await.map_err(err)?),
-        AdminCommand::CreateUser { tenant_id, email, password, roles } => {
+        AdminCommand::ListTenants => {
+            print_json(&services::tenants::list(&db, None).await.map_err(err)?)
+        }
+        AdminCommand::CreateUser {
+            tenant_id,
+            email,
+            password,
+            roles,
+        } => {
             let request = services::users::CreateUser {
                 email,
                 password,
@@ -114,9 +129,19 @@ pub async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> 
                 roles: non_empty(roles),
                 permissions: None,
             };
-            print_json(&services::users::create(&db, None, request).await.map_err(err)?)
+            print_json(
+                &services::users::create(&db, None, request)
+                    .await
+                    .map_err(err)?,
+            )
         }
-        AdminCommand::CreateKey { tenant_id, name, roles, permissions, expires_at } => {
+        AdminCommand::CreateKey {
+            tenant_id,
+            name,
+            roles,
+            permissions,
+            expires_at,
+        } => {
             let expires_at = match expires_at {
                 Some(text) => Some(
                     Timestamp::parse_rfc3339(&text)
@@ -132,13 +157,21 @@ pub async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> 
                 expires_at,
                 rate_limit: None,
             };
-            print_json(&services::api_keys::create(&db, None, request).await.map_err(err)?)
+            print_json(
+                &services::api_keys::create(&db, None, request)
+                    .await
+                    .map_err(err)?,
+            )
         }
-        AdminCommand::ListKeys { tenant_id } => {
-            print_json(&services::api_keys::list(&db, None, Some(&tenant_id)).await.map_err(err)?)
-        }
-        AdminCommand::RevokeKey { id } => {
-            print_json(&services::api_keys::revoke(&db, None, &id).await.map_err(err)?)
-        }
+        AdminCommand::ListKeys { tenant_id } => print_json(
+            &services::api_keys::list(&db, None, Some(&tenant_id))
+                .await
+                .map_err(err)?,
+        ),
+        AdminCommand::RevokeKey { id } => print_json(
+            &services::api_keys::revoke(&db, None, &id)
+                .await
+                .map_err(err)?,
+        ),
     }
 }

@@ -51,16 +51,31 @@ pub struct Overrides {
     #[arg(long, env = "SCAIGRID_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// `sqlite://path` or `postgres://...`; defaults to `<data_dir>/scaigrid.db`.
-    #[arg(long, env = "SCAIGRID_DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SCAIGRID_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
     pub database_url: Option<Secret>,
     /// Folder of the local object store; defaults to `<data_dir>/objects`.
     #[arg(long, env = "SCAIGRID_OBJECT_STORE_DIR", global = true)]
     pub object_store_dir: Option<PathBuf>,
     /// Makes sure a platform-admin API key with exactly this value exists.
-    #[arg(long, env = "SCAIGRID_BOOTSTRAP_ADMIN_KEY", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SCAIGRID_BOOTSTRAP_ADMIN_KEY",
+        global = true,
+        hide_env_values = true
+    )]
     pub bootstrap_admin_key: Option<Secret>,
     /// HMAC secret of the local JWT issuer; generated into the data folder if absent.
-    #[arg(long, env = "SCAIGRID_JWT_SECRET", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SCAIGRID_JWT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
     pub jwt_secret: Option<Secret>,
     /// `text` (default) or `json` log lines.
     #[arg(long, env = "SCAIGRID_LOG_FORMAT", global = true)]
@@ -184,9 +199,9 @@ impl Config {
             .bind
             .or(file.bind)
             .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
-        let bind: SocketAddr = bind_text
-            .parse()
-            .with_context(|| format!("bind: `{bind_text}` is not an address like 127.0.0.1:8080"))?;
+        let bind: SocketAddr = bind_text.parse().with_context(|| {
+            format!("bind: `{bind_text}` is not an address like 127.0.0.1:8080")
+        })?;
         let data_dir = overrides
             .data_dir
             .or(file.data_dir)
@@ -231,7 +246,9 @@ impl Config {
             )?,
             refresh_token_ttl_seconds: positive(
                 "auth.refresh_token_ttl_seconds",
-                file.auth.refresh_token_ttl_seconds.unwrap_or(30 * 24 * 3600),
+                file.auth
+                    .refresh_token_ttl_seconds
+                    .unwrap_or(30 * 24 * 3600),
             )?,
             key_cache_ttl_seconds: file.auth.key_cache_ttl_seconds.unwrap_or(30),
             external_issuers: file.auth.external_issuers,
@@ -251,7 +268,10 @@ impl Config {
                 );
             }
             if issuer.issuer == crate::auth::jwt::LOCAL_ISSUER {
-                bail!("auth.external_issuers: issuer `{}` is reserved", issuer.issuer);
+                bail!(
+                    "auth.external_issuers: issuer `{}` is reserved",
+                    issuer.issuer
+                );
             }
         }
         let limits = LimitsConfig {
@@ -310,7 +330,9 @@ mod tests {
         assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(config.object_store_dir, PathBuf::from("./data/objects"));
         match config.database {
-            DatabaseConfig::Sqlite { path } => assert_eq!(path, PathBuf::from("./data/scaigrid.db")),
+            DatabaseConfig::Sqlite { path } => {
+                assert_eq!(path, PathBuf::from("./data/scaigrid.db"))
+            }
             other => panic!("expected sqlite, got {other:?}"),
         }
     }
@@ -332,7 +354,9 @@ mod tests {
     fn bad_values_name_their_key() {
         let error = |file: &str| {
             let file: FileConfig = toml::from_str(file).unwrap();
-            Config::merge(file, Overrides::default()).unwrap_err().to_string()
+            Config::merge(file, Overrides::default())
+                .unwrap_err()
+                .to_string()
         };
         assert!(error("bind = \"nowhere\"").starts_with("bind:"));
         assert!(error("log_format = \"xml\"").starts_with("log_format:"));

@@ -224,7 +224,9 @@ impl ApiError {
         error.insert("message".into(), Value::from(self.message.clone()));
         error.insert(
             "request_id".into(),
-            request_id::current().map(Value::from).unwrap_or(Value::Null),
+            request_id::current()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
         );
         for (name, value) in &self.fields {
             error.insert(name.clone(), value.clone());
@@ -282,15 +284,30 @@ mod tests {
 
     #[test]
     fn statuses_match_the_contract() {
-        assert_eq!(ErrorCode::AUTH_TOKEN_MISSING.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(ErrorCode::AUTH_IDENTITY_NOT_FOUND.status(), StatusCode::NOT_FOUND);
-        assert_eq!(ErrorCode::AUTHZ_PERMISSION_DENIED.status(), StatusCode::FORBIDDEN);
-        assert_eq!(ErrorCode::CTX_TOO_LARGE.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            ErrorCode::AUTH_TOKEN_MISSING.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            ErrorCode::AUTH_IDENTITY_NOT_FOUND.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ErrorCode::AUTHZ_PERMISSION_DENIED.status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            ErrorCode::CTX_TOO_LARGE.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
         assert_eq!(
             ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE.status(),
             StatusCode::BAD_GATEWAY
         );
-        assert_eq!(ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE.ws_close_code(), Some(4502));
+        assert_eq!(
+            ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE.ws_close_code(),
+            Some(4502)
+        );
         assert_eq!(ErrorCode::RATE_LIMITED.ws_close_code(), Some(4429));
         assert_eq!(
             ErrorCode::SCAISPEAK_WEBRTC_SESSION_STATE_LOST.status(),
@@ -302,7 +319,11 @@ mod tests {
     fn every_code_named_by_the_contract_is_in_the_table() {
         let names: HashSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
         let spec = include_str!("../docs/contract_codes.txt");
-        for name in spec.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for name in spec
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             assert!(names.contains(name), "{name} missing from the code table");
         }
     }

@@ -7,20 +7,32 @@ use serde::Serialize;
 
 /// Permission strings the platform checks, with what each allows.
 pub const PERMISSIONS: &[(&str, &str)] = &[
-    ("platform:admin", "Manage tenants and everything in every tenant"),
-    ("tenant:admin", "Manage users, roles, API keys and modules of the own tenant"),
+    (
+        "platform:admin",
+        "Manage tenants and everything in every tenant",
+    ),
+    (
+        "tenant:admin",
+        "Manage users, roles, API keys and modules of the own tenant",
+    ),
     ("models:read", "List models"),
     ("chat:create", "Call chat completions"),
     ("accounting:read", "Read usage and budgets"),
     ("webhooks:read", "List webhooks and deliveries"),
     ("webhooks:write", "Create and change webhooks"),
-    ("scaiecho:transcribe", "Transcribe audio (HTTP, jobs, streams)"),
+    (
+        "scaiecho:transcribe",
+        "Transcribe audio (HTTP, jobs, streams)",
+    ),
     ("scaiecho:diarize", "Request speaker diarization"),
     ("scaiecho:speaker.read", "List enrolled speakers"),
     ("scaiecho:speaker.write", "Enroll, warm and delete speakers"),
     ("scaispeak:speak", "Synthesize speech"),
     ("scaispeak:voice.read", "List voices"),
-    ("scaispeak:voice.write", "Create, repromote, warm, evict and delete voices"),
+    (
+        "scaispeak:voice.write",
+        "Create, repromote, warm, evict and delete voices",
+    ),
 ];
 
 /// A built-in role: id, name, permissions. Stored at start-up so custom tooling can read
@@ -139,7 +151,10 @@ impl PermissionSet {
     }
 
     /// The first of `requested` this set does not cover, if any.
-    pub fn first_uncovered<'a>(&self, requested: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    pub fn first_uncovered<'a>(
+        &self,
+        requested: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
         requested.into_iter().find(|p| !self.allows(p))
     }
 
@@ -180,7 +195,9 @@ mod tests {
                 assert!(is_valid_permission(permission), "{permission}");
                 assert!(
                     *permission == "*"
-                        || PERMISSIONS.iter().any(|(known, _)| covers(permission, known)),
+                        || PERMISSIONS
+                            .iter()
+                            .any(|(known, _)| covers(permission, known)),
                     "{permission} of {} covers nothing known",
                     role.name
                 );
@@ -191,7 +208,10 @@ mod tests {
     #[test]
     fn set_reports_the_first_uncovered() {
         let set = PermissionSet::new(vec!["scaiecho:*".into(), "models:read".into()]);
-        assert_eq!(set.first_uncovered(["scaiecho:diarize", "models:read"]), None);
+        assert_eq!(
+            set.first_uncovered(["scaiecho:diarize", "models:read"]),
+            None
+        );
         assert_eq!(
             set.first_uncovered(["models:read", "tenant:admin"]),
             Some("tenant:admin")

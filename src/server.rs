@@ -32,7 +32,10 @@ pub async fn run(
     }
     match tokio::time::timeout(grace, &mut serve).await {
         Ok(result) => result??,
-        Err(_) => tracing::warn!(seconds = grace.as_secs(), "grace period over; stopping with requests in flight"),
+        Err(_) => tracing::warn!(
+            seconds = grace.as_secs(),
+            "grace period over; stopping with requests in flight"
+        ),
     }
     tracing::info!("stopped");
     Ok(())

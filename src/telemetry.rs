@@ -43,8 +43,8 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .set_buckets_for_metric(
                     Matcher::Full(REQUEST_DURATION.to_owned()),
                     &[
-                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                        2.5, 5.0, 10.0, 30.0, 60.0,
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0, 30.0, 60.0,
                     ],
                 )
                 .unwrap_or_else(|_| PrometheusBuilder::new());
@@ -75,12 +75,21 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         .get::<BackendId>()
         .map(|b| b.0.clone())
         .unwrap_or_default();
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    // The access log: one line per request, inside the request's span (so it carries
+    // the request id). Filter with `RUST_LOG=scaigrid::access=warn` to silence it.
+    if status >= 500 {
+        tracing::warn!(target: "scaigrid::access", status, micros = elapsed.as_micros() as u64, "request failed");
+    } else {
+        tracing::info!(target: "scaigrid::access", status, micros = elapsed.as_micros() as u64, "request");
+    }
     metrics::histogram!(
         REQUEST_DURATION,
         "route" => route,
-        "status" => response.status().as_u16().to_string(),
+        "status" => status.to_string(),
         "backend_id" => backend_id,
     )
-    .record(started.elapsed().as_secs_f64());
+    .record(elapsed.as_secs_f64());
     response
 }

@@ -52,7 +52,9 @@ impl PrincipalCache {
         if self.ttl.is_zero() {
             return;
         }
-        let Ok(mut entries) = self.entries.write() else { return };
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
         // Checked under the write lock: an invalidation either happened before (we skip)
         // or will happen after (and remove what we insert).
         if self.generation.load(Ordering::SeqCst) != generation {

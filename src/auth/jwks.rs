@@ -89,8 +89,11 @@ impl ExternalVerifier {
             })?;
         response.json::<JwkSet>().await.map_err(|error| {
             tracing::warn!(issuer = %self.config.issuer, %error, "JWKS unreadable");
-            ApiError::new(ErrorCode::SERVICE_UNAVAILABLE, "the token issuer's key set is unreadable")
-                .with_field("dependency", "jwks")
+            ApiError::new(
+                ErrorCode::SERVICE_UNAVAILABLE,
+                "the token issuer's key set is unreadable",
+            )
+            .with_field("dependency", "jwks")
         })
     }
 
@@ -105,7 +108,9 @@ impl ExternalVerifier {
         if let Some(jwk) = state.set.as_ref().and_then(find) {
             return Ok(jwk);
         }
-        let recent = state.fetched_at.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL);
+        let recent = state
+            .fetched_at
+            .is_some_and(|t| t.elapsed() < REFETCH_INTERVAL);
         if recent {
             return Err(invalid("token signed by an unknown key"));
         }

@@ -55,7 +55,11 @@ impl LocalIssuer {
     }
 
     /// A signed access token for a user.
-    pub fn mint(&self, user_id: &str, tenant_id: &str) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn mint(
+        &self,
+        user_id: &str,
+        tenant_id: &str,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = unix_now();
         let claims = AccessClaims {
             iss: LOCAL_ISSUER.to_owned(),
@@ -109,7 +113,10 @@ mod tests {
         let issuer = LocalIssuer::new(SECRET, 60);
         let token = issuer.mint("usr_1", "ten_1").unwrap();
         let claims = issuer.verify(&token).unwrap();
-        assert_eq!((claims.sub.as_str(), claims.tid.as_str()), ("usr_1", "ten_1"));
+        assert_eq!(
+            (claims.sub.as_str(), claims.tid.as_str()),
+            ("usr_1", "ten_1")
+        );
         assert_eq!(peek_issuer(&token).as_deref(), Some(LOCAL_ISSUER));
     }
 
@@ -118,7 +125,10 @@ mod tests {
         let issuer = LocalIssuer::new(SECRET, 60);
         let other = LocalIssuer::new(b"another-secret-another-secret-xx", 60);
         let token = other.mint("usr_1", "ten_1").unwrap();
-        assert_eq!(issuer.verify(&token).unwrap_err(), ErrorCode::AUTH_TOKEN_INVALID);
+        assert_eq!(
+            issuer.verify(&token).unwrap_err(),
+            ErrorCode::AUTH_TOKEN_INVALID
+        );
 
         let expired = AccessClaims {
             iss: LOCAL_ISSUER.into(),
@@ -135,7 +145,10 @@ mod tests {
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
-        assert_eq!(issuer.verify(&token).unwrap_err(), ErrorCode::AUTH_TOKEN_EXPIRED);
+        assert_eq!(
+            issuer.verify(&token).unwrap_err(),
+            ErrorCode::AUTH_TOKEN_EXPIRED
+        );
     }
 
     #[test]
@@ -147,7 +160,14 @@ mod tests {
             r#"{{"iss":"scaigrid","sub":"usr_1","tid":"ten_1","typ":"access","iat":1,"exp":{},"jti":"x"}}"#,
             unix_now() + 600
         );
-        let token = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&payload));
-        assert_eq!(issuer.verify(&token).unwrap_err(), ErrorCode::AUTH_TOKEN_INVALID);
+        let token = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&payload)
+        );
+        assert_eq!(
+            issuer.verify(&token).unwrap_err(),
+            ErrorCode::AUTH_TOKEN_INVALID
+        );
     }
 }

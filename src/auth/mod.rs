@@ -86,12 +86,14 @@ impl Authenticator {
                     error(ErrorCode::AUTH_TOKEN_INVALID, "token has no email claim")
                 })?;
                 let mut conn = self.db.pool.acquire().await?;
-                let user = users::get_by_email(&mut conn, &email).await?.ok_or_else(|| {
-                    error(
-                        ErrorCode::AUTH_IDENTITY_NOT_FOUND,
-                        "no account found for this email",
-                    )
-                })?;
+                let user = users::get_by_email(&mut conn, &email)
+                    .await?
+                    .ok_or_else(|| {
+                        error(
+                            ErrorCode::AUTH_IDENTITY_NOT_FOUND,
+                            "no account found for this email",
+                        )
+                    })?;
                 self.user_principal(&user.id).await
             }
             None => Err(error(
@@ -130,7 +132,12 @@ impl Authenticator {
         let tenant = tenants::get(&mut conn, &key.tenant_id)
             .await?
             .filter(|t| t.status == tenants::ACTIVE)
-            .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_REVOKED, "the key's tenant was deleted"))?;
+            .ok_or_else(|| {
+                error(
+                    ErrorCode::AUTH_TOKEN_REVOKED,
+                    "the key's tenant was deleted",
+                )
+            })?;
         let (roles, permissions) =
             crate::db::roles::effective(&mut conn, SubjectKind::ApiKey, &key.id).await?;
         let modules = crate::db::modules::enabled_for(&mut conn, &tenant.id).await?;
@@ -164,7 +171,12 @@ impl Authenticator {
         let tenant = tenants::get(&mut conn, &user.tenant_id)
             .await?
             .filter(|t| t.status == tenants::ACTIVE)
-            .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_REVOKED, "the user's tenant was deleted"))?;
+            .ok_or_else(|| {
+                error(
+                    ErrorCode::AUTH_TOKEN_REVOKED,
+                    "the user's tenant was deleted",
+                )
+            })?;
         let (roles, permissions) =
             crate::db::roles::effective(&mut conn, SubjectKind::User, &user.id).await?;
         let modules = crate::db::modules::enabled_for(&mut conn, &tenant.id).await?;
@@ -195,7 +207,10 @@ pub fn bearer_token(headers: &HeaderMap) -> ApiResult<&str> {
         ));
     };
     let value = value.to_str().map_err(|_| {
-        error(ErrorCode::AUTH_TOKEN_INVALID, "Authorization header is not ASCII")
+        error(
+            ErrorCode::AUTH_TOKEN_INVALID,
+            "Authorization header is not ASCII",
+        )
     })?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {

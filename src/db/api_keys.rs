@@ -48,7 +48,10 @@ pub struct NewApiKey<'a> {
     pub expires_at: Option<i64>,
 }
 
-pub async fn insert(conn: &mut AnyConnection, key: NewApiKey<'_>) -> Result<ApiKeyRow, sqlx::Error> {
+pub async fn insert(
+    conn: &mut AnyConnection,
+    key: NewApiKey<'_>,
+) -> Result<ApiKeyRow, sqlx::Error> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, created_by, \
          rate_limit, created_at, expires_at, revoked_at) \
@@ -60,7 +63,10 @@ pub async fn insert(conn: &mut AnyConnection, key: NewApiKey<'_>) -> Result<ApiK
     .bind(key.key_hash)
     .bind(key.key_prefix)
     .bind(key.created_by)
-    .bind(key.rate_limit.map(|r| serde_json::to_string(r).unwrap_or_default()))
+    .bind(
+        key.rate_limit
+            .map(|r| serde_json::to_string(r).unwrap_or_default()),
+    )
     .bind(now_ms())
     .bind(key.expires_at)
     .fetch_one(conn)
@@ -72,10 +78,12 @@ pub async fn get_by_hash(
     conn: &mut AnyConnection,
     key_hash: &str,
 ) -> Result<Option<ApiKeyRow>, sqlx::Error> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1")))
-        .bind(key_hash)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1"
+    )))
+    .bind(key_hash)
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -95,7 +103,10 @@ pub async fn get_in_tenant(
     row.as_ref().map(from_row).transpose()
 }
 
-pub async fn list(conn: &mut AnyConnection, tenant_id: &str) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+pub async fn list(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
     sqlx::query(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
     )))
@@ -108,7 +119,11 @@ pub async fn list(conn: &mut AnyConnection, tenant_id: &str) -> Result<Vec<ApiKe
 }
 
 /// Revokes a key of the tenant. Returns whether an unrevoked key was revoked.
-pub async fn revoke(conn: &mut AnyConnection, tenant_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn revoke(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
     let result = sqlx::query(
         "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL",
     )

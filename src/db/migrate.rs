@@ -47,12 +47,14 @@ pub async fn run(db: &Db) -> anyhow::Result<usize> {
                 .await
                 .with_context(|| format!("migration {version} ({name}) failed at: {statement}"))?;
         }
-        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-            .bind(*version)
-            .bind(*name)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(*version)
+        .bind(*name)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         tracing::info!(version, name, "applied migration");
         count += 1;
@@ -96,8 +98,12 @@ mod tests {
 
     #[test]
     fn splits_statements_and_drops_comments() {
-        let parts = statements("-- hi\nCREATE TABLE a (x TEXT); -- tail\n\nCREATE INDEX b ON a(x);\n");
-        assert_eq!(parts, vec!["CREATE TABLE a (x TEXT)", "CREATE INDEX b ON a(x)"]);
+        let parts =
+            statements("-- hi\nCREATE TABLE a (x TEXT); -- tail\n\nCREATE INDEX b ON a(x);\n");
+        assert_eq!(
+            parts,
+            vec!["CREATE TABLE a (x TEXT)", "CREATE INDEX b ON a(x)"]
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub async fn set_enabled(
 }
 
 /// Module ids enabled for a tenant.
-pub async fn enabled_for(conn: &mut AnyConnection, tenant_id: &str) -> Result<Vec<String>, sqlx::Error> {
+pub async fn enabled_for(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query(
         "SELECT module_id FROM tenant_modules WHERE tenant_id = $1 AND enabled = 1 ORDER BY module_id",
     )

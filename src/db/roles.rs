@@ -294,19 +294,22 @@ pub async fn delete_custom(
     tenant_id: &str,
     role_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let exists = sqlx::query("SELECT id FROM roles WHERE id = $1 AND tenant_id = $2 AND builtin = 0")
-        .bind(role_id)
-        .bind(tenant_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let exists =
+        sqlx::query("SELECT id FROM roles WHERE id = $1 AND tenant_id = $2 AND builtin = 0")
+            .bind(role_id)
+            .bind(tenant_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     if exists.is_none() {
         return Ok(false);
     }
     for table in ["subject_roles", "role_permissions"] {
-        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE role_id = $1")))
-            .bind(role_id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE role_id = $1"
+        )))
+        .bind(role_id)
+        .execute(&mut *conn)
+        .await?;
     }
     sqlx::query("DELETE FROM roles WHERE id = $1")
         .bind(role_id)

@@ -49,10 +49,12 @@ pub async fn create(
 
 /// A tenant by id, deleted ones included (callers decide what deleted means).
 pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Tenant>, sqlx::Error> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM tenants WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -60,10 +62,12 @@ pub async fn get_by_slug(
     conn: &mut AnyConnection,
     slug: &str,
 ) -> Result<Option<Tenant>, sqlx::Error> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM tenants WHERE slug = $1")))
-        .bind(slug)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tenants WHERE slug = $1"
+    )))
+    .bind(slug)
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 

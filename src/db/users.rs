@@ -60,10 +60,12 @@ pub async fn create(
 }
 
 pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM users WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -71,10 +73,12 @@ pub async fn get_by_email(
     conn: &mut AnyConnection,
     email: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE email = $1")))
-        .bind(normalize_email(email))
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM users WHERE email = $1"
+    )))
+    .bind(normalize_email(email))
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 

@@ -34,7 +34,11 @@ type St = State<Arc<AppState>>;
 
 #[utoipa::path(post, path = "/v1/tenants", tag = "admin", request_body = CreateTenant,
     responses((status = 201, body = Tenant)), security(("bearer" = [])))]
-pub async fn create_tenant(State(s): St, Auth(p): Auth, Json(r): Json<CreateTenant>) -> ApiResult<(StatusCode, Json<Tenant>)> {
+pub async fn create_tenant(
+    State(s): St,
+    Auth(p): Auth,
+    Json(r): Json<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<Tenant>)> {
     let tenant = tenants::create(&s.db, &s.config, Some(&p), r).await?;
     Ok((StatusCode::CREATED, Json(tenant)))
 }
@@ -47,13 +51,22 @@ pub async fn list_tenants(State(s): St, Auth(p): Auth) -> ApiResult<Json<Vec<Ten
 
 #[utoipa::path(get, path = "/v1/tenants/{id}", tag = "admin",
     responses((status = 200, body = Tenant)), security(("bearer" = [])))]
-pub async fn get_tenant(State(s): St, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Json<Tenant>> {
+pub async fn get_tenant(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Tenant>> {
     tenants::get(&s.db, Some(&p), &id).await.map(Json)
 }
 
 #[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "admin", request_body = UpdateTenant,
     responses((status = 200, body = Tenant)), security(("bearer" = [])))]
-pub async fn update_tenant(State(s): St, Auth(p): Auth, Path(id): Path<String>, Json(r): Json<UpdateTenant>) -> ApiResult<Json<Tenant>> {
+pub async fn update_tenant(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<UpdateTenant>,
+) -> ApiResult<Json<Tenant>> {
     let tenant = tenants::update(&s.db, Some(&p), &id, r).await?;
     s.auth.invalidate();
     Ok(Json(tenant))
@@ -61,7 +74,11 @@ pub async fn update_tenant(State(s): St, Auth(p): Auth, Path(id): Path<String>, 
 
 #[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "admin",
     responses((status = 204)), security(("bearer" = [])))]
-pub async fn delete_tenant(State(s): St, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_tenant(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     tenants::delete(&s.db, Some(&p), &id).await?;
     s.auth.invalidate();
     Ok(StatusCode::NO_CONTENT)
@@ -69,46 +86,78 @@ pub async fn delete_tenant(State(s): St, Auth(p): Auth, Path(id): Path<String>) 
 
 #[utoipa::path(post, path = "/v1/users", tag = "admin", request_body = CreateUser,
     responses((status = 201, body = User)), security(("bearer" = [])))]
-pub async fn create_user(State(s): St, Auth(p): Auth, Json(r): Json<CreateUser>) -> ApiResult<(StatusCode, Json<User>)> {
+pub async fn create_user(
+    State(s): St,
+    Auth(p): Auth,
+    Json(r): Json<CreateUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
     let user = users::create(&s.db, Some(&p), r).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "admin", params(TenantFilter),
     responses((status = 200, body = Vec<User>)), security(("bearer" = [])))]
-pub async fn list_users(State(s): St, Auth(p): Auth, Query(f): Query<TenantFilter>) -> ApiResult<Json<Vec<User>>> {
-    users::list(&s.db, Some(&p), f.tenant_id.as_deref()).await.map(Json)
+pub async fn list_users(
+    State(s): St,
+    Auth(p): Auth,
+    Query(f): Query<TenantFilter>,
+) -> ApiResult<Json<Vec<User>>> {
+    users::list(&s.db, Some(&p), f.tenant_id.as_deref())
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "admin",
     responses((status = 200, body = User)), security(("bearer" = [])))]
-pub async fn get_user(State(s): St, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Json<User>> {
+pub async fn get_user(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<User>> {
     users::get(&s.db, Some(&p), &id).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/api-keys", tag = "admin", request_body = CreateApiKey,
     responses((status = 201, body = CreatedApiKey)), security(("bearer" = [])))]
-pub async fn create_api_key(State(s): St, Auth(p): Auth, Json(r): Json<CreateApiKey>) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
+pub async fn create_api_key(
+    State(s): St,
+    Auth(p): Auth,
+    Json(r): Json<CreateApiKey>,
+) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let created = api_keys::create(&s.db, Some(&p), r).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[utoipa::path(get, path = "/v1/api-keys", tag = "admin", params(TenantFilter),
     responses((status = 200, body = Vec<ApiKeyInfo>)), security(("bearer" = [])))]
-pub async fn list_api_keys(State(s): St, Auth(p): Auth, Query(f): Query<TenantFilter>) -> ApiResult<Json<Vec<ApiKeyInfo>>> {
-    api_keys::list(&s.db, Some(&p), f.tenant_id.as_deref()).await.map(Json)
+pub async fn list_api_keys(
+    State(s): St,
+    Auth(p): Auth,
+    Query(f): Query<TenantFilter>,
+) -> ApiResult<Json<Vec<ApiKeyInfo>>> {
+    api_keys::list(&s.db, Some(&p), f.tenant_id.as_deref())
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "admin",
     responses((status = 200, body = ApiKeyInfo)), security(("bearer" = [])))]
-pub async fn get_api_key(State(s): St, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Json<ApiKeyInfo>> {
+pub async fn get_api_key(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ApiKeyInfo>> {
     api_keys::get(&s.db, Some(&p), &id).await.map(Json)
 }
 
 /// Revoke: the key stops working at once.
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "admin",
     responses((status = 200, body = ApiKeyInfo)), security(("bearer" = [])))]
-pub async fn revoke_api_key(State(s): St, Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Json<ApiKeyInfo>> {
+pub async fn revoke_api_key(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ApiKeyInfo>> {
     let info = api_keys::revoke(&s.db, Some(&p), &id).await?;
     s.auth.invalidate();
     Ok(Json(info))
@@ -116,20 +165,35 @@ pub async fn revoke_api_key(State(s): St, Auth(p): Auth, Path(id): Path<String>)
 
 #[utoipa::path(post, path = "/v1/roles", tag = "admin", request_body = CreateRole,
     responses((status = 201, body = Role)), security(("bearer" = [])))]
-pub async fn create_role(State(s): St, Auth(p): Auth, Json(r): Json<CreateRole>) -> ApiResult<(StatusCode, Json<Role>)> {
+pub async fn create_role(
+    State(s): St,
+    Auth(p): Auth,
+    Json(r): Json<CreateRole>,
+) -> ApiResult<(StatusCode, Json<Role>)> {
     let role = roles::create(&s.db, Some(&p), r).await?;
     Ok((StatusCode::CREATED, Json(role)))
 }
 
 #[utoipa::path(get, path = "/v1/roles", tag = "admin", params(TenantFilter),
     responses((status = 200, body = Vec<Role>)), security(("bearer" = [])))]
-pub async fn list_roles(State(s): St, Auth(p): Auth, Query(f): Query<TenantFilter>) -> ApiResult<Json<Vec<Role>>> {
-    roles::list(&s.db, Some(&p), f.tenant_id.as_deref()).await.map(Json)
+pub async fn list_roles(
+    State(s): St,
+    Auth(p): Auth,
+    Query(f): Query<TenantFilter>,
+) -> ApiResult<Json<Vec<Role>>> {
+    roles::list(&s.db, Some(&p), f.tenant_id.as_deref())
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(delete, path = "/v1/roles/{id}", tag = "admin", params(TenantFilter),
     responses((status = 204)), security(("bearer" = [])))]
-pub async fn delete_role(State(s): St, Auth(p): Auth, Path(id): Path<String>, Query(f): Query<TenantFilter>) -> ApiResult<StatusCode> {
+pub async fn delete_role(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Query(f): Query<TenantFilter>,
+) -> ApiResult<StatusCode> {
     roles::delete(&s.db, Some(&p), f.tenant_id.as_deref(), &id).await?;
     s.auth.invalidate();
     Ok(StatusCode::NO_CONTENT)
@@ -138,7 +202,11 @@ pub async fn delete_role(State(s): St, Auth(p): Auth, Path(id): Path<String>, Qu
 /// Add roles and/or direct permissions to a user or API key.
 #[utoipa::path(post, path = "/v1/grants", tag = "admin", request_body = CreateGrant,
     responses((status = 204)), security(("bearer" = [])))]
-pub async fn create_grant(State(s): St, Auth(p): Auth, Json(r): Json<CreateGrant>) -> ApiResult<StatusCode> {
+pub async fn create_grant(
+    State(s): St,
+    Auth(p): Auth,
+    Json(r): Json<CreateGrant>,
+) -> ApiResult<StatusCode> {
     roles::grant(&s.db, Some(&p), r).await?;
     s.auth.invalidate();
     Ok(StatusCode::NO_CONTENT)
@@ -157,11 +225,18 @@ pub async fn get_module(Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Json
 }
 
 /// The toggle body is optional: empty means "the caller's tenant".
-async fn toggle(s: &AppState, p: &crate::auth::Principal, id: &str, on: bool, body: Bytes) -> ApiResult<StatusCode> {
+async fn toggle(
+    s: &AppState,
+    p: &crate::auth::Principal,
+    id: &str,
+    on: bool,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
     let body: ModuleToggle = if body.iter().all(u8::is_ascii_whitespace) {
         ModuleToggle::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
     };
     modules::set_enabled(&s.db, Some(p), id, on, body).await?;
     s.auth.invalidate();
@@ -170,12 +245,22 @@ async fn toggle(s: &AppState, p: &crate::auth::Principal, id: &str, on: bool, bo
 
 #[utoipa::path(post, path = "/v1/modules/{id}/enable", tag = "modules", request_body = Option<ModuleToggle>,
     responses((status = 204)), security(("bearer" = [])))]
-pub async fn enable_module(State(s): St, Auth(p): Auth, Path(id): Path<String>, body: Bytes) -> ApiResult<StatusCode> {
+pub async fn enable_module(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
     toggle(&s, &p, &id, true, body).await
 }
 
 #[utoipa::path(post, path = "/v1/modules/{id}/disable", tag = "modules", request_body = Option<ModuleToggle>,
     responses((status = 204)), security(("bearer" = [])))]
-pub async fn disable_module(State(s): St, Auth(p): Auth, Path(id): Path<String>, body: Bytes) -> ApiResult<StatusCode> {
+pub async fn disable_module(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
     toggle(&s, &p, &id, false, body).await
 }

@@ -22,7 +22,9 @@ pub async fn token(
     Json(request): Json<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let ttl = state.config.auth.refresh_token_ttl_seconds;
-    sessions::login(&state.db, &state.auth, ttl, request).await.map(Json)
+    sessions::login(&state.db, &state.auth, ttl, request)
+        .await
+        .map(Json)
 }
 
 /// Trade a refresh token for a new access token and a new refresh token (the old one
@@ -34,7 +36,9 @@ pub async fn refresh(
     Json(request): Json<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let ttl = state.config.auth.refresh_token_ttl_seconds;
-    sessions::refresh(&state.db, &state.auth, ttl, request).await.map(Json)
+    sessions::refresh(&state.db, &state.auth, ttl, request)
+        .await
+        .map(Json)
 }
 
 /// End a login: its refresh tokens stop working.

@@ -46,7 +46,11 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
         .routes(routes!(admin::create_tenant, admin::list_tenants))
-        .routes(routes!(admin::get_tenant, admin::update_tenant, admin::delete_tenant))
+        .routes(routes!(
+            admin::get_tenant,
+            admin::update_tenant,
+            admin::delete_tenant
+        ))
         .routes(routes!(admin::create_user, admin::list_users))
         .routes(routes!(admin::get_user))
         .routes(routes!(admin::create_api_key, admin::list_api_keys))

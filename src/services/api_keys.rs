@@ -115,7 +115,15 @@ pub async fn create_with_key(
     role_db::assign(&mut tx, SubjectKind::ApiKey, &id, &role_ids).await?;
     role_db::grant(&mut tx, SubjectKind::ApiKey, &id, &permissions).await?;
     let detail = serde_json::json!({ "roles": roles, "permissions": permissions });
-    audit(&mut tx, actor, Some(tenant_id), "api_key.create", ("api_key", &id), Some(detail)).await?;
+    audit(
+        &mut tx,
+        actor,
+        Some(tenant_id),
+        "api_key.create",
+        ("api_key", &id),
+        Some(detail),
+    )
+    .await?;
     let info = info(&mut tx, row).await?;
     tx.commit().await?;
     Ok(CreatedApiKey { info, key })
@@ -149,7 +157,11 @@ fn admin_tenant(actor: Actor<'_>, requested: Option<&str>) -> ApiResult<Option<S
     }
 }
 
-pub async fn list(db: &Db, actor: Actor<'_>, tenant_id: Option<&str>) -> ApiResult<Vec<ApiKeyInfo>> {
+pub async fn list(
+    db: &Db,
+    actor: Actor<'_>,
+    tenant_id: Option<&str>,
+) -> ApiResult<Vec<ApiKeyInfo>> {
     let tenant_id = admin_tenant(actor, tenant_id)?
         .ok_or_else(|| ApiError::invalid("`tenant_id` is required"))?;
     let mut conn = db.pool.acquire().await?;
@@ -200,7 +212,15 @@ pub async fn revoke(db: &Db, actor: Actor<'_>, id: &str) -> ApiResult<ApiKeyInfo
     let mut tx = db.begin().await?;
     let row = find(&mut tx, actor, id).await?;
     api_keys::revoke(&mut tx, &row.tenant_id, id).await?;
-    audit(&mut tx, actor, Some(&row.tenant_id), "api_key.revoke", ("api_key", id), None).await?;
+    audit(
+        &mut tx,
+        actor,
+        Some(&row.tenant_id),
+        "api_key.revoke",
+        ("api_key", id),
+        None,
+    )
+    .await?;
     let row = api_keys::get_in_tenant(&mut tx, &row.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("API key"))?;

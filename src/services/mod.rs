@@ -59,11 +59,15 @@ pub fn validate_permissions(permissions: &[String]) -> ApiResult<()> {
 /// "A key never gets permissions its creator lacks": every requested permission must be
 /// covered by the actor's own set.
 pub fn ensure_covered(actor: Actor<'_>, requested: &[String]) -> ApiResult<()> {
-    let Some(principal) = actor else { return Ok(()) };
+    let Some(principal) = actor else {
+        return Ok(());
+    };
     let set: &PermissionSet = &principal.permissions;
     match set.first_uncovered(requested.iter().map(String::as_str)) {
-        Some(missing) => Err(ApiError::permission_denied(missing)
-            .with_field("reason", "cannot grant a permission the caller does not hold")),
+        Some(missing) => Err(ApiError::permission_denied(missing).with_field(
+            "reason",
+            "cannot grant a permission the caller does not hold",
+        )),
         None => Ok(()),
     }
 }

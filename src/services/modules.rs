@@ -38,7 +38,11 @@ pub fn list(principal: &Principal) -> Vec<ModuleInfo> {
         .iter()
         .map(|id| ModuleInfo {
             id,
-            status: if enabled.iter().any(|e| e == id) { "enabled" } else { "available" },
+            status: if enabled.iter().any(|e| e == id) {
+                "enabled"
+            } else {
+                "available"
+            },
             last_error: None,
         })
         .collect()
@@ -72,8 +76,20 @@ pub async fn set_enabled(
     };
     let mut tx = db.begin().await?;
     modules::set_enabled(&mut tx, &tenant_id, id, enabled).await?;
-    let action = if enabled { "module.enable" } else { "module.disable" };
-    audit(&mut tx, actor, Some(&tenant_id), action, ("module", id), None).await?;
+    let action = if enabled {
+        "module.enable"
+    } else {
+        "module.disable"
+    };
+    audit(
+        &mut tx,
+        actor,
+        Some(&tenant_id),
+        action,
+        ("module", id),
+        None,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

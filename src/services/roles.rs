@@ -55,7 +55,9 @@ pub async fn create(db: &Db, actor: Actor<'_>, request: CreateRole) -> ApiResult
     let tenant_id = tenant_for(actor, request.tenant_id.as_deref())?;
     validate_name("name", &request.name, 100)?;
     if request.description.len() > 1000 {
-        return Err(ApiError::invalid("`description` is longer than 1000 characters"));
+        return Err(ApiError::invalid(
+            "`description` is longer than 1000 characters",
+        ));
     }
     validate_permissions(&request.permissions)?;
     super::ensure_covered(actor, &request.permissions)?;
@@ -69,7 +71,15 @@ pub async fn create(db: &Db, actor: Actor<'_>, request: CreateRole) -> ApiResult
     )
     .await?
     .ok_or_else(|| ApiError::new(ErrorCode::CONFLICT, "a role with this name exists"))?;
-    audit(&mut tx, actor, Some(&tenant_id), "role.create", ("role", &role.id), None).await?;
+    audit(
+        &mut tx,
+        actor,
+        Some(&tenant_id),
+        "role.create",
+        ("role", &role.id),
+        None,
+    )
+    .await?;
     tx.commit().await?;
     Ok(role)
 }
@@ -80,7 +90,15 @@ pub async fn delete(db: &Db, actor: Actor<'_>, tenant_id: Option<&str>, id: &str
     if !role_db::delete_custom(&mut tx, &tenant_id, id).await? {
         return Err(ApiError::not_found("role"));
     }
-    audit(&mut tx, actor, Some(&tenant_id), "role.delete", ("role", id), None).await?;
+    audit(
+        &mut tx,
+        actor,
+        Some(&tenant_id),
+        "role.delete",
+        ("role", id),
+        None,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -90,39 +108,64 @@ pub async fn grant(db: &Db, actor: Actor<'_>, request: CreateGrant) -> ApiResult
     let kind = match request.subject_kind.as_str() {
         "user" => SubjectKind::User,
         "api_key" => SubjectKind::ApiKey,
-        _ => return Err(ApiError::invalid("`subject_kind` must be `user` or `api_key`")),
+        _ => {
+            return Err(ApiError::invalid(
+                "`subject_kind` must be `user` or `api_key`",
+            ));
+        }
     };
     let mut tx = db.begin().await?;
     let subject_tenant = match kind {
-        SubjectKind::User => users::get(&mut tx, &request.subject_id).await?.map(|u| u.tenant_id),
+        SubjectKind::User => users::get(&mut tx, &request.subject_id)
+            .await?
+            .map(|u| u.tenant_id),
         SubjectKind::ApiKey => {
             let row = sqlx::query("SELECT tenant_id FROM api_keys WHERE id = $1")
                 .bind(&request.subject_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            row.map(|r| sqlx::Row::try_get::<String, _>(&r, "tenant_id")).transpose()?
+            row.map(|r| sqlx::Row::try_get::<String, _>(&r, "tenant_id"))
+                .transpose()?
         }
     };
     let not_found = || ApiError::not_found(kind.as_str());
     let tenant_id = subject_tenant.ok_or_else(not_found)?;
     if let Some(principal) = actor {
-        principal.require_tenant_admin(&tenant_id).map_err(|error| {
-            if error.code == ErrorCode::NOT_FOUND { not_found() } else { error }
-        })?;
+        principal
+            .require_tenant_admin(&tenant_id)
+            .map_err(|error| {
+                if error.code == ErrorCode::NOT_FOUND {
+                    not_found()
+                } else {
+                    error
+                }
+            })?;
     }
     if kind == SubjectKind::ApiKey {
         api_keys::get_in_tenant(&mut tx, &tenant_id, &request.subject_id)
             .await?
             .ok_or_else(not_found)?;
     }
-    let role_ids =
-        authorize_assignment(&mut tx, actor, &tenant_id, &request.roles, &request.permissions)
-            .await?;
+    let role_ids = authorize_assignment(
+        &mut tx,
+        actor,
+        &tenant_id,
+        &request.roles,
+        &request.permissions,
+    )
+    .await?;
     role_db::assign(&mut tx, kind, &request.subject_id, &role_ids).await?;
     role_db::grant(&mut tx, kind, &request.subject_id, &request.permissions).await?;
     let detail = serde_json::json!({ "roles": request.roles, "permissions": request.permissions });
-    audit(&mut tx, actor, Some(&tenant_id), "grant.create", (kind.as_str(), &request.subject_id), Some(detail))
-        .await?;
+    audit(
+        &mut tx,
+        actor,
+        Some(&tenant_id),
+        "grant.create",
+        (kind.as_str(), &request.subject_id),
+        Some(detail),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -85,7 +85,10 @@ pub async fn login(
     let user = users::get_by_email(&mut conn, &request.email)
         .await?
         .ok_or_else(|| {
-            ApiError::new(ErrorCode::AUTH_IDENTITY_NOT_FOUND, "no account found for this email")
+            ApiError::new(
+                ErrorCode::AUTH_IDENTITY_NOT_FOUND,
+                "no account found for this email",
+            )
         })?;
     let stored = user.password_hash.clone().unwrap_or_default();
     let plain = request.password;
@@ -93,10 +96,16 @@ pub async fn login(
         .await
         .map_err(ApiError::internal)?;
     if !matches {
-        return Err(ApiError::new(ErrorCode::AUTH_TOKEN_INVALID, "invalid email or password"));
+        return Err(ApiError::new(
+            ErrorCode::AUTH_TOKEN_INVALID,
+            "invalid email or password",
+        ));
     }
     if user.status != users::ACTIVE {
-        return Err(ApiError::new(ErrorCode::AUTH_TOKEN_REVOKED, "the account is disabled"));
+        return Err(ApiError::new(
+            ErrorCode::AUTH_TOKEN_REVOKED,
+            "the account is disabled",
+        ));
     }
     // Refuses users of deleted tenants the same way every other request does.
     auth.user_principal(&user.id).await?;
@@ -116,9 +125,10 @@ pub async fn refresh(
         return Err(invalid());
     }
     let mut tx = db.begin().await?;
-    let token = refresh_tokens::get_by_hash(&mut tx, &crate::auth::api_key::hash(&request.refresh_token))
-        .await?
-        .ok_or_else(invalid)?;
+    let token =
+        refresh_tokens::get_by_hash(&mut tx, &crate::auth::api_key::hash(&request.refresh_token))
+            .await?
+            .ok_or_else(invalid)?;
     if token.revoked_at.is_some() {
         if token.replaced_by.is_some() {
             // A rotated-out token came back: someone kept a copy. End the whole login.
@@ -126,20 +136,30 @@ pub async fn refresh(
             tx.commit().await?;
             tracing::warn!(family = %token.family_id, revoked, "refresh token reuse detected");
         }
-        return Err(ApiError::new(ErrorCode::AUTH_TOKEN_REVOKED, "refresh token revoked"));
+        return Err(ApiError::new(
+            ErrorCode::AUTH_TOKEN_REVOKED,
+            "refresh token revoked",
+        ));
     }
     if token.expires_at <= now_ms() {
-        return Err(ApiError::new(ErrorCode::AUTH_TOKEN_EXPIRED, "refresh token expired"));
+        return Err(ApiError::new(
+            ErrorCode::AUTH_TOKEN_EXPIRED,
+            "refresh token expired",
+        ));
     }
     let user = users::get(&mut tx, &token.user_id)
         .await?
         .filter(|u| u.status == users::ACTIVE)
         .ok_or_else(|| ApiError::new(ErrorCode::AUTH_TOKEN_REVOKED, "the user no longer exists"))?;
     auth.user_principal(&user.id).await?;
-    let (response, successor) = issue(&mut tx, auth, refresh_ttl_seconds, &user, &token.family_id).await?;
+    let (response, successor) =
+        issue(&mut tx, auth, refresh_ttl_seconds, &user, &token.family_id).await?;
     if !refresh_tokens::mark_replaced(&mut tx, &token.id, &successor).await? {
         // A concurrent refresh with the same token won the race.
-        return Err(ApiError::new(ErrorCode::AUTH_TOKEN_REVOKED, "refresh token already used"));
+        return Err(ApiError::new(
+            ErrorCode::AUTH_TOKEN_REVOKED,
+            "refresh token already used",
+        ));
     }
     tx.commit().await?;
     Ok(response)
@@ -149,8 +169,11 @@ pub async fn refresh(
 /// (logout is idempotent).
 pub async fn logout(db: &Db, request: RefreshRequest) -> ApiResult<()> {
     let mut conn = db.pool.acquire().await?;
-    if let Some(token) =
-        refresh_tokens::get_by_hash(&mut conn, &crate::auth::api_key::hash(&request.refresh_token)).await?
+    if let Some(token) = refresh_tokens::get_by_hash(
+        &mut conn,
+        &crate::auth::api_key::hash(&request.refresh_token),
+    )
+    .await?
     {
         refresh_tokens::revoke_family(&mut conn, &token.family_id).await?;
     }

@@ -50,7 +50,12 @@ pub fn validate_slug(slug: &str) -> ApiResult<()> {
     }
 }
 
-pub async fn create(db: &Db, config: &Config, actor: Actor<'_>, request: CreateTenant) -> ApiResult<Tenant> {
+pub async fn create(
+    db: &Db,
+    config: &Config,
+    actor: Actor<'_>,
+    request: CreateTenant,
+) -> ApiResult<Tenant> {
     require_platform(actor)?;
     validate_name("name", &request.name, 200)?;
     validate_slug(&request.slug)?;
@@ -61,7 +66,15 @@ pub async fn create(db: &Db, config: &Config, actor: Actor<'_>, request: CreateT
     for module in &config.default_modules {
         modules::set_enabled(&mut tx, &tenant.id, module, true).await?;
     }
-    audit(&mut tx, actor, Some(&tenant.id), "tenant.create", ("tenant", &tenant.id), None).await?;
+    audit(
+        &mut tx,
+        actor,
+        Some(&tenant.id),
+        "tenant.create",
+        ("tenant", &tenant.id),
+        None,
+    )
+    .await?;
     tx.commit().await?;
     Ok(tenant)
 }
@@ -71,7 +84,10 @@ pub async fn list(db: &Db, actor: Actor<'_>) -> ApiResult<Vec<Tenant>> {
     match actor {
         Some(principal) if !principal.is_platform_admin() => {
             // Everyone else sees only their own tenant.
-            Ok(tenants::get(&mut conn, &principal.tenant_id).await?.into_iter().collect())
+            Ok(tenants::get(&mut conn, &principal.tenant_id)
+                .await?
+                .into_iter()
+                .collect())
         }
         _ => Ok(tenants::list(&mut conn).await?),
     }
@@ -89,7 +105,12 @@ pub async fn get(db: &Db, actor: Actor<'_>, id: &str) -> ApiResult<Tenant> {
         .ok_or_else(|| ApiError::not_found("tenant"))
 }
 
-pub async fn update(db: &Db, actor: Actor<'_>, id: &str, request: UpdateTenant) -> ApiResult<Tenant> {
+pub async fn update(
+    db: &Db,
+    actor: Actor<'_>,
+    id: &str,
+    request: UpdateTenant,
+) -> ApiResult<Tenant> {
     if let Some(principal) = actor
         && !principal.is_platform_admin()
     {
@@ -109,7 +130,15 @@ pub async fn update(db: &Db, actor: Actor<'_>, id: &str, request: UpdateTenant) 
     .await?
     .ok_or_else(|| ApiError::not_found("tenant"))?;
     let detail = serde_json::json!({ "name": request.name, "rate_limit": request.rate_limit });
-    audit(&mut tx, actor, Some(id), "tenant.update", ("tenant", id), Some(detail)).await?;
+    audit(
+        &mut tx,
+        actor,
+        Some(id),
+        "tenant.update",
+        ("tenant", id),
+        Some(detail),
+    )
+    .await?;
     tx.commit().await?;
     Ok(tenant)
 }
@@ -127,10 +156,21 @@ pub async fn delete(db: &Db, actor: Actor<'_>, id: &str) -> ApiResult<()> {
         .filter(|t| t.status == tenants::ACTIVE)
         .ok_or_else(|| ApiError::not_found("tenant"))?;
     if tenant.slug == tenants::PLATFORM_SLUG {
-        return Err(ApiError::new(ErrorCode::CONFLICT, "the platform tenant cannot be deleted"));
+        return Err(ApiError::new(
+            ErrorCode::CONFLICT,
+            "the platform tenant cannot be deleted",
+        ));
     }
     tenants::soft_delete(&mut tx, id).await?;
-    audit(&mut tx, actor, Some(id), "tenant.delete", ("tenant", id), None).await?;
+    audit(
+        &mut tx,
+        actor,
+        Some(id),
+        "tenant.delete",
+        ("tenant", id),
+        None,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -70,7 +70,9 @@ pub async fn create(db: &Db, actor: Actor<'_>, request: CreateUser) -> ApiResult
             password::MIN_LENGTH
         )));
     }
-    let roles = request.roles.unwrap_or_else(|| vec![rbac::MEMBER.to_owned()]);
+    let roles = request
+        .roles
+        .unwrap_or_else(|| vec![rbac::MEMBER.to_owned()]);
     let permissions = request.permissions.unwrap_or_default();
     let plain = request.password;
     let hash = tokio::task::spawn_blocking(move || password::hash(&plain))
@@ -89,7 +91,15 @@ pub async fn create(db: &Db, actor: Actor<'_>, request: CreateUser) -> ApiResult
     role_db::assign(&mut tx, SubjectKind::User, &row.id, &role_ids).await?;
     role_db::grant(&mut tx, SubjectKind::User, &row.id, &permissions).await?;
     let detail = serde_json::json!({ "roles": roles, "permissions": permissions });
-    audit(&mut tx, actor, Some(&tenant_id), "user.create", ("user", &row.id), Some(detail)).await?;
+    audit(
+        &mut tx,
+        actor,
+        Some(&tenant_id),
+        "user.create",
+        ("user", &row.id),
+        Some(detail),
+    )
+    .await?;
     let user = to_user(&mut tx, row).await?;
     tx.commit().await?;
     Ok(user)
@@ -122,9 +132,15 @@ pub async fn get(db: &Db, actor: Actor<'_>, id: &str) -> ApiResult<User> {
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     if let Some(principal) = actor {
-        principal.require_tenant_admin(&row.tenant_id).map_err(|error| {
-            if error.code == ErrorCode::NOT_FOUND { ApiError::not_found("user") } else { error }
-        })?;
+        principal
+            .require_tenant_admin(&row.tenant_id)
+            .map_err(|error| {
+                if error.code == ErrorCode::NOT_FOUND {
+                    ApiError::not_found("user")
+                } else {
+                    error
+                }
+            })?;
     }
     to_user(&mut conn, row).await
 }

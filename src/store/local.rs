@@ -49,7 +49,10 @@ impl ObjectStore for LocalStore {
         }
         let temporary = target.with_file_name(format!(
             ".{}.tmp-{}",
-            target.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+            target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("object"),
             uuid::Uuid::now_v7().simple()
         ));
         tokio::fs::write(&temporary, &bytes).await?;
@@ -97,9 +100,14 @@ impl ObjectStore for LocalStore {
                     pending.push(path);
                     continue;
                 }
-                let Ok(relative) = path.strip_prefix(&base) else { continue };
+                let Ok(relative) = path.strip_prefix(&base) else {
+                    continue;
+                };
                 let relative = relative.to_string_lossy().into_owned();
-                let hidden = relative.rsplit('/').next().is_some_and(|n| n.starts_with('.'));
+                let hidden = relative
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with('.'));
                 if !hidden && relative.starts_with(prefix) {
                     out.push(relative);
                 }
@@ -110,7 +118,9 @@ impl ObjectStore for LocalStore {
     }
 
     async fn check(&self) -> Result<(), String> {
-        let probe = self.root.join(format!(".ready-{}", uuid::Uuid::now_v7().simple()));
+        let probe = self
+            .root
+            .join(format!(".ready-{}", uuid::Uuid::now_v7().simple()));
         let result = async {
             tokio::fs::write(&probe, b"ok").await?;
             let back = tokio::fs::read(&probe).await?;
@@ -139,7 +149,10 @@ mod tests {
         store.put(&b, Bytes::from_static(b"beta")).await.unwrap();
         assert_eq!(store.get(&a).await.unwrap(), Bytes::from_static(b"alpha"));
         assert_eq!(store.get(&b).await.unwrap(), Bytes::from_static(b"beta"));
-        assert_eq!(store.list("ten_a", "voices/").await.unwrap(), vec!["voices/v1.wav"]);
+        assert_eq!(
+            store.list("ten_a", "voices/").await.unwrap(),
+            vec!["voices/v1.wav"]
+        );
         assert!(store.delete(&a).await.unwrap());
         assert!(!store.delete(&a).await.unwrap());
         assert!(matches!(store.get(&a).await, Err(StoreError::NotFound)));

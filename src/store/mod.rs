@@ -34,14 +34,18 @@ fn valid_segment(segment: &str) -> bool {
         && segment != "."
         && segment != ".."
         && segment.len() <= 255
-        && !segment.chars().any(|c| c.is_control() || c == '\\' || c == '/')
+        && !segment
+            .chars()
+            .any(|c| c.is_control() || c == '\\' || c == '/')
 }
 
 impl ObjectKey {
     /// `path` is `/`-separated; each segment must be a plain name.
     pub fn new(tenant_id: &str, path: &str) -> Result<ObjectKey, StoreError> {
         if !valid_segment(tenant_id) || tenant_id.starts_with('.') {
-            return Err(StoreError::InvalidKey(format!("bad tenant id `{tenant_id}`")));
+            return Err(StoreError::InvalidKey(format!(
+                "bad tenant id `{tenant_id}`"
+            )));
         }
         if path.is_empty() || path.len() > MAX_KEY_LEN || !path.split('/').all(valid_segment) {
             return Err(StoreError::InvalidKey(format!("bad path `{path}`")));
@@ -81,7 +85,16 @@ mod tests {
 
     #[test]
     fn keys_cannot_escape_their_tenant() {
-        for bad in ["../x", "a/../../b", "/etc/passwd", "a//b", "a/./b", "a\\..\\b", "x\0y", ""] {
+        for bad in [
+            "../x",
+            "a/../../b",
+            "/etc/passwd",
+            "a//b",
+            "a/./b",
+            "a\\..\\b",
+            "x\0y",
+            "",
+        ] {
             assert!(ObjectKey::new("ten_1", bad).is_err(), "{bad:?} accepted");
         }
         assert!(ObjectKey::new("..", "a").is_err());

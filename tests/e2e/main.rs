@@ -1,0 +1,8 @@
+//! End-to-end tests: the real server on an ephemeral port, real HTTP clients.
+//! One test binary (link once); one module per area.
+
+mod auth;
+mod envelope;
+mod operations;
+mod support;
+mod tenancy;

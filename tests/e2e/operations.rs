@@ -1,0 +1,277 @@
+//! Health, readiness, metrics, OpenAPI, graceful shutdown, bootstrap and the admin CLI.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_KEY, Options, Server, assert_error, binary};
+
+#[tokio::test]
+async fn readiness_names_the_failing_database() {
+    let server = Server::start().await;
+    let (status, body) = server.get("/health/ready", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["database"]["status"], "ok");
+    assert_eq!(body["checks"]["object_store"]["status"], "ok");
+
+    let path = server.database_path();
+    let original = std::fs::metadata(&path).unwrap().permissions();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let (status, body) = server.get("/health/ready", None).await;
+    std::fs::set_permissions(&path, original).unwrap();
+    assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+    assert_eq!(body["error"]["dependency"], "database");
+    assert_eq!(body["error"]["checks"]["object_store"]["status"], "ok");
+
+    let (status, _) = server.get("/health/ready", None).await;
+    assert_eq!(status, 200);
+    let (status, body) = server.get("/health/live", None).await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let server = Server::start().await;
+    server.get("/v1/me", Some(ADMIN_KEY)).await;
+    server.get("/v1/me", None).await;
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("scaigrid_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="/v1/me""#), "{text}");
+    assert!(text.contains(r#"status="401""#), "{text}");
+    assert!(text.contains("scaigrid_http_requests_in_flight"), "{text}");
+}
+
+/// Every route the server has is in `/openapi.json`, and every documented route is
+/// served (not the 404 fallback).
+#[tokio::test]
+async fn openapi_documents_every_route() {
+    let server = Server::start().await;
+    let (status, document) = server.get("/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let paths = document["paths"].as_object().unwrap();
+    for expected in [
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/openapi.json",
+        "/v1/me",
+        "/v1/auth/token",
+        "/v1/auth/refresh",
+        "/v1/tenants",
+        "/v1/tenants/{id}",
+        "/v1/users",
+        "/v1/api-keys",
+        "/v1/api-keys/{id}",
+        "/v1/roles",
+        "/v1/modules",
+        "/v1/modules/{id}",
+        "/v1/modules/{id}/enable",
+        "/v1/modules/{id}/disable",
+    ] {
+        assert!(
+            paths.contains_key(expected),
+            "{expected} missing from the OpenAPI document"
+        );
+    }
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            let Ok(method) = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            let concrete = path.replace("{id}", "probe");
+            let (status, body) = server
+                .send(method.clone(), &concrete, Some(ADMIN_KEY), None)
+                .await;
+            let fallback = body["error"]["message"] == "no such route" || status == 405;
+            assert!(
+                !fallback,
+                "{method} {path} is documented but not routed ({status} {body})"
+            );
+        }
+    }
+}
+
+/// SIGTERM while a request is in flight: the request completes, then the server exits.
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let mut server = Server::start().await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let body = json!({"email": "nobody@example.com", "password": "irrelevant"}).to_string();
+    let (first, rest) = body.split_at(10);
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "POST /v1/auth/token HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        body.len()
+    )
+    .unwrap();
+    stream.flush().unwrap();
+
+    // Wait until the server is inside that request (the in-flight gauge counts it and
+    // the /metrics request that reads it).
+    let mut in_flight = 0.0;
+    for _ in 0..500 {
+        let text = server
+            .http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        in_flight = text
+            .lines()
+            .find(|l| l.starts_with("scaigrid_http_requests_in_flight"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if in_flight >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        in_flight >= 2.0,
+        "the partial request never reached the server"
+    );
+
+    server.send_sigterm();
+    stream.write_all(rest.as_bytes()).unwrap();
+    stream.flush().unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 404"),
+        "in-flight request was not answered: {response:?}"
+    );
+    assert!(response.contains("AUTH_IDENTITY_NOT_FOUND"), "{response}");
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "server exited with {status}");
+}
+
+#[tokio::test]
+async fn first_start_prints_an_admin_key_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let options = || Options {
+        bootstrap_key: false,
+        config_toml: None,
+        data_dir: Some(data_dir.clone()),
+    };
+    let server = Server::start_with(options()).await;
+    let printed = server.stderr.lock().unwrap().join("\n");
+    let key = printed
+        .split_whitespace()
+        .find(|w| w.starts_with("sgk_"))
+        .expect("no key printed on first start")
+        .to_owned();
+    let (status, me) = server.get("/v1/me", Some(&key)).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["roles"], json!(["platform_admin"]));
+    drop(server);
+
+    let again = Server::start_with(options()).await;
+    let printed = again.stderr.lock().unwrap().join("\n");
+    assert!(
+        !printed.contains("sgk_"),
+        "a second start printed a key again"
+    );
+    let (status, _) = again.get("/v1/me", Some(&key)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn admin_cli_works_on_the_same_database() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let run = |args: &[&str]| -> Value {
+        let output = std::process::Command::new(binary())
+            .args(args)
+            .env("SCAIGRID_DATA_DIR", &data_dir)
+            .env("SCAIGRID_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
+            .env_remove("SCAIGRID_DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let status = std::process::Command::new(binary())
+        .arg("migrate")
+        .env("SCAIGRID_DATA_DIR", &data_dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let tenant = run(&[
+        "admin",
+        "create-tenant",
+        "--name",
+        "Cli Co",
+        "--slug",
+        "cli-co",
+    ]);
+    let tenant_id = tenant["id"].as_str().unwrap();
+    let key = run(&[
+        "admin",
+        "create-key",
+        "--tenant-id",
+        tenant_id,
+        "--name",
+        "ops",
+        "--role",
+        "tenant_admin",
+    ]);
+    let key_value = key["key"].as_str().unwrap().to_owned();
+    let listed = run(&["admin", "list-keys", "--tenant-id", tenant_id]);
+    assert_eq!(listed[0]["id"], key["id"]);
+    assert!(
+        listed[0].get("key").is_none(),
+        "the key must not be shown again"
+    );
+
+    let server = Server::start_with(Options {
+        data_dir: Some(data_dir.clone()),
+        ..Default::default()
+    })
+    .await;
+    let (status, me) = server.get("/v1/me", Some(&key_value)).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["tenant"]["slug"], "cli-co");
+    run(&["admin", "revoke-key", key["id"].as_str().unwrap()]);
+    drop(server);
+    let server = Server::start_with(Options {
+        data_dir: Some(data_dir),
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = server.get("/v1/me", Some(&key_value)).await;
+    assert_error(status, &body, 401, "AUTH_TOKEN_REVOKED");
+
+    // A bad configuration is refused with a message naming the key.
+    let output = std::process::Command::new(binary())
+        .arg("serve")
+        .env("SCAIGRID_BIND", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bind:"));
+}

@@ -1,0 +1,255 @@
+//! Test harness: starts the real `scaigrid` binary on an ephemeral port with its own
+//! data folder, finds the port from the `listening on <addr>` log line, and stops it
+//! on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const ADMIN_KEY: &str = "sgk_e2e_platform_admin_key_0123456789";
+pub const JWT_SECRET: &str = "e2e-jwt-secret-e2e-jwt-secret-e2e-jwt-secret";
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    pub http: reqwest::Client,
+    /// Every stderr line so far (for tests that read what the server printed).
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct Options {
+    pub bootstrap_key: bool,
+    pub config_toml: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            bootstrap_key: true,
+            config_toml: None,
+            data_dir: None,
+        }
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_scaigrid")
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Server {
+        let (temp, data_dir) = match options.data_dir {
+            Some(dir) => (None, dir),
+            None => {
+                let temp = tempfile::tempdir().expect("temp dir");
+                let dir = temp.path().join("data");
+                (Some(temp), dir)
+            }
+        };
+        let mut command = Command::new(binary());
+        command
+            .arg("serve")
+            .env("SCAIGRID_BIND", "127.0.0.1:0")
+            .env("SCAIGRID_DATA_DIR", &data_dir)
+            .env("SCAIGRID_JWT_SECRET", JWT_SECRET)
+            .env("RUST_LOG", "info")
+            .env_remove("SCAIGRID_BOOTSTRAP_ADMIN_KEY")
+            .env_remove("SCAIGRID_DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if options.bootstrap_key {
+            command.env("SCAIGRID_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY);
+        }
+        if let Some(toml) = options.config_toml {
+            std::fs::create_dir_all(&data_dir).unwrap();
+            let path = data_dir.join("test-config.toml");
+            std::fs::write(&path, toml).unwrap();
+            command.arg("--config").arg(path);
+        }
+        let mut child = command.spawn().expect("spawn scaigrid");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = address_tx.send(rest.trim().to_owned());
+                }
+                if std::env::var_os("E2E_SERVER_LOGS").is_some() {
+                    eprintln!("[server] {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let address = match address_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start:\n{}",
+                    lines.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Server {
+            child,
+            base: format!("http://{address}"),
+            data_dir,
+            _temp: temp,
+            http: reqwest::Client::new(),
+            stderr: lines,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn send_sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    /// Creates a tenant, a tenant admin key and a member key in it.
+    pub async fn tenant(&self, slug: &str) -> TestTenant {
+        let (status, tenant) = self
+            .post(
+                "/v1/tenants",
+                Some(ADMIN_KEY),
+                serde_json::json!({"name": slug, "slug": slug}),
+            )
+            .await;
+        assert_eq!(status, 201, "{tenant}");
+        let id = tenant["id"].as_str().unwrap().to_owned();
+        let admin_key = self.key(ADMIN_KEY, &id, &["tenant_admin"]).await;
+        let member_key = self.key(ADMIN_KEY, &id, &["member"]).await;
+        TestTenant {
+            id,
+            admin_key,
+            member_key,
+        }
+    }
+
+    /// Creates a key with roles in a tenant, returns the key string.
+    pub async fn key(&self, creator: &str, tenant_id: &str, roles: &[&str]) -> String {
+        let (status, body) = self
+            .post(
+                "/v1/api-keys",
+                Some(creator),
+                serde_json::json!({"name": "test", "tenant_id": tenant_id, "roles": roles}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["key"].as_str().unwrap().to_owned()
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("scaigrid.db")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct TestTenant {
+    pub id: String,
+    pub admin_key: String,
+    pub member_key: String,
+}
+
+pub async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Asserts the error envelope and its code.
+#[track_caller]
+pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str) {
+    assert_eq!(status, expected_status, "unexpected status, body: {body}");
+    assert_eq!(body["status"], "error", "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["error"]["request_id"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+/// Runs a SQL statement against a server's SQLite file (to age a key or token).
+pub async fn sql(database: &Path, statement: &str) {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", database.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+}
