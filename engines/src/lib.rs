@@ -1,14 +1,6 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! Local inference engines: ONNX Runtime sessions for VAD, speech-to-text,
+//! text-to-speech and speaker embeddings; diarization clustering; batching; the node
+//! registry.
+//!
+//! Invariant: this crate knows nothing of HTTP, JSON APIs or the database. The
+//! inference-engines issue fills it; the workspace carries it from the start.

@@ -1,14 +1,5 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! Audio media pipeline: decode, stream decode, resample, analyse (preflight), encode.
+//!
+//! Invariant: this crate does no network I/O and knows nothing of HTTP, JSON APIs or the
+//! database; it takes bytes and returns samples (and the reverse). The media-pipeline
+//! issue fills it; the workspace carries it from the start so the layout is fixed.
