@@ -3,7 +3,7 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_KEY, JWT_SECRET, Server, assert_error, sql};
+use crate::support::{ADMIN_KEY, Backend, JWT_SECRET, Server, assert_error};
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -46,8 +46,19 @@ async fn login(server: &Server, email: &str, password: &str) -> (u16, Value) {
 }
 
 #[tokio::test]
-async fn api_key_failures_have_their_codes() {
-    let server = Server::start().await;
+async fn api_key_failures_have_their_codes_sqlite() {
+    api_key_failures(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn api_key_failures_have_their_codes_postgres() {
+    api_key_failures(Backend::Postgres).await;
+}
+
+async fn api_key_failures(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let (status, body) = server.get("/v1/me", None).await;
     assert_error(status, &body, 401, "AUTH_TOKEN_MISSING");
 
@@ -107,11 +118,11 @@ async fn api_key_failures_have_their_codes() {
     // Expired key: age a fresh key in the database before its first use.
     let key = server.key(ADMIN_KEY, &tenant.id, &["viewer"]).await;
     let prefix: String = key.chars().take(12).collect();
-    sql(
-        &server.database_path(),
-        &format!("UPDATE api_keys SET expires_at = 1000 WHERE key_prefix = '{prefix}'"),
-    )
-    .await;
+    server
+        .sql(&format!(
+            "UPDATE api_keys SET expires_at = 1000 WHERE key_prefix = '{prefix}'"
+        ))
+        .await;
     let (status, body) = server.get("/v1/me", Some(&key)).await;
     assert_error(status, &body, 401, "AUTH_TOKEN_EXPIRED");
 
@@ -160,8 +171,19 @@ async fn me_lists_identity_tenant_roles_and_permissions() {
 }
 
 #[tokio::test]
-async fn local_login_refresh_rotation_and_jwt_failures() {
-    let server = Server::start().await;
+async fn local_login_refresh_rotation_and_jwt_failures_sqlite() {
+    login_refresh_and_jwt_failures(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn local_login_refresh_rotation_and_jwt_failures_postgres() {
+    login_refresh_and_jwt_failures(Backend::Postgres).await;
+}
+
+async fn login_refresh_and_jwt_failures(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let tenant = server.tenant("gamma").await;
     let user = create_user(&server, &tenant.id, "Ada@Example.com", &["member"]).await;
     assert_eq!(user["email"], "ada@example.com");
@@ -212,11 +234,9 @@ async fn local_login_refresh_rotation_and_jwt_failures() {
 
     // Expired refresh token.
     let (_, tokens) = login(&server, "ada@example.com", "correct horse battery").await;
-    sql(
-        &server.database_path(),
-        "UPDATE refresh_tokens SET expires_at = 1000 WHERE revoked_at IS NULL",
-    )
-    .await;
+    server
+        .sql("UPDATE refresh_tokens SET expires_at = 1000 WHERE revoked_at IS NULL")
+        .await;
     let (status, body) = server
         .post(
             "/v1/auth/refresh",

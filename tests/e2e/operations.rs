@@ -171,8 +171,8 @@ async fn first_start_prints_an_admin_key_once() {
     let data_dir = temp.path().join("data");
     let options = || Options {
         bootstrap_key: false,
-        config_toml: None,
         data_dir: Some(data_dir.clone()),
+        ..Options::default()
     };
     let server = Server::start_with(options()).await;
     let printed = server.stderr.lock().unwrap().join("\n");

@@ -3,7 +3,7 @@
 //! on drop.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -22,12 +22,16 @@ pub struct Server {
     pub http: reqwest::Client,
     /// Every stderr line so far (for tests that read what the server printed).
     pub stderr: Arc<Mutex<Vec<String>>>,
+    /// The PostgreSQL URL when not on the embedded SQLite.
+    pub database_url: Option<String>,
 }
 
 pub struct Options {
     pub bootstrap_key: bool,
     pub config_toml: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// `None`: the embedded SQLite default.
+    pub database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -36,8 +40,50 @@ impl Default for Options {
             bootstrap_key: true,
             config_toml: None,
             data_dir: None,
+            database_url: None,
         }
     }
+}
+
+/// Which database a scenario runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh PostgreSQL database for one test, on the loopback server that
+/// `scripts/services/postgres` starts (or `SCAIGRID_TEST_POSTGRES_URL` names). `None`
+/// (after saying so loudly) only when the server truly cannot start here.
+pub async fn postgres_database() -> Option<String> {
+    let base = match std::env::var("SCAIGRID_TEST_POSTGRES_URL") {
+        Ok(url) => url,
+        Err(_) => {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services/postgres");
+            let output = Command::new(script).output();
+            match output {
+                Ok(output) if output.status.success() => {
+                    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+                }
+                other => {
+                    eprintln!(
+                        "\n!!!!!!!! SKIPPED: PostgreSQL could not start on this machine: {other:?} !!!!!!!!\n"
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    use sqlx::Connection;
+    let name = format!("e2e_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .ok()?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    Some(format!("{base}/{name}"))
 }
 
 pub fn binary() -> &'static str {
@@ -47,6 +93,21 @@ pub fn binary() -> &'static str {
 impl Server {
     pub async fn start() -> Server {
         Server::start_with(Options::default()).await
+    }
+
+    /// A server on the given database backend; `None` only if PostgreSQL cannot start.
+    pub async fn start_on(backend: Backend) -> Option<Server> {
+        let database_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(postgres_database().await?),
+        };
+        Some(
+            Server::start_with(Options {
+                database_url,
+                ..Options::default()
+            })
+            .await,
+        )
     }
 
     pub async fn start_with(options: Options) -> Server {
@@ -69,6 +130,9 @@ impl Server {
             .env_remove("SCAIGRID_DATABASE_URL")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(url) = &options.database_url {
+            command.env("SCAIGRID_DATABASE_URL", url);
+        }
         if options.bootstrap_key {
             command.env("SCAIGRID_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY);
         }
@@ -78,6 +142,7 @@ impl Server {
             std::fs::write(&path, toml).unwrap();
             command.arg("--config").arg(path);
         }
+        let options_database_url = options.database_url.clone();
         let mut child = command.spawn().expect("spawn scaigrid");
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -111,6 +176,7 @@ impl Server {
             _temp: temp,
             http: reqwest::Client::new(),
             stderr: lines,
+            database_url: options_database_url,
         }
     }
 
@@ -201,6 +267,21 @@ impl Server {
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("scaigrid.db")
     }
+
+    /// Runs a SQL statement on the server's database (to age a key or token).
+    pub async fn sql(&self, statement: &str) {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.database_path().display()),
+        };
+        let mut connection = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    }
 }
 
 impl Drop for Server {
@@ -241,15 +322,4 @@ pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str)
             .is_some_and(|m| !m.is_empty()),
         "{body}"
     );
-}
-
-/// Runs a SQL statement against a server's SQLite file (to age a key or token).
-pub async fn sql(database: &Path, statement: &str) {
-    use sqlx::Connection;
-    let url = format!("sqlite://{}", database.display());
-    let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
-        .execute(&mut connection)
-        .await
-        .unwrap();
 }

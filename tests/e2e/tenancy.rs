@@ -4,11 +4,22 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{ADMIN_KEY, Server, assert_error};
+use crate::support::{ADMIN_KEY, Backend, Server, assert_error};
 
 #[tokio::test]
-async fn tenants_never_see_each_other() {
-    let server = Server::start().await;
+async fn tenants_never_see_each_other_sqlite() {
+    tenant_isolation(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_other_postgres() {
+    tenant_isolation(Backend::Postgres).await;
+}
+
+async fn tenant_isolation(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let a = server.tenant("tenant-a").await;
     let b = server.tenant("tenant-b").await;
     let (status, b_user) = server
