@@ -135,3 +135,56 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("handler bug")
+    }
+
+    fn guarded() -> Router {
+        Router::new()
+            .route("/boom", get(boom))
+            .route("/ok", get(|| async { "fine" }))
+            .layer(middleware::from_fn(catch_panic))
+            .layer(middleware::from_fn(request_id::middleware))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_fails_only_its_request() {
+        let app = guarded();
+        let response = app
+            .clone()
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let id = response.headers()[request_id::SCAIGRID_HEADER]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
+        assert_eq!(body["error"]["request_id"], id.as_str());
+        assert!(
+            !body.to_string().contains("handler bug"),
+            "panic detail leaked: {body}"
+        );
+
+        let response = app
+            .oneshot(Request::get("/ok").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
