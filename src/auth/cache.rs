@@ -98,6 +98,7 @@ mod tests {
             roles: vec![],
             permissions: PermissionSet::default(),
             rate_limit: None,
+            tenant_rate_limit: None,
             modules: vec![],
             expires_at: None,
         })

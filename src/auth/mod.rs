@@ -129,31 +129,17 @@ impl Authenticator {
         if key.revoked_at.is_some() {
             return Err(error(ErrorCode::AUTH_TOKEN_REVOKED, "API key revoked"));
         }
-        let tenant = tenants::get(&mut conn, &key.tenant_id)
-            .await?
-            .filter(|t| t.status == tenants::ACTIVE)
-            .ok_or_else(|| {
-                error(
-                    ErrorCode::AUTH_TOKEN_REVOKED,
-                    "the key's tenant was deleted",
-                )
-            })?;
-        let (roles, permissions) =
-            crate::db::roles::effective(&mut conn, SubjectKind::ApiKey, &key.id).await?;
-        let modules = crate::db::modules::enabled_for(&mut conn, &tenant.id).await?;
-        Ok(Principal {
-            subject: Subject::ApiKey {
-                id: key.id,
-                name: key.name,
-            },
-            tenant_id: tenant.id,
-            tenant_slug: tenant.slug,
-            roles,
-            permissions,
+        let subject = Subject::ApiKey {
+            id: key.id,
+            name: key.name,
+        };
+        let parts = PrincipalParts {
+            subject,
+            tenant_id: &key.tenant_id,
             rate_limit: key.rate_limit,
-            modules,
             expires_at: key.expires_at,
-        })
+        };
+        principal_in_active_tenant(&mut conn, parts).await
     }
 
     /// The principal of an active user in an active tenant.
@@ -168,34 +154,57 @@ impl Authenticator {
             .await?
             .filter(|u| u.status == users::ACTIVE)
             .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_REVOKED, "the user no longer exists"))?;
-        let tenant = tenants::get(&mut conn, &user.tenant_id)
-            .await?
-            .filter(|t| t.status == tenants::ACTIVE)
-            .ok_or_else(|| {
-                error(
-                    ErrorCode::AUTH_TOKEN_REVOKED,
-                    "the user's tenant was deleted",
-                )
-            })?;
-        let (roles, permissions) =
-            crate::db::roles::effective(&mut conn, SubjectKind::User, &user.id).await?;
-        let modules = crate::db::modules::enabled_for(&mut conn, &tenant.id).await?;
-        let principal = Arc::new(Principal {
+        let parts = PrincipalParts {
             subject: Subject::User {
                 id: user.id,
                 email: user.email,
             },
-            tenant_id: tenant.id,
-            tenant_slug: tenant.slug,
-            roles,
-            permissions,
-            rate_limit: tenant.rate_limit,
-            modules,
+            tenant_id: &user.tenant_id,
+            rate_limit: None,
             expires_at: None,
-        });
+        };
+        let principal = Arc::new(principal_in_active_tenant(&mut conn, parts).await?);
         self.cache.insert(cache_key, principal.clone(), generation);
         Ok(principal)
     }
+}
+
+/// What differs between the principals of keys and users.
+struct PrincipalParts<'a> {
+    subject: Subject,
+    tenant_id: &'a str,
+    /// The key's own limits (users have none of their own).
+    rate_limit: Option<crate::model::RateLimitSpec>,
+    expires_at: Option<i64>,
+}
+
+/// Completes a principal: the tenant must be active; roles, permissions and enabled
+/// modules are loaded.
+async fn principal_in_active_tenant(
+    conn: &mut sqlx::AnyConnection,
+    parts: PrincipalParts<'_>,
+) -> ApiResult<Principal> {
+    let tenant = tenants::get(&mut *conn, parts.tenant_id)
+        .await?
+        .filter(|t| t.status == tenants::ACTIVE)
+        .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_REVOKED, "the tenant was deleted"))?;
+    let (kind, subject_id) = match &parts.subject {
+        Subject::ApiKey { id, .. } => (SubjectKind::ApiKey, id),
+        Subject::User { id, .. } => (SubjectKind::User, id),
+    };
+    let (roles, permissions) = crate::db::roles::effective(&mut *conn, kind, subject_id).await?;
+    let modules = crate::db::modules::enabled_for(&mut *conn, &tenant.id).await?;
+    Ok(Principal {
+        subject: parts.subject,
+        tenant_id: tenant.id,
+        tenant_slug: tenant.slug,
+        roles,
+        permissions,
+        rate_limit: parts.rate_limit,
+        tenant_rate_limit: tenant.rate_limit,
+        modules,
+        expires_at: parts.expires_at,
+    })
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

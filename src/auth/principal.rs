@@ -20,7 +20,10 @@ pub struct Principal {
     pub tenant_slug: String,
     pub roles: Vec<String>,
     pub permissions: PermissionSet,
+    /// Limits of the API key itself (none for users).
     pub rate_limit: Option<RateLimitSpec>,
+    /// Limits of the tenant, applied beside the key's.
+    pub tenant_rate_limit: Option<RateLimitSpec>,
     /// Modules enabled for the tenant (cached with the principal; enabling or
     /// disabling a module invalidates the cache).
     pub modules: Vec<String>,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Actor, audit, ensure_covered, validate_name, validate_permissions};
+use super::{Actor, admin_tenant, audit, ensure_covered, validate_name, validate_permissions};
 use crate::auth::api_key;
 use crate::db::roles::{self as role_db, SubjectKind};
 use crate::db::{Db, api_keys, new_id, now_ms, tenants};
@@ -61,17 +61,7 @@ pub async fn authorize_assignment(
 }
 
 pub async fn create(db: &Db, actor: Actor<'_>, request: CreateApiKey) -> ApiResult<CreatedApiKey> {
-    let tenant_id = match actor {
-        Some(principal) => {
-            let tenant_id = principal.target_tenant(request.tenant_id.as_deref())?;
-            principal.require_tenant_admin(&tenant_id)?;
-            tenant_id
-        }
-        None => request
-            .tenant_id
-            .clone()
-            .ok_or_else(|| ApiError::invalid("`tenant_id` is required"))?,
-    };
+    let tenant_id = admin_tenant(actor, request.tenant_id.as_deref())?;
     create_with_key(db, actor, &tenant_id, request, api_key::generate()).await
 }
 
@@ -146,24 +136,12 @@ async fn info(conn: &mut sqlx::AnyConnection, row: api_keys::ApiKeyRow) -> ApiRe
     })
 }
 
-fn admin_tenant(actor: Actor<'_>, requested: Option<&str>) -> ApiResult<Option<String>> {
-    match actor {
-        Some(principal) => {
-            let tenant_id = principal.target_tenant(requested)?;
-            principal.require_tenant_admin(&tenant_id)?;
-            Ok(Some(tenant_id))
-        }
-        None => Ok(requested.map(str::to_owned)),
-    }
-}
-
 pub async fn list(
     db: &Db,
     actor: Actor<'_>,
     tenant_id: Option<&str>,
 ) -> ApiResult<Vec<ApiKeyInfo>> {
-    let tenant_id = admin_tenant(actor, tenant_id)?
-        .ok_or_else(|| ApiError::invalid("`tenant_id` is required"))?;
+    let tenant_id = admin_tenant(actor, tenant_id)?;
     let mut conn = db.pool.acquire().await?;
     let rows = api_keys::list(&mut conn, &tenant_id).await?;
     let mut out = Vec::with_capacity(rows.len());

@@ -46,6 +46,22 @@ pub async fn audit(
     .await
 }
 
+/// The tenant an admin operation acts on: for a principal, its own tenant or (platform
+/// admins only) the one it names, and only with admin rights there; for the operator at
+/// the CLI, the one named (required).
+pub fn admin_tenant(actor: Actor<'_>, requested: Option<&str>) -> ApiResult<String> {
+    match actor {
+        Some(principal) => {
+            let tenant_id = principal.target_tenant(requested)?;
+            principal.require_tenant_admin(&tenant_id)?;
+            Ok(tenant_id)
+        }
+        None => requested
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::invalid("`tenant_id` is required")),
+    }
+}
+
 /// Checks that every permission string is well formed.
 pub fn validate_permissions(permissions: &[String]) -> ApiResult<()> {
     match permissions.iter().find(|p| !rbac::is_valid_permission(p)) {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Actor, audit};
+use super::{Actor, admin_tenant, audit};
 use crate::auth::Principal;
 use crate::config::KNOWN_MODULES;
 use crate::db::{Db, modules};
@@ -64,16 +64,7 @@ pub async fn set_enabled(
     toggle: ModuleToggle,
 ) -> ApiResult<()> {
     let id = known(id)?;
-    let tenant_id = match actor {
-        Some(principal) => {
-            let tenant_id = principal.target_tenant(toggle.tenant_id.as_deref())?;
-            principal.require_tenant_admin(&tenant_id)?;
-            tenant_id
-        }
-        None => toggle
-            .tenant_id
-            .ok_or_else(|| ApiError::invalid("`tenant_id` is required"))?,
-    };
+    let tenant_id = admin_tenant(actor, toggle.tenant_id.as_deref())?;
     let mut tx = db.begin().await?;
     modules::set_enabled(&mut tx, &tenant_id, id, enabled).await?;
     let action = if enabled {

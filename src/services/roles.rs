@@ -4,7 +4,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::api_keys::authorize_assignment;
-use super::{Actor, audit, validate_name, validate_permissions};
+use super::{Actor, admin_tenant, audit, validate_name, validate_permissions};
 use crate::db::roles::{self as role_db, SubjectKind};
 use crate::db::{Db, api_keys, users};
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -32,27 +32,14 @@ pub struct CreateGrant {
     pub permissions: Vec<String>,
 }
 
-fn tenant_for(actor: Actor<'_>, requested: Option<&str>) -> ApiResult<String> {
-    match actor {
-        Some(principal) => {
-            let tenant_id = principal.target_tenant(requested)?;
-            principal.require_tenant_admin(&tenant_id)?;
-            Ok(tenant_id)
-        }
-        None => requested
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::invalid("`tenant_id` is required")),
-    }
-}
-
 pub async fn list(db: &Db, actor: Actor<'_>, tenant_id: Option<&str>) -> ApiResult<Vec<Role>> {
-    let tenant_id = tenant_for(actor, tenant_id)?;
+    let tenant_id = admin_tenant(actor, tenant_id)?;
     let mut conn = db.pool.acquire().await?;
     Ok(role_db::list(&mut conn, &tenant_id).await?)
 }
 
 pub async fn create(db: &Db, actor: Actor<'_>, request: CreateRole) -> ApiResult<Role> {
-    let tenant_id = tenant_for(actor, request.tenant_id.as_deref())?;
+    let tenant_id = admin_tenant(actor, request.tenant_id.as_deref())?;
     validate_name("name", &request.name, 100)?;
     if request.description.len() > 1000 {
         return Err(ApiError::invalid(
@@ -85,7 +72,7 @@ pub async fn create(db: &Db, actor: Actor<'_>, request: CreateRole) -> ApiResult
 }
 
 pub async fn delete(db: &Db, actor: Actor<'_>, tenant_id: Option<&str>, id: &str) -> ApiResult<()> {
-    let tenant_id = tenant_for(actor, tenant_id)?;
+    let tenant_id = admin_tenant(actor, tenant_id)?;
     let mut tx = db.begin().await?;
     if !role_db::delete_custom(&mut tx, &tenant_id, id).await? {
         return Err(ApiError::not_found("role"));

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::api_keys::authorize_assignment;
-use super::{Actor, audit};
+use super::{Actor, admin_tenant, audit};
 use crate::auth::password;
 use crate::db::roles::{self as role_db, SubjectKind};
 use crate::db::{Db, tenants, users};
@@ -52,17 +52,7 @@ pub async fn to_user(conn: &mut sqlx::AnyConnection, row: users::UserRow) -> Api
 }
 
 pub async fn create(db: &Db, actor: Actor<'_>, request: CreateUser) -> ApiResult<User> {
-    let tenant_id = match actor {
-        Some(principal) => {
-            let tenant_id = principal.target_tenant(request.tenant_id.as_deref())?;
-            principal.require_tenant_admin(&tenant_id)?;
-            tenant_id
-        }
-        None => request
-            .tenant_id
-            .clone()
-            .ok_or_else(|| ApiError::invalid("`tenant_id` is required"))?,
-    };
+    let tenant_id = admin_tenant(actor, request.tenant_id.as_deref())?;
     validate_email(&request.email)?;
     if request.password.chars().count() < password::MIN_LENGTH || request.password.len() > 1024 {
         return Err(ApiError::invalid(format!(
@@ -106,16 +96,7 @@ pub async fn create(db: &Db, actor: Actor<'_>, request: CreateUser) -> ApiResult
 }
 
 pub async fn list(db: &Db, actor: Actor<'_>, tenant_id: Option<&str>) -> ApiResult<Vec<User>> {
-    let tenant_id = match actor {
-        Some(principal) => {
-            let tenant_id = principal.target_tenant(tenant_id)?;
-            principal.require_tenant_admin(&tenant_id)?;
-            tenant_id
-        }
-        None => tenant_id
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::invalid("`tenant_id` is required"))?,
-    };
+    let tenant_id = admin_tenant(actor, tenant_id)?;
     let mut conn = db.pool.acquire().await?;
     let rows = users::list(&mut conn, &tenant_id).await?;
     let mut out = Vec::with_capacity(rows.len());
