@@ -1,5 +1,22 @@
 //! Audio media pipeline: decode, stream decode, resample, analyse (preflight), encode.
 //!
 //! Invariant: this crate does no network I/O and knows nothing of HTTP, JSON APIs or the
-//! database; it takes bytes and returns samples (and the reverse). The media-pipeline
-//! issue fills it; the workspace carries it from the start so the layout is fixed.
+//! database; it takes bytes and returns samples (and the reverse).
+//!
+//! - [`sniff`]: container detection from the bytes.
+//! - [`decode`]: whole-file decode with limits ([`decode::decode`]).
+//! - [`opus_decode`]: Opus packets through libopus.
+//! - [`resample`]: streaming rubato resampler to any rate, mono.
+//! - [`audio`]: the decoded-audio type and channel mixing.
+//! - [`error`]: typed errors (unsupported, corrupt, truncated, too large).
+
+pub mod audio;
+pub mod decode;
+pub mod error;
+pub mod opus_decode;
+pub mod resample;
+pub mod sniff;
+
+pub use audio::Audio;
+pub use decode::{DecodeOptions, Limits, RawPcm, decode};
+pub use error::{LimitKind, MediaError, MediaResult};
