@@ -102,7 +102,7 @@ pub fn decode_raw_s16le(bytes: &[u8], raw: RawPcm, limits: &Limits) -> MediaResu
         ));
     }
     let frame_bytes = 2 * usize::from(raw.channels);
-    if bytes.len() % frame_bytes != 0 {
+    if !bytes.len().is_multiple_of(frame_bytes) {
         return Err(MediaError::Truncated("raw PCM ends mid-frame".into()));
     }
     if (bytes.len() / frame_bytes) as u64 > seconds_limit_frames(limits, raw.sample_rate) {
