@@ -74,7 +74,8 @@ fn raw_pcm_needs_its_shape_declared() {
 
 #[test]
 fn broken_inputs_get_typed_errors() {
-    let cases: [(&str, fn(&MediaError) -> bool); 4] = [
+    type Expect = fn(&MediaError) -> bool;
+    let cases: [(&str, Expect); 4] = [
         ("truncated.wav", |e| matches!(e, MediaError::Truncated(_))),
         ("truncated.mp3", |e| matches!(e, MediaError::Truncated(_))),
         ("corrupt.flac", |e| matches!(e, MediaError::Corrupt(_))),
