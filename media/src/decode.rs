@@ -14,7 +14,7 @@ use symphonia::core::meta::MetadataOptions;
 use crate::audio::Audio;
 use crate::error::{LimitKind, MediaError, MediaResult};
 use crate::opus_decode::OpusPacketDecoder;
-use crate::sniff::{Container, sniff};
+use crate::sniff::{Container, is_signature, sniff};
 
 /// Limits enforced while decoding (decoding stops as soon as one is exceeded).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,16 +70,18 @@ pub fn decode(bytes: &[u8], options: &DecodeOptions) -> MediaResult<Audio> {
             limit: limits.max_bytes,
         });
     }
-    match sniff(bytes) {
-        Some(container) => decode_container(bytes, container, &limits),
-        None => match options.raw_pcm {
-            Some(raw) => decode_raw_s16le(bytes, raw, &limits),
-            None if bytes.is_empty() => Err(MediaError::Truncated("no data".into())),
-            None => Err(MediaError::Unsupported(
-                "not a recognised audio container (WAV, MP3, FLAC, Ogg, WebM/Matroska, MP4/M4A, AAC)"
-                    .into(),
-            )),
-        },
+    // The bytes decide, except that a bare frame sync (which raw PCM can contain by
+    // chance) does not override a declared raw PCM shape.
+    match (sniff(bytes), options.raw_pcm) {
+        (Some(container), raw) if raw.is_none() || is_signature(bytes, container) => {
+            decode_container(bytes, container, &limits)
+        }
+        (_, Some(raw)) => decode_raw_s16le(bytes, raw, &limits),
+        (None, None) if bytes.is_empty() => Err(MediaError::Truncated("no data".into())),
+        (_, None) => Err(MediaError::Unsupported(
+            "not a recognised audio container (WAV, MP3, FLAC, Ogg, WebM/Matroska, MP4/M4A, AAC)"
+                .into(),
+        )),
     }
 }
 

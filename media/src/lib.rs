@@ -8,14 +8,18 @@
 //! - [`opus_decode`]: Opus packets through libopus.
 //! - [`resample`]: streaming rubato resampler to any rate, mono.
 //! - [`audio`]: the decoded-audio type and channel mixing.
+//! - [`vad`]: the voice-activity trait and the energy detector.
+//! - [`preflight`]: reference-clip checks with the contract's fail reasons.
 //! - [`error`]: typed errors (unsupported, corrupt, truncated, too large).
 
 pub mod audio;
 pub mod decode;
 pub mod error;
 pub mod opus_decode;
+pub mod preflight;
 pub mod resample;
 pub mod sniff;
+pub mod vad;
 
 pub use audio::Audio;
 pub use decode::{DecodeOptions, Limits, RawPcm, decode};

@@ -38,16 +38,50 @@ pub fn sniff(head: &[u8]) -> Option<Container> {
     if starts(b"ID3") {
         return Some(Container::Mp3);
     }
-    if head.len() >= 2 && head[0] == 0xFF {
-        // MPEG audio frame sync: 11 set bits. Layer bits `00` mean ADTS (AAC).
-        if head[1] & 0xF6 == 0xF0 {
-            return Some(Container::Adts);
-        }
-        if head[1] & 0xE0 == 0xE0 && head[1] & 0x06 != 0 {
-            return Some(Container::Mp3);
-        }
+    if is_adts_header(head) {
+        return Some(Container::Adts);
+    }
+    if is_mpeg_audio_header(head) {
+        return Some(Container::Mp3);
     }
     None
+}
+
+/// Whether the container was recognised from a distinctive signature (`RIFF`, `fLaC`,
+/// `OggS`, EBML, `ftyp`, `ID3`) rather than from a bare frame sync, which raw PCM can
+/// contain by chance. A declared raw PCM upload wins over a bare frame sync only.
+pub fn is_signature(head: &[u8], container: Container) -> bool {
+    match container {
+        Container::Mp3 => head.starts_with(b"ID3"),
+        Container::Adts => false,
+        _ => true,
+    }
+}
+
+/// An MPEG-1/2/2.5 audio frame header: sync, a valid version and layer, a bitrate index
+/// that is neither free nor bad, a valid sample-rate index.
+fn is_mpeg_audio_header(head: &[u8]) -> bool {
+    let [0xFF, b1, b2, ..] = *head else {
+        return false;
+    };
+    let version = (b1 >> 3) & 0b11;
+    let layer = (b1 >> 1) & 0b11;
+    let bitrate = b2 >> 4;
+    let rate = (b2 >> 2) & 0b11;
+    b1 & 0xE0 == 0xE0
+        && version != 0b01
+        && layer != 0
+        && bitrate != 0
+        && bitrate != 0xF
+        && rate != 0b11
+}
+
+/// An ADTS (AAC) frame header: sync, layer `00`, a valid sampling-frequency index.
+fn is_adts_header(head: &[u8]) -> bool {
+    let [0xFF, b1, b2, ..] = *head else {
+        return false;
+    };
+    b1 & 0xF6 == 0xF0 && (b2 >> 2) & 0x0F < 13
 }
 
 #[cfg(test)]
@@ -67,6 +101,10 @@ mod tests {
         assert_eq!(sniff(b"ID3\x04"), Some(Container::Mp3));
         assert_eq!(sniff(&[0xFF, 0xFB, 0x90]), Some(Container::Mp3));
         assert_eq!(sniff(&[0xFF, 0xF1, 0x50]), Some(Container::Adts));
+        // Dithered silence in raw PCM (0xFFFF) is not an MPEG frame.
+        assert_eq!(sniff(&[0xFF, 0xFF, 0xFF, 0xFF]), None);
+        assert!(!is_signature(&[0xFF, 0xFB, 0x90], Container::Mp3));
+        assert!(is_signature(b"ID3\x04", Container::Mp3));
         assert_eq!(sniff(b"hello world"), None);
         assert_eq!(sniff(b""), None);
     }
