@@ -8,12 +8,14 @@
 //! - [`opus_decode`]: Opus packets through libopus.
 //! - [`resample`]: streaming rubato resampler to any rate, mono.
 //! - [`audio`]: the decoded-audio type and channel mixing.
+//! - [`encode`]: WAV, raw PCM, Opus packets and Ogg/Opus files.
 //! - [`vad`]: the voice-activity trait and the energy detector.
 //! - [`preflight`]: reference-clip checks with the contract's fail reasons.
 //! - [`error`]: typed errors (unsupported, corrupt, truncated, too large).
 
 pub mod audio;
 pub mod decode;
+pub mod encode;
 pub mod error;
 pub mod opus_decode;
 pub mod preflight;

@@ -1,0 +1,270 @@
+//! Output encoding: WAV, raw PCM, Opus packets (20 ms at 48 kHz) for streaming, and an
+//! Ogg/Opus file writer. MP3 is not offered: no maintained pure encoder fits the stack.
+
+use crate::error::{MediaError, MediaResult};
+
+fn to_i16(sample: f32) -> i16 {
+    (sample.clamp(-1.0, 1.0) * 32767.0).round() as i16
+}
+
+/// Raw signed 16-bit little-endian PCM.
+pub fn pcm_s16le(samples: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(samples.len() * 2);
+    for sample in samples {
+        out.extend_from_slice(&to_i16(*sample).to_le_bytes());
+    }
+    out
+}
+
+/// A 16-bit PCM WAV file.
+pub fn wav_s16(samples: &[f32], sample_rate: u32, channels: u16) -> Vec<u8> {
+    let data_len = (samples.len() * 2) as u32;
+    let block_align = channels * 2;
+    let mut out = Vec::with_capacity(44 + samples.len() * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&sample_rate.to_le_bytes());
+    out.extend_from_slice(&(sample_rate * u32::from(block_align)).to_le_bytes());
+    out.extend_from_slice(&block_align.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    out.extend_from_slice(&pcm_s16le(samples));
+    out
+}
+
+/// Opus works at 48 kHz here; 20 ms frames.
+pub const OPUS_RATE: u32 = 48_000;
+pub const OPUS_FRAME: usize = 960;
+/// Largest packet we let the encoder produce.
+const MAX_PACKET: usize = 4000;
+
+/// Streams 48 kHz PCM into 20 ms Opus packets.
+pub struct OpusStreamEncoder {
+    encoder: opus::Encoder,
+    channels: usize,
+    pending: Vec<f32>,
+    packet: Vec<u8>,
+    lookahead: usize,
+    samples_in: u64,
+}
+
+impl OpusStreamEncoder {
+    /// `bitrate` in bits per second (e.g. 32_000 for speech).
+    pub fn new(channels: u16, bitrate: i32) -> MediaResult<OpusStreamEncoder> {
+        let layout = match channels {
+            1 => opus::Channels::Mono,
+            2 => opus::Channels::Stereo,
+            other => {
+                return Err(MediaError::InvalidParameters(format!(
+                    "Opus with {other} channels"
+                )));
+            }
+        };
+        let fail = |e: opus::Error| MediaError::InvalidParameters(format!("opus encoder: {e}"));
+        let mut encoder =
+            opus::Encoder::new(OPUS_RATE, layout, opus::Application::Voip).map_err(fail)?;
+        encoder
+            .set_bitrate(opus::Bitrate::Bits(bitrate))
+            .map_err(fail)?;
+        let lookahead = encoder.get_lookahead().map_err(fail)?.max(0) as usize;
+        let channels = usize::from(channels);
+        Ok(OpusStreamEncoder {
+            encoder,
+            channels,
+            pending: Vec::with_capacity(OPUS_FRAME * channels),
+            packet: vec![0; MAX_PACKET],
+            lookahead,
+            samples_in: 0,
+        })
+    }
+
+    /// Samples per channel the decoder must skip at the start (the Ogg pre-skip).
+    pub fn lookahead(&self) -> usize {
+        self.lookahead
+    }
+
+    /// Samples per channel pushed so far.
+    pub fn samples_in(&self) -> u64 {
+        self.samples_in
+    }
+
+    fn encode_pending(&mut self, on_packet: &mut impl FnMut(&[u8])) -> MediaResult<()> {
+        let len = self
+            .encoder
+            .encode_float(&self.pending, &mut self.packet)
+            .map_err(|e| MediaError::Corrupt(format!("opus encode: {e}")))?;
+        on_packet(&self.packet[..len]);
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Encodes interleaved 48 kHz samples; calls `on_packet` for each full 20 ms frame.
+    pub fn push(
+        &mut self,
+        mut samples: &[f32],
+        on_packet: &mut impl FnMut(&[u8]),
+    ) -> MediaResult<()> {
+        self.samples_in += (samples.len() / self.channels) as u64;
+        let frame_len = OPUS_FRAME * self.channels;
+        while !samples.is_empty() {
+            let take = (frame_len - self.pending.len()).min(samples.len());
+            self.pending.extend_from_slice(&samples[..take]);
+            samples = &samples[take..];
+            if self.pending.len() == frame_len {
+                self.encode_pending(on_packet)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pads and encodes the last partial frame, then enough silence to flush the
+    /// encoder's look-ahead, so every pushed sample is decodable.
+    pub fn finish(&mut self, on_packet: &mut impl FnMut(&[u8])) -> MediaResult<()> {
+        let frame_len = OPUS_FRAME * self.channels;
+        let mut remaining = self.pending.len() / self.channels + self.lookahead;
+        while remaining > 0 {
+            self.pending.resize(frame_len, 0.0);
+            self.encode_pending(on_packet)?;
+            remaining = remaining.saturating_sub(OPUS_FRAME);
+        }
+        Ok(())
+    }
+}
+
+/// Ogg page CRC (polynomial 0x04C11DB7, no reflection).
+fn ogg_crc(data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut table = [0u32; 256];
+        for (i, entry) in table.iter_mut().enumerate() {
+            let mut r = (i as u32) << 24;
+            for _ in 0..8 {
+                r = if r & 0x8000_0000 != 0 {
+                    (r << 1) ^ 0x04C1_1DB7
+                } else {
+                    r << 1
+                };
+            }
+            *entry = r;
+        }
+        table
+    });
+    data.iter().fold(0u32, |crc, byte| {
+        (crc << 8) ^ table[((crc >> 24) as u8 ^ byte) as usize]
+    })
+}
+
+/// Writes Ogg pages of one logical stream.
+struct OggPages {
+    serial: u32,
+    sequence: u32,
+    out: Vec<u8>,
+}
+
+impl OggPages {
+    /// One page holding whole `packets` (each under 255 * 255 bytes).
+    fn page(&mut self, packets: &[Vec<u8>], granule: u64, header_type: u8) {
+        let mut lacing = Vec::new();
+        for packet in packets {
+            let mut left = packet.len();
+            while left >= 255 {
+                lacing.push(255u8);
+                left -= 255;
+            }
+            lacing.push(left as u8);
+        }
+        let start = self.out.len();
+        self.out.extend_from_slice(b"OggS");
+        self.out.push(0);
+        self.out.push(header_type);
+        self.out.extend_from_slice(&granule.to_le_bytes());
+        self.out.extend_from_slice(&self.serial.to_le_bytes());
+        self.out.extend_from_slice(&self.sequence.to_le_bytes());
+        self.out.extend_from_slice(&[0, 0, 0, 0]);
+        self.out.push(lacing.len() as u8);
+        self.out.extend_from_slice(&lacing);
+        for packet in packets {
+            self.out.extend_from_slice(packet);
+        }
+        let crc = ogg_crc(&self.out[start..]);
+        self.out[start + 22..start + 26].copy_from_slice(&crc.to_le_bytes());
+        self.sequence += 1;
+    }
+}
+
+/// Packets per Ogg page (one second of 20 ms packets keeps lacing under 255 entries).
+const PACKETS_PER_PAGE: usize = 50;
+
+/// Encodes interleaved 48 kHz samples into an Ogg/Opus file.
+pub fn ogg_opus(samples: &[f32], channels: u16, bitrate: i32) -> MediaResult<Vec<u8>> {
+    let mut encoder = OpusStreamEncoder::new(channels, bitrate)?;
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    encoder.push(samples, &mut |p| packets.push(p.to_vec()))?;
+    encoder.finish(&mut |p| packets.push(p.to_vec()))?;
+    let pre_skip = encoder.lookahead() as u64;
+    let total = pre_skip + encoder.samples_in();
+
+    let mut head = Vec::with_capacity(19);
+    head.extend_from_slice(b"OpusHead");
+    head.push(1);
+    head.push(channels as u8);
+    head.extend_from_slice(&(pre_skip as u16).to_le_bytes());
+    head.extend_from_slice(&OPUS_RATE.to_le_bytes());
+    head.extend_from_slice(&0i16.to_le_bytes());
+    head.push(0);
+    let vendor = b"scaigrid";
+    let mut tags = Vec::new();
+    tags.extend_from_slice(b"OpusTags");
+    tags.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
+    tags.extend_from_slice(vendor);
+    tags.extend_from_slice(&0u32.to_le_bytes());
+
+    let mut pages = OggPages {
+        serial: 0x5CA1_0001,
+        sequence: 0,
+        out: Vec::new(),
+    };
+    pages.page(&[head], 0, 0x02);
+    pages.page(&[tags], 0, 0x00);
+    let mut granule = 0u64;
+    let count = packets.chunks(PACKETS_PER_PAGE).count();
+    for (index, chunk) in packets.chunks(PACKETS_PER_PAGE).enumerate() {
+        granule += (chunk.len() * OPUS_FRAME) as u64;
+        let last = index + 1 == count;
+        // The last page's granule is the real end, so players trim the padding.
+        let page_granule = if last { total } else { granule };
+        pages.page(chunk, page_granule, if last { 0x04 } else { 0x00 });
+    }
+    Ok(pages.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wav_header_is_consistent() {
+        let wav = wav_s16(&[0.0, 0.5, -0.5, 1.0], 16_000, 1);
+        assert_eq!(&wav[..4], b"RIFF");
+        assert_eq!(wav.len(), 44 + 8);
+        assert_eq!(u32::from_le_bytes(wav[40..44].try_into().unwrap()), 8);
+        assert_eq!(i16::from_le_bytes([wav[46], wav[47]]), 16384);
+    }
+
+    #[test]
+    fn stream_encoder_emits_20ms_packets() {
+        let mut encoder = OpusStreamEncoder::new(1, 32_000).unwrap();
+        let mut count = 0;
+        encoder
+            .push(&vec![0.1; 960 * 3 + 100], &mut |_| count += 1)
+            .unwrap();
+        assert_eq!(count, 3);
+        encoder.finish(&mut |_| count += 1).unwrap();
+        assert!(count >= 4);
+    }
+}
