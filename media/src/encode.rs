@@ -2,6 +2,7 @@
 //! Ogg/Opus file writer. MP3 is not offered: no maintained pure encoder fits the stack.
 
 use crate::error::{MediaError, MediaResult};
+use crate::ogg::OggPages;
 
 fn to_i16(sample: f32) -> i16 {
     (sample.clamp(-1.0, 1.0) * 32767.0).round() as i16
@@ -136,67 +137,6 @@ impl OpusStreamEncoder {
     }
 }
 
-/// Ogg page CRC (polynomial 0x04C11DB7, no reflection).
-fn ogg_crc(data: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut table = [0u32; 256];
-        for (i, entry) in table.iter_mut().enumerate() {
-            let mut r = (i as u32) << 24;
-            for _ in 0..8 {
-                r = if r & 0x8000_0000 != 0 {
-                    (r << 1) ^ 0x04C1_1DB7
-                } else {
-                    r << 1
-                };
-            }
-            *entry = r;
-        }
-        table
-    });
-    data.iter().fold(0u32, |crc, byte| {
-        (crc << 8) ^ table[((crc >> 24) as u8 ^ byte) as usize]
-    })
-}
-
-/// Writes Ogg pages of one logical stream.
-struct OggPages {
-    serial: u32,
-    sequence: u32,
-    out: Vec<u8>,
-}
-
-impl OggPages {
-    /// One page holding whole `packets` (each under 255 * 255 bytes).
-    fn page(&mut self, packets: &[Vec<u8>], granule: u64, header_type: u8) {
-        let mut lacing = Vec::new();
-        for packet in packets {
-            let mut left = packet.len();
-            while left >= 255 {
-                lacing.push(255u8);
-                left -= 255;
-            }
-            lacing.push(left as u8);
-        }
-        let start = self.out.len();
-        self.out.extend_from_slice(b"OggS");
-        self.out.push(0);
-        self.out.push(header_type);
-        self.out.extend_from_slice(&granule.to_le_bytes());
-        self.out.extend_from_slice(&self.serial.to_le_bytes());
-        self.out.extend_from_slice(&self.sequence.to_le_bytes());
-        self.out.extend_from_slice(&[0, 0, 0, 0]);
-        self.out.push(lacing.len() as u8);
-        self.out.extend_from_slice(&lacing);
-        for packet in packets {
-            self.out.extend_from_slice(packet);
-        }
-        let crc = ogg_crc(&self.out[start..]);
-        self.out[start + 22..start + 26].copy_from_slice(&crc.to_le_bytes());
-        self.sequence += 1;
-    }
-}
-
 /// Packets per Ogg page (one second of 20 ms packets keeps lacing under 255 entries).
 const PACKETS_PER_PAGE: usize = 50;
 
@@ -224,11 +164,7 @@ pub fn ogg_opus(samples: &[f32], channels: u16, bitrate: i32) -> MediaResult<Vec
     tags.extend_from_slice(vendor);
     tags.extend_from_slice(&0u32.to_le_bytes());
 
-    let mut pages = OggPages {
-        serial: 0x5CA1_0001,
-        sequence: 0,
-        out: Vec::new(),
-    };
+    let mut pages = OggPages::new(0x5CA1_0001);
     pages.page(&[head], 0, 0x02);
     pages.page(&[tags], 0, 0x00);
     let mut granule = 0u64;
@@ -240,7 +176,7 @@ pub fn ogg_opus(samples: &[f32], channels: u16, bitrate: i32) -> MediaResult<Vec
         let page_granule = if last { total } else { granule };
         pages.page(chunk, page_granule, if last { 0x04 } else { 0x00 });
     }
-    Ok(pages.out)
+    Ok(pages.into_bytes())
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 //!
 //! - [`sniff`]: container detection from the bytes.
 //! - [`decode`]: whole-file decode with limits ([`decode::decode`]).
+//! - [`stream`]: incremental decode of WebSocket streams (PCM, WAV, Ogg/Opus,
+//!   WebM/Opus, MP3) from pieces split anywhere, with bounded memory.
+//! - [`ogg`]: Ogg page CRC, writer and incremental reader.
 //! - [`opus_decode`]: Opus packets through libopus.
 //! - [`resample`]: streaming rubato resampler to any rate, mono.
 //! - [`audio`]: the decoded-audio type and channel mixing.
@@ -17,10 +20,12 @@ pub mod audio;
 pub mod decode;
 pub mod encode;
 pub mod error;
+pub mod ogg;
 pub mod opus_decode;
 pub mod preflight;
 pub mod resample;
 pub mod sniff;
+pub mod stream;
 pub mod vad;
 
 pub use audio::Audio;
