@@ -6,7 +6,7 @@
 //! 22.05/24/48 kHz) works on one channel; mix down first with `audio::mix_to_mono_into`.
 
 use audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Fft, FixedSync, Indexing, Resampler};
+use rubato::{Fft, FixedSync, Indexing, Resampler, WindowFunction};
 
 use crate::audio::Audio;
 use crate::error::{MediaError, MediaResult};
@@ -14,6 +14,8 @@ use crate::error::{MediaError, MediaResult};
 /// Input frames per resampler call: large enough for FFT efficiency, small enough for
 /// streaming latency (64 ms at 16 kHz).
 const CHUNK: usize = 1024;
+/// FFTs per chunk: one large FFT is cheaper than rubato's default of several small ones.
+const SUB_CHUNKS: usize = 1;
 
 pub struct StreamResampler {
     from: u32,
@@ -39,8 +41,16 @@ impl StreamResampler {
             None
         } else {
             Some(
-                Fft::<f32>::new(from as usize, to as usize, CHUNK, 1, FixedSync::Input)
-                    .map_err(|e| MediaError::InvalidParameters(e.to_string()))?,
+                Fft::<f32>::new_custom(
+                    from as usize,
+                    to as usize,
+                    CHUNK,
+                    SUB_CHUNKS,
+                    1,
+                    WindowFunction::BlackmanHarris2,
+                    FixedSync::Input,
+                )
+                .map_err(|e| MediaError::InvalidParameters(e.to_string()))?,
             )
         };
         let (scratch_len, delay) = match &inner {
