@@ -1,6 +1,22 @@
-//! Local inference engines: ONNX Runtime sessions for VAD, speech-to-text,
-//! text-to-speech and speaker embeddings; diarization clustering; batching; the node
-//! registry.
+//! Local inference engines ("backend A"): ONNX Runtime sessions for voice activity,
+//! speech-to-text, text-to-speech and speaker embeddings, with batching and a node
+//! registry as they land.
 //!
-//! Invariant: this crate knows nothing of HTTP, JSON APIs or the database. The
-//! inference-engines issue fills it; the workspace carries it from the start.
+//! Invariant: this crate knows nothing of HTTP, JSON APIs or the database. Sessions are
+//! created once and shared; inference runs on the caller's (blocking) thread, never on
+//! an async runtime worker.
+//!
+//! - [`runtime`]: loading the fetched ONNX Runtime library, devices, sessions.
+//! - [`models`]: where `models/fetch` installed each model.
+//! - [`silero`]: Silero VAD with per-stream state, batched across streams.
+//! - [`segments`]: per-frame speech probabilities to speech segments (pure logic).
+//! - [`error`]: the engines' typed errors.
+
+pub mod error;
+pub mod models;
+pub mod runtime;
+pub mod segments;
+pub mod silero;
+
+pub use error::{EngineError, EngineResult};
+pub use runtime::{Device, Runtime, RuntimeConfig};

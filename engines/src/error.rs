@@ -1,0 +1,44 @@
+//! Typed errors of the engines; the server maps `ModelTooLarge` to `GPU_INCOMPATIBLE`,
+//! `OutOfMemory` to `OOM_KILLED`, the rest to `SERVICE_UNAVAILABLE`/`INTERNAL_ERROR`.
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The ONNX Runtime library could not be loaded or initialised.
+    #[error("ONNX Runtime unavailable: {0}")]
+    Runtime(String),
+    /// The configured device cannot be used (e.g. CUDA without a CUDA build or GPU).
+    #[error("device unavailable: {0}")]
+    DeviceUnavailable(String),
+    /// A model file is missing (run `models/fetch`) or unusable.
+    #[error("model `{id}` unavailable: {reason}")]
+    ModelUnavailable { id: String, reason: String },
+    /// The model's declared memory need exceeds the device's free memory.
+    #[error("model `{id}` needs {needed_mb} MB, the device has {available_mb} MB")]
+    ModelTooLarge {
+        id: String,
+        needed_mb: u64,
+        available_mb: u64,
+    },
+    /// An inference ran out of memory; that request fails, the node stays up.
+    #[error("out of memory during inference")]
+    OutOfMemory,
+    /// Any other inference failure.
+    #[error("inference failed: {0}")]
+    Inference(String),
+    /// Input the engine cannot take (wrong rate, empty batch, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+impl From<ort::Error> for EngineError {
+    fn from(error: ort::Error) -> Self {
+        let text = error.to_string();
+        if text.contains("bad_alloc") || text.to_ascii_lowercase().contains("out of memory") {
+            EngineError::OutOfMemory
+        } else {
+            EngineError::Inference(text)
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! ONNX Runtime: the fetched shared library loaded once per process, the execution
+//! device from configuration, sessions built with the configured thread counts.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+
+use crate::error::{EngineError, EngineResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda { device_id: i32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// `libonnxruntime.so` (from `models/fetch`).
+    pub library: PathBuf,
+    pub device: Device,
+    /// Threads one inference may use (0 = ONNX Runtime's default).
+    pub intra_threads: usize,
+}
+
+/// The process's ONNX Runtime. Cheap to share by reference; create it once.
+pub struct Runtime {
+    environment: &'static ort::environment::Environment,
+    config: RuntimeConfig,
+}
+
+/// ONNX Runtime's library is loaded once per process; later `init` calls reuse it.
+static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+impl Runtime {
+    pub fn init(config: RuntimeConfig) -> EngineResult<Runtime> {
+        if let Device::Cuda { .. } = config.device {
+            return Err(EngineError::DeviceUnavailable(
+                "this build has no CUDA execution provider (the CPU library from models/fetch); \
+                 install the onnxruntime-gpu library and build with CUDA support"
+                    .into(),
+            ));
+        }
+        let environment = ENVIRONMENT
+            .get_or_init(|| {
+                ort::init_from(&config.library)
+                    .map_err(|e| format!("loading {}: {e}", config.library.display()))?
+                    .with_name("scaigrid")
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| EngineError::Runtime(e.clone()))?;
+        Ok(Runtime {
+            environment,
+            config,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.config.device
+    }
+
+    /// A session for one model file.
+    pub fn session(&self, id: &str, model: &Path) -> EngineResult<Session> {
+        let unavailable = |e: ort::Error| EngineError::ModelUnavailable {
+            id: id.to_owned(),
+            reason: e.to_string(),
+        };
+        let mut builder = Session::builder(self.environment)
+            .map_err(unavailable)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| unavailable(e.into()))?;
+        if self.config.intra_threads > 0 {
+            builder = builder
+                .with_intra_threads(self.config.intra_threads)
+                .map_err(|e| unavailable(e.into()))?;
+        }
+        builder.commit_from_file(model).map_err(unavailable)
+    }
+}

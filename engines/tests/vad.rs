@@ -1,0 +1,152 @@
+//! Silero VAD on real speech, silence and noise; batching equals one-by-one.
+
+use engines::models::ModelDir;
+use engines::segments::{SegmentParams, segments};
+use engines::silero::{FRAME, SileroDetector, SileroVad, StreamState};
+use engines::{Device, Runtime, RuntimeConfig};
+use media::vad::VoiceActivity;
+use media::{DecodeOptions, decode, resample};
+
+fn vad() -> SileroVad {
+    let models = ModelDir::from_env();
+    let library = models
+        .onnxruntime_library()
+        .expect("run models/fetch (scripts/setup does)");
+    let runtime = Runtime::init(RuntimeConfig {
+        library,
+        device: Device::Cpu,
+        intra_threads: 1,
+    })
+    .unwrap();
+    SileroVad::load(&runtime, &models).unwrap()
+}
+
+fn beckett() -> Vec<f32> {
+    let path = ModelDir::from_env()
+        .file("test.speech.beckett", "test-audio/beckett.wav")
+        .unwrap();
+    let audio = decode(&std::fs::read(path).unwrap(), &DecodeOptions::default()).unwrap();
+    resample::to_mono(&audio, 16_000).unwrap()
+}
+
+fn noise(seconds: f32, amplitude: f32) -> Vec<f32> {
+    let mut state = 12_345u32;
+    (0..(16_000.0 * seconds) as usize)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((state >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 2.0 * amplitude
+        })
+        .collect()
+}
+
+fn ratio(probabilities: &[f32]) -> f32 {
+    probabilities.iter().filter(|p| **p >= 0.5).count() as f32 / probabilities.len() as f32
+}
+
+#[test]
+fn separates_speech_from_silence_and_noise() {
+    let vad = vad();
+    let speech = ratio(&vad.probabilities(&beckett()).unwrap());
+    let silence = ratio(&vad.probabilities(&vec![0.0; 16_000 * 3]).unwrap());
+    let hiss = ratio(&vad.probabilities(&noise(3.0, 0.1)).unwrap());
+    // The reference Python loop (onnxruntime 1.31.1, same model) gives 0.4534 on this
+    // clip: short phrases with pauses between them.
+    assert!((speech - 0.4534).abs() < 0.01, "speech ratio {speech}");
+    assert!(silence < 0.02, "silence ratio {silence}");
+    assert!(hiss < 0.1, "noise ratio {hiss}");
+}
+
+#[test]
+fn segments_surround_the_speech() {
+    let vad = vad();
+    let mut signal = vec![0.0; 16_000 * 2];
+    signal.extend(beckett());
+    signal.extend(vec![0.0; 16_000 * 2]);
+    let probabilities = vad.probabilities(&signal).unwrap();
+    let found = segments(
+        &probabilities,
+        FRAME,
+        16_000,
+        signal.len(),
+        &SegmentParams::default(),
+    );
+    assert!(!found.is_empty());
+    let first = found.first().unwrap().start as f32 / 16_000.0;
+    let last = found.last().unwrap().end as f32 / 16_000.0;
+    assert!((1.5..=3.0).contains(&first), "first speech at {first} s");
+    let speech_end = signal.len() as f32 / 16_000.0 - 2.0;
+    assert!(
+        (speech_end - 1.5..=speech_end + 0.5).contains(&last),
+        "last speech ends {last} s, audio {speech_end} s"
+    );
+}
+
+#[test]
+fn batched_streams_equal_single_streams() {
+    let vad = vad();
+    let speech = beckett();
+    let hiss = noise(2.0, 0.05);
+    let signals: Vec<&[f32]> = vec![
+        &speech[..16_000 * 2],
+        &hiss,
+        &speech[16_000 * 3..16_000 * 5],
+    ];
+    let single: Vec<Vec<f32>> = signals
+        .iter()
+        .map(|s| vad.probabilities(s).unwrap())
+        .collect();
+    let mut states = vec![StreamState::default(); signals.len()];
+    let mut batched = vec![Vec::new(); signals.len()];
+    for index in 0..signals[0].len() / FRAME {
+        let frames: Vec<&[f32]> = signals
+            .iter()
+            .map(|s| &s[index * FRAME..(index + 1) * FRAME])
+            .collect();
+        let mut refs: Vec<&mut StreamState> = states.iter_mut().collect();
+        for (b, p) in vad
+            .infer(&mut refs, &frames)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+        {
+            batched[b].push(p);
+        }
+    }
+    for (b, (one, many)) in single.iter().zip(&batched).enumerate() {
+        let worst = one
+            .iter()
+            .zip(many)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-4, "stream {b} differs by {worst} when batched");
+    }
+}
+
+#[test]
+fn plugs_into_media_preflight() {
+    let vad = vad();
+    let mut detector = SileroDetector {
+        vad: &vad,
+        threshold: 0.5,
+    };
+    let frames = detector.detect(&beckett(), 16_000);
+    assert_eq!(frames.frame_len, FRAME);
+    assert!(
+        (frames.speech_ratio() - 0.4534).abs() < 0.01,
+        "{}",
+        frames.speech_ratio()
+    );
+}
+
+#[test]
+fn cuda_without_a_cuda_build_is_a_clear_error() {
+    let library = ModelDir::from_env().onnxruntime_library().unwrap();
+    let error = Runtime::init(RuntimeConfig {
+        library,
+        device: Device::Cuda { device_id: 0 },
+        intra_threads: 1,
+    })
+    .err()
+    .expect("CUDA must be refused here");
+    assert!(error.to_string().contains("CUDA"), "{error}");
+}
