@@ -9,10 +9,13 @@
 //! - [`runtime`]: loading the fetched ONNX Runtime library, devices, sessions.
 //! - [`models`]: where `models/fetch` installed each model.
 //! - [`silero`]: Silero VAD with per-stream state, batched across streams.
+//! - [`fbank`], [`embedder`]: the d-vector front end and speaker embeddings.
 //! - [`segments`]: per-frame speech probabilities to speech segments (pure logic).
 //! - [`error`]: the engines' typed errors.
 
+pub mod embedder;
 pub mod error;
+pub mod fbank;
 pub mod models;
 pub mod runtime;
 pub mod segments;

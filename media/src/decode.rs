@@ -15,6 +15,7 @@ use crate::audio::Audio;
 use crate::error::{LimitKind, MediaError, MediaResult};
 use crate::opus_decode::OpusPacketDecoder;
 use crate::sniff::{Container, is_signature, sniff};
+use crate::stream::{StreamDecoder, StreamFormat, StreamLimits};
 
 /// Limits enforced while decoding (decoding stops as soon as one is exceeded).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,6 +119,9 @@ pub fn decode_raw_s16le(bytes: &[u8], raw: RawPcm, limits: &Limits) -> MediaResu
 }
 
 fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> MediaResult<Audio> {
+    if container == Container::Wav && wav_length_unknown(bytes) {
+        return decode_streamed_wav(bytes, limits);
+    }
     let source = MediaSourceStream::new(
         Box::new(Cursor::new(bytes)),
         MediaSourceStreamOptions::default(),
@@ -196,6 +200,40 @@ fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Medi
         }
     }
     sink.finish(track.num_frames)
+}
+
+/// A WAV written as a stream (placeholder sizes): decoded by the stream parser, which
+/// takes the data as long as it is, with the same sample conversion as symphonia.
+fn decode_streamed_wav(bytes: &[u8], limits: &Limits) -> MediaResult<Audio> {
+    let stream_limits = StreamLimits {
+        max_unit_bytes: 1 << 16,
+        max_seconds: limits.max_seconds,
+    };
+    let mut decoder = StreamDecoder::new(StreamFormat::Wav, stream_limits);
+    let mut samples = Vec::with_capacity(bytes.len() / 2);
+    decoder.push(bytes, &mut samples)?;
+    let (rate, channels) = decoder
+        .shape()
+        .ok_or_else(|| MediaError::Truncated("WAV header incomplete".into()))?;
+    if samples.is_empty() {
+        return Err(MediaError::Truncated("no audio data".into()));
+    }
+    Ok(Audio::new(rate, channels, samples))
+}
+
+/// Whether a WAV's data chunk carries a placeholder size instead of a real one: 0, or
+/// 2 GiB and up (0x7FFFF000 from espeak-ng, 0xFFFFFFFF from live recorders). Such files
+/// were written as a stream; their length is what is there, not cut short.
+fn wav_length_unknown(bytes: &[u8]) -> bool {
+    let mut at = 12;
+    while let Some(header) = bytes.get(at..at + 8) {
+        let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if &header[..4] == b"data" {
+            return size == 0 || size >= 0x7FFF_0000;
+        }
+        at += 8 + size as usize + (size as usize & 1);
+    }
+    false
 }
 
 /// Collects decoded samples and applies the limits and the corruption rule.

@@ -92,6 +92,21 @@ fn broken_inputs_get_typed_errors() {
 }
 
 #[test]
+fn streamed_wavs_with_placeholder_sizes_decode() {
+    // espeak-ng --stdout writes a 0x7FFFF000 data size; recorders write 0 or 0xFFFFFFFF.
+    let wav = fixtures::read("speech_16k_s16.wav");
+    let reference = decode(&wav, &DecodeOptions::default()).unwrap();
+    for placeholder in [0x7FFF_F000u32, 0xFFFF_FFFF, 0] {
+        let mut streamed = wav.clone();
+        streamed[4..8].copy_from_slice(&placeholder.saturating_add(36).to_le_bytes());
+        streamed[40..44].copy_from_slice(&placeholder.to_le_bytes());
+        let audio = decode(&streamed, &DecodeOptions::default())
+            .unwrap_or_else(|e| panic!("placeholder {placeholder:#x}: {e}"));
+        assert_eq!(audio.samples, reference.samples, "placeholder {placeholder:#x}");
+    }
+}
+
+#[test]
 fn limits_stop_decoding_early() {
     let bytes = fixtures::read("long_30s.opus");
     let limits = Limits {

@@ -1,0 +1,66 @@
+//! Speaker embeddings: the same voice is closer than a different one, on real speech and
+//! on synthetic (espeak-ng) voices.
+
+use engines::embedder::{SpeakerEmbedder, cosine};
+use engines::models::ModelDir;
+use engines::{Device, Runtime, RuntimeConfig};
+use media::{DecodeOptions, decode, resample};
+
+fn embedder() -> SpeakerEmbedder {
+    let models = ModelDir::from_env();
+    let library = models.onnxruntime_library().expect("run models/fetch (scripts/setup does)");
+    let runtime = Runtime::init(RuntimeConfig { library, device: Device::Cpu, intra_threads: 1 }).unwrap();
+    SpeakerEmbedder::load(&runtime, &models).unwrap()
+}
+
+fn load(bytes: &[u8]) -> Vec<f32> {
+    let audio = decode(bytes, &DecodeOptions::default()).unwrap();
+    resample::to_mono(&audio, 16_000).unwrap()
+}
+
+fn test_audio(name: &str) -> Vec<f32> {
+    let path = ModelDir::from_env().file("test.speech.beckett", &format!("test-audio/{name}")).unwrap();
+    load(&std::fs::read(path).unwrap())
+}
+
+fn espeak(voice: &str, pitch: u32, text: &str) -> Vec<f32> {
+    let output = std::process::Command::new("espeak-ng")
+        .args(["-v", voice, "-p", &pitch.to_string(), "--stdout", text])
+        .output()
+        .expect("espeak-ng (scripts/setup installs it)");
+    assert!(output.status.success());
+    load(&output.stdout)
+}
+
+#[test]
+fn same_real_speaker_is_closer_than_a_different_one() {
+    let embedder = embedder();
+    let beckett = test_audio("beckett.wav");
+    let cities = test_audio("two_cities.wav");
+    let (first, second) = beckett.split_at(beckett.len() / 2);
+    let a = embedder.embed(first).unwrap();
+    let b = embedder.embed(second).unwrap();
+    let c = embedder.embed(&cities[..16_000 * 10]).unwrap();
+    let d = embedder.embed(&cities[16_000 * 20..16_000 * 30]).unwrap();
+    let same_beckett = cosine(&a, &b);
+    let same_cities = cosine(&c, &d);
+    let different = cosine(&a, &c).max(cosine(&b, &d));
+    eprintln!("real: same {same_beckett:.3} / {same_cities:.3}, different {different:.3}");
+    assert!(same_beckett > different + 0.1 && same_cities > different + 0.1);
+    assert!((cosine(&a, &a) - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn same_synthetic_voice_is_closer_than_another_voice() {
+    let embedder = embedder();
+    let one = "The weather today is mild with a light breeze from the west.";
+    let two = "Please remember to bring the documents to the meeting on Friday.";
+    let male_1 = embedder.embed(&espeak("en-us", 40, one)).unwrap();
+    let male_2 = embedder.embed(&espeak("en-us", 40, two)).unwrap();
+    let female_1 = embedder.embed(&espeak("en-us+f3", 75, one)).unwrap();
+    let female_2 = embedder.embed(&espeak("en-us+f3", 75, two)).unwrap();
+    let same = cosine(&male_1, &male_2).min(cosine(&female_1, &female_2));
+    let different = cosine(&male_1, &female_2).max(cosine(&male_2, &female_1));
+    eprintln!("synthetic: same {same:.3}, different {different:.3}");
+    assert!(same > different + 0.1, "same {same}, different {different}");
+}
