@@ -51,7 +51,9 @@ impl SpeakerEmbedder {
     pub fn embed(&self, samples: &[f32]) -> EngineResult<Vec<f32>> {
         let mut features = self.fbank.compute(samples);
         if features.is_empty() {
-            return Err(EngineError::InvalidInput("audio shorter than one analysis frame".into()));
+            return Err(EngineError::InvalidInput(
+                "audio shorter than one analysis frame".into(),
+            ));
         }
         // Short clips are padded to one window, as in training.
         let frames = (features.len() / N_MELS).max(WINDOW);

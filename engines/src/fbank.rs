@@ -41,7 +41,9 @@ fn mel_to_hz(mel: f64) -> f64 {
 /// `librosa.filters.mel(sr, n_fft, n_mels)`: (n_mels, n_fft/2+1), row-major.
 pub fn mel_filterbank(n_mels: usize, n_fft: usize, sample_rate: f64) -> Vec<f32> {
     let bins = n_fft / 2 + 1;
-    let fft_freqs: Vec<f64> = (0..bins).map(|i| i as f64 * sample_rate / n_fft as f64).collect();
+    let fft_freqs: Vec<f64> = (0..bins)
+        .map(|i| i as f64 * sample_rate / n_fft as f64)
+        .collect();
     let (low, high) = (hz_to_mel(0.0), hz_to_mel(sample_rate / 2.0));
     let mel_f: Vec<f64> = (0..n_mels + 2)
         .map(|i| mel_to_hz(low + (high - low) * i as f64 / (n_mels + 1) as f64))
@@ -134,11 +136,18 @@ mod tests {
         let bins = N_FFT / 2 + 1;
         // Every filter has weight, and the first filter peaks near its centre bin.
         for m in 0..N_MELS {
-            assert!(bank[m * bins..(m + 1) * bins].iter().any(|w| *w > 0.0), "filter {m} empty");
+            assert!(
+                bank[m * bins..(m + 1) * bins].iter().any(|w| *w > 0.0),
+                "filter {m} empty"
+            );
         }
         // Filter 0 spans 0 .. 73.57 .. 147.14 Hz; at bin 1 (31.25 Hz) librosa's recipe
         // gives 31.25 / 73.57 * 2 / 147.14.
-        assert!((f64::from(bank[1]) - 0.005_773_6).abs() < 1e-6, "{}", bank[1]);
+        assert!(
+            (f64::from(bank[1]) - 0.005_773_6).abs() < 1e-6,
+            "{}",
+            bank[1]
+        );
     }
 
     #[test]

@@ -102,7 +102,10 @@ fn streamed_wavs_with_placeholder_sizes_decode() {
         streamed[40..44].copy_from_slice(&placeholder.to_le_bytes());
         let audio = decode(&streamed, &DecodeOptions::default())
             .unwrap_or_else(|e| panic!("placeholder {placeholder:#x}: {e}"));
-        assert_eq!(audio.samples, reference.samples, "placeholder {placeholder:#x}");
+        assert_eq!(
+            audio.samples, reference.samples,
+            "placeholder {placeholder:#x}"
+        );
     }
 }
 
