@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Engines against their peers on the same clip, same core, same run: our Silero VAD
+# (one stream, and 16 streams batched) against the Python onnxruntime Silero loop (the
+# reference usage, one stream), plus speaker-embedding speed in x real time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/scaigrid/target}"
+models/fetch --only onnxruntime audio.vad.silero audio.analyze.pyannote test.speech.beckett >/dev/null
+python3 -c 'import onnxruntime, numpy' 2>/dev/null || python3 -m pip install -q onnxruntime==1.31.1 numpy
+cargo bench --bench engines --no-run -q 2>/dev/null
+log="$(mktemp)"; trap 'rm -f "$log"' EXIT
+taskset -c 0 cargo bench --bench engines -- --output-format bencher --warm-up-time 1 --measurement-time 3 2>/dev/null >"$log"
+python_s=$(taskset -c 0 python3 - <<'PY'
+import time, wave, numpy as np, onnxruntime as ort, os
+w = wave.open(os.path.expanduser("models/cache/test-audio/beckett.wav"))
+x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+options = ort.SessionOptions(); options.intra_op_num_threads = 1; options.inter_op_num_threads = 1
+s = ort.InferenceSession("models/cache/silero-vad/silero_vad.onnx", options)
+def run():
+    state = np.zeros((2, 1, 128), np.float32); ctx = np.zeros((1, 64), np.float32)
+    sr = np.array(16000, dtype=np.int64)
+    for i in range(len(x) // 512):
+        frame = x[i * 512:(i + 1) * 512][None, :]
+        out, state = s.run(None, {"input": np.concatenate([ctx, frame], axis=1), "state": state, "sr": sr})
+        ctx = frame[:, -64:]
+run()
+best = min((lambda t0: (run(), time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(5))
+print(best)
+PY
+)
+python3 - "$log" "$python_s" <<'PY'
+import sys, re
+log, python_s = open(sys.argv[1]).read(), float(sys.argv[2])
+seconds = float(re.search(r"audio_seconds beckett ([0-9.]+)", log).group(1))
+ns = {m.group(1): float(m.group(2).replace(",", "")) for m in re.finditer(r"test (\S+) \.\.\. bench:\s+([0-9,]+) ns/iter", log)}
+one, many, emb = ns["vad/one_stream"] / 1e9, ns["vad/16_streams_batched"] / 1e9, ns["embedding/beckett_10s"] / 1e9
+print(f"clip {seconds:.2f} s, one core")
+print(f"VAD python onnxruntime loop, 1 stream : {seconds/python_s:8.0f}x real time")
+print(f"VAD ours, 1 stream                    : {seconds/one:8.0f}x real time  ({python_s/one:.2f}x python)")
+print(f"VAD ours, 16 streams batched          : {16*seconds/many:8.0f}x real time aggregate  ({16*python_s/many:.2f}x python)")
+print(f"speaker embedding                     : {seconds/emb:8.0f}x real time")
+PY
