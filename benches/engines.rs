@@ -17,13 +17,20 @@ fn bench(c: &mut Criterion) {
         intra_threads: 1,
     })
     .unwrap();
-    let path = models.file("test.speech.beckett", "test-audio/beckett.wav").unwrap();
+    let path = models
+        .file("test.speech.beckett", "test-audio/beckett.wav")
+        .unwrap();
     let audio = decode(&std::fs::read(path).unwrap(), &DecodeOptions::default()).unwrap();
     let speech = resample::to_mono(&audio, 16_000).unwrap();
-    println!("audio_seconds beckett {:.4}", speech.len() as f64 / 16_000.0);
+    println!(
+        "audio_seconds beckett {:.4}",
+        speech.len() as f64 / 16_000.0
+    );
 
     let vad = SileroVad::load(&runtime, &models).unwrap();
-    c.bench_function("vad/one_stream", |b| b.iter(|| vad.probabilities(&speech).unwrap().len()));
+    c.bench_function("vad/one_stream", |b| {
+        b.iter(|| vad.probabilities(&speech).unwrap().len())
+    });
     c.bench_function("vad/16_streams_batched", |b| {
         b.iter(|| {
             let mut states = vec![StreamState::default(); 16];
@@ -39,7 +46,9 @@ fn bench(c: &mut Criterion) {
     });
 
     let embedder = SpeakerEmbedder::load(&runtime, &models).unwrap();
-    c.bench_function("embedding/beckett_10s", |b| b.iter(|| embedder.embed(&speech).unwrap()));
+    c.bench_function("embedding/beckett_10s", |b| {
+        b.iter(|| embedder.embed(&speech).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);

@@ -10,9 +10,11 @@
 //! - [`models`]: where `models/fetch` installed each model.
 //! - [`silero`]: Silero VAD with per-stream state, batched across streams.
 //! - [`fbank`], [`embedder`]: the d-vector front end and speaker embeddings.
+//! - [`diarize`]: windows, embeddings, agglomerative clustering, enrolled labels.
 //! - [`segments`]: per-frame speech probabilities to speech segments (pure logic).
 //! - [`error`]: the engines' typed errors.
 
+pub mod diarize;
 pub mod embedder;
 pub mod error;
 pub mod fbank;
