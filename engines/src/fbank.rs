@@ -13,28 +13,28 @@ pub const HOP: usize = 160;
 pub const N_MELS: usize = 40;
 const SAMPLE_RATE: f64 = 16_000.0;
 
-/// Hz to mel on the Slaney scale (linear below 1 kHz, logarithmic above).
+/// The Slaney mel scale: linear (`F_SP` Hz per mel) below 1 kHz, logarithmic above.
+const F_SP: f64 = 200.0 / 3.0;
+const MIN_LOG_HZ: f64 = 1000.0;
+const MIN_LOG_MEL: f64 = MIN_LOG_HZ / F_SP;
+
+fn log_step() -> f64 {
+    6.4f64.ln() / 27.0
+}
+
 fn hz_to_mel(hz: f64) -> f64 {
-    let f_sp = 200.0 / 3.0;
-    let min_log_hz = 1000.0;
-    let min_log_mel = min_log_hz / f_sp;
-    let log_step = 6.4f64.ln() / 27.0;
-    if hz >= min_log_hz {
-        min_log_mel + (hz / min_log_hz).ln() / log_step
+    if hz >= MIN_LOG_HZ {
+        MIN_LOG_MEL + (hz / MIN_LOG_HZ).ln() / log_step()
     } else {
-        hz / f_sp
+        hz / F_SP
     }
 }
 
 fn mel_to_hz(mel: f64) -> f64 {
-    let f_sp = 200.0 / 3.0;
-    let min_log_hz = 1000.0;
-    let min_log_mel = min_log_hz / f_sp;
-    let log_step = 6.4f64.ln() / 27.0;
-    if mel >= min_log_mel {
-        min_log_hz * (log_step * (mel - min_log_mel)).exp()
+    if mel >= MIN_LOG_MEL {
+        MIN_LOG_HZ * (log_step() * (mel - MIN_LOG_MEL)).exp()
     } else {
-        f_sp * mel
+        F_SP * mel
     }
 }
 

@@ -1,36 +1,18 @@
 //! Diarization of a two-voice conversation with known turns.
 
+mod common;
+
+use common::espeak;
 use engines::diarize::{DiarizeParams, Turn, diarize};
 use engines::embedder::SpeakerEmbedder;
-use engines::models::ModelDir;
 use engines::silero::SileroVad;
-use engines::{Device, Runtime, RuntimeConfig};
-use media::{DecodeOptions, decode, resample};
 
 fn engines() -> (SileroVad, SpeakerEmbedder) {
-    let models = ModelDir::from_env();
-    let library = models
-        .onnxruntime_library()
-        .expect("run models/fetch (scripts/setup does)");
-    let runtime = Runtime::init(RuntimeConfig {
-        library,
-        device: Device::Cpu,
-        intra_threads: 1,
-    })
-    .unwrap();
+    let (runtime, models) = (common::runtime(), common::models());
     (
         SileroVad::load(&runtime, &models).unwrap(),
         SpeakerEmbedder::load(&runtime, &models).unwrap(),
     )
-}
-
-fn espeak(voice: &str, pitch: u32, text: &str) -> Vec<f32> {
-    let output = std::process::Command::new("espeak-ng")
-        .args(["-v", voice, "-p", &pitch.to_string(), "--stdout", text])
-        .output()
-        .expect("espeak-ng (scripts/setup installs it)");
-    let audio = decode(&output.stdout, &DecodeOptions::default()).unwrap();
-    resample::to_mono(&audio, 16_000).unwrap()
 }
 
 const ALICE: (&str, u32) = ("en-us", 40);

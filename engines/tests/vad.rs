@@ -1,32 +1,19 @@
 //! Silero VAD on real speech, silence and noise; batching equals one-by-one.
 
+mod common;
+
 use engines::models::ModelDir;
 use engines::segments::{SegmentParams, segments};
 use engines::silero::{FRAME, SileroDetector, SileroVad, StreamState};
 use engines::{Device, Runtime, RuntimeConfig};
 use media::vad::VoiceActivity;
-use media::{DecodeOptions, decode, resample};
 
 fn vad() -> SileroVad {
-    let models = ModelDir::from_env();
-    let library = models
-        .onnxruntime_library()
-        .expect("run models/fetch (scripts/setup does)");
-    let runtime = Runtime::init(RuntimeConfig {
-        library,
-        device: Device::Cpu,
-        intra_threads: 1,
-    })
-    .unwrap();
-    SileroVad::load(&runtime, &models).unwrap()
+    SileroVad::load(&common::runtime(), &common::models()).unwrap()
 }
 
 fn beckett() -> Vec<f32> {
-    let path = ModelDir::from_env()
-        .file("test.speech.beckett", "test-audio/beckett.wav")
-        .unwrap();
-    let audio = decode(&std::fs::read(path).unwrap(), &DecodeOptions::default()).unwrap();
-    resample::to_mono(&audio, 16_000).unwrap()
+    common::test_audio("beckett.wav")
 }
 
 fn noise(seconds: f32, amplitude: f32) -> Vec<f32> {

@@ -7,9 +7,10 @@ use symphonia::core::codecs::CodecParameters;
 use symphonia::core::codecs::audio::{AudioDecoderOptions, well_known::CODEC_ID_OPUS};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, TrackType};
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
+use symphonia::core::packet::Packet;
 
 use crate::audio::Audio;
 use crate::error::{LimitKind, MediaError, MediaResult};
@@ -157,15 +158,7 @@ fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Medi
         let mut opus = OpusPacketDecoder::from_head(params.extra_data.as_deref())?;
         sink.rate = 48_000;
         sink.channels = opus.channels();
-        loop {
-            let packet = match format.next_packet() {
-                Ok(Some(packet)) => packet,
-                Ok(None) => break,
-                Err(error) => return Err(map_error(error)),
-            };
-            if packet.track_id != track.id {
-                continue;
-            }
+        while let Some(packet) = next_packet_of(format.as_mut(), track.id)? {
             match opus.decode(&packet.data) {
                 Ok(samples) => sink.push(packet.data.len(), samples)?,
                 Err(_) => sink.bad_packet(),
@@ -178,15 +171,7 @@ fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Medi
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(map_error)?;
     let mut interleaved: Vec<f32> = Vec::new();
-    loop {
-        let packet = match format.next_packet() {
-            Ok(Some(packet)) => packet,
-            Ok(None) => break,
-            Err(error) => return Err(map_error(error)),
-        };
-        if packet.track_id != track.id {
-            continue;
-        }
+    while let Some(packet) = next_packet_of(format.as_mut(), track.id)? {
         match decoder.decode(&packet) {
             Ok(buffer) => {
                 let spec = buffer.spec();
@@ -200,6 +185,16 @@ fn decode_container(bytes: &[u8], container: Container, limits: &Limits) -> Medi
         }
     }
     sink.finish(track.num_frames)
+}
+
+/// The next packet of one track (others are skipped), `None` at the end.
+fn next_packet_of(format: &mut dyn FormatReader, track_id: u32) -> MediaResult<Option<Packet>> {
+    loop {
+        match format.next_packet().map_err(map_error)? {
+            Some(packet) if packet.track_id != track_id => continue,
+            other => return Ok(other),
+        }
+    }
 }
 
 /// A WAV written as a stream (placeholder sizes): decoded by the stream parser, which
