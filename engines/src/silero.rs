@@ -39,6 +39,8 @@ impl Default for StreamState {
 /// the session, and callers batch streams to share one run.
 pub struct SileroVad {
     session: Mutex<Session>,
+    /// The sequence variant (whole clip per call) for offline use.
+    sequence: Mutex<Session>,
 }
 
 impl SileroVad {
@@ -51,8 +53,10 @@ impl SileroVad {
                 reason: format!("unexpected inputs {names:?}"),
             });
         }
+        let sequence = runtime.session(ENGINE_ID, &models.silero_vad_sequence()?)?;
         Ok(SileroVad {
             session: Mutex::new(session),
+            sequence: Mutex::new(sequence),
         })
     }
 
@@ -107,14 +111,36 @@ impl SileroVad {
         Ok(result)
     }
 
-    /// Probabilities for every whole frame of a 16 kHz mono signal (one stream).
+    /// Probabilities for every whole frame of a 16 kHz mono signal, from a fresh state:
+    /// one call of the sequence model (the recurrence runs inside the graph), equal to
+    /// frame-by-frame `infer` but about twice as fast.
     pub fn probabilities(&self, samples: &[f32]) -> EngineResult<Vec<f32>> {
-        let mut state = StreamState::default();
-        let mut out = Vec::with_capacity(samples.len() / FRAME);
-        for frame in samples.chunks_exact(FRAME) {
-            out.extend(self.infer(&mut [&mut state], &[frame])?);
+        let frames = samples.len() / FRAME;
+        if frames == 0 {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let mut input = Vec::with_capacity(frames * (CONTEXT + FRAME));
+        for index in 0..frames {
+            let frame = &samples[index * FRAME..(index + 1) * FRAME];
+            match index {
+                0 => input.extend_from_slice(&[0.0; CONTEXT]),
+                _ => input.extend_from_slice(&samples[index * FRAME - CONTEXT..index * FRAME]),
+            }
+            input.extend_from_slice(frame);
+        }
+        let zeros = || Tensor::from_array(([1usize, 1, STATE], vec![0.0f32; STATE]));
+        let inputs = ort::inputs![
+            "input" => Tensor::from_array(([frames, CONTEXT + FRAME], input))?,
+            "h" => zeros()?,
+            "c" => zeros()?,
+        ];
+        let mut session = self
+            .sequence
+            .lock()
+            .map_err(|_| EngineError::Inference("VAD session poisoned".into()))?;
+        let outputs = session.run(inputs)?;
+        let (_, probabilities) = outputs["speech_probs"].try_extract_tensor::<f32>()?;
+        Ok(probabilities.to_vec())
     }
 }
 
