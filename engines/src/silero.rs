@@ -151,29 +151,27 @@ pub struct SileroDetector<'a> {
 }
 
 impl media::vad::VoiceActivity for SileroDetector<'_> {
-    fn detect(&mut self, samples: &[f32], sample_rate: u32) -> media::vad::VadFrames {
+    fn detect(
+        &mut self,
+        samples: &[f32],
+        sample_rate: u32,
+    ) -> media::MediaResult<media::vad::VadFrames> {
         let resampled;
         let samples = if sample_rate == SAMPLE_RATE {
             samples
         } else {
-            resampled = media::resample::resample_mono(samples, sample_rate, SAMPLE_RATE)
-                .unwrap_or_default();
+            resampled = media::resample::resample_mono(samples, sample_rate, SAMPLE_RATE)?;
             &resampled
         };
-        let speech = match self.vad.probabilities(samples) {
-            Ok(probabilities) => probabilities.iter().map(|p| *p >= self.threshold).collect(),
-            Err(error) => {
-                // The trait has no error path: an engine failure reads as "no speech"
-                // (preflight then fails the clip) and is reported here.
-                eprintln!("silero VAD failed: {error}");
-                Vec::new()
-            }
-        };
-        let frame_len = if sample_rate == SAMPLE_RATE {
-            FRAME
-        } else {
-            FRAME * sample_rate as usize / SAMPLE_RATE as usize
-        };
-        media::vad::VadFrames { frame_len, speech }
+        let probabilities = self
+            .vad
+            .probabilities(samples)
+            .map_err(|error| media::MediaError::Analysis(error.to_string()))?;
+        // Frame length in the caller's sample rate.
+        let frame_len = FRAME * sample_rate as usize / SAMPLE_RATE as usize;
+        Ok(media::vad::VadFrames {
+            frame_len,
+            speech: probabilities.iter().map(|p| *p >= self.threshold).collect(),
+        })
     }
 }

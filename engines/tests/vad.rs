@@ -116,7 +116,7 @@ fn plugs_into_media_preflight() {
         vad: &vad,
         threshold: 0.5,
     };
-    let frames = detector.detect(&beckett(), 16_000);
+    let frames = detector.detect(&beckett(), 16_000).unwrap();
     assert_eq!(frames.frame_len, FRAME);
     assert!(
         (frames.speech_ratio() - 0.4534).abs() < 0.01,

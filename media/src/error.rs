@@ -23,6 +23,9 @@ pub enum MediaError {
     /// Over a configured limit; decoding stopped as soon as it was exceeded.
     #[error("audio exceeds the limit of {limit} {}", match .kind { LimitKind::Bytes => "bytes", LimitKind::Seconds => "seconds" })]
     TooLarge { kind: LimitKind, limit: u64 },
+    /// An analysis engine (e.g. a model-backed VAD) failed.
+    #[error("audio analysis failed: {0}")]
+    Analysis(String),
     /// Invalid parameters from the caller (e.g. raw PCM without a rate).
     #[error("invalid audio parameters: {0}")]
     InvalidParameters(String),

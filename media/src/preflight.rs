@@ -87,7 +87,7 @@ pub fn analyse(
     let mono = resample::to_mono(audio, ANALYSIS_RATE)?;
     let rms_dbfs = f64::from(power_dbfs(&mono));
 
-    let frames = vad.detect(&mono, ANALYSIS_RATE);
+    let frames = vad.detect(&mono, ANALYSIS_RATE)?;
     let (mut speech_power, mut speech_n, mut noise_power, mut noise_n) =
         (0.0f64, 0usize, 0.0f64, 0usize);
     for (frame, is_speech) in mono.chunks(frames.frame_len.max(1)).zip(&frames.speech) {

@@ -1,6 +1,8 @@
 //! Voice activity: the small trait preflight (and later streaming) uses, and the
 //! energy-based detector that serves until the Silero engine plugs in from `engines/`.
 
+use crate::error::MediaResult;
+
 /// Per-frame speech decisions over a mono signal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VadFrames {
@@ -19,8 +21,9 @@ impl VadFrames {
 }
 
 /// A voice-activity detector over mono audio at `sample_rate` (16 kHz in practice).
+/// A model-backed detector can fail; the error says why (`MediaError::Analysis`).
 pub trait VoiceActivity {
-    fn detect(&mut self, samples: &[f32], sample_rate: u32) -> VadFrames;
+    fn detect(&mut self, samples: &[f32], sample_rate: u32) -> MediaResult<VadFrames>;
 }
 
 /// Frame energy against an adaptive noise floor: a frame is speech when it is louder
@@ -57,7 +60,7 @@ pub fn power_dbfs(frame: &[f32]) -> f32 {
 }
 
 impl VoiceActivity for EnergyVad {
-    fn detect(&mut self, samples: &[f32], sample_rate: u32) -> VadFrames {
+    fn detect(&mut self, samples: &[f32], sample_rate: u32) -> MediaResult<VadFrames> {
         let frame_len = (sample_rate as usize * self.frame_ms as usize / 1000).max(1);
         let energies: Vec<f32> = samples.chunks(frame_len).map(power_dbfs).collect();
         // The noise floor: the 10th percentile of frame energies.
@@ -72,10 +75,10 @@ impl VoiceActivity for EnergyVad {
         let (floor, loud) = (percentile(10), percentile(90));
         let margin = (0.5 * (loud - floor)).clamp(self.min_margin_db, self.margin_db);
         let threshold = (floor + margin).max(self.absolute_floor_dbfs);
-        VadFrames {
+        Ok(VadFrames {
             frame_len,
             speech: energies.iter().map(|e| *e > threshold).collect(),
-        }
+        })
     }
 }
 
@@ -90,7 +93,7 @@ mod tests {
         for (i, s) in samples.iter_mut().enumerate().skip(4000).take(8000) {
             *s = (i as f32 * 0.1).sin() * 0.3;
         }
-        let frames = EnergyVad::default().detect(&samples, rate);
+        let frames = EnergyVad::default().detect(&samples, rate).unwrap();
         let ratio = frames.speech_ratio();
         assert!((ratio - 0.5).abs() < 0.06, "ratio {ratio}");
         assert!(!frames.speech[0] && frames.speech[frames.speech.len() / 2]);
@@ -105,13 +108,16 @@ mod tests {
                 (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
             })
             .collect();
-        let ratio = EnergyVad::default().detect(&noise, 16_000).speech_ratio();
+        let ratio = EnergyVad::default()
+            .detect(&noise, 16_000)
+            .unwrap()
+            .speech_ratio();
         assert!(ratio < 0.05, "ratio {ratio}");
     }
 
     #[test]
     fn silence_has_no_speech() {
-        let frames = EnergyVad::default().detect(&[0.0; 16_000], 16_000);
+        let frames = EnergyVad::default().detect(&[0.0; 16_000], 16_000).unwrap();
         assert_eq!(frames.speech_ratio(), 0.0);
     }
 }

@@ -115,8 +115,10 @@ impl Db {
     /// file is still there, still a database and still readable and writable by its
     /// owner (checked from the mode bits too, since the server may run as root).
     pub async fn check(&self) -> Result<(), String> {
-        if let Some(path) = &self.sqlite_path {
-            check_sqlite_file(path)?;
+        if let Some(path) = self.sqlite_path.clone() {
+            tokio::task::spawn_blocking(move || check_sqlite_file(&path))
+                .await
+                .map_err(|e| format!("file check failed: {e}"))??;
         }
         sqlx::query("SELECT version FROM schema_migrations LIMIT 1")
             .fetch_optional(&self.pool)
