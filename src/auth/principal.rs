@@ -46,10 +46,6 @@ impl Principal {
         }
     }
 
-    pub fn is_user(&self) -> bool {
-        matches!(self.subject, Subject::User { .. })
-    }
-
     /// Fails with `AUTHZ_PERMISSION_DENIED` unless the permission is held.
     pub fn require(&self, permission: &str) -> ApiResult<()> {
         if self.permissions.allows(permission) {
