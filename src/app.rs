@@ -29,6 +29,8 @@ pub struct AppState {
     pub store: Arc<dyn ObjectStore>,
     pub auth: Authenticator,
     pub metrics: PrometheusHandle,
+    /// The local inference node (`None` when engines are disabled for this process).
+    pub node: Option<Arc<engines::node::Node>>,
     /// The OpenAPI document, rendered once when the router is built.
     pub openapi: OnceLock<String>,
 }
@@ -50,15 +52,38 @@ impl AppState {
             .user_agent(concat!("scaigrid/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let auth = Authenticator::new(db.clone(), &config.auth, &secret, http);
+        let node = match config.engines.enabled {
+            true => Some(Arc::new(load_node(&config.engines).await?)),
+            false => None,
+        };
         Ok(Arc::new(AppState {
             config,
             db,
             store: Arc::new(store),
             auth,
             metrics: telemetry::metrics_handle(),
+            node,
             openapi: OnceLock::new(),
         }))
     }
+}
+
+/// Loads the local engines on a blocking thread; failures are kept in the node's info
+/// (readiness and `/v1/infra/nodes` report them) rather than stopping the server.
+async fn load_node(config: &crate::config::EnginesConfig) -> anyhow::Result<engines::node::Node> {
+    let node_config = engines::node::NodeConfig {
+        node_id: config.node_id.clone(),
+        models_dir: config.models_dir.clone(),
+        device: config.device,
+        intra_threads: config.intra_threads,
+    };
+    let node = tokio::task::spawn_blocking(move || engines::node::Node::load(&node_config)).await?;
+    let info = node.info();
+    for failure in &info.failures {
+        tracing::warn!(engine = %failure.engine, error = %failure.error, "engine not loaded");
+    }
+    tracing::info!(status = info.status, models = ?info.models_loaded, "inference node ready");
+    Ok(node)
 }
 
 /// The configured JWT secret, or one generated once into `<data_dir>/jwt_secret` (0600).

@@ -80,6 +80,9 @@ pub struct Overrides {
     /// `text` (default) or `json` log lines.
     #[arg(long, env = "SCAIGRID_LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
+    /// Where `models/fetch` installed ONNX Runtime and the models.
+    #[arg(long, env = "SCAIGRID_MODELS_DIR", global = true)]
+    pub models_dir: Option<PathBuf>,
 }
 
 /// The TOML file's shape; every field optional so the file may say as little as it likes.
@@ -98,6 +101,20 @@ pub struct FileConfig {
     pub auth: FileAuth,
     #[serde(default)]
     pub limits: FileLimits,
+    #[serde(default)]
+    pub engines: FileEngines,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEngines {
+    /// Load the local engines in this process (off for API-only processes).
+    pub enabled: Option<bool>,
+    pub models_dir: Option<PathBuf>,
+    /// `cpu` (default) or `cuda` / `cuda:N`.
+    pub device: Option<String>,
+    pub intra_threads: Option<usize>,
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +177,26 @@ pub struct LimitsConfig {
     pub max_upload_bytes: usize,
 }
 
+#[derive(Debug, Clone)]
+pub struct EnginesConfig {
+    pub enabled: bool,
+    pub models_dir: PathBuf,
+    pub device: engines::Device,
+    pub intra_threads: usize,
+    pub node_id: String,
+}
+
+fn parse_device(text: &str) -> anyhow::Result<engines::Device> {
+    match text {
+        "cpu" => Ok(engines::Device::Cpu),
+        "cuda" => Ok(engines::Device::Cuda { device_id: 0 }),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(device_id) => Ok(engines::Device::Cuda { device_id }),
+            None => bail!("engines.device: `{other}` is not `cpu`, `cuda` or `cuda:N`"),
+        },
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -173,6 +210,7 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub engines: EnginesConfig,
 }
 
 /// Module ids this build knows; `default_modules` may name only these.
@@ -278,6 +316,20 @@ impl Config {
             max_json_body_bytes: file.limits.max_json_body_bytes.unwrap_or(1024 * 1024),
             max_upload_bytes: file.limits.max_upload_bytes.unwrap_or(100 * 1024 * 1024),
         };
+        let engines = EnginesConfig {
+            enabled: file.engines.enabled.unwrap_or(true),
+            models_dir: overrides
+                .models_dir
+                .or(file.engines.models_dir)
+                .unwrap_or_else(|| PathBuf::from("./models/cache")),
+            device: parse_device(file.engines.device.as_deref().unwrap_or("cpu"))?,
+            intra_threads: file.engines.intra_threads.unwrap_or(1),
+            node_id: file
+                .engines
+                .node_id
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "local".to_owned()),
+        };
         Ok(Config {
             bind,
             data_dir,
@@ -289,6 +341,7 @@ impl Config {
             shutdown_grace_seconds: file.shutdown_grace_seconds.unwrap_or(30),
             auth,
             limits,
+            engines,
         })
     }
 }
@@ -364,6 +417,7 @@ mod tests {
         assert!(error("database_url = \"mysql://x\"").starts_with("database_url:"));
         assert!(error("bootstrap_admin_key = \"abc\"").starts_with("bootstrap_admin_key"));
         assert!(error("[auth]\naccess_token_ttl_seconds = 0").contains("access_token_ttl"));
+        assert!(error("[engines]\ndevice = \"tpu\"").starts_with("engines.device"));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`silero`]: Silero VAD with per-stream state, batched across streams.
 //! - [`fbank`], [`embedder`]: the d-vector front end and speaker embeddings.
 //! - [`diarize`]: windows, embeddings, agglomerative clustering, enrolled labels.
+//! - [`node`]: the engines this process loaded, admission by memory, node info.
 //! - [`segments`]: per-frame speech probabilities to speech segments (pure logic).
 //! - [`error`]: the engines' typed errors.
 
@@ -19,6 +20,7 @@ pub mod embedder;
 pub mod error;
 pub mod fbank;
 pub mod models;
+pub mod node;
 pub mod runtime;
 pub mod segments;
 pub mod silero;

@@ -17,16 +17,31 @@ pub async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Every dependency answers; 503 `SERVICE_UNAVAILABLE` names the one that does not.
+/// Every dependency answers (database, object store, and the engines when this process
+/// runs them); 503 `SERVICE_UNAVAILABLE` names the one that does not.
 #[utoipa::path(get, path = "/health/ready", tag = "operations", responses(
     (status = 200, description = "ready"),
     (status = 503, description = "a dependency is down")
 ))]
 pub async fn ready(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     let (database, object_store) = tokio::join!(state.db.check(), state.store.check());
+    let mut results = vec![("database", database), ("object_store", object_store)];
+    if let Some(node) = &state.node {
+        let info = node.info();
+        let engines = match info.failures.is_empty() {
+            true => Ok(()),
+            false => Err(info
+                .failures
+                .iter()
+                .map(|f| format!("{}: {}", f.engine, f.error))
+                .collect::<Vec<_>>()
+                .join("; ")),
+        };
+        results.push(("engines", engines));
+    }
     let mut checks = serde_json::Map::new();
     let mut failing = Vec::new();
-    for (name, result) in [("database", database), ("object_store", object_store)] {
+    for (name, result) in results {
         match result {
             Ok(()) => {
                 checks.insert(name.into(), json!({ "status": "ok" }));

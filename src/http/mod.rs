@@ -6,6 +6,7 @@
 mod admin;
 mod auth;
 mod health;
+mod nodes;
 
 use std::sync::Arc;
 
@@ -62,4 +63,6 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::get_module))
         .routes(routes!(admin::enable_module))
         .routes(routes!(admin::disable_module))
+        .routes(routes!(nodes::infra_nodes))
+        .routes(routes!(nodes::admin_nodes))
 }

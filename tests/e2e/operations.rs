@@ -275,3 +275,64 @@ async fn admin_cli_works_on_the_same_database() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("bind:"));
 }
+
+/// The embedded default is its own inference node: engines listed, readiness checks them.
+#[tokio::test]
+async fn the_server_is_an_inference_node() {
+    let server = Server::start().await;
+    for path in ["/v1/infra/nodes", "/v1/admin/nodes"] {
+        let (status, body) = server.get(path, None).await;
+        assert_error(status, &body, 401, "AUTH_TOKEN_MISSING");
+        let (status, body) = server.get(path, Some(ADMIN_KEY)).await;
+        assert_eq!(status, 200, "{body}");
+        let node = &body["data"][0];
+        assert_eq!(node["status"], "online", "{body}");
+        assert_eq!(node["device"], "cpu");
+        let loaded: Vec<&str> = node["models_loaded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .collect();
+        assert!(
+            loaded.contains(&"audio.vad.silero") && loaded.contains(&"audio.analyze.pyannote"),
+            "{loaded:?}"
+        );
+    }
+    let (status, body) = server.get("/health/ready", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["engines"]["status"], "ok");
+}
+
+#[tokio::test]
+async fn missing_models_make_readiness_name_the_engines() {
+    let server = Server::start_with(Options {
+        config_toml: Some("[engines]\nmodels_dir = \"/nonexistent/models\"\n".into()),
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = server.get("/health/ready", None).await;
+    assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+    assert_eq!(body["error"]["dependency"], "engines");
+    assert_eq!(body["error"]["checks"]["database"]["status"], "ok");
+    let (_, nodes) = server.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+    assert_eq!(nodes["data"][0]["status"], "offline");
+    assert!(
+        nodes["data"][0]["failures"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("models/fetch")
+    );
+
+    // An API-only process runs no engines and does not depend on them.
+    let api_only = Server::start_with(Options {
+        config_toml: Some("[engines]\nenabled = false\n".into()),
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = api_only.get("/health/ready", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["checks"].get("engines").is_none());
+    let (_, nodes) = api_only.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+    assert_eq!(nodes["data"], json!([]));
+}
