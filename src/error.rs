@@ -261,6 +261,61 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Audio errors at the edge: unsupported → 415 `AUDIO_FORMAT_UNSUPPORTED`, damaged or cut
+/// short → 422 `AUDIO_DECODE_FAILED`, over a limit → 413 `CTX_TOO_LARGE` with `limit`
+/// (and `limit_unit`).
+impl From<media::MediaError> for ApiError {
+    fn from(error: media::MediaError) -> Self {
+        use media::{LimitKind, MediaError};
+        let message = error.to_string();
+        match error {
+            MediaError::Unsupported(_) => {
+                ApiError::new(ErrorCode::AUDIO_FORMAT_UNSUPPORTED, message)
+            }
+            MediaError::Corrupt(_) | MediaError::Truncated(_) => {
+                ApiError::new(ErrorCode::AUDIO_DECODE_FAILED, message)
+            }
+            MediaError::TooLarge { kind, limit } => {
+                ApiError::new(ErrorCode::CTX_TOO_LARGE, message)
+                    .with_field("limit", limit)
+                    .with_field(
+                        "limit_unit",
+                        match kind {
+                            LimitKind::Bytes => "bytes",
+                            LimitKind::Seconds => "seconds",
+                        },
+                    )
+            }
+            MediaError::InvalidParameters(_) => ApiError::invalid(message),
+            MediaError::Analysis(_) => ApiError::internal(message),
+        }
+    }
+}
+
+/// Engine errors at the edge: a model that does not fit → 409 `GPU_INCOMPATIBLE`, out of
+/// memory during inference → 503 `OOM_KILLED` (the node stays up), engines missing or
+/// unusable → 503 `SERVICE_UNAVAILABLE`.
+impl From<engines::EngineError> for ApiError {
+    fn from(error: engines::EngineError) -> Self {
+        use engines::EngineError;
+        let message = error.to_string();
+        match error {
+            EngineError::ModelTooLarge { .. } => {
+                ApiError::new(ErrorCode::GPU_INCOMPATIBLE, message)
+            }
+            EngineError::OutOfMemory => ApiError::new(ErrorCode::OOM_KILLED, message),
+            EngineError::InvalidInput(_) => ApiError::invalid(message),
+            EngineError::Runtime(_)
+            | EngineError::DeviceUnavailable(_)
+            | EngineError::ModelUnavailable { .. } => {
+                ApiError::new(ErrorCode::SERVICE_UNAVAILABLE, message)
+                    .with_field("dependency", "engines")
+            }
+            EngineError::Inference(_) => ApiError::internal(message),
+        }
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;
 
 #[cfg(test)]
@@ -313,6 +368,47 @@ mod tests {
             ErrorCode::SCAISPEAK_WEBRTC_SESSION_STATE_LOST.status(),
             StatusCode::GONE
         );
+    }
+
+    #[test]
+    fn media_and_engine_errors_map_to_their_codes() {
+        use media::{LimitKind, MediaError};
+        let code = |e: ApiError| e.code;
+        assert_eq!(
+            code(MediaError::Unsupported("x".into()).into()),
+            ErrorCode::AUDIO_FORMAT_UNSUPPORTED
+        );
+        assert_eq!(
+            code(MediaError::Corrupt("x".into()).into()),
+            ErrorCode::AUDIO_DECODE_FAILED
+        );
+        assert_eq!(
+            code(MediaError::Truncated("x".into()).into()),
+            ErrorCode::AUDIO_DECODE_FAILED
+        );
+        let too_long: ApiError = MediaError::TooLarge {
+            kind: LimitKind::Seconds,
+            limit: 30,
+        }
+        .into();
+        assert_eq!(too_long.code, ErrorCode::CTX_TOO_LARGE);
+        assert_eq!(too_long.fields["limit"], 30);
+        assert_eq!(too_long.fields["limit_unit"], "seconds");
+        let too_big = engines::EngineError::ModelTooLarge {
+            id: "m".into(),
+            needed_mb: 2,
+            available_mb: 1,
+        };
+        assert_eq!(code(too_big.into()), ErrorCode::GPU_INCOMPATIBLE);
+        assert_eq!(
+            code(engines::EngineError::OutOfMemory.into()),
+            ErrorCode::OOM_KILLED
+        );
+        let missing = engines::EngineError::ModelUnavailable {
+            id: "m".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(code(missing.into()), ErrorCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]
