@@ -304,6 +304,9 @@ impl From<engines::EngineError> for ApiError {
                 ApiError::new(ErrorCode::GPU_INCOMPATIBLE, message)
             }
             EngineError::OutOfMemory => ApiError::new(ErrorCode::OOM_KILLED, message),
+            EngineError::Busy => ApiError::new(ErrorCode::SERVICE_UNAVAILABLE, message)
+                .with_field("dependency", "engines")
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
             EngineError::InvalidInput(_) => ApiError::invalid(message),
             EngineError::Runtime(_)
             | EngineError::DeviceUnavailable(_)

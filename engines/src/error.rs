@@ -25,6 +25,9 @@ pub enum EngineError {
     /// Any other inference failure.
     #[error("inference failed: {0}")]
     Inference(String),
+    /// The inference queue is full (back-pressure); retry shortly.
+    #[error("inference queue full")]
+    Busy,
     /// Input the engine cannot take (wrong rate, empty batch, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),

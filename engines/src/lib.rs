@@ -10,11 +10,13 @@
 //! - [`models`]: where `models/fetch` installed each model.
 //! - [`silero`]: Silero VAD with per-stream state, batched across streams.
 //! - [`fbank`], [`embedder`]: the d-vector front end and speaker embeddings.
+//! - [`batcher`]: inference threads behind a bounded queue, batching concurrent work.
 //! - [`diarize`]: windows, embeddings, agglomerative clustering, enrolled labels.
 //! - [`node`]: the engines this process loaded, admission by memory, node info.
 //! - [`segments`]: per-frame speech probabilities to speech segments (pure logic).
 //! - [`error`]: the engines' typed errors.
 
+pub mod batcher;
 pub mod diarize;
 pub mod embedder;
 pub mod error;

@@ -137,3 +137,65 @@ fn cuda_without_a_cuda_build_is_a_clear_error() {
     .expect("CUDA must be refused here");
     assert!(error.to_string().contains("CUDA"), "{error}");
 }
+
+/// Sixteen concurrent streams through the dispatcher: each stream's frames go in one at
+/// a time with its state; the worker batches whatever streams are waiting into one run.
+#[tokio::test]
+async fn the_dispatcher_batches_concurrent_streams() {
+    use engines::batcher::{BatchFn, Batcher};
+    use std::sync::Arc;
+
+    let vad = Arc::new(vad());
+    let run_vad = vad.clone();
+    let run: Arc<BatchFn<(StreamState, Vec<f32>), (StreamState, f32, usize)>> =
+        Arc::new(move |batch: Vec<(StreamState, Vec<f32>)>| {
+            let size = batch.len();
+            let (mut states, frames): (Vec<StreamState>, Vec<Vec<f32>>) = batch.into_iter().unzip();
+            let mut refs: Vec<&mut StreamState> = states.iter_mut().collect();
+            let frame_refs: Vec<&[f32]> = frames.iter().map(Vec::as_slice).collect();
+            match run_vad.infer(&mut refs, &frame_refs) {
+                Ok(probabilities) => states
+                    .into_iter()
+                    .zip(probabilities)
+                    .map(|(s, p)| Ok((s, p, size)))
+                    .collect(),
+                Err(error) => (0..size)
+                    .map(|_| Err(engines::EngineError::Inference(error.to_string())))
+                    .collect(),
+            }
+        });
+    let batcher = Arc::new(Batcher::spawn("vad", 1, 64, 16, run).unwrap());
+    let speech = Arc::new(beckett());
+    let mut tasks = Vec::new();
+    for stream in 0..16usize {
+        let (batcher, speech) = (batcher.clone(), speech.clone());
+        tasks.push(tokio::spawn(async move {
+            // Each stream starts at a different offset of the clip.
+            let signal = &speech[stream * 4_000..stream * 4_000 + 3 * 16_000];
+            let mut state = StreamState::default();
+            let (mut probabilities, mut largest) = (Vec::new(), 0);
+            for frame in signal.chunks_exact(FRAME) {
+                let (next, probability, size) =
+                    batcher.submit((state, frame.to_vec())).await.unwrap();
+                state = next;
+                probabilities.push(probability);
+                largest = largest.max(size);
+            }
+            (stream, probabilities, largest)
+        }));
+    }
+    let mut largest_batch = 0;
+    for task in tasks {
+        let (stream, probabilities, largest) = task.await.unwrap();
+        let signal = &speech[stream * 4_000..stream * 4_000 + 3 * 16_000];
+        let alone = vad.probabilities(signal).unwrap();
+        let worst = alone
+            .iter()
+            .zip(&probabilities)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-4, "stream {stream} differs by {worst}");
+        largest_batch = largest_batch.max(largest);
+    }
+    assert!(largest_batch > 1, "concurrent streams were never batched");
+}

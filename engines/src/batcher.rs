@@ -1,0 +1,187 @@
+//! The dispatcher's core: inference on dedicated threads behind a bounded queue, with
+//! concurrent requests (and streams) batched into one model run.
+//!
+//! A worker blocks for the first job, then takes whatever else is already waiting (up to
+//! `max_batch`) without waiting for more: under load batches fill up, at low load a
+//! single request runs at once, so batching never adds latency. A full queue refuses new
+//! work with `EngineError::Busy` (back-pressure) instead of growing without bound.
+
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::error::{EngineError, EngineResult};
+
+struct Job<Request, Response> {
+    request: Request,
+    reply: oneshot::Sender<EngineResult<Response>>,
+}
+
+/// Runs one batch: one result per request, in order.
+pub type BatchFn<Request, Response> =
+    dyn Fn(Vec<Request>) -> Vec<EngineResult<Response>> + Send + Sync;
+
+pub struct Batcher<Request, Response> {
+    sender: SyncSender<Job<Request, Response>>,
+}
+
+impl<Request: Send + 'static, Response: Send + 'static> Batcher<Request, Response> {
+    /// Starts `threads` workers named `name` sharing one queue of `capacity` jobs.
+    pub fn spawn(
+        name: &str,
+        threads: usize,
+        capacity: usize,
+        max_batch: usize,
+        run: Arc<BatchFn<Request, Response>>,
+    ) -> EngineResult<Batcher<Request, Response>> {
+        let (sender, receiver) = mpsc::sync_channel::<Job<Request, Response>>(capacity.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..threads.max(1) {
+            let receiver = receiver.clone();
+            let run = run.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}-{index}"))
+                .spawn(move || worker(&receiver, max_batch.max(1), &*run))
+                .map_err(|e| EngineError::Runtime(format!("starting {name} thread: {e}")))?;
+        }
+        Ok(Batcher { sender })
+    }
+
+    /// Queues a request; `Busy` at once when the queue is full.
+    pub fn try_submit(
+        &self,
+        request: Request,
+    ) -> EngineResult<oneshot::Receiver<EngineResult<Response>>> {
+        let (reply, receiver) = oneshot::channel();
+        match self.sender.try_send(Job { request, reply }) {
+            Ok(()) => Ok(receiver),
+            Err(TrySendError::Full(_)) => Err(EngineError::Busy),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(EngineError::Runtime("inference workers stopped".into()))
+            }
+        }
+    }
+
+    /// Queues a request and waits for its result without blocking the async runtime.
+    pub async fn submit(&self, request: Request) -> EngineResult<Response> {
+        self.try_submit(request)?
+            .await
+            .map_err(|_| EngineError::Inference("inference worker dropped the request".into()))?
+    }
+}
+
+fn worker<Request, Response>(
+    receiver: &Mutex<Receiver<Job<Request, Response>>>,
+    max_batch: usize,
+    run: &BatchFn<Request, Response>,
+) {
+    loop {
+        let jobs = {
+            let Ok(receiver) = receiver.lock() else {
+                return;
+            };
+            let Ok(first) = receiver.recv() else { return };
+            let mut jobs = vec![first];
+            while jobs.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            jobs
+        };
+        let (requests, replies): (Vec<_>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
+        let count = requests.len();
+        // A panic inside the model code fails this batch only; the worker carries on.
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(requests)))
+            .unwrap_or_else(|_| {
+                (0..count)
+                    .map(|_| Err(EngineError::Inference("inference panicked".into())))
+                    .collect()
+            });
+        let mut results = results.into_iter();
+        for reply in replies {
+            let result = results.next().unwrap_or_else(|| {
+                Err(EngineError::Inference(
+                    "batch returned too few results".into(),
+                ))
+            });
+            let _ = reply.send(result);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doubler(capacity: usize, gate: Option<Arc<Mutex<()>>>) -> Batcher<u32, (u32, usize)> {
+        let run: Arc<BatchFn<u32, (u32, usize)>> = Arc::new(move |batch: Vec<u32>| {
+            if let Some(gate) = &gate {
+                drop(gate.lock());
+            }
+            let size = batch.len();
+            batch
+                .into_iter()
+                .map(|x| {
+                    if x == 13 {
+                        panic!("unlucky")
+                    } else {
+                        Ok((x * 2, size))
+                    }
+                })
+                .collect()
+        });
+        Batcher::spawn("test", 1, capacity, 8, run).unwrap()
+    }
+
+    #[tokio::test]
+    async fn results_come_back_to_their_callers_in_batches() {
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let batcher = doubler(64, Some(gate.clone()));
+        // The first job occupies the worker (blocked on the gate); the rest queue up.
+        let receivers: Vec<_> = (0..10).map(|x| batcher.try_submit(x).unwrap()).collect();
+        drop(held);
+        let mut sizes = Vec::new();
+        for (x, receiver) in receivers.into_iter().enumerate() {
+            let (doubled, size) = receiver.await.unwrap().unwrap();
+            assert_eq!(doubled, 2 * x as u32);
+            sizes.push(size);
+        }
+        assert!(
+            sizes.iter().any(|s| *s > 1),
+            "nothing was batched: {sizes:?}"
+        );
+        assert!(sizes.iter().all(|s| *s <= 8), "batch over max: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_busy_and_a_panic_fails_only_its_batch() {
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let batcher = doubler(2, Some(gate.clone()));
+        let first = batcher.try_submit(1).unwrap();
+        // The worker may or may not have taken the first job yet; fill until refused.
+        let mut queued = vec![first];
+        let refused = loop {
+            match batcher.try_submit(2) {
+                Ok(receiver) => queued.push(receiver),
+                Err(error) => break error,
+            }
+            assert!(queued.len() <= 4, "queue did not fill");
+        };
+        assert!(matches!(refused, EngineError::Busy));
+        drop(held);
+        for receiver in queued {
+            assert!(receiver.await.unwrap().is_ok());
+        }
+        assert!(
+            batcher.submit(13).await.is_err(),
+            "the panicking batch fails"
+        );
+        assert_eq!(batcher.submit(4).await.unwrap().0, 8, "the worker survived");
+    }
+}
