@@ -147,7 +147,9 @@ async fn the_dispatcher_batches_concurrent_streams() {
 
     let vad = Arc::new(vad());
     let run_vad = vad.clone();
-    let run: Arc<BatchFn<(StreamState, Vec<f32>), (StreamState, f32, usize)>> =
+    type Request = (StreamState, Vec<f32>);
+    type Response = (StreamState, f32, usize);
+    let run: Arc<BatchFn<Request, Response>> =
         Arc::new(move |batch: Vec<(StreamState, Vec<f32>)>| {
             let size = batch.len();
             let (mut states, frames): (Vec<StreamState>, Vec<Vec<f32>>) = batch.into_iter().unzip();
