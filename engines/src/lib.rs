@@ -13,6 +13,8 @@
 //! - [`batcher`]: inference threads behind a bounded queue, batching concurrent work.
 //! - [`diarize`]: windows, embeddings, agglomerative clustering, enrolled labels.
 //! - [`node`]: the engines this process loaded, admission by memory, node info.
+//! - [`phonemize`]: text to IPA through the espeak-ng library.
+//! - [`piper`]: Piper VITS text-to-speech over espeak-ng phonemes.
 //! - [`segments`]: per-frame speech probabilities to speech segments (pure logic).
 //! - [`error`]: the engines' typed errors.
 
@@ -23,6 +25,8 @@ pub mod error;
 pub mod fbank;
 pub mod models;
 pub mod node;
+pub mod phonemize;
+pub mod piper;
 pub mod runtime;
 pub mod segments;
 pub mod silero;

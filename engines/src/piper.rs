@@ -1,0 +1,124 @@
+//! Piper (VITS) text-to-speech: espeak-ng IPA phonemes → Piper phoneme ids
+//! (`^ (phoneme _)* $`) → one ONNX run per sentence at the voice's rate (22.05 kHz for
+//! the fetched voice). Speed scales the length scale.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ort::session::Session;
+use ort::value::Tensor;
+use serde::Deserialize;
+
+use crate::error::{EngineError, EngineResult};
+use crate::models::ModelDir;
+use crate::phonemize::phonemize;
+use crate::runtime::Runtime;
+
+pub const ENGINE_ID: &str = "audio.tts.piper-joe";
+
+#[derive(Debug, Deserialize)]
+struct VoiceConfig {
+    audio: AudioConfig,
+    inference: InferenceConfig,
+    espeak: EspeakConfig,
+    phoneme_id_map: HashMap<String, Vec<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AudioConfig {
+    sample_rate: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct InferenceConfig {
+    noise_scale: f32,
+    length_scale: f32,
+    noise_w: f32,
+}
+
+#[derive(Debug, Deserialize)]
+struct EspeakConfig {
+    voice: String,
+}
+
+pub struct PiperVoice {
+    session: Mutex<Session>,
+    config: VoiceConfig,
+}
+
+impl PiperVoice {
+    pub fn load(runtime: &Runtime, models: &ModelDir) -> EngineResult<PiperVoice> {
+        let model = models.file(ENGINE_ID, "piper-joe/en_US-joe-medium.onnx")?;
+        let config_path = models.file(ENGINE_ID, "piper-joe/en_US-joe-medium.onnx.json")?;
+        let unusable = |reason: String| EngineError::ModelUnavailable {
+            id: ENGINE_ID.into(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&config_path).map_err(|e| unusable(e.to_string()))?;
+        let config: VoiceConfig =
+            serde_json::from_str(&text).map_err(|e| unusable(e.to_string()))?;
+        for required in ["^", "_", "$"] {
+            if !config.phoneme_id_map.contains_key(required) {
+                return Err(unusable(format!("phoneme map lacks `{required}`")));
+            }
+        }
+        Ok(PiperVoice {
+            session: Mutex::new(runtime.session(ENGINE_ID, &model)?),
+            config,
+        })
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.config.audio.sample_rate
+    }
+
+    /// Piper phoneme ids of an IPA string; phonemes the voice does not know are skipped.
+    pub fn phoneme_ids(&self, phonemes: &str) -> Vec<i64> {
+        let map = &self.config.phoneme_id_map;
+        let id = |symbol: &str| map.get(symbol).cloned().unwrap_or_default();
+        let mut ids = id("^");
+        let mut buffer = [0u8; 4];
+        for phoneme in phonemes.chars() {
+            if let Some(phoneme_ids) = map.get(phoneme.encode_utf8(&mut buffer) as &str) {
+                ids.extend_from_slice(phoneme_ids);
+                ids.extend(id("_"));
+            }
+        }
+        ids.extend(id("$"));
+        ids
+    }
+
+    /// Mono samples in [-1, 1] at `sample_rate()` for one sentence (or any short text).
+    /// `speed` > 1 speaks faster.
+    pub fn synthesize(&self, text: &str, speed: f32) -> EngineResult<Vec<f32>> {
+        if !(0.25..=4.0).contains(&speed) {
+            return Err(EngineError::InvalidInput(format!(
+                "speed {speed} outside 0.25..4"
+            )));
+        }
+        let phonemes = phonemize(text, &self.config.espeak.voice)?;
+        let ids = self.phoneme_ids(&phonemes);
+        if ids.len() <= 2 {
+            return Ok(Vec::new());
+        }
+        let length = ids.len();
+        let inference = &self.config.inference;
+        let scales = vec![
+            inference.noise_scale,
+            inference.length_scale / speed,
+            inference.noise_w,
+        ];
+        let inputs = ort::inputs![
+            "input" => Tensor::from_array(([1usize, length], ids))?,
+            "input_lengths" => Tensor::from_array(([1usize], vec![length as i64]))?,
+            "scales" => Tensor::from_array(([3usize], scales))?,
+        ];
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| EngineError::Inference("TTS session poisoned".into()))?;
+        let outputs = session.run(inputs)?;
+        let (_, audio) = outputs["output"].try_extract_tensor::<f32>()?;
+        Ok(audio.iter().map(|s| s.clamp(-1.0, 1.0)).collect())
+    }
+}
