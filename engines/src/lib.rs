@@ -13,6 +13,7 @@
 //! - [`batcher`]: inference threads behind a bounded queue, batching concurrent work.
 //! - [`diarize`]: windows, embeddings, agglomerative clustering, enrolled labels.
 //! - [`node`]: the engines this process loaded, admission by memory, node info.
+//! - [`normalize`]: numbers, currency, abbreviations and symbols spelled out.
 //! - [`phonemize`]: text to IPA through the espeak-ng library.
 //! - [`piper`]: Piper VITS text-to-speech over espeak-ng phonemes.
 //! - [`segments`]: per-frame speech probabilities to speech segments (pure logic).
@@ -25,6 +26,7 @@ pub mod error;
 pub mod fbank;
 pub mod models;
 pub mod node;
+pub mod normalize;
 pub mod phonemize;
 pub mod piper;
 pub mod runtime;

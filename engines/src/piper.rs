@@ -1,4 +1,4 @@
-//! Piper (VITS) text-to-speech: espeak-ng IPA phonemes → Piper phoneme ids
+//! Piper (VITS) text-to-speech: normalised text → espeak-ng IPA phonemes → Piper phoneme ids
 //! (`^ (phoneme _)* $`) → one ONNX run per sentence at the voice's rate (22.05 kHz for
 //! the fetched voice). Speed scales the length scale.
 
@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{EngineError, EngineResult};
 use crate::models::ModelDir;
+use crate::normalize::normalize;
 use crate::phonemize::phonemize;
 use crate::runtime::Runtime;
 
@@ -96,7 +97,7 @@ impl PiperVoice {
                 "speed {speed} outside 0.25..4"
             )));
         }
-        let phonemes = phonemize(text, &self.config.espeak.voice)?;
+        let phonemes = phonemize(&normalize(text), &self.config.espeak.voice)?;
         let ids = self.phoneme_ids(&phonemes);
         if ids.len() <= 2 {
             return Ok(Vec::new());
