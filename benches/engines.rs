@@ -5,9 +5,13 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use engines::embedder::SpeakerEmbedder;
 use engines::models::ModelDir;
+use engines::piper::PiperVoice;
 use engines::silero::{FRAME, SileroVad, StreamState};
 use engines::{Device, Runtime, RuntimeConfig};
 use media::{DecodeOptions, decode, resample};
+
+/// A two-clause sentence (the TTS latency target's shape).
+const TTS_TEXT: &str = "When the meeting ends, please send the notes to everyone on the team.";
 
 fn bench(c: &mut Criterion) {
     let models = ModelDir::from_env();
@@ -48,6 +52,17 @@ fn bench(c: &mut Criterion) {
     let embedder = SpeakerEmbedder::load(&runtime, &models).unwrap();
     c.bench_function("embedding/beckett_10s", |b| {
         b.iter(|| embedder.embed(&speech).unwrap())
+    });
+
+    // Time to first audio: the first sentence of the text is all that must be
+    // synthesized before audio can start.
+    let voice = PiperVoice::load(&runtime, &models).unwrap();
+    let first = PiperVoice::sentences(TTS_TEXT).remove(0);
+    let seconds =
+        voice.synthesize(&first, 1.0).unwrap().len() as f64 / f64::from(voice.sample_rate());
+    println!("tts_audio_seconds {seconds:.4}");
+    c.bench_function("tts/first_sentence", |b| {
+        b.iter(|| voice.synthesize(&first, 1.0).unwrap().len())
     });
 }
 

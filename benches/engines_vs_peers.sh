@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Engines against their peers on the same clip, same core, same run: our Silero VAD
 # (one stream, and 16 streams batched) against the Python onnxruntime Silero loop (the
-# reference usage, one stream), plus speaker-embedding speed in x real time.
+# reference usage, one stream), speaker-embedding speed in x real time, and Piper
+# time-to-first-audio against piper-tts (PyPI) on the same voice and sentence.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/scaigrid/target}"
-models/fetch --only onnxruntime audio.vad.silero audio.analyze.pyannote test.speech.beckett >/dev/null
+models/fetch --only onnxruntime audio.vad.silero audio.analyze.pyannote audio.tts.piper-joe test.speech.beckett >/dev/null
 python3 -c 'import onnxruntime, numpy' 2>/dev/null || python3 -m pip install -q onnxruntime==1.31.1 numpy
+python3 -c 'import piper' 2>/dev/null || python3 -m pip install -q piper-tts
 cargo bench --bench engines --no-run -q 2>/dev/null
 log="$(mktemp)"; trap 'rm -f "$log"' EXIT
 taskset -c 0 cargo bench --bench engines -- --output-format bencher --warm-up-time 1 --measurement-time 3 2>/dev/null >"$log"
@@ -28,9 +30,24 @@ best = min((lambda t0: (run(), time.perf_counter() - t0)[1])(time.perf_counter()
 print(best)
 PY
 )
-python3 - "$log" "$python_s" <<'PY'
+piper_s=$(taskset -c 0 python3 - <<'PY'
+import time
+from piper import PiperVoice
+from piper.config import SynthesisConfig
+voice = PiperVoice.load("models/cache/piper-joe/en_US-joe-medium.onnx")
+text = "When the meeting ends, please send the notes to everyone on the team."
+next(iter(voice.synthesize(text)))
+best = 1e9
+for _ in range(5):
+    t0 = time.perf_counter()
+    next(iter(voice.synthesize(text)))
+    best = min(best, time.perf_counter() - t0)
+print(best)
+PY
+)
+python3 - "$log" "$python_s" "$piper_s" <<'PY'
 import sys, re
-log, python_s = open(sys.argv[1]).read(), float(sys.argv[2])
+log, python_s, piper_s = open(sys.argv[1]).read(), float(sys.argv[2]), float(sys.argv[3])
 seconds = float(re.search(r"audio_seconds beckett ([0-9.]+)", log).group(1))
 ns = {m.group(1): float(m.group(2).replace(",", "")) for m in re.finditer(r"test (\S+) \.\.\. bench:\s+([0-9,]+) ns/iter", log)}
 one, many, emb = ns["vad/one_stream"] / 1e9, ns["vad/16_streams_batched"] / 1e9, ns["embedding/beckett_10s"] / 1e9
@@ -39,4 +56,7 @@ print(f"VAD python onnxruntime loop, 1 stream : {seconds/python_s:8.0f}x real ti
 print(f"VAD ours, 1 stream                    : {seconds/one:8.0f}x real time  ({python_s/one:.2f}x python)")
 print(f"VAD ours, 16 streams batched          : {16*seconds/many:8.0f}x real time aggregate  ({16*python_s/many:.2f}x python)")
 print(f"speaker embedding                     : {seconds/emb:8.0f}x real time")
+tts = ns["tts/first_sentence"] / 1e9
+tts_audio = float(re.search(r"tts_audio_seconds ([0-9.]+)", log).group(1))
+print(f"TTS first audio, two-clause sentence  : ours {tts*1000:.0f} ms, piper-tts {piper_s*1000:.0f} ms ({tts/piper_s:.2f}x); ours {tts_audio/tts:.1f}x real time")
 PY

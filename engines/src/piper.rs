@@ -89,6 +89,30 @@ impl PiperVoice {
         ids
     }
 
+    /// Sentences of `text` (after normalisation, split at `.`, `!`, `?`), for synthesis
+    /// one at a time so streaming can start after the first.
+    pub fn sentences(text: &str) -> Vec<String> {
+        let normalized = normalize(text);
+        let mut sentences = Vec::new();
+        let mut current = String::new();
+        for (clause, mark) in crate::phonemize::clauses(&normalized) {
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(clause);
+            if let Some(mark) = mark {
+                current.push(mark);
+            }
+            if matches!(mark, Some('.' | '!' | '?') | None) {
+                sentences.push(std::mem::take(&mut current));
+            }
+        }
+        if !current.is_empty() {
+            sentences.push(current);
+        }
+        sentences
+    }
+
     /// Mono samples in [-1, 1] at `sample_rate()` for one sentence (or any short text).
     /// `speed` > 1 speaks faster.
     pub fn synthesize(&self, text: &str, speed: f32) -> EngineResult<Vec<f32>> {
@@ -121,5 +145,22 @@ impl PiperVoice {
         let outputs = session.run(inputs)?;
         let (_, audio) = outputs["output"].try_extract_tensor::<f32>()?;
         Ok(audio.iter().map(|s| s.clamp(-1.0, 1.0)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentences_split_after_normalisation() {
+        assert_eq!(
+            PiperVoice::sentences("Dr. Smith paid $3.50, then left. Did he? Yes"),
+            vec![
+                "Doctor Smith paid three dollars fifty cents, then left.",
+                "Did he?",
+                "Yes"
+            ]
+        );
     }
 }
