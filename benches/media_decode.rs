@@ -10,13 +10,18 @@ use media::stream::{StreamDecoder, StreamFormat, StreamLimits};
 use media::vad::EnergyVad;
 use media::{Audio, DecodeOptions, decode, resample};
 
+/// Reads a generated fixture; `make.sh` runs once per bench process.
 fn fixture(name: &str) -> Vec<u8> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("media/fixtures");
-    let status = std::process::Command::new(root.join("make.sh"))
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(root.join("generated").join(name)).unwrap()
+    static GENERATED: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let dir = GENERATED.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("media/fixtures");
+        let status = std::process::Command::new(root.join("make.sh"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        root.join("generated")
+    });
+    std::fs::read(dir.join(name)).unwrap()
 }
 
 fn to_16k_mono(bytes: &[u8]) -> Vec<f32> {

@@ -45,8 +45,7 @@ fn json_rejection(rejection: JsonRejection, limit: usize) -> ApiError {
         JsonRejection::BytesRejection(rejection)
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
         {
-            ApiError::new(ErrorCode::CTX_TOO_LARGE, "request body too large")
-                .with_field("limit", limit)
+            ApiError::too_large("request body", limit as u64)
         }
         JsonRejection::JsonDataError(error) => ApiError::invalid(error.body_text()),
         JsonRejection::JsonSyntaxError(error) => ApiError::invalid(error.body_text()),

@@ -23,10 +23,6 @@ impl ModelDir {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// An installed file, or `ModelUnavailable` naming the fetch command.
     pub fn file(&self, id: &str, relative: &str) -> EngineResult<PathBuf> {
         let path = self.root.join(relative);

@@ -58,10 +58,6 @@ impl Runtime {
         })
     }
 
-    pub fn device(&self) -> Device {
-        self.config.device
-    }
-
     /// A session for one model file.
     pub fn session(&self, id: &str, model: &Path) -> EngineResult<Session> {
         let unavailable = |e: ort::Error| EngineError::ModelUnavailable {
