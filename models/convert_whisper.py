@@ -7,21 +7,18 @@ into two ONNX graphs that `engines::whisper` runs:
   decoder layer `l`. The cross-attention projections run once per window here instead of
   once per decoding step.
 - `decoder.onnx`: `tokens` i64 [B, T], `past_k_{l}`/`past_v_{l}` f32 [B, H, P, D] (P may
-  be 0), `cross_k_{l}`/`cross_v_{l}` -> `logits` f32 [B, V] of the last position,
-  `present_k_{l}`/`present_v_{l}` f32 [B, H, P+T, D] (the KV cache), and
-  `cross_attn` f32 [B, T, S]: the alignment heads' cross-attention averaged, for word
-  timestamps.
+  be 0), `cross_k_{l}`/`cross_v_{l}` -> `logits` f32 [B, T, V] and
+  `present_k_{l}`/`present_v_{l}` f32 [B, H, P+T, D] (the KV cache).
 
 Only numpy and onnx are needed (the graph is written with `onnx.helper`; no torch).
 Weights are stored as float32 (CTranslate2 ships float16). Usage:
 
     convert_whisper.py CT2_DIR OUT_DIR [--int8]
 
-With `--int8` every linear layer (and the vocabulary projection) keeps int8 weights with
-one scale per output column, run by ONNX Runtime's `DynamicQuantizeMatMul`.
+With `--int8` every linear layer (and the vocabulary projection) keeps int8 weights (see
+`Graph.quantized_matmul` for the two schemes).
 """
 
-import json
 import os
 import struct
 import sys
@@ -79,7 +76,7 @@ def read_ct2(path: Path) -> dict:
 class Graph:
     """A small builder over `onnx.helper`: every op returns its output's name."""
 
-    def __init__(self, weights: dict, quantize: bool):
+    def __init__(self, weights: dict, quantize):
         self.weights = weights
         self.quantize = quantize
         self.nodes = []
@@ -143,20 +140,33 @@ class Graph:
         return self.op("Add", [y, b]) if b is not None else y
 
     def quantized_matmul(self, x, weight, bias=None):
-        """`x @ W (+ b)` with W int8, symmetric, one scale per output column; `x` is
-        quantized per call (ONNX Runtime's `DynamicQuantizeMatMul`, VNNI/AVX2 kernels)."""
+        """`x @ W (+ b)` with int8 weights, in one of two ways:
+
+        - `dynamic` (the encoder): one scale per output column, activations quantized per
+          call with one scale for the whole tensor (`DynamicQuantizeMatMul`, the fastest
+          kernels for the encoder's large matrices). A row's result therefore depends on
+          the other rows of the tensor: the encoder runs one window per call.
+        - `blocks` (the decoder): 8-bit blocks of 32 input rows with a scale per block and
+          output column (`MatMulNBits`, int8 compute at `accuracy_level` 4); activations
+          are quantized per row and block, so batching windows changes nothing."""
         w = numpy_helper.to_array(weight) if not isinstance(weight, np.ndarray) else weight
-        scale = np.maximum(np.abs(w).max(axis=0), 1e-8) / 127.0
-        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
-        inputs = [
-            x,
-            self.const(q, "wq"),
-            self.const(scale.astype(np.float32), "ws"),
-            self.const(np.zeros(scale.shape, dtype=np.int8), "wz"),
-        ]
-        if bias is not None:
-            inputs.append(bias)
-        return self.op("DynamicQuantizeMatMul", inputs, domain="com.microsoft")
+        k, n = w.shape
+        if self.quantize == "dynamic":
+            scale = np.maximum(np.abs(w).max(axis=0), 1e-8) / 127.0
+            q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+            inputs = [x, self.const(q, "wq"), self.const(scale.astype(np.float32), "ws"), self.const(np.zeros(n, np.int8), "wz")]
+            inputs += [bias] if bias is not None else []
+            return self.op("DynamicQuantizeMatMul", inputs, domain="com.microsoft")
+        block = 32
+        pad = (-k) % block
+        blocks = np.pad(w, ((0, pad), (0, 0))).T.reshape(n, -1, block)  # [N, K/32, 32]
+        scale = np.maximum(np.abs(blocks).max(axis=2), 1e-8) / 127.0
+        q = (np.clip(np.round(blocks / scale[:, :, None]), -127, 127) + 128).astype(np.uint8)
+        inputs = [x, self.const(q, "wq"), self.const(scale.astype(np.float32).reshape(-1), "ws")]
+        inputs += ["", "", bias] if bias is not None else []
+        return self.op(
+            "MatMulNBits", inputs, domain="com.microsoft", K=k, N=n, bits=8, block_size=block, accuracy_level=4
+        )
 
     def heads(self, x, num_heads, head_dim):
         """[B, T, H*D] -> [B, H, T, D]."""
@@ -188,7 +198,7 @@ def dims(weights):
     return width, heads, width // heads
 
 
-def encoder(weights: dict, decoder_layers: int, quantize: bool) -> onnx.ModelProto:
+def encoder(weights: dict, decoder_layers: int, quantize) -> onnx.ModelProto:
     g = Graph(weights, quantize)
     width, heads, head_dim = dims(weights)
     x = g.op("Gelu", [g.op("Conv", ["mel", g.weight("encoder/conv1/weight"), g.weight("encoder/conv1/bias")], pads=[1, 1])])
@@ -222,7 +232,7 @@ def encoder(weights: dict, decoder_layers: int, quantize: bool) -> onnx.ModelPro
     return g.model(inputs, outputs, "whisper_encoder")
 
 
-def decoder(weights: dict, layers: int, alignment_heads: list, quantize: bool) -> onnx.ModelProto:
+def decoder(weights: dict, layers: int, quantize) -> onnx.ModelProto:
     g = Graph(weights, quantize)
     width, heads, head_dim = dims(weights)
     scale = g.scalar(head_dim**-0.5)
@@ -238,7 +248,6 @@ def decoder(weights: dict, layers: int, alignment_heads: list, quantize: bool) -
     query_pos = g.op("Unsqueeze", [g.op("Range", [g.op("Squeeze", [past]), g.op("Squeeze", [total]), g.op("Squeeze", [one])]), one])
     key_pos = g.op("Unsqueeze", [g.op("Range", [g.op("Squeeze", [zero]), g.op("Squeeze", [total]), g.op("Squeeze", [one])]), zero])
     mask = g.op("Where", [g.op("Greater", [key_pos, query_pos]), g.scalar(-1e9), g.scalar(0.0)])
-    alignment = {}
     for layer in range(layers):
         prefix = f"decoder/layer_{layer}"
         h = g.layer_norm(x, f"{prefix}/self_attention/layer_norm")
@@ -255,28 +264,21 @@ def decoder(weights: dict, layers: int, alignment_heads: list, quantize: bool) -
         h = g.layer_norm(x, f"{prefix}/attention/layer_norm")
         q = g.heads(g.linear(h, f"{prefix}/attention/linear_0"), heads, head_dim)
         weights_ = g.op("Softmax", [g.op("MatMul", [g.op("Mul", [q, scale]), f"cross_k_{layer}"])], axis=-1)
-        for head_layer, head in alignment_heads:
-            if head_layer == layer:
-                alignment[(layer, head)] = g.op("Gather", [weights_, g.i64(head)], axis=1)  # [B, 1, T, S]
         attn = g.op("MatMul", [weights_, f"cross_v_{layer}"])
         x = g.op("Add", [x, g.linear(g.merge_heads(attn, width), f"{prefix}/attention/linear_2")])
         x = g.ffn(x, f"{prefix}/ffn")
     x = g.layer_norm(x, "decoder/layer_norm")
-    last = g.op("Gather", [x, g.op("Sub", [g.op("Squeeze", [steps]), g.op("Squeeze", [one])])], axis=1)  # [B, W]
+    # Logits of every position: the prompt step needs the start-of-transcript row too
+    # (the no-speech probability), later steps have one position.
+    projection = np.ascontiguousarray(weights["decoder/embeddings/weight"].astype(np.float32).T)
     if quantize:
-        projection = np.ascontiguousarray(weights["decoder/embeddings/weight"].astype(np.float32).T)
-        g.op("Identity", [g.quantized_matmul(last, projection)], name="logits")
+        g.op("Identity", [g.quantized_matmul(x, projection)], name="logits")
     else:
-        g.op("Gemm", [last, embeddings], name="logits", transB=1)
-    # The alignment heads' cross-attention, averaged: [B, T, S].
-    gathered = [alignment[key] for key in sorted(alignment)]
-    stacked = g.op("Concat", gathered, axis=1) if len(gathered) > 1 else gathered[0]
-    g.op("ReduceMean", [stacked, one], name="cross_attn", keepdims=0)
+        g.op("MatMul", [x, g.const(projection, "projection")], name="logits")
     vocab = weights["decoder/embeddings/weight"].shape[0]
     inputs = [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "steps"])]
     outputs = [
-        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", vocab]),
-        helper.make_tensor_value_info("cross_attn", TensorProto.FLOAT, ["batch", "steps", "frames"]),
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "steps", vocab]),
     ]
     for layer in range(layers):
         for kind in ("k", "v"):
@@ -302,11 +304,10 @@ def main() -> None:
         sys.exit(__doc__)
     source, out = Path(args[0]), Path(args[1])
     weights = read_ct2(source / "model.bin")
-    config = json.loads((source / "config.json").read_text())
     layers = sum(1 for key in weights if key.startswith("decoder/layer_") and key.endswith("ffn/linear_0/weight"))
     out.mkdir(parents=True, exist_ok=True)
-    save(encoder(weights, layers, quantize), out / "encoder.onnx")
-    save(decoder(weights, layers, config["alignment_heads"], quantize), out / "decoder.onnx")
+    save(encoder(weights, layers, "dynamic" if quantize else None), out / "encoder.onnx")
+    save(decoder(weights, layers, "blocks" if quantize else None), out / "decoder.onnx")
 
 
 if __name__ == "__main__":

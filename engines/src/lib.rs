@@ -16,6 +16,9 @@
 //! - [`normalize`]: numbers, currency, abbreviations and symbols spelled out.
 //! - [`phonemize`]: text to IPA through the espeak-ng library.
 //! - [`piper`]: Piper VITS text-to-speech over espeak-ng phonemes.
+//! - [`whisper`]: Whisper speech-to-text: log-mel, batched encoder, KV-cache decoder,
+//!   greedy/beam search, timestamps, long audio through VAD windows.
+//! - [`wer`]: word error rate (tests and benches).
 //! - [`segments`]: per-frame speech probabilities to speech segments (pure logic).
 //! - [`error`]: the engines' typed errors.
 
@@ -32,6 +35,8 @@ pub mod piper;
 pub mod runtime;
 pub mod segments;
 pub mod silero;
+pub mod wer;
+pub mod whisper;
 
 pub use error::{EngineError, EngineResult};
 pub use runtime::{Device, Runtime, RuntimeConfig};

@@ -1,0 +1,500 @@
+//! Whisper speech-to-text over the ONNX graphs `models/convert_whisper.py` writes: the
+//! log-mel front end here, one encoder run for a batch of 30 s windows (which also
+//! computes every decoder layer's cross-attention keys and values once), then a decoder
+//! with a KV cache stepping all windows of the batch together, greedy or beam search,
+//! with Whisper's timestamp grammar giving segment times.
+//!
+//! Windows decode in lockstep as one batch: the decoder's per-step cost is mostly
+//! reading its weights, so N windows cost little more than one.
+
+pub mod chunks;
+pub mod mel;
+pub mod rules;
+pub mod search;
+pub mod tokenizer;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor};
+
+use crate::error::{EngineError, EngineResult};
+use crate::models::ModelDir;
+use crate::runtime::Runtime;
+use crate::segments::{self, SegmentParams};
+use crate::silero::{self, SileroVad};
+use mel::LogMel;
+use rules::Suppress;
+use search::{Row, Search};
+use tokenizer::Tokenizer;
+
+pub const ENGINE_ID: &str = "audio.stt.whisper-tiny-en";
+pub const SAMPLE_RATE: u32 = 16_000;
+/// Seconds per timestamp token.
+pub const TIME_PRECISION: f32 = 0.02;
+/// Tokens sampled per window at most (half the text context, as the reference).
+const MAX_SAMPLED: usize = 224;
+/// The reference's silence rule: a window whose no-speech probability is above this and
+/// whose average log-probability is below `LOGPROB_THRESHOLD` is treated as silent.
+const NO_SPEECH_THRESHOLD: f32 = 0.6;
+const LOGPROB_THRESHOLD: f32 = -1.0;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// 1 = greedy; more = beam search with that many beams.
+    pub beam_size: usize,
+    /// Timestamp tokens (segment times); without them a window is one segment.
+    pub timestamps: bool,
+    /// Language code; English-only models accept only `en` (or none).
+    pub language: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            beam_size: 1,
+            timestamps: true,
+            language: None,
+        }
+    }
+}
+
+/// A stretch of text with its times in seconds from the window's start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub start: f32,
+    pub end: f32,
+    pub text: String,
+}
+
+/// The decoding of one window.
+#[derive(Debug, Clone)]
+pub struct WindowText {
+    pub text: String,
+    pub segments: Vec<Segment>,
+    pub tokens: Vec<u32>,
+    pub avg_logprob: f32,
+    pub no_speech_prob: f32,
+}
+
+/// A whole recording's transcript; segment times are from the recording's start.
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    pub text: String,
+    pub segments: Vec<Segment>,
+    pub duration: f32,
+}
+
+/// Windows encoded and decoded together at most (memory: about 40 MB each).
+const WINDOW_BATCH: usize = 8;
+
+/// Voice activity settings for cutting long audio: generous padding so word edges
+/// survive, pauses of 300 ms or more split.
+const SPEECH: SegmentParams = SegmentParams {
+    threshold: 0.5,
+    min_speech_ms: 250,
+    min_silence_ms: 300,
+    pad_ms: 200,
+};
+
+pub struct Whisper {
+    encoder: Mutex<Session>,
+    decoder: Mutex<Session>,
+    tokenizer: Tokenizer,
+    mel: LogMel,
+    suppress: Suppress,
+    layers: usize,
+    heads: usize,
+    head_dim: usize,
+}
+
+/// `suppress_ids` and `suppress_ids_begin` of the model's `config.json`.
+fn suppress_lists(config: &Path) -> EngineResult<Suppress> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        suppress_ids: Vec<u32>,
+        suppress_ids_begin: Vec<u32>,
+    }
+    let text = std::fs::read_to_string(config).map_err(|e| EngineError::ModelUnavailable {
+        id: ENGINE_ID.into(),
+        reason: format!("{}: {e}", config.display()),
+    })?;
+    let config: Config =
+        serde_json::from_str(&text).map_err(|e| EngineError::ModelUnavailable {
+            id: ENGINE_ID.into(),
+            reason: format!("{}: {e}", config.display()),
+        })?;
+    Ok(Suppress {
+        always: config.suppress_ids,
+        at_begin: config.suppress_ids_begin,
+    })
+}
+
+impl Whisper {
+    pub fn load(runtime: &Runtime, models: &ModelDir) -> EngineResult<Whisper> {
+        let file = |name: &str| models.file(ENGINE_ID, &format!("whisper-tiny-en/{name}"));
+        let encoder = runtime.session(ENGINE_ID, &file("onnx/encoder.onnx")?)?;
+        let decoder = runtime.session(ENGINE_ID, &file("onnx/decoder.onnx")?)?;
+        let tokenizer = Tokenizer::load(&file("ct2/vocabulary.txt")?)?;
+        let suppress = suppress_lists(&file("ct2/config.json")?)?;
+        let layers = encoder
+            .outputs()
+            .iter()
+            .filter(|o| o.name().starts_with("cross_k_"))
+            .count();
+        let unexpected = |reason: String| EngineError::ModelUnavailable {
+            id: ENGINE_ID.into(),
+            reason,
+        };
+        let shape = decoder
+            .inputs()
+            .iter()
+            .find(|i| i.name() == "past_k_0")
+            .and_then(|i| i.dtype().tensor_shape().map(|s| s.to_vec()))
+            .ok_or_else(|| unexpected("decoder has no past_k_0 input".into()))?;
+        let (heads, head_dim) = match shape.as_slice() {
+            [_, heads, _, dim] if *heads > 0 && *dim > 0 => (*heads as usize, *dim as usize),
+            other => return Err(unexpected(format!("past_k_0 shape {other:?}"))),
+        };
+        if layers == 0 {
+            return Err(unexpected("encoder has no cross_k outputs".into()));
+        }
+        Ok(Whisper {
+            encoder: Mutex::new(encoder),
+            decoder: Mutex::new(decoder),
+            tokenizer,
+            mel: LogMel::new(),
+            suppress,
+            layers,
+            heads,
+            head_dim,
+        })
+    }
+
+    /// Transcribes a recording of any length (16 kHz mono): the VAD finds speech,
+    /// speech is packed into windows of at most 30 s, the windows decode in batches.
+    /// Audio without speech gives an empty transcript without running Whisper.
+    pub fn transcribe(
+        &self,
+        vad: &SileroVad,
+        samples: &[f32],
+        options: &Options,
+    ) -> EngineResult<Transcript> {
+        let probabilities = vad.probabilities(samples)?;
+        let speech = segments::segments(
+            &probabilities,
+            silero::FRAME,
+            SAMPLE_RATE,
+            samples.len(),
+            &SPEECH,
+        );
+        let windows = chunks::plan(&speech, mel::WINDOW_SAMPLES);
+        let mut segments = Vec::new();
+        for batch in windows.chunks(WINDOW_BATCH) {
+            let audio: Vec<&[f32]> = batch.iter().map(|w| &samples[w.clone()]).collect();
+            for (window, text) in batch.iter().zip(self.transcribe_windows(&audio, options)?) {
+                let offset = window.start as f32 / SAMPLE_RATE as f32;
+                segments.extend(text.segments.into_iter().map(|s| Segment {
+                    start: s.start + offset,
+                    end: s.end + offset,
+                    text: s.text,
+                }));
+            }
+        }
+        let text = segments
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Transcript {
+            text,
+            segments,
+            duration: samples.len() as f32 / SAMPLE_RATE as f32,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Transcribes up to 30 s windows of 16 kHz mono audio as one batch.
+    pub fn transcribe_windows(
+        &self,
+        windows: &[&[f32]],
+        options: &Options,
+    ) -> EngineResult<Vec<WindowText>> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(language) = &options.language
+            && language != "en"
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "language `{language}` is not supported by the English-only model"
+            )));
+        }
+        let cross = self.encode(windows)?;
+        let mut prompt = vec![self.tokenizer.sot];
+        if !options.timestamps {
+            prompt.push(self.tokenizer.no_timestamps);
+        }
+        let search = Search::new(windows.len(), options.beam_size.max(1), MAX_SAMPLED);
+        let results = self.decode(&prompt, cross, search, options)?;
+        Ok(results
+            .into_iter()
+            .zip(windows)
+            .map(|((row, no_speech_prob), window)| {
+                let duration = window.len() as f32 / SAMPLE_RATE as f32;
+                self.window_text(row, no_speech_prob, duration)
+            })
+            .collect())
+    }
+
+    fn window_text(&self, row: Row, no_speech_prob: f32, duration: f32) -> WindowText {
+        let avg_logprob = row.logprob / (row.tokens.len() as f32 + 1.0);
+        if no_speech_prob > NO_SPEECH_THRESHOLD && avg_logprob < LOGPROB_THRESHOLD {
+            return WindowText {
+                text: String::new(),
+                segments: Vec::new(),
+                tokens: Vec::new(),
+                avg_logprob,
+                no_speech_prob,
+            };
+        }
+        let segments = self.segments(&row.tokens, duration);
+        let text = segments
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        WindowText {
+            text,
+            segments,
+            tokens: row.tokens,
+            avg_logprob,
+            no_speech_prob,
+        }
+    }
+
+    /// Segments from timestamp pairs: `<|t0|> text <|t1|>`; text after the last
+    /// timestamp runs to the window's end.
+    fn segments(&self, tokens: &[u32], duration: f32) -> Vec<Segment> {
+        let t = &self.tokenizer;
+        let time = |id: u32| (id - t.timestamp_begin) as f32 * TIME_PRECISION;
+        let mut segments = Vec::new();
+        let mut start: Option<f32> = None;
+        let mut last_time = 0.0f32;
+        let mut text: Vec<u32> = Vec::new();
+        let mut push = |start: f32, end: f32, text: &[u32]| {
+            let words = t.decode(text).trim().to_owned();
+            if !words.is_empty() {
+                segments.push(Segment {
+                    start,
+                    end: end.max(start),
+                    text: words,
+                });
+            }
+        };
+        for id in tokens {
+            if t.is_timestamp(*id) {
+                let at = time(*id);
+                if text.is_empty() {
+                    start = Some(at);
+                } else {
+                    push(start.unwrap_or(last_time), at, &text);
+                    text.clear();
+                    start = None;
+                }
+                last_time = at;
+            } else if *id < t.eot {
+                text.push(*id);
+            }
+        }
+        if !text.is_empty() {
+            push(start.unwrap_or(last_time), duration, &text);
+        }
+        segments
+    }
+
+    /// Runs the encoder on each window: the decoder's cross-attention keys and values,
+    /// `[cross_k_0, cross_v_0, cross_k_1, ...]`, each with one row per window.
+    ///
+    /// One window per call: the encoder's int8 layers quantize activations per tensor,
+    /// so a batch would make one window's result depend on the others; on a CPU its
+    /// large matrices gain nothing from batching anyway. The decoder, whose steps are
+    /// bound by reading weights, is where windows are batched.
+    fn encode(&self, windows: &[&[f32]]) -> EngineResult<Vec<DynValue>> {
+        let frames = mel::WINDOW_FRAMES;
+        let mut parts: Vec<Vec<f32>> = vec![Vec::new(); 2 * self.layers];
+        let mut shapes: Vec<Vec<usize>> = vec![Vec::new(); 2 * self.layers];
+        for window in windows {
+            let features = self.mel.window(window);
+            let input = Tensor::from_array(([1, mel::N_MELS, frames], features))?;
+            let mut session = lock(&self.encoder)?;
+            let outputs = session.run(ort::inputs!["mel" => input])?;
+            for layer in 0..self.layers {
+                for (k, kind) in ["k", "v"].iter().enumerate() {
+                    let name = format!("cross_{kind}_{layer}");
+                    let (shape, data) = outputs
+                        .get(&name)
+                        .ok_or_else(|| {
+                            EngineError::Inference(format!("encoder output {name} missing"))
+                        })?
+                        .try_extract_tensor::<f32>()?;
+                    parts[2 * layer + k].extend_from_slice(data);
+                    shapes[2 * layer + k] = shape.iter().map(|d| *d as usize).collect();
+                }
+            }
+        }
+        parts
+            .into_iter()
+            .zip(shapes)
+            .map(|(data, mut shape)| {
+                shape[0] = windows.len();
+                Ok(Tensor::from_array((shape, data))?.into_dyn())
+            })
+            .collect()
+    }
+
+    /// The decoding loop: a prompt step for every window, then one step per token for
+    /// all live rows together. Returns each window's best row and its no-speech
+    /// probability.
+    fn decode(
+        &self,
+        prompt: &[u32],
+        mut cross: Vec<DynValue>,
+        mut search: Search,
+        options: &Options,
+    ) -> EngineResult<Vec<(Row, f32)>> {
+        let windows = search.windows();
+        let vocab = self.tokenizer.vocab_size();
+        let mut past: Vec<DynValue> = Vec::with_capacity(2 * self.layers);
+        for _ in 0..2 * self.layers {
+            let empty = Tensor::<f32>::from_array((
+                [windows, self.heads, 0, self.head_dim],
+                Vec::<f32>::new(),
+            ))?;
+            past.push(empty.into_dyn());
+        }
+        let mut tokens: Vec<i64> = Vec::with_capacity(windows * prompt.len());
+        for _ in 0..windows {
+            tokens.extend(prompt.iter().map(|t| i64::from(*t)));
+        }
+        let mut steps = prompt.len();
+        let mut no_speech = vec![0.0f32; windows];
+        let mut first = true;
+        loop {
+            let rows = tokens.len() / steps;
+            let (logits, present) = self.step(&tokens, rows, steps, past, &cross)?;
+            past = present;
+            if first {
+                // The start-of-transcript position predicts "no speech".
+                for (row, probability) in no_speech.iter_mut().enumerate() {
+                    let base = row * steps * vocab;
+                    let mut sot = logits[base..base + vocab].to_vec();
+                    rules::log_softmax(&mut sot);
+                    *probability = sot[self.tokenizer.no_speech as usize].exp();
+                }
+            }
+            let mut last_rows: Vec<Vec<f32>> = logits
+                .chunks_exact(steps * vocab)
+                .map(|row| row[(steps - 1) * vocab..].to_vec())
+                .collect();
+            first = false;
+            for (row, logits) in last_rows.iter_mut().enumerate() {
+                rules::apply(
+                    logits,
+                    search.sampled(row),
+                    &self.tokenizer,
+                    &self.suppress,
+                    options.timestamps,
+                );
+                rules::log_softmax(logits);
+            }
+            let parents = search.advance(&last_rows, self.tokenizer.eot);
+            if search.done() {
+                break;
+            }
+            if !is_identity(&parents, rows) {
+                past = past
+                    .iter()
+                    .map(|value| gather_rows(value, &parents))
+                    .collect::<EngineResult<_>>()?;
+                let mut reordered = Vec::with_capacity(cross.len());
+                let sources = search.cross_rows();
+                for value in &cross {
+                    reordered.push(gather_rows(value, &sources)?);
+                }
+                cross = reordered;
+                search.cross_reindexed();
+            }
+            tokens = search.last_tokens().into_iter().map(i64::from).collect();
+            steps = 1;
+        }
+        Ok(search.finish().into_iter().zip(no_speech).collect())
+    }
+
+    /// One decoder run: logits `[rows, steps, vocab]` flattened, and the new KV cache.
+    fn step(
+        &self,
+        tokens: &[i64],
+        rows: usize,
+        steps: usize,
+        past: Vec<DynValue>,
+        cross: &[DynValue],
+    ) -> EngineResult<(Vec<f32>, Vec<DynValue>)> {
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> =
+            Vec::with_capacity(1 + 2 * past.len());
+        inputs.push((
+            "tokens".into(),
+            Tensor::from_array(([rows, steps], tokens.to_vec()))?.into(),
+        ));
+        for (index, value) in past.into_iter().enumerate() {
+            let (kind, layer) = (["k", "v"][index % 2], index / 2);
+            inputs.push((format!("past_{kind}_{layer}"), value.into()));
+        }
+        for (index, value) in cross.iter().enumerate() {
+            let (kind, layer) = (["k", "v"][index % 2], index / 2);
+            inputs.push((format!("cross_{kind}_{layer}"), value.into()));
+        }
+        let mut session = lock(&self.decoder)?;
+        let mut outputs = session.run(inputs)?;
+        let (_, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
+        let logits = logits.to_vec();
+        let mut present = Vec::with_capacity(2 * self.layers);
+        for layer in 0..self.layers {
+            for kind in ["k", "v"] {
+                let name = format!("present_{kind}_{layer}");
+                present.push(outputs.remove(&name).ok_or_else(|| {
+                    EngineError::Inference(format!("decoder output {name} missing"))
+                })?);
+            }
+        }
+        Ok((logits, present))
+    }
+}
+
+fn lock(session: &Mutex<Session>) -> EngineResult<std::sync::MutexGuard<'_, Session>> {
+    session
+        .lock()
+        .map_err(|_| EngineError::Inference("Whisper session poisoned".into()))
+}
+
+fn is_identity(parents: &[usize], rows: usize) -> bool {
+    parents.len() == rows && parents.iter().enumerate().all(|(i, p)| i == *p)
+}
+
+/// A new tensor made of the given rows (first axis) of `value`, in that order.
+fn gather_rows(value: &DynValue, rows: &[usize]) -> EngineResult<DynValue> {
+    let (shape, data) = value.try_extract_tensor::<f32>()?;
+    let dims: Vec<usize> = shape.iter().map(|d| *d as usize).collect();
+    let stride: usize = dims[1..].iter().product();
+    let mut out = Vec::with_capacity(rows.len() * stride);
+    for row in rows {
+        out.extend_from_slice(&data[row * stride..(row + 1) * stride]);
+    }
+    let mut new_dims = dims;
+    new_dims[0] = rows.len();
+    Ok(Tensor::from_array((new_dims, out))?.into_dyn())
+}
