@@ -142,6 +142,7 @@ mod tests {
         let ts = |i: u32| 8 + i;
         // After "<|0.20|> a b <|0.60|>": the closing one is taken again (pair) or end.
         let mut logits = vec![0.0; t.vocab_size()];
+        logits[4] = 6.0; // the end is likely (else the timestamps together outweigh it)
         apply(
             &mut logits,
             &[ts(10), 0, 1, ts(30)],
