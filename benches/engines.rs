@@ -1,5 +1,6 @@
-//! Engine hot paths: Silero VAD on one stream and batched over 16 streams, and speaker
-//! embeddings, on real speech (beckett.wav, 10 s). `benches/engines_vs_peers.sh` runs
+//! Engine hot paths: Silero VAD on one stream and batched over 16 streams, speaker
+//! embeddings (beckett.wav, 10 s), Whisper on a 44 s clip (two_cities.wav), Piper's
+//! time to first audio. `benches/engines_vs_peers.sh` runs
 //! this beside the Python onnxruntime Silero loop in the same command.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -7,8 +8,13 @@ use engines::embedder::SpeakerEmbedder;
 use engines::models::ModelDir;
 use engines::piper::PiperVoice;
 use engines::silero::{FRAME, SileroVad, StreamState};
+use engines::wer::wer;
+use engines::whisper::{Options, Whisper};
 use engines::{Device, Runtime, RuntimeConfig};
 use media::{DecodeOptions, decode, resample};
+
+/// What `two_cities.wav` says.
+const TWO_CITIES: &str = include_str!("../engines/tests/data/two_cities.txt");
 
 /// A two-clause sentence (the TTS latency target's shape).
 const TTS_TEXT: &str = "When the meeting ends, please send the notes to everyone on the team.";
@@ -53,6 +59,52 @@ fn bench(c: &mut Criterion) {
     c.bench_function("embedding/beckett_10s", |b| {
         b.iter(|| embedder.embed(&speech).unwrap())
     });
+
+    // Speech to text on a 44 s clip, greedy with timestamps, as a server request runs.
+    let whisper = Whisper::load(&runtime, &models).unwrap();
+    let path = models
+        .file("test.speech.beckett", "test-audio/two_cities.wav")
+        .unwrap();
+    let audio = decode(&std::fs::read(path).unwrap(), &DecodeOptions::default()).unwrap();
+    let long = resample::to_mono(&audio, 16_000).unwrap();
+    let options = Options::default();
+    let transcript = whisper.transcribe(&vad, &long, &options).unwrap();
+    println!(
+        "audio_seconds two_cities {:.4}",
+        long.len() as f64 / 16_000.0
+    );
+    println!("stt_wer {:.4}", wer(TWO_CITIES, &transcript.text));
+    // Three real recordings (44 + 28 + 10 s) arriving together, as concurrent requests
+    // reach the server's Whisper dispatcher: their windows decode as one batch.
+    let clips: Vec<Vec<f32>> = ["two_cities.wav", "endgame_nagg_nell.wav", "beckett.wav"]
+        .iter()
+        .map(|name| {
+            let path = models
+                .file("test.speech.beckett", &format!("test-audio/{name}"))
+                .unwrap();
+            let audio = decode(&std::fs::read(path).unwrap(), &DecodeOptions::default()).unwrap();
+            resample::to_mono(&audio, 16_000).unwrap()
+        })
+        .collect();
+    let total: usize = clips.iter().map(Vec::len).sum();
+    println!("audio_seconds three_clips {:.4}", total as f64 / 16_000.0);
+    let requests: Vec<(&[f32], &Options)> =
+        clips.iter().map(|c| (c.as_slice(), &options)).collect();
+    let mut group = c.benchmark_group("stt");
+    group.sample_size(10);
+    group.bench_function("two_cities_44s", |b| {
+        b.iter(|| {
+            whisper
+                .transcribe(&vad, &long, &options)
+                .unwrap()
+                .segments
+                .len()
+        })
+    });
+    group.bench_function("three_clips_concurrent", |b| {
+        b.iter(|| whisper.transcribe_many(&vad, &requests).len())
+    });
+    group.finish();
 
     // Time to first audio: the first sentence of the text is all that must be
     // synthesized before audio can start.

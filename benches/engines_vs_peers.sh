@@ -2,13 +2,16 @@
 # Engines against their peers on the same clip, same core, same run: our Silero VAD
 # (one stream, and 16 streams batched) against the Python onnxruntime Silero loop (the
 # reference usage, one stream), speaker-embedding speed in x real time, and Piper
-# time-to-first-audio against piper-tts (PyPI) on the same voice and sentence.
+# time-to-first-audio against piper-tts (PyPI) on the same voice and sentence, and
+# Whisper tiny.en on a 44 s clip against faster-whisper (PyPI; same CTranslate2 weights,
+# int8, beam 1, one thread) with both word error rates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/scaigrid/target}"
-models/fetch --only onnxruntime audio.vad.silero audio.analyze.pyannote audio.tts.piper-joe test.speech.beckett >/dev/null
+models/fetch --only onnxruntime audio.vad.silero audio.analyze.pyannote audio.tts.piper-joe audio.stt.whisper-tiny-en test.speech.beckett >/dev/null
 python3 -c 'import onnxruntime, numpy' 2>/dev/null || python3 -m pip install -q onnxruntime==1.31.1 numpy
 python3 -c 'import piper' 2>/dev/null || python3 -m pip install -q piper-tts
+python3 -c 'import faster_whisper' 2>/dev/null || python3 -m pip install -q faster-whisper
 cargo bench --bench engines --no-run -q 2>/dev/null
 log="$(mktemp)"; trap 'rm -f "$log"' EXIT
 taskset -c 0 cargo bench --bench engines -- --output-format bencher --warm-up-time 1 --measurement-time 3 2>/dev/null >"$log"
@@ -45,9 +48,39 @@ for _ in range(5):
 print(best)
 PY
 )
-python3 - "$log" "$python_s" "$piper_s" <<'PY'
+read -r whisper_s whisper_wer whisper_three_s < <(HF_HUB_OFFLINE=1 taskset -c 0 python3 - <<'PY'
+import re, time
+from faster_whisper import WhisperModel
+model = WhisperModel("models/cache/whisper-tiny-en/ct2", device="cpu", compute_type="int8", cpu_threads=1)
+clip = "models/cache/test-audio/two_cities.wav"
+def run(clip=clip):
+    segments, _ = model.transcribe(clip, beam_size=1, language="en")
+    return " ".join(s.text for s in segments)
+text = run()
+best = 1e9
+for _ in range(3):
+    t0 = time.perf_counter(); run(); best = min(best, time.perf_counter() - t0)
+three = 1e9
+for _ in range(2):
+    t0 = time.perf_counter()
+    for name in ("two_cities", "endgame_nagg_nell", "beckett"):
+        run(f"models/cache/test-audio/{name}.wav")
+    three = min(three, time.perf_counter() - t0)
+words = lambda t: re.sub(r"[^a-z0-9' ]", " ", t.lower()).split()
+ref, hyp = words(open("engines/tests/data/two_cities.txt").read()), words(text)
+prev = list(range(len(hyp) + 1))
+for i, r in enumerate(ref):
+    cur = [i + 1] * (len(hyp) + 1)
+    for j, h in enumerate(hyp):
+        cur[j + 1] = min(prev[j] + (r != h), prev[j + 1] + 1, cur[j] + 1)
+    prev = cur
+print(best, prev[-1] / len(ref), three)
+PY
+)
+python3 - "$log" "$python_s" "$piper_s" "$whisper_s" "$whisper_wer" "$whisper_three_s" <<'PY'
 import sys, re
 log, python_s, piper_s = open(sys.argv[1]).read(), float(sys.argv[2]), float(sys.argv[3])
+whisper_s, whisper_wer, whisper_three_s = float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
 seconds = float(re.search(r"audio_seconds beckett ([0-9.]+)", log).group(1))
 ns = {m.group(1): float(m.group(2).replace(",", "")) for m in re.finditer(r"test (\S+) \.\.\. bench:\s+([0-9,]+) ns/iter", log)}
 one, many, emb = ns["vad/one_stream"] / 1e9, ns["vad/16_streams_batched"] / 1e9, ns["embedding/beckett_10s"] / 1e9
@@ -58,5 +91,12 @@ print(f"VAD ours, 16 streams batched          : {16*seconds/many:8.0f}x real tim
 print(f"speaker embedding                     : {seconds/emb:8.0f}x real time")
 tts = ns["tts/first_sentence"] / 1e9
 tts_audio = float(re.search(r"tts_audio_seconds ([0-9.]+)", log).group(1))
+stt = ns["stt/two_cities_44s"] / 1e9
+long = float(re.search(r"audio_seconds two_cities ([0-9.]+)", log).group(1))
+ours_wer = float(re.search(r"stt_wer ([0-9.]+)", log).group(1))
+print(f"STT {long:.1f} s clip, tiny.en greedy : ours {stt:.2f} s ({long/stt:.0f}x real time, WER {ours_wer:.1%}), faster-whisper int8 {whisper_s:.2f} s (WER {whisper_wer:.1%}): {whisper_s/stt:.2f}x faster-whisper's throughput")
+three = ns["stt/three_clips_concurrent"] / 1e9
+three_audio = float(re.search(r"audio_seconds three_clips ([0-9.]+)", log).group(1))
+print(f"STT three clips ({three_audio:.0f} s) at once : ours {three:.2f} s ({three_audio/three:.0f}x real time), faster-whisper one after another {whisper_three_s:.2f} s: {whisper_three_s/three:.2f}x its throughput")
 print(f"TTS first audio, two-clause sentence  : ours {tts*1000:.0f} ms, piper-tts {piper_s*1000:.0f} ms ({tts/piper_s:.2f}x); ours {tts_audio/tts:.1f}x real time")
 PY

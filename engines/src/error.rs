@@ -1,7 +1,7 @@
 //! Typed errors of the engines; the server maps `ModelTooLarge` to `GPU_INCOMPATIBLE`,
 //! `OutOfMemory` to `OOM_KILLED`, the rest to `SERVICE_UNAVAILABLE`/`INTERNAL_ERROR`.
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     /// The ONNX Runtime library could not be loaded or initialised.
     #[error("ONNX Runtime unavailable: {0}")]

@@ -13,14 +13,8 @@ use engines::whisper::{Options, Whisper};
 use media::resample;
 
 const BECKETT: &str = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better.";
-const TWO_CITIES: &str = "It was the best of times, it was the worst of times, it was the age \
-    of wisdom, it was the age of foolishness, it was the epoch of belief, it was the epoch of \
-    incredulity, it was the season of Light, it was the season of Darkness, it was the spring \
-    of hope, it was the winter of despair, we had everything before us, we had nothing before \
-    us, we were all going direct to Heaven, we were all going direct the other way - in short, \
-    the period was so far like the present period, that some of its noisiest authorities \
-    insisted on its being received, for good or for evil, in the superlative degree of \
-    comparison only.";
+/// What `two_cities.wav` says (44 s, the opening of A Tale of Two Cities).
+const TWO_CITIES: &str = include_str!("data/two_cities.txt");
 
 struct Engines {
     whisper: Whisper,
@@ -192,4 +186,33 @@ fn batched_windows_equal_windows_alone_and_beam_search_works() {
         ..Options::default()
     };
     assert!(e.whisper.transcribe_windows(&[&beckett], &wrong).is_err());
+}
+
+#[test]
+fn concurrent_recordings_decode_together_and_fail_alone() {
+    let e = engines();
+    let beckett = common::test_audio("beckett.wav");
+    let espeak = common::espeak(
+        "en-us",
+        50,
+        "Please call me back when you get this message.",
+    );
+    let options = Options::default();
+    let german = Options {
+        language: Some("de".into()),
+        ..Options::default()
+    };
+    let results = e.whisper.transcribe_many(
+        &e.vad,
+        &[
+            (&beckett, &options),
+            (&espeak, &german),
+            (&espeak, &options),
+        ],
+    );
+    assert!(results[1].is_err());
+    let together = results[2].as_ref().unwrap();
+    let alone = e.whisper.transcribe(&e.vad, &espeak, &options).unwrap();
+    assert_eq!(together.segments, alone.segments);
+    assert!(wer(BECKETT, &results[0].as_ref().unwrap().text) <= 0.10);
 }

@@ -13,6 +13,7 @@ pub mod rules;
 pub mod search;
 pub mod tokenizer;
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -40,7 +41,7 @@ const MAX_SAMPLED: usize = 224;
 const NO_SPEECH_THRESHOLD: f32 = 0.6;
 const LOGPROB_THRESHOLD: f32 = -1.0;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// 1 = greedy; more = beam search with that many beams.
     pub beam_size: usize,
@@ -181,37 +182,84 @@ impl Whisper {
         samples: &[f32],
         options: &Options,
     ) -> EngineResult<Transcript> {
-        let probabilities = vad.probabilities(samples)?;
-        let speech = segments::segments(
-            &probabilities,
-            silero::FRAME,
-            SAMPLE_RATE,
-            samples.len(),
-            &SPEECH,
-        );
-        let windows = chunks::plan(&speech, mel::WINDOW_SAMPLES);
-        let mut segments = Vec::new();
-        for batch in windows.chunks(WINDOW_BATCH) {
-            let audio: Vec<&[f32]> = batch.iter().map(|w| &samples[w.clone()]).collect();
-            for (window, text) in batch.iter().zip(self.transcribe_windows(&audio, options)?) {
-                let offset = window.start as f32 / SAMPLE_RATE as f32;
-                segments.extend(text.segments.into_iter().map(|s| Segment {
-                    start: s.start + offset,
-                    end: s.end + offset,
-                    text: s.text,
-                }));
+        self.transcribe_many(vad, &[(samples, options)])
+            .pop()
+            .unwrap_or_else(|| Err(EngineError::Inference("no result".into())))
+    }
+
+    /// Transcribes several recordings at once (concurrent requests): the windows of all
+    /// of them with the same options decode as one batch. One result per recording; a
+    /// failure fails only the recordings whose windows were in the failed batch.
+    pub fn transcribe_many(
+        &self,
+        vad: &SileroVad,
+        requests: &[(&[f32], &Options)],
+    ) -> Vec<EngineResult<Transcript>> {
+        let mut results: Vec<EngineResult<Vec<Segment>>> = requests
+            .iter()
+            .map(|(_, options)| check(options).map(|()| Vec::new()))
+            .collect();
+        // (recording, window range) of every window to decode.
+        let mut pending: Vec<(usize, Range<usize>)> = Vec::new();
+        for (index, (samples, _)) in requests.iter().enumerate() {
+            if results[index].is_err() {
+                continue;
+            }
+            match speech_windows(vad, samples) {
+                Ok(windows) => pending.extend(windows.into_iter().map(|w| (index, w))),
+                Err(error) => results[index] = Err(error),
             }
         }
-        let text = segments
-            .iter()
-            .map(|s| s.text.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        Ok(Transcript {
-            text,
-            segments,
-            duration: samples.len() as f32 / SAMPLE_RATE as f32,
-        })
+        while let Some((first, _)) = pending.first() {
+            let options = requests[*first].1;
+            let (group, rest): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|(index, _)| requests[*index].1 == options);
+            pending = rest;
+            for batch in group.chunks(WINDOW_BATCH) {
+                let audio: Vec<&[f32]> = batch
+                    .iter()
+                    .map(|(index, window)| &requests[*index].0[window.clone()])
+                    .collect();
+                match self.transcribe_windows(&audio, options) {
+                    Ok(texts) => {
+                        for ((index, window), text) in batch.iter().zip(texts) {
+                            let offset = window.start as f32 / SAMPLE_RATE as f32;
+                            if let Ok(segments) = &mut results[*index] {
+                                segments.extend(text.segments.into_iter().map(|s| Segment {
+                                    start: s.start + offset,
+                                    end: s.end + offset,
+                                    text: s.text,
+                                }));
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        for (index, _) in batch {
+                            results[*index] = Err(error.clone());
+                        }
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .zip(requests)
+            .map(|(result, (samples, _))| {
+                let mut segments = result?;
+                segments.sort_by(|a, b| a.start.total_cmp(&b.start));
+                let text = segments
+                    .iter()
+                    .map(|s| s.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Ok(Transcript {
+                    text,
+                    segments,
+                    duration: samples.len() as f32 / SAMPLE_RATE as f32,
+                })
+            })
+            .collect()
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -227,13 +275,7 @@ impl Whisper {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(language) = &options.language
-            && language != "en"
-        {
-            return Err(EngineError::InvalidInput(format!(
-                "language `{language}` is not supported by the English-only model"
-            )));
-        }
+        check(options)?;
         let cross = self.encode(windows)?;
         let mut prompt = vec![self.tokenizer.sot];
         if !options.timestamps {
@@ -368,7 +410,6 @@ impl Whisper {
         options: &Options,
     ) -> EngineResult<Vec<(Row, f32)>> {
         let windows = search.windows();
-        let vocab = self.tokenizer.vocab_size();
         let mut past: Vec<DynValue> = Vec::with_capacity(2 * self.layers);
         for _ in 0..2 * self.layers {
             let empty = Tensor::<f32>::from_array((
@@ -386,21 +427,14 @@ impl Whisper {
         let mut first = true;
         loop {
             let rows = tokens.len() / steps;
-            let (logits, present) = self.step(&tokens, rows, steps, past, &cross)?;
+            let (sot_rows, mut last_rows, present) =
+                self.step(&tokens, rows, steps, first, past, &cross)?;
             past = present;
-            if first {
-                // The start-of-transcript position predicts "no speech".
-                for (row, probability) in no_speech.iter_mut().enumerate() {
-                    let base = row * steps * vocab;
-                    let mut sot = logits[base..base + vocab].to_vec();
-                    rules::log_softmax(&mut sot);
-                    *probability = sot[self.tokenizer.no_speech as usize].exp();
-                }
+            // The start-of-transcript position predicts "no speech".
+            for (probability, mut sot) in no_speech.iter_mut().zip(sot_rows) {
+                rules::log_softmax(&mut sot);
+                *probability = sot[self.tokenizer.no_speech as usize].exp();
             }
-            let mut last_rows: Vec<Vec<f32>> = logits
-                .chunks_exact(steps * vocab)
-                .map(|row| row[(steps - 1) * vocab..].to_vec())
-                .collect();
             first = false;
             for (row, logits) in last_rows.iter_mut().enumerate() {
                 rules::apply(
@@ -435,15 +469,18 @@ impl Whisper {
         Ok(search.finish().into_iter().zip(no_speech).collect())
     }
 
-    /// One decoder run: logits `[rows, steps, vocab]` flattened, and the new KV cache.
+    /// One decoder run: each row's logits at its first position (when `first`) and at
+    /// its last position, and the new KV cache.
+    #[allow(clippy::type_complexity)]
     fn step(
         &self,
         tokens: &[i64],
         rows: usize,
         steps: usize,
+        first: bool,
         past: Vec<DynValue>,
         cross: &[DynValue],
-    ) -> EngineResult<(Vec<f32>, Vec<DynValue>)> {
+    ) -> EngineResult<(Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<DynValue>)> {
         let mut inputs: Vec<(String, SessionInputValue<'_>)> =
             Vec::with_capacity(1 + 2 * past.len());
         inputs.push((
@@ -461,7 +498,15 @@ impl Whisper {
         let mut session = lock(&self.decoder)?;
         let mut outputs = session.run(inputs)?;
         let (_, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
-        let logits = logits.to_vec();
+        let vocab = self.tokenizer.vocab_size();
+        let row_logits = |position: usize| -> Vec<Vec<f32>> {
+            logits
+                .chunks_exact(steps * vocab)
+                .map(|row| row[position * vocab..(position + 1) * vocab].to_vec())
+                .collect()
+        };
+        let sot_rows = if first { row_logits(0) } else { Vec::new() };
+        let last_rows = row_logits(steps - 1);
         let mut present = Vec::with_capacity(2 * self.layers);
         for layer in 0..self.layers {
             for kind in ["k", "v"] {
@@ -471,8 +516,31 @@ impl Whisper {
                 })?);
             }
         }
-        Ok((logits, present))
+        Ok((sot_rows, last_rows, present))
     }
+}
+
+/// Options this model can honour.
+fn check(options: &Options) -> EngineResult<()> {
+    match &options.language {
+        Some(language) if language != "en" => Err(EngineError::InvalidInput(format!(
+            "language `{language}` is not supported by the English-only model"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The windows (sample ranges) of a recording's speech.
+fn speech_windows(vad: &SileroVad, samples: &[f32]) -> EngineResult<Vec<Range<usize>>> {
+    let probabilities = vad.probabilities(samples)?;
+    let speech = segments::segments(
+        &probabilities,
+        silero::FRAME,
+        SAMPLE_RATE,
+        samples.len(),
+        &SPEECH,
+    );
+    Ok(chunks::plan(&speech, mel::WINDOW_SAMPLES))
 }
 
 fn lock(session: &Mutex<Session>) -> EngineResult<std::sync::MutexGuard<'_, Session>> {

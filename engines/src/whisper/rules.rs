@@ -70,22 +70,17 @@ pub fn apply(
         block(0..ts);
         block(ts + MAX_INITIAL_TIMESTAMP as usize + 1..vocab);
     }
-    // If the timestamps together are likelier than the best text token, take one.
-    let (text_max, ts_logsumexp) = {
-        let max_all = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let norm = log_sum_exp(logits, max_all);
-        let text_max = logits[..ts]
-            .iter()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max)
-            - norm;
-        let ts_max = logits[ts..]
-            .iter()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max);
-        (text_max, log_sum_exp(&logits[ts..], ts_max) - norm)
-    };
-    if ts_logsumexp > text_max {
+    // If the timestamps together are likelier than the best text token, take one (the
+    // softmax normaliser is common to both sides, so raw logits compare the same).
+    let text_max = logits[..ts]
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let ts_max = logits[ts..]
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    if log_sum_exp(&logits[ts..], ts_max) > text_max {
         for value in &mut logits[..ts] {
             *value = f32::NEG_INFINITY;
         }
