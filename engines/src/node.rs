@@ -11,11 +11,18 @@ use crate::embedder::{self, SpeakerEmbedder};
 use crate::error::{EngineError, EngineResult};
 use crate::models::ModelDir;
 use crate::runtime::{Device, Runtime, RuntimeConfig};
+use crate::piper::{self, PiperVoice};
 use crate::silero::{self, SileroVad};
+use crate::whisper::{self, Whisper};
 
 /// Declared memory need of each engine in MB (the `memory_mb` of `models/manifest.toml`;
 /// a test keeps them equal).
-pub const MEMORY_MB: &[(&str, u64)] = &[(silero::ENGINE_ID, 16), (embedder::ENGINE_ID, 64)];
+pub const MEMORY_MB: &[(&str, u64)] = &[
+    (silero::ENGINE_ID, 16),
+    (whisper::ENGINE_ID, 300),
+    (piper::ENGINE_ID, 250),
+    (embedder::ENGINE_ID, 64),
+];
 
 pub fn memory_mb(id: &str) -> u64 {
     MEMORY_MB
@@ -77,8 +84,43 @@ pub struct NodeInfo {
 
 pub struct Node {
     pub vad: Option<SileroVad>,
+    pub whisper: Option<Whisper>,
+    pub tts: Option<PiperVoice>,
     pub embedder: Option<SpeakerEmbedder>,
     info: NodeInfo,
+}
+
+/// Loads engines one by one, keeping what loaded and why the others failed.
+struct Loader<'a> {
+    runtime: &'a Runtime,
+    models: ModelDir,
+    available_mb: u64,
+    loaded: Vec<String>,
+    failures: Vec<EngineFailure>,
+}
+
+impl Loader<'_> {
+    fn load<T>(
+        &mut self,
+        id: &str,
+        load: impl FnOnce(&Runtime, &ModelDir) -> EngineResult<T>,
+    ) -> Option<T> {
+        let result = admit(id, memory_mb(id), self.available_mb)
+            .and_then(|()| load(self.runtime, &self.models));
+        match result {
+            Ok(engine) => {
+                self.loaded.push(id.to_owned());
+                Some(engine)
+            }
+            Err(error) => {
+                self.failures.push(EngineFailure {
+                    engine: id.to_owned(),
+                    error: error.to_string(),
+                });
+                None
+            }
+        }
+    }
 }
 
 impl Node {
@@ -86,13 +128,6 @@ impl Node {
     /// blocking thread.
     pub fn load(config: &NodeConfig) -> Node {
         let models = ModelDir::new(&config.models_dir);
-        let mut failures = Vec::new();
-        let mut fail = |engine: &str, error: EngineError| {
-            failures.push(EngineFailure {
-                engine: engine.to_owned(),
-                error: error.to_string(),
-            })
-        };
         let runtime = models.onnxruntime_library().and_then(|library| {
             Runtime::init(RuntimeConfig {
                 library,
@@ -100,36 +135,30 @@ impl Node {
                 intra_threads: config.intra_threads,
             })
         });
-        let (mut vad, mut embedder) = (None, None);
-        match &runtime {
-            Err(error) => fail("onnxruntime", EngineError::Runtime(error.to_string())),
+        let (mut vad, mut whisper, mut tts, mut embedder) = (None, None, None, None);
+        let (models_loaded, failures) = match &runtime {
+            Err(error) => (
+                Vec::new(),
+                vec![EngineFailure {
+                    engine: "onnxruntime".into(),
+                    error: error.to_string(),
+                }],
+            ),
             Ok(runtime) => {
-                let available = host_available_mb();
-                let loaded = admit(silero::ENGINE_ID, memory_mb(silero::ENGINE_ID), available)
-                    .and_then(|()| SileroVad::load(runtime, &models));
-                match loaded {
-                    Ok(engine) => vad = Some(engine),
-                    Err(error) => fail(silero::ENGINE_ID, error),
-                }
-                let loaded = admit(
-                    embedder::ENGINE_ID,
-                    memory_mb(embedder::ENGINE_ID),
-                    available,
-                )
-                .and_then(|()| SpeakerEmbedder::load(runtime, &models));
-                match loaded {
-                    Ok(engine) => embedder = Some(engine),
-                    Err(error) => fail(embedder::ENGINE_ID, error),
-                }
+                let mut loader = Loader {
+                    runtime,
+                    models,
+                    available_mb: host_available_mb(),
+                    loaded: Vec::new(),
+                    failures: Vec::new(),
+                };
+                vad = loader.load(silero::ENGINE_ID, SileroVad::load);
+                whisper = loader.load(whisper::ENGINE_ID, Whisper::load);
+                tts = loader.load(piper::ENGINE_ID, PiperVoice::load);
+                embedder = loader.load(embedder::ENGINE_ID, SpeakerEmbedder::load);
+                (loader.loaded, loader.failures)
             }
-        }
-        let mut models_loaded = Vec::new();
-        if vad.is_some() {
-            models_loaded.push(silero::ENGINE_ID.to_owned());
-        }
-        if embedder.is_some() {
-            models_loaded.push(embedder::ENGINE_ID.to_owned());
-        }
+        };
         let memory_mb = models_loaded.iter().map(|id| memory_mb(id)).sum();
         let status = match (models_loaded.is_empty(), failures.is_empty()) {
             (true, _) => "offline",
@@ -142,6 +171,8 @@ impl Node {
         };
         Node {
             vad,
+            whisper,
+            tts,
             embedder,
             info: NodeInfo {
                 node_id: config.node_id.clone(),

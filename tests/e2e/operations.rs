@@ -294,10 +294,16 @@ async fn the_server_is_an_inference_node() {
             .iter()
             .map(|m| m.as_str().unwrap())
             .collect();
-        assert!(
-            loaded.contains(&"audio.vad.silero") && loaded.contains(&"audio.analyze.pyannote"),
-            "{loaded:?}"
+        assert_eq!(
+            loaded,
+            [
+                "audio.vad.silero",
+                "audio.stt.whisper-tiny-en",
+                "audio.tts.piper-joe",
+                "audio.analyze.pyannote"
+            ],
         );
+        assert_eq!(node["memory_mb"], 16 + 300 + 250 + 64);
     }
     let (status, body) = server.get("/health/ready", None).await;
     assert_eq!(status, 200, "{body}");
