@@ -31,6 +31,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The local inference node (`None` when engines are disabled for this process).
     pub node: Option<Arc<engines::node::Node>>,
+    /// ScaiEcho's backends (the node's speech to text, the managed relay).
+    pub scaiecho: crate::scaiecho::ScaiEcho,
     /// The OpenAPI document, rendered once when the router is built.
     pub openapi: OnceLock<String>,
 }
@@ -56,7 +58,15 @@ impl AppState {
             true => Some(Arc::new(load_node(&config.engines).await?)),
             false => None,
         };
+        let scaiecho = crate::scaiecho::ScaiEcho {
+            local: match &node {
+                Some(node) => crate::scaiecho::local::LocalStt::start(node.clone())?,
+                None => None,
+            },
+            relay: crate::scaiecho::relay::Relay::new(&config.relay)?,
+        };
         Ok(Arc::new(AppState {
+            scaiecho,
             config,
             db,
             store: Arc::new(store),
@@ -116,6 +126,27 @@ fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     Ok(secret)
 }
 
+/// An error answer to a request with a body (refused for auth, size or format before the
+/// body was read) closes the connection: the unread rest of the body would otherwise be
+/// taken for the next request, and clients reusing the connection would fail.
+async fn close_after_refused_body(request: Request, next: Next) -> Response {
+    use axum::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+    let headers = request.headers();
+    let has_body = headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|length| length > 0);
+    let mut response = next.run(request).await;
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response
+            .headers_mut()
+            .insert(CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// Turns a panic inside a handler into an `INTERNAL_ERROR` response for that request
 /// only; the server and every other request carry on.
 async fn catch_panic(request: Request, next: Next) -> Response {
@@ -156,6 +187,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.config.limits.max_json_body_bytes,
         ))
         .layer(middleware::from_fn(catch_panic))
+        .layer(middleware::from_fn(close_after_refused_body))
         .layer(middleware::from_fn(telemetry::middleware))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
@@ -179,6 +211,7 @@ mod tests {
             .route("/boom", get(boom))
             .route("/ok", get(|| async { "fine" }))
             .layer(middleware::from_fn(catch_panic))
+            .layer(middleware::from_fn(close_after_refused_body))
             .layer(middleware::from_fn(request_id::middleware))
     }
 

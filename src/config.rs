@@ -83,6 +83,17 @@ pub struct Overrides {
     /// Where `models/fetch` installed ONNX Runtime and the models.
     #[arg(long, env = "SCAIGRID_MODELS_DIR", global = true)]
     pub models_dir: Option<PathBuf>,
+    /// ScaiEcho backend B: base URL of the managed OpenAI-compatible relay.
+    #[arg(long, env = "SCAIGRID_SCAIECHO_RELAY_URL", global = true)]
+    pub scaiecho_relay_url: Option<String>,
+    /// ScaiEcho backend B: the relay's API key.
+    #[arg(
+        long,
+        env = "SCAIGRID_SCAIECHO_RELAY_API_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub scaiecho_relay_api_key: Option<Secret>,
 }
 
 /// The TOML file's shape; every field optional so the file may say as little as it likes.
@@ -103,6 +114,19 @@ pub struct FileConfig {
     pub limits: FileLimits,
     #[serde(default)]
     pub engines: FileEngines,
+    #[serde(default)]
+    pub scaiecho: FileScaiecho,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileScaiecho {
+    /// Backend B: base URL of an OpenAI-compatible speech-to-text API.
+    pub relay_url: Option<String>,
+    pub relay_api_key: Option<Secret>,
+    /// The upstream model name (default `whisper-1`).
+    pub relay_model: Option<String>,
+    pub relay_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +201,15 @@ pub struct LimitsConfig {
     pub max_upload_bytes: usize,
 }
 
+/// ScaiEcho's backend B (both URL and key are needed for it to be usable).
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub url: Option<String>,
+    pub api_key: Option<Secret>,
+    pub model: String,
+    pub timeout_seconds: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct EnginesConfig {
     pub enabled: bool,
@@ -211,6 +244,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub engines: EnginesConfig,
+    pub relay: RelayConfig,
 }
 
 /// Module ids this build knows; `default_modules` may name only these.
@@ -330,6 +364,27 @@ impl Config {
                 .or_else(|| std::env::var("HOSTNAME").ok())
                 .unwrap_or_else(|| "local".to_owned()),
         };
+        let relay = RelayConfig {
+            url: overrides.scaiecho_relay_url.or(file.scaiecho.relay_url),
+            api_key: overrides
+                .scaiecho_relay_api_key
+                .or(file.scaiecho.relay_api_key),
+            model: file
+                .scaiecho
+                .relay_model
+                .unwrap_or_else(|| "whisper-1".to_owned()),
+            timeout_seconds: positive(
+                "scaiecho.relay_timeout_seconds",
+                file.scaiecho.relay_timeout_seconds.unwrap_or(120),
+            )?,
+        };
+        if let Some(url) = &relay.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!(
+                "scaiecho.relay_url (SCAIGRID_SCAIECHO_RELAY_URL): `{url}` is not an http(s) URL"
+            );
+        }
         Ok(Config {
             bind,
             data_dir,
@@ -342,6 +397,7 @@ impl Config {
             auth,
             limits,
             engines,
+            relay,
         })
     }
 }

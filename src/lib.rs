@@ -25,6 +25,7 @@ pub mod http;
 pub mod model;
 pub mod rbac;
 pub mod request_id;
+pub mod scaiecho;
 pub mod server;
 pub mod services;
 pub mod store;

@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::embedder::{self, SpeakerEmbedder};
 use crate::error::{EngineError, EngineResult};
 use crate::models::ModelDir;
-use crate::runtime::{Device, Runtime, RuntimeConfig};
 use crate::piper::{self, PiperVoice};
+use crate::runtime::{Device, Runtime, RuntimeConfig};
 use crate::silero::{self, SileroVad};
 use crate::whisper::{self, Whisper};
 

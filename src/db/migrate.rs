@@ -11,11 +11,14 @@ use sqlx::Row;
 use super::{Db, now_ms};
 
 /// (version, name, SQL) in ascending version order. Append; never edit a shipped one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("migrations/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("migrations/0001_foundation.sql"),
+    ),
+    (2, "scaiecho", include_str!("migrations/0002_scaiecho.sql")),
+];
 
 /// Applies every migration not yet recorded. Returns how many ran.
 pub async fn run(db: &Db) -> anyhow::Result<usize> {

@@ -12,7 +12,9 @@ pub mod migrate;
 pub mod modules;
 pub mod refresh_tokens;
 pub mod roles;
+pub mod scaiecho;
 pub mod tenants;
+pub mod usage;
 pub mod users;
 
 use std::path::PathBuf;

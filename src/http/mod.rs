@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod health;
 mod nodes;
+mod scaiecho;
 
 use std::sync::Arc;
 
@@ -65,4 +66,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::disable_module))
         .routes(routes!(nodes::infra_nodes))
         .routes(routes!(nodes::admin_nodes))
+        .routes(routes!(scaiecho::transcribe))
+        .routes(routes!(scaiecho::openai_transcriptions))
+        .routes(routes!(scaiecho::get_policy, scaiecho::patch_policy))
 }

@@ -4,5 +4,6 @@
 mod auth;
 mod envelope;
 mod operations;
+mod scaiecho;
 mod support;
 mod tenancy;

@@ -1,0 +1,182 @@
+//! Transcription output formats (pure): the JSON body, plain text, SubRip and WebVTT.
+
+use std::fmt::Write;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// `response_format` of `POST /transcribe` and the OpenAI alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    Json,
+    /// OpenAI's `verbose_json`: the JSON body with segments (ours always has them).
+    VerboseJson,
+    Text,
+    Srt,
+    Vtt,
+}
+
+impl FromStr for ResponseFormat {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(match value {
+            "json" => ResponseFormat::Json,
+            "verbose_json" => ResponseFormat::VerboseJson,
+            "text" => ResponseFormat::Text,
+            "srt" => ResponseFormat::Srt,
+            "vtt" => ResponseFormat::Vtt,
+            other => {
+                return Err(format!(
+                    "unknown response_format `{other}` (json, verbose_json, text, srt, vtt)"
+                ));
+            }
+        })
+    }
+}
+
+impl ResponseFormat {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ResponseFormat::Json | ResponseFormat::VerboseJson => "application/json",
+            ResponseFormat::Text => "text/plain; charset=utf-8",
+            ResponseFormat::Srt => "application/x-subrip; charset=utf-8",
+            ResponseFormat::Vtt => "text/vtt; charset=utf-8",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SegmentOut {
+    pub id: usize,
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speaker_label: Option<String>,
+}
+
+/// A finished transcription as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Transcription {
+    pub text: String,
+    pub language: String,
+    /// Seconds of audio.
+    pub duration: f64,
+    pub segments: Vec<SegmentOut>,
+    /// Which backend produced it (`A` local node, `B` managed relay).
+    pub backend: String,
+}
+
+/// `HH:MM:SS<sep>mmm`.
+fn clock(seconds: f64, separator: char) -> String {
+    let millis = (seconds.max(0.0) * 1000.0).round() as u64;
+    format!(
+        "{:02}:{:02}:{:02}{separator}{:03}",
+        millis / 3_600_000,
+        millis / 60_000 % 60,
+        millis / 1000 % 60,
+        millis % 1000
+    )
+}
+
+fn cue_text(segment: &SegmentOut) -> String {
+    match &segment.speaker_label {
+        Some(label) => format!("[{label}] {}", segment.text),
+        None => segment.text.clone(),
+    }
+}
+
+pub fn srt(transcription: &Transcription) -> String {
+    let mut out = String::new();
+    for (index, segment) in transcription.segments.iter().enumerate() {
+        let _ = write!(
+            out,
+            "{}\n{} --> {}\n{}\n\n",
+            index + 1,
+            clock(segment.start, ','),
+            clock(segment.end, ','),
+            cue_text(segment)
+        );
+    }
+    out
+}
+
+pub fn vtt(transcription: &Transcription) -> String {
+    let mut out = String::from("WEBVTT\n\n");
+    for segment in &transcription.segments {
+        let _ = write!(
+            out,
+            "{} --> {}\n{}\n\n",
+            clock(segment.start, '.'),
+            clock(segment.end, '.'),
+            cue_text(segment)
+        );
+    }
+    out
+}
+
+/// The body in the requested format (JSON formats serialise `transcription`).
+pub fn render(transcription: &Transcription, format: ResponseFormat) -> String {
+    match format {
+        ResponseFormat::Json | ResponseFormat::VerboseJson => {
+            serde_json::to_string(transcription).unwrap_or_default()
+        }
+        ResponseFormat::Text => format!("{}\n", transcription.text),
+        ResponseFormat::Srt => srt(transcription),
+        ResponseFormat::Vtt => vtt(transcription),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Transcription {
+        Transcription {
+            text: "Hello there. General Kenobi.".into(),
+            language: "en".into(),
+            duration: 3725.5,
+            backend: "A".into(),
+            segments: vec![
+                SegmentOut {
+                    id: 0,
+                    start: 0.0,
+                    end: 1.5,
+                    text: "Hello there.".into(),
+                    speaker_label: None,
+                },
+                SegmentOut {
+                    id: 1,
+                    start: 3723.25,
+                    end: 3725.5,
+                    text: "General Kenobi.".into(),
+                    speaker_label: Some("spk_1".into()),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn subrip_and_webvtt_cues() {
+        assert_eq!(
+            srt(&sample()),
+            "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n\
+             2\n01:02:03,250 --> 01:02:05,500\n[spk_1] General Kenobi.\n\n"
+        );
+        assert_eq!(
+            vtt(&sample()),
+            "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello there.\n\n\
+             01:02:03.250 --> 01:02:05.500\n[spk_1] General Kenobi.\n\n"
+        );
+        assert_eq!(
+            render(&sample(), ResponseFormat::Text),
+            "Hello there. General Kenobi.\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&sample(), ResponseFormat::Json)).unwrap();
+        assert_eq!(json["segments"][1]["speaker_label"], "spk_1");
+        assert!(json["segments"][0].get("speaker_label").is_none());
+        assert!("xml".parse::<ResponseFormat>().is_err());
+    }
+}

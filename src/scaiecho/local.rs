@@ -1,0 +1,108 @@
+//! Backend A: the local inference node. Speech to text goes through a dispatcher (one
+//! inference thread, a bounded queue, concurrent requests' windows batched in one
+//! decoder run); a full queue is `SERVICE_UNAVAILABLE` with `Retry-After`.
+
+use std::sync::Arc;
+
+use engines::batcher::Batcher;
+use engines::diarize::{DiarizeParams, Turn};
+use engines::node::Node;
+use engines::whisper::{Options, Transcript};
+use engines::{EngineError, EngineResult};
+
+/// Recordings waiting for the speech-to-text thread at most.
+const QUEUE: usize = 64;
+/// Recordings decoded together at most.
+const MAX_BATCH: usize = 8;
+
+type Request = (Vec<f32>, Options);
+
+pub struct LocalStt {
+    node: Arc<Node>,
+    batcher: Batcher<Request, Transcript>,
+}
+
+impl LocalStt {
+    /// `None` when the node lacks Whisper or the VAD.
+    pub fn start(node: Arc<Node>) -> EngineResult<Option<LocalStt>> {
+        if node.whisper.is_none() || node.vad.is_none() {
+            return Ok(None);
+        }
+        let worker_node = node.clone();
+        let run = move |requests: Vec<Request>| -> Vec<EngineResult<Transcript>> {
+            let (Some(whisper), Some(vad)) = (&worker_node.whisper, &worker_node.vad) else {
+                let missing = EngineError::Inference("speech to text not loaded".into());
+                return requests.iter().map(|_| Err(missing.clone())).collect();
+            };
+            let refs: Vec<(&[f32], &Options)> =
+                requests.iter().map(|(s, o)| (s.as_slice(), o)).collect();
+            whisper.transcribe_many(vad, &refs)
+        };
+        let batcher = Batcher::spawn("stt", 1, QUEUE, MAX_BATCH, Arc::new(run))?;
+        Ok(Some(LocalStt { node, batcher }))
+    }
+
+    pub async fn transcribe(
+        &self,
+        samples: Vec<f32>,
+        options: Options,
+    ) -> EngineResult<Transcript> {
+        self.batcher.submit((samples, options)).await
+    }
+
+    /// Whether diarization can run (the speaker embedder is loaded).
+    pub fn can_diarize(&self) -> bool {
+        self.node.embedder.is_some()
+    }
+
+    /// Who spoke when; `enrolled` profiles give their labels.
+    pub async fn diarize(
+        &self,
+        samples: Arc<Vec<f32>>,
+        enrolled: Vec<(String, Vec<f32>)>,
+    ) -> EngineResult<Vec<Turn>> {
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || {
+            let (Some(vad), Some(embedder)) = (&node.vad, &node.embedder) else {
+                return Err(EngineError::Inference("diarization not loaded".into()));
+            };
+            engines::diarize::diarize(
+                &samples,
+                vad,
+                embedder,
+                &enrolled,
+                &DiarizeParams::default(),
+            )
+        })
+        .await
+        .map_err(|e| EngineError::Inference(format!("diarization task: {e}")))?
+    }
+}
+
+/// The label of the turn overlapping `[start, end)` the most, if any does.
+pub fn speaker_for(turns: &[Turn], start: f32, end: f32) -> Option<String> {
+    turns
+        .iter()
+        .map(|turn| (turn.end.min(end) - turn.start.max(start), turn))
+        .filter(|(overlap, _)| *overlap > 0.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, turn)| turn.label.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_takes_the_speaker_it_overlaps_most() {
+        let turn = |start, end, label: &str| Turn {
+            start,
+            end,
+            label: label.into(),
+        };
+        let turns = [turn(0.0, 2.0, "spk_0"), turn(2.0, 5.0, "alice")];
+        assert_eq!(speaker_for(&turns, 1.5, 4.0).as_deref(), Some("alice"));
+        assert_eq!(speaker_for(&turns, 0.0, 2.5).as_deref(), Some("spk_0"));
+        assert_eq!(speaker_for(&turns, 6.0, 7.0), None);
+    }
+}

@@ -1,0 +1,264 @@
+//! ScaiEcho, speech to text: options, backend resolution, decoding, the local node or
+//! the managed relay, diarization, usage, output formats. Handlers in `http::scaiecho`
+//! stay thin; everything a request does is here.
+//!
+//! - [`upload`]: reading multipart or raw audio bodies against the upload limit.
+//! - [`policy`]: tenant policy and the backend resolver.
+//! - [`local`]: backend A (the node's Whisper behind a batching dispatcher).
+//! - [`relay`]: backend B (an OpenAI-compatible upstream).
+//! - [`format`]: json, text, srt, vtt.
+
+pub mod format;
+pub mod local;
+pub mod policy;
+pub mod relay;
+pub mod upload;
+
+use std::sync::Arc;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::db::usage::{self, UsageEvent};
+use crate::error::{ApiError, ApiResult};
+use crate::services::modules::require_enabled;
+use format::{ResponseFormat, SegmentOut, Transcription};
+use policy::{Backend, Policy, Preference, Usable};
+use upload::Upload;
+
+pub const MODULE: &str = "scaiecho";
+
+/// The backends this process can use.
+pub struct ScaiEcho {
+    pub local: Option<local::LocalStt>,
+    pub relay: Option<relay::Relay>,
+}
+
+impl ScaiEcho {
+    pub fn usable(&self) -> Usable {
+        Usable {
+            a: self.local.is_some(),
+            b: self.relay.is_some(),
+        }
+    }
+}
+
+/// Segment timestamps (Whisper's timestamp tokens) or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timestamps {
+    Segment,
+    None,
+}
+
+/// The options of one transcription request, validated.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub language: Option<String>,
+    pub diarize: bool,
+    pub timestamps: Timestamps,
+    pub response_format: ResponseFormat,
+    pub backend_preference: Option<Preference>,
+    pub run_async: bool,
+}
+
+fn flag(upload: &Upload, name: &str) -> ApiResult<bool> {
+    match upload.field(name) {
+        None => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some("false" | "0" | "no") => Ok(false),
+        Some(other) => Err(ApiError::invalid(format!(
+            "`{name}` must be true or false, not `{other}`"
+        ))
+        .with_field("field", name)),
+    }
+}
+
+impl Options {
+    pub fn from_upload(upload: &Upload) -> ApiResult<Options> {
+        let timestamps = match upload.field("timestamps") {
+            None | Some("segment") | Some("true") => Timestamps::Segment,
+            Some("none") | Some("false") => Timestamps::None,
+            Some("word") => {
+                return Err(ApiError::invalid(
+                    "word timestamps are not available yet; use `segment`",
+                )
+                .with_field("field", "timestamps"));
+            }
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "timestamps `{other}` is not `segment`, `word` or `none`"
+                ))
+                .with_field("field", "timestamps"));
+            }
+        };
+        let response_format = upload
+            .field("response_format")
+            .unwrap_or("json")
+            .parse::<ResponseFormat>()
+            .map_err(|e| ApiError::invalid(e).with_field("field", "response_format"))?;
+        let language = upload.field("language").map(str::to_ascii_lowercase);
+        if let Some(language) = &language
+            && !(2..=3).contains(&language.len())
+        {
+            return Err(
+                ApiError::invalid(format!("language `{language}` is not a language code"))
+                    .with_field("field", "language"),
+            );
+        }
+        Ok(Options {
+            language,
+            diarize: flag(upload, "diarize")?,
+            timestamps,
+            response_format,
+            backend_preference: upload
+                .field("backend_preference")
+                .map(Preference::parse)
+                .transpose()?,
+            run_async: flag(upload, "async")?,
+        })
+    }
+}
+
+/// The tenant's policy (defaults until it is patched).
+pub async fn policy(state: &AppState, tenant_id: &str) -> ApiResult<Policy> {
+    let mut conn = state.db.pool.acquire().await?;
+    Ok(crate::db::scaiecho::get_policy(&mut conn, tenant_id)
+        .await?
+        .unwrap_or_default())
+}
+
+/// Checks that come before any work: module, permissions.
+pub fn authorize(principal: &Principal, options: &Options) -> ApiResult<()> {
+    require_enabled(principal, MODULE)?;
+    principal.require("scaiecho:transcribe")?;
+    if options.diarize {
+        principal.require("scaiecho:diarize")?;
+    }
+    Ok(())
+}
+
+/// Decodes any supported input to 16 kHz mono (on a blocking thread).
+pub async fn decode_16k(state: &AppState, upload: &Upload) -> ApiResult<Vec<f32>> {
+    let options = media::DecodeOptions {
+        limits: media::Limits {
+            max_bytes: state.config.limits.max_upload_bytes as u64,
+            ..media::Limits::default()
+        },
+        raw_pcm: upload::raw_pcm(upload.media_type.as_deref()),
+    };
+    let bytes = upload.audio.clone();
+    tokio::task::spawn_blocking(move || -> Result<Vec<f32>, media::MediaError> {
+        let audio = media::decode(&bytes, &options)?;
+        media::resample::to_mono(&audio, 16_000)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::from)
+}
+
+/// Runs a transcription on the resolved backend, records usage.
+pub async fn transcribe(
+    state: &AppState,
+    principal: &Principal,
+    samples: Vec<f32>,
+    options: &Options,
+    backend: Backend,
+) -> ApiResult<Transcription> {
+    let echo = &state.scaiecho;
+    let duration = samples.len() as f64 / 16_000.0;
+    let language = options.language.clone().unwrap_or_else(|| "en".to_owned());
+    let segments = match (backend, &echo.local, &echo.relay) {
+        (Backend::A, Some(local), _) => {
+            let samples = Arc::new(samples);
+            let stt_options = engines::whisper::Options {
+                beam_size: 1,
+                timestamps: options.timestamps == Timestamps::Segment,
+                language: options.language.clone(),
+            };
+            let transcript = local.transcribe(samples.to_vec(), stt_options);
+            let turns = async {
+                match options.diarize && local.can_diarize() {
+                    true => local.diarize(samples.clone(), Vec::new()).await.map(Some),
+                    false => Ok(None),
+                }
+            };
+            let (transcript, turns) = tokio::join!(transcript, turns);
+            let (transcript, turns) = (transcript?, turns?);
+            transcript
+                .segments
+                .into_iter()
+                .enumerate()
+                .map(|(id, s)| SegmentOut {
+                    id,
+                    start: round_ms(s.start.into()),
+                    end: round_ms(s.end.into()),
+                    speaker_label: turns
+                        .as_ref()
+                        .and_then(|t| local::speaker_for(t, s.start, s.end)),
+                    text: s.text,
+                })
+                .collect::<Vec<_>>()
+        }
+        (Backend::B, _, Some(relay)) => {
+            let wav = media::encode::wav_s16(&samples, 16_000, 1);
+            let result = relay.transcribe(wav, options.language.as_deref()).await?;
+            let mut segments: Vec<SegmentOut> = result
+                .segments
+                .into_iter()
+                .enumerate()
+                .map(|(id, (start, end, text))| SegmentOut {
+                    id,
+                    start,
+                    end,
+                    text,
+                    speaker_label: None,
+                })
+                .collect();
+            if segments.is_empty() && !result.text.is_empty() {
+                segments.push(SegmentOut {
+                    id: 0,
+                    start: 0.0,
+                    end: round_ms(duration),
+                    text: result.text.clone(),
+                    speaker_label: None,
+                });
+            }
+            segments
+        }
+        _ => {
+            return Err(ApiError::new(
+                crate::error::ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE,
+                format!("backend {} is not usable", backend.as_str()),
+            ));
+        }
+    };
+    let text = segments
+        .iter()
+        .map(|s| s.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let request_id = crate::request_id::current();
+    let mut conn = state.db.pool.acquire().await?;
+    usage::record(
+        &mut conn,
+        &UsageEvent {
+            tenant_id: &principal.tenant_id,
+            subject: principal.subject_id(),
+            module: MODULE,
+            metric: "audio_seconds",
+            quantity: duration,
+            request_id: request_id.as_deref(),
+        },
+    )
+    .await?;
+    Ok(Transcription {
+        text,
+        language,
+        duration: round_ms(duration),
+        segments,
+        backend: backend.as_str().to_owned(),
+    })
+}
+
+fn round_ms(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,101 @@
+//! Backend B: the managed relay, an OpenAI-compatible `/v1/audio/transcriptions`
+//! upstream (URL and key from config). Audio goes up as 16 kHz mono WAV whatever the
+//! client sent, so any upstream of that API accepts it. The relay has no diarization.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::RelayConfig;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+
+pub struct Relay {
+    client: reqwest::Client,
+    config: RelayConfig,
+}
+
+/// What the upstream said: text and segments (seconds from the start).
+pub struct RelayResult {
+    pub text: String,
+    pub language: Option<String>,
+    pub segments: Vec<(f64, f64, String)>,
+}
+
+#[derive(Deserialize)]
+struct Verbose {
+    text: String,
+    language: Option<String>,
+    #[serde(default)]
+    segments: Vec<VerboseSegment>,
+}
+
+#[derive(Deserialize)]
+struct VerboseSegment {
+    start: f64,
+    end: f64,
+    text: String,
+}
+
+fn unavailable(detail: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE,
+        format!("managed relay failed: {detail}"),
+    )
+}
+
+impl Relay {
+    /// `None` unless both the URL and the key are configured.
+    pub fn new(config: &RelayConfig) -> anyhow::Result<Option<Relay>> {
+        if config.url.is_none() || config.api_key.is_none() {
+            return Ok(None);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.timeout_seconds))
+            .user_agent(concat!("scaigrid/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Some(Relay {
+            client,
+            config: config.clone(),
+        }))
+    }
+
+    pub async fn transcribe(&self, wav: Vec<u8>, language: Option<&str>) -> ApiResult<RelayResult> {
+        let (Some(url), Some(key)) = (&self.config.url, &self.config.api_key) else {
+            return Err(unavailable("not configured"));
+        };
+        let file = reqwest::multipart::Part::bytes(wav)
+            .file_name("audio.wav")
+            .mime_str("audio/wav")
+            .map_err(unavailable)?;
+        let mut form = reqwest::multipart::Form::new()
+            .part("file", file)
+            .text("model", self.config.model.clone())
+            .text("response_format", "verbose_json");
+        if let Some(language) = language {
+            form = form.text("language", language.to_owned());
+        }
+        let endpoint = format!("{}/v1/audio/transcriptions", url.trim_end_matches('/'));
+        let response = self
+            .client
+            .post(endpoint)
+            .bearer_auth(key.expose())
+            .multipart(form)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(unavailable(format_args!("upstream answered {status}")));
+        }
+        let body: Verbose = response.json().await.map_err(unavailable)?;
+        Ok(RelayResult {
+            text: body.text.trim().to_owned(),
+            language: body.language,
+            segments: body
+                .segments
+                .into_iter()
+                .map(|s| (s.start, s.end, s.text.trim().to_owned()))
+                .collect(),
+        })
+    }
+}

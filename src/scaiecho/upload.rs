@@ -1,0 +1,125 @@
+//! Reading an audio upload: `multipart/form-data` (the audio in the `file` field, the
+//! options as text fields) or the raw body with its `Content-Type` (options in the
+//! query string). The body is read against the upload limit before anything else.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::header::CONTENT_TYPE;
+
+use crate::error::{ApiError, ApiResult};
+
+pub struct Upload {
+    pub audio: Bytes,
+    /// The declared media type of the audio (the part's or the body's).
+    pub media_type: Option<String>,
+    /// Options: form fields, else query parameters.
+    pub fields: HashMap<String, String>,
+}
+
+impl Upload {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+pub async fn read(request: Request, limit: usize) -> ApiResult<Upload> {
+    let (parts, body) = request.into_parts();
+    let mut fields: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large("upload", limit as u64))?;
+    let Some(boundary) = content_type
+        .as_deref()
+        .filter(|t| t.to_ascii_lowercase().starts_with("multipart/form-data"))
+        .map(multer::parse_boundary)
+    else {
+        if bytes.is_empty() {
+            return Err(
+                ApiError::invalid("the body is empty: send the audio").with_field("field", "file")
+            );
+        }
+        return Ok(Upload {
+            audio: bytes,
+            media_type: content_type,
+            fields,
+        });
+    };
+    let boundary = boundary.map_err(|e| ApiError::invalid(format!("multipart: {e}")))?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut audio = None;
+    let bad = |e: multer::Error| ApiError::invalid(format!("multipart: {e}"));
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "file" || name == "audio" {
+            let media_type = field.content_type().map(|m| m.to_string());
+            audio = Some((field.bytes().await.map_err(bad)?, media_type));
+        } else {
+            let value = field.text().await.map_err(bad)?;
+            fields.insert(name, value);
+        }
+    }
+    let (audio, media_type) = audio.ok_or_else(|| {
+        ApiError::invalid("multipart body has no `file` part").with_field("field", "file")
+    })?;
+    if audio.is_empty() {
+        return Err(ApiError::invalid("the `file` part is empty").with_field("field", "file"));
+    }
+    Ok(Upload {
+        audio,
+        media_type,
+        fields,
+    })
+}
+
+/// Raw PCM needs its shape declared: `audio/pcm;rate=16000;channels=1` (also
+/// `audio/l16`). Other types are recognised from the bytes themselves.
+pub fn raw_pcm(media_type: Option<&str>) -> Option<media::RawPcm> {
+    let media_type = media_type?.to_ascii_lowercase();
+    let mut parts = media_type.split(';').map(str::trim);
+    let essence = parts.next()?;
+    if essence != "audio/pcm" && essence != "audio/l16" {
+        return None;
+    }
+    let mut shape = media::RawPcm {
+        sample_rate: 16_000,
+        channels: 1,
+    };
+    for parameter in parts {
+        match parameter.split_once('=') {
+            Some(("rate", value)) => shape.sample_rate = value.parse().ok()?,
+            Some(("channels", value)) => shape.channels = value.parse().ok()?,
+            _ => {}
+        }
+    }
+    Some(shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_pcm_shapes_come_from_the_media_type() {
+        let shape = raw_pcm(Some("audio/pcm;rate=8000;channels=2")).unwrap();
+        assert_eq!((shape.sample_rate, shape.channels), (8000, 2));
+        assert_eq!(raw_pcm(Some("audio/L16")).unwrap().sample_rate, 16_000);
+        assert!(raw_pcm(Some("audio/wav")).is_none());
+        assert!(raw_pcm(None).is_none());
+        assert!(raw_pcm(Some("audio/pcm;rate=fast")).is_none());
+    }
+}
