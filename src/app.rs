@@ -31,6 +31,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The local inference node (`None` when engines are disabled for this process).
     pub node: Option<Arc<engines::node::Node>>,
+    /// Wakes this process's job workers when a job is queued.
+    pub jobs_wakeup: tokio::sync::Notify,
     /// ScaiEcho's backends (the node's speech to text, the managed relay).
     pub scaiecho: crate::scaiecho::ScaiEcho,
     /// The OpenAPI document, rendered once when the router is built.
@@ -66,6 +68,7 @@ impl AppState {
             relay: crate::scaiecho::relay::Relay::new(&config.relay)?,
         };
         Ok(Arc::new(AppState {
+            jobs_wakeup: tokio::sync::Notify::new(),
             scaiecho,
             config,
             db,

@@ -116,6 +116,15 @@ pub struct FileConfig {
     pub engines: FileEngines,
     #[serde(default)]
     pub scaiecho: FileScaiecho,
+    #[serde(default)]
+    pub jobs: FileJobs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileJobs {
+    /// Job workers inside `serve` (0: only `scaigrid worker` processes run jobs).
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,6 +254,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub engines: EnginesConfig,
     pub relay: RelayConfig,
+    /// Job workers `serve` runs (and `scaigrid worker` runs at least one).
+    pub jobs_workers: usize,
 }
 
 /// Module ids this build knows; `default_modules` may name only these.
@@ -398,6 +409,7 @@ impl Config {
             limits,
             engines,
             relay,
+            jobs_workers: file.jobs.workers.unwrap_or(1),
         })
     }
 }

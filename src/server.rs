@@ -74,6 +74,7 @@ pub async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {bind}: {e}"))?;
     let address = listener.local_addr()?;
+    crate::worker::spawn(&state, state.config.jobs_workers);
     tracing::info!("listening on {address}");
     run(listener, state, shutdown_signal()).await
 }

@@ -8,6 +8,8 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod events;
+pub mod jobs;
 pub mod migrate;
 pub mod modules;
 pub mod refresh_tokens;

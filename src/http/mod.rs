@@ -69,4 +69,6 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(scaiecho::transcribe))
         .routes(routes!(scaiecho::openai_transcriptions))
         .routes(routes!(scaiecho::get_policy, scaiecho::patch_policy))
+        .routes(routes!(scaiecho::list_jobs))
+        .routes(routes!(scaiecho::get_job, scaiecho::delete_job))
 }

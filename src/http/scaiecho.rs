@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -14,6 +15,7 @@ use crate::auth::{Auth, Principal};
 use crate::error::ApiResult;
 use crate::extract::Json;
 use crate::scaiecho::format::{self, ResponseFormat, Transcription};
+use crate::scaiecho::jobs::{self, JobView};
 use crate::scaiecho::policy::{self, Policy, PolicyPatch};
 use crate::scaiecho::{self, MODULE, Options, upload};
 use crate::services::modules::require_enabled;
@@ -21,12 +23,15 @@ use crate::telemetry::BackendId;
 
 type St = State<Arc<AppState>>;
 
-/// Auth, upload, options, policy, decode, transcribe: the shared path of both routes.
-async fn run(
-    state: &AppState,
-    principal: &Principal,
-    request: Request,
-) -> ApiResult<(Transcription, Options)> {
+/// What a transcription request became.
+enum Outcome {
+    Done(Transcription, Options),
+    Queued(JobView),
+}
+
+/// Auth, upload, options, policy, decode, transcribe (or queue): the shared path of both
+/// routes.
+async fn run(state: &AppState, principal: &Principal, request: Request) -> ApiResult<Outcome> {
     // Module and base permission before the body is even read.
     require_enabled(principal, MODULE)?;
     principal.require("scaiecho:transcribe")?;
@@ -35,15 +40,41 @@ async fn run(
     scaiecho::authorize(principal, &options)?;
     let policy = scaiecho::policy(state, &principal.tenant_id).await?;
     let backend = policy::resolve(&policy, options.backend_preference, state.scaiecho.usable())?;
-    let samples = scaiecho::decode_16k(state, &upload).await?;
+    let media_type = upload.media_type.as_deref();
     if options.run_async {
-        return Err(crate::error::ApiError::invalid(
-            "async transcription jobs are not available yet",
+        // Decoded by the worker: an undecodable upload ends as a `decode failure` job.
+        let job = jobs::create(
+            state,
+            principal,
+            upload.audio.clone(),
+            media_type,
+            &upload.fields,
+            None,
         )
-        .with_field("field", "async"));
+        .await?;
+        return Ok(Outcome::Queued(job));
     }
-    let transcription = scaiecho::transcribe(state, principal, samples, &options, backend).await?;
-    Ok((transcription, options))
+    let samples = scaiecho::decode_16k(state, upload.audio.clone(), media_type).await?;
+    let seconds = samples.len() as f64 / 16_000.0;
+    if seconds > policy.inline_threshold_seconds {
+        let job = jobs::create(
+            state,
+            principal,
+            upload.audio.clone(),
+            media_type,
+            &upload.fields,
+            Some(seconds),
+        )
+        .await?;
+        return Ok(Outcome::Queued(job));
+    }
+    let owner = scaiecho::Owner::of(principal);
+    let transcription = scaiecho::transcribe(state, owner, samples, &options, backend).await?;
+    Ok(Outcome::Done(transcription, options))
+}
+
+fn accepted(job: JobView) -> Response {
+    (StatusCode::ACCEPTED, Json(job)).into_response()
 }
 
 fn respond(body: String, format: ResponseFormat, backend: &str) -> Response {
@@ -57,13 +88,17 @@ fn respond(body: String, format: ResponseFormat, backend: &str) -> Response {
 /// Transcribes audio sent as multipart (`file` part) or as the raw body with its
 /// `Content-Type`; options as form fields or query parameters.
 #[utoipa::path(post, path = "/v1/modules/scaiecho/transcribe", tag = "scaiecho",
-    responses((status = 200, body = Transcription)), security(("bearer" = [])))]
+    responses((status = 200, body = Transcription), (status = 202, body = JobView)),
+    security(("bearer" = [])))]
 pub async fn transcribe(
     State(state): St,
     Auth(principal): Auth,
     request: Request,
 ) -> ApiResult<Response> {
-    let (transcription, options) = run(&state, &principal, request).await?;
+    let (transcription, options) = match run(&state, &principal, request).await? {
+        Outcome::Done(transcription, options) => (transcription, options),
+        Outcome::Queued(job) => return Ok(accepted(job)),
+    };
     let body = format::render(&transcription, options.response_format);
     Ok(respond(
         body,
@@ -80,7 +115,10 @@ pub async fn openai_transcriptions(
     Auth(principal): Auth,
     request: Request,
 ) -> ApiResult<Response> {
-    let (transcription, options) = run(&state, &principal, request).await?;
+    let (transcription, options) = match run(&state, &principal, request).await? {
+        Outcome::Done(transcription, options) => (transcription, options),
+        Outcome::Queued(job) => return Ok(accepted(job)),
+    };
     let body = match options.response_format {
         ResponseFormat::Json => json!({ "text": transcription.text }).to_string(),
         ResponseFormat::VerboseJson => json!({
@@ -136,4 +174,47 @@ pub async fn patch_policy(
     .await?;
     tx.commit().await?;
     Ok(Json(updated))
+}
+
+/// Job routes need the module and the transcribe permission.
+fn job_access(principal: &Principal) -> ApiResult<()> {
+    require_enabled(principal, MODULE)?;
+    principal.require("scaiecho:transcribe")
+}
+
+/// The tenant's transcription jobs, newest first (at most 100).
+#[utoipa::path(get, path = "/v1/modules/scaiecho/jobs", tag = "scaiecho",
+    responses((status = 200, body = Vec<JobView>)), security(("bearer" = [])))]
+pub async fn list_jobs(
+    State(state): St,
+    Auth(principal): Auth,
+) -> ApiResult<Json<serde_json::Value>> {
+    job_access(&principal)?;
+    let jobs = jobs::list(&state, &principal).await?;
+    Ok(Json(json!({ "object": "list", "data": jobs })))
+}
+
+/// One job; `result` holds the transcription once `succeeded`.
+#[utoipa::path(get, path = "/v1/modules/scaiecho/jobs/{id}", tag = "scaiecho",
+    responses((status = 200, body = JobView)), security(("bearer" = [])))]
+pub async fn get_job(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    job_access(&principal)?;
+    jobs::get(&state, &principal, &id).await.map(Json)
+}
+
+/// Deletes a job and its staged audio (a running job's result is dropped).
+#[utoipa::path(delete, path = "/v1/modules/scaiecho/jobs/{id}", tag = "scaiecho",
+    responses((status = 204)), security(("bearer" = [])))]
+pub async fn delete_job(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    job_access(&principal)?;
+    jobs::delete(&state, &principal, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -7,8 +7,10 @@
 //! - [`local`]: backend A (the node's Whisper behind a batching dispatcher).
 //! - [`relay`]: backend B (an OpenAI-compatible upstream).
 //! - [`format`]: json, text, srt, vtt.
+//! - [`jobs`]: async transcription jobs (staged audio, the job view, processing).
 
 pub mod format;
+pub mod jobs;
 pub mod local;
 pub mod policy;
 pub mod relay;
@@ -60,8 +62,20 @@ pub struct Options {
     pub run_async: bool,
 }
 
-fn flag(upload: &Upload, name: &str) -> ApiResult<bool> {
-    match upload.field(name) {
+/// Option fields (form fields or query parameters), empty values dropped.
+pub struct Fields<'a>(pub &'a std::collections::HashMap<String, String>);
+
+impl Fields<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn flag(fields: &Fields<'_>, name: &str) -> ApiResult<bool> {
+    match fields.get(name) {
         None => Ok(false),
         Some("true" | "1" | "yes") => Ok(true),
         Some("false" | "0" | "no") => Ok(false),
@@ -74,7 +88,11 @@ fn flag(upload: &Upload, name: &str) -> ApiResult<bool> {
 
 impl Options {
     pub fn from_upload(upload: &Upload) -> ApiResult<Options> {
-        let timestamps = match upload.field("timestamps") {
+        Options::from_fields(&Fields(&upload.fields))
+    }
+
+    pub fn from_fields(fields: &Fields<'_>) -> ApiResult<Options> {
+        let timestamps = match fields.get("timestamps") {
             None | Some("segment") | Some("true") => Timestamps::Segment,
             Some("none") | Some("false") => Timestamps::None,
             Some("word") => {
@@ -90,12 +108,12 @@ impl Options {
                 .with_field("field", "timestamps"));
             }
         };
-        let response_format = upload
-            .field("response_format")
+        let response_format = fields
+            .get("response_format")
             .unwrap_or("json")
             .parse::<ResponseFormat>()
             .map_err(|e| ApiError::invalid(e).with_field("field", "response_format"))?;
-        let language = upload.field("language").map(str::to_ascii_lowercase);
+        let language = fields.get("language").map(str::to_ascii_lowercase);
         if let Some(language) = &language
             && !(2..=3).contains(&language.len())
         {
@@ -106,14 +124,14 @@ impl Options {
         }
         Ok(Options {
             language,
-            diarize: flag(upload, "diarize")?,
+            diarize: flag(fields, "diarize")?,
             timestamps,
             response_format,
-            backend_preference: upload
-                .field("backend_preference")
+            backend_preference: fields
+                .get("backend_preference")
                 .map(Preference::parse)
                 .transpose()?,
-            run_async: flag(upload, "async")?,
+            run_async: flag(fields, "async")?,
         })
     }
 }
@@ -137,15 +155,18 @@ pub fn authorize(principal: &Principal, options: &Options) -> ApiResult<()> {
 }
 
 /// Decodes any supported input to 16 kHz mono (on a blocking thread).
-pub async fn decode_16k(state: &AppState, upload: &Upload) -> ApiResult<Vec<f32>> {
+pub async fn decode_16k(
+    state: &AppState,
+    bytes: axum::body::Bytes,
+    media_type: Option<&str>,
+) -> ApiResult<Vec<f32>> {
     let options = media::DecodeOptions {
         limits: media::Limits {
             max_bytes: state.config.limits.max_upload_bytes as u64,
             ..media::Limits::default()
         },
-        raw_pcm: upload::raw_pcm(upload.media_type.as_deref()),
+        raw_pcm: upload::raw_pcm(media_type),
     };
-    let bytes = upload.audio.clone();
     tokio::task::spawn_blocking(move || -> Result<Vec<f32>, media::MediaError> {
         let audio = media::decode(&bytes, &options)?;
         media::resample::to_mono(&audio, 16_000)
@@ -155,10 +176,25 @@ pub async fn decode_16k(state: &AppState, upload: &Upload) -> ApiResult<Vec<f32>
     .map_err(ApiError::from)
 }
 
+/// Whose usage a transcription is.
+pub struct Owner<'a> {
+    pub tenant_id: &'a str,
+    pub subject: &'a str,
+}
+
+impl<'a> Owner<'a> {
+    pub fn of(principal: &'a Principal) -> Owner<'a> {
+        Owner {
+            tenant_id: &principal.tenant_id,
+            subject: principal.subject_id(),
+        }
+    }
+}
+
 /// Runs a transcription on the resolved backend, records usage.
 pub async fn transcribe(
     state: &AppState,
-    principal: &Principal,
+    owner: Owner<'_>,
     samples: Vec<f32>,
     options: &Options,
     backend: Backend,
@@ -241,8 +277,8 @@ pub async fn transcribe(
     usage::record(
         &mut conn,
         &UsageEvent {
-            tenant_id: &principal.tenant_id,
-            subject: principal.subject_id(),
+            tenant_id: owner.tenant_id,
+            subject: owner.subject,
             module: MODULE,
             metric: "audio_seconds",
             quantity: duration,

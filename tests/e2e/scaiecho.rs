@@ -2,6 +2,7 @@
 //! every response format, the OpenAI alias, bad input, permissions, module enablement,
 //! the tenant policy and backend B through a small upstream the test starts.
 
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
@@ -434,4 +435,239 @@ async fn backend_b_down_or_absent_is_a_502_and_a_falls_through() {
     let (status, body) =
         read(post_raw(&server, TRANSCRIBE, ADMIN_KEY, "audio/wav", beckett()).await).await;
     assert_error(status, &body, 502, "SCAIECHO_BACKEND_UNAVAILABLE");
+}
+
+/// Polls a job until it has ended.
+async fn finished_job(server: &Server, token: &str, id: &str) -> serde_json::Value {
+    for _ in 0..300 {
+        let (status, job) = server
+            .get(&format!("/v1/modules/scaiecho/jobs/{id}"), Some(token))
+            .await;
+        assert_eq!(status, 200, "{job}");
+        if job["status"] == "succeeded" || job["status"] == "failed" {
+            return job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("job {id} did not end");
+}
+
+#[tokio::test]
+async fn async_jobs_run_are_listed_isolated_and_deleted() {
+    let server = Server::start().await;
+    let path = format!("{TRANSCRIBE}?async=true&diarize=true");
+    let (status, job) =
+        read(post_raw(&server, &path, ADMIN_KEY, "audio/wav", beckett()).await).await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["object"], "transcription.job");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let job = finished_job(&server, ADMIN_KEY, &id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(
+        says_beckett(job["result"]["text"].as_str().unwrap()),
+        "{job}"
+    );
+    assert!(
+        job["result"]["segments"][0]["speaker_label"].is_string(),
+        "{job}"
+    );
+    assert!((job["audio_seconds"].as_f64().unwrap() - 9.96).abs() < 0.1);
+    let (_, list) = server
+        .get("/v1/modules/scaiecho/jobs", Some(ADMIN_KEY))
+        .await;
+    assert_eq!(list["data"][0]["id"], id.as_str());
+    // Another tenant cannot see or delete it.
+    let tenant = server.tenant("echo-jobs").await;
+    server
+        .post(
+            "/v1/modules/scaiecho/enable",
+            Some(&tenant.admin_key),
+            json!({}),
+        )
+        .await;
+    let (status, body) = server
+        .get(
+            &format!("/v1/modules/scaiecho/jobs/{id}"),
+            Some(&tenant.member_key),
+        )
+        .await;
+    assert_error(status, &body, 404, "NOT_FOUND");
+    let (_, list) = server
+        .get("/v1/modules/scaiecho/jobs", Some(&tenant.member_key))
+        .await;
+    assert_eq!(list["data"], json!([]));
+    let job_path = format!("/v1/modules/scaiecho/jobs/{id}");
+    let (status, _) = server
+        .send(
+            reqwest::Method::DELETE,
+            &job_path,
+            Some(&tenant.member_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .send(reqwest::Method::DELETE, &job_path, Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = server.get(&job_path, Some(ADMIN_KEY)).await;
+    assert_eq!(status, 404);
+    // Undecodable audio sent async fails as a job with the documented reason, and the
+    // failure event is in the outbox for webhooks.
+    let (status, job) = read(
+        post_raw(
+            &server,
+            &path,
+            ADMIN_KEY,
+            "audio/wav",
+            b"not audio at all".to_vec(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let job = finished_job(&server, ADMIN_KEY, job["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (job["status"].as_str(), job["status_reason"].as_str()),
+        (Some("failed"), Some("decode failure")),
+        "{job}"
+    );
+    let outbox = events(&server).await;
+    assert!(
+        outbox.contains(&"transcription.job.completed".to_owned()),
+        "{outbox:?}"
+    );
+    assert!(
+        outbox.contains(&"transcription.job.failed".to_owned()),
+        "{outbox:?}"
+    );
+    // Over the tenant's inline threshold: a job without asking.
+    server
+        .send(
+            reqwest::Method::PATCH,
+            "/v1/modules/scaiecho/tenant-policy",
+            Some(ADMIN_KEY),
+            Some(json!({"inline_threshold_seconds": 5})),
+        )
+        .await;
+    let (status, job) =
+        read(post_raw(&server, TRANSCRIBE, ADMIN_KEY, "audio/wav", beckett()).await).await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(
+        finished_job(&server, ADMIN_KEY, job["id"].as_str().unwrap()).await["status"],
+        "succeeded"
+    );
+}
+
+/// Event names in the server's outbox.
+async fn events(server: &Server) -> Vec<String> {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", server.database_path().display());
+    let mut connection = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::query("SELECT name FROM event_outbox ORDER BY created_at")
+        .fetch_all(&mut connection)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<String, _>("name"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_queued_job_survives_a_restart_and_a_worker_process_runs_it() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    // No in-process workers: the job stays queued.
+    let no_workers = Options {
+        data_dir: Some(data.clone()),
+        config_toml: Some("[jobs]\nworkers = 0\n".into()),
+        ..Options::default()
+    };
+    let server = Server::start_with(no_workers).await;
+    let path = format!("{TRANSCRIBE}?async=true");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, job) =
+            read(post_raw(&server, &path, ADMIN_KEY, "audio/wav", beckett()).await).await;
+        assert_eq!(status, 202, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (_, job) = server
+        .get(
+            &format!("/v1/modules/scaiecho/jobs/{}", ids[0]),
+            Some(ADMIN_KEY),
+        )
+        .await;
+    assert_eq!(job["status"], "queued");
+    drop(server);
+    // A separate `scaigrid worker` process on the same database and objects runs them.
+    let mut worker = Command::new(crate::support::binary())
+        .arg("worker")
+        .env("SCAIGRID_DATA_DIR", &data)
+        .env_remove("SCAIGRID_DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The restarted server (no workers of its own) serves the results.
+    let server = Server::start_with(Options {
+        data_dir: Some(data.clone()),
+        config_toml: Some("[jobs]\nworkers = 0\n".into()),
+        ..Options::default()
+    })
+    .await;
+    for id in &ids {
+        let job = finished_job(&server, ADMIN_KEY, id).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert!(says_beckett(job["result"]["text"].as_str().unwrap()));
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+/// The official OpenAI Python SDK (`scripts/test` installs it into a venv) transcribes
+/// a file against the server unchanged: only `base_url` and the key differ.
+#[tokio::test]
+async fn the_openai_python_sdk_transcribes_a_file() {
+    let python = std::env::var("SCAIGRID_TEST_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/scaigrid/pyenv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    assert!(
+        Path::new(&python).is_file(),
+        "{python} is missing: run scripts/test (it installs the openai SDK into a venv)"
+    );
+    let server = Server::start().await;
+    let script = r#"
+import sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2])
+with open("models/cache/test-audio/beckett.wav", "rb") as audio:
+    result = client.audio.transcriptions.create(model="whisper-1", file=audio)
+print(result.text)
+with open("models/cache/test-audio/beckett.wav", "rb") as audio:
+    srt = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="srt")
+print(srt.splitlines()[1])
+"#;
+    // The server is another process: blocking this test's thread is fine.
+    let output = Command::new(&python)
+        .args(["-c", script, &server.base, ADMIN_KEY])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut lines = stdout.lines();
+    assert!(says_beckett(lines.next().unwrap_or_default()), "{stdout}");
+    assert!(
+        lines.next().unwrap_or_default().contains(" --> "),
+        "{stdout}"
+    );
 }

@@ -41,3 +41,19 @@ CREATE TABLE usage_events (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX usage_events_tenant ON usage_events (tenant_id, created_at);
+
+-- A claimed job is leased; a worker that dies lets its lease run out and another
+-- worker (or the restarted server) claims the job again.
+ALTER TABLE jobs ADD COLUMN lease_until BIGINT;
+
+-- Events for webhooks (outbox: written in the transaction that causes them, delivered
+-- by the gateway's webhook dispatcher).
+CREATE TABLE event_outbox (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    delivered_at BIGINT
+);
+CREATE INDEX event_outbox_pending ON event_outbox (delivered_at, created_at);

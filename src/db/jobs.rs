@@ -1,0 +1,220 @@
+//! Async jobs: the database is the queue (workers claim the oldest queued job with a
+//! lease; an expired lease makes a job claimable again), so jobs survive restarts and
+//! any number of worker processes share them.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::{new_id, now_ms};
+
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub module: String,
+    pub kind: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub subject: String,
+    pub options: String,
+    pub input_key: Option<String>,
+    pub media_type: Option<String>,
+    pub result: Option<String>,
+    pub audio_seconds: Option<f64>,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, tenant_id, module, kind, status, status_reason, subject, options, \
+    input_key, media_type, result, audio_seconds, attempts, created_at, updated_at, \
+    started_at, finished_at";
+
+fn from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
+    Ok(JobRow {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        module: row.try_get("module")?,
+        kind: row.try_get("kind")?,
+        status: row.try_get("status")?,
+        status_reason: row.try_get("status_reason")?,
+        subject: row.try_get("subject")?,
+        options: row.try_get("options")?,
+        input_key: row.try_get("input_key")?,
+        media_type: row.try_get("media_type")?,
+        result: row.try_get("result")?,
+        audio_seconds: row.try_get("audio_seconds")?,
+        attempts: row.try_get("attempts")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub module: &'a str,
+    pub kind: &'a str,
+    pub subject: &'a str,
+    pub options: &'a str,
+    pub input_key: &'a str,
+    pub media_type: Option<&'a str>,
+    pub audio_seconds: Option<f64>,
+}
+
+pub fn job_id() -> String {
+    new_id("job")
+}
+
+pub async fn create(conn: &mut AnyConnection, job: &NewJob<'_>) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant_id, module, kind, status, subject, options, input_key, \
+         media_type, audio_seconds, attempts, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, 0, $10, $10)",
+    )
+    .bind(job.id)
+    .bind(job.tenant_id)
+    .bind(job.module)
+    .bind(job.kind)
+    .bind(job.subject)
+    .bind(job.options)
+    .bind(job.input_key)
+    .bind(job.media_type)
+    .bind(job.audio_seconds)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A job of a tenant (`None` for another tenant's: not found, never forbidden).
+pub async fn get(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE tenant_id = $1 AND id = $2");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// A job by id alone (workers).
+pub async fn get_any(conn: &mut AnyConnection, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = $1");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// A tenant's jobs, newest first.
+pub async fn list(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    module: &str,
+    limit: i64,
+) -> Result<Vec<JobRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM jobs WHERE tenant_id = $1 AND module = $2 \
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(module)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+/// Claims the oldest job that is queued or whose lease ran out; `None` when there is
+/// none (or another worker won the race for it).
+pub async fn claim_next(
+    conn: &mut AnyConnection,
+    lease_ms: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let now = now_ms();
+    let row = sqlx::query(
+        "UPDATE jobs SET status = 'processing', attempts = attempts + 1, started_at = $1, \
+         updated_at = $1, lease_until = $2 \
+         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' \
+                     OR (status = 'processing' AND lease_until < $1) \
+                     ORDER BY created_at LIMIT 1) \
+         AND (status = 'queued' OR (status = 'processing' AND lease_until < $1)) \
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(now + lease_ms)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| row.try_get("id")).transpose()
+}
+
+/// Extends a processing job's lease.
+pub async fn renew(conn: &mut AnyConnection, id: &str, lease_ms: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND status = 'processing'")
+        .bind(now_ms() + lease_ms)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Ends a processing job; `false` when it is no longer processing (deleted meanwhile).
+pub async fn finish(
+    conn: &mut AnyConnection,
+    id: &str,
+    status: &str,
+    reason: Option<&str>,
+    result: Option<&str>,
+    audio_seconds: Option<f64>,
+) -> Result<bool, sqlx::Error> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "UPDATE jobs SET status = $1, status_reason = $2, result = $3, \
+         audio_seconds = COALESCE($4, audio_seconds), finished_at = $5, updated_at = $5, \
+         lease_until = NULL WHERE id = $6 AND status = 'processing'",
+    )
+    .bind(status)
+    .bind(reason)
+    .bind(result)
+    .bind(audio_seconds)
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Removes a tenant's job; returns it (for its staged input) if it existed.
+pub async fn delete(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    let Some(job) = get(conn, tenant_id, id).await? else {
+        return Ok(None);
+    };
+    sqlx::query("DELETE FROM jobs WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(Some(job))
+}
