@@ -14,7 +14,10 @@ use media::{Audio, DecodeOptions, decode, resample};
 fn fixture(name: &str) -> Vec<u8> {
     static GENERATED: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     let dir = GENERATED.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("media/fixtures");
+        let root = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+            .join("media/fixtures");
         let status = std::process::Command::new(root.join("make.sh"))
             .status()
             .unwrap();

@@ -15,12 +15,22 @@ impl ModelDir {
         ModelDir { root: root.into() }
     }
 
-    /// `$SCAIGRID_MODELS_DIR`, else `models/cache` of this repository.
+    /// `$SCAIGRID_MODELS_DIR`, else `models/cache` of the repository the running test or
+    /// bench belongs to (found from the runtime `CARGO_MANIFEST_DIR` upwards: a binary
+    /// built in another clone sharing the target folder carries that clone's
+    /// compile-time path), else of the repository this crate was compiled in.
     pub fn from_env() -> ModelDir {
-        match std::env::var_os("SCAIGRID_MODELS_DIR") {
-            Some(dir) => ModelDir::new(dir),
-            None => ModelDir::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cache")),
+        if let Some(dir) = std::env::var_os("SCAIGRID_MODELS_DIR") {
+            return ModelDir::new(dir);
         }
+        let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let start = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+        let root = start
+            .iter()
+            .flat_map(|dir| dir.ancestors())
+            .find(|dir| dir.join("models/manifest.toml").is_file())
+            .map_or(compiled, Path::to_path_buf);
+        ModelDir::new(root.join("models/cache"))
     }
 
     /// An installed file, or `ModelUnavailable` naming the fetch command.

@@ -210,11 +210,10 @@ mod tests {
 
     #[test]
     fn memory_estimates_match_the_manifest() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../models/manifest.toml"
-        ))
-        .unwrap();
+        // The models folder's parent holds the manifest.
+        let models = ModelDir::from_env();
+        let manifest = models.file("manifest", "../manifest.toml").unwrap();
+        let text = std::fs::read_to_string(manifest).unwrap();
         let manifest: toml::Value = toml::from_str(&text).unwrap();
         for (id, mb) in MEMORY_MB {
             let entry = manifest["model"]

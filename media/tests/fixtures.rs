@@ -7,7 +7,12 @@ use std::sync::OnceLock;
 pub fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        // The runtime value first: a test binary built in another clone sharing the
+        // target folder carries that clone's compile-time path.
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let root = crate_dir.join("fixtures");
         let status = std::process::Command::new(root.join("make.sh"))
             .stdout(std::process::Stdio::null())
             .status()

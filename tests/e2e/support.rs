@@ -59,8 +59,11 @@ pub async fn postgres_database() -> Option<String> {
     let base = match std::env::var("SCAIGRID_TEST_POSTGRES_URL") {
         Ok(url) => url,
         Err(_) => {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services/postgres");
-            let output = Command::new(script).output();
+            // Runtime path first (a binary built in another clone carries its path).
+            let root = std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+            let script = format!("{root}/scripts/services/postgres");
+            let output = Command::new(&script).output();
             match output {
                 Ok(output) if output.status.success() => {
                     String::from_utf8_lossy(&output.stdout).trim().to_owned()
