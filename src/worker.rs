@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use crate::app::AppState;
 use crate::config::Config;
 use crate::scaiecho;
@@ -35,9 +37,8 @@ async fn work(state: Arc<AppState>, index: usize) {
         match claimed {
             Ok(Some(id)) => {
                 let span = tracing::info_span!("job", job_id = %id);
-                let _guard = span.enter();
-                drop(_guard);
-                if let Err(error) = scaiecho::jobs::process(&state, &id).await {
+                let outcome = scaiecho::jobs::process(&state, &id).instrument(span).await;
+                if let Err(error) = outcome {
                     tracing::error!(job_id = %id, error = %error.message, "job bookkeeping failed");
                 }
             }

@@ -176,6 +176,19 @@ pub async fn renew(conn: &mut AnyConnection, id: &str, lease_ms: i64) -> Result<
     Ok(())
 }
 
+/// Puts a processing job back in the queue (its backend was busy).
+pub async fn release(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', lease_until = NULL, updated_at = $1 \
+         WHERE id = $2 AND status = 'processing'",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Ends a processing job; `false` when it is no longer processing (deleted meanwhile).
 pub async fn finish(
     conn: &mut AnyConnection,

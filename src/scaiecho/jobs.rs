@@ -138,6 +138,19 @@ pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiRes
     Ok(())
 }
 
+/// Claims of one job that may end in a busy dispatcher before it fails.
+const MAX_BUSY_ATTEMPTS: i64 = 100;
+
+/// A full inference queue (answered with `Retry-After`), as opposed to a backend that is
+/// not there.
+fn busy(error: &ApiError) -> bool {
+    error.code == ErrorCode::SERVICE_UNAVAILABLE
+        && error
+            .headers
+            .iter()
+            .any(|(name, _)| name == axum::http::header::RETRY_AFTER)
+}
+
 /// The documented `status_reason` of a failure.
 fn reason(error: &ApiError) -> String {
     match error.code {
@@ -193,13 +206,22 @@ pub async fn process(state: &AppState, id: &str) -> ApiResult<()> {
                 let _ = jobs::renew(&mut conn, id, LEASE.as_millis() as i64).await;
             }
         }
-        #[allow(unreachable_code)]
-        ()
     };
     let outcome = tokio::select! {
         outcome = run(state, &job) => outcome,
         () = renew => Err(ApiError::internal("lease renewal stopped")),
     };
+    if let Err(error) = &outcome
+        && busy(error)
+        && job.attempts < MAX_BUSY_ATTEMPTS
+    {
+        // The local dispatcher's queue is full: not the job's fault; back in the queue.
+        tracing::info!(job_id = %id, "backend busy; job requeued");
+        let mut conn = state.db.pool.acquire().await?;
+        jobs::release(&mut conn, id).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        return Ok(());
+    }
     let (status, reason, result, seconds, event) = match &outcome {
         Ok((result, seconds)) => (
             "succeeded",

@@ -1,6 +1,7 @@
 //! Backend A: the local inference node. Speech to text goes through a dispatcher (one
 //! inference thread, a bounded queue, concurrent requests' windows batched in one
-//! decoder run); a full queue is `SERVICE_UNAVAILABLE` with `Retry-After`.
+//! decoder run); a full queue is `SERVICE_UNAVAILABLE` with `Retry-After` (async jobs
+//! simply wait for their worker).
 
 use std::sync::Arc;
 
@@ -10,8 +11,9 @@ use engines::node::Node;
 use engines::whisper::{Options, Transcript};
 use engines::{EngineError, EngineResult};
 
-/// Recordings waiting for the speech-to-text thread at most.
-const QUEUE: usize = 64;
+/// Recordings waiting for the speech-to-text thread at most (each holds its decoded
+/// audio, up to `max_upload_bytes` worth: the queue bounds that memory too).
+const QUEUE: usize = 16;
 /// Recordings decoded together at most.
 const MAX_BATCH: usize = 8;
 

@@ -201,7 +201,7 @@ pub async fn transcribe(
 ) -> ApiResult<Transcription> {
     let echo = &state.scaiecho;
     let duration = samples.len() as f64 / 16_000.0;
-    let language = options.language.clone().unwrap_or_else(|| "en".to_owned());
+    let mut language = options.language.clone().unwrap_or_else(|| "en".to_owned());
     let segments = match (backend, &echo.local, &echo.relay) {
         (Backend::A, Some(local), _) => {
             let samples = Arc::new(samples);
@@ -237,6 +237,9 @@ pub async fn transcribe(
         (Backend::B, _, Some(relay)) => {
             let wav = media::encode::wav_s16(&samples, 16_000, 1);
             let result = relay.transcribe(wav, options.language.as_deref()).await?;
+            if let Some(detected) = &result.language {
+                language = detected.clone();
+            }
             let mut segments: Vec<SegmentOut> = result
                 .segments
                 .into_iter()
