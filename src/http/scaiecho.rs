@@ -23,15 +23,15 @@ use crate::telemetry::BackendId;
 
 type St = State<Arc<AppState>>;
 
-/// What a transcription request became.
-enum Outcome {
-    Done(Transcription, Options),
-    Queued(JobView),
-}
-
 /// Auth, upload, options, policy, decode, transcribe (or queue): the shared path of both
-/// routes.
-async fn run(state: &AppState, principal: &Principal, request: Request) -> ApiResult<Outcome> {
+/// routes; `render` writes a finished transcription in the requested format, a queued
+/// job is 202 with the job.
+async fn run(
+    state: &AppState,
+    principal: &Principal,
+    request: Request,
+    render: fn(&Transcription, ResponseFormat) -> String,
+) -> ApiResult<Response> {
     // Module and base permission before the body is even read.
     require_enabled(principal, MODULE)?;
     principal.require("scaiecho:transcribe")?;
@@ -52,7 +52,7 @@ async fn run(state: &AppState, principal: &Principal, request: Request) -> ApiRe
             None,
         )
         .await?;
-        return Ok(Outcome::Queued(job));
+        return Ok(accepted(job));
     }
     let samples = scaiecho::decode_16k(state, upload.audio.clone(), media_type).await?;
     let seconds = samples.len() as f64 / 16_000.0;
@@ -66,11 +66,16 @@ async fn run(state: &AppState, principal: &Principal, request: Request) -> ApiRe
             Some(seconds),
         )
         .await?;
-        return Ok(Outcome::Queued(job));
+        return Ok(accepted(job));
     }
     let owner = scaiecho::Owner::of(principal);
     let transcription = scaiecho::transcribe(state, owner, samples, &options, backend).await?;
-    Ok(Outcome::Done(transcription, options))
+    let format = options.response_format;
+    Ok(respond(
+        render(&transcription, format),
+        format,
+        &transcription.backend,
+    ))
 }
 
 fn accepted(job: JobView) -> Response {
@@ -95,16 +100,7 @@ pub async fn transcribe(
     Auth(principal): Auth,
     request: Request,
 ) -> ApiResult<Response> {
-    let (transcription, options) = match run(&state, &principal, request).await? {
-        Outcome::Done(transcription, options) => (transcription, options),
-        Outcome::Queued(job) => return Ok(accepted(job)),
-    };
-    let body = format::render(&transcription, options.response_format);
-    Ok(respond(
-        body,
-        options.response_format,
-        &transcription.backend,
-    ))
+    run(&state, &principal, request, format::render).await
 }
 
 /// The OpenAI-compatible alias: `json` is `{"text"}`, `verbose_json` the full body.
@@ -115,11 +111,12 @@ pub async fn openai_transcriptions(
     Auth(principal): Auth,
     request: Request,
 ) -> ApiResult<Response> {
-    let (transcription, options) = match run(&state, &principal, request).await? {
-        Outcome::Done(transcription, options) => (transcription, options),
-        Outcome::Queued(job) => return Ok(accepted(job)),
-    };
-    let body = match options.response_format {
+    run(&state, &principal, request, openai_body).await
+}
+
+/// OpenAI's shapes: `json` is `{"text"}`, `verbose_json` the full body.
+fn openai_body(transcription: &Transcription, format: ResponseFormat) -> String {
+    match format {
         ResponseFormat::Json => json!({ "text": transcription.text }).to_string(),
         ResponseFormat::VerboseJson => json!({
             "task": "transcribe",
@@ -129,13 +126,8 @@ pub async fn openai_transcriptions(
             "segments": transcription.segments,
         })
         .to_string(),
-        other => format::render(&transcription, other),
-    };
-    Ok(respond(
-        body,
-        options.response_format,
-        &transcription.backend,
-    ))
+        other => format::render(transcription, other),
+    }
 }
 
 /// The tenant's ScaiEcho policy.

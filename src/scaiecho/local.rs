@@ -17,7 +17,8 @@ const QUEUE: usize = 16;
 /// Recordings decoded together at most.
 const MAX_BATCH: usize = 8;
 
-type Request = (Vec<f32>, Options);
+/// Shared with a diarization running beside it, so the audio is never copied.
+type Request = (Arc<Vec<f32>>, Options);
 
 pub struct LocalStt {
     node: Arc<Node>,
@@ -46,7 +47,7 @@ impl LocalStt {
 
     pub async fn transcribe(
         &self,
-        samples: Vec<f32>,
+        samples: Arc<Vec<f32>>,
         options: Options,
     ) -> EngineResult<Transcript> {
         self.batcher.submit((samples, options)).await

@@ -210,7 +210,7 @@ pub async fn transcribe(
                 timestamps: options.timestamps == Timestamps::Segment,
                 language: options.language.clone(),
             };
-            let transcript = local.transcribe(samples.to_vec(), stt_options);
+            let transcript = local.transcribe(samples.clone(), stt_options);
             let turns = async {
                 match options.diarize && local.can_diarize() {
                     true => local.diarize(samples.clone(), Vec::new()).await.map(Some),
