@@ -174,9 +174,68 @@ pub fn diarize(
     Ok(turns)
 }
 
+/// Speaker labels in a live stream, one utterance at a time. An utterance takes the
+/// enrolled label its embedding matches (cosine at least `match_threshold`), else the
+/// session speaker whose centroid is closest if at least `merge_threshold` (the
+/// centroid then takes it in), else a new `spk_N`. A label once given is never changed,
+/// so labels are stable within the session.
+pub struct OnlineSpeakers {
+    enrolled: Vec<(String, Vec<f32>)>,
+    /// Sum of the member embeddings of each session speaker (the centroid's direction).
+    speakers: Vec<Vec<f32>>,
+    params: DiarizeParams,
+}
+
+impl OnlineSpeakers {
+    pub fn new(enrolled: Vec<(String, Vec<f32>)>, params: DiarizeParams) -> OnlineSpeakers {
+        OnlineSpeakers {
+            enrolled,
+            speakers: Vec::new(),
+            params,
+        }
+    }
+
+    pub fn label(&mut self, embedding: &[f32]) -> String {
+        let best = |candidates: &mut dyn Iterator<Item = (usize, &Vec<f32>)>| {
+            candidates
+                .map(|(index, profile)| (cosine(embedding, profile), index))
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+        };
+        let enrolled = best(&mut self.enrolled.iter().map(|(_, e)| e).enumerate());
+        if let Some((score, index)) = enrolled
+            && score >= self.params.match_threshold
+        {
+            return self.enrolled[index].0.clone();
+        }
+        match best(&mut self.speakers.iter().enumerate()) {
+            Some((score, index)) if score >= self.params.merge_threshold => {
+                let sum = &mut self.speakers[index];
+                sum.iter_mut().zip(embedding).for_each(|(s, e)| *s += e);
+                format!("spk_{index}")
+            }
+            _ => {
+                self.speakers.push(embedding.to_vec());
+                format!("spk_{}", self.speakers.len() - 1)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn online_labels_are_stable_and_enrolled_speakers_get_their_label() {
+        let params = DiarizeParams::default();
+        let mut speakers =
+            OnlineSpeakers::new(vec![("alice".to_owned(), vec![0.0, 0.0, 1.0])], params);
+        assert_eq!(speakers.label(&[1.0, 0.0, 0.0]), "spk_0");
+        assert_eq!(speakers.label(&[0.0, 1.0, 0.0]), "spk_1");
+        assert_eq!(speakers.label(&[0.9, 0.2, 0.0]), "spk_0");
+        assert_eq!(speakers.label(&[0.1, 0.0, 0.95]), "alice");
+        assert_eq!(speakers.label(&[0.1, 0.9, 0.1]), "spk_1");
+    }
 
     #[test]
     fn clusters_by_similarity_with_automatic_count() {

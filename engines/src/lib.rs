@@ -11,7 +11,8 @@
 //! - [`silero`]: Silero VAD with per-stream state, batched across streams.
 //! - [`fbank`], [`embedder`]: the d-vector front end and speaker embeddings.
 //! - [`batcher`]: inference threads behind a bounded queue, batching concurrent work.
-//! - [`diarize`]: windows, embeddings, agglomerative clustering, enrolled labels.
+//! - [`diarize`]: windows, embeddings, agglomerative clustering, enrolled labels, and
+//!   online labels for live streams.
 //! - [`node`]: the engines this process loaded, admission by memory, node info.
 //! - [`normalize`]: numbers, currency, abbreviations and symbols spelled out.
 //! - [`phonemize`]: text to IPA through the espeak-ng library.
@@ -20,11 +21,14 @@
 //!   greedy/beam search, timestamps, long audio through VAD windows.
 //! - [`wer`]: word error rate (tests and benches).
 //! - [`segments`]: per-frame speech probabilities to speech segments (pure logic).
+//! - [`endpoint`]: live utterance endpointing for streams: partials, final candidates,
+//!   finals (pure logic).
 //! - [`error`]: the engines' typed errors.
 
 pub mod batcher;
 pub mod diarize;
 pub mod embedder;
+pub mod endpoint;
 pub mod error;
 pub mod fbank;
 pub mod models;

@@ -83,20 +83,8 @@ fn long_audio_goes_through_vad_windows_with_ordered_timestamps() {
 /// weights makes 13.1 % word errors on these ten sentences (pooled); ours made 8.3 %.
 #[test]
 fn espeak_sentences_within_fifteen_percent_wer() {
-    let sentences = [
-        "The weather will be sunny tomorrow afternoon.",
-        "Please call me back when you get this message.",
-        "Our meeting has been moved to the second floor.",
-        "She bought three apples and a loaf of bread.",
-        "The library is closed on public holidays.",
-        "I would like a cup of coffee with milk.",
-        "The children played in the park until sunset.",
-        "Remember to lock the door when you leave.",
-        "The report is due at the end of the week.",
-        "We need more time to finish the project.",
-    ];
     let (mut reference, mut hypothesis) = (String::new(), String::new());
-    for sentence in sentences {
+    for sentence in ESPEAK_SENTENCES {
         let text = transcribe(&common::espeak("en-us", 50, sentence), &Options::default());
         println!("espeak: {text:?}");
         reference.push_str(sentence);
@@ -108,6 +96,19 @@ fn espeak_sentences_within_fifteen_percent_wer() {
     println!("espeak wer {error:.3}");
     assert!(error <= 0.15, "pooled WER {error}");
 }
+
+const ESPEAK_SENTENCES: [&str; 10] = [
+    "The weather will be sunny tomorrow afternoon.",
+    "Please call me back when you get this message.",
+    "Our meeting has been moved to the second floor.",
+    "She bought three apples and a loaf of bread.",
+    "The library is closed on public holidays.",
+    "I would like a cup of coffee with milk.",
+    "The children played in the park until sunset.",
+    "Remember to lock the door when you leave.",
+    "The report is due at the end of the week.",
+    "We need more time to finish the project.",
+];
 
 #[test]
 fn tts_to_stt_round_trip_of_ten_sentences_within_ten_percent_wer() {
@@ -178,6 +179,7 @@ fn batched_windows_equal_windows_alone_and_beam_search_works() {
         beam_size: 5,
         timestamps: false,
         language: Some("en".into()),
+        compact: false,
     };
     let text = &e.whisper.transcribe_windows(&[&beckett], &beam).unwrap()[0].text;
     assert!(wer(BECKETT, text) <= 0.10, "{text:?}");
@@ -215,4 +217,44 @@ fn concurrent_recordings_decode_together_and_fail_alone() {
     let alone = e.whisper.transcribe(&e.vad, &espeak, &options).unwrap();
     assert_eq!(together.segments, alone.segments);
     assert!(wer(BECKETT, &results[0].as_ref().unwrap().text) <= 0.10);
+}
+
+/// Streaming encodes only the utterance's own length (`compact`): on the same speech it
+/// must read as well as full 30 s windows.
+#[test]
+fn compact_context_reads_as_well_as_full_windows() {
+    let compact = Options {
+        compact: true,
+        ..Options::default()
+    };
+    let e = engines();
+    let beckett = common::test_audio("beckett.wav");
+    let started = std::time::Instant::now();
+    let full_text = transcribe(&beckett, &Options::default());
+    let full_time = started.elapsed();
+    let started = std::time::Instant::now();
+    let compact_text = transcribe(&beckett, &compact);
+    let compact_time = started.elapsed();
+    println!("beckett full {full_time:?} {full_text:?}; compact {compact_time:?} {compact_text:?}");
+    assert!(wer(BECKETT, &compact_text) <= 0.10, "{compact_text:?}");
+    let two_cities = common::test_audio("two_cities.wav");
+    let text = e
+        .whisper
+        .transcribe(&e.vad, &two_cities, &compact)
+        .unwrap()
+        .text;
+    let error = wer(TWO_CITIES, &text);
+    println!("two cities compact wer {error:.3}");
+    assert!(error <= 0.10, "{text:?}: WER {error}");
+    let (mut reference, mut hypothesis) = (String::new(), String::new());
+    for sentence in ESPEAK_SENTENCES {
+        let text = transcribe(&common::espeak("en-us", 50, sentence), &compact);
+        reference.push_str(sentence);
+        reference.push(' ');
+        hypothesis.push_str(&text);
+        hypothesis.push(' ');
+    }
+    let error = wer(&reference, &hypothesis);
+    println!("espeak compact wer {error:.3}");
+    assert!(error <= 0.15, "pooled WER {error}");
 }

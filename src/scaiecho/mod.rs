@@ -209,6 +209,7 @@ pub async fn transcribe(
                 beam_size: 1,
                 timestamps: options.timestamps == Timestamps::Segment,
                 language: options.language.clone(),
+                compact: false,
             };
             let transcript = local.transcribe(samples.clone(), stt_options);
             let turns = async {

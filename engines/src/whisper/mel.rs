@@ -47,13 +47,20 @@ impl LogMel {
     /// Features `[N_MELS, WINDOW_FRAMES]` (row-major, the encoder's layout) of up to
     /// 30 s of 16 kHz mono audio, zero-padded to 30 s as Whisper pads every window.
     pub fn window(&self, samples: &[f32]) -> Vec<f32> {
-        let samples = &samples[..samples.len().min(WINDOW_SAMPLES)];
-        let frames = WINDOW_FRAMES;
+        self.frames(samples, WINDOW_FRAMES)
+    }
+
+    /// Features `[N_MELS, frames]`: the audio zero-padded (or cut) to `frames` hops, for
+    /// an encoder run on less than a full window.
+    pub fn frames(&self, samples: &[f32], frames: usize) -> Vec<f32> {
+        let frames = frames.min(WINDOW_FRAMES);
+        let padded = frames * HOP;
+        let samples = &samples[..samples.len().min(padded)];
         let bins = N_FFT / 2 + 1;
         let half = N_FFT / 2;
-        // Sample `i` of the reflect-padded, zero-extended 30 s signal.
+        // Sample `i` of the reflect-padded, zero-extended signal.
         let at = |i: isize| -> f32 {
-            let len = WINDOW_SAMPLES as isize;
+            let len = padded as isize;
             let j = if i < 0 {
                 -i
             } else if i >= len {

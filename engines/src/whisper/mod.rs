@@ -49,6 +49,11 @@ pub struct Options {
     pub timestamps: bool,
     /// Language code; English-only models accept only `en` (or none).
     pub language: Option<String>,
+    /// Encode only as much context as the audio needs (its length plus two seconds,
+    /// in whole seconds) instead of a zero-padded 30 s window: a 3 s utterance costs a
+    /// tenth of the encoder time, which is what live streaming needs; batch
+    /// transcription keeps the reference's full windows.
+    pub compact: bool,
 }
 
 impl Default for Options {
@@ -57,6 +62,7 @@ impl Default for Options {
             beam_size: 1,
             timestamps: true,
             language: None,
+            compact: false,
         }
     }
 }
@@ -210,11 +216,16 @@ impl Whisper {
                 Err(error) => results[index] = Err(error),
             }
         }
-        while let Some((first, _)) = pending.first() {
-            let options = requests[*first].1;
+        // Windows batch when their options and encoder context agree.
+        let key = |(index, window): &(usize, Range<usize>)| {
+            let options = requests[*index].1;
+            (options, context_frames(window.len(), options.compact))
+        };
+        while let Some(first) = pending.first() {
+            let (options, frames) = key(first);
             let (group, rest): (Vec<_>, Vec<_>) = pending
                 .into_iter()
-                .partition(|(index, _)| requests[*index].1 == options);
+                .partition(|window| key(window) == (options, frames));
             pending = rest;
             for batch in group.chunks(WINDOW_BATCH) {
                 let audio: Vec<&[f32]> = batch
@@ -276,7 +287,8 @@ impl Whisper {
             return Ok(Vec::new());
         }
         check(options)?;
-        let cross = self.encode(windows)?;
+        let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
+        let cross = self.encode(windows, context_frames(longest, options.compact))?;
         let mut prompt = vec![self.tokenizer.sot];
         if !options.timestamps {
             prompt.push(self.tokenizer.no_timestamps);
@@ -366,12 +378,11 @@ impl Whisper {
     /// so a batch would make one window's result depend on the others; on a CPU its
     /// large matrices gain nothing from batching anyway. The decoder, whose steps are
     /// bound by reading weights, is where windows are batched.
-    fn encode(&self, windows: &[&[f32]]) -> EngineResult<Vec<DynValue>> {
-        let frames = mel::WINDOW_FRAMES;
+    fn encode(&self, windows: &[&[f32]], frames: usize) -> EngineResult<Vec<DynValue>> {
         let mut parts: Vec<Vec<f32>> = vec![Vec::new(); 2 * self.layers];
         let mut shapes: Vec<Vec<usize>> = vec![Vec::new(); 2 * self.layers];
         for window in windows {
-            let features = self.mel.window(window);
+            let features = self.mel.frames(window, frames);
             let input = Tensor::from_array(([1, mel::N_MELS, frames], features))?;
             let mut session = lock(&self.encoder)?;
             let outputs = session.run(ort::inputs!["mel" => input])?;
@@ -518,6 +529,22 @@ impl Whisper {
         }
         Ok((sot_rows, last_rows, present))
     }
+}
+
+/// Silence after the audio in a compact context. Measured on the ten espeak sentences
+/// (pooled WER): 1 s gave 26.2 %, 2 s 7.1 %, 3 s 7.1 %, full 30 s windows 8.3 %; the model
+/// was trained on padded windows and wants some silence to end on.
+const COMPACT_PAD_SECONDS: usize = 2;
+
+/// Mel frames the encoder sees for a window of `samples`: a full 30 s window, or with
+/// `compact` the audio plus `COMPACT_PAD_SECONDS` in whole seconds (so nearby lengths
+/// share a context and batch together).
+fn context_frames(samples: usize, compact: bool) -> usize {
+    if !compact {
+        return mel::WINDOW_FRAMES;
+    }
+    let seconds = samples.div_ceil(SAMPLE_RATE as usize) + COMPACT_PAD_SECONDS;
+    (seconds * SAMPLE_RATE as usize / mel::HOP).min(mel::WINDOW_FRAMES)
 }
 
 /// Options this model can honour.
