@@ -66,6 +66,7 @@ impl AppState {
                 None => None,
             },
             relay: crate::scaiecho::relay::Relay::new(&config.relay)?,
+            streams: Default::default(),
         };
         Ok(Arc::new(AppState {
             jobs_wakeup: tokio::sync::Notify::new(),

@@ -136,6 +136,16 @@ pub struct FileScaiecho {
     /// The upstream model name (default `whisper-1`).
     pub relay_model: Option<String>,
     pub relay_timeout_seconds: Option<u64>,
+    /// A stream with no frame from the client for this long is closed (default 30).
+    pub stream_idle_timeout_seconds: Option<u64>,
+    /// Server pings on an open stream at this interval (default 15).
+    pub stream_keepalive_seconds: Option<u64>,
+    /// Open streams per tenant at most; one more is closed with 4429 (default 32).
+    pub max_streams_per_tenant: Option<usize>,
+    /// Longest stream in seconds of audio (default 4 hours); then 4413.
+    pub stream_max_seconds: Option<u64>,
+    /// Largest binary frame (default 1 MiB); larger is 4413.
+    pub stream_max_frame_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +220,16 @@ pub struct LimitsConfig {
     pub max_upload_bytes: usize,
 }
 
+/// Limits and timers of ScaiEcho's WebSocket streams.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    pub idle_timeout: std::time::Duration,
+    pub keepalive: std::time::Duration,
+    pub max_per_tenant: usize,
+    pub max_seconds: u64,
+    pub max_frame_bytes: usize,
+}
+
 /// ScaiEcho's backend B (both URL and key are needed for it to be usable).
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -254,6 +274,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub engines: EnginesConfig,
     pub relay: RelayConfig,
+    pub stream: StreamConfig,
     /// Job workers `serve` runs (and `scaigrid worker` runs at least one).
     pub jobs_workers: usize,
 }
@@ -396,6 +417,34 @@ impl Config {
                 "scaiecho.relay_url (SCAIGRID_SCAIECHO_RELAY_URL): `{url}` is not an http(s) URL"
             );
         }
+
+        let seconds = |name: &str, value: Option<u64>, default: u64| {
+            positive(name, value.unwrap_or(default)).map(std::time::Duration::from_secs)
+        };
+        let stream = StreamConfig {
+            idle_timeout: seconds(
+                "scaiecho.stream_idle_timeout_seconds",
+                file.scaiecho.stream_idle_timeout_seconds,
+                30,
+            )?,
+            keepalive: seconds(
+                "scaiecho.stream_keepalive_seconds",
+                file.scaiecho.stream_keepalive_seconds,
+                15,
+            )?,
+            max_per_tenant: positive(
+                "scaiecho.max_streams_per_tenant",
+                file.scaiecho.max_streams_per_tenant.unwrap_or(32) as u64,
+            )? as usize,
+            max_seconds: positive(
+                "scaiecho.stream_max_seconds",
+                file.scaiecho.stream_max_seconds.unwrap_or(4 * 3600),
+            )?,
+            max_frame_bytes: positive(
+                "scaiecho.stream_max_frame_bytes",
+                file.scaiecho.stream_max_frame_bytes.unwrap_or(1 << 20) as u64,
+            )? as usize,
+        };
         Ok(Config {
             bind,
             data_dir,
@@ -409,6 +458,7 @@ impl Config {
             limits,
             engines,
             relay,
+            stream,
             jobs_workers: file.jobs.workers.unwrap_or(1),
         })
     }

@@ -71,4 +71,5 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(scaiecho::get_policy, scaiecho::patch_policy))
         .routes(routes!(scaiecho::list_jobs))
         .routes(routes!(scaiecho::get_job, scaiecho::delete_job))
+        .routes(routes!(scaiecho::stream_transcribe))
 }

@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::auth::{Auth, Principal};
@@ -209,4 +212,47 @@ pub async fn delete_job(
     job_access(&principal)?;
     jobs::delete(&state, &principal, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct StreamQuery {
+    /// The bearer token, for clients that cannot set headers on a WebSocket.
+    token: Option<String>,
+}
+
+/// WebSocket speech to text (SPEC protocol): an `open` text frame, binary audio frames,
+/// `flush`/`close` controls; `ready`, `delta`, `error`, `done` back. Errors close with
+/// 4401, 4403, 4400, 4413, 4429 or 4502 after an `error` frame.
+#[utoipa::path(get, path = "/v1/modules/scaiecho/stream/transcribe", tag = "scaiecho",
+    params(StreamQuery), responses((status = 101, description = "WebSocket")),
+    security(("bearer" = [])))]
+pub async fn stream_transcribe(
+    State(state): St,
+    headers: HeaderMap,
+    Query(query): Query<StreamQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // The header wins; a malformed header is an invalid token, not a missing one.
+    let token = match headers.contains_key(axum::http::header::AUTHORIZATION) {
+        true => Some(
+            crate::auth::bearer_token(&headers)
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        false => query.token,
+    };
+    let request_id = crate::request_id::current().unwrap_or_else(crate::request_id::generate);
+    let span = tracing::Span::current();
+    // Frames up to four times the limit reach the session, which refuses those over it
+    // with 4413; larger ones end the connection in the protocol layer.
+    let frame_limit = state.config.stream.max_frame_bytes.saturating_mul(4);
+    upgrade
+        .max_message_size(frame_limit)
+        .max_frame_size(frame_limit)
+        .on_upgrade(move |socket| {
+            crate::request_id::scope(
+                request_id,
+                scaiecho::stream::serve(socket, state, token).instrument(span),
+            )
+        })
 }

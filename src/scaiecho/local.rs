@@ -58,6 +58,19 @@ impl LocalStt {
         self.node.embedder.is_some()
     }
 
+    /// The speaker embedding of a stretch of speech (one speaker assumed).
+    pub async fn embed(&self, samples: Arc<Vec<f32>>) -> EngineResult<Vec<f32>> {
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(embedder) = &node.embedder else {
+                return Err(EngineError::Inference("speaker embedder not loaded".into()));
+            };
+            embedder.embed(&samples)
+        })
+        .await
+        .map_err(|e| EngineError::Inference(format!("embedding task: {e}")))?
+    }
+
     /// Who spoke when; `enrolled` profiles give their labels.
     pub async fn diarize(
         &self,

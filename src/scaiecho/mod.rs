@@ -8,12 +8,14 @@
 //! - [`relay`]: backend B (an OpenAI-compatible upstream).
 //! - [`format`]: json, text, srt, vtt.
 //! - [`jobs`]: async transcription jobs (staged audio, the job view, processing).
+//! - [`stream`]: the WebSocket `/stream/transcribe` protocol, endpointing, scheduling.
 
 pub mod format;
 pub mod jobs;
 pub mod local;
 pub mod policy;
 pub mod relay;
+pub mod stream;
 pub mod upload;
 
 use std::sync::Arc;
@@ -33,6 +35,8 @@ pub const MODULE: &str = "scaiecho";
 pub struct ScaiEcho {
     pub local: Option<local::LocalStt>,
     pub relay: Option<relay::Relay>,
+    /// Open WebSocket streams per tenant.
+    pub streams: stream::Streams,
 }
 
 impl ScaiEcho {
@@ -210,6 +214,7 @@ pub async fn transcribe(
                 timestamps: options.timestamps == Timestamps::Segment,
                 language: options.language.clone(),
                 compact: false,
+                single_window: false,
             };
             let transcript = local.transcribe(samples.clone(), stt_options);
             let turns = async {

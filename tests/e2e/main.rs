@@ -5,5 +5,6 @@ mod auth;
 mod envelope;
 mod operations;
 mod scaiecho;
+mod stream;
 mod support;
 mod tenancy;

@@ -1,0 +1,628 @@
+//! WebSocket `/stream/transcribe`: one task per connection drives the SPEC protocol.
+//!
+//! Auth, module and permission checks, the per-tenant stream slot, `open`, and the
+//! backend all come before any audio is read; each failure is an `error` frame and the
+//! close code of its error code (4401, 4403, 4429, 4400, 4502). After `ready`, binary
+//! frames go through the [`pipeline`] (decode, 16 kHz, VAD, endpointer) on a blocking
+//! thread, the [`scheduler`] picks what to transcribe, and results go out as `delta`
+//! frames. Bad audio or an over-limit stream first finishes what was already heard
+//! (nothing is lost), then sends the error and closes.
+//!
+//! Buffers are bounded: one transcription per stream runs at a time (finals queue in
+//! the scheduler, partials collapse to the newest), a frame over the size limit is
+//! refused, and a client that stops reading is dropped when a send cannot complete in
+//! `WRITE_TIMEOUT`.
+
+pub mod pipeline;
+pub mod protocol;
+pub mod scheduler;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use engines::diarize::{DiarizeParams, OnlineSpeakers};
+use engines::endpoint::{EndpointParams, Kind, Snapshot};
+use media::stream::StreamLimits;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::db::usage::{self, UsageEvent};
+use crate::error::{ApiError, ErrorCode};
+use crate::scaiecho::policy::{self, Backend};
+use crate::scaiecho::{MODULE, local};
+use crate::services::modules::require_enabled;
+use pipeline::Pipeline;
+use protocol::{Control, Delta, Open, ServerFrame, Usage};
+use scheduler::{Emit, Scheduler};
+
+/// A send that cannot complete in this time means the client stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the client's close frame after ours.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+/// Wait before retrying a final the engine's queue refused.
+const BUSY_RETRY: Duration = Duration::from_millis(50);
+
+/// Open streams per tenant (the 4429 limit).
+#[derive(Default)]
+pub struct Streams {
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// A held stream slot; dropping it frees the slot.
+pub struct Slot {
+    state: Arc<AppState>,
+    tenant: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.state.scaiecho.streams.open.lock()
+            && let Some(count) = open.get_mut(&self.tenant)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+        metrics::gauge!("scaigrid_scaiecho_streams_open").decrement(1.0);
+    }
+}
+
+fn take_slot(state: &Arc<AppState>, tenant: &str) -> Result<Slot, ApiError> {
+    let limit = state.config.stream.max_per_tenant;
+    let mut open = state
+        .scaiecho
+        .streams
+        .open
+        .lock()
+        .map_err(|_| ApiError::internal("stream registry poisoned"))?;
+    let count = open.entry(tenant.to_owned()).or_default();
+    if *count >= limit {
+        return Err(ApiError::new(
+            ErrorCode::RATE_LIMITED,
+            format!("the tenant already has {limit} open streams"),
+        )
+        .with_field("limit", limit));
+    }
+    *count += 1;
+    metrics::gauge!("scaigrid_scaiecho_streams_open").increment(1.0);
+    Ok(Slot {
+        state: state.clone(),
+        tenant: tenant.to_owned(),
+    })
+}
+
+/// How a session ends.
+enum End {
+    /// `close` control: every final sent, then `done`.
+    Done,
+    /// The client went away (closed, vanished, or stopped reading).
+    Gone,
+    /// An error frame and its close code.
+    Error(ApiError),
+}
+
+impl From<ApiError> for End {
+    fn from(error: ApiError) -> Self {
+        End::Error(error)
+    }
+}
+
+/// A transcribed snapshot: text, and the speaker embedding when diarizing.
+#[derive(Clone)]
+struct Heard {
+    text: String,
+    embedding: Option<Vec<f32>>,
+}
+
+type Running = Pin<Box<dyn Future<Output = (Kind, Result<Heard, ApiError>)> + Send>>;
+
+/// Runs one connection to its end. `token` is the bearer token from the header or
+/// `?token=`.
+pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<String>) {
+    metrics::counter!("scaigrid_scaiecho_streams_total").increment(1);
+    let outcome = match start(&mut socket, &state, token).await {
+        Ok(mut session) => {
+            let end = session.run(&mut socket).await;
+            let seconds = session.audio_seconds();
+            record_usage(&session.state, &session.principal, &session.id, seconds).await;
+            match end {
+                End::Done => Ok(session.done_frame()),
+                other => Err(other),
+            }
+        }
+        Err(end) => Err(end),
+    };
+    match outcome {
+        Ok(done) => {
+            if send(&mut socket, &done).await.is_ok() {
+                close(&mut socket, 1000, "done").await;
+            }
+        }
+        Err(End::Error(error)) => {
+            let code = error.code.ws_close_code().unwrap_or(1011);
+            tracing::info!(
+                code = error.code.as_str(),
+                close = code,
+                "stream closed: {}",
+                error.message
+            );
+            if send(&mut socket, &ServerFrame::error(&error)).await.is_ok() {
+                close(&mut socket, code, error.code.as_str()).await;
+            }
+        }
+        Err(End::Gone | End::Done) => {}
+    }
+}
+
+async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), End> {
+    let message = Message::Text(frame.to_json().into());
+    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => {
+            tracing::info!("stream dropped: the client stopped reading");
+            Err(End::Gone)
+        }
+    }
+}
+
+/// The closing handshake: our close frame, then the client's frames are read (and
+/// dropped) until its close comes back. Dropping the connection with unread data would
+/// make the kernel reset it, and the client could lose the error and close frames.
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.to_owned().into(),
+    };
+    let sent = tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Everything before `ready`: auth, permissions, the stream slot, `open`, the backend.
+async fn start(
+    socket: &mut WebSocket,
+    state: &Arc<AppState>,
+    token: Option<String>,
+) -> Result<Session, End> {
+    let token = token.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::AUTH_TOKEN_MISSING,
+            "send the token as `Authorization: Bearer` or `?token=`",
+        )
+    })?;
+    let principal = state.auth.authenticate(&token).await?;
+    tracing::Span::current().record("subject", principal.subject_id());
+    require_enabled(&principal, MODULE)?;
+    principal.require("scaiecho:transcribe")?;
+    let slot = take_slot(state, &principal.tenant_id)?;
+    let open = loop {
+        match next_message(socket, state.config.stream.idle_timeout).await? {
+            Message::Text(text) => break protocol::parse_open(&text)?,
+            Message::Binary(_) => {
+                return Err(ApiError::invalid("send the `open` frame before any audio").into());
+            }
+            _ => continue,
+        }
+    };
+    if open.diarize {
+        principal.require("scaiecho:diarize")?;
+    }
+    let tenant_policy = crate::scaiecho::policy(state, &principal.tenant_id).await?;
+    let backend = policy::resolve(
+        &tenant_policy,
+        open.backend_preference,
+        state.scaiecho.usable(),
+    )?;
+    let session = Session::new(state.clone(), principal, slot, open, backend);
+    send(
+        socket,
+        &ServerFrame::Ready {
+            session_id: session.id.clone(),
+            backend: backend.as_str().to_owned(),
+            media_type: session.open.media_type.clone(),
+            chunk_seconds: session.open.chunk_seconds,
+            diarize: session.speakers.is_some(),
+        },
+    )
+    .await?;
+    tracing::info!(session = %session.id, backend = backend.as_str(), "stream open");
+    Ok(session)
+}
+
+/// The next data or control message, or the end of the session (idle, gone).
+async fn next_message(socket: &mut WebSocket, idle: Duration) -> Result<Message, End> {
+    match tokio::time::timeout(idle, socket.recv()).await {
+        Err(_) => Err(idle_error(idle).into()),
+        Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => Err(End::Gone),
+        Ok(Some(Ok(message))) => Ok(message),
+    }
+}
+
+fn idle_error(idle: Duration) -> ApiError {
+    ApiError::invalid(format!(
+        "no frame from the client for {} s; the stream is closed",
+        idle.as_secs()
+    ))
+    .with_field("reason", "idle_timeout")
+}
+
+struct Session {
+    id: String,
+    state: Arc<AppState>,
+    principal: Arc<Principal>,
+    _slot: Slot,
+    open: Open,
+    backend: Backend,
+    /// `None` only while a message is on the blocking thread.
+    pipeline: Option<Pipeline>,
+    scheduler: Scheduler<Heard>,
+    running: Option<Running>,
+    /// When each final's snapshot came out of the endpointer (for the latency metric).
+    final_since: HashMap<u64, Instant>,
+    speakers: Option<OnlineSpeakers>,
+    finals: u64,
+}
+
+impl Session {
+    fn new(
+        state: Arc<AppState>,
+        principal: Arc<Principal>,
+        slot: Slot,
+        open: Open,
+        backend: Backend,
+    ) -> Session {
+        let limits = StreamLimits {
+            max_seconds: state.config.stream.max_seconds as f64,
+            ..StreamLimits::default()
+        };
+        let params = EndpointParams {
+            chunk_ms: (open.chunk_seconds * 1000.0) as u32,
+            ..EndpointParams::default()
+        };
+        let pipeline = Pipeline::new(open.format, limits, state.node.clone(), params);
+        // The relay has no diarization: `diarize` is a no-op there (seed page 002).
+        let can_diarize = backend == Backend::A
+            && state
+                .scaiecho
+                .local
+                .as_ref()
+                .is_some_and(local::LocalStt::can_diarize);
+        let speakers = (open.diarize && can_diarize)
+            .then(|| OnlineSpeakers::new(Vec::new(), DiarizeParams::default()));
+        Session {
+            id: format!("strm_{}", uuid::Uuid::now_v7().simple()),
+            state,
+            principal,
+            _slot: slot,
+            open,
+            backend,
+            pipeline: Some(pipeline),
+            scheduler: Scheduler::default(),
+            running: None,
+            final_since: HashMap::new(),
+            speakers,
+            finals: 0,
+        }
+    }
+
+    async fn run(&mut self, socket: &mut WebSocket) -> End {
+        let config = self.state.config.stream.clone();
+        let mut keepalive = tokio::time::interval(config.keepalive);
+        keepalive.tick().await;
+        let mut last_heard = Instant::now();
+        let mut closing = false;
+        loop {
+            if closing && self.running.is_none() && self.scheduler.idle() {
+                return End::Done;
+            }
+            let idle_deadline = tokio::time::Instant::from_std(last_heard + config.idle_timeout);
+            let step: Result<(), End> = tokio::select! {
+                finished = async { self.running.as_mut().expect("guarded").await },
+                    if self.running.is_some() =>
+                {
+                    self.running = None;
+                    self.finished(socket, finished).await
+                }
+                message = socket.recv(), if !closing => {
+                    last_heard = Instant::now();
+                    match message {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(End::Gone),
+                        Some(Ok(Message::Binary(bytes))) => self.audio(socket, &bytes).await,
+                        Some(Ok(Message::Text(text))) => {
+                            match protocol::parse_control(&text) {
+                                Ok(Control::Flush) => {
+                                    let snapshot = self.pipeline.as_mut().and_then(Pipeline::flush);
+                                    self.offer(socket, snapshot.into_iter().collect()).await
+                                }
+                                Ok(Control::Close) => {
+                                    closing = true;
+                                    self.finish_audio(socket).await
+                                }
+                                // A bad control frame loses nothing: say so, carry on.
+                                Err(error) => send(socket, &ServerFrame::error(&error)).await,
+                            }
+                        }
+                        Some(Ok(_)) => Ok(()),
+                    }
+                }
+                _ = tokio::time::sleep_until(idle_deadline), if !closing => {
+                    Err(End::Error(idle_error(config.idle_timeout)))
+                }
+                _ = keepalive.tick() => {
+                    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => Ok(()),
+                        _ => Err(End::Gone),
+                    }
+                }
+            };
+            match step {
+                Ok(()) => {}
+                Err(End::Error(error)) if !closing && error.code != ErrorCode::INTERNAL_ERROR => {
+                    // Bad input or a limit: finish what was heard, then report and close.
+                    return self.drain_then(socket, error).await;
+                }
+                Err(end) => return end,
+            }
+        }
+    }
+
+    /// Ends the open utterance, sends every outstanding final, then ends with `error`.
+    async fn drain_then(&mut self, socket: &mut WebSocket, error: ApiError) -> End {
+        let snapshot = self.pipeline.as_mut().and_then(Pipeline::flush);
+        if let Err(end) = self.offer(socket, snapshot.into_iter().collect()).await {
+            return end;
+        }
+        while let Some(running) = self.running.take() {
+            let finished = running.await;
+            if let Err(end) = self.finished(socket, finished).await {
+                return end;
+            }
+        }
+        End::Error(error)
+    }
+
+    /// One binary frame through the pipeline (on a blocking thread).
+    async fn audio(&mut self, socket: &mut WebSocket, bytes: &[u8]) -> Result<(), End> {
+        let limit = self.state.config.stream.max_frame_bytes;
+        if bytes.len() > limit {
+            return Err(ApiError::new(
+                ErrorCode::CTX_TOO_LARGE,
+                format!("a binary frame of {} bytes is over the limit", bytes.len()),
+            )
+            .with_field("limit", limit)
+            .with_field("limit_unit", "bytes")
+            .into());
+        }
+        let snapshots = self
+            .with_pipeline({
+                let bytes = bytes.to_vec();
+                move |pipeline| pipeline.push(&bytes)
+            })
+            .await?;
+        self.offer(socket, snapshots).await
+    }
+
+    /// End of audio (`close`): drain the decoder, end the utterance.
+    async fn finish_audio(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+        let snapshots = self.with_pipeline(Pipeline::finish).await?;
+        self.offer(socket, snapshots).await
+    }
+
+    async fn with_pipeline<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut Pipeline) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, End> {
+        let mut pipeline = self
+            .pipeline
+            .take()
+            .ok_or_else(|| ApiError::internal("stream pipeline missing"))?;
+        let (pipeline, result) = tokio::task::spawn_blocking(move || {
+            let result = work(&mut pipeline);
+            (pipeline, result)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        self.pipeline = Some(pipeline);
+        Ok(result?)
+    }
+
+    async fn offer(&mut self, socket: &mut WebSocket, snapshots: Vec<Snapshot>) -> Result<(), End> {
+        for snapshot in snapshots {
+            if snapshot.kind == Kind::Final {
+                self.final_since.insert(snapshot.utterance, Instant::now());
+            }
+            let (emits, start) = self.scheduler.offer(snapshot);
+            self.emit(socket, emits).await?;
+            self.start(start);
+        }
+        Ok(())
+    }
+
+    async fn finished(
+        &mut self,
+        socket: &mut WebSocket,
+        (kind, result): (Kind, Result<Heard, ApiError>),
+    ) -> Result<(), End> {
+        let heard = match result {
+            Ok(heard) => Some(heard),
+            Err(error) if kind == Kind::Final => {
+                // The session goes on; the client learns this utterance is lost.
+                tracing::warn!(
+                    code = error.code.as_str(),
+                    "stream final failed: {}",
+                    error.message
+                );
+                send(socket, &ServerFrame::error(&error)).await?;
+                None
+            }
+            Err(error) => {
+                tracing::debug!("stream interim skipped: {}", error.message);
+                None
+            }
+        };
+        let (emits, start) = self.scheduler.finished(heard);
+        self.emit(socket, emits).await?;
+        self.start(start);
+        Ok(())
+    }
+
+    fn start(&mut self, snapshot: Option<Snapshot>) {
+        if let Some(snapshot) = snapshot {
+            self.running = Some(Box::pin(transcribe(
+                self.state.clone(),
+                self.backend,
+                self.open.language.clone(),
+                self.speakers.is_some(),
+                snapshot,
+            )));
+        }
+    }
+
+    async fn emit(&mut self, socket: &mut WebSocket, emits: Vec<Emit<Heard>>) -> Result<(), End> {
+        for emit in emits {
+            let speaker_label = match (&mut self.speakers, &emit.result.embedding) {
+                (Some(speakers), Some(embedding)) if emit.is_final => {
+                    Some(speakers.label(embedding))
+                }
+                _ => None,
+            };
+            if emit.is_final {
+                self.finals += 1;
+                if let Some(since) = self.final_since.remove(&emit.utterance) {
+                    metrics::histogram!("scaigrid_scaiecho_stream_final_seconds")
+                        .record(since.elapsed().as_secs_f64());
+                }
+            }
+            let seconds = |samples: u64| (samples as f64 / 16.0).round() / 1000.0;
+            let frame = ServerFrame::Delta(Delta {
+                text: emit.result.text,
+                start: seconds(emit.start),
+                end: seconds(emit.end),
+                is_final: emit.is_final,
+                utterance: emit.utterance,
+                speaker_label,
+            });
+            send(socket, &frame).await?;
+        }
+        Ok(())
+    }
+
+    fn audio_seconds(&self) -> f64 {
+        self.pipeline.as_ref().map_or(0.0, Pipeline::seconds)
+    }
+
+    fn done_frame(&self) -> ServerFrame {
+        ServerFrame::Done {
+            usage: Usage {
+                audio_seconds: (self.audio_seconds() * 1000.0).round() / 1000.0,
+            },
+            utterances: self.finals,
+        }
+    }
+}
+
+/// Audio seconds received, for accounting (whatever way the stream ended).
+async fn record_usage(state: &AppState, principal: &Principal, session: &str, seconds: f64) {
+    if seconds <= 0.0 {
+        return;
+    }
+    let result = async {
+        let mut conn = state.db.pool.acquire().await?;
+        usage::record(
+            &mut conn,
+            &UsageEvent {
+                tenant_id: &principal.tenant_id,
+                subject: principal.subject_id(),
+                module: MODULE,
+                metric: "audio_seconds",
+                quantity: seconds,
+                request_id: Some(crate::request_id::current().as_deref().unwrap_or(session)),
+            },
+        )
+        .await
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::error!("stream usage not recorded: {error}");
+    }
+}
+
+/// Transcribes one snapshot on the session's backend (and embeds its speaker for a
+/// diarized final). A final the local queue refuses waits and retries: finals never
+/// drop; interims are skipped instead.
+async fn transcribe(
+    state: Arc<AppState>,
+    backend: Backend,
+    language: Option<String>,
+    diarize: bool,
+    snapshot: Snapshot,
+) -> (Kind, Result<Heard, ApiError>) {
+    let kind = snapshot.kind;
+    let result = async {
+        let echo = &state.scaiecho;
+        match (backend, &echo.local, &echo.relay) {
+            (Backend::A, Some(local), _) => {
+                let options = engines::whisper::Options {
+                    beam_size: 1,
+                    timestamps: false,
+                    language,
+                    compact: true,
+                    single_window: true,
+                };
+                let text = async {
+                    loop {
+                        match local
+                            .transcribe(snapshot.audio.clone(), options.clone())
+                            .await
+                        {
+                            Err(engines::EngineError::Busy) if kind == Kind::Final => {
+                                tokio::time::sleep(BUSY_RETRY).await;
+                            }
+                            other => break other,
+                        }
+                    }
+                };
+                let embedding = async {
+                    match diarize && kind != Kind::Partial {
+                        true => local.embed(snapshot.audio.clone()).await.map(Some),
+                        false => Ok(None),
+                    }
+                };
+                let (text, embedding) = tokio::join!(text, embedding);
+                Ok(Heard {
+                    text: text?.text,
+                    embedding: embedding?,
+                })
+            }
+            (Backend::B, _, Some(relay)) => {
+                let wav = media::encode::wav_s16(&snapshot.audio, 16_000, 1);
+                let result = relay.transcribe(wav, language.as_deref()).await?;
+                Ok(Heard {
+                    text: result.text.trim().to_owned(),
+                    embedding: None,
+                })
+            }
+            _ => Err(ApiError::new(
+                ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE,
+                format!("backend {} went away", backend.as_str()),
+            )),
+        }
+    }
+    .await;
+    (kind, result)
+}

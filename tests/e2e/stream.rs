@@ -1,0 +1,460 @@
+//! ScaiEcho's WebSocket `/stream/transcribe` against the real server and models: every
+//! stream media type, partials and finals, flush, `done` with usage, every close code,
+//! bad frames that lose nothing, diarized two-voice streams, backend B.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::{ADMIN_KEY, Options, Server};
+
+const STREAM: &str = "/v1/modules/scaiecho/stream/transcribe";
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How the token travels.
+enum Token<'a> {
+    Header(&'a str),
+    Query(&'a str),
+    None,
+}
+
+async fn connect(server: &Server, token: Token<'_>) -> Socket {
+    let base = server.base.replacen("http://", "ws://", 1);
+    let url = match token {
+        Token::Query(token) => format!("{base}{STREAM}?token={token}"),
+        _ => format!("{base}{STREAM}"),
+    };
+    let mut request = url.into_client_request().unwrap();
+    if let Token::Header(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+}
+
+/// Every text frame until the server closes, and the close code.
+async fn until_close(socket: &mut Socket) -> (Vec<Value>, Option<u16>) {
+    let mut frames = Vec::new();
+    let deadline = std::time::Duration::from_secs(120);
+    loop {
+        let message = tokio::time::timeout(deadline, socket.next())
+            .await
+            .expect("the server answers within two minutes");
+        match message {
+            Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Close(frame))) => {
+                return (frames, frame.map(|f| u16::from(f.code)));
+            }
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => return (frames, None),
+        }
+    }
+}
+
+async fn next_frame(socket: &mut Socket) -> Value {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+            Some(Ok(Message::Close(frame))) => panic!("closed: {frame:?}"),
+            Some(Ok(_)) => continue,
+            other => panic!("stream ended: {other:?}"),
+        }
+    }
+}
+
+async fn send_json(socket: &mut Socket, value: Value) {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .unwrap();
+}
+
+fn pcm_16k(file: &str) -> Vec<u8> {
+    let bytes = std::fs::read(format!("models/cache/test-audio/{file}")).unwrap();
+    let audio = media::decode(&bytes, &media::DecodeOptions::default()).unwrap();
+    media::encode::pcm_s16le(&media::resample::to_mono(&audio, 16_000).unwrap())
+}
+
+fn finals(frames: &[Value]) -> Vec<&Value> {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "delta" && f["is_final"] == true)
+        .collect()
+}
+
+fn final_text(frames: &[Value]) -> String {
+    finals(frames)
+        .iter()
+        .map(|f| f["text"].as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn says_beckett(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    ["ever", "tried", "failed", "matter", "again", "better"]
+        .iter()
+        .filter(|w| lower.contains(*w))
+        .count()
+        >= 5
+}
+
+/// Opens a stream, sends `audio` in `piece`-byte binary frames, then `close`.
+async fn stream_file(
+    server: &Server,
+    token: &str,
+    open: Value,
+    audio: &[u8],
+    piece: usize,
+) -> (Vec<Value>, Option<u16>) {
+    let mut socket = connect(server, Token::Header(token)).await;
+    send_json(&mut socket, open).await;
+    let ready = next_frame(&mut socket).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    for chunk in audio.chunks(piece) {
+        socket
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .unwrap();
+    }
+    send_json(&mut socket, json!({"type": "close"})).await;
+    let (mut frames, code) = until_close(&mut socket).await;
+    frames.insert(0, ready);
+    (frames, code)
+}
+
+/// beckett.wav through ffmpeg into another container.
+fn converted(args: &[&str], extension: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(format!("out.{extension}"));
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg("models/cache/test-audio/beckett.wav")
+        .args(args)
+        .arg(&out)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    std::fs::read(out).unwrap()
+}
+
+#[tokio::test]
+async fn every_stream_media_type_is_transcribed_with_finals_and_done() {
+    let server = Server::start().await;
+    let wav = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
+    let inputs = [
+        ("audio/pcm;rate=16000", pcm_16k("beckett.wav")),
+        ("audio/wav", wav),
+        (
+            "audio/ogg;codecs=opus",
+            converted(&["-c:a", "libopus"], "opus"),
+        ),
+        (
+            "audio/webm;codecs=opus",
+            converted(&["-c:a", "libopus"], "webm"),
+        ),
+        (
+            "audio/mpeg",
+            converted(&["-c:a", "libmp3lame", "-b:a", "64k"], "mp3"),
+        ),
+    ];
+    for (media_type, audio) in inputs {
+        let open = json!({"type": "open", "media_type": media_type, "language": "en",
+            "chunk_seconds": 1.0});
+        let (frames, code) = stream_file(&server, ADMIN_KEY, open, &audio, 3200).await;
+        assert_eq!(code, Some(1000), "{media_type}: {frames:?}");
+        let text = final_text(&frames);
+        assert!(says_beckett(&text), "{media_type}: {text:?} {frames:?}");
+        let done = frames.last().unwrap();
+        assert_eq!(done["type"], "done", "{media_type}");
+        let seconds = done["usage"]["audio_seconds"].as_f64().unwrap();
+        assert!((seconds - 9.96).abs() < 0.15, "{media_type}: {done}");
+        let finals = finals(&frames);
+        assert_eq!(done["utterances"], finals.len() as u64);
+        // Finals in order, numbered from 0, within the audio.
+        let mut previous_end = 0.0;
+        for (index, delta) in finals.iter().enumerate() {
+            assert_eq!(delta["utterance"], index as u64, "{frames:?}");
+            let (start, end) = (
+                delta["start"].as_f64().unwrap(),
+                delta["end"].as_f64().unwrap(),
+            );
+            assert!(
+                start >= previous_end - 0.01 && end > start && end <= 10.1,
+                "{delta}"
+            );
+            previous_end = end;
+            assert!(delta.get("speaker_label").is_none());
+        }
+    }
+}
+
+#[tokio::test]
+async fn partials_flush_and_bad_control_frames_lose_nothing() {
+    let server = Server::start().await;
+    let audio = pcm_16k("two_cities.wav");
+    let mut socket = connect(&server, Token::Query(ADMIN_KEY)).await;
+    send_json(
+        &mut socket,
+        json!({"type": "open", "media_type": "audio/pcm;rate=16000", "chunk_seconds": 1.0}),
+    )
+    .await;
+    assert_eq!(next_frame(&mut socket).await["type"], "ready");
+    // 6 s of speech paced in real time (partials come while it is spoken), then
+    // `flush` mid-sentence: a final comes without waiting for a pause.
+    let six_seconds = 6 * 32_000;
+    let mut pace = tokio::time::interval(std::time::Duration::from_millis(100));
+    for chunk in audio[..six_seconds].chunks(3200) {
+        pace.tick().await;
+        socket
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .unwrap();
+    }
+    // A text frame that is not a control: an error frame, and the stream goes on.
+    socket
+        .send(Message::Text("{\"type\":\"pause\"}".into()))
+        .await
+        .unwrap();
+    send_json(&mut socket, json!({"type": "flush"})).await;
+    let mut frames = Vec::new();
+    loop {
+        let frame = next_frame(&mut socket).await;
+        frames.push(frame.clone());
+        if frame["type"] == "delta"
+            && frame["is_final"] == true
+            && frame["end"].as_f64() > Some(5.5)
+        {
+            break;
+        }
+    }
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "error" && f["code"] == "INVALID_REQUEST"),
+        "{frames:?}"
+    );
+    let interims = frames
+        .iter()
+        .filter(|f| f["type"] == "delta" && f["is_final"] == false)
+        .count();
+    assert!(interims >= 1, "partials every chunk_seconds: {frames:?}");
+    // The rest of the clip, then close: every word of the clip arrives as finals.
+    for chunk in audio[six_seconds..].chunks(3200) {
+        socket
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .unwrap();
+    }
+    send_json(&mut socket, json!({"type": "close"})).await;
+    let (rest, code) = until_close(&mut socket).await;
+    assert_eq!(code, Some(1000));
+    frames.extend(rest);
+    let text = final_text(&frames).to_lowercase();
+    let reference = include_str!("../../engines/tests/data/two_cities.txt");
+    let error = engines::wer::wer(reference, &text);
+    println!("stream two cities WER {error:.3}: {text}");
+    assert!(error <= 0.15, "{error}: {text}");
+}
+
+#[tokio::test]
+async fn auth_and_permission_failures_close_with_4401_and_4403() {
+    let server = Server::start().await;
+    let (frames, code) = until_close(&mut connect(&server, Token::None).await).await;
+    assert_eq!(code, Some(4401));
+    assert_eq!(frames[0]["code"], "AUTH_TOKEN_MISSING");
+    let (frames, code) =
+        until_close(&mut connect(&server, Token::Query("sgk_not_a_real_key")).await).await;
+    assert_eq!(code, Some(4401));
+    assert_eq!(frames[0]["type"], "error");
+    let (_, code) = until_close(&mut connect(&server, Token::Header("garbage")).await).await;
+    assert_eq!(code, Some(4401));
+    // Module not enabled for the tenant: 4403.
+    let tenant = server.tenant("stream-perms").await;
+    let (frames, code) =
+        until_close(&mut connect(&server, Token::Header(&tenant.member_key)).await).await;
+    assert_eq!(code, Some(4403));
+    assert_eq!(frames[0]["code"], "MODULE_NOT_ENABLED");
+    let (status, _) = server
+        .post(
+            "/v1/modules/scaiecho/enable",
+            Some(&tenant.admin_key),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    // A viewer lacks scaiecho:transcribe.
+    let viewer = server.key(&tenant.admin_key, &tenant.id, &["viewer"]).await;
+    let (frames, code) = until_close(&mut connect(&server, Token::Header(&viewer)).await).await;
+    assert_eq!(code, Some(4403));
+    assert_eq!(frames[0]["code"], "AUTHZ_PERMISSION_DENIED");
+    // Transcribe but not diarize: the `open` asking for diarization gets error + 4403.
+    let (status, _) = server
+        .post(
+            "/v1/roles",
+            Some(&tenant.admin_key),
+            json!({"name": "transcriber", "permissions": ["scaiecho:transcribe"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let transcriber = server
+        .key(&tenant.admin_key, &tenant.id, &["transcriber"])
+        .await;
+    let mut socket = connect(&server, Token::Query(&transcriber)).await;
+    send_json(&mut socket, json!({"type": "open", "diarize": true})).await;
+    let (frames, code) = until_close(&mut socket).await;
+    assert_eq!(code, Some(4403));
+    assert_eq!(frames[0]["type"], "error");
+    assert_eq!(frames[0]["code"], "AUTHZ_PERMISSION_DENIED");
+    // Without diarization the same key streams.
+    let mut socket = connect(&server, Token::Query(&transcriber)).await;
+    send_json(&mut socket, json!({"type": "open"})).await;
+    assert_eq!(next_frame(&mut socket).await["type"], "ready");
+}
+
+#[tokio::test]
+async fn bad_open_bad_audio_limits_and_idle_close_with_their_codes() {
+    let server = Server::start_with(Options {
+        config_toml: Some(
+            "[scaiecho]\nmax_streams_per_tenant = 2\nstream_idle_timeout_seconds = 1\n\
+             stream_max_frame_bytes = 65536\nstream_max_seconds = 3\n"
+                .into(),
+        ),
+        ..Options::default()
+    })
+    .await;
+    let opened = |media_type: &str| json!({"type": "open", "media_type": media_type});
+    // 4400: not JSON, unknown media type, audio before `open`.
+    for first in [
+        Message::Text("hello".into()),
+        Message::Text(opened("video/mp4").to_string().into()),
+        Message::Binary(vec![0u8; 320].into()),
+    ] {
+        let mut socket = connect(&server, Token::Header(ADMIN_KEY)).await;
+        socket.send(first).await.unwrap();
+        let (frames, code) = until_close(&mut socket).await;
+        assert_eq!(code, Some(4400), "{frames:?}");
+        assert_eq!(frames[0]["type"], "error");
+    }
+    // Undecodable audio mid-stream: AUDIO_DECODE_FAILED, 4400.
+    let mut socket = connect(&server, Token::Header(ADMIN_KEY)).await;
+    send_json(&mut socket, opened("audio/ogg;codecs=opus")).await;
+    assert_eq!(next_frame(&mut socket).await["type"], "ready");
+    socket
+        .send(Message::Binary(
+            b"this is not an ogg page at all".repeat(50).into(),
+        ))
+        .await
+        .unwrap();
+    let (frames, code) = until_close(&mut socket).await;
+    assert_eq!(code, Some(4400));
+    assert_eq!(frames.last().unwrap()["code"], "AUDIO_DECODE_FAILED");
+    // 4413: a frame over the frame limit; a stream over the seconds limit (3 s),
+    // whose speech up to the limit still comes back as finals first.
+    let mut socket = connect(&server, Token::Header(ADMIN_KEY)).await;
+    send_json(&mut socket, opened("audio/pcm;rate=16000")).await;
+    next_frame(&mut socket).await;
+    socket
+        .send(Message::Binary(vec![0u8; 100_000].into()))
+        .await
+        .unwrap();
+    let (frames, code) = until_close(&mut socket).await;
+    assert_eq!(code, Some(4413));
+    assert_eq!(frames.last().unwrap()["code"], "CTX_TOO_LARGE");
+    let mut socket = connect(&server, Token::Header(ADMIN_KEY)).await;
+    send_json(&mut socket, opened("audio/pcm;rate=16000")).await;
+    next_frame(&mut socket).await;
+    for chunk in pcm_16k("beckett.wav").chunks(16_000) {
+        if socket
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (frames, code) = until_close(&mut socket).await;
+    assert_eq!(code, Some(4413), "{frames:?}");
+    assert_eq!(frames.last().unwrap()["code"], "CTX_TOO_LARGE");
+    assert!(
+        final_text(&frames).to_lowercase().contains("ever"),
+        "{frames:?}"
+    );
+    // 4429: a third concurrent stream of the tenant.
+    let mut first = connect(&server, Token::Header(ADMIN_KEY)).await;
+    send_json(&mut first, opened("audio/wav")).await;
+    next_frame(&mut first).await;
+    let mut second = connect(&server, Token::Header(ADMIN_KEY)).await;
+    send_json(&mut second, opened("audio/wav")).await;
+    next_frame(&mut second).await;
+    let (frames, code) = until_close(&mut connect(&server, Token::Header(ADMIN_KEY)).await).await;
+    assert_eq!(code, Some(4429));
+    assert_eq!(frames[0]["code"], "RATE_LIMITED");
+    // Idle: nothing sent for a second closes the stream (and frees the slot).
+    let (frames, code) = until_close(&mut first).await;
+    assert_eq!(code, Some(4400));
+    assert_eq!(
+        frames.last().unwrap()["reason"],
+        "idle_timeout",
+        "{frames:?}"
+    );
+    drop(second);
+    let mut again = connect(&server, Token::Header(ADMIN_KEY)).await;
+    send_json(&mut again, opened("audio/wav")).await;
+    assert_eq!(next_frame(&mut again).await["type"], "ready");
+}
+
+#[tokio::test]
+async fn pinned_to_an_unusable_backend_closes_with_4502() {
+    let server = Server::start().await;
+    let (status, body) = server
+        .send(
+            reqwest::Method::PATCH,
+            "/v1/modules/scaiecho/tenant-policy",
+            Some(ADMIN_KEY),
+            Some(json!({"allowed_backends": ["B"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut socket = connect(&server, Token::Header(ADMIN_KEY)).await;
+    send_json(&mut socket, json!({"type": "open"})).await;
+    let (frames, code) = until_close(&mut socket).await;
+    assert_eq!(code, Some(4502));
+    assert_eq!(frames[0]["code"], "SCAIECHO_BACKEND_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn a_diarized_two_voice_stream_labels_both_speakers() {
+    let server = Server::start().await;
+    let audio = pcm_16k("endgame_nagg_nell.wav");
+    let open = json!({"type": "open", "media_type": "audio/pcm;rate=16000", "diarize": true});
+    let (frames, code) = stream_file(&server, ADMIN_KEY, open, &audio, 6400).await;
+    assert_eq!(code, Some(1000));
+    assert_eq!(frames[0]["diarize"], true);
+    let finals = finals(&frames);
+    let labels: std::collections::BTreeSet<&str> = finals
+        .iter()
+        .map(|f| {
+            f["speaker_label"]
+                .as_str()
+                .expect("every final is labelled")
+        })
+        .collect();
+    println!(
+        "{:?}",
+        finals
+            .iter()
+            .map(|f| format!("{} {}", f["speaker_label"], f["text"]))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        labels.contains("spk_0") && labels.contains("spk_1"),
+        "{labels:?}"
+    );
+    assert!(labels.iter().all(|l| l.starts_with("spk_")));
+}
