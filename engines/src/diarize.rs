@@ -174,6 +174,32 @@ pub fn diarize(
     Ok(turns)
 }
 
+/// The profile embedding of one speaker's reference clip (16 kHz mono): its speech only,
+/// found by the VAD, so pauses do not dilute it. Speechless audio is `InvalidInput`.
+pub fn profile(
+    samples: &[f32],
+    vad: &SileroVad,
+    embedder: &SpeakerEmbedder,
+) -> EngineResult<Vec<f32>> {
+    let probabilities = vad.probabilities(samples)?;
+    let speech: Vec<f32> = segments(
+        &probabilities,
+        FRAME,
+        RATE as u32,
+        samples.len(),
+        &SegmentParams::default(),
+    )
+    .iter()
+    .flat_map(|segment| samples[segment.start..segment.end].iter().copied())
+    .collect();
+    if speech.is_empty() {
+        return Err(crate::EngineError::InvalidInput(
+            "the reference has no speech".into(),
+        ));
+    }
+    embedder.embed(&speech)
+}
+
 /// Speaker labels in a live stream, one utterance at a time. An utterance takes the
 /// enrolled label its embedding matches (cosine at least `match_threshold`), else the
 /// session speaker whose centroid is closest if at least `merge_threshold` (the

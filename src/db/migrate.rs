@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0001_foundation.sql"),
     ),
     (2, "scaiecho", include_str!("migrations/0002_scaiecho.sql")),
+    (3, "speakers", include_str!("migrations/0003_speakers.sql")),
 ];
 
 /// Applies every migration not yet recorded. Returns how many ran.

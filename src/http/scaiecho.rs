@@ -20,6 +20,7 @@ use crate::extract::Json;
 use crate::scaiecho::format::{self, ResponseFormat, Transcription};
 use crate::scaiecho::jobs::{self, JobView};
 use crate::scaiecho::policy::{self, Policy, PolicyPatch};
+use crate::scaiecho::speakers::{self, Deleted, SpeakerView, WarmView};
 use crate::scaiecho::{self, MODULE, Options, upload};
 use crate::services::modules::require_enabled;
 use crate::telemetry::BackendId;
@@ -255,4 +256,77 @@ pub async fn stream_transcribe(
                 scaiecho::stream::serve(socket, state, token).instrument(span),
             )
         })
+}
+
+/// Enrolls a speaker: `label` plus a reference clip (multipart `file`, or the raw body
+/// with `?label=`). Fails preflight with 422 `SCAIECHO_SPEAKER_PREFLIGHT_FAILED`.
+#[utoipa::path(post, path = "/v1/modules/scaiecho/speakers", tag = "scaiecho",
+    responses((status = 201, body = SpeakerView)), security(("bearer" = [])))]
+pub async fn create_speaker(
+    State(state): St,
+    Auth(principal): Auth,
+    request: Request,
+) -> ApiResult<(StatusCode, Json<SpeakerView>)> {
+    require_enabled(&principal, MODULE)?;
+    principal.require(speakers::WRITE)?;
+    let upload = upload::read(request, state.config.limits.max_upload_bytes).await?;
+    let speaker = speakers::enroll(&state, &principal, upload).await?;
+    Ok((StatusCode::CREATED, Json(speaker)))
+}
+
+/// The tenant's live speakers.
+#[utoipa::path(get, path = "/v1/modules/scaiecho/speakers", tag = "scaiecho",
+    responses((status = 200, body = Vec<SpeakerView>)), security(("bearer" = [])))]
+pub async fn list_speakers(
+    State(state): St,
+    Auth(principal): Auth,
+) -> ApiResult<Json<serde_json::Value>> {
+    let data = speakers::list(&state, &principal).await?;
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// One speaker with its `enrollment_status` (tombstoned ones show `deleted_at`).
+#[utoipa::path(get, path = "/v1/modules/scaiecho/speakers/{id}", tag = "scaiecho",
+    responses((status = 200, body = SpeakerView)), security(("bearer" = [])))]
+pub async fn get_speaker(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SpeakerView>> {
+    speakers::get(&state, &principal, &id).await.map(Json)
+}
+
+/// Tombstones the speaker, writes the audit row, evicts it from its nodes.
+#[utoipa::path(delete, path = "/v1/modules/scaiecho/speakers/{id}", tag = "scaiecho",
+    responses((status = 200, body = Deleted)), security(("bearer" = [])))]
+pub async fn delete_speaker(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    speakers::delete(&state, &principal, &id).await.map(Json)
+}
+
+/// Which nodes hold the speaker's profile.
+#[utoipa::path(get, path = "/v1/modules/scaiecho/speakers/{id}/warm", tag = "scaiecho",
+    responses((status = 200, body = WarmView)), security(("bearer" = [])))]
+pub async fn get_speaker_warm(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WarmView>> {
+    speakers::warm_status(&state, &principal, &id)
+        .await
+        .map(Json)
+}
+
+/// Fans the profile out to the nodes; `ready` once one accepts.
+#[utoipa::path(post, path = "/v1/modules/scaiecho/speakers/{id}/warm", tag = "scaiecho",
+    responses((status = 200, body = WarmView)), security(("bearer" = [])))]
+pub async fn warm_speaker(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WarmView>> {
+    speakers::warm(&state, &principal, &id).await.map(Json)
 }

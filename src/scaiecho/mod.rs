@@ -8,6 +8,7 @@
 //! - [`relay`]: backend B (an OpenAI-compatible upstream).
 //! - [`format`]: json, text, srt, vtt.
 //! - [`jobs`]: async transcription jobs (staged audio, the job view, processing).
+//! - [`speakers`]: the speaker library (enrollment, warm registry, tombstones).
 //! - [`stream`]: the WebSocket `/stream/transcribe` protocol, endpointing, scheduling.
 
 pub mod format;
@@ -15,6 +16,7 @@ pub mod jobs;
 pub mod local;
 pub mod policy;
 pub mod relay;
+pub mod speakers;
 pub mod stream;
 pub mod upload;
 
@@ -217,10 +219,14 @@ pub async fn transcribe(
                 single_window: false,
             };
             let transcript = local.transcribe(samples.clone(), stt_options);
+            let enrolled = match options.diarize && local.can_diarize() {
+                true => Some(speakers::enrolled(state, owner.tenant_id).await?),
+                false => None,
+            };
             let turns = async {
-                match options.diarize && local.can_diarize() {
-                    true => local.diarize(samples.clone(), Vec::new()).await.map(Some),
-                    false => Ok(None),
+                match enrolled {
+                    Some(enrolled) => local.diarize(samples.clone(), enrolled).await.map(Some),
+                    None => Ok(None),
                 }
             };
             let (transcript, turns) = tokio::join!(transcript, turns);

@@ -458,3 +458,78 @@ async fn a_diarized_two_voice_stream_labels_both_speakers() {
     );
     assert!(labels.iter().all(|l| l.starts_with("spk_")));
 }
+
+/// An enrolled speaker gets its label in a diarized stream: Nagg's turns from the first
+/// run's first part become a reference clip, enrolled as "Nagg"; in a second run Nagg's
+/// turns (and only his) carry that label.
+#[tokio::test]
+async fn an_enrolled_speaker_is_labelled_in_a_diarized_stream() {
+    let server = Server::start().await;
+    let audio = pcm_16k("endgame_nagg_nell.wav");
+    let samples: Vec<i16> = audio
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let total = samples.len() as f64 / 16_000.0;
+    let open = json!({"type": "open", "media_type": "audio/pcm;rate=16000", "diarize": true});
+    let (first, _) = stream_file(&server, ADMIN_KEY, open.clone(), &audio, 6400).await;
+    let first: Vec<Value> = finals(&first).into_iter().cloned().collect();
+    // The speaker of the first utterance: the reference is their turns in the first 60 %.
+    let nagg = first[0]["speaker_label"].as_str().unwrap().to_owned();
+    let span = |f: &Value| (f["start"].as_f64().unwrap(), f["end"].as_f64().unwrap());
+    let mut reference: Vec<f32> = Vec::new();
+    for delta in first.iter().filter(|f| f["speaker_label"] == nagg.as_str()) {
+        let (start, end) = span(delta);
+        if end > total * 0.6 {
+            break;
+        }
+        let range = (start * 16_000.0) as usize..((end * 16_000.0) as usize).min(samples.len());
+        reference.extend(samples[range].iter().map(|s| f32::from(*s) / 32768.0));
+    }
+    let part = reqwest::multipart::Part::bytes(media::encode::wav_s16(&reference, 16_000, 1))
+        .file_name("nagg.wav")
+        .mime_str("audio/wav")
+        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("label", "Nagg")
+        .part("file", part);
+    let response = server
+        .http
+        .post(server.url("/v1/modules/scaiecho/speakers"))
+        .bearer_auth(ADMIN_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (status, speaker) = crate::support::read(response).await;
+    assert_eq!(status, 201, "{speaker}");
+    assert_eq!(speaker["enrollment_status"], "ready");
+    let (second, code) = stream_file(&server, ADMIN_KEY, open, &audio, 6400).await;
+    assert_eq!(code, Some(1000));
+    let second: Vec<Value> = finals(&second).into_iter().cloned().collect();
+    println!(
+        "{:?}",
+        second
+            .iter()
+            .map(|f| format!("{} {}", f["speaker_label"], f["text"]))
+            .collect::<Vec<_>>()
+    );
+    // Same audio, same endpointing: utterances line up between the runs.
+    assert_eq!(first.len(), second.len());
+    let (mut hits, mut nagg_turns, mut false_hits) = (0, 0, 0);
+    for (before, after) in first.iter().zip(&second) {
+        let was_nagg = before["speaker_label"] == nagg.as_str();
+        let is_labelled = after["speaker_label"] == "Nagg";
+        nagg_turns += usize::from(was_nagg);
+        hits += usize::from(was_nagg && is_labelled);
+        false_hits += usize::from(!was_nagg && is_labelled);
+    }
+    assert!(
+        hits * 10 >= nagg_turns * 8,
+        "{hits} of {nagg_turns} Nagg turns labelled"
+    );
+    assert!(
+        false_hits <= 1,
+        "{false_hits} turns of others labelled Nagg"
+    );
+}

@@ -271,19 +271,33 @@ impl Server {
         self.data_dir.join("scaigrid.db")
     }
 
-    /// Runs a SQL statement on the server's database (to age a key or token).
-    pub async fn sql(&self, statement: &str) {
+    async fn connect_db(&self) -> sqlx::AnyConnection {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
         let url = match &self.database_url {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.database_path().display()),
         };
-        let mut connection = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::AnyConnection::connect(&url).await.unwrap()
+    }
+
+    /// Runs a SQL statement on the server's database (to age a key or token).
+    pub async fn sql(&self, statement: &str) {
         sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
-            .execute(&mut connection)
+            .execute(&mut self.connect_db().await)
             .await
             .unwrap();
+    }
+
+    /// The first column of the first row of a query, as an integer (counts).
+    pub async fn sql_count(&self, query: &str) -> i64 {
+        use sqlx::Row;
+        sqlx::query(sqlx::AssertSqlSafe(query.to_owned()))
+            .fetch_one(&mut self.connect_db().await)
+            .await
+            .unwrap()
+            .try_get::<i64, _>(0)
+            .unwrap()
     }
 }
 

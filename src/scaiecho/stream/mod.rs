@@ -228,7 +228,11 @@ async fn start(
         open.backend_preference,
         state.scaiecho.usable(),
     )?;
-    let session = Session::new(state.clone(), principal, slot, open, backend);
+    let enrolled = match open.diarize {
+        true => crate::scaiecho::speakers::enrolled(state, &principal.tenant_id).await?,
+        false => Vec::new(),
+    };
+    let session = Session::new(state.clone(), principal, slot, open, backend, enrolled);
     send(
         socket,
         &ServerFrame::Ready {
@@ -285,6 +289,7 @@ impl Session {
         slot: Slot,
         open: Open,
         backend: Backend,
+        enrolled: Vec<(String, Vec<f32>)>,
     ) -> Session {
         let limits = StreamLimits {
             max_seconds: state.config.stream.max_seconds as f64,
@@ -303,7 +308,7 @@ impl Session {
                 .as_ref()
                 .is_some_and(local::LocalStt::can_diarize);
         let speakers = (open.diarize && can_diarize)
-            .then(|| OnlineSpeakers::new(Vec::new(), DiarizeParams::default()));
+            .then(|| OnlineSpeakers::new(enrolled, DiarizeParams::default()));
         Session {
             id: format!("strm_{}", uuid::Uuid::now_v7().simple()),
             state,

@@ -1,0 +1,463 @@
+//! The speaker library for diarization: enrollment (preflight, staged reference clip,
+//! profile embedding), the warm registry (which nodes hold a profile), and deletion
+//! (tombstone, audit row, eviction per node with an `error_summary`).
+//!
+//! A profile is *warm* on a node when the node has accepted it; that node's diarization
+//! labels matching speech with the profile's label. Enrollment warms the profile on
+//! this process's node when it has the speaker embedder; otherwise the profile stays
+//! `pending` (with a note) until `POST /speakers/{id}/warm` finds a node that accepts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use media::preflight::{self, Thresholds};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use super::MODULE;
+use super::upload::Upload;
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::db::speakers::{self, NewSpeaker, SpeakerRow};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::model::Timestamp;
+use crate::services::modules::require_enabled;
+use crate::store::ObjectKey;
+
+pub const READ: &str = "scaiecho:speaker.read";
+pub const WRITE: &str = "scaiecho:speaker.write";
+const LABEL_MAX: usize = 64;
+/// Why a profile is `pending` when no node could take it.
+const NO_NODE: &str = "no audio.analyze.pyannote node is online; POST /speakers/{id}/warm \
+    once one is";
+
+/// Reference-clip checks for speaker profiles: shorter and looser than voice cloning
+/// (an embedding needs a few seconds of clean speech, not studio audio); telephone
+/// audio (8 kHz) is accepted.
+pub fn thresholds() -> Thresholds {
+    Thresholds {
+        min_duration_seconds: 3.0,
+        max_duration_seconds: 120.0,
+        min_voice_activity_ratio: 0.3,
+        max_peak_dbfs: 0.0,
+        min_snr_db: 10.0,
+        min_sample_rate: 8_000,
+    }
+}
+
+/// A profile as the API shows it (never the embedding).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpeakerView {
+    pub id: String,
+    pub object: &'static str,
+    pub label: String,
+    /// `pending` | `ready` | `failed`.
+    pub enrollment_status: String,
+    pub status_reason: Option<String>,
+    pub warm_node_ids: Vec<String>,
+    #[schema(value_type = Object)]
+    pub preflight: Value,
+    pub created_at: String,
+    pub updated_at: String,
+    pub deleted_at: Option<String>,
+    /// Why the profile is still `pending`, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+fn view(row: SpeakerRow, warm_node_ids: Vec<String>) -> SpeakerView {
+    let time = |ms: i64| Timestamp(ms).to_rfc3339();
+    let note = (row.enrollment_status == "pending").then(|| NO_NODE.replace("{id}", &row.id));
+    SpeakerView {
+        object: "scaiecho.speaker",
+        label: row.label,
+        enrollment_status: row.enrollment_status,
+        status_reason: row.status_reason,
+        warm_node_ids,
+        preflight: serde_json::from_str(&row.preflight).unwrap_or(Value::Null),
+        created_at: time(row.created_at),
+        updated_at: time(row.updated_at),
+        deleted_at: row.deleted_at.map(time),
+        note,
+        id: row.id,
+    }
+}
+
+fn access(principal: &Principal, permission: &str) -> ApiResult<()> {
+    require_enabled(principal, MODULE)?;
+    principal.require(permission)
+}
+
+fn validate_label(label: Option<&str>) -> ApiResult<String> {
+    let label = label
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| ApiError::invalid("`label` is required").with_field("field", "label"))?;
+    let allowed = |c: char| c.is_alphanumeric() || " _-.'".contains(c);
+    if label.chars().count() > LABEL_MAX || !label.chars().all(allowed) {
+        return Err(ApiError::invalid(format!(
+            "`label` is 1-{LABEL_MAX} letters, digits, spaces or _-.'"
+        ))
+        .with_field("field", "label"));
+    }
+    if label.starts_with("spk_") {
+        return Err(
+            ApiError::invalid("labels starting with `spk_` name unknown speakers")
+                .with_field("field", "label"),
+        );
+    }
+    Ok(label.to_owned())
+}
+
+fn reference_key(tenant_id: &str, id: &str) -> ApiResult<ObjectKey> {
+    ObjectKey::new(tenant_id, &format!("scaiecho/speakers/{id}/reference"))
+        .map_err(|e| ApiError::internal(format_args!("object key: {e}")))
+}
+
+/// Decodes the reference and runs the preflight; 16 kHz mono on success.
+async fn check_reference(
+    state: &AppState,
+    bytes: Bytes,
+    media_type: Option<&str>,
+) -> ApiResult<(Vec<f32>, Value)> {
+    let options = media::DecodeOptions {
+        limits: media::Limits {
+            max_bytes: state.config.limits.max_upload_bytes as u64,
+            ..media::Limits::default()
+        },
+        raw_pcm: super::upload::raw_pcm(media_type),
+    };
+    let node = state.node.clone();
+    let (samples, report) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+        let audio = media::decode(&bytes, &options)?;
+        let report = match node.as_ref().and_then(|n| n.vad.as_ref()) {
+            Some(vad) => preflight::analyse(
+                &audio,
+                &thresholds(),
+                &mut engines::silero::SileroDetector {
+                    vad,
+                    threshold: 0.5,
+                },
+            ),
+            None => {
+                preflight::analyse(&audio, &thresholds(), &mut media::vad::EnergyVad::default())
+            }
+        }?;
+        let samples = media::resample::to_mono(&audio, 16_000)?;
+        Ok((samples, report))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let block = serde_json::to_value(&report).unwrap_or(Value::Null);
+    if !report.passed {
+        return Err(ApiError::new(
+            ErrorCode::SCAIECHO_SPEAKER_PREFLIGHT_FAILED,
+            format!(
+                "the reference clip failed preflight: {}",
+                report.fail_reasons.join(", ")
+            ),
+        )
+        .with_field("preflight", block));
+    }
+    Ok((samples, block))
+}
+
+/// The profile embedding on this process's node, if it has the embedder.
+async fn embed(state: &AppState, samples: Arc<Vec<f32>>) -> Option<ApiResult<Vec<f32>>> {
+    let node = state.node.clone()?;
+    node.embedder.as_ref()?;
+    node.vad.as_ref()?;
+    let result = tokio::task::spawn_blocking(move || {
+        let (Some(vad), Some(embedder)) = (&node.vad, &node.embedder) else {
+            return Err(engines::EngineError::Inference("embedder gone".into()));
+        };
+        engines::diarize::profile(&samples, vad, embedder)
+    })
+    .await;
+    Some(match result {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(error) => Err(ApiError::internal(error)),
+    })
+}
+
+/// This process's node id, when it runs engines.
+fn local_node(state: &AppState) -> Option<String> {
+    state.node.as_ref().map(|node| node.info().node_id.clone())
+}
+
+/// Computes the profile on this node and warms it here. `Err(reason)` when this
+/// process cannot take it (no node, no embedder, no speech).
+async fn warm_here(
+    state: &AppState,
+    row: &SpeakerRow,
+    samples: Option<Vec<f32>>,
+) -> Result<String, String> {
+    let node_id = local_node(state).ok_or_else(|| NO_NODE.replace("{id}", &row.id))?;
+    let embedding = match (&row.embedding, samples) {
+        (Some(embedding), _) => embedding.clone(),
+        (None, samples) => {
+            let samples = match samples {
+                Some(samples) => samples,
+                None => {
+                    let key = ObjectKey::new(&row.tenant_id, &row.reference_key)
+                        .map_err(|e| e.to_string())?;
+                    let bytes = state.store.get(&key).await.map_err(|e| e.to_string())?;
+                    let (samples, _) = check_reference(state, bytes, None)
+                        .await
+                        .map_err(|e| e.message)?;
+                    samples
+                }
+            };
+            match embed(state, Arc::new(samples)).await {
+                None => return Err(NO_NODE.replace("{id}", &row.id)),
+                Some(Err(error)) => {
+                    let mut conn = state.db.pool.acquire().await.map_err(|e| e.to_string())?;
+                    speakers::set_enrollment(
+                        &mut conn,
+                        &row.id,
+                        "failed",
+                        Some(&error.message),
+                        None,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    return Err(error.message);
+                }
+                Some(Ok(embedding)) => embedding,
+            }
+        }
+    };
+    let mut conn = state.db.pool.acquire().await.map_err(|e| e.to_string())?;
+    speakers::set_enrollment(&mut conn, &row.id, "ready", None, Some(&embedding))
+        .await
+        .map_err(|e| e.to_string())?;
+    speakers::add_warm(&mut conn, &row.id, &node_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(node_id)
+}
+
+/// `POST /speakers`: label + reference clip (multipart `file` or raw body).
+pub async fn enroll(
+    state: &AppState,
+    principal: &Principal,
+    upload: Upload,
+) -> ApiResult<SpeakerView> {
+    access(principal, WRITE)?;
+    let label = validate_label(upload.field("label"))?;
+    let (samples, preflight_block) =
+        check_reference(state, upload.audio.clone(), upload.media_type.as_deref()).await?;
+    let id = crate::db::new_id("spkr");
+    let key = reference_key(&principal.tenant_id, &id)?;
+    state
+        .store
+        .put(&key, upload.audio.clone())
+        .await
+        .map_err(|e| ApiError::internal(format_args!("staging the reference: {e}")))?;
+    let mut tx = state.db.begin().await?;
+    let created = speakers::create(
+        &mut tx,
+        &NewSpeaker {
+            id: &id,
+            tenant_id: &principal.tenant_id,
+            label: &label,
+            reference_key: key.path(),
+            preflight: &preflight_block.to_string(),
+            created_by: principal.subject_id(),
+        },
+    )
+    .await?;
+    if !created {
+        drop(tx);
+        let _ = state.store.delete(&key).await;
+        return Err(ApiError::new(
+            ErrorCode::CONFLICT,
+            format!("a speaker labelled `{label}` is already enrolled"),
+        )
+        .with_field("field", "label"));
+    }
+    crate::services::audit(
+        &mut tx,
+        Some(principal),
+        Some(&principal.tenant_id),
+        "scaiecho.speaker.create",
+        ("speaker", &id),
+        Some(json!({ "label": label })),
+    )
+    .await?;
+    tx.commit().await?;
+    let mut conn = state.db.pool.acquire().await?;
+    let row = speakers::get(&mut conn, &principal.tenant_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::internal("speaker vanished after insert"))?;
+    drop(conn);
+    if let Err(reason) = warm_here(state, &row, Some(samples)).await {
+        tracing::info!(speaker = %id, "speaker enrolled, not warm: {reason}");
+    }
+    get(state, principal, &id).await
+}
+
+async fn live_row(state: &AppState, principal: &Principal, id: &str) -> ApiResult<SpeakerRow> {
+    let mut conn = state.db.pool.acquire().await?;
+    speakers::get(&mut conn, &principal.tenant_id, id)
+        .await?
+        .filter(|row| row.deleted_at.is_none())
+        .ok_or_else(|| ApiError::not_found("speaker"))
+}
+
+pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult<SpeakerView> {
+    access(principal, READ)?;
+    let mut conn = state.db.pool.acquire().await?;
+    let row = speakers::get(&mut conn, &principal.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("speaker"))?;
+    let warm = speakers::warm_nodes(&mut conn, id).await?;
+    Ok(view(row, warm))
+}
+
+pub async fn list(state: &AppState, principal: &Principal) -> ApiResult<Vec<SpeakerView>> {
+    access(principal, READ)?;
+    let mut conn = state.db.pool.acquire().await?;
+    let rows = speakers::list(&mut conn, &principal.tenant_id).await?;
+    let mut views = Vec::with_capacity(rows.len());
+    for row in rows {
+        let warm = speakers::warm_nodes(&mut conn, &row.id).await?;
+        views.push(view(row, warm));
+    }
+    Ok(views)
+}
+
+/// The warm view: status, the nodes holding the profile, and per-node errors of a fan-out.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WarmView {
+    pub speaker_id: String,
+    pub enrollment_status: String,
+    pub warm_node_ids: Vec<String>,
+    pub error_summary: BTreeMap<String, String>,
+}
+
+pub async fn warm_status(state: &AppState, principal: &Principal, id: &str) -> ApiResult<WarmView> {
+    access(principal, READ)?;
+    let row = live_row(state, principal, id).await?;
+    let mut conn = state.db.pool.acquire().await?;
+    Ok(WarmView {
+        warm_node_ids: speakers::warm_nodes(&mut conn, id).await?,
+        speaker_id: row.id,
+        enrollment_status: row.enrollment_status,
+        error_summary: BTreeMap::new(),
+    })
+}
+
+/// `POST /speakers/{id}/warm`: fans the profile out to the nodes this process reaches
+/// (its own); `ready` once at least one node holds it.
+pub async fn warm(state: &AppState, principal: &Principal, id: &str) -> ApiResult<WarmView> {
+    access(principal, WRITE)?;
+    let row = live_row(state, principal, id).await?;
+    let mut error_summary = BTreeMap::new();
+    if let Err(reason) = warm_here(state, &row, None).await {
+        let node = local_node(state).unwrap_or_else(|| "none".to_owned());
+        error_summary.insert(node, reason);
+    }
+    let mut view = warm_status(state, principal, id).await?;
+    view.error_summary = error_summary;
+    Ok(view)
+}
+
+/// What a delete did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    pub object: &'static str,
+    pub deleted: bool,
+    pub evicted_node_ids: Vec<String>,
+    /// Nodes that could not evict the profile, with why.
+    pub error_summary: BTreeMap<String, String>,
+}
+
+/// `DELETE /speakers/{id}`: tombstone and audit row first (they always happen), then
+/// eviction from every node holding the profile; nodes this process cannot reach are
+/// reported in `error_summary`.
+pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Deleted> {
+    access(principal, WRITE)?;
+    let row = live_row(state, principal, id).await?;
+    let local = local_node(state);
+    let mut tx = state.db.begin().await?;
+    if !speakers::tombstone(&mut tx, id).await? {
+        return Err(ApiError::not_found("speaker"));
+    }
+    let holders = speakers::warm_nodes(&mut tx, id).await?;
+    let mut evicted = Vec::new();
+    let mut error_summary = BTreeMap::new();
+    for node in holders {
+        if Some(&node) == local.as_ref() {
+            speakers::remove_warm(&mut tx, id, &node).await?;
+            evicted.push(node);
+        } else {
+            error_summary.insert(
+                node,
+                "node not reachable from this process; the warm registry ages the entry out"
+                    .to_owned(),
+            );
+        }
+    }
+    crate::services::audit(
+        &mut tx,
+        Some(principal),
+        Some(&principal.tenant_id),
+        "scaiecho.speaker.delete",
+        ("speaker", id),
+        Some(json!({
+            "label": row.label,
+            "evicted_node_ids": evicted,
+            "error_summary": error_summary,
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    // The reference clip goes; the tombstone keeps the label and preflight for audits.
+    if let Ok(key) = ObjectKey::new(&principal.tenant_id, &row.reference_key) {
+        let _ = state.store.delete(&key).await;
+    }
+    Ok(Deleted {
+        id: id.to_owned(),
+        object: "scaiecho.speaker",
+        deleted: true,
+        evicted_node_ids: evicted,
+        error_summary,
+    })
+}
+
+/// Enrolled `(label, embedding)` profiles warm on this node, for diarization.
+pub async fn enrolled(state: &AppState, tenant_id: &str) -> ApiResult<Vec<(String, Vec<f32>)>> {
+    let Some(node_id) = local_node(state) else {
+        return Ok(Vec::new());
+    };
+    let mut conn = state.db.pool.acquire().await?;
+    Ok(speakers::warm_profiles(&mut conn, tenant_id, &node_id).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_checked() {
+        assert_eq!(validate_label(Some(" Nagg ")).unwrap(), "Nagg");
+        assert_eq!(validate_label(Some("O'Brien-2")).unwrap(), "O'Brien-2");
+        for bad in [
+            None,
+            Some(""),
+            Some("spk_0"),
+            Some("a/b"),
+            Some(&*"x".repeat(65)),
+        ] {
+            assert_eq!(
+                validate_label(bad).unwrap_err().code,
+                ErrorCode::INVALID_REQUEST,
+                "{bad:?}"
+            );
+        }
+    }
+}
