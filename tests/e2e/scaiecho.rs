@@ -302,7 +302,7 @@ async fn module_and_permissions_are_checked_before_any_work() {
 
 /// A small OpenAI-compatible upstream: checks the bearer key and the multipart upload,
 /// answers verbose JSON. Returns its base URL.
-async fn upstream(key: &'static str) -> String {
+pub async fn upstream(key: &'static str) -> String {
     use axum::extract::Request;
     use axum::http::StatusCode;
     let app = axum::Router::new().route(

@@ -533,3 +533,29 @@ async fn an_enrolled_speaker_is_labelled_in_a_diarized_stream() {
         "{false_hits} turns of others labelled Nagg"
     );
 }
+
+/// Backend B on a stream: utterances go to the relay as WAV; its text comes back as
+/// finals (the relay has no diarization, so `diarize` is a no-op there).
+#[tokio::test]
+async fn a_stream_on_backend_b_relays_each_utterance() {
+    let relay = crate::scaiecho::upstream("relay-key").await;
+    let server = Server::start_with(Options {
+        config_toml: Some(format!(
+            "[scaiecho]\nrelay_url = \"{relay}\"\nrelay_api_key = \"relay-key\"\n"
+        )),
+        ..Options::default()
+    })
+    .await;
+    let open = json!({"type": "open", "media_type": "audio/pcm;rate=16000",
+        "backend_preference": "managed", "diarize": true});
+    let (frames, code) = stream_file(&server, ADMIN_KEY, open, &pcm_16k("beckett.wav"), 3200).await;
+    assert_eq!(code, Some(1000), "{frames:?}");
+    assert_eq!(frames[0]["backend"], "B");
+    assert_eq!(frames[0]["diarize"], false);
+    let finals = finals(&frames);
+    assert!(!finals.is_empty());
+    assert!(
+        finals.iter().all(|f| f["text"] == "relayed words"),
+        "{frames:?}"
+    );
+}
