@@ -35,6 +35,8 @@ pub struct AppState {
     pub jobs_wakeup: tokio::sync::Notify,
     /// ScaiEcho's backends (the node's speech to text, the managed relay).
     pub scaiecho: crate::scaiecho::ScaiEcho,
+    /// ScaiSpeak's backends (the node's voice, the managed relay).
+    pub scaispeak: crate::scaispeak::ScaiSpeak,
     /// The OpenAPI document, rendered once when the router is built.
     pub openapi: OnceLock<String>,
 }
@@ -68,9 +70,17 @@ impl AppState {
             relay: crate::scaiecho::relay::Relay::new(&config.relay)?,
             streams: Default::default(),
         };
+        let scaispeak = crate::scaispeak::ScaiSpeak {
+            local: match &node {
+                Some(node) => crate::scaispeak::local::LocalTts::start(node.clone())?,
+                None => None,
+            },
+            relay: crate::scaispeak::relay::Relay::new(&config.speak)?,
+        };
         Ok(Arc::new(AppState {
             jobs_wakeup: tokio::sync::Notify::new(),
             scaiecho,
+            scaispeak,
             config,
             db,
             store: Arc::new(store),

@@ -94,6 +94,17 @@ pub struct Overrides {
         hide_env_values = true
     )]
     pub scaiecho_relay_api_key: Option<Secret>,
+    /// ScaiSpeak backend B: base URL of the managed OpenAI-compatible relay.
+    #[arg(long, env = "SCAIGRID_SCAISPEAK_RELAY_URL", global = true)]
+    pub scaispeak_relay_url: Option<String>,
+    /// ScaiSpeak backend B: the relay's API key.
+    #[arg(
+        long,
+        env = "SCAIGRID_SCAISPEAK_RELAY_API_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub scaispeak_relay_api_key: Option<Secret>,
 }
 
 /// The TOML file's shape; every field optional so the file may say as little as it likes.
@@ -116,6 +127,8 @@ pub struct FileConfig {
     pub engines: FileEngines,
     #[serde(default)]
     pub scaiecho: FileScaiecho,
+    #[serde(default)]
+    pub scaispeak: FileScaispeak,
     #[serde(default)]
     pub jobs: FileJobs,
 }
@@ -146,6 +159,20 @@ pub struct FileScaiecho {
     pub stream_max_seconds: Option<u64>,
     /// Largest binary frame (default 1 MiB); larger is 4413.
     pub stream_max_frame_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileScaispeak {
+    /// Backend B: base URL of an OpenAI-compatible `/v1/audio/speech` API.
+    pub relay_url: Option<String>,
+    pub relay_api_key: Option<Secret>,
+    /// The upstream model (default `tts-1`) and voice (default `alloy`).
+    pub relay_model: Option<String>,
+    pub relay_voice: Option<String>,
+    pub relay_timeout_seconds: Option<u64>,
+    /// Longest text of one `/speak` request or stream text frame (default 5000 chars).
+    pub max_text_chars: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +257,15 @@ pub struct StreamConfig {
     pub max_frame_bytes: usize,
 }
 
+/// ScaiSpeak settings.
+#[derive(Debug, Clone)]
+pub struct SpeakConfig {
+    pub relay: RelayConfig,
+    /// The upstream voice used for every relayed request.
+    pub relay_voice: String,
+    pub max_text_chars: usize,
+}
+
 /// ScaiEcho's backend B (both URL and key are needed for it to be usable).
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -275,6 +311,7 @@ pub struct Config {
     pub engines: EnginesConfig,
     pub relay: RelayConfig,
     pub stream: StreamConfig,
+    pub speak: SpeakConfig,
     /// Job workers `serve` runs (and `scaigrid worker` runs at least one).
     pub jobs_workers: usize,
 }
@@ -445,6 +482,37 @@ impl Config {
                 file.scaiecho.stream_max_frame_bytes.unwrap_or(1 << 20) as u64,
             )? as usize,
         };
+        let speak = SpeakConfig {
+            relay: RelayConfig {
+                url: overrides.scaispeak_relay_url.or(file.scaispeak.relay_url),
+                api_key: overrides
+                    .scaispeak_relay_api_key
+                    .or(file.scaispeak.relay_api_key),
+                model: file
+                    .scaispeak
+                    .relay_model
+                    .unwrap_or_else(|| "tts-1".to_owned()),
+                timeout_seconds: positive(
+                    "scaispeak.relay_timeout_seconds",
+                    file.scaispeak.relay_timeout_seconds.unwrap_or(120),
+                )?,
+            },
+            relay_voice: file
+                .scaispeak
+                .relay_voice
+                .unwrap_or_else(|| "alloy".to_owned()),
+            max_text_chars: positive(
+                "scaispeak.max_text_chars",
+                file.scaispeak.max_text_chars.unwrap_or(5000) as u64,
+            )? as usize,
+        };
+        if let Some(url) = &speak.relay.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!(
+                "scaispeak.relay_url (SCAIGRID_SCAISPEAK_RELAY_URL): `{url}` is not an http(s) URL"
+            );
+        }
         Ok(Config {
             bind,
             data_dir,
@@ -459,6 +527,7 @@ impl Config {
             engines,
             relay,
             stream,
+            speak,
             jobs_workers: file.jobs.workers.unwrap_or(1),
         })
     }

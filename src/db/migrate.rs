@@ -19,6 +19,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (2, "scaiecho", include_str!("migrations/0002_scaiecho.sql")),
     (3, "speakers", include_str!("migrations/0003_speakers.sql")),
+    (
+        4,
+        "scaispeak",
+        include_str!("migrations/0004_scaispeak.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded. Returns how many ran.

@@ -15,6 +15,7 @@ pub mod modules;
 pub mod refresh_tokens;
 pub mod roles;
 pub mod scaiecho;
+pub mod scaispeak;
 pub mod speakers;
 pub mod tenants;
 pub mod usage;

@@ -8,6 +8,7 @@ mod auth;
 mod health;
 mod nodes;
 mod scaiecho;
+mod scaispeak;
 
 use std::sync::Arc;
 
@@ -75,4 +76,11 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(scaiecho::create_speaker, scaiecho::list_speakers))
         .routes(routes!(scaiecho::get_speaker, scaiecho::delete_speaker))
         .routes(routes!(scaiecho::get_speaker_warm, scaiecho::warm_speaker))
+        .routes(routes!(scaispeak::speak))
+        .routes(routes!(scaispeak::openai_speech))
+        .routes(routes!(scaispeak::list_voices))
+        .routes(routes!(scaispeak::get_voice))
+        .routes(routes!(scaispeak::get_policy, scaispeak::patch_policy))
+        .routes(routes!(scaispeak::stream_speak))
+        .routes(routes!(scaispeak::module_readyz))
 }

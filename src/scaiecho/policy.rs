@@ -11,52 +11,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub enum Backend {
-    /// The local inference node (self-hosted).
-    A,
-    /// The managed relay (an OpenAI-compatible `/v1/audio/transcriptions` upstream).
-    B,
-}
-
-impl Backend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::A => "A",
-            Backend::B => "B",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Preference {
-    Any,
-    PreferSelfHosted,
-    PreferManaged,
-    SelfHosted,
-    Managed,
-}
-
-impl Preference {
-    fn order(self) -> &'static [Backend] {
-        match self {
-            Preference::Any | Preference::PreferSelfHosted => &[Backend::A, Backend::B],
-            Preference::PreferManaged => &[Backend::B, Backend::A],
-            Preference::SelfHosted => &[Backend::A],
-            Preference::Managed => &[Backend::B],
-        }
-    }
-
-    pub fn parse(text: &str) -> ApiResult<Preference> {
-        serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
-            ApiError::invalid(format!(
-                "backend_preference `{text}` is not one of any, prefer_self_hosted, \
-                 prefer_managed, self_hosted, managed"
-            ))
-        })
-    }
-}
+pub use crate::services::backends::{Backend, Preference, Usable};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Policy {
@@ -87,13 +42,8 @@ pub struct PolicyPatch {
 
 impl Policy {
     pub fn apply(mut self, patch: PolicyPatch) -> ApiResult<Policy> {
-        if let Some(mut backends) = patch.allowed_backends {
-            backends.dedup();
-            if backends.is_empty() {
-                return Err(ApiError::invalid("allowed_backends may not be empty")
-                    .with_field("field", "allowed_backends"));
-            }
-            self.allowed_backends = backends;
+        if let Some(backends) = patch.allowed_backends {
+            self.allowed_backends = crate::services::backends::allowed(backends)?;
         }
         if let Some(preference) = patch.backend_preference {
             self.backend_preference = preference;
@@ -111,45 +61,19 @@ impl Policy {
     }
 }
 
-/// Which backends can serve right now.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Usable {
-    pub a: bool,
-    pub b: bool,
-}
-
 /// The backend for a request: its own preference or the policy's default.
 pub fn resolve(
     policy: &Policy,
     requested: Option<Preference>,
     usable: Usable,
 ) -> ApiResult<Backend> {
-    let preference = requested.unwrap_or(policy.backend_preference);
-    let candidates: Vec<Backend> = preference
-        .order()
-        .iter()
-        .copied()
-        .filter(|b| policy.allowed_backends.contains(b))
-        .collect();
-    candidates
-        .iter()
-        .copied()
-        .find(|backend| match backend {
-            Backend::A => usable.a,
-            Backend::B => usable.b,
-        })
-        .ok_or_else(|| {
-            let tried: Vec<&str> = candidates.iter().map(|b| b.as_str()).collect();
-            let reason = if tried.is_empty() {
-                "the tenant policy allows no backend for this preference".to_owned()
-            } else {
-                format!(
-                    "no usable backend among {tried:?} (A needs an online node with speech \
-                     to text loaded; B needs the managed relay configured)"
-                )
-            };
-            ApiError::new(ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE, reason)
-        })
+    crate::services::backends::pick(
+        &policy.allowed_backends,
+        requested.unwrap_or(policy.backend_preference),
+        usable,
+        ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE,
+        "speech to text",
+    )
 }
 
 #[cfg(test)]

@@ -2,16 +2,14 @@
 //! upstream (URL and key from config). Audio goes up as 16 kHz mono WAV whatever the
 //! client sent, so any upstream of that API accepts it. The relay has no diarization.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 
 use crate::config::RelayConfig;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::services::upstream::Upstream;
 
 pub struct Relay {
-    client: reqwest::Client,
-    config: RelayConfig,
+    upstream: Upstream,
 }
 
 /// What the upstream said: text and segments (seconds from the start).
@@ -46,39 +44,24 @@ fn unavailable(detail: impl std::fmt::Display) -> ApiError {
 impl Relay {
     /// `None` unless both the URL and the key are configured.
     pub fn new(config: &RelayConfig) -> anyhow::Result<Option<Relay>> {
-        if config.url.is_none() || config.api_key.is_none() {
-            return Ok(None);
-        }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_seconds))
-            .user_agent(concat!("scaigrid/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Some(Relay {
-            client,
-            config: config.clone(),
-        }))
+        Ok(Upstream::from_config(config)?.map(|upstream| Relay { upstream }))
     }
 
     pub async fn transcribe(&self, wav: Vec<u8>, language: Option<&str>) -> ApiResult<RelayResult> {
-        let (Some(url), Some(key)) = (&self.config.url, &self.config.api_key) else {
-            return Err(unavailable("not configured"));
-        };
         let file = reqwest::multipart::Part::bytes(wav)
             .file_name("audio.wav")
             .mime_str("audio/wav")
             .map_err(unavailable)?;
         let mut form = reqwest::multipart::Form::new()
             .part("file", file)
-            .text("model", self.config.model.clone())
+            .text("model", self.upstream.model.clone())
             .text("response_format", "verbose_json");
         if let Some(language) = language {
             form = form.text("language", language.to_owned());
         }
-        let endpoint = format!("{}/v1/audio/transcriptions", url.trim_end_matches('/'));
         let response = self
-            .client
-            .post(endpoint)
-            .bearer_auth(key.expose())
+            .upstream
+            .post("/v1/audio/transcriptions")
             .multipart(form)
             .send()
             .await

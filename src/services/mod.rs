@@ -4,10 +4,12 @@
 //! and the audit row.
 
 pub mod api_keys;
+pub mod backends;
 pub mod modules;
 pub mod roles;
 pub mod sessions;
 pub mod tenants;
+pub mod upstream;
 pub mod users;
 
 use crate::auth::Principal;

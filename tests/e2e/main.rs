@@ -5,6 +5,7 @@ mod auth;
 mod envelope;
 mod operations;
 mod scaiecho;
+mod scaispeak;
 mod speakers;
 mod stream;
 mod support;

@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use engines::diarize::{DiarizeParams, OnlineSpeakers};
 use engines::endpoint::{EndpointParams, Kind, Snapshot};
 use media::stream::StreamLimits;
@@ -35,14 +35,11 @@ use crate::error::{ApiError, ErrorCode};
 use crate::scaiecho::policy::{self, Backend};
 use crate::scaiecho::{MODULE, local};
 use crate::services::modules::require_enabled;
+use crate::ws::{self, End};
 use pipeline::Pipeline;
 use protocol::{Control, Delta, Open, ServerFrame, Usage};
 use scheduler::{Emit, Scheduler};
 
-/// A send that cannot complete in this time means the client stopped reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long to wait for the client's close frame after ours.
-const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// Wait before retrying a final the engine's queue refused.
 const BUSY_RETRY: Duration = Duration::from_millis(50);
 
@@ -96,22 +93,6 @@ fn take_slot(state: &Arc<AppState>, tenant: &str) -> Result<Slot, ApiError> {
     })
 }
 
-/// How a session ends.
-enum End {
-    /// `close` control: every final sent, then `done`.
-    Done,
-    /// The client went away (closed, vanished, or stopped reading).
-    Gone,
-    /// An error frame and its close code.
-    Error(ApiError),
-}
-
-impl From<ApiError> for End {
-    fn from(error: ApiError) -> Self {
-        End::Error(error)
-    }
-}
-
 /// A transcribed snapshot: text, and the speaker embedding when diarizing.
 #[derive(Clone)]
 struct Heard {
@@ -131,66 +112,13 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<St
             let seconds = session.audio_seconds();
             record_usage(&session.state, &session.principal, &session.id, seconds).await;
             match end {
-                End::Done => Ok(session.done_frame()),
+                End::Done => Ok(session.done_frame().to_json()),
                 other => Err(other),
             }
         }
         Err(end) => Err(end),
     };
-    match outcome {
-        Ok(done) => {
-            if send(&mut socket, &done).await.is_ok() {
-                close(&mut socket, 1000, "done").await;
-            }
-        }
-        Err(End::Error(error)) => {
-            let code = error.code.ws_close_code().unwrap_or(1011);
-            tracing::info!(
-                code = error.code.as_str(),
-                close = code,
-                "stream closed: {}",
-                error.message
-            );
-            if send(&mut socket, &ServerFrame::error(&error)).await.is_ok() {
-                close(&mut socket, code, error.code.as_str()).await;
-            }
-        }
-        Err(End::Gone | End::Done) => {}
-    }
-}
-
-async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), End> {
-    let message = Message::Text(frame.to_json().into());
-    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(End::Gone),
-        Err(_) => {
-            tracing::info!("stream dropped: the client stopped reading");
-            Err(End::Gone)
-        }
-    }
-}
-
-/// The closing handshake: our close frame, then the client's frames are read (and
-/// dropped) until its close comes back. Dropping the connection with unread data would
-/// make the kernel reset it, and the client could lose the error and close frames.
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.to_owned().into(),
-    };
-    let sent = tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
-    if !matches!(sent, Ok(Ok(()))) {
-        return;
-    }
-    let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Some(Ok(message)) = socket.recv().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
+    ws::finish(&mut socket, outcome).await;
 }
 
 /// Everything before `ready`: auth, permissions, the stream slot, `open`, the backend.
@@ -199,19 +127,12 @@ async fn start(
     state: &Arc<AppState>,
     token: Option<String>,
 ) -> Result<Session, End> {
-    let token = token.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::AUTH_TOKEN_MISSING,
-            "send the token as `Authorization: Bearer` or `?token=`",
-        )
-    })?;
-    let principal = state.auth.authenticate(&token).await?;
-    tracing::Span::current().record("subject", principal.subject_id());
+    let principal = ws::authenticate(state, token).await?;
     require_enabled(&principal, MODULE)?;
     principal.require("scaiecho:transcribe")?;
     let slot = take_slot(state, &principal.tenant_id)?;
     let open = loop {
-        match next_message(socket, state.config.stream.idle_timeout).await? {
+        match ws::next_message(socket, state.config.stream.idle_timeout).await? {
             Message::Text(text) => break protocol::parse_open(&text)?,
             Message::Binary(_) => {
                 return Err(ApiError::invalid("send the `open` frame before any audio").into());
@@ -233,36 +154,20 @@ async fn start(
         false => Vec::new(),
     };
     let session = Session::new(state.clone(), principal, slot, open, backend, enrolled);
-    send(
+    ws::send_text(
         socket,
-        &ServerFrame::Ready {
+        ServerFrame::Ready {
             session_id: session.id.clone(),
             backend: backend.as_str().to_owned(),
             media_type: session.open.media_type.clone(),
             chunk_seconds: session.open.chunk_seconds,
             diarize: session.speakers.is_some(),
-        },
+        }
+        .to_json(),
     )
     .await?;
     tracing::info!(session = %session.id, backend = backend.as_str(), "stream open");
     Ok(session)
-}
-
-/// The next data or control message, or the end of the session (idle, gone).
-async fn next_message(socket: &mut WebSocket, idle: Duration) -> Result<Message, End> {
-    match tokio::time::timeout(idle, socket.recv()).await {
-        Err(_) => Err(idle_error(idle).into()),
-        Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => Err(End::Gone),
-        Ok(Some(Ok(message))) => Ok(message),
-    }
-}
-
-fn idle_error(idle: Duration) -> ApiError {
-    ApiError::invalid(format!(
-        "no frame from the client for {} s; the stream is closed",
-        idle.as_secs()
-    ))
-    .with_field("reason", "idle_timeout")
 }
 
 struct Session {
@@ -359,20 +264,17 @@ impl Session {
                                     self.finish_audio(socket).await
                                 }
                                 // A bad control frame loses nothing: say so, carry on.
-                                Err(error) => send(socket, &ServerFrame::error(&error)).await,
+                                Err(error) => ws::send_error(socket, &error).await,
                             }
                         }
                         Some(Ok(_)) => Ok(()),
                     }
                 }
                 _ = tokio::time::sleep_until(idle_deadline), if !closing => {
-                    Err(End::Error(idle_error(config.idle_timeout)))
+                    Err(End::Error(ws::idle_error(config.idle_timeout)))
                 }
                 _ = keepalive.tick() => {
-                    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Ping(Default::default()))).await {
-                        Ok(Ok(())) => Ok(()),
-                        _ => Err(End::Gone),
-                    }
+                    ws::ping(socket).await
                 }
             };
             match step {
@@ -472,7 +374,7 @@ impl Session {
                     "stream final failed: {}",
                     error.message
                 );
-                send(socket, &ServerFrame::error(&error)).await?;
+                ws::send_error(socket, &error).await?;
                 None
             }
             Err(error) => {
@@ -522,7 +424,7 @@ impl Session {
                 utterance: emit.utterance,
                 speaker_label,
             });
-            send(socket, &frame).await?;
+            ws::send_text(socket, frame.to_json()).await?;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The `/stream/transcribe` frames (SPEC "ScaiEcho"): the client's `open` and control
-//! frames, parsed and validated; the server's `ready`, `delta`, `error` and `done`
-//! frames, serialized. Pure: no sockets.
+//! frames, parsed and validated; the server's `ready`, `delta` and `done` frames
+//! serialized (`error` frames are `ws::error_frame`). Pure: no sockets.
 
 use media::stream::StreamFormat;
 use serde::{Deserialize, Serialize};
@@ -130,15 +130,6 @@ pub enum ServerFrame {
         diarize: bool,
     },
     Delta(Delta),
-    Error {
-        code: String,
-        message: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        request_id: Option<String>,
-        /// The envelope's extra fields (`limit`, `reason`, `field`, ...).
-        #[serde(flatten)]
-        fields: serde_json::Map<String, serde_json::Value>,
-    },
     Done {
         usage: Usage,
         utterances: u64,
@@ -165,15 +156,6 @@ pub struct Usage {
 }
 
 impl ServerFrame {
-    pub fn error(error: &ApiError) -> ServerFrame {
-        ServerFrame::Error {
-            code: error.code.as_str().to_owned(),
-            message: error.message.clone(),
-            request_id: crate::request_id::current(),
-            fields: error.fields.clone(),
-        }
-    }
-
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| r#"{"type":"error"}"#.to_owned())
     }

@@ -1,0 +1,236 @@
+//! ScaiSpeak routes (`/v1/modules/scaispeak/...`), the OpenAI-compatible
+//! `POST /v1/audio/speech`, and `GET /v1/modules/{id}/readyz` for both speech modules.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use crate::app::AppState;
+use crate::auth::{Auth, Principal};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::extract::Json;
+use crate::scaispeak::output::{Codec, OutputRequest};
+use crate::scaispeak::voices::{self, Voice};
+use crate::scaispeak::{self, MODULE, Policy, PolicyPatch, Speak, SpeakRequest};
+use crate::services::modules::require_enabled;
+use crate::telemetry::BackendId;
+
+type St = State<Arc<AppState>>;
+
+const AUDIO_SECONDS: HeaderName = HeaderName::from_static("x-scaigrid-audio-seconds");
+/// Which backend spoke (`A` local node, `B` relay).
+const BACKEND: HeaderName = HeaderName::from_static("x-scaigrid-backend");
+
+async fn speak_response(
+    state: &AppState,
+    principal: &Principal,
+    request: SpeakRequest,
+) -> ApiResult<Response> {
+    scaispeak::authorize(principal)?;
+    let speak = Speak::validate(state, principal, request)?;
+    let spoken = scaispeak::speak(state, principal, &speak).await?;
+    let mut response = ([(CONTENT_TYPE, spoken.content_type)], spoken.bytes).into_response();
+    if let Ok(seconds) = HeaderValue::from_str(&format!("{:.3}", spoken.seconds)) {
+        response.headers_mut().insert(AUDIO_SECONDS, seconds);
+    }
+    response
+        .headers_mut()
+        .insert(BACKEND, HeaderValue::from_static(spoken.backend.as_str()));
+    response
+        .extensions_mut()
+        .insert(BackendId(spoken.backend.as_str().to_owned()));
+    Ok(response)
+}
+
+/// Synthesizes `text` with `voice`; the audio comes back inline in `output.codec`.
+#[utoipa::path(post, path = "/v1/modules/scaispeak/speak", tag = "scaispeak",
+    request_body = SpeakRequest, responses((status = 200, description = "the audio")),
+    security(("bearer" = [])))]
+pub async fn speak(
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<SpeakRequest>,
+) -> ApiResult<Response> {
+    speak_response(&state, &principal, request).await
+}
+
+/// OpenAI's `POST /v1/audio/speech` body. `model` and `instructions` are accepted and
+/// ignored (the tenant policy picks the backend; no voice here takes instructions).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct OpenAiSpeech {
+    pub input: String,
+    pub voice: Option<String>,
+    pub response_format: Option<String>,
+    pub speed: Option<f32>,
+}
+
+/// The OpenAI-compatible alias: `wav`, `pcm` (24 kHz s16le as OpenAI's), `opus` (Ogg);
+/// without `response_format`, WAV (OpenAI's default MP3 has no encoder in this build).
+#[utoipa::path(post, path = "/v1/audio/speech", tag = "scaispeak",
+    request_body = OpenAiSpeech, responses((status = 200, description = "the audio")),
+    security(("bearer" = [])))]
+pub async fn openai_speech(
+    State(state): St,
+    Auth(principal): Auth,
+    Json(body): Json<OpenAiSpeech>,
+) -> ApiResult<Response> {
+    let output = match body.response_format.as_deref() {
+        None | Some("wav") => OutputRequest {
+            codec: Some(Codec::Wav),
+            sample_rate: None,
+        },
+        Some("pcm") => OutputRequest {
+            codec: Some(Codec::PcmS16le),
+            sample_rate: Some(24_000),
+        },
+        Some("opus") => OutputRequest {
+            codec: Some(Codec::Opus),
+            sample_rate: None,
+        },
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "response_format `{other}` is not available; use wav, pcm or opus"
+            ))
+            .with_field("field", "response_format"));
+        }
+    };
+    let request = SpeakRequest {
+        text: body.input,
+        voice: body.voice,
+        output,
+        speed: body.speed,
+        backend_preference: None,
+        run_async: false,
+        save_to: None,
+    };
+    speak_response(&state, &principal, request).await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct VoiceFilter {
+    /// `global` or `tenant`.
+    scope: Option<String>,
+    /// `ready`, `processing` or `failed`.
+    embedding_status: Option<String>,
+}
+
+fn voice_access(principal: &Principal) -> ApiResult<()> {
+    require_enabled(principal, MODULE)?;
+    principal.require("scaispeak:voice.read")
+}
+
+/// Voices this tenant can speak with.
+#[utoipa::path(get, path = "/v1/modules/scaispeak/voices", tag = "scaispeak",
+    params(VoiceFilter), responses((status = 200, body = Vec<Voice>)), security(("bearer" = [])))]
+pub async fn list_voices(
+    State(state): St,
+    Auth(principal): Auth,
+    Query(filter): Query<VoiceFilter>,
+) -> ApiResult<Json<Value>> {
+    voice_access(&principal)?;
+    let data = voices::list(
+        &state,
+        filter.scope.as_deref(),
+        filter.embedding_status.as_deref(),
+    )?;
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+#[utoipa::path(get, path = "/v1/modules/scaispeak/voices/{id}", tag = "scaispeak",
+    responses((status = 200, body = Voice)), security(("bearer" = [])))]
+pub async fn get_voice(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Voice>> {
+    voice_access(&principal)?;
+    voices::global(&state)
+        .into_iter()
+        .find(|v| v.id == id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("voice"))
+}
+
+/// The tenant's ScaiSpeak policy (`allowed_backends`).
+#[utoipa::path(get, path = "/v1/modules/scaispeak/admin/policy", tag = "scaispeak",
+    responses((status = 200, body = Policy)), security(("bearer" = [])))]
+pub async fn get_policy(State(state): St, Auth(principal): Auth) -> ApiResult<Json<Policy>> {
+    require_enabled(&principal, MODULE)?;
+    scaispeak::policy(&state, &principal.tenant_id)
+        .await
+        .map(Json)
+}
+
+/// Sets `allowed_backends` (tenant admins).
+#[utoipa::path(patch, path = "/v1/modules/scaispeak/admin/policy", tag = "scaispeak",
+    request_body = PolicyPatch, responses((status = 200, body = Policy)), security(("bearer" = [])))]
+pub async fn patch_policy(
+    State(state): St,
+    Auth(principal): Auth,
+    Json(patch): Json<PolicyPatch>,
+) -> ApiResult<Json<Policy>> {
+    scaispeak::patch_policy(&state, &principal, patch)
+        .await
+        .map(Json)
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct StreamQuery {
+    /// The bearer token, for clients that cannot set headers on a WebSocket.
+    token: Option<String>,
+}
+
+/// WebSocket text to speech: `open`, `text` pieces, `flush`, `close`; `ready`, binary
+/// audio frames (20 ms Opus packets or PCM), `done`. 4502 right after `open` when no
+/// backend resolves.
+#[utoipa::path(get, path = "/v1/modules/scaispeak/stream/speak", tag = "scaispeak",
+    params(StreamQuery), responses((status = 101, description = "WebSocket")),
+    security(("bearer" = [])))]
+pub async fn stream_speak(
+    State(state): St,
+    headers: HeaderMap,
+    Query(query): Query<StreamQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let token = crate::ws::token(&headers, query.token);
+    let request_id = crate::request_id::current().unwrap_or_else(crate::request_id::generate);
+    let span = tracing::Span::current();
+    upgrade.max_message_size(1 << 20).on_upgrade(move |socket| {
+        crate::request_id::scope(
+            request_id,
+            scaispeak::stream::serve(socket, state, token).instrument(span),
+        )
+    })
+}
+
+/// Whether a speech module can serve now: each backend's state; 503 when none can.
+#[utoipa::path(get, path = "/v1/modules/{id}/readyz", tag = "modules",
+    responses((status = 200, description = "ready"), (status = 503, description = "no backend")))]
+pub async fn module_readyz(State(state): St, Path(id): Path<String>) -> ApiResult<Response> {
+    let usable = match id.as_str() {
+        "scaiecho" => state.scaiecho.usable(),
+        "scaispeak" => state.scaispeak.usable(),
+        _ => return Err(ApiError::not_found("module")),
+    };
+    let ready = usable.a || usable.b;
+    let body = json!({
+        "module": id,
+        "status": if ready { "ready" } else { "unavailable" },
+        "backends": { "A": usable.a, "B": usable.b },
+    });
+    if !ready {
+        return Err(ApiError::new(
+            ErrorCode::SERVICE_UNAVAILABLE,
+            format!("{id}: no backend is usable (no engine loaded, no relay configured)"),
+        )
+        .with_field("backends", body["backends"].clone()));
+    }
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}

@@ -1,0 +1,289 @@
+//! ScaiSpeak, text to speech: request validation, voices, the tenant policy and backend
+//! resolution, synthesis on the local node or the managed relay, output encoding and
+//! usage. Handlers in `http::scaispeak` stay thin.
+//!
+//! - [`text`]: cleaning text and cutting it into sentences (also as it streams in).
+//! - [`output`]: codecs and rates, encoding.
+//! - [`voices`]: the voice catalogue (global voices of the node).
+//! - [`local`]: backend A (the node's Piper voice behind a dispatcher).
+//! - [`relay`]: backend B (an OpenAI-compatible `/v1/audio/speech` upstream).
+//! - [`stream`]: the WebSocket `/stream/speak`.
+
+pub mod local;
+pub mod output;
+pub mod relay;
+pub mod stream;
+pub mod text;
+pub mod voices;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::db::usage::{self, UsageEvent};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::services::backends::{self, Backend, Preference, Usable};
+use crate::services::modules::require_enabled;
+use output::{Codec, Output, OutputRequest};
+
+pub const MODULE: &str = "scaispeak";
+pub const SPEAK: &str = "scaispeak:speak";
+
+/// The backends this process can use.
+pub struct ScaiSpeak {
+    pub local: Option<local::LocalTts>,
+    pub relay: Option<relay::Relay>,
+}
+
+impl ScaiSpeak {
+    pub fn usable(&self) -> Usable {
+        Usable {
+            a: self.local.is_some(),
+            b: self.relay.is_some(),
+        }
+    }
+}
+
+/// `save_to` of a request: where on the tenant's drive the audio should go.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaveTo {
+    pub folder: Option<String>,
+    pub filename: Option<String>,
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// The body of `POST /speak`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpeakRequest {
+    pub text: String,
+    /// A voice id from `GET /voices`; the default voice when absent.
+    pub voice: Option<String>,
+    #[serde(default)]
+    pub output: OutputRequest,
+    /// 0.25 to 4; 1 is the voice's own pace.
+    pub speed: Option<f32>,
+    pub backend_preference: Option<Preference>,
+    #[serde(default, rename = "async")]
+    pub run_async: bool,
+    pub save_to: Option<SaveTo>,
+}
+
+/// A request, validated.
+#[derive(Debug, Clone)]
+pub struct Speak {
+    pub text: String,
+    pub voice: voices::Voice,
+    pub output: Output,
+    pub speed: f32,
+    pub backend_preference: Option<Preference>,
+}
+
+pub fn check_speed(speed: Option<f32>) -> ApiResult<f32> {
+    let speed = speed.unwrap_or(1.0);
+    if !(0.25..=4.0).contains(&speed) {
+        return Err(
+            ApiError::invalid(format!("speed {speed} is outside 0.25..4"))
+                .with_field("field", "speed"),
+        );
+    }
+    Ok(speed)
+}
+
+/// Module and permission checks that come before any work.
+pub fn authorize(principal: &Principal) -> ApiResult<()> {
+    require_enabled(principal, MODULE)?;
+    principal.require(SPEAK)
+}
+
+impl Speak {
+    pub fn validate(
+        state: &AppState,
+        principal: &Principal,
+        request: SpeakRequest,
+    ) -> ApiResult<Speak> {
+        if request.save_to.is_some() {
+            // Drives need a user's token exchange; keys cannot do it (seed page 001).
+            if principal.subject_kind() == "api_key" {
+                return Err(ApiError::new(
+                    ErrorCode::SCAISPEAK_SAVE_TO_REQUIRES_JWT,
+                    "save_to needs a user JWT; API keys cannot write to a drive",
+                ));
+            }
+            return Err(ApiError::new(
+                ErrorCode::SCAISPEAK_SCAIDRIVE_NOT_AVAILABLE,
+                "no drive is configured for this deployment",
+            ));
+        }
+        if request.run_async {
+            return Err(ApiError::invalid(
+                "async synthesis jobs are not available yet; send the request without `async`",
+            )
+            .with_field("field", "async"));
+        }
+        Ok(Speak {
+            text: text::validate(&request.text, state.config.speak.max_text_chars)?,
+            voice: voices::find(state, request.voice.as_deref())?,
+            output: Output::from_request(request.output, Codec::Wav)?,
+            speed: check_speed(request.speed)?,
+            backend_preference: request.backend_preference,
+        })
+    }
+}
+
+/// The tenant's policy: which backends it allows (both until patched).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Policy {
+    pub allowed_backends: Vec<Backend>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyPatch {
+    pub allowed_backends: Vec<Backend>,
+}
+
+pub async fn policy(state: &AppState, tenant_id: &str) -> ApiResult<Policy> {
+    let mut conn = state.db.pool.acquire().await?;
+    let allowed = crate::db::scaispeak::get_allowed(&mut conn, tenant_id)
+        .await?
+        .unwrap_or_else(|| vec![Backend::A, Backend::B]);
+    Ok(Policy {
+        allowed_backends: allowed,
+    })
+}
+
+pub async fn patch_policy(
+    state: &AppState,
+    principal: &Principal,
+    patch: PolicyPatch,
+) -> ApiResult<Policy> {
+    require_enabled(principal, MODULE)?;
+    principal.require_tenant_admin(&principal.tenant_id)?;
+    let allowed = backends::allowed(patch.allowed_backends)?;
+    let mut tx = state.db.begin().await?;
+    crate::db::scaispeak::put_allowed(&mut tx, &principal.tenant_id, &allowed).await?;
+    crate::services::audit(
+        &mut tx,
+        Some(principal),
+        Some(&principal.tenant_id),
+        "scaispeak.policy.update",
+        ("tenant", &principal.tenant_id),
+        Some(serde_json::json!({ "allowed_backends": allowed })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Policy {
+        allowed_backends: allowed,
+    })
+}
+
+/// The backend for a request of this tenant.
+pub async fn resolve(
+    state: &AppState,
+    tenant_id: &str,
+    requested: Option<Preference>,
+) -> ApiResult<Backend> {
+    let policy = policy(state, tenant_id).await?;
+    backends::pick(
+        &policy.allowed_backends,
+        requested.unwrap_or(Preference::Any),
+        state.scaispeak.usable(),
+        ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE,
+        "text to speech",
+    )
+}
+
+/// Synthesizes one piece of text (a sentence, or a whole text on backend B) on the
+/// backend: mono samples and their rate.
+pub async fn sentence(
+    state: &AppState,
+    backend: Backend,
+    text: &str,
+    speed: f32,
+) -> ApiResult<(Vec<f32>, u32)> {
+    match (backend, &state.scaispeak.local, &state.scaispeak.relay) {
+        (Backend::A, Some(local), _) => {
+            let samples = local.sentence(text.to_owned(), speed).await?;
+            Ok((samples, local.sample_rate()))
+        }
+        (Backend::B, _, Some(relay)) => relay.speak(text, speed).await,
+        _ => Err(ApiError::new(
+            ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE,
+            format!("backend {} is not usable", backend.as_str()),
+        )),
+    }
+}
+
+/// Finished audio of a `/speak` request.
+pub struct Spoken {
+    pub bytes: Vec<u8>,
+    pub content_type: String,
+    pub seconds: f64,
+    pub backend: Backend,
+}
+
+/// Synthesizes a validated request sentence by sentence, encodes it, records usage.
+pub async fn speak(state: &AppState, principal: &Principal, speak: &Speak) -> ApiResult<Spoken> {
+    let backend = resolve(state, &principal.tenant_id, speak.backend_preference).await?;
+    // The relay takes the whole text in one call; the local voice one sentence at a time.
+    let pieces = match backend {
+        Backend::A => engines::piper::PiperVoice::sentences(&speak.text),
+        Backend::B => vec![speak.text.clone()],
+    };
+    let mut samples = Vec::new();
+    let mut rate = 0;
+    for piece in &pieces {
+        let (audio, piece_rate) = sentence(state, backend, piece, speak.speed).await?;
+        if rate != 0 && piece_rate != rate {
+            return Err(ApiError::internal("sentences came back at different rates"));
+        }
+        rate = piece_rate;
+        samples.extend(audio);
+    }
+    let rate = rate.max(1);
+    let seconds = samples.len() as f64 / f64::from(rate);
+    let output = speak.output;
+    let bytes = tokio::task::spawn_blocking(move || output::encode(&samples, rate, &output))
+        .await
+        .map_err(ApiError::internal)??;
+    record_usage(state, principal, speak.text.chars().count(), seconds).await?;
+    Ok(Spoken {
+        bytes,
+        content_type: speak.output.content_type(rate),
+        seconds,
+        backend,
+    })
+}
+
+/// Characters and audio seconds, for accounting.
+pub async fn record_usage(
+    state: &AppState,
+    principal: &Principal,
+    characters: usize,
+    seconds: f64,
+) -> ApiResult<()> {
+    let request_id = crate::request_id::current();
+    let mut conn = state.db.pool.acquire().await?;
+    for (metric, quantity) in [
+        ("characters", characters as f64),
+        ("audio_seconds", seconds),
+    ] {
+        usage::record(
+            &mut conn,
+            &UsageEvent {
+                tenant_id: &principal.tenant_id,
+                subject: principal.subject_id(),
+                module: MODULE,
+                metric,
+                quantity,
+                request_id: request_id.as_deref(),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,490 @@
+//! WebSocket `/stream/speak`: text in (as it is written, word by word if need be), audio
+//! out as soon as each sentence is synthesized.
+//!
+//! Protocol: `{"type":"open","voice":...,"output":{"codec":"opus"|"pcm_s16le",
+//! "sample_rate":N},"speed":1.0,"backend_preference":"any","pace":false}` → `ready`;
+//! then `{"type":"text","text":"..."}` pieces, `{"type":"flush"}` (speak what is pending
+//! now), `{"type":"close"}` (speak the rest, then `done` with usage). Audio comes as
+//! binary frames: one 20 ms Opus packet at 48 kHz each (default), or 20 ms of s16le PCM.
+//! With `pace: true` frames leave at playback speed (a quarter second ahead), so a
+//! client can play each frame as it arrives and never underruns nor buffers seconds.
+//!
+//! One sentence synthesizes at a time per session while the previous one is sent; the
+//! sentence queue is bounded (4413 past it), and sends time out on a client that does
+//! not read.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use media::encode::{OPUS_FRAME, OPUS_RATE, OpusStreamEncoder};
+use media::resample::StreamResampler;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::output::{Codec, OPUS_BITRATE, Output, OutputRequest};
+use super::text::Sentences;
+use super::voices;
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::services::backends::{Backend, Preference};
+use crate::ws::{self, End};
+
+/// Sentences waiting to be synthesized at most.
+const MAX_QUEUED: usize = 64;
+/// How far ahead of playback a paced stream sends.
+const PACE_LEAD: Duration = Duration::from_millis(250);
+const FRAME_MS: u64 = 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    voice: Option<String>,
+    #[serde(default)]
+    output: OutputRequest,
+    speed: Option<f32>,
+    backend_preference: Option<Preference>,
+    #[serde(default)]
+    pace: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClientFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+/// Encodes synthesized audio into the stream's frames.
+struct Framer {
+    codec: Codec,
+    resampler: StreamResampler,
+    opus: Option<OpusStreamEncoder>,
+    /// Samples per 20 ms frame at the output rate (PCM).
+    frame_len: usize,
+    pending: Vec<f32>,
+    resampled: Vec<f32>,
+}
+
+impl Framer {
+    fn new(output: &Output, voice_rate: u32) -> ApiResult<Framer> {
+        let rate = output.rate(voice_rate);
+        let opus = match output.codec {
+            Codec::Opus => Some(OpusStreamEncoder::new(1, OPUS_BITRATE)?),
+            _ => None,
+        };
+        Ok(Framer {
+            codec: output.codec,
+            resampler: StreamResampler::new(voice_rate, rate)?,
+            opus,
+            frame_len: match output.codec {
+                Codec::Opus => OPUS_FRAME,
+                _ => rate as usize / 50,
+            },
+            pending: Vec::new(),
+            resampled: Vec::new(),
+        })
+    }
+
+    /// Frames of `samples` (at the voice's rate); `last` drains the filters.
+    fn frames(&mut self, samples: &[f32], last: bool) -> ApiResult<Vec<Vec<u8>>> {
+        self.resampled.clear();
+        self.resampler.push(samples, &mut self.resampled);
+        if last {
+            self.resampler.finish(&mut self.resampled);
+        }
+        let mut frames = Vec::new();
+        match &mut self.opus {
+            Some(encoder) => {
+                encoder.push(&self.resampled, &mut |packet| frames.push(packet.to_vec()))?;
+                if last {
+                    encoder.finish(&mut |packet| frames.push(packet.to_vec()))?;
+                }
+            }
+            None => {
+                self.pending.extend_from_slice(&self.resampled);
+                let whole = self.pending.len() / self.frame_len * self.frame_len;
+                let cut = if last { self.pending.len() } else { whole };
+                for chunk in self.pending[..cut].chunks(self.frame_len) {
+                    frames.push(media::encode::pcm_s16le(chunk));
+                }
+                self.pending.drain(..cut);
+            }
+        }
+        debug_assert!(self.codec != Codec::Mp3);
+        Ok(frames)
+    }
+}
+
+type Running = Pin<Box<dyn Future<Output = (String, ApiResult<(Vec<f32>, u32)>)> + Send>>;
+
+struct Session {
+    state: Arc<AppState>,
+    principal: Arc<Principal>,
+    backend: Backend,
+    speed: f32,
+    pace: bool,
+    output: Output,
+    framer: Option<Framer>,
+    sentences: Sentences,
+    queue: VecDeque<String>,
+    running: Option<Running>,
+    /// Frames ready to leave, and when the next may (paced streams).
+    outbox: VecDeque<Vec<u8>>,
+    play_start: Option<Instant>,
+    frames_sent: u64,
+    characters: usize,
+    seconds: f64,
+}
+
+pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<String>) {
+    metrics::counter!("scaigrid_scaispeak_streams_total").increment(1);
+    let outcome = match start(&mut socket, &state, token).await {
+        Ok(mut session) => {
+            let end = session.run(&mut socket).await;
+            if session.characters > 0
+                && let Err(error) = super::record_usage(
+                    &state,
+                    &session.principal,
+                    session.characters,
+                    session.seconds,
+                )
+                .await
+            {
+                tracing::error!("speak stream usage not recorded: {}", error.message);
+            }
+            match end {
+                End::Done => Ok(json!({
+                    "type": "done",
+                    "usage": {
+                        "characters": session.characters,
+                        "audio_seconds": (session.seconds * 1000.0).round() / 1000.0,
+                    },
+                })
+                .to_string()),
+                other => Err(other),
+            }
+        }
+        Err(end) => Err(end),
+    };
+    ws::finish(&mut socket, outcome).await;
+}
+
+fn parse_open(text: &str) -> ApiResult<OpenFrame> {
+    let frame: OpenFrame =
+        serde_json::from_str(text).map_err(|e| ApiError::invalid(format!("bad `open`: {e}")))?;
+    if frame.kind != "open" {
+        return Err(ApiError::invalid(format!(
+            "the first frame must be `open`, not `{}`",
+            frame.kind
+        )));
+    }
+    Ok(frame)
+}
+
+async fn start(
+    socket: &mut WebSocket,
+    state: &Arc<AppState>,
+    token: Option<String>,
+) -> Result<Session, End> {
+    let principal = ws::authenticate(state, token).await?;
+    super::authorize(&principal)?;
+    let open = loop {
+        match ws::next_message(socket, state.config.stream.idle_timeout).await? {
+            Message::Text(text) => break parse_open(&text)?,
+            Message::Binary(_) => {
+                return Err(ApiError::invalid("send the `open` frame first").into());
+            }
+            _ => continue,
+        }
+    };
+    // A wrong voice is a bad `open` here (4400), not a missing resource.
+    let voice = voices::find(state, open.voice.as_deref())
+        .map_err(|e| ApiError::invalid(format!("unknown voice: {}", e.message)))?;
+    let output = Output::from_request(open.output, Codec::Opus)?;
+    if output.codec == Codec::Wav {
+        return Err(
+            ApiError::invalid("streams carry `opus` packets or `pcm_s16le` frames")
+                .with_field("field", "output.codec")
+                .into(),
+        );
+    }
+    let speed = super::check_speed(open.speed)?;
+    let backend = super::resolve(state, &principal.tenant_id, open.backend_preference).await?;
+    let rate = output.rate(voice.sample_rate);
+    ws::send_text(
+        socket,
+        json!({
+            "type": "ready",
+            "session_id": format!("spk_{}", uuid::Uuid::now_v7().simple()),
+            "voice": voice.id,
+            "backend": backend.as_str(),
+            "codec": output.codec,
+            "sample_rate": rate,
+            "frame_ms": FRAME_MS,
+            "pace": open.pace,
+        })
+        .to_string(),
+    )
+    .await?;
+    Ok(Session {
+        state: state.clone(),
+        principal,
+        backend,
+        speed,
+        pace: open.pace,
+        output,
+        framer: None,
+        sentences: Sentences::default(),
+        queue: VecDeque::new(),
+        running: None,
+        outbox: VecDeque::new(),
+        play_start: None,
+        frames_sent: 0,
+        characters: 0,
+        seconds: 0.0,
+    })
+}
+
+impl Session {
+    async fn run(&mut self, socket: &mut WebSocket) -> End {
+        let config = self.state.config.stream.clone();
+        let mut keepalive = tokio::time::interval(config.keepalive);
+        keepalive.tick().await;
+        let mut last_heard = Instant::now();
+        let mut closing = false;
+        loop {
+            let busy = self.running.is_some() || !self.queue.is_empty() || !self.outbox.is_empty();
+            if closing && !busy {
+                return match self.drain(socket).await {
+                    Ok(()) => End::Done,
+                    Err(end) => end,
+                };
+            }
+            if busy {
+                last_heard = Instant::now();
+            }
+            let idle_deadline = tokio::time::Instant::from_std(last_heard + config.idle_timeout);
+            let send_at = tokio::time::Instant::from_std(self.next_send_time());
+            let step: Result<(), End> = tokio::select! {
+                done = async { self.running.as_mut().expect("guarded").await },
+                    if self.running.is_some() =>
+                {
+                    self.running = None;
+                    self.synthesized(done)
+                }
+                _ = tokio::time::sleep_until(send_at), if !self.outbox.is_empty() => {
+                    self.send_due(socket).await
+                }
+                message = socket.recv(), if !closing => {
+                    last_heard = Instant::now();
+                    match message {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(End::Gone),
+                        Some(Ok(Message::Text(text))) => match self.control(&text) {
+                            Ok(close) => {
+                                closing |= close;
+                                Ok(())
+                            }
+                            Err(error) if error.code == ErrorCode::CTX_TOO_LARGE => Err(error.into()),
+                            // A bad frame loses nothing: say so, carry on.
+                            Err(error) => ws::send_error(socket, &error).await,
+                        },
+                        Some(Ok(Message::Binary(_))) => {
+                            let error = ApiError::invalid("this stream takes text frames, not audio");
+                            ws::send_error(socket, &error).await
+                        }
+                        Some(Ok(_)) => Ok(()),
+                    }
+                }
+                _ = tokio::time::sleep_until(idle_deadline), if !closing && !busy => {
+                    Err(End::Error(ws::idle_error(config.idle_timeout)))
+                }
+                _ = keepalive.tick() => ws::ping(socket).await,
+            };
+            if let Err(end) = step {
+                return end;
+            }
+            self.start_next();
+        }
+    }
+
+    /// A text frame: `text`, `flush` or `close` (`Ok(true)`).
+    fn control(&mut self, text: &str) -> ApiResult<bool> {
+        let frame: ClientFrame = serde_json::from_str(text)
+            .map_err(|e| ApiError::invalid(format!("text frames are JSON with a `type`: {e}")))?;
+        let limit = self.state.config.speak.max_text_chars;
+        match frame.kind.as_str() {
+            "text" => {
+                let piece = frame.text.unwrap_or_default();
+                if piece.chars().count() > limit {
+                    return Err(ApiError::new(
+                        ErrorCode::CTX_TOO_LARGE,
+                        format!("a text frame is limited to {limit} characters"),
+                    )
+                    .with_field("limit", limit));
+                }
+                let complete = self.sentences.push(&piece);
+                self.enqueue(complete)?;
+                // Text that never ends a sentence is spoken once it reaches the limit.
+                if self.sentences.pending_chars() > limit {
+                    let rest = self.sentences.flush();
+                    self.enqueue(rest.into_iter().collect())?;
+                }
+                Ok(false)
+            }
+            "flush" => {
+                let rest = self.sentences.flush();
+                self.enqueue(rest.into_iter().collect())?;
+                Ok(false)
+            }
+            "close" => {
+                let rest = self.sentences.flush();
+                self.enqueue(rest.into_iter().collect())?;
+                Ok(true)
+            }
+            other => Err(ApiError::invalid(format!(
+                "unknown frame `{other}` (expected `text`, `flush` or `close`)"
+            ))),
+        }
+    }
+
+    fn enqueue(&mut self, sentences: Vec<String>) -> ApiResult<()> {
+        for sentence in sentences {
+            if self.queue.len() >= MAX_QUEUED {
+                return Err(ApiError::new(
+                    ErrorCode::CTX_TOO_LARGE,
+                    format!("more than {MAX_QUEUED} sentences are waiting to be spoken"),
+                )
+                .with_field("limit", MAX_QUEUED));
+            }
+            self.queue.push_back(sentence);
+        }
+        Ok(())
+    }
+
+    fn start_next(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        let Some(sentence) = self.queue.pop_front() else {
+            return;
+        };
+        let (state, backend, speed) = (self.state.clone(), self.backend, self.speed);
+        self.running = Some(Box::pin(async move {
+            let result = super::sentence(&state, backend, &sentence, speed).await;
+            (sentence, result)
+        }));
+    }
+
+    /// A sentence came back: its frames join the outbox.
+    fn synthesized(
+        &mut self,
+        (sentence, result): (String, ApiResult<(Vec<f32>, u32)>),
+    ) -> Result<(), End> {
+        let (samples, rate) = result?;
+        self.characters += sentence.chars().count();
+        self.seconds += samples.len() as f64 / f64::from(rate.max(1));
+        if self.framer.is_none() {
+            self.framer = Some(Framer::new(&self.output, rate)?);
+        }
+        let framer = self.framer.as_mut().expect("set above");
+        self.outbox.extend(framer.frames(&samples, false)?);
+        Ok(())
+    }
+
+    /// When the next frame may leave: now, or its playback time minus the lead.
+    fn next_send_time(&self) -> Instant {
+        match (self.pace, self.play_start) {
+            (true, Some(start)) => {
+                let due = start + Duration::from_millis(self.frames_sent * FRAME_MS);
+                due.checked_sub(PACE_LEAD).unwrap_or(start)
+            }
+            _ => Instant::now(),
+        }
+    }
+
+    /// Sends every frame that is due.
+    async fn send_due(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+        while !self.outbox.is_empty() && self.next_send_time() <= Instant::now() {
+            let frame = self.outbox.pop_front().expect("checked");
+            let start = *self.play_start.get_or_insert_with(Instant::now);
+            ws::send_binary(socket, frame).await?;
+            self.frames_sent += 1;
+            // A paced stream that fell behind (slow synthesis) restarts its clock
+            // rather than bursting to catch up.
+            let behind = Instant::now().saturating_duration_since(
+                start + Duration::from_millis(self.frames_sent * FRAME_MS),
+            );
+            if self.pace && behind > Duration::ZERO {
+                self.play_start = Some(Instant::now());
+                self.frames_sent = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// End of stream: the encoder's last frames, sent (paced if asked).
+    async fn drain(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+        if let Some(framer) = &mut self.framer {
+            let last = framer.frames(&[], true)?;
+            self.outbox.extend(last);
+        }
+        while !self.outbox.is_empty() {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(self.next_send_time())).await;
+            self.send_due(socket).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Voice rate and the frame rate, for tests and the bench.
+pub fn frames_per_second() -> u32 {
+    OPUS_RATE / OPUS_FRAME as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opus_frames_are_20_ms_packets_that_decode_back() {
+        let output = Output {
+            codec: Codec::Opus,
+            sample_rate: None,
+        };
+        let mut framer = Framer::new(&output, 22_050).unwrap();
+        let tone: Vec<f32> = (0..22_050).map(|i| 0.3 * (i as f32 * 0.05).sin()).collect();
+        let mut packets = framer.frames(&tone, false).unwrap();
+        packets.extend(framer.frames(&[], true).unwrap());
+        // One second is 50 packets, plus the encoder's look-ahead flushed at the end.
+        assert!((50..=53).contains(&packets.len()), "{}", packets.len());
+        let mut decoder = media::opus_decode::OpusPacketDecoder::new(1, 0).unwrap();
+        let mut samples = Vec::new();
+        for packet in &packets {
+            samples.extend_from_slice(decoder.decode(packet).unwrap());
+        }
+        assert_eq!(samples.len(), packets.len() * OPUS_FRAME);
+        assert_eq!(frames_per_second(), 50);
+    }
+
+    #[test]
+    fn pcm_frames_are_20_ms_at_the_asked_rate() {
+        let output = Output {
+            codec: Codec::PcmS16le,
+            sample_rate: Some(16_000),
+        };
+        let mut framer = Framer::new(&output, 22_050).unwrap();
+        let tone = vec![0.1f32; 22_050];
+        let mut frames = framer.frames(&tone, false).unwrap();
+        frames.extend(framer.frames(&[], true).unwrap());
+        let total: usize = frames.iter().map(Vec::len).sum();
+        assert_eq!(total, 32_000);
+        assert!(frames[..frames.len() - 1].iter().all(|f| f.len() == 640));
+    }
+}

@@ -1,0 +1,168 @@
+//! What every WebSocket route shares: token auth after accept, `error` frames with the
+//! close code of their error code, the closing handshake, write timeouts (a client that
+//! stops reading is dropped, never buffered for), idle reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ErrorCode};
+
+/// A send that cannot complete in this time means the client stopped reading.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the client's close frame after ours.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// How a session ends.
+pub enum End {
+    /// The client asked to end (`close`): the final frame, then close 1000.
+    Done,
+    /// The client went away (closed, vanished, or stopped reading).
+    Gone,
+    /// An error frame and its close code.
+    Error(ApiError),
+}
+
+impl From<ApiError> for End {
+    fn from(error: ApiError) -> Self {
+        End::Error(error)
+    }
+}
+
+/// The `error` frame: `code`, `message`, `request_id` and the envelope's extra fields.
+pub fn error_frame(error: &ApiError) -> String {
+    let mut frame = json!({
+        "type": "error",
+        "code": error.code.as_str(),
+        "message": error.message,
+    });
+    if let Some(object) = frame.as_object_mut() {
+        if let Some(id) = crate::request_id::current() {
+            object.insert("request_id".into(), Value::String(id));
+        }
+        for (name, value) in &error.fields {
+            object.insert(name.clone(), value.clone());
+        }
+    }
+    frame.to_string()
+}
+
+async fn send(socket: &mut WebSocket, message: Message) -> Result<(), End> {
+    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => {
+            tracing::info!("stream dropped: the client stopped reading");
+            Err(End::Gone)
+        }
+    }
+}
+
+pub async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), End> {
+    send(socket, Message::Text(text.into())).await
+}
+
+pub async fn send_binary(socket: &mut WebSocket, bytes: Vec<u8>) -> Result<(), End> {
+    send(socket, Message::Binary(bytes.into())).await
+}
+
+pub async fn send_error(socket: &mut WebSocket, error: &ApiError) -> Result<(), End> {
+    send_text(socket, error_frame(error)).await
+}
+
+pub async fn ping(socket: &mut WebSocket) -> Result<(), End> {
+    send(socket, Message::Ping(Default::default())).await
+}
+
+/// The closing handshake: our close frame, then the client's frames are read (and
+/// dropped) until its close comes back. Dropping the connection with unread data would
+/// make the kernel reset it, and the client could lose the error and close frames.
+pub async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.to_owned().into(),
+    };
+    if send(socket, Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Ends a session: `Ok(frame)` is the last frame then close 1000; an error is its
+/// `error` frame then its close code; a client that is gone gets nothing.
+pub async fn finish(socket: &mut WebSocket, outcome: Result<String, End>) {
+    match outcome {
+        Ok(last) => {
+            if send_text(socket, last).await.is_ok() {
+                close(socket, 1000, "done").await;
+            }
+        }
+        Err(End::Error(error)) => {
+            let code = error.code.ws_close_code().unwrap_or(1011);
+            tracing::info!(
+                code = error.code.as_str(),
+                close = code,
+                "stream closed: {}",
+                error.message
+            );
+            if send_error(socket, &error).await.is_ok() {
+                close(socket, code, error.code.as_str()).await;
+            }
+        }
+        Err(End::Gone | End::Done) => {}
+    }
+}
+
+/// The next message, or the end of the session (idle for `idle`, or gone).
+pub async fn next_message(socket: &mut WebSocket, idle: Duration) -> Result<Message, End> {
+    match tokio::time::timeout(idle, socket.recv()).await {
+        Err(_) => Err(idle_error(idle).into()),
+        Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => Err(End::Gone),
+        Ok(Some(Ok(message))) => Ok(message),
+    }
+}
+
+pub fn idle_error(idle: Duration) -> ApiError {
+    ApiError::invalid(format!(
+        "no frame from the client for {} s; the stream is closed",
+        idle.as_secs()
+    ))
+    .with_field("reason", "idle_timeout")
+}
+
+/// The principal of the token sent as a header or `?token=` (4401 when missing or bad).
+pub async fn authenticate(state: &AppState, token: Option<String>) -> Result<Arc<Principal>, End> {
+    let token = token.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::AUTH_TOKEN_MISSING,
+            "send the token as `Authorization: Bearer` or `?token=`",
+        )
+    })?;
+    let principal = state.auth.authenticate(&token).await?;
+    tracing::Span::current().record("subject", principal.subject_id());
+    Ok(principal)
+}
+
+/// The token of a WebSocket upgrade: the header wins (a malformed one is an invalid
+/// token, not a missing one), else `?token=`.
+pub fn token(headers: &axum::http::HeaderMap, query: Option<String>) -> Option<String> {
+    match headers.contains_key(axum::http::header::AUTHORIZATION) {
+        true => Some(
+            crate::auth::bearer_token(headers)
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        false => query,
+    }
+}

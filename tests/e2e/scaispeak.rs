@@ -1,0 +1,474 @@
+//! ScaiSpeak against the real server and models: every codec decodes back to speech
+//! whose transcript (ScaiEcho on the same server) matches the text; bad input; voices,
+//! policy, readiness and backend B through an upstream the test starts; the WebSocket
+//! with word-by-word text producing Opus packets as each sentence completes; the OpenAI
+//! Python SDK.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::{ADMIN_KEY, Options, Server, assert_error, read};
+
+const SPEAK: &str = "/v1/modules/scaispeak/speak";
+/// Piper samples its noise, so each synthesis differs a little; these sentences read
+/// back reliably ("The weather" sometimes came back "But whether").
+const TEXT: &str = "Our meeting has been moved to the second floor. \
+    Please call me back when you get this message.";
+
+async fn speak(server: &Server, token: &str, body: Value) -> reqwest::Response {
+    server
+        .http
+        .post(server.url(SPEAK))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// What ScaiEcho on the same server hears in 16 kHz mono samples.
+async fn hear(server: &Server, samples: &[f32]) -> String {
+    let response = server
+        .http
+        .post(server.url("/v1/modules/scaiecho/transcribe"))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "audio/pcm;rate=16000")
+        .body(media::encode::pcm_s16le(samples))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(response).await;
+    assert_eq!(status, 200, "{body}");
+    body["text"].as_str().unwrap().to_owned()
+}
+
+fn to_16k(bytes: &[u8]) -> Vec<f32> {
+    let audio = media::decode(bytes, &media::DecodeOptions::default()).unwrap();
+    media::resample::to_mono(&audio, 16_000).unwrap()
+}
+
+#[tokio::test]
+async fn every_codec_decodes_back_to_the_spoken_text() {
+    let server = Server::start().await;
+    for (output, content_type) in [
+        (json!({"codec": "wav"}), "audio/wav"),
+        (
+            json!({"codec": "pcm_s16le", "sample_rate": 16000}),
+            "audio/pcm;rate=16000;channels=1",
+        ),
+        (json!({"codec": "opus"}), "audio/ogg;codecs=opus"),
+    ] {
+        let response = speak(&server, ADMIN_KEY, json!({"text": TEXT, "output": output})).await;
+        assert_eq!(response.status(), 200);
+        let headers = response.headers().clone();
+        assert_eq!(headers["content-type"], content_type);
+        let seconds: f64 = headers["x-scaigrid-audio-seconds"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let bytes = response.bytes().await.unwrap();
+        let samples = match output["codec"].as_str() {
+            Some("pcm_s16le") => bytes
+                .chunks_exact(2)
+                .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+                .collect(),
+            _ => to_16k(&bytes),
+        };
+        let decoded = samples.len() as f64 / 16_000.0;
+        assert!((3.0..12.0).contains(&decoded), "{output}: {decoded} s");
+        assert!((decoded - seconds).abs() < 0.1, "{decoded} vs {seconds}");
+        let heard = hear(&server, &samples).await;
+        let error = engines::wer::wer(TEXT, &heard);
+        println!("{output}: {heard:?} WER {error:.3}");
+        assert!(error <= 0.2, "{output}: {heard:?}");
+    }
+    let characters = server
+        .sql_count(
+            "SELECT COUNT(*) FROM usage_events WHERE module = 'scaispeak' \
+             AND metric = 'characters'",
+        )
+        .await;
+    assert_eq!(characters, 3);
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_junk_is_not_spoken() {
+    let server = Server::start_with(Options {
+        config_toml: Some("[scaispeak]\nmax_text_chars = 200\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let cases = [
+        (json!({"text": "   "}), 400, "INVALID_REQUEST"),
+        (json!({"text": "x".repeat(201)}), 413, "CTX_TOO_LARGE"),
+        (json!({"text": "Hi.", "voice": "nobody"}), 404, "NOT_FOUND"),
+        (
+            json!({"text": "Hi.", "output": {"codec": "mp3"}}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"text": "Hi.", "output": {"codec": "flac"}}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (json!({"text": "Hi.", "speed": 10}), 400, "INVALID_REQUEST"),
+        (json!({"text": "Hi.", "pitch": 2}), 400, "INVALID_REQUEST"),
+        (
+            json!({"text": "Hi.", "save_to": {"filename": "a.wav"}}),
+            403,
+            "SCAISPEAK_SAVE_TO_REQUIRES_JWT",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer) = read(speak(&server, ADMIN_KEY, body.clone()).await).await;
+        assert_error(got, &answer, status, code);
+        if code == "CTX_TOO_LARGE" {
+            assert_eq!(answer["error"]["limit"], 200, "{answer}");
+        }
+    }
+    // Markup and control characters are dropped, not read out.
+    let junk = "<speak>Good\u{7} morning <break time=\"2s\"/> everyone.</speak>";
+    let response = speak(&server, ADMIN_KEY, json!({"text": junk})).await;
+    assert_eq!(response.status(), 200);
+    let heard = hear(&server, &to_16k(&response.bytes().await.unwrap())).await;
+    let lower = heard.to_lowercase();
+    assert!(
+        lower.contains("morning") && !lower.contains("speak") && !lower.contains("break"),
+        "{heard}"
+    );
+    // Module and permission.
+    let tenant = server.tenant("speak-perms").await;
+    let (status, body) =
+        read(speak(&server, &tenant.member_key, json!({"text": "Hi."})).await).await;
+    assert_error(status, &body, 403, "MODULE_NOT_ENABLED");
+    let (status, _) = server
+        .post(
+            "/v1/modules/scaispeak/enable",
+            Some(&tenant.admin_key),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let viewer = server.key(&tenant.admin_key, &tenant.id, &["viewer"]).await;
+    let (status, body) = read(speak(&server, &viewer, json!({"text": "Hi."})).await).await;
+    assert_error(status, &body, 403, "AUTHZ_PERMISSION_DENIED");
+    let (status, voices) = server
+        .get("/v1/modules/scaispeak/voices", Some(&viewer))
+        .await;
+    assert_eq!(status, 200, "{voices}");
+}
+
+/// A small OpenAI-compatible `/v1/audio/speech` upstream answering a WAV of a tone.
+async fn speech_upstream(key: &'static str) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    let app = axum::Router::new().route(
+        "/v1/audio/speech",
+        axum::routing::post(
+            move |headers: HeaderMap, body: axum::Json<Value>| async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if auth != format!("Bearer {key}") || body["response_format"] != "wav" {
+                    return (StatusCode::UNAUTHORIZED, Vec::new());
+                }
+                let tone: Vec<f32> = (0..24_000).map(|i| 0.2 * (i as f32 * 0.06).sin()).collect();
+                (StatusCode::OK, media::encode::wav_s16(&tone, 24_000, 1))
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn voices_policy_readiness_and_backend_b() {
+    let relay = speech_upstream("speech-key").await;
+    let server = Server::start_with(Options {
+        config_toml: Some(format!(
+            "[scaispeak]\nrelay_url = \"{relay}\"\nrelay_api_key = \"speech-key\"\n"
+        )),
+        ..Options::default()
+    })
+    .await;
+    let (status, voices) = server
+        .get("/v1/modules/scaispeak/voices", Some(ADMIN_KEY))
+        .await;
+    assert_eq!(status, 200);
+    let data = voices["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{voices}");
+    assert_eq!(data[0]["scope"], "global");
+    assert_eq!(data[0]["embedding_status"], "ready");
+    let id = data[0]["id"].as_str().unwrap();
+    let (status, one) = server
+        .get(
+            &format!("/v1/modules/scaispeak/voices/{id}"),
+            Some(ADMIN_KEY),
+        )
+        .await;
+    assert_eq!((status, &one["id"]), (200, &json!(id)));
+    let (_, tenant_voices) = server
+        .get("/v1/modules/scaispeak/voices?scope=tenant", Some(ADMIN_KEY))
+        .await;
+    assert_eq!(tenant_voices["data"], json!([]));
+    let (status, body) = server
+        .get(
+            "/v1/modules/scaispeak/voices?scope=everyone",
+            Some(ADMIN_KEY),
+        )
+        .await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+    let (status, ready) = server.get("/v1/modules/scaispeak/readyz", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(ready["backends"], json!({"A": true, "B": true}));
+    // Pinned to B: the relay speaks (a tone here), re-encoded to what was asked.
+    let (status, policy) = server
+        .send(
+            reqwest::Method::PATCH,
+            "/v1/modules/scaispeak/admin/policy",
+            Some(ADMIN_KEY),
+            Some(json!({"allowed_backends": ["B", "B"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{policy}");
+    assert_eq!(policy["allowed_backends"], json!(["B"]));
+    let response = speak(
+        &server,
+        ADMIN_KEY,
+        json!({"text": "Hello.", "output": {"codec": "wav", "sample_rate": 16000}}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-scaigrid-backend"], "B");
+    let audio = media::decode(
+        &response.bytes().await.unwrap(),
+        &media::DecodeOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(audio.sample_rate, 16_000);
+    assert!((audio.duration_seconds() - 1.0).abs() < 0.02);
+    // Pinned to A with no voice loaded (engines off): 502, readiness says why.
+    let bare = Server::start_with(Options {
+        config_toml: Some("[engines]\nenabled = false\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = read(speak(&bare, ADMIN_KEY, json!({"text": "Hello."})).await).await;
+    assert_error(status, &body, 502, "SCAISPEAK_BACKEND_UNAVAILABLE");
+    let (status, body) = bare.get("/v1/modules/scaispeak/readyz", None).await;
+    assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect_speak(server: &Server) -> Socket {
+    let url = format!(
+        "{}/v1/modules/scaispeak/stream/speak",
+        server.base.replacen("http://", "ws://", 1)
+    );
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_KEY}").parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+async fn text(socket: &mut Socket, value: Value) {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next message (text as JSON, binary as bytes), or the close code.
+enum Got {
+    Json(Value),
+    Audio(Vec<u8>),
+    Closed(Option<u16>),
+}
+
+async fn next(socket: &mut Socket) -> Got {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(60), socket.next())
+            .await
+            .expect("an answer within a minute");
+        return match message {
+            Some(Ok(Message::Text(t))) => Got::Json(serde_json::from_str(&t).unwrap()),
+            Some(Ok(Message::Binary(b))) => Got::Audio(b.to_vec()),
+            Some(Ok(Message::Close(frame))) => Got::Closed(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => continue,
+            None | Some(Err(_)) => Got::Closed(None),
+        };
+    }
+}
+
+#[tokio::test]
+async fn streamed_words_come_back_as_opus_packets_sentence_by_sentence() {
+    let server = Server::start().await;
+    let mut socket = connect_speak(&server).await;
+    text(&mut socket, json!({"type": "open"})).await;
+    let Got::Json(ready) = next(&mut socket).await else {
+        panic!("no ready")
+    };
+    assert_eq!(ready["type"], "ready", "{ready}");
+    assert_eq!(ready["codec"], "opus");
+    assert_eq!(ready["sample_rate"], 48_000);
+    let (first, second) = TEXT.split_at(TEXT.find(". ").unwrap() + 2);
+    for word in first.split_inclusive(' ') {
+        text(&mut socket, json!({"type": "text", "text": word})).await;
+    }
+    // Audio of the first sentence comes before any of the second is sent.
+    let mut packets = Vec::new();
+    match next(&mut socket).await {
+        Got::Audio(packet) => packets.push(packet),
+        _ => panic!("expected audio after the first sentence"),
+    }
+    for word in second.split_inclusive(' ') {
+        text(&mut socket, json!({"type": "text", "text": word})).await;
+    }
+    text(&mut socket, json!({"type": "close"})).await;
+    let done = loop {
+        match next(&mut socket).await {
+            Got::Audio(packet) => packets.push(packet),
+            Got::Json(frame) if frame["type"] == "done" => break frame,
+            Got::Json(frame) => panic!("unexpected {frame}"),
+            Got::Closed(code) => panic!("closed early: {code:?}"),
+        }
+    };
+    assert!(matches!(next(&mut socket).await, Got::Closed(Some(1000))));
+    // The spoken sentences' characters (the space between them is not spoken).
+    let characters = done["usage"]["characters"].as_u64().unwrap() as usize;
+    assert!(characters.abs_diff(TEXT.chars().count()) <= 1, "{done}");
+    let mut decoder = media::opus_decode::OpusPacketDecoder::new(1, 0).unwrap();
+    let mut samples = Vec::new();
+    for packet in &packets {
+        assert!(packet.len() < 400, "one 20 ms packet per frame");
+        samples.extend_from_slice(decoder.decode(packet).unwrap());
+    }
+    assert_eq!(samples.len(), packets.len() * 960);
+    let speech = media::resample::resample_mono(&samples, 48_000, 16_000).unwrap();
+    let heard = hear(&server, &speech).await;
+    let error = engines::wer::wer(TEXT, &heard);
+    println!("stream: {heard:?} WER {error:.3}");
+    assert!(error <= 0.2, "{heard:?}");
+}
+
+#[tokio::test]
+async fn speak_stream_closes_with_4400_and_4502_and_paces_pcm() {
+    let server = Server::start().await;
+    for open in [
+        json!({"type": "open", "voice": "nobody"}),
+        json!({"type": "open", "output": {"codec": "wav"}}),
+        json!({"type": "hello"}),
+    ] {
+        let mut socket = connect_speak(&server).await;
+        text(&mut socket, open.clone()).await;
+        let Got::Json(error) = next(&mut socket).await else {
+            panic!("no error frame for {open}")
+        };
+        assert_eq!(error["type"], "error");
+        assert!(
+            matches!(next(&mut socket).await, Got::Closed(Some(4400))),
+            "{open}"
+        );
+    }
+    // Paced PCM: frames leave at playback speed.
+    let mut socket = connect_speak(&server).await;
+    text(
+        &mut socket,
+        json!({"type": "open", "output": {"codec": "pcm_s16le", "sample_rate": 16000}, "pace": true}),
+    )
+    .await;
+    assert!(matches!(next(&mut socket).await, Got::Json(_)));
+    text(
+        &mut socket,
+        json!({"type": "text", "text": "One two three four five."}),
+    )
+    .await;
+    text(&mut socket, json!({"type": "close"})).await;
+    let started = std::time::Instant::now();
+    let mut bytes = 0;
+    loop {
+        match next(&mut socket).await {
+            Got::Audio(frame) => bytes += frame.len(),
+            Got::Json(frame) => {
+                assert_eq!(frame["type"], "done");
+                break;
+            }
+            Got::Closed(code) => panic!("closed: {code:?}"),
+        }
+    }
+    let seconds = bytes as f64 / 32_000.0;
+    let took = started.elapsed().as_secs_f64();
+    assert!(
+        took >= seconds - 0.5,
+        "{seconds} s of audio sent in {took} s"
+    );
+    // Policy pinned to B, no relay: 4502 right after `open`.
+    let (status, _) = server
+        .send(
+            reqwest::Method::PATCH,
+            "/v1/modules/scaispeak/admin/policy",
+            Some(ADMIN_KEY),
+            Some(json!({"allowed_backends": ["B"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut socket = connect_speak(&server).await;
+    text(&mut socket, json!({"type": "open"})).await;
+    let Got::Json(error) = next(&mut socket).await else {
+        panic!("no error frame")
+    };
+    assert_eq!(error["code"], "SCAISPEAK_BACKEND_UNAVAILABLE");
+    assert!(matches!(next(&mut socket).await, Got::Closed(Some(4502))));
+}
+
+#[tokio::test]
+async fn the_openai_python_sdk_speaks() {
+    let python = std::env::var("SCAIGRID_TEST_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/scaigrid/pyenv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    assert!(
+        std::path::Path::new(&python).is_file(),
+        "{python} is missing: run scripts/test (it installs the openai SDK into a venv)"
+    );
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("speech.wav");
+    let script = r#"
+import sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2])
+speech = client.audio.speech.create(model="tts-1", voice="alloy", response_format="wav",
+    input="Please call me back when you get this message.")
+speech.write_to_file(sys.argv[3])
+"#;
+    let output = std::process::Command::new(&python)
+        .args(["-c", script, &server.base, ADMIN_KEY])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let heard = hear(&server, &to_16k(&std::fs::read(&out).unwrap())).await;
+    assert!(
+        engines::wer::wer("Please call me back when you get this message.", &heard) <= 0.2,
+        "{heard}"
+    );
+}
