@@ -32,7 +32,7 @@ data="$(mktemp -d)"
 log="$data/server.log"
 key="sgk_load_platform_admin_key_0123456789"
 SCAIGRID_BIND=127.0.0.1:0 SCAIGRID_DATA_DIR="$data" SCAIGRID_BOOTSTRAP_ADMIN_KEY="$key" \
-  RUST_LOG="${RUST_LOG:-warn}" "$CARGO_TARGET_DIR/release/scaigrid" serve 2>"$log" &
+  RUST_LOG="${RUST_LOG:-warn,scaigrid=info}" "$CARGO_TARGET_DIR/release/scaigrid" serve 2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 1 600); do grep -q "listening on" "$log" && break; sleep 0.1; done

@@ -10,8 +10,8 @@
 //! client can play each frame as it arrives and never underruns nor buffers seconds.
 //!
 //! One sentence synthesizes at a time per session while the previous one is sent; the
-//! sentence queue is bounded (4413 past it), and sends time out on a client that does
-//! not read.
+//! very first is split after its first clause so audio starts sooner. The sentence
+//! queue is bounded (4413 past it), and sends time out on a client that does not read.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -372,9 +372,16 @@ impl Session {
         if self.running.is_some() {
             return;
         }
-        let Some(sentence) = self.queue.pop_front() else {
+        let Some(mut sentence) = self.queue.pop_front() else {
             return;
         };
+        // Nothing heard yet: start with the first clause alone (time to first audio).
+        if self.framer.is_none()
+            && let Some((head, tail)) = super::text::first_clause(&sentence)
+        {
+            self.queue.push_front(tail);
+            sentence = head;
+        }
         let (state, backend, speed) = (self.state.clone(), self.backend, self.speed);
         self.running = Some(Box::pin(async move {
             let result = super::sentence(&state, backend, &sentence, speed).await;
