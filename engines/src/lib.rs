@@ -17,6 +17,8 @@
 //! - [`normalize`]: numbers, currency, abbreviations and symbols spelled out.
 //! - [`phonemize`]: text to IPA through the espeak-ng library.
 //! - [`piper`]: Piper VITS text-to-speech over espeak-ng phonemes.
+//! - [`conditioning`]: moving synthesized speech toward a reference speaker (pitch,
+//!   vocal-tract length, spectral envelope): the `(text, reference) -> audio` seam.
 //! - [`whisper`]: Whisper speech-to-text: log-mel, batched encoder, KV-cache decoder,
 //!   greedy/beam search, timestamps, long audio through VAD windows.
 //! - [`wer`]: word error rate (tests and benches).
@@ -26,6 +28,7 @@
 //! - [`error`]: the engines' typed errors.
 
 pub mod batcher;
+pub mod conditioning;
 pub mod diarize;
 pub mod embedder;
 pub mod endpoint;
