@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "scaispeak",
         include_str!("migrations/0004_scaispeak.sql"),
     ),
+    (5, "voices", include_str!("migrations/0005_voices.sql")),
 ];
 
 /// Applies every migration not yet recorded. Returns how many ran.

@@ -37,3 +37,173 @@ pub async fn put_allowed(
     .await?;
     Ok(())
 }
+
+/// A tenant voice (cloning intake).
+#[derive(Debug, Clone)]
+pub struct VoiceRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub embedding_status: String,
+    pub embedding_status_reason: Option<String>,
+    pub reference_key: String,
+    pub preflight: String,
+    pub profile: Option<String>,
+    pub embedding: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const VOICE_COLUMNS: &str = "id, tenant_id, name, embedding_status, embedding_status_reason, \
+    reference_key, preflight, profile, embedding, created_at, updated_at";
+
+fn voice_row(row: &sqlx::any::AnyRow) -> Result<VoiceRow, sqlx::Error> {
+    Ok(VoiceRow {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        name: row.try_get("name")?,
+        embedding_status: row.try_get("embedding_status")?,
+        embedding_status_reason: row.try_get("embedding_status_reason")?,
+        reference_key: row.try_get("reference_key")?,
+        preflight: row.try_get("preflight")?,
+        profile: row.try_get("profile")?,
+        embedding: row.try_get("embedding")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+pub struct NewVoice<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub name: &'a str,
+    pub reference_key: &'a str,
+    pub preflight: &'a str,
+    pub created_by: &'a str,
+}
+
+/// Inserts a voice at `processing`.
+pub async fn create_voice(conn: &mut AnyConnection, new: &NewVoice<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO scaispeak_voices (id, tenant_id, name, embedding_status, reference_key, \
+         preflight, created_by, created_at, updated_at) \
+         VALUES ($1, $2, $3, 'processing', $4, $5, $6, $7, $7)",
+    )
+    .bind(new.id)
+    .bind(new.tenant_id)
+    .bind(new.name)
+    .bind(new.reference_key)
+    .bind(new.preflight)
+    .bind(new.created_by)
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_voice(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<VoiceRow>, sqlx::Error> {
+    let query =
+        format!("SELECT {VOICE_COLUMNS} FROM scaispeak_voices WHERE tenant_id = $1 AND id = $2");
+    sqlx::query(sqlx::AssertSqlSafe(query))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(voice_row)
+        .transpose()
+}
+
+pub async fn list_voices(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+) -> Result<Vec<VoiceRow>, sqlx::Error> {
+    let query = format!(
+        "SELECT {VOICE_COLUMNS} FROM scaispeak_voices WHERE tenant_id = $1 ORDER BY created_at, id"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(query))
+        .bind(tenant_id)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(voice_row)
+        .collect()
+}
+
+/// The intake's outcome: `ready` with the profile (and embedding), or `failed`.
+pub async fn set_intake(
+    conn: &mut AnyConnection,
+    id: &str,
+    status: &str,
+    reason: Option<&str>,
+    profile: Option<&str>,
+    embedding: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE scaispeak_voices SET embedding_status = $1, embedding_status_reason = $2, \
+         profile = $3, embedding = $4, updated_at = $5 WHERE id = $6",
+    )
+    .bind(status)
+    .bind(reason)
+    .bind(profile)
+    .bind(embedding)
+    .bind(now_ms())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Erases a voice: its warm entries and its row (profile and embedding with it).
+pub async fn erase_voice(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM scaispeak_voice_warm WHERE voice_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM scaispeak_voices WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn voice_warm_nodes(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query("SELECT node_id FROM scaispeak_voice_warm WHERE voice_id = $1 ORDER BY node_id")
+        .bind(id)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|row| row.try_get("node_id"))
+        .collect()
+}
+
+pub async fn set_voice_warm(
+    conn: &mut AnyConnection,
+    id: &str,
+    node_id: &str,
+    warm: bool,
+) -> Result<(), sqlx::Error> {
+    let query = match warm {
+        true => {
+            "INSERT INTO scaispeak_voice_warm (voice_id, node_id, warmed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (voice_id, node_id) DO UPDATE SET warmed_at = excluded.warmed_at"
+        }
+        false => {
+            "DELETE FROM scaispeak_voice_warm WHERE voice_id = $1 AND node_id = $2 AND $3 >= 0"
+        }
+    };
+    sqlx::query(query)
+        .bind(id)
+        .bind(node_id)
+        .bind(now_ms())
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -34,7 +34,7 @@ async fn speak_response(
     request: SpeakRequest,
 ) -> ApiResult<Response> {
     scaispeak::authorize(principal)?;
-    let speak = Speak::validate(state, principal, request)?;
+    let speak = Speak::validate(state, principal, request).await?;
     let spoken = scaispeak::speak(state, principal, &speak).await?;
     let mut response = ([(CONTENT_TYPE, spoken.content_type)], spoken.bytes).into_response();
     if let Ok(seconds) = HeaderValue::from_str(&format!("{:.3}", spoken.seconds)) {
@@ -121,12 +121,7 @@ pub struct VoiceFilter {
     embedding_status: Option<String>,
 }
 
-fn voice_access(principal: &Principal) -> ApiResult<()> {
-    require_enabled(principal, MODULE)?;
-    principal.require("scaispeak:voice.read")
-}
-
-/// Voices this tenant can speak with.
+/// Voices this tenant can speak with: global ones and its cloned ones.
 #[utoipa::path(get, path = "/v1/modules/scaispeak/voices", tag = "scaispeak",
     params(VoiceFilter), responses((status = 200, body = Vec<Voice>)), security(("bearer" = [])))]
 pub async fn list_voices(
@@ -134,13 +129,31 @@ pub async fn list_voices(
     Auth(principal): Auth,
     Query(filter): Query<VoiceFilter>,
 ) -> ApiResult<Json<Value>> {
-    voice_access(&principal)?;
     let data = voices::list(
         &state,
+        &principal,
         filter.scope.as_deref(),
         filter.embedding_status.as_deref(),
-    )?;
+    )
+    .await?;
     Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// Voice-cloning intake: `name` plus a reference clip (multipart `file`, or the raw body
+/// with `?name=`). 422 `SCAISPEAK_VOICE_PREFLIGHT_FAILED` with the `preflight` block.
+#[utoipa::path(post, path = "/v1/modules/scaispeak/voices", tag = "scaispeak",
+    responses((status = 201, body = Voice)), security(("bearer" = [])))]
+pub async fn create_voice(
+    State(state): St,
+    Auth(principal): Auth,
+    request: axum::extract::Request,
+) -> ApiResult<(StatusCode, Json<Voice>)> {
+    require_enabled(&principal, MODULE)?;
+    principal.require(voices::WRITE)?;
+    let upload =
+        crate::scaiecho::upload::read(request, state.config.limits.max_upload_bytes).await?;
+    let voice = voices::create(&state, &principal, upload).await?;
+    Ok((StatusCode::CREATED, Json(voice)))
 }
 
 #[utoipa::path(get, path = "/v1/modules/scaispeak/voices/{id}", tag = "scaispeak",
@@ -150,12 +163,51 @@ pub async fn get_voice(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Voice>> {
-    voice_access(&principal)?;
-    voices::global(&state)
-        .into_iter()
-        .find(|v| v.id == id)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("voice"))
+    voices::get(&state, &principal, &id).await.map(Json)
+}
+
+/// Erases a tenant voice: reference, profile, embedding, warm entries.
+#[utoipa::path(delete, path = "/v1/modules/scaispeak/voices/{id}", tag = "scaispeak",
+    responses((status = 200, body = voices::Erased)), security(("bearer" = [])))]
+pub async fn delete_voice(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<voices::Erased>> {
+    voices::erase(&state, &principal, &id).await.map(Json)
+}
+
+/// Re-runs the intake from the staged reference.
+#[utoipa::path(post, path = "/v1/modules/scaispeak/voices/{id}/repromote", tag = "scaispeak",
+    responses((status = 200, body = Voice)), security(("bearer" = [])))]
+pub async fn repromote_voice(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Voice>> {
+    voices::repromote(&state, &principal, &id).await.map(Json)
+}
+
+/// A no-op 200 on a ready voice; 409 `SCAISPEAK_VOICE_NOT_READY_FOR_WARMING` otherwise.
+#[utoipa::path(post, path = "/v1/modules/scaispeak/voices/{id}/warm", tag = "scaispeak",
+    responses((status = 200, body = Voice)), security(("bearer" = [])))]
+pub async fn warm_voice(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Voice>> {
+    voices::warm(&state, &principal, &id).await.map(Json)
+}
+
+/// Drops the voice from this node's warm list.
+#[utoipa::path(post, path = "/v1/modules/scaispeak/voices/{id}/evict", tag = "scaispeak",
+    responses((status = 200, body = Voice)), security(("bearer" = [])))]
+pub async fn evict_voice(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Voice>> {
+    voices::evict(&state, &principal, &id).await.map(Json)
 }
 
 /// The tenant's ScaiSpeak policy (`allowed_backends`).

@@ -100,7 +100,7 @@ pub fn authorize(principal: &Principal) -> ApiResult<()> {
 }
 
 impl Speak {
-    pub fn validate(
+    pub async fn validate(
         state: &AppState,
         principal: &Principal,
         request: SpeakRequest,
@@ -124,9 +124,10 @@ impl Speak {
             )
             .with_field("field", "async"));
         }
+        let text = text::validate(&request.text, state.config.speak.max_text_chars)?;
         Ok(Speak {
-            text: text::validate(&request.text, state.config.speak.max_text_chars)?,
-            voice: voices::find(state, request.voice.as_deref())?,
+            text,
+            voice: voices::find(state, &principal.tenant_id, request.voice.as_deref()).await?,
             output: Output::from_request(request.output, Codec::Wav)?,
             speed: check_speed(request.speed)?,
             backend_preference: request.backend_preference,
@@ -181,16 +182,22 @@ pub async fn patch_policy(
     })
 }
 
-/// The backend for a request of this tenant.
+/// The backend for a request of this tenant. A cloned voice speaks on backend A only
+/// (the relay cannot condition on a reference).
 pub async fn resolve(
     state: &AppState,
     tenant_id: &str,
     requested: Option<Preference>,
+    voice: &voices::Voice,
 ) -> ApiResult<Backend> {
     let policy = policy(state, tenant_id).await?;
+    let preference = match voice.is_cloned() {
+        true => Preference::SelfHosted,
+        false => requested.unwrap_or(Preference::Any),
+    };
     backends::pick(
         &policy.allowed_backends,
-        requested.unwrap_or(Preference::Any),
+        preference,
         state.scaispeak.usable(),
         ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE,
         "text to speech",
@@ -198,17 +205,28 @@ pub async fn resolve(
 }
 
 /// Synthesizes one piece of text (a sentence, or a whole text on backend B) on the
-/// backend: mono samples and their rate.
+/// backend: mono samples and their rate. A cloned voice's `profile` conditions the
+/// base voice's output.
 pub async fn sentence(
     state: &AppState,
     backend: Backend,
     text: &str,
     speed: f32,
+    profile: Option<&engines::conditioning::VoiceProfile>,
 ) -> ApiResult<(Vec<f32>, u32)> {
     match (backend, &state.scaispeak.local, &state.scaispeak.relay) {
         (Backend::A, Some(local), _) => {
             let samples = local.sentence(text.to_owned(), speed).await?;
-            Ok((samples, local.sample_rate()))
+            let rate = local.sample_rate();
+            let Some(profile) = profile.cloned() else {
+                return Ok((samples, rate));
+            };
+            let conditioned = tokio::task::spawn_blocking(move || {
+                engines::conditioning::condition(&samples, rate, &profile)
+            })
+            .await
+            .map_err(ApiError::internal)?;
+            Ok((conditioned, rate))
         }
         (Backend::B, _, Some(relay)) => relay.speak(text, speed).await,
         _ => Err(ApiError::new(
@@ -228,7 +246,13 @@ pub struct Spoken {
 
 /// Synthesizes a validated request sentence by sentence, encodes it, records usage.
 pub async fn speak(state: &AppState, principal: &Principal, speak: &Speak) -> ApiResult<Spoken> {
-    let backend = resolve(state, &principal.tenant_id, speak.backend_preference).await?;
+    let backend = resolve(
+        state,
+        &principal.tenant_id,
+        speak.backend_preference,
+        &speak.voice,
+    )
+    .await?;
     // The relay takes the whole text in one call; the local voice one sentence at a time.
     let pieces = match backend {
         Backend::A => engines::piper::PiperVoice::sentences(&speak.text),
@@ -237,7 +261,14 @@ pub async fn speak(state: &AppState, principal: &Principal, speak: &Speak) -> Ap
     let mut samples = Vec::new();
     let mut rate = 0;
     for piece in &pieces {
-        let (audio, piece_rate) = sentence(state, backend, piece, speak.speed).await?;
+        let (audio, piece_rate) = sentence(
+            state,
+            backend,
+            piece,
+            speak.speed,
+            speak.voice.profile.as_ref(),
+        )
+        .await?;
         if rate != 0 && piece_rate != rate {
             return Err(ApiError::internal("sentences came back at different rates"));
         }

@@ -129,6 +129,8 @@ struct Session {
     principal: Arc<Principal>,
     backend: Backend,
     speed: f32,
+    /// A cloned voice's conditioning profile.
+    profile: Option<engines::conditioning::VoiceProfile>,
     pace: bool,
     output: Output,
     framer: Option<Framer>,
@@ -205,8 +207,9 @@ async fn start(
         }
     };
     // A wrong voice is a bad `open` here (4400), not a missing resource.
-    let voice = voices::find(state, open.voice.as_deref())
-        .map_err(|e| ApiError::invalid(format!("unknown voice: {}", e.message)))?;
+    let voice = voices::find(state, &principal.tenant_id, open.voice.as_deref())
+        .await
+        .map_err(|e| ApiError::invalid(format!("voice: {}", e.message)))?;
     let output = Output::from_request(open.output, Codec::Opus)?;
     if output.codec == Codec::Wav {
         return Err(
@@ -216,7 +219,8 @@ async fn start(
         );
     }
     let speed = super::check_speed(open.speed)?;
-    let backend = super::resolve(state, &principal.tenant_id, open.backend_preference).await?;
+    let backend =
+        super::resolve(state, &principal.tenant_id, open.backend_preference, &voice).await?;
     let rate = output.rate(voice.sample_rate);
     ws::send_text(
         socket,
@@ -238,6 +242,7 @@ async fn start(
         principal,
         backend,
         speed,
+        profile: voice.profile.clone(),
         pace: open.pace,
         output,
         framer: None,
@@ -383,8 +388,9 @@ impl Session {
             sentence = head;
         }
         let (state, backend, speed) = (self.state.clone(), self.backend, self.speed);
+        let profile = self.profile.clone();
         self.running = Some(Box::pin(async move {
-            let result = super::sentence(&state, backend, &sentence, speed).await;
+            let result = super::sentence(&state, backend, &sentence, speed, profile.as_ref()).await;
             (sentence, result)
         }));
     }

@@ -1,20 +1,42 @@
-//! The voice catalogue. Global voices are the Piper voices the node loaded (today one,
-//! `en_US-joe-medium`); tenant voices (cloning intake) join them with the rest of the
-//! ScaiSpeak issue. OpenAI's voice names (`alloy`, ...) are accepted as the default
-//! voice so OpenAI clients work unchanged.
+//! The voice catalogue and the cloning intake.
+//!
+//! Global voices are the Piper voices the node loaded (today `en_US-joe-medium`).
+//! Tenant voices come from `POST /voices`: the reference clip passes the contract's
+//! preflight (or nothing is stored: 422 with the `preflight` block), is staged in the
+//! object store, and the intake computes its conditioning profile (pitch, spectral
+//! envelope; `engines::conditioning`) and, where the node has the embedder, its speaker
+//! embedding; the voice lands at `ready`, or `failed` with `embedding_status_reason`.
+//! A tenant voice speaks through the base voice conditioned on that profile, on backend
+//! A only (the relay cannot clone). OpenAI's voice names (`alloy`, ...) mean the default
+//! voice, so OpenAI clients work unchanged.
 
+use axum::body::Bytes;
+use engines::conditioning::VoiceProfile;
+use media::preflight::{self, Thresholds};
 use serde::Serialize;
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::MODULE;
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::auth::Principal;
+use crate::db::scaispeak::{self as db, NewVoice, VoiceRow};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::model::Timestamp;
+use crate::scaiecho::upload::Upload;
+use crate::services::modules::require_enabled;
+use crate::store::ObjectKey;
+
+pub const READ: &str = "scaispeak:voice.read";
+pub const WRITE: &str = "scaispeak:voice.write";
+const NAME_MAX: usize = 64;
 
 /// Voice names of OpenAI's speech API: all mean "the default voice" here.
 const OPENAI_VOICES: &[&str] = &[
     "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
 ];
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Voice {
     pub id: String,
     pub object: &'static str,
@@ -24,13 +46,39 @@ pub struct Voice {
     pub language: String,
     pub sample_rate: u32,
     /// `ready` | `processing` | `failed`.
-    pub embedding_status: &'static str,
+    pub embedding_status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_status_reason: Option<String>,
     pub engine: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub preflight: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_node_ids: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// What conditioning matches (tenant voices).
+    #[serde(skip)]
+    pub profile: Option<VoiceProfile>,
+}
+
+impl Voice {
+    pub fn is_cloned(&self) -> bool {
+        self.scope == "tenant"
+    }
+}
+
+fn base_rate(state: &AppState) -> Option<u32> {
+    state
+        .node
+        .as_ref()
+        .and_then(|node| node.tts.as_ref())
+        .map(|voice| voice.sample_rate())
 }
 
 /// The global voices this process can speak with on backend A.
 pub fn global(state: &AppState) -> Vec<Voice> {
-    let Some(voice) = state.node.as_ref().and_then(|node| node.tts.as_ref()) else {
+    let Some(sample_rate) = base_rate(state) else {
         return Vec::new();
     };
     vec![Voice {
@@ -39,18 +87,62 @@ pub fn global(state: &AppState) -> Vec<Voice> {
         name: "Joe".to_owned(),
         scope: "global",
         language: "en-US".to_owned(),
-        sample_rate: voice.sample_rate(),
-        embedding_status: "ready",
+        sample_rate,
+        embedding_status: "ready".to_owned(),
+        embedding_status_reason: None,
         engine: engines::piper::ENGINE_ID,
+        preflight: None,
+        warm_node_ids: None,
+        created_at: None,
+        profile: None,
     }]
 }
 
+fn tenant_voice(state: &AppState, row: VoiceRow, warm: Vec<String>) -> Voice {
+    Voice {
+        object: "scaispeak.voice",
+        name: row.name,
+        scope: "tenant",
+        language: "en-US".to_owned(),
+        sample_rate: base_rate(state).unwrap_or(22_050),
+        embedding_status: row.embedding_status,
+        embedding_status_reason: row.embedding_status_reason,
+        engine: "audio.tts.piper-joe+conditioning",
+        preflight: serde_json::from_str(&row.preflight).ok(),
+        warm_node_ids: Some(warm),
+        created_at: Some(Timestamp(row.created_at).to_rfc3339()),
+        profile: row
+            .profile
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok()),
+        id: row.id,
+    }
+}
+
+async fn tenant_voices(state: &AppState, tenant_id: &str) -> ApiResult<Vec<Voice>> {
+    let mut conn = state.db.pool.acquire().await?;
+    let rows = db::list_voices(&mut conn, tenant_id).await?;
+    let mut voices = Vec::with_capacity(rows.len());
+    for row in rows {
+        let warm = db::voice_warm_nodes(&mut conn, &row.id).await?;
+        voices.push(tenant_voice(state, row, warm));
+    }
+    Ok(voices)
+}
+
+fn access(principal: &Principal, permission: &str) -> ApiResult<()> {
+    require_enabled(principal, MODULE)?;
+    principal.require(permission)
+}
+
 /// Voices for `GET /voices`, filtered by `scope` and `embedding_status`.
-pub fn list(
+pub async fn list(
     state: &AppState,
+    principal: &Principal,
     scope: Option<&str>,
     embedding_status: Option<&str>,
 ) -> ApiResult<Vec<Voice>> {
+    access(principal, READ)?;
     if let Some(scope) = scope
         && !matches!(scope, "global" | "tenant")
     {
@@ -59,16 +151,39 @@ pub fn list(
                 .with_field("field", "scope"),
         );
     }
-    Ok(global(state)
+    let mut voices = global(state);
+    voices.extend(tenant_voices(state, &principal.tenant_id).await?);
+    Ok(voices
         .into_iter()
         .filter(|v| scope.is_none_or(|s| s == v.scope))
         .filter(|v| embedding_status.is_none_or(|s| s == v.embedding_status))
         .collect())
 }
 
-/// A voice by id (`None`: the default voice). With no local voice (a relay-only
-/// deployment) the request still resolves: the relay speaks with its configured voice.
-pub fn find(state: &AppState, id: Option<&str>) -> ApiResult<Voice> {
+async fn tenant_row(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<Option<Voice>> {
+    let mut conn = state.db.pool.acquire().await?;
+    let Some(row) = db::get_voice(&mut conn, tenant_id, id).await? else {
+        return Ok(None);
+    };
+    let warm = db::voice_warm_nodes(&mut conn, id).await?;
+    Ok(Some(tenant_voice(state, row, warm)))
+}
+
+/// One voice, global or the tenant's.
+pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Voice> {
+    access(principal, READ)?;
+    if let Some(voice) = global(state).into_iter().find(|v| v.id == id) {
+        return Ok(voice);
+    }
+    tenant_row(state, &principal.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("voice"))
+}
+
+/// The voice a synthesis request names (`None`: the default voice). With no local
+/// voice (a relay-only deployment) the default still resolves: the relay speaks with
+/// its configured voice. A tenant voice must be `ready`.
+pub async fn find(state: &AppState, tenant_id: &str, id: Option<&str>) -> ApiResult<Voice> {
     let voices = global(state);
     let fallback = || Voice {
         id: "default".to_owned(),
@@ -77,17 +192,355 @@ pub fn find(state: &AppState, id: Option<&str>) -> ApiResult<Voice> {
         scope: "global",
         language: "en".to_owned(),
         sample_rate: 24_000,
-        embedding_status: "ready",
+        embedding_status: "ready".to_owned(),
+        embedding_status_reason: None,
         engine: "relay",
+        preflight: None,
+        warm_node_ids: None,
+        created_at: None,
+        profile: None,
     };
-    match id {
-        None | Some("default") => Ok(voices.into_iter().next().unwrap_or_else(fallback)),
+    let id = match id {
+        None | Some("default") => return Ok(voices.into_iter().next().unwrap_or_else(fallback)),
         Some(name) if OPENAI_VOICES.contains(&name) => {
-            Ok(voices.into_iter().next().unwrap_or_else(fallback))
+            return Ok(voices.into_iter().next().unwrap_or_else(fallback));
         }
-        Some(id) => voices
-            .into_iter()
-            .find(|v| v.id == id)
-            .ok_or_else(|| ApiError::not_found("voice").with_field("field", "voice")),
+        Some(id) => id,
+    };
+    if let Some(voice) = voices.into_iter().find(|v| v.id == id) {
+        return Ok(voice);
     }
+    let voice = tenant_row(state, tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("voice").with_field("field", "voice"))?;
+    if voice.embedding_status != "ready" || voice.profile.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::CONFLICT,
+            format!(
+                "voice {id} is `{}`{}; repromote it or pick another voice",
+                voice.embedding_status,
+                voice
+                    .embedding_status_reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+        )
+        .with_field("field", "voice"));
+    }
+    Ok(voice)
+}
+
+fn validate_name(name: Option<&str>) -> ApiResult<String> {
+    let name = name
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::invalid("`name` is required").with_field("field", "name"))?;
+    if name.chars().count() > NAME_MAX || name.chars().any(char::is_control) {
+        return Err(
+            ApiError::invalid(format!("`name` is 1-{NAME_MAX} printable characters"))
+                .with_field("field", "name"),
+        );
+    }
+    Ok(name.to_owned())
+}
+
+/// What an intake produced from a clip that passed preflight.
+struct Intake {
+    profile: String,
+    embedding: Option<String>,
+}
+
+/// Decodes and preflights a reference: the preflight block, and 16 kHz mono samples
+/// when it passed.
+async fn check(
+    state: &AppState,
+    bytes: Bytes,
+    media_type: Option<&str>,
+) -> ApiResult<(Value, Option<Vec<f32>>)> {
+    let options = media::DecodeOptions {
+        limits: media::Limits {
+            max_bytes: state.config.limits.max_upload_bytes as u64,
+            ..media::Limits::default()
+        },
+        raw_pcm: crate::scaiecho::upload::raw_pcm(media_type),
+    };
+    let node = state.node.clone();
+    tokio::task::spawn_blocking(move || -> ApiResult<(Value, Option<Vec<f32>>)> {
+        let audio = media::decode(&bytes, &options)?;
+        let thresholds = Thresholds::default();
+        let report = match node.as_ref().and_then(|n| n.vad.as_ref()) {
+            Some(vad) => preflight::analyse(
+                &audio,
+                &thresholds,
+                &mut engines::silero::SileroDetector {
+                    vad,
+                    threshold: 0.5,
+                },
+            ),
+            None => preflight::analyse(&audio, &thresholds, &mut media::vad::EnergyVad::default()),
+        }?;
+        let block = serde_json::to_value(&report).unwrap_or(Value::Null);
+        let samples = match report.passed {
+            true => Some(media::resample::to_mono(&audio, 16_000)?),
+            false => None,
+        };
+        Ok((block, samples))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// The profile (and embedding where the node has the embedder) of passed samples;
+/// `Err(reason)` for `embedding_status_reason`.
+async fn intake(state: &AppState, samples: Vec<f32>) -> Result<Intake, String> {
+    let node = state.node.clone();
+    tokio::task::spawn_blocking(move || {
+        let profile = engines::conditioning::profile(&samples, 16_000)
+            .ok_or_else(|| "reference_unvoiced".to_owned())?;
+        let embedding = match node.as_ref().map(|n| (&n.vad, &n.embedder)) {
+            Some((Some(vad), Some(embedder))) => {
+                engines::diarize::profile(&samples, vad, embedder).ok()
+            }
+            _ => None,
+        };
+        Ok(Intake {
+            profile: serde_json::to_string(&profile).unwrap_or_default(),
+            embedding: embedding.map(|e| serde_json::to_string(&e).unwrap_or_default()),
+        })
+    })
+    .await
+    .map_err(|e| format!("intake_crashed: {e}"))?
+}
+
+fn local_node(state: &AppState) -> Option<String> {
+    state.node.as_ref().map(|node| node.info().node_id.clone())
+}
+
+/// Runs the intake and stores its outcome; a ready voice is warm on this node.
+async fn finish_intake(state: &AppState, id: &str, samples: Vec<f32>) -> ApiResult<()> {
+    let outcome = intake(state, samples).await;
+    let mut conn = state.db.pool.acquire().await?;
+    match outcome {
+        Ok(done) => {
+            db::set_intake(
+                &mut conn,
+                id,
+                "ready",
+                None,
+                Some(&done.profile),
+                done.embedding.as_deref(),
+            )
+            .await?;
+            if let Some(node) = local_node(state) {
+                db::set_voice_warm(&mut conn, id, &node, true).await?;
+            }
+        }
+        Err(reason) => db::set_intake(&mut conn, id, "failed", Some(&reason), None, None).await?,
+    }
+    Ok(())
+}
+
+fn reference_key(tenant_id: &str, id: &str) -> ApiResult<ObjectKey> {
+    ObjectKey::new(tenant_id, &format!("scaispeak/voices/{id}/reference"))
+        .map_err(|e| ApiError::internal(format_args!("object key: {e}")))
+}
+
+/// `POST /voices`: `name` + reference clip. A clip failing preflight stores nothing.
+pub async fn create(state: &AppState, principal: &Principal, upload: Upload) -> ApiResult<Voice> {
+    access(principal, WRITE)?;
+    let name = validate_name(upload.field("name"))?;
+    let (block, samples) = check(state, upload.audio.clone(), upload.media_type.as_deref()).await?;
+    let Some(samples) = samples else {
+        let reasons = block["fail_reasons"].clone();
+        return Err(ApiError::new(
+            ErrorCode::SCAISPEAK_VOICE_PREFLIGHT_FAILED,
+            format!("the reference clip failed preflight: {reasons}"),
+        )
+        .with_field("preflight", block));
+    };
+    let id = crate::db::new_id("voice");
+    let key = reference_key(&principal.tenant_id, &id)?;
+    state
+        .store
+        .put(&key, upload.audio.clone())
+        .await
+        .map_err(|e| ApiError::internal(format_args!("staging the reference: {e}")))?;
+    let created = async {
+        let mut tx = state.db.begin().await?;
+        db::create_voice(
+            &mut tx,
+            &NewVoice {
+                id: &id,
+                tenant_id: &principal.tenant_id,
+                name: &name,
+                reference_key: key.path(),
+                preflight: &block.to_string(),
+                created_by: principal.subject_id(),
+            },
+        )
+        .await?;
+        crate::services::audit(
+            &mut tx,
+            Some(principal),
+            Some(&principal.tenant_id),
+            "scaispeak.voice.create",
+            ("voice", &id),
+            Some(json!({ "name": name })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if let Err(error) = created {
+        // No orphan object for a row that does not exist.
+        let _ = state.store.delete(&key).await;
+        return Err(error);
+    }
+    finish_intake(state, &id, samples).await?;
+    get(state, principal, &id).await
+}
+
+async fn owned(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Voice> {
+    if global(state).iter().any(|v| v.id == id) {
+        return Err(ApiError::new(
+            ErrorCode::CONFLICT,
+            "global voices ship with the models; only tenant voices change",
+        ));
+    }
+    tenant_row(state, &principal.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("voice"))
+}
+
+/// `POST /voices/{id}/repromote`: the intake again, from the staged reference.
+pub async fn repromote(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Voice> {
+    access(principal, WRITE)?;
+    owned(state, principal, id).await?;
+    let mut conn = state.db.pool.acquire().await?;
+    let row = db::get_voice(&mut conn, &principal.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("voice"))?;
+    drop(conn);
+    let bytes = match ObjectKey::new(&principal.tenant_id, &row.reference_key) {
+        Ok(key) => state.store.get(&key).await.ok(),
+        Err(_) => None,
+    };
+    let failed = |reason: &str| {
+        let reason = reason.to_owned();
+        async move {
+            let mut conn = state.db.pool.acquire().await?;
+            db::set_intake(&mut conn, id, "failed", Some(&reason), None, None).await?;
+            Ok::<_, ApiError>(())
+        }
+    };
+    match bytes {
+        None => failed("reference_unavailable").await?,
+        Some(bytes) => match check(state, bytes, None).await {
+            Ok((_, Some(samples))) => finish_intake(state, id, samples).await?,
+            Ok((block, None)) => {
+                let short = block["fail_reasons"]
+                    .as_array()
+                    .is_some_and(|r| r.contains(&json!(preflight::DURATION_BELOW_MINIMUM)));
+                let reason = match short {
+                    true => "reference_too_short".to_owned(),
+                    false => format!("preflight_failed:{}", block["fail_reasons"]),
+                };
+                failed(&reason).await?
+            }
+            Err(_) => failed("reference_unavailable").await?,
+        },
+    }
+    get(state, principal, id).await
+}
+
+/// `POST /voices/{id}/warm`: a no-op 200 on a ready voice (it is also put on this
+/// node's warm list); 409 otherwise.
+pub async fn warm(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Voice> {
+    access(principal, WRITE)?;
+    let voice = owned(state, principal, id).await?;
+    if voice.embedding_status != "ready" {
+        return Err(ApiError::new(
+            ErrorCode::SCAISPEAK_VOICE_NOT_READY_FOR_WARMING,
+            format!("voice {id} is `{}`, not `ready`", voice.embedding_status),
+        ));
+    }
+    if let Some(node) = local_node(state) {
+        let mut conn = state.db.pool.acquire().await?;
+        db::set_voice_warm(&mut conn, id, &node, true).await?;
+    }
+    get(state, principal, id).await
+}
+
+/// `POST /voices/{id}/evict`: drops the voice from this node's warm list.
+pub async fn evict(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Voice> {
+    access(principal, WRITE)?;
+    owned(state, principal, id).await?;
+    if let Some(node) = local_node(state) {
+        let mut conn = state.db.pool.acquire().await?;
+        db::set_voice_warm(&mut conn, id, &node, false).await?;
+    }
+    get(state, principal, id).await
+}
+
+/// What an erasure did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Erased {
+    pub id: String,
+    pub object: &'static str,
+    pub deleted: bool,
+    pub evicted_node_ids: Vec<String>,
+    /// Nodes (and the object store) that could not erase their copy, with why.
+    pub error_summary: std::collections::BTreeMap<String, String>,
+}
+
+/// `DELETE /voices/{id}`: erasure. The row (profile, embedding) and warm entries go in
+/// one transaction with the audit row; then the reference clip. Nodes this process
+/// cannot reach are named in `error_summary`.
+pub async fn erase(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Erased> {
+    access(principal, WRITE)?;
+    owned(state, principal, id).await?;
+    let local = local_node(state);
+    let mut tx = state.db.begin().await?;
+    let row = db::get_voice(&mut tx, &principal.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("voice"))?;
+    let holders = db::voice_warm_nodes(&mut tx, id).await?;
+    let mut evicted = Vec::new();
+    let mut error_summary = std::collections::BTreeMap::new();
+    for node in holders {
+        match Some(&node) == local.as_ref() {
+            true => evicted.push(node),
+            false => {
+                error_summary.insert(
+                    node,
+                    "node not reachable from this process; its cached profile ages out".to_owned(),
+                );
+            }
+        }
+    }
+    db::erase_voice(&mut tx, id).await?;
+    crate::services::audit(
+        &mut tx,
+        Some(principal),
+        Some(&principal.tenant_id),
+        "scaispeak.voice.delete",
+        ("voice", id),
+        Some(json!({ "name": row.name, "evicted_node_ids": evicted, "error_summary": error_summary })),
+    )
+    .await?;
+    tx.commit().await?;
+    if let Ok(key) = ObjectKey::new(&principal.tenant_id, &row.reference_key)
+        && let Err(error) = state.store.delete(&key).await
+    {
+        error_summary.insert("object_store".to_owned(), error.to_string());
+    }
+    Ok(Erased {
+        id: id.to_owned(),
+        object: "scaispeak.voice",
+        deleted: true,
+        evicted_node_ids: evicted,
+        error_summary,
+    })
 }

@@ -472,3 +472,204 @@ speech.write_to_file(sys.argv[3])
         "{heard}"
     );
 }
+
+const VOICES: &str = "/v1/modules/scaispeak/voices";
+
+async fn create_voice(server: &Server, token: &str, name: &str, wav: Vec<u8>) -> (u16, Value) {
+    let part = reqwest::multipart::Part::bytes(wav)
+        .file_name("reference.wav")
+        .mime_str("audio/wav")
+        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("name", name.to_owned())
+        .part("file", part);
+    read(
+        server
+            .http
+            .post(server.url(VOICES))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// Every file under the tenant's voice folder in the object store.
+fn voice_objects(server: &Server, tenant_id: &str) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let root = server
+        .data_dir
+        .join("objects/tenants")
+        .join(tenant_id)
+        .join("scaispeak/voices");
+    walk(&root, &mut out);
+    out
+}
+
+#[tokio::test]
+async fn voice_intake_preflight_lifecycle_and_erasure() {
+    let server = Server::start().await;
+    let (_, me) = server.get("/v1/me", Some(ADMIN_KEY)).await;
+    let tenant_id = me["tenant"]["id"].as_str().expect("tenant.id").to_owned();
+    let beckett = to_16k(&std::fs::read("models/cache/test-audio/beckett.wav").unwrap());
+    let wav = |samples: &[f32], rate: u32| media::encode::wav_s16(samples, rate, 1);
+    // Every preflight fail reason, each storing nothing.
+    let noisy: Vec<f32> = beckett
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s + 0.2 * (((i * 7919) % 1000) as f32 / 500.0 - 1.0))
+        .collect();
+    let quiet_then_silent: Vec<f32> = beckett[..16_000 * 2]
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(0.0, 16_000 * 6))
+        .collect();
+    let loud: Vec<f32> = beckett
+        .iter()
+        .map(|s| (s * 20.0).clamp(-1.0, 1.0))
+        .collect();
+    let two_cities = to_16k(&std::fs::read("models/cache/test-audio/two_cities.wav").unwrap());
+    let cases = [
+        (
+            wav(&beckett[..16_000 * 3], 16_000),
+            "duration_below_minimum",
+        ),
+        (wav(&two_cities, 16_000), "duration_above_maximum"),
+        (wav(&quiet_then_silent, 16_000), "low_voice_activity_ratio"),
+        (wav(&loud, 16_000), "peak_dbfs_above_threshold"),
+        (wav(&noisy, 16_000), "snr_below_threshold"),
+        (
+            wav(
+                &media::resample::resample_mono(&beckett, 16_000, 8_000).unwrap(),
+                8_000,
+            ),
+            "sample_rate_below_minimum",
+        ),
+    ];
+    for (clip, reason) in cases {
+        let (status, body) = create_voice(&server, ADMIN_KEY, "Bad", clip).await;
+        assert_error(status, &body, 422, "SCAISPEAK_VOICE_PREFLIGHT_FAILED");
+        let reasons = body["error"]["preflight"]["fail_reasons"]
+            .as_array()
+            .unwrap();
+        assert!(reasons.contains(&json!(reason)), "{reason}: {body}");
+        assert!(body["error"]["preflight"]["metrics"]["snr_db"].is_number());
+    }
+    assert!(voice_objects(&server, &tenant_id).is_empty());
+    let (_, tenant_list) = server
+        .get(&format!("{VOICES}?scope=tenant"), Some(ADMIN_KEY))
+        .await;
+    assert_eq!(tenant_list["data"], json!([]), "{tenant_list}");
+    // A clean reference lands at `ready`, warm on this node.
+    let (status, voice) = create_voice(&server, ADMIN_KEY, "Beckett", wav(&beckett, 16_000)).await;
+    assert_eq!(status, 201, "{voice}");
+    assert_eq!(voice["scope"], "tenant");
+    assert_eq!(voice["embedding_status"], "ready", "{voice}");
+    assert_eq!(voice["preflight"]["passed"], true);
+    assert_eq!(voice["warm_node_ids"].as_array().unwrap().len(), 1);
+    let id = voice["id"].as_str().unwrap().to_owned();
+    assert_eq!(voice_objects(&server, &tenant_id).len(), 1);
+    // It speaks (conditioned base voice) and stays intelligible.
+    let response = speak(&server, ADMIN_KEY, json!({"text": TEXT, "voice": id})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-scaigrid-backend"], "A");
+    let heard = hear(&server, &to_16k(&response.bytes().await.unwrap())).await;
+    let error = engines::wer::wer(TEXT, &heard);
+    println!("cloned voice: {heard:?} WER {error:.3}");
+    assert!(error <= 0.3, "{heard}");
+    // Warm is a no-op 200 on a ready voice; evict drops this node.
+    let path = |action: &str| format!("{VOICES}/{id}/{action}");
+    let (status, warm) = server.post(&path("warm"), Some(ADMIN_KEY), json!({})).await;
+    assert_eq!(status, 200, "{warm}");
+    let (status, evicted) = server
+        .post(&path("evict"), Some(ADMIN_KEY), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(evicted["warm_node_ids"], json!([]));
+    // Another tenant cannot see or touch it.
+    let other = server.tenant("voices-other").await;
+    let (status, _) = server
+        .post(
+            "/v1/modules/scaispeak/enable",
+            Some(&other.admin_key),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = server
+        .get(&format!("{VOICES}/{id}"), Some(&other.admin_key))
+        .await;
+    assert_error(status, &body, 404, "NOT_FOUND");
+    let (status, body) = read(
+        speak(
+            &server,
+            &other.admin_key,
+            json!({"text": "Hi.", "voice": id}),
+        )
+        .await,
+    )
+    .await;
+    assert_error(status, &body, 404, "NOT_FOUND");
+    // The reference vanishes from storage: repromote fails the voice, warm is refused.
+    for file in voice_objects(&server, &tenant_id) {
+        std::fs::remove_file(file).unwrap();
+    }
+    let (status, failed) = server
+        .post(&path("repromote"), Some(ADMIN_KEY), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(failed["embedding_status"], "failed");
+    assert_eq!(failed["embedding_status_reason"], "reference_unavailable");
+    let (status, body) = server.post(&path("warm"), Some(ADMIN_KEY), json!({})).await;
+    assert_error(status, &body, 409, "SCAISPEAK_VOICE_NOT_READY_FOR_WARMING");
+    let (status, body) =
+        read(speak(&server, ADMIN_KEY, json!({"text": "Hi.", "voice": id})).await).await;
+    assert_error(status, &body, 409, "CONFLICT");
+    // Erasure: row, profile, warm entries, audit row kept; global voices stay.
+    let (status, erased) = server
+        .send(
+            reqwest::Method::DELETE,
+            &format!("{VOICES}/{id}"),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{erased}");
+    assert_eq!(erased["deleted"], true);
+    let (status, _) = server.get(&format!("{VOICES}/{id}"), Some(ADMIN_KEY)).await;
+    assert_eq!(status, 404);
+    let rows = server
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM scaispeak_voices WHERE id = '{id}'"
+        ))
+        .await;
+    assert_eq!(rows, 0);
+    let audits = server
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'scaispeak.voice.delete' AND target_id = '{id}'"
+        ))
+        .await;
+    assert_eq!(audits, 1);
+    assert!(voice_objects(&server, &tenant_id).is_empty());
+    let (status, body) = server
+        .send(
+            reqwest::Method::DELETE,
+            &format!("{VOICES}/en_US-joe-medium"),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_error(status, &body, 409, "CONFLICT");
+}
