@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use media::preflight::{self, Thresholds};
+use media::preflight::Thresholds;
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -122,46 +122,19 @@ async fn check_reference(
     bytes: Bytes,
     media_type: Option<&str>,
 ) -> ApiResult<(Vec<f32>, Value)> {
-    let options = media::DecodeOptions {
-        limits: media::Limits {
-            max_bytes: state.config.limits.max_upload_bytes as u64,
-            ..media::Limits::default()
-        },
-        raw_pcm: super::upload::raw_pcm(media_type),
-    };
-    let node = state.node.clone();
-    let (samples, report) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
-        let audio = media::decode(&bytes, &options)?;
-        let report = match node.as_ref().and_then(|n| n.vad.as_ref()) {
-            Some(vad) => preflight::analyse(
-                &audio,
-                &thresholds(),
-                &mut engines::silero::SileroDetector {
-                    vad,
-                    threshold: 0.5,
-                },
-            ),
-            None => {
-                preflight::analyse(&audio, &thresholds(), &mut media::vad::EnergyVad::default())
-            }
-        }?;
-        let samples = media::resample::to_mono(&audio, 16_000)?;
-        Ok((samples, report))
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    let block = serde_json::to_value(&report).unwrap_or(Value::Null);
-    if !report.passed {
-        return Err(ApiError::new(
+    let (block, samples) =
+        crate::services::reference::check(state, bytes, media_type, thresholds()).await?;
+    match samples {
+        Some(samples) => Ok((samples, block)),
+        None => Err(ApiError::new(
             ErrorCode::SCAIECHO_SPEAKER_PREFLIGHT_FAILED,
             format!(
                 "the reference clip failed preflight: {}",
-                report.fail_reasons.join(", ")
+                block["fail_reasons"]
             ),
         )
-        .with_field("preflight", block));
+        .with_field("preflight", block)),
     }
-    Ok((samples, block))
 }
 
 /// The profile embedding on this process's node, if it has the embedder.

@@ -6,6 +6,7 @@
 pub mod api_keys;
 pub mod backends;
 pub mod modules;
+pub mod reference;
 pub mod roles;
 pub mod sessions;
 pub mod tenants;

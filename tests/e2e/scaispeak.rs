@@ -476,24 +476,9 @@ speech.write_to_file(sys.argv[3])
 const VOICES: &str = "/v1/modules/scaispeak/voices";
 
 async fn create_voice(server: &Server, token: &str, name: &str, wav: Vec<u8>) -> (u16, Value) {
-    let part = reqwest::multipart::Part::bytes(wav)
-        .file_name("reference.wav")
-        .mime_str("audio/wav")
-        .unwrap();
-    let form = reqwest::multipart::Form::new()
-        .text("name", name.to_owned())
-        .part("file", part);
-    read(
-        server
-            .http
-            .post(server.url(VOICES))
-            .bearer_auth(token)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    server
+        .post_wav_form(VOICES, token, &[("name", name)], wav)
+        .await
 }
 
 /// Every file under the tenant's voice folder in the object store.

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_KEY, Options, Server, assert_error, read};
+use crate::support::{ADMIN_KEY, Options, Server, assert_error};
 
 const SPEAKERS: &str = "/v1/modules/scaiecho/speakers";
 
@@ -14,24 +14,9 @@ fn clip(file: &str) -> Vec<u8> {
 }
 
 async fn enroll(server: &Server, token: &str, label: &str, wav: Vec<u8>) -> (u16, Value) {
-    let part = reqwest::multipart::Part::bytes(wav)
-        .file_name("reference.wav")
-        .mime_str("audio/wav")
-        .unwrap();
-    let form = reqwest::multipart::Form::new()
-        .text("label", label.to_owned())
-        .part("file", part);
-    read(
-        server
-            .http
-            .post(server.url(SPEAKERS))
-            .bearer_auth(token)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    server
+        .post_wav_form(SPEAKERS, token, &[("label", label)], wav)
+        .await
 }
 
 /// 16 kHz mono WAV of `samples`.

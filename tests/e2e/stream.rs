@@ -486,22 +486,14 @@ async fn an_enrolled_speaker_is_labelled_in_a_diarized_stream() {
         let range = (start * 16_000.0) as usize..((end * 16_000.0) as usize).min(samples.len());
         reference.extend(samples[range].iter().map(|s| f32::from(*s) / 32768.0));
     }
-    let part = reqwest::multipart::Part::bytes(media::encode::wav_s16(&reference, 16_000, 1))
-        .file_name("nagg.wav")
-        .mime_str("audio/wav")
-        .unwrap();
-    let form = reqwest::multipart::Form::new()
-        .text("label", "Nagg")
-        .part("file", part);
-    let response = server
-        .http
-        .post(server.url("/v1/modules/scaiecho/speakers"))
-        .bearer_auth(ADMIN_KEY)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let (status, speaker) = crate::support::read(response).await;
+    let (status, speaker) = server
+        .post_wav_form(
+            "/v1/modules/scaiecho/speakers",
+            ADMIN_KEY,
+            &[("label", "Nagg")],
+            media::encode::wav_s16(&reference, 16_000, 1),
+        )
+        .await;
     assert_eq!(status, 201, "{speaker}");
     assert_eq!(speaker["enrollment_status"], "ready");
     let (second, code) = stream_file(&server, ADMIN_KEY, open, &audio, 6400).await;

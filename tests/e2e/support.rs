@@ -234,6 +234,26 @@ impl Server {
         read(request.send().await.unwrap()).await
     }
 
+    /// POSTs a multipart form: text `fields` and a WAV `file` part.
+    pub async fn post_wav_form(
+        &self,
+        path: &str,
+        token: &str,
+        fields: &[(&str, &str)],
+        wav: Vec<u8>,
+    ) -> (u16, Value) {
+        let part = reqwest::multipart::Part::bytes(wav)
+            .file_name("reference.wav")
+            .mime_str("audio/wav")
+            .unwrap();
+        let mut form = reqwest::multipart::Form::new().part("file", part);
+        for (name, value) in fields {
+            form = form.text(name.to_string(), value.to_string());
+        }
+        let request = self.http.post(self.url(path)).bearer_auth(token);
+        read(request.multipart(form).send().await.unwrap()).await
+    }
+
     /// Creates a tenant, a tenant admin key and a member key in it.
     pub async fn tenant(&self, slug: &str) -> TestTenant {
         let (status, tenant) = self
