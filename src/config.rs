@@ -171,8 +171,10 @@ pub struct FileScaispeak {
     pub relay_model: Option<String>,
     pub relay_voice: Option<String>,
     pub relay_timeout_seconds: Option<u64>,
-    /// Longest text of one `/speak` request or stream text frame (default 5000 chars).
+    /// Longest text of one `/speak` request (default 100000 chars; long ones are jobs).
     pub max_text_chars: Option<usize>,
+    /// Longer texts become synth jobs; also the longest stream text frame (default 2000).
+    pub inline_text_chars: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -264,6 +266,7 @@ pub struct SpeakConfig {
     /// The upstream voice used for every relayed request.
     pub relay_voice: String,
     pub max_text_chars: usize,
+    pub inline_text_chars: usize,
 }
 
 /// ScaiEcho's backend B (both URL and key are needed for it to be usable).
@@ -503,7 +506,11 @@ impl Config {
                 .unwrap_or_else(|| "alloy".to_owned()),
             max_text_chars: positive(
                 "scaispeak.max_text_chars",
-                file.scaispeak.max_text_chars.unwrap_or(5000) as u64,
+                file.scaispeak.max_text_chars.unwrap_or(100_000) as u64,
+            )? as usize,
+            inline_text_chars: positive(
+                "scaispeak.inline_text_chars",
+                file.scaispeak.inline_text_chars.unwrap_or(2000) as u64,
             )? as usize,
         };
         if let Some(url) = &speak.relay.url

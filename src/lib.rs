@@ -22,6 +22,7 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod http;
+pub mod jobs;
 pub mod model;
 pub mod rbac;
 pub mod request_id;

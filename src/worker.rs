@@ -12,7 +12,6 @@ use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::config::Config;
-use crate::scaiecho;
 
 const POLL: Duration = Duration::from_secs(1);
 
@@ -29,15 +28,14 @@ async fn work(state: Arc<AppState>, index: usize) {
     loop {
         let claimed = match state.db.pool.acquire().await {
             Ok(mut conn) => {
-                crate::db::jobs::claim_next(&mut conn, scaiecho::jobs::LEASE.as_millis() as i64)
-                    .await
+                crate::db::jobs::claim_next(&mut conn, crate::jobs::LEASE.as_millis() as i64).await
             }
             Err(error) => Err(error),
         };
         match claimed {
             Ok(Some(id)) => {
                 let span = tracing::info_span!("job", job_id = %id);
-                let outcome = scaiecho::jobs::process(&state, &id).instrument(span).await;
+                let outcome = crate::jobs::process(&state, &id).instrument(span).await;
                 if let Err(error) = outcome {
                     tracing::error!(job_id = %id, error = %error.message, "job bookkeeping failed");
                 }

@@ -86,4 +86,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(scaispeak::get_policy, scaispeak::patch_policy))
         .routes(routes!(scaispeak::stream_speak))
         .routes(routes!(scaispeak::module_readyz))
+        .routes(routes!(scaispeak::list_jobs))
+        .routes(routes!(scaispeak::get_job, scaispeak::delete_job))
+        .routes(routes!(scaispeak::job_audio))
 }

@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::auth::{Auth, Principal};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::Json;
+use crate::jobs::JobView;
 use crate::scaispeak::output::{Codec, OutputRequest};
 use crate::scaispeak::voices::{self, Voice};
 use crate::scaispeak::{self, MODULE, Policy, PolicyPatch, Speak, SpeakRequest};
@@ -35,7 +36,12 @@ async fn speak_response(
 ) -> ApiResult<Response> {
     scaispeak::authorize(principal)?;
     let speak = Speak::validate(state, principal, request).await?;
-    let spoken = scaispeak::speak(state, principal, &speak).await?;
+    if speak.run_async {
+        let job = scaispeak::jobs::create(state, principal, &speak).await?;
+        return Ok((StatusCode::ACCEPTED, Json(job)).into_response());
+    }
+    let spoken =
+        scaispeak::speak(state, &principal.tenant_id, principal.subject_id(), &speak).await?;
     let mut response = ([(CONTENT_TYPE, spoken.content_type)], spoken.bytes).into_response();
     if let Ok(seconds) = HeaderValue::from_str(&format!("{:.3}", spoken.seconds)) {
         response.headers_mut().insert(AUDIO_SECONDS, seconds);
@@ -49,7 +55,8 @@ async fn speak_response(
     Ok(response)
 }
 
-/// Synthesizes `text` with `voice`; the audio comes back inline in `output.codec`.
+/// Synthesizes `text` with `voice`; the audio comes back inline in `output.codec`. A
+/// text over `inline_text_chars`, or `async: true`, becomes a synth job (202).
 #[utoipa::path(post, path = "/v1/modules/scaispeak/speak", tag = "scaispeak",
     request_body = SpeakRequest, responses((status = 200, description = "the audio")),
     security(("bearer" = [])))]
@@ -285,4 +292,57 @@ pub async fn module_readyz(State(state): St, Path(id): Path<String>) -> ApiResul
         .with_field("backends", body["backends"].clone()));
     }
     Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+fn job_access(principal: &Principal) -> ApiResult<()> {
+    scaispeak::authorize(principal)
+}
+
+/// The tenant's synth jobs, newest first (at most 100).
+#[utoipa::path(get, path = "/v1/modules/scaispeak/jobs", tag = "scaispeak",
+    responses((status = 200, body = Vec<JobView>)), security(("bearer" = [])))]
+pub async fn list_jobs(State(state): St, Auth(principal): Auth) -> ApiResult<Json<Value>> {
+    job_access(&principal)?;
+    let data = scaispeak::jobs::list(&state, &principal).await?;
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// One synth job; `result.audio_url` once `succeeded`.
+#[utoipa::path(get, path = "/v1/modules/scaispeak/jobs/{id}", tag = "scaispeak",
+    responses((status = 200, body = JobView)), security(("bearer" = [])))]
+pub async fn get_job(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    job_access(&principal)?;
+    scaispeak::jobs::get(&state, &principal, &id)
+        .await
+        .map(Json)
+}
+
+/// Deletes a synth job and its audio.
+#[utoipa::path(delete, path = "/v1/modules/scaispeak/jobs/{id}", tag = "scaispeak",
+    responses((status = 204)), security(("bearer" = [])))]
+pub async fn delete_job(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    job_access(&principal)?;
+    scaispeak::jobs::delete(&state, &principal, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The audio of a succeeded synth job.
+#[utoipa::path(get, path = "/v1/modules/scaispeak/jobs/{id}/audio", tag = "scaispeak",
+    responses((status = 200, description = "the audio")), security(("bearer" = [])))]
+pub async fn job_audio(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    job_access(&principal)?;
+    let (content_type, bytes) = scaispeak::jobs::audio(&state, &principal, &id).await?;
+    Ok(([(CONTENT_TYPE, content_type)], bytes).into_response())
 }

@@ -8,7 +8,9 @@
 //! - [`local`]: backend A (the node's Piper voice behind a dispatcher).
 //! - [`relay`]: backend B (an OpenAI-compatible `/v1/audio/speech` upstream).
 //! - [`stream`]: the WebSocket `/stream/speak`.
+//! - [`jobs`]: synth jobs for long texts or `async: true`.
 
+pub mod jobs;
 pub mod local;
 pub mod output;
 pub mod relay;
@@ -80,6 +82,8 @@ pub struct Speak {
     pub output: Output,
     pub speed: f32,
     pub backend_preference: Option<Preference>,
+    /// Queue as a synth job (`async: true`, or a text over `inline_text_chars`).
+    pub run_async: bool,
 }
 
 pub fn check_speed(speed: Option<f32>) -> ApiResult<f32> {
@@ -118,14 +122,11 @@ impl Speak {
                 "no drive is configured for this deployment",
             ));
         }
-        if request.run_async {
-            return Err(ApiError::invalid(
-                "async synthesis jobs are not available yet; send the request without `async`",
-            )
-            .with_field("field", "async"));
-        }
         let text = text::validate(&request.text, state.config.speak.max_text_chars)?;
+        let run_async =
+            request.run_async || text.chars().count() > state.config.speak.inline_text_chars;
         Ok(Speak {
+            run_async,
             text,
             voice: voices::find(state, &principal.tenant_id, request.voice.as_deref()).await?,
             output: Output::from_request(request.output, Codec::Wav)?,
@@ -244,15 +245,15 @@ pub struct Spoken {
     pub backend: Backend,
 }
 
-/// Synthesizes a validated request sentence by sentence, encodes it, records usage.
-pub async fn speak(state: &AppState, principal: &Principal, speak: &Speak) -> ApiResult<Spoken> {
-    let backend = resolve(
-        state,
-        &principal.tenant_id,
-        speak.backend_preference,
-        &speak.voice,
-    )
-    .await?;
+/// Synthesizes a validated request sentence by sentence, encodes it, records usage for
+/// `subject` of `tenant_id`.
+pub async fn speak(
+    state: &AppState,
+    tenant_id: &str,
+    subject: &str,
+    speak: &Speak,
+) -> ApiResult<Spoken> {
+    let backend = resolve(state, tenant_id, speak.backend_preference, &speak.voice).await?;
     // The relay takes the whole text in one call; the local voice one sentence at a time.
     let pieces = match backend {
         Backend::A => engines::piper::PiperVoice::sentences(&speak.text),
@@ -281,7 +282,14 @@ pub async fn speak(state: &AppState, principal: &Principal, speak: &Speak) -> Ap
     let bytes = tokio::task::spawn_blocking(move || output::encode(&samples, rate, &output))
         .await
         .map_err(ApiError::internal)??;
-    record_usage(state, principal, speak.text.chars().count(), seconds).await?;
+    record_usage(
+        state,
+        tenant_id,
+        subject,
+        speak.text.chars().count(),
+        seconds,
+    )
+    .await?;
     Ok(Spoken {
         bytes,
         content_type: speak.output.content_type(rate),
@@ -293,7 +301,8 @@ pub async fn speak(state: &AppState, principal: &Principal, speak: &Speak) -> Ap
 /// Characters and audio seconds, for accounting.
 pub async fn record_usage(
     state: &AppState,
-    principal: &Principal,
+    tenant_id: &str,
+    subject: &str,
     characters: usize,
     seconds: f64,
 ) -> ApiResult<()> {
@@ -306,8 +315,8 @@ pub async fn record_usage(
         usage::record(
             &mut conn,
             &UsageEvent {
-                tenant_id: &principal.tenant_id,
-                subject: principal.subject_id(),
+                tenant_id,
+                subject,
                 module: MODULE,
                 metric,
                 quantity,

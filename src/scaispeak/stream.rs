@@ -153,7 +153,8 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<St
             if session.characters > 0
                 && let Err(error) = super::record_usage(
                     &state,
-                    &session.principal,
+                    &session.principal.tenant_id,
+                    session.principal.subject_id(),
                     session.characters,
                     session.seconds,
                 )
@@ -323,7 +324,7 @@ impl Session {
     fn control(&mut self, text: &str) -> ApiResult<bool> {
         let frame: ClientFrame = serde_json::from_str(text)
             .map_err(|e| ApiError::invalid(format!("text frames are JSON with a `type`: {e}")))?;
-        let limit = self.state.config.speak.max_text_chars;
+        let limit = self.state.config.speak.inline_text_chars;
         match frame.kind.as_str() {
             "text" => {
                 let piece = frame.text.unwrap_or_default();

@@ -286,14 +286,30 @@ fn local_node(state: &AppState) -> Option<String> {
     state.node.as_ref().map(|node| node.info().node_id.clone())
 }
 
-/// Runs the intake and stores its outcome; a ready voice is warm on this node.
-async fn finish_intake(state: &AppState, id: &str, samples: Vec<f32>) -> ApiResult<()> {
+/// Runs the intake and stores its outcome.
+async fn finish_intake(
+    state: &AppState,
+    tenant_id: &str,
+    id: &str,
+    samples: Vec<f32>,
+) -> ApiResult<()> {
     let outcome = intake(state, samples).await;
-    let mut conn = state.db.pool.acquire().await?;
-    match outcome {
+    record_intake(state, tenant_id, id, outcome).await
+}
+
+/// Stores an intake's outcome with `voice.ready` or `voice.failed` in the same
+/// transaction; a ready voice is warm on this node.
+async fn record_intake(
+    state: &AppState,
+    tenant_id: &str,
+    id: &str,
+    outcome: Result<Intake, String>,
+) -> ApiResult<()> {
+    let mut tx = state.db.begin().await?;
+    let (event, reason) = match outcome {
         Ok(done) => {
             db::set_intake(
-                &mut conn,
+                &mut tx,
                 id,
                 "ready",
                 None,
@@ -302,11 +318,18 @@ async fn finish_intake(state: &AppState, id: &str, samples: Vec<f32>) -> ApiResu
             )
             .await?;
             if let Some(node) = local_node(state) {
-                db::set_voice_warm(&mut conn, id, &node, true).await?;
+                db::set_voice_warm(&mut tx, id, &node, true).await?;
             }
+            ("voice.ready", None)
         }
-        Err(reason) => db::set_intake(&mut conn, id, "failed", Some(&reason), None, None).await?,
-    }
+        Err(reason) => {
+            db::set_intake(&mut tx, id, "failed", Some(&reason), None, None).await?;
+            ("voice.failed", Some(reason))
+        }
+    };
+    let payload = json!({ "voice_id": id, "embedding_status_reason": reason });
+    crate::db::events::emit(&mut tx, tenant_id, event, &payload).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -367,7 +390,7 @@ pub async fn create(state: &AppState, principal: &Principal, upload: Upload) -> 
         let _ = state.store.delete(&key).await;
         return Err(error);
     }
-    finish_intake(state, &id, samples).await?;
+    finish_intake(state, &principal.tenant_id, &id, samples).await?;
     get(state, principal, &id).await
 }
 
@@ -396,18 +419,14 @@ pub async fn repromote(state: &AppState, principal: &Principal, id: &str) -> Api
         Ok(key) => state.store.get(&key).await.ok(),
         Err(_) => None,
     };
-    let failed = |reason: &str| {
-        let reason = reason.to_owned();
-        async move {
-            let mut conn = state.db.pool.acquire().await?;
-            db::set_intake(&mut conn, id, "failed", Some(&reason), None, None).await?;
-            Ok::<_, ApiError>(())
-        }
-    };
+    let tenant = principal.tenant_id.as_str();
+    let failed = |reason: &str| record_intake(state, tenant, id, Err(reason.to_owned()));
     match bytes {
         None => failed("reference_unavailable").await?,
         Some(bytes) => match check(state, bytes, None).await {
-            Ok((_, Some(samples))) => finish_intake(state, id, samples).await?,
+            Ok((_, Some(samples))) => {
+                finish_intake(state, &principal.tenant_id, id, samples).await?
+            }
             Ok((block, None)) => {
                 let short = block["fail_reasons"]
                     .as_array()

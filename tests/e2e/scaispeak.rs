@@ -566,6 +566,10 @@ async fn voice_intake_preflight_lifecycle_and_erasure() {
     assert_eq!(voice["warm_node_ids"].as_array().unwrap().len(), 1);
     let id = voice["id"].as_str().unwrap().to_owned();
     assert_eq!(voice_objects(&server, &tenant_id).len(), 1);
+    let ready_events = server
+        .sql_count("SELECT COUNT(*) FROM event_outbox WHERE name = 'voice.ready'")
+        .await;
+    assert_eq!(ready_events, 1);
     // It speaks (conditioned base voice) and stays intelligible.
     let response = speak(&server, ADMIN_KEY, json!({"text": TEXT, "voice": id})).await;
     assert_eq!(response.status(), 200);
@@ -617,6 +621,10 @@ async fn voice_intake_preflight_lifecycle_and_erasure() {
     assert_eq!(status, 200);
     assert_eq!(failed["embedding_status"], "failed");
     assert_eq!(failed["embedding_status_reason"], "reference_unavailable");
+    let failed_events = server
+        .sql_count("SELECT COUNT(*) FROM event_outbox WHERE name = 'voice.failed'")
+        .await;
+    assert_eq!(failed_events, 1);
     let (status, body) = server.post(&path("warm"), Some(ADMIN_KEY), json!({})).await;
     assert_error(status, &body, 409, "SCAISPEAK_VOICE_NOT_READY_FOR_WARMING");
     let (status, body) =
@@ -657,4 +665,87 @@ async fn voice_intake_preflight_lifecycle_and_erasure() {
         )
         .await;
     assert_error(status, &body, 409, "CONFLICT");
+}
+
+#[tokio::test]
+async fn long_or_async_texts_become_synth_jobs_with_downloadable_audio() {
+    let server = Server::start_with(Options {
+        config_toml: Some("[scaispeak]\ninline_text_chars = 60\n".into()),
+        ..Options::default()
+    })
+    .await;
+    // Over the inline limit: a job (202), not inline audio.
+    let (status, job) = read(speak(&server, ADMIN_KEY, json!({"text": TEXT})).await).await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["object"], "synth.job");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (status, short) = read(
+        speak(
+            &server,
+            ADMIN_KEY,
+            json!({"text": "Hello there.", "async": true, "output": {"codec": "opus"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 202, "{short}");
+    let mut done = Value::Null;
+    for _ in 0..120 {
+        let (_, view) = server
+            .get(&format!("/v1/modules/scaispeak/jobs/{id}"), Some(ADMIN_KEY))
+            .await;
+        if view["status"] == "succeeded" || view["status"] == "failed" {
+            done = view;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let url = done["result"]["audio_url"].as_str().unwrap().to_owned();
+    let response = server
+        .http
+        .get(server.url(&url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "audio/wav");
+    let heard = hear(&server, &to_16k(&response.bytes().await.unwrap())).await;
+    assert!(engines::wer::wer(TEXT, &heard) <= 0.2, "{heard}");
+    let events = server
+        .sql_count("SELECT COUNT(*) FROM event_outbox WHERE name = 'synth.job.completed'")
+        .await;
+    assert!(events >= 1);
+    // Listed; another tenant cannot see it; deleting removes the audio.
+    let (_, list) = server
+        .get("/v1/modules/scaispeak/jobs", Some(ADMIN_KEY))
+        .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2, "{list}");
+    let other = server.tenant("synth-other").await;
+    server
+        .post(
+            "/v1/modules/scaispeak/enable",
+            Some(&other.admin_key),
+            json!({}),
+        )
+        .await;
+    let (status, _) = server
+        .get(
+            &format!("/v1/modules/scaispeak/jobs/{id}"),
+            Some(&other.admin_key),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/modules/scaispeak/jobs/{id}"),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = server.get(&url, Some(ADMIN_KEY)).await;
+    assert_eq!(status, 404);
 }

@@ -1,0 +1,173 @@
+//! Async jobs of every module, run by the workers (`worker.rs`): the job view, and the
+//! processing of one claimed job: the module's `run` while the lease is renewed, a busy
+//! engine putting the job back in the queue, then the outcome, the
+//! `<kind>.job.completed` / `.failed` event in the same transaction, and the module's
+//! cleanup of staged input.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::db::jobs::{self, JobRow};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::model::Timestamp;
+use crate::{scaiecho, scaispeak};
+
+/// A claimed job's lease; renewed while it runs, so only a dead worker's jobs expire.
+pub const LEASE: Duration = Duration::from_secs(60);
+/// Claims of one job that may end in a busy dispatcher before it fails.
+const MAX_BUSY_ATTEMPTS: i64 = 100;
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: String,
+    /// `transcription.job` or `synth.job`.
+    pub object: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub audio_seconds: Option<f64>,
+    pub attempts: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// The job's result once `succeeded` (a transcription; a synthesized file's link).
+    #[schema(value_type = Object)]
+    pub result: Option<Value>,
+}
+
+impl From<JobRow> for JobView {
+    fn from(row: JobRow) -> JobView {
+        let time = |ms: i64| Timestamp(ms).to_rfc3339();
+        JobView {
+            id: row.id,
+            object: format!("{}.job", row.kind),
+            status: row.status,
+            status_reason: row.status_reason,
+            audio_seconds: row.audio_seconds,
+            attempts: row.attempts,
+            created_at: time(row.created_at),
+            updated_at: time(row.updated_at),
+            started_at: row.started_at.map(time),
+            finished_at: row.finished_at.map(time),
+            result: row.result.and_then(|r| serde_json::from_str(&r).ok()),
+        }
+    }
+}
+
+/// A full inference queue (answered with `Retry-After`), as opposed to a backend that is
+/// not there.
+fn busy(error: &ApiError) -> bool {
+    error.code == ErrorCode::SERVICE_UNAVAILABLE
+        && error
+            .headers
+            .iter()
+            .any(|(name, _)| name == axum::http::header::RETRY_AFTER)
+}
+
+/// The documented `status_reason` of a failure.
+fn reason(error: &ApiError) -> String {
+    match error.code {
+        ErrorCode::AUDIO_DECODE_FAILED | ErrorCode::AUDIO_FORMAT_UNSUPPORTED => {
+            "decode failure".into()
+        }
+        ErrorCode::CTX_TOO_LARGE => "too large".into(),
+        ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE
+        | ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE
+        | ErrorCode::SERVICE_UNAVAILABLE => "backend unavailable".into(),
+        ErrorCode::BUDGET_EXCEEDED => "quota exceeded".into(),
+        _ => format!("internal error ({})", error.code.as_str()),
+    }
+}
+
+/// The module's work for a job: its result and audio seconds.
+async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
+    match (job.module.as_str(), job.kind.as_str()) {
+        (scaiecho::MODULE, scaiecho::jobs::KIND) => scaiecho::jobs::run(state, job).await,
+        (scaispeak::MODULE, scaispeak::jobs::KIND) => scaispeak::jobs::run(state, job).await,
+        (module, kind) => Err(ApiError::internal(format_args!(
+            "no runner for {module} {kind} jobs"
+        ))),
+    }
+}
+
+/// Staged input a finished job no longer needs.
+async fn cleanup(state: &AppState, job: &JobRow) {
+    if job.module == scaiecho::MODULE
+        && let Ok(key) = scaiecho::jobs::input_key(&job.tenant_id, &job.id)
+    {
+        let _ = state.store.delete(&key).await;
+    }
+}
+
+/// Processes one claimed job to its end; the lease is renewed meanwhile.
+pub async fn process(state: &AppState, id: &str) -> ApiResult<()> {
+    let job = {
+        let mut conn = state.db.pool.acquire().await?;
+        jobs::get_any(&mut conn, id).await?
+    };
+    let Some(job) = job else { return Ok(()) };
+    let renew = async {
+        let mut ticker = tokio::time::interval(LEASE / 3);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if let Ok(mut conn) = state.db.pool.acquire().await {
+                let _ = jobs::renew(&mut conn, id, LEASE.as_millis() as i64).await;
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = run(state, &job) => outcome,
+        () = renew => Err(ApiError::internal("lease renewal stopped")),
+    };
+    if let Err(error) = &outcome
+        && busy(error)
+        && job.attempts < MAX_BUSY_ATTEMPTS
+    {
+        // The local dispatcher's queue is full: not the job's fault; back in the queue.
+        tracing::info!(job_id = %id, "backend busy; job requeued");
+        let mut conn = state.db.pool.acquire().await?;
+        jobs::release(&mut conn, id).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        return Ok(());
+    }
+    let (status, reason, result, seconds) = match &outcome {
+        Ok((result, seconds)) => ("succeeded", None, Some(result.to_string()), Some(*seconds)),
+        Err(error) => {
+            tracing::warn!(job_id = %id, code = error.code.as_str(), error = %error.message, "job failed");
+            ("failed", Some(reason(error)), None, None)
+        }
+    };
+    let event = match status {
+        "succeeded" => format!("{}.job.completed", job.kind),
+        _ => format!("{}.job.failed", job.kind),
+    };
+    let mut tx = state.db.begin().await?;
+    let ended = jobs::finish(
+        &mut tx,
+        id,
+        status,
+        reason.as_deref(),
+        result.as_deref(),
+        seconds,
+    )
+    .await?;
+    if ended {
+        let payload = json!({
+            "job_id": id,
+            "status": status,
+            "status_reason": reason,
+            "audio_seconds": seconds,
+        });
+        crate::db::events::emit(&mut tx, &job.tenant_id, &event, &payload).await?;
+    }
+    tx.commit().await?;
+    cleanup(state, &job).await;
+    tracing::info!(job_id = %id, status, kind = %job.kind, "job ended");
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! Synth jobs: long texts (over `inline_text_chars`) or `async: true`. The validated
+//! request is the job's options; a worker (`crate::jobs`) synthesizes it, stores the
+//! audio in the object store and the job's result links to
+//! `GET /v1/modules/scaispeak/jobs/{id}/audio` (`synth.job.completed` / `.failed`).
+//! Deleting the job removes the audio.
+
+use axum::body::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::output::{Codec, Output, OutputRequest};
+use super::{MODULE, Speak, voices};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::db::jobs::{self, JobRow, NewJob};
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::JobView;
+use crate::services::backends::Preference;
+use crate::store::ObjectKey;
+
+pub const KIND: &str = "synth";
+
+/// A synth request as stored with its job.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    text: String,
+    voice: String,
+    codec: Codec,
+    sample_rate: Option<u32>,
+    speed: f32,
+    backend_preference: Option<Preference>,
+}
+
+fn output_key(tenant_id: &str, job_id: &str) -> ApiResult<ObjectKey> {
+    ObjectKey::new(tenant_id, &format!("scaispeak/jobs/{job_id}/output"))
+        .map_err(|e| ApiError::internal(format_args!("object key: {e}")))
+}
+
+/// Queues a validated request; wakes this process's workers.
+pub async fn create(state: &AppState, principal: &Principal, speak: &Speak) -> ApiResult<JobView> {
+    let id = jobs::job_id();
+    let stored = Stored {
+        text: speak.text.clone(),
+        voice: speak.voice.id.clone(),
+        codec: speak.output.codec,
+        sample_rate: speak.output.sample_rate,
+        speed: speak.speed,
+        backend_preference: speak.backend_preference,
+    };
+    let options = serde_json::to_string(&stored).map_err(ApiError::internal)?;
+    // The job's object is where its audio will be.
+    let key = output_key(&principal.tenant_id, &id)?;
+    let mut conn = state.db.pool.acquire().await?;
+    jobs::create(
+        &mut conn,
+        &NewJob {
+            id: &id,
+            tenant_id: &principal.tenant_id,
+            module: MODULE,
+            kind: KIND,
+            subject: principal.subject_id(),
+            options: &options,
+            input_key: key.path(),
+            media_type: None,
+            audio_seconds: None,
+        },
+    )
+    .await?;
+    let row = jobs::get(&mut conn, &principal.tenant_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::internal("job vanished after insert"))?;
+    state.jobs_wakeup.notify_waiters();
+    tracing::info!(job_id = %id, "synth job queued");
+    Ok(row.into())
+}
+
+/// Runs a claimed synth job: the audio goes to the object store.
+pub async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
+    let stored: Stored = serde_json::from_str(&job.options)
+        .map_err(|e| ApiError::internal(format_args!("synth job options: {e}")))?;
+    let speak = Speak {
+        voice: voices::find(state, &job.tenant_id, Some(&stored.voice)).await?,
+        output: Output::from_request(
+            OutputRequest {
+                codec: Some(stored.codec),
+                sample_rate: stored.sample_rate,
+            },
+            Codec::Wav,
+        )?,
+        text: stored.text,
+        speed: stored.speed,
+        backend_preference: stored.backend_preference,
+        run_async: false,
+    };
+    let spoken = super::speak(state, &job.tenant_id, &job.subject, &speak).await?;
+    let key = output_key(&job.tenant_id, &job.id)?;
+    let bytes = spoken.bytes.len();
+    state
+        .store
+        .put(&key, Bytes::from(spoken.bytes))
+        .await
+        .map_err(|e| ApiError::internal(format_args!("storing the audio: {e}")))?;
+    let result = json!({
+        "audio_url": format!("/v1/modules/{MODULE}/jobs/{}/audio", job.id),
+        "content_type": spoken.content_type,
+        "bytes": bytes,
+        "characters": speak.text.chars().count(),
+        "backend": spoken.backend.as_str(),
+    });
+    Ok((result, spoken.seconds))
+}
+
+async fn row(state: &AppState, principal: &Principal, id: &str) -> ApiResult<JobRow> {
+    let mut conn = state.db.pool.acquire().await?;
+    jobs::get(&mut conn, &principal.tenant_id, id)
+        .await?
+        .filter(|job| job.module == MODULE)
+        .ok_or_else(|| ApiError::not_found("job"))
+}
+
+pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult<JobView> {
+    row(state, principal, id).await.map(JobView::from)
+}
+
+pub async fn list(state: &AppState, principal: &Principal) -> ApiResult<Vec<JobView>> {
+    let mut conn = state.db.pool.acquire().await?;
+    Ok(jobs::list(&mut conn, &principal.tenant_id, MODULE, 100)
+        .await?
+        .into_iter()
+        .map(JobView::from)
+        .collect())
+}
+
+/// A finished job's audio and its content type; 404 until it has succeeded.
+pub async fn audio(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<(String, Bytes)> {
+    let job = row(state, principal, id).await?;
+    let content_type = job
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str::<Value>(r).ok())
+        .and_then(|r| r["content_type"].as_str().map(str::to_owned))
+        .ok_or_else(|| ApiError::not_found("job audio (the job has not succeeded)"))?;
+    let bytes = state
+        .store
+        .get(&output_key(&job.tenant_id, &job.id)?)
+        .await
+        .map_err(|_| ApiError::not_found("job audio"))?;
+    Ok((content_type, bytes))
+}
+
+/// Deletes a job and its audio.
+pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiResult<()> {
+    let mut conn = state.db.pool.acquire().await?;
+    let job = jobs::delete(&mut conn, &principal.tenant_id, id)
+        .await?
+        .filter(|job| job.module == MODULE)
+        .ok_or_else(|| ApiError::not_found("job"))?;
+    if let Ok(key) = output_key(&job.tenant_id, &job.id) {
+        let _ = state.store.delete(&key).await;
+    }
+    Ok(())
+}
