@@ -175,6 +175,8 @@ pub struct FileScaispeak {
     pub max_text_chars: Option<usize>,
     /// Longer texts become synth jobs; also the longest stream text frame (default 2000).
     pub inline_text_chars: Option<usize>,
+    /// `save_to` writes to a per-user folder of the object store (default true).
+    pub drive: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +269,7 @@ pub struct SpeakConfig {
     pub relay_voice: String,
     pub max_text_chars: usize,
     pub inline_text_chars: usize,
+    pub drive: bool,
 }
 
 /// ScaiEcho's backend B (both URL and key are needed for it to be usable).
@@ -508,6 +511,7 @@ impl Config {
                 "scaispeak.max_text_chars",
                 file.scaispeak.max_text_chars.unwrap_or(100_000) as u64,
             )? as usize,
+            drive: file.scaispeak.drive.unwrap_or(true),
             inline_text_chars: positive(
                 "scaispeak.inline_text_chars",
                 file.scaispeak.inline_text_chars.unwrap_or(2000) as u64,

@@ -42,6 +42,26 @@ async fn speak_response(
     }
     let spoken =
         scaispeak::speak(state, &principal.tenant_id, principal.subject_id(), &speak).await?;
+    if let Some(save_to) = &speak.save_to {
+        let seconds = spoken.seconds;
+        let backend = spoken.backend.as_str();
+        let saved = scaispeak::drive::save(
+            state,
+            principal,
+            save_to,
+            speak.output.codec,
+            spoken.content_type,
+            spoken.bytes,
+        )
+        .await?;
+        let body = json!({
+            "object": "scaispeak.saved",
+            "file": saved,
+            "audio_seconds": (seconds * 1000.0).round() / 1000.0,
+            "backend": backend,
+        });
+        return Ok((StatusCode::CREATED, axum::Json(body)).into_response());
+    }
     let mut response = ([(CONTENT_TYPE, spoken.content_type)], spoken.bytes).into_response();
     if let Ok(seconds) = HeaderValue::from_str(&format!("{:.3}", spoken.seconds)) {
         response.headers_mut().insert(AUDIO_SECONDS, seconds);

@@ -91,6 +91,7 @@ pub async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
         speed: stored.speed,
         backend_preference: stored.backend_preference,
         run_async: false,
+        save_to: None,
     };
     let spoken = super::speak(state, &job.tenant_id, &job.subject, &speak).await?;
     let key = output_key(&job.tenant_id, &job.id)?;

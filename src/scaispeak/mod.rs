@@ -9,7 +9,9 @@
 //! - [`relay`]: backend B (an OpenAI-compatible `/v1/audio/speech` upstream).
 //! - [`stream`]: the WebSocket `/stream/speak`.
 //! - [`jobs`]: synth jobs for long texts or `async: true`.
+//! - [`drive`]: `save_to`, the user's folder in the object store.
 
+pub mod drive;
 pub mod jobs;
 pub mod local;
 pub mod output;
@@ -84,6 +86,8 @@ pub struct Speak {
     pub backend_preference: Option<Preference>,
     /// Queue as a synth job (`async: true`, or a text over `inline_text_chars`).
     pub run_async: bool,
+    /// Write the audio to the user's drive instead of answering it.
+    pub save_to: Option<SaveTo>,
 }
 
 pub fn check_speed(speed: Option<f32>) -> ApiResult<f32> {
@@ -109,24 +113,21 @@ impl Speak {
         principal: &Principal,
         request: SpeakRequest,
     ) -> ApiResult<Speak> {
-        if request.save_to.is_some() {
-            // Drives need a user's token exchange; keys cannot do it (seed page 001).
-            if principal.subject_kind() == "api_key" {
-                return Err(ApiError::new(
-                    ErrorCode::SCAISPEAK_SAVE_TO_REQUIRES_JWT,
-                    "save_to needs a user JWT; API keys cannot write to a drive",
-                ));
-            }
-            return Err(ApiError::new(
-                ErrorCode::SCAISPEAK_SCAIDRIVE_NOT_AVAILABLE,
-                "no drive is configured for this deployment",
-            ));
+        if let Some(save_to) = &request.save_to {
+            drive::check(state, principal, save_to)?;
         }
         let text = text::validate(&request.text, state.config.speak.max_text_chars)?;
         let run_async =
             request.run_async || text.chars().count() > state.config.speak.inline_text_chars;
+        if run_async && request.save_to.is_some() {
+            return Err(ApiError::invalid(
+                "save_to works with inline synthesis only; shorten the text or drop save_to",
+            )
+            .with_field("field", "save_to"));
+        }
         Ok(Speak {
             run_async,
+            save_to: request.save_to,
             text,
             voice: voices::find(state, &principal.tenant_id, request.voice.as_deref()).await?,
             output: Output::from_request(request.output, Codec::Wav)?,

@@ -749,3 +749,88 @@ async fn long_or_async_texts_become_synth_jobs_with_downloadable_audio() {
     let (status, _) = server.get(&url, Some(ADMIN_KEY)).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn save_to_writes_the_users_drive_with_its_rules() {
+    let server = Server::start().await;
+    let tenant = server.tenant("drive").await;
+    server
+        .post(
+            "/v1/modules/scaispeak/enable",
+            Some(&tenant.admin_key),
+            json!({}),
+        )
+        .await;
+    let (status, user) = server
+        .post(
+            "/v1/users",
+            Some(ADMIN_KEY),
+            json!({"email": "writer@drive.test", "password": "correct horse battery",
+                "tenant_id": tenant.id, "roles": ["member"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{user}");
+    let (status, login) = server
+        .post(
+            "/v1/auth/token",
+            None,
+            json!({"email": "writer@drive.test", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    let jwt = login["access_token"].as_str().unwrap().to_owned();
+    let body = |overwrite: bool| {
+        json!({"text": "Hello there.", "save_to": {"folder": "../notes/", "filename": "hello.wav",
+            "overwrite": overwrite}})
+    };
+    let (status, saved) = read(speak(&server, &jwt, body(false)).await).await;
+    assert_eq!(status, 201, "{saved}");
+    assert_eq!(saved["file"]["path"], "notes/hello.wav");
+    let file = server
+        .data_dir
+        .join("objects/tenants")
+        .join(&tenant.id)
+        .join("drive")
+        .join(user["id"].as_str().unwrap())
+        .join("notes/hello.wav");
+    let audio = media::decode(&std::fs::read(&file).unwrap(), &Default::default()).unwrap();
+    assert!(audio.duration_seconds() > 0.3);
+    let (status, body_) = read(speak(&server, &jwt, body(false)).await).await;
+    assert_error(status, &body_, 409, "SCAISPEAK_SCAIDRIVE_CONFLICT");
+    let (status, _) = read(speak(&server, &jwt, body(true)).await).await;
+    assert_eq!(status, 201);
+    // Keys cannot; a deployment without a drive says so.
+    let (status, body_) = read(speak(&server, &tenant.member_key, body(true)).await).await;
+    assert_error(status, &body_, 403, "SCAISPEAK_SAVE_TO_REQUIRES_JWT");
+    let no_drive = Server::start_with(Options {
+        config_toml: Some("[scaispeak]\ndrive = false\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let tenant = no_drive.tenant("nodrive").await;
+    no_drive
+        .post(
+            "/v1/modules/scaispeak/enable",
+            Some(&tenant.admin_key),
+            json!({}),
+        )
+        .await;
+    no_drive
+        .post(
+            "/v1/users",
+            Some(ADMIN_KEY),
+            json!({"email": "w@nodrive.test", "password": "correct horse battery",
+                "tenant_id": tenant.id, "roles": ["member"]}),
+        )
+        .await;
+    let (_, login) = no_drive
+        .post(
+            "/v1/auth/token",
+            None,
+            json!({"email": "w@nodrive.test", "password": "correct horse battery"}),
+        )
+        .await;
+    let jwt = login["access_token"].as_str().unwrap();
+    let (status, body_) = read(speak(&no_drive, jwt, body(false)).await).await;
+    assert_error(status, &body_, 404, "SCAISPEAK_SCAIDRIVE_NOT_AVAILABLE");
+}
