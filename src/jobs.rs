@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::db::jobs::{self, JobRow};
+use crate::db::jobs::{self, JobRow, NewJob};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::model::Timestamp;
 use crate::{scaiecho, scaispeak};
@@ -57,6 +57,52 @@ impl From<JobRow> for JobView {
             result: row.result.and_then(|r| serde_json::from_str(&r).ok()),
         }
     }
+}
+
+/// Inserts a queued job and wakes this process's workers.
+pub async fn queue(state: &AppState, job: &NewJob<'_>) -> ApiResult<JobView> {
+    let mut conn = state.db.pool.acquire().await?;
+    jobs::create(&mut conn, job).await?;
+    let row = jobs::get(&mut conn, job.tenant_id, job.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("job vanished after insert"))?;
+    state.jobs_wakeup.notify_waiters();
+    tracing::info!(job_id = %job.id, kind = job.kind, "job queued");
+    Ok(row.into())
+}
+
+/// A job of the tenant in `module`; another tenant's or module's is not found.
+pub async fn find(state: &AppState, tenant_id: &str, module: &str, id: &str) -> ApiResult<JobRow> {
+    let mut conn = state.db.pool.acquire().await?;
+    jobs::get(&mut conn, tenant_id, id)
+        .await?
+        .filter(|job| job.module == module)
+        .ok_or_else(|| ApiError::not_found("job"))
+}
+
+/// The tenant's jobs in `module`, newest first (at most 100).
+pub async fn list(state: &AppState, tenant_id: &str, module: &str) -> ApiResult<Vec<JobView>> {
+    let mut conn = state.db.pool.acquire().await?;
+    Ok(jobs::list(&mut conn, tenant_id, module, 100)
+        .await?
+        .into_iter()
+        .map(JobView::from)
+        .collect())
+}
+
+/// Deletes a job of `module` (checked before anything is deleted); the deleted row,
+/// for the module to remove its objects.
+pub async fn remove(
+    state: &AppState,
+    tenant_id: &str,
+    module: &str,
+    id: &str,
+) -> ApiResult<JobRow> {
+    find(state, tenant_id, module, id).await?;
+    let mut conn = state.db.pool.acquire().await?;
+    jobs::delete(&mut conn, tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))
 }
 
 /// A full inference queue (answered with `Retry-After`), as opposed to a backend that is

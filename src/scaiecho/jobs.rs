@@ -40,9 +40,8 @@ pub async fn create(
         .await
         .map_err(|e| ApiError::internal(format_args!("staging the audio: {e}")))?;
     let options = serde_json::to_string(fields).unwrap_or_else(|_| "{}".into());
-    let mut conn = state.db.pool.acquire().await?;
-    jobs::create(
-        &mut conn,
+    crate::jobs::queue(
+        state,
         &NewJob {
             id: &id,
             tenant_id: &principal.tenant_id,
@@ -55,40 +54,22 @@ pub async fn create(
             audio_seconds,
         },
     )
-    .await?;
-    let row = jobs::get(&mut conn, &principal.tenant_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::internal("job vanished after insert"))?;
-    state.jobs_wakeup.notify_waiters();
-    tracing::info!(job_id = %id, "transcription job queued");
-    Ok(row.into())
+    .await
 }
 
 pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult<JobView> {
-    let mut conn = state.db.pool.acquire().await?;
-    jobs::get(&mut conn, &principal.tenant_id, id)
-        .await?
-        .filter(|job| job.module == MODULE)
+    crate::jobs::find(state, &principal.tenant_id, MODULE, id)
+        .await
         .map(JobView::from)
-        .ok_or_else(|| ApiError::not_found("job"))
 }
 
 pub async fn list(state: &AppState, principal: &Principal) -> ApiResult<Vec<JobView>> {
-    let mut conn = state.db.pool.acquire().await?;
-    Ok(jobs::list(&mut conn, &principal.tenant_id, MODULE, 100)
-        .await?
-        .into_iter()
-        .map(JobView::from)
-        .collect())
+    crate::jobs::list(state, &principal.tenant_id, MODULE).await
 }
 
 /// Deletes a job and its staged audio; a worker running it drops its result.
 pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiResult<()> {
-    let mut conn = state.db.pool.acquire().await?;
-    let job = jobs::delete(&mut conn, &principal.tenant_id, id)
-        .await?
-        .filter(|job| job.module == MODULE)
-        .ok_or_else(|| ApiError::not_found("job"))?;
+    let job = crate::jobs::remove(state, &principal.tenant_id, MODULE, id).await?;
     if let Ok(key) = input_key(&job.tenant_id, &job.id) {
         let _ = state.store.delete(&key).await;
     }

@@ -50,9 +50,8 @@ pub async fn create(state: &AppState, principal: &Principal, speak: &Speak) -> A
     let options = serde_json::to_string(&stored).map_err(ApiError::internal)?;
     // The job's object is where its audio will be.
     let key = output_key(&principal.tenant_id, &id)?;
-    let mut conn = state.db.pool.acquire().await?;
-    jobs::create(
-        &mut conn,
+    crate::jobs::queue(
+        state,
         &NewJob {
             id: &id,
             tenant_id: &principal.tenant_id,
@@ -65,13 +64,7 @@ pub async fn create(state: &AppState, principal: &Principal, speak: &Speak) -> A
             audio_seconds: None,
         },
     )
-    .await?;
-    let row = jobs::get(&mut conn, &principal.tenant_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::internal("job vanished after insert"))?;
-    state.jobs_wakeup.notify_waiters();
-    tracing::info!(job_id = %id, "synth job queued");
-    Ok(row.into())
+    .await
 }
 
 /// Runs a claimed synth job: the audio goes to the object store.
@@ -112,11 +105,7 @@ pub async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
 }
 
 async fn row(state: &AppState, principal: &Principal, id: &str) -> ApiResult<JobRow> {
-    let mut conn = state.db.pool.acquire().await?;
-    jobs::get(&mut conn, &principal.tenant_id, id)
-        .await?
-        .filter(|job| job.module == MODULE)
-        .ok_or_else(|| ApiError::not_found("job"))
+    crate::jobs::find(state, &principal.tenant_id, MODULE, id).await
 }
 
 pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult<JobView> {
@@ -124,12 +113,7 @@ pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult
 }
 
 pub async fn list(state: &AppState, principal: &Principal) -> ApiResult<Vec<JobView>> {
-    let mut conn = state.db.pool.acquire().await?;
-    Ok(jobs::list(&mut conn, &principal.tenant_id, MODULE, 100)
-        .await?
-        .into_iter()
-        .map(JobView::from)
-        .collect())
+    crate::jobs::list(state, &principal.tenant_id, MODULE).await
 }
 
 /// A finished job's audio and its content type; 404 until it has succeeded.
@@ -155,11 +139,7 @@ pub async fn audio(
 
 /// Deletes a job and its audio.
 pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiResult<()> {
-    let mut conn = state.db.pool.acquire().await?;
-    let job = jobs::delete(&mut conn, &principal.tenant_id, id)
-        .await?
-        .filter(|job| job.module == MODULE)
-        .ok_or_else(|| ApiError::not_found("job"))?;
+    let job = crate::jobs::remove(state, &principal.tenant_id, MODULE, id).await?;
     if let Ok(key) = output_key(&job.tenant_id, &job.id) {
         let _ = state.store.delete(&key).await;
     }

@@ -737,6 +737,20 @@ async fn long_or_async_texts_become_synth_jobs_with_downloadable_audio() {
         )
         .await;
     assert_eq!(status, 404);
+    // Another module's job route neither sees nor deletes it.
+    let (status, _) = server
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/modules/scaiecho/jobs/{id}"),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .get(&format!("/v1/modules/scaispeak/jobs/{id}"), Some(ADMIN_KEY))
+        .await;
+    assert_eq!(status, 200);
     let (status, _) = server
         .send(
             reqwest::Method::DELETE,
