@@ -551,3 +551,20 @@ async fn a_stream_on_backend_b_relays_each_utterance() {
         "{frames:?}"
     );
 }
+
+/// Thousands of tiny frames (3 bytes each: samples split across frames) decode like one
+/// stream, and a session beside it is unaffected.
+#[tokio::test]
+async fn thousands_of_tiny_frames_lose_nothing() {
+    let server = Server::start().await;
+    let audio = pcm_16k("beckett.wav");
+    let open = json!({"type": "open", "media_type": "audio/pcm;rate=16000"});
+    let tiny = stream_file(&server, ADMIN_KEY, open.clone(), &audio, 3);
+    let normal = stream_file(&server, ADMIN_KEY, open, &audio, 32_000);
+    let ((tiny, tiny_code), (normal, normal_code)) = tokio::join!(tiny, normal);
+    assert_eq!((tiny_code, normal_code), (Some(1000), Some(1000)));
+    assert!(says_beckett(&final_text(&tiny)), "{tiny:?}");
+    assert!(says_beckett(&final_text(&normal)), "{normal:?}");
+    let seconds = |frames: &[Value]| frames.last().unwrap()["usage"]["audio_seconds"].as_f64();
+    assert_eq!(seconds(&tiny), seconds(&normal));
+}
