@@ -567,4 +567,10 @@ async fn thousands_of_tiny_frames_lose_nothing() {
     assert!(says_beckett(&final_text(&normal)), "{normal:?}");
     let seconds = |frames: &[Value]| frames.last().unwrap()["usage"]["audio_seconds"].as_f64();
     assert_eq!(seconds(&tiny), seconds(&normal));
+    // A stream cut inside its last sample still gives what was heard, then `done`.
+    let open = json!({"type": "open", "media_type": "audio/pcm;rate=16000"});
+    let (cut, code) =
+        stream_file(&server, ADMIN_KEY, open, &audio[..audio.len() - 1], 32_000).await;
+    assert_eq!(code, Some(1000), "{cut:?}");
+    assert!(says_beckett(&final_text(&cut)), "{cut:?}");
 }

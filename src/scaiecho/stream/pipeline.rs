@@ -67,9 +67,13 @@ impl Pipeline {
         self.run_vad()
     }
 
-    /// End of audio: drains the decoder and resampler, then ends the open utterance.
+    /// End of audio: drains the decoder and resampler, then ends the open utterance. A
+    /// stream that stops inside a unit (a cut-off last page or frame) loses only that
+    /// unit: what was heard before it still comes out.
     pub fn finish(&mut self) -> ApiResult<Vec<Snapshot>> {
-        self.decoder.finish()?;
+        if let Err(error) = self.decoder.finish() {
+            tracing::info!("stream ended inside a unit: {error}");
+        }
         self.decoded.clear();
         self.convert(true)?;
         let mut snapshots = self.run_vad()?;
