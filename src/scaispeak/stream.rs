@@ -73,8 +73,8 @@ struct Framer {
 }
 
 impl Framer {
-    fn new(output: &Output, voice_rate: u32) -> ApiResult<Framer> {
-        let rate = output.rate(voice_rate);
+    /// Samples come at `voice_rate`; frames carry `rate` (what `ready` announced).
+    fn new(output: &Output, voice_rate: u32, rate: u32) -> ApiResult<Framer> {
         let opus = match output.codec {
             Codec::Opus => Some(OpusStreamEncoder::new(1, OPUS_BITRATE)?),
             _ => None,
@@ -133,6 +133,8 @@ struct Session {
     profile: Option<engines::conditioning::VoiceProfile>,
     pace: bool,
     output: Output,
+    /// The frames' rate, as `ready` said (whatever rate the backend speaks at).
+    out_rate: u32,
     framer: Option<Framer>,
     sentences: Sentences,
     queue: VecDeque<String>,
@@ -246,6 +248,7 @@ async fn start(
         profile: voice.profile.clone(),
         pace: open.pace,
         output,
+        out_rate: rate,
         framer: None,
         sentences: Sentences::default(),
         queue: VecDeque::new(),
@@ -405,7 +408,7 @@ impl Session {
         self.characters += sentence.chars().count();
         self.seconds += samples.len() as f64 / f64::from(rate.max(1));
         if self.framer.is_none() {
-            self.framer = Some(Framer::new(&self.output, rate)?);
+            self.framer = Some(Framer::new(&self.output, rate, self.out_rate)?);
         }
         let framer = self.framer.as_mut().expect("set above");
         self.outbox.extend(framer.frames(&samples, false)?);
@@ -472,7 +475,7 @@ mod tests {
             codec: Codec::Opus,
             sample_rate: None,
         };
-        let mut framer = Framer::new(&output, 22_050).unwrap();
+        let mut framer = Framer::new(&output, 22_050, 48_000).unwrap();
         let tone: Vec<f32> = (0..22_050).map(|i| 0.3 * (i as f32 * 0.05).sin()).collect();
         let mut packets = framer.frames(&tone, false).unwrap();
         packets.extend(framer.frames(&[], true).unwrap());
@@ -493,7 +496,7 @@ mod tests {
             codec: Codec::PcmS16le,
             sample_rate: Some(16_000),
         };
-        let mut framer = Framer::new(&output, 22_050).unwrap();
+        let mut framer = Framer::new(&output, 22_050, 16_000).unwrap();
         let tone = vec![0.1f32; 22_050];
         let mut frames = framer.frames(&tone, false).unwrap();
         frames.extend(framer.frames(&[], true).unwrap());
