@@ -54,6 +54,21 @@ pub struct SegmentOut {
     pub text: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speaker_label: Option<String>,
+    /// The decoder's view (backend A; OpenAI's `verbose_json` segment fields).
+    #[serde(flatten)]
+    pub decoding: Option<Decoding>,
+}
+
+/// Decoding details of a segment: its window's start in 10 ms frames, its text tokens,
+/// sampling temperature (0: greedy or beam), its window's average log-probability and
+/// no-speech probability.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Decoding {
+    pub seek: usize,
+    pub tokens: Vec<u32>,
+    pub temperature: f64,
+    pub avg_logprob: f64,
+    pub no_speech_prob: f64,
 }
 
 /// A finished transcription as the API returns it.
@@ -145,6 +160,7 @@ mod tests {
                     end: 1.5,
                     text: "Hello there.".into(),
                     speaker_label: None,
+                    decoding: None,
                 },
                 SegmentOut {
                     id: 1,
@@ -152,6 +168,7 @@ mod tests {
                     end: 3725.5,
                     text: "General Kenobi.".into(),
                     speaker_label: Some("spk_1".into()),
+                    decoding: None,
                 },
             ],
         }

@@ -242,6 +242,13 @@ pub async fn transcribe(
                     speaker_label: turns
                         .as_ref()
                         .and_then(|t| local::speaker_for(t, s.start, s.end)),
+                    decoding: Some(format::Decoding {
+                        seek: s.seek,
+                        tokens: s.tokens,
+                        temperature: 0.0,
+                        avg_logprob: f64::from(s.avg_logprob),
+                        no_speech_prob: f64::from(s.no_speech_prob),
+                    }),
                     text: s.text,
                 })
                 .collect::<Vec<_>>()
@@ -262,6 +269,7 @@ pub async fn transcribe(
                     end,
                     text,
                     speaker_label: None,
+                    decoding: None,
                 })
                 .collect();
             if segments.is_empty() && !result.text.is_empty() {
@@ -271,6 +279,7 @@ pub async fn transcribe(
                     end: round_ms(duration),
                     text: result.text.clone(),
                     speaker_label: None,
+                    decoding: None,
                 });
             }
             segments

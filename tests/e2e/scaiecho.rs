@@ -652,6 +652,10 @@ print(result.text)
 with open("models/cache/test-audio/beckett.wav", "rb") as audio:
     srt = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="srt")
 print(srt.splitlines()[1])
+with open("models/cache/test-audio/beckett.wav", "rb") as audio:
+    verbose = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="verbose_json")
+s = verbose.segments[0]
+print(len(s.tokens) > 0, s.avg_logprob < 0, 0 <= s.no_speech_prob <= 1, s.temperature == 0.0, 0 <= s.seek < 100, verbose.duration > 9)
 "#;
     // The server is another process: blocking this test's thread is fine.
     let output = Command::new(&python)
@@ -668,6 +672,12 @@ print(srt.splitlines()[1])
     assert!(says_beckett(lines.next().unwrap_or_default()), "{stdout}");
     assert!(
         lines.next().unwrap_or_default().contains(" --> "),
+        "{stdout}"
+    );
+    // verbose_json segments carry OpenAI's decoding fields, typed by the SDK.
+    assert_eq!(
+        lines.next().unwrap_or_default(),
+        "True True True True True True",
         "{stdout}"
     );
 }

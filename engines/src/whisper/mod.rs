@@ -71,12 +71,19 @@ impl Default for Options {
     }
 }
 
-/// A stretch of text with its times in seconds from the window's start.
+/// A stretch of text with its times in seconds (from the window's start in a window's
+/// decoding, from the recording's start in a transcript), its text tokens, and its
+/// window's decoding statistics (what OpenAI's `verbose_json` segments carry).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
     pub start: f32,
     pub end: f32,
     pub text: String,
+    pub tokens: Vec<u32>,
+    /// Where its window starts, in 10 ms mel frames of the recording.
+    pub seek: usize,
+    pub avg_logprob: f32,
+    pub no_speech_prob: f32,
 }
 
 /// The decoding of one window.
@@ -246,10 +253,12 @@ impl Whisper {
                         for ((index, window), text) in batch.iter().zip(texts) {
                             let offset = window.start as f32 / SAMPLE_RATE as f32;
                             if let Ok(segments) = &mut results[*index] {
+                                let seek = window.start / mel::HOP;
                                 segments.extend(text.segments.into_iter().map(|s| Segment {
                                     start: s.start + offset,
                                     end: s.end + offset,
-                                    text: s.text,
+                                    seek,
+                                    ..s
                                 }));
                             }
                         }
@@ -325,7 +334,11 @@ impl Whisper {
                 no_speech_prob,
             };
         }
-        let segments = self.segments(&row.tokens, duration);
+        let mut segments = self.segments(&row.tokens, duration);
+        for segment in &mut segments {
+            segment.avg_logprob = avg_logprob;
+            segment.no_speech_prob = no_speech_prob;
+        }
         let text = segments
             .iter()
             .map(|s| s.text.as_str())
@@ -356,6 +369,10 @@ impl Whisper {
                     start,
                     end: end.max(start),
                     text: words,
+                    tokens: text.to_vec(),
+                    seek: 0,
+                    avg_logprob: 0.0,
+                    no_speech_prob: 0.0,
                 });
             }
         };
