@@ -64,7 +64,11 @@ impl PiperVoice {
             }
         }
         Ok(PiperVoice {
-            session: Mutex::new(runtime.session(ENGINE_ID, &model)?),
+            session: Mutex::new(runtime.session_threads(
+                ENGINE_ID,
+                &model,
+                runtime.latency_threads(),
+            )?),
             config,
         })
     }
