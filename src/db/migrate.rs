@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0004_scaispeak.sql"),
     ),
     (5, "voices", include_str!("migrations/0005_voices.sql")),
+    (
+        6,
+        "reference_media_types",
+        include_str!("migrations/0006_reference_media_types.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded. Returns how many ran.

@@ -47,6 +47,7 @@ pub struct VoiceRow {
     pub embedding_status: String,
     pub embedding_status_reason: Option<String>,
     pub reference_key: String,
+    pub reference_media_type: Option<String>,
     pub preflight: String,
     pub profile: Option<String>,
     pub embedding: Option<String>,
@@ -55,7 +56,7 @@ pub struct VoiceRow {
 }
 
 const VOICE_COLUMNS: &str = "id, tenant_id, name, embedding_status, embedding_status_reason, \
-    reference_key, preflight, profile, embedding, created_at, updated_at";
+    reference_key, reference_media_type, preflight, profile, embedding, created_at, updated_at";
 
 fn voice_row(row: &sqlx::any::AnyRow) -> Result<VoiceRow, sqlx::Error> {
     Ok(VoiceRow {
@@ -65,6 +66,7 @@ fn voice_row(row: &sqlx::any::AnyRow) -> Result<VoiceRow, sqlx::Error> {
         embedding_status: row.try_get("embedding_status")?,
         embedding_status_reason: row.try_get("embedding_status_reason")?,
         reference_key: row.try_get("reference_key")?,
+        reference_media_type: row.try_get("reference_media_type")?,
         preflight: row.try_get("preflight")?,
         profile: row.try_get("profile")?,
         embedding: row.try_get("embedding")?,
@@ -78,6 +80,7 @@ pub struct NewVoice<'a> {
     pub tenant_id: &'a str,
     pub name: &'a str,
     pub reference_key: &'a str,
+    pub reference_media_type: Option<&'a str>,
     pub preflight: &'a str,
     pub created_by: &'a str,
 }
@@ -86,8 +89,8 @@ pub struct NewVoice<'a> {
 pub async fn create_voice(conn: &mut AnyConnection, new: &NewVoice<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO scaispeak_voices (id, tenant_id, name, embedding_status, reference_key, \
-         preflight, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, 'processing', $4, $5, $6, $7, $7)",
+         preflight, created_by, created_at, updated_at, reference_media_type) \
+         VALUES ($1, $2, $3, 'processing', $4, $5, $6, $7, $7, $8)",
     )
     .bind(new.id)
     .bind(new.tenant_id)
@@ -96,6 +99,7 @@ pub async fn create_voice(conn: &mut AnyConnection, new: &NewVoice<'_>) -> Resul
     .bind(new.preflight)
     .bind(new.created_by)
     .bind(now_ms())
+    .bind(new.reference_media_type)
     .execute(conn)
     .await?;
     Ok(())

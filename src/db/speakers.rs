@@ -15,6 +15,7 @@ pub struct SpeakerRow {
     pub status_reason: Option<String>,
     pub embedding: Option<Vec<f32>>,
     pub reference_key: String,
+    pub reference_media_type: Option<String>,
     pub preflight: String,
     pub created_by: String,
     pub created_at: i64,
@@ -23,7 +24,8 @@ pub struct SpeakerRow {
 }
 
 const COLUMNS: &str = "id, tenant_id, label, enrollment_status, status_reason, embedding, \
-    reference_key, preflight, created_by, created_at, updated_at, deleted_at";
+    reference_key, reference_media_type, preflight, created_by, created_at, updated_at, \
+    deleted_at";
 
 fn from_row(row: &AnyRow) -> Result<SpeakerRow, sqlx::Error> {
     let embedding: Option<String> = row.try_get("embedding")?;
@@ -38,6 +40,7 @@ fn from_row(row: &AnyRow) -> Result<SpeakerRow, sqlx::Error> {
             .transpose()
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         reference_key: row.try_get("reference_key")?,
+        reference_media_type: row.try_get("reference_media_type")?,
         preflight: row.try_get("preflight")?,
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
@@ -51,6 +54,7 @@ pub struct NewSpeaker<'a> {
     pub tenant_id: &'a str,
     pub label: &'a str,
     pub reference_key: &'a str,
+    pub reference_media_type: Option<&'a str>,
     pub preflight: &'a str,
     pub created_by: &'a str,
 }
@@ -60,8 +64,8 @@ pub async fn create(conn: &mut AnyConnection, new: &NewSpeaker<'_>) -> Result<bo
     let now = now_ms();
     let result = sqlx::query(
         "INSERT INTO scaiecho_speakers (id, tenant_id, label, enrollment_status, \
-         reference_key, preflight, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
+         reference_key, preflight, created_by, created_at, updated_at, reference_media_type) \
+         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $7, $8) ON CONFLICT DO NOTHING",
     )
     .bind(new.id)
     .bind(new.tenant_id)
@@ -70,6 +74,7 @@ pub async fn create(conn: &mut AnyConnection, new: &NewSpeaker<'_>) -> Result<bo
     .bind(new.preflight)
     .bind(new.created_by)
     .bind(now)
+    .bind(new.reference_media_type)
     .execute(conn)
     .await?;
     Ok(result.rows_affected() == 1)

@@ -177,7 +177,8 @@ async fn warm_here(
                     let key = ObjectKey::new(&row.tenant_id, &row.reference_key)
                         .map_err(|e| e.to_string())?;
                     let bytes = state.store.get(&key).await.map_err(|e| e.to_string())?;
-                    let (samples, _) = check_reference(state, bytes, None)
+                    let media_type = row.reference_media_type.as_deref();
+                    let (samples, _) = check_reference(state, bytes, media_type)
                         .await
                         .map_err(|e| e.message)?;
                     samples
@@ -237,6 +238,7 @@ pub async fn enroll(
             tenant_id: &principal.tenant_id,
             label: &label,
             reference_key: key.path(),
+            reference_media_type: upload.media_type.as_deref(),
             preflight: &preflight_block.to_string(),
             created_by: principal.subject_id(),
         },

@@ -367,6 +367,7 @@ pub async fn create(state: &AppState, principal: &Principal, upload: Upload) -> 
                 tenant_id: &principal.tenant_id,
                 name: &name,
                 reference_key: key.path(),
+                reference_media_type: upload.media_type.as_deref(),
                 preflight: &block.to_string(),
                 created_by: principal.subject_id(),
             },
@@ -423,7 +424,7 @@ pub async fn repromote(state: &AppState, principal: &Principal, id: &str) -> Api
     let failed = |reason: &str| record_intake(state, tenant, id, Err(reason.to_owned()));
     match bytes {
         None => failed("reference_unavailable").await?,
-        Some(bytes) => match check(state, bytes, None).await {
+        Some(bytes) => match check(state, bytes, row.reference_media_type.as_deref()).await {
             Ok((_, Some(samples))) => {
                 finish_intake(state, &principal.tenant_id, id, samples).await?
             }

@@ -848,3 +848,33 @@ async fn save_to_writes_the_users_drive_with_its_rules() {
     let (status, body_) = read(speak(&no_drive, jwt, body(false)).await).await;
     assert_error(status, &body_, 404, "SCAISPEAK_SCAIDRIVE_NOT_AVAILABLE");
 }
+
+/// A reference sent as raw PCM (its shape only in the media type) can be taken through
+/// the intake again: the media type is kept with the staged clip.
+#[tokio::test]
+async fn a_raw_pcm_reference_can_be_repromoted() {
+    let server = Server::start().await;
+    let beckett = to_16k(&std::fs::read("models/cache/test-audio/beckett.wav").unwrap());
+    let response = server
+        .http
+        .post(server.url(&format!("{VOICES}?name=Raw")))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "audio/pcm;rate=16000")
+        .body(media::encode::pcm_s16le(&beckett))
+        .send()
+        .await
+        .unwrap();
+    let (status, voice) = read(response).await;
+    assert_eq!(status, 201, "{voice}");
+    assert_eq!(voice["embedding_status"], "ready");
+    let id = voice["id"].as_str().unwrap();
+    let (status, again) = server
+        .post(
+            &format!("{VOICES}/{id}/repromote"),
+            Some(ADMIN_KEY),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["embedding_status"], "ready", "{again}");
+}
