@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
-use media::encode::{OPUS_FRAME, OPUS_RATE, OpusStreamEncoder};
+use media::encode::{OPUS_FRAME, OpusStreamEncoder};
 use media::resample::StreamResampler;
 use serde::Deserialize;
 use serde_json::json;
@@ -63,7 +63,6 @@ struct ClientFrame {
 
 /// Encodes synthesized audio into the stream's frames.
 struct Framer {
-    codec: Codec,
     resampler: StreamResampler,
     opus: Option<OpusStreamEncoder>,
     /// Samples per 20 ms frame at the output rate (PCM).
@@ -80,7 +79,6 @@ impl Framer {
             _ => None,
         };
         Ok(Framer {
-            codec: output.codec,
             resampler: StreamResampler::new(voice_rate, rate)?,
             opus,
             frame_len: match output.codec {
@@ -117,12 +115,19 @@ impl Framer {
                 self.pending.drain(..cut);
             }
         }
-        debug_assert!(self.codec != Codec::Mp3);
         Ok(frames)
     }
 }
 
-type Running = Pin<Box<dyn Future<Output = (String, ApiResult<(Vec<f32>, u32)>)> + Send>>;
+/// A sentence synthesized and framed: its characters, seconds and frames. The framer
+/// travels with the running sentence (one runs at a time) and comes back with it.
+struct Spoken {
+    characters: usize,
+    seconds: f64,
+    frames: Vec<Vec<u8>>,
+}
+
+type Running = Pin<Box<dyn Future<Output = (Option<Framer>, ApiResult<Spoken>)> + Send>>;
 
 struct Session {
     state: Arc<AppState>,
@@ -384,8 +389,8 @@ impl Session {
         let Some(mut sentence) = self.queue.pop_front() else {
             return;
         };
-        // Nothing heard yet: start with the first clause alone (time to first audio).
-        if self.framer.is_none()
+        // Nothing spoken yet: start with the first clause alone (time to first audio).
+        if self.characters == 0
             && let Some((head, tail)) = super::text::first_clause(&sentence)
         {
             self.queue.push_front(tail);
@@ -393,25 +398,46 @@ impl Session {
         }
         let (state, backend, speed) = (self.state.clone(), self.backend, self.speed);
         let profile = self.profile.clone();
+        let (output, out_rate) = (self.output, self.out_rate);
+        let framer = self.framer.take();
         self.running = Some(Box::pin(async move {
-            let result = super::sentence(&state, backend, &sentence, speed, profile.as_ref()).await;
-            (sentence, result)
+            let (samples, rate) =
+                match super::sentence(&state, backend, &sentence, speed, profile.as_ref()).await {
+                    Ok(spoken) => spoken,
+                    Err(error) => return (framer, Err(error)),
+                };
+            // Resampling and Opus encoding are CPU work: a blocking thread, not the runtime.
+            let framed = tokio::task::spawn_blocking(move || {
+                let mut framer = match framer {
+                    Some(framer) => framer,
+                    None => match Framer::new(&output, rate, out_rate) {
+                        Ok(framer) => framer,
+                        Err(error) => return (None, Err(error)),
+                    },
+                };
+                let frames = framer.frames(&samples, false);
+                let spoken = frames.map(|frames| Spoken {
+                    characters: sentence.chars().count(),
+                    seconds: samples.len() as f64 / f64::from(rate.max(1)),
+                    frames,
+                });
+                (Some(framer), spoken)
+            })
+            .await;
+            framed.unwrap_or_else(|error| (None, Err(ApiError::internal(error))))
         }));
     }
 
     /// A sentence came back: its frames join the outbox.
     fn synthesized(
         &mut self,
-        (sentence, result): (String, ApiResult<(Vec<f32>, u32)>),
+        (framer, result): (Option<Framer>, ApiResult<Spoken>),
     ) -> Result<(), End> {
-        let (samples, rate) = result?;
-        self.characters += sentence.chars().count();
-        self.seconds += samples.len() as f64 / f64::from(rate.max(1));
-        if self.framer.is_none() {
-            self.framer = Some(Framer::new(&self.output, rate, self.out_rate)?);
-        }
-        let framer = self.framer.as_mut().expect("set above");
-        self.outbox.extend(framer.frames(&samples, false)?);
+        self.framer = framer;
+        let spoken = result?;
+        self.characters += spoken.characters;
+        self.seconds += spoken.seconds;
+        self.outbox.extend(spoken.frames);
         Ok(())
     }
 
@@ -460,11 +486,6 @@ impl Session {
     }
 }
 
-/// Voice rate and the frame rate, for tests and the bench.
-pub fn frames_per_second() -> u32 {
-    OPUS_RATE / OPUS_FRAME as u32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,7 +508,7 @@ mod tests {
             samples.extend_from_slice(decoder.decode(packet).unwrap());
         }
         assert_eq!(samples.len(), packets.len() * OPUS_FRAME);
-        assert_eq!(frames_per_second(), 50);
+        assert_eq!(media::encode::OPUS_RATE / OPUS_FRAME as u32, 50);
     }
 
     #[test]
