@@ -296,6 +296,18 @@ pub async fn transcribe(
         .map(|s| s.text.as_str())
         .collect::<Vec<_>>()
         .join(" ");
+    record_usage(state, &owner, duration).await?;
+    Ok(Transcription {
+        text,
+        language,
+        duration: round_ms(duration),
+        segments,
+        backend: backend.as_str().to_owned(),
+    })
+}
+
+/// Seconds of audio heard for `owner`, for accounting (under the current request id).
+pub async fn record_usage(state: &AppState, owner: &Owner<'_>, seconds: f64) -> ApiResult<()> {
     let request_id = crate::request_id::current();
     let mut conn = state.db.pool.acquire().await?;
     usage::record(
@@ -305,18 +317,12 @@ pub async fn transcribe(
             subject: owner.subject,
             module: MODULE,
             metric: "audio_seconds",
-            quantity: duration,
+            quantity: seconds,
             request_id: request_id.as_deref(),
         },
     )
     .await?;
-    Ok(Transcription {
-        text,
-        language,
-        duration: round_ms(duration),
-        segments,
-        backend: backend.as_str().to_owned(),
-    })
+    Ok(())
 }
 
 fn round_ms(seconds: f64) -> f64 {

@@ -30,7 +30,6 @@ use media::stream::StreamLimits;
 
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::db::usage::{self, UsageEvent};
 use crate::error::{ApiError, ErrorCode};
 use crate::scaiecho::policy::{self, Backend};
 use crate::scaiecho::{MODULE, local};
@@ -110,7 +109,7 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<St
         Ok(mut session) => {
             let end = session.run(&mut socket).await;
             let seconds = session.audio_seconds();
-            record_usage(&session.state, &session.principal, &session.id, seconds).await;
+            record_usage(&session.state, &session.principal, seconds).await;
             match end {
                 End::Done => Ok(session.done_frame().to_json()),
                 other => Err(other),
@@ -444,28 +443,13 @@ impl Session {
 }
 
 /// Audio seconds received, for accounting (whatever way the stream ended).
-async fn record_usage(state: &AppState, principal: &Principal, session: &str, seconds: f64) {
+async fn record_usage(state: &AppState, principal: &Principal, seconds: f64) {
     if seconds <= 0.0 {
         return;
     }
-    let result = async {
-        let mut conn = state.db.pool.acquire().await?;
-        usage::record(
-            &mut conn,
-            &UsageEvent {
-                tenant_id: &principal.tenant_id,
-                subject: principal.subject_id(),
-                module: MODULE,
-                metric: "audio_seconds",
-                quantity: seconds,
-                request_id: Some(crate::request_id::current().as_deref().unwrap_or(session)),
-            },
-        )
-        .await
-    }
-    .await;
-    if let Err(error) = result {
-        tracing::error!("stream usage not recorded: {error}");
+    let owner = crate::scaiecho::Owner::of(principal);
+    if let Err(error) = crate::scaiecho::record_usage(state, &owner, seconds).await {
+        tracing::error!("stream usage not recorded: {}", error.message);
     }
 }
 
