@@ -37,6 +37,12 @@ pub struct AppState {
     pub scaiecho: crate::scaiecho::ScaiEcho,
     /// ScaiSpeak's backends (the node's voice, the managed relay).
     pub scaispeak: crate::scaispeak::ScaiSpeak,
+    /// The gateway core: catalogue, breakers, health, chat routing.
+    pub gateway: Arc<crate::gateway::Gateway>,
+    /// Rate limits of keys and tenants.
+    pub limits: crate::ratelimit::Limits,
+    /// Usage records and budgets.
+    pub accounting: Arc<crate::accounting::Accounting>,
     /// The OpenAPI document, rendered once when the router is built.
     pub openapi: OnceLock<String>,
 }
@@ -77,7 +83,20 @@ impl AppState {
             },
             relay: crate::scaispeak::relay::Relay::new(&config.speak)?,
         };
+        let gateway = Arc::new(crate::gateway::Gateway::new(
+            db.clone(),
+            config.gateway.clone(),
+        )?);
+        let accounting = Arc::new(crate::accounting::Accounting::new(
+            db.clone(),
+            config.accounting.prices,
+        ));
         Ok(Arc::new(AppState {
+            gateway,
+            limits: crate::ratelimit::Limits::new(Arc::new(
+                crate::ratelimit::memory::MemoryStore::default(),
+            )),
+            accounting,
             jobs_wakeup: tokio::sync::Notify::new(),
             scaiecho,
             scaispeak,
@@ -199,6 +218,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(
             state.config.limits.max_json_body_bytes,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::ratelimit::middleware,
         ))
         .layer(middleware::from_fn(catch_panic))
         .layer(middleware::from_fn(close_after_refused_body))

@@ -131,6 +131,53 @@ pub struct FileConfig {
     pub scaispeak: FileScaispeak,
     #[serde(default)]
     pub jobs: FileJobs,
+    #[serde(default)]
+    pub gateway: FileGateway,
+    #[serde(default)]
+    pub accounting: FileAccounting,
+    #[serde(default)]
+    pub webhooks: FileWebhooks,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGateway {
+    /// Longest a streamed chat response may run (`DISPATCH_STREAM_TIMEOUT_S`, 600).
+    pub stream_timeout_seconds: Option<u64>,
+    /// Consecutive failures that open a backend's circuit breaker (5).
+    pub breaker_failure_threshold: Option<u32>,
+    /// How long an open breaker stays open before a half-open probe (30).
+    pub breaker_open_seconds: Option<u64>,
+    /// Interval of active health probes of every backend (30).
+    pub health_interval_seconds: Option<u64>,
+    /// Output tokens reserved against budgets when a request names no `max_tokens` (256).
+    pub default_max_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccounting {
+    /// How often buffered usage records are written to SQL (1000 ms).
+    pub flush_interval_ms: Option<u64>,
+    /// Cost of one second of audio heard (ScaiEcho) or spoken (ScaiSpeak) (0).
+    pub audio_second_cost: Option<f64>,
+    /// Cost of one character synthesized (ScaiSpeak) (0).
+    pub character_cost: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWebhooks {
+    /// Attempts per delivery before it is marked failed (8).
+    pub max_attempts: Option<u32>,
+    /// First retry delay; each retry doubles it (2000 ms).
+    pub retry_base_ms: Option<u64>,
+    /// Consecutive failed attempts after which a webhook is disabled (20).
+    pub disable_after_failures: Option<u32>,
+    /// Per-attempt timeout (10 s).
+    pub timeout_seconds: Option<u64>,
+    /// Allow loopback, private and link-local targets (off: they are refused).
+    pub allow_private_targets: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +367,33 @@ pub struct Config {
     pub speak: SpeakConfig,
     /// Job workers `serve` runs (and `scaigrid worker` runs at least one).
     pub jobs_workers: usize,
+    pub gateway: GatewayConfig,
+    pub accounting: AccountingConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub stream_timeout: std::time::Duration,
+    pub breaker_failure_threshold: u32,
+    pub breaker_open: std::time::Duration,
+    pub health_interval: std::time::Duration,
+    pub default_max_tokens: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountingConfig {
+    pub flush_interval: std::time::Duration,
+    pub prices: crate::accounting::Prices,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhooksConfig {
+    pub max_attempts: u32,
+    pub retry_base: std::time::Duration,
+    pub disable_after_failures: u32,
+    pub timeout: std::time::Duration,
+    pub allow_private_targets: bool,
 }
 
 /// Module ids this build knows; `default_modules` may name only these.
@@ -540,7 +614,78 @@ impl Config {
             stream,
             speak,
             jobs_workers: file.jobs.workers.unwrap_or(1),
+            gateway: GatewayConfig {
+                stream_timeout: seconds(
+                    "gateway.stream_timeout_seconds (DISPATCH_STREAM_TIMEOUT_S)",
+                    std::env::var("DISPATCH_STREAM_TIMEOUT_S")
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                        .or(file.gateway.stream_timeout_seconds),
+                    600,
+                )?,
+                breaker_failure_threshold: positive(
+                    "gateway.breaker_failure_threshold",
+                    file.gateway.breaker_failure_threshold.unwrap_or(5).into(),
+                )? as u32,
+                breaker_open: seconds(
+                    "gateway.breaker_open_seconds",
+                    file.gateway.breaker_open_seconds,
+                    30,
+                )?,
+                health_interval: seconds(
+                    "gateway.health_interval_seconds",
+                    file.gateway.health_interval_seconds,
+                    30,
+                )?,
+                default_max_tokens: positive(
+                    "gateway.default_max_tokens",
+                    file.gateway.default_max_tokens.unwrap_or(256),
+                )?,
+            },
+            accounting: AccountingConfig {
+                flush_interval: std::time::Duration::from_millis(positive(
+                    "accounting.flush_interval_ms",
+                    file.accounting.flush_interval_ms.unwrap_or(1000),
+                )?),
+                prices: crate::accounting::Prices {
+                    audio_second: non_negative(
+                        "accounting.audio_second_cost",
+                        file.accounting.audio_second_cost,
+                    )?,
+                    character: non_negative(
+                        "accounting.character_cost",
+                        file.accounting.character_cost,
+                    )?,
+                },
+            },
+            webhooks: WebhooksConfig {
+                max_attempts: positive(
+                    "webhooks.max_attempts",
+                    file.webhooks.max_attempts.unwrap_or(8).into(),
+                )? as u32,
+                retry_base: std::time::Duration::from_millis(positive(
+                    "webhooks.retry_base_ms",
+                    file.webhooks.retry_base_ms.unwrap_or(2000),
+                )?),
+                disable_after_failures: positive(
+                    "webhooks.disable_after_failures",
+                    file.webhooks.disable_after_failures.unwrap_or(20).into(),
+                )? as u32,
+                timeout: seconds(
+                    "webhooks.timeout_seconds",
+                    file.webhooks.timeout_seconds,
+                    10,
+                )?,
+                allow_private_targets: file.webhooks.allow_private_targets.unwrap_or(false),
+            },
         })
+    }
+}
+
+fn non_negative(name: &str, value: Option<f64>) -> anyhow::Result<f64> {
+    match value.unwrap_or(0.0) {
+        v if v.is_finite() && v >= 0.0 => Ok(v),
+        v => bail!("{name}: `{v}` must be a number zero or above"),
     }
 }
 

@@ -12,7 +12,10 @@
 //! - [`http`]: routes and thin handlers; [`extract`]: envelope-aware extractors.
 //! - [`app`], [`server`]: state, router assembly, serving and graceful shutdown.
 //! - [`cli`], [`worker`], [`bootstrap`]: the command line and start-up.
+//! - [`gateway`]: models, backends, breakers, chat; [`ratelimit`], [`accounting`]: the
+//!   limits, usage records and budgets every module shares.
 
+pub mod accounting;
 pub mod app;
 pub mod auth;
 pub mod bootstrap;
@@ -21,9 +24,11 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod http;
 pub mod jobs;
 pub mod model;
+pub mod ratelimit;
 pub mod rbac;
 pub mod request_id;
 pub mod scaiecho;

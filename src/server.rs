@@ -16,6 +16,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
+    let accounting = state.accounting.clone();
     let router = app::router(state);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let graceful = async move {
@@ -36,6 +37,9 @@ pub async fn run(
             seconds = grace.as_secs(),
             "grace period over; stopping with requests in flight"
         ),
+    }
+    if let Err(error) = accounting.flush().await {
+        tracing::error!(%error, "usage records not written at shutdown");
     }
     tracing::info!("stopped");
     Ok(())
@@ -75,6 +79,10 @@ pub async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("binding {bind}: {e}"))?;
     let address = listener.local_addr()?;
     crate::worker::spawn(&state, state.config.jobs_workers);
+    state
+        .accounting
+        .spawn_flusher(state.config.accounting.flush_interval);
+    state.gateway.spawn_health_probes();
     tracing::info!("listening on {address}");
     run(listener, state, shutdown_signal()).await
 }

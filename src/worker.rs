@@ -57,8 +57,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let workers = config.jobs_workers.max(1);
     let state = AppState::open(config).await?;
     spawn(&state, workers);
+    state
+        .accounting
+        .spawn_flusher(state.config.accounting.flush_interval);
     tracing::info!(workers, "worker started");
     crate::server::shutdown_signal().await;
+    if let Err(error) = state.accounting.flush().await {
+        tracing::error!(%error, "usage records not written at shutdown");
+    }
     tracing::info!("worker stopped");
     Ok(())
 }

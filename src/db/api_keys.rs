@@ -87,6 +87,20 @@ pub async fn get_by_hash(
     row.as_ref().map(from_row).transpose()
 }
 
+/// A key by id in any tenant (platform-admin operations only).
+pub async fn get_by_id(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
 /// A key by id, only if it belongs to `tenant_id` (tenant scoping is in the query).
 pub async fn get_in_tenant(
     conn: &mut AnyConnection,

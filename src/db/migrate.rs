@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "reference_media_types",
         include_str!("migrations/0006_reference_media_types.sql"),
     ),
+    (7, "gateway", include_str!("migrations/0007_gateway.sql")),
 ];
 
 /// Applies every migration not yet recorded. Returns how many ran.

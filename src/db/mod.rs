@@ -6,9 +6,11 @@
 //! unix-millisecond times and 0/1 flags, JSON as TEXT. Repositories live one per table
 //! family in the submodules; they take `&Db` or a transaction and know nothing of HTTP.
 
+pub mod accounting;
 pub mod api_keys;
 pub mod audit;
 pub mod events;
+pub mod gateway;
 pub mod jobs;
 pub mod migrate;
 pub mod modules;
@@ -18,7 +20,6 @@ pub mod scaiecho;
 pub mod scaispeak;
 pub mod speakers;
 pub mod tenants;
-pub mod usage;
 pub mod users;
 
 use std::path::PathBuf;

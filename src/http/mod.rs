@@ -5,6 +5,7 @@
 
 mod admin;
 mod auth;
+mod gateway;
 mod health;
 mod nodes;
 mod scaiecho;
@@ -65,6 +66,27 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::get_module))
         .routes(routes!(admin::enable_module))
         .routes(routes!(admin::disable_module))
+        .routes(routes!(gateway::create_backend, gateway::list_backends))
+        .routes(routes!(
+            gateway::get_backend,
+            gateway::update_backend,
+            gateway::delete_backend
+        ))
+        .routes(routes!(gateway::backend_health))
+        .routes(routes!(gateway::create_model, gateway::list_models))
+        .routes(routes!(
+            gateway::get_model,
+            gateway::update_model,
+            gateway::delete_model
+        ))
+        .routes(routes!(
+            gateway::get_model_access,
+            gateway::put_model_access
+        ))
+        .routes(routes!(gateway::chat_completions))
+        .routes(routes!(gateway::create_budget, gateway::list_budgets))
+        .routes(routes!(gateway::delete_budget))
+        .routes(routes!(gateway::usage))
         .routes(routes!(nodes::infra_nodes))
         .routes(routes!(nodes::admin_nodes))
         .routes(routes!(scaiecho::transcribe))

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tracing::Instrument;
@@ -18,6 +18,7 @@ use crate::auth::{Auth, Principal};
 use crate::error::ApiResult;
 use crate::extract::Json;
 use crate::jobs::JobView;
+use crate::ratelimit::Consumed;
 use crate::scaiecho::format::{self, ResponseFormat, Transcription};
 use crate::scaiecho::jobs;
 use crate::scaiecho::policy::{self, Policy, PolicyPatch};
@@ -76,12 +77,22 @@ async fn run(
     let owner = scaiecho::Owner::of(principal);
     let transcription = scaiecho::transcribe(state, owner, samples, &options, backend).await?;
     let format = options.response_format;
-    Ok(respond(
+    let mut response = respond(
         render(&transcription, format),
         format,
         &transcription.backend,
-    ))
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!("{:.3}", transcription.duration)) {
+        response.headers_mut().insert(AUDIO_SECONDS, value);
+    }
+    response.extensions_mut().insert(Consumed {
+        audio_seconds: transcription.duration,
+    });
+    Ok(response)
 }
+
+/// The seconds of audio transcribed (what accounting and the audio limits count).
+const AUDIO_SECONDS: HeaderName = HeaderName::from_static("x-scaigrid-audio-seconds");
 
 fn accepted(job: JobView) -> Response {
     (StatusCode::ACCEPTED, Json(job)).into_response()

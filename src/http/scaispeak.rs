@@ -17,6 +17,7 @@ use crate::auth::{Auth, Principal};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::Json;
 use crate::jobs::JobView;
+use crate::ratelimit::Consumed;
 use crate::scaispeak::output::{Codec, OutputRequest};
 use crate::scaispeak::voices::{self, Voice};
 use crate::scaispeak::{self, MODULE, Policy, PolicyPatch, Speak, SpeakRequest};
@@ -60,7 +61,11 @@ async fn speak_response(
             "audio_seconds": (seconds * 1000.0).round() / 1000.0,
             "backend": backend,
         });
-        return Ok((StatusCode::CREATED, axum::Json(body)).into_response());
+        let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+        response.extensions_mut().insert(Consumed {
+            audio_seconds: seconds,
+        });
+        return Ok(response);
     }
     let mut response = ([(CONTENT_TYPE, spoken.content_type)], spoken.bytes).into_response();
     if let Ok(seconds) = HeaderValue::from_str(&format!("{:.3}", spoken.seconds)) {
@@ -72,6 +77,9 @@ async fn speak_response(
     response
         .extensions_mut()
         .insert(BackendId(spoken.backend.as_str().to_owned()));
+    response.extensions_mut().insert(Consumed {
+        audio_seconds: spoken.seconds,
+    });
     Ok(response)
 }
 

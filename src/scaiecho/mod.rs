@@ -22,9 +22,9 @@ pub mod upload;
 
 use std::sync::Arc;
 
+use crate::accounting::UsageRecord;
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::db::usage::{self, UsageEvent};
 use crate::error::{ApiError, ApiResult};
 use crate::services::modules::require_enabled;
 use format::{ResponseFormat, SegmentOut, Transcription};
@@ -296,7 +296,7 @@ pub async fn transcribe(
         .map(|s| s.text.as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    record_usage(state, &owner, duration).await?;
+    record_usage(state, &owner, duration);
     Ok(Transcription {
         text,
         language,
@@ -307,22 +307,12 @@ pub async fn transcribe(
 }
 
 /// Seconds of audio heard for `owner`, for accounting (under the current request id).
-pub async fn record_usage(state: &AppState, owner: &Owner<'_>, seconds: f64) -> ApiResult<()> {
-    let request_id = crate::request_id::current();
-    let mut conn = state.db.pool.acquire().await?;
-    usage::record(
-        &mut conn,
-        &UsageEvent {
-            tenant_id: owner.tenant_id,
-            subject: owner.subject,
-            module: MODULE,
-            metric: "audio_seconds",
-            quantity: seconds,
-            request_id: request_id.as_deref(),
-        },
-    )
-    .await?;
-    Ok(())
+pub fn record_usage(state: &AppState, owner: &Owner<'_>, seconds: f64) {
+    let kind = crate::accounting::subject_kind_of(owner.subject);
+    let mut record = UsageRecord::for_subject(owner.tenant_id, kind, owner.subject, MODULE);
+    record.audio_seconds = seconds;
+    record.cost = seconds * state.accounting.prices.audio_second;
+    state.accounting.record(record);
 }
 
 fn round_ms(seconds: f64) -> f64 {

@@ -23,9 +23,9 @@ pub mod voices;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::accounting::UsageRecord;
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::db::usage::{self, UsageEvent};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::services::backends::{self, Backend, Preference, Usable};
 use crate::services::modules::require_enabled;
@@ -289,8 +289,7 @@ pub async fn speak(
         subject,
         speak.text.chars().count(),
         seconds,
-    )
-    .await?;
+    );
     Ok(Spoken {
         bytes,
         content_type: speak.output.content_type(rate),
@@ -299,32 +298,19 @@ pub async fn speak(
     })
 }
 
-/// Characters and audio seconds, for accounting.
-pub async fn record_usage(
+/// Characters and audio seconds, for accounting (under the current request id).
+pub fn record_usage(
     state: &AppState,
     tenant_id: &str,
     subject: &str,
     characters: usize,
     seconds: f64,
-) -> ApiResult<()> {
-    let request_id = crate::request_id::current();
-    let mut conn = state.db.pool.acquire().await?;
-    for (metric, quantity) in [
-        ("characters", characters as f64),
-        ("audio_seconds", seconds),
-    ] {
-        usage::record(
-            &mut conn,
-            &UsageEvent {
-                tenant_id,
-                subject,
-                module: MODULE,
-                metric,
-                quantity,
-                request_id: request_id.as_deref(),
-            },
-        )
-        .await?;
-    }
-    Ok(())
+) {
+    let kind = crate::accounting::subject_kind_of(subject);
+    let mut record = UsageRecord::for_subject(tenant_id, kind, subject, MODULE);
+    record.characters = characters as u64;
+    record.audio_seconds = seconds;
+    let prices = state.accounting.prices;
+    record.cost = characters as f64 * prices.character + seconds * prices.audio_second;
+    state.accounting.record(record);
 }

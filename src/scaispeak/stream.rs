@@ -157,17 +157,22 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<St
     let outcome = match start(&mut socket, &state, token).await {
         Ok(mut session) => {
             let end = session.run(&mut socket).await;
-            if session.characters > 0
-                && let Err(error) = super::record_usage(
+            if session.characters > 0 {
+                super::record_usage(
                     &state,
                     &session.principal.tenant_id,
                     session.principal.subject_id(),
                     session.characters,
                     session.seconds,
-                )
-                .await
-            {
-                tracing::error!("speak stream usage not recorded: {}", error.message);
+                );
+                state
+                    .limits
+                    .charge(
+                        &session.principal,
+                        crate::ratelimit::Dimension::AudioSeconds,
+                        session.seconds,
+                    )
+                    .await;
             }
             match end {
                 End::Done => Ok(json!({

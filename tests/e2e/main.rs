@@ -3,6 +3,7 @@
 
 mod auth;
 mod envelope;
+mod gateway;
 mod operations;
 mod scaiecho;
 mod scaispeak;
@@ -10,3 +11,4 @@ mod speakers;
 mod stream;
 mod support;
 mod tenancy;
+mod upstream;

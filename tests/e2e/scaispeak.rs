@@ -87,13 +87,20 @@ async fn every_codec_decodes_back_to_the_spoken_text() {
         println!("{output}: {heard:?} WER {error:.3}");
         assert!(error <= 0.2, "{output}: {heard:?}");
     }
-    let characters = server
-        .sql_count(
-            "SELECT COUNT(*) FROM usage_events WHERE module = 'scaispeak' \
-             AND metric = 'characters'",
-        )
+    // Accounting has one record per request with the characters spoken.
+    let (status, usage) = server
+        .get("/v1/accounting/usage?group_by=module", Some(ADMIN_KEY))
         .await;
-    assert_eq!(characters, 3);
+    assert_eq!(status, 200, "{usage}");
+    let speak_row = usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["key"] == "scaispeak")
+        .unwrap_or_else(|| panic!("{usage}"));
+    assert_eq!(speak_row["requests"], 3);
+    assert_eq!(speak_row["characters"], 3 * TEXT.chars().count());
+    assert!(speak_row["audio_seconds"].as_f64().unwrap() > 9.0);
 }
 
 #[tokio::test]

@@ -442,15 +442,22 @@ impl Session {
     }
 }
 
-/// Audio seconds received, for accounting (whatever way the stream ended).
+/// Audio seconds received, for accounting and the audio rate limits (whatever way the
+/// stream ended).
 async fn record_usage(state: &AppState, principal: &Principal, seconds: f64) {
     if seconds <= 0.0 {
         return;
     }
     let owner = crate::scaiecho::Owner::of(principal);
-    if let Err(error) = crate::scaiecho::record_usage(state, &owner, seconds).await {
-        tracing::error!("stream usage not recorded: {}", error.message);
-    }
+    crate::scaiecho::record_usage(state, &owner, seconds);
+    state
+        .limits
+        .charge(
+            principal,
+            crate::ratelimit::Dimension::AudioSeconds,
+            seconds,
+        )
+        .await;
 }
 
 /// Transcribes one snapshot on the session's backend (and embeds its speaker for a

@@ -1,0 +1,478 @@
+//! Accounting: usage records, cost, and budgets, shared by chat and the speech modules.
+//!
+//! Requests hand their [`UsageRecord`] to [`Accounting::record`], which only appends to
+//! a buffer and adds the cost to the hot budget counters; a background task writes the
+//! buffer to SQL in batches every `flush_interval` (and on shutdown), and
+//! `scaigrid_accounting_flush_lag_seconds` exports the age of the oldest unwritten
+//! record. Reports flush first, so what a caller just spent is in what it reads.
+//!
+//! Budgets: [`Accounting::reserve`] admits a request against every budget covering its
+//! key and tenant and holds its estimated cost until the [`Reservation`] is settled with
+//! the real usage (or dropped, which gives it back). See [`budgets`] for the rule.
+
+pub mod api;
+pub mod budgets;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::{Principal, Subject};
+pub use crate::db::accounting::UsageRecord;
+use crate::db::accounting::{self as store, BudgetRow};
+use crate::db::{Db, now_ms};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use budgets::{Budget, Counters, Period};
+
+pub const FLUSH_LAG: &str = "scaigrid_accounting_flush_lag_seconds";
+/// Budget definitions are re-read this often (other processes may change them).
+const DEFS_TTL: Duration = Duration::from_secs(5);
+
+/// Prices of the speech modules, in cost units (chat prices are per model).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Prices {
+    pub audio_second: f64,
+    pub character: f64,
+}
+
+#[derive(Debug, Clone)]
+struct Def {
+    budget: Budget,
+    row: BudgetRow,
+}
+
+struct Defs {
+    by_scope: HashMap<String, Vec<Def>>,
+    loaded: Option<Instant>,
+}
+
+pub struct Accounting {
+    db: Db,
+    pub prices: Prices,
+    pending: Mutex<Vec<UsageRecord>>,
+    /// `budget.exceeded` events waiting for the next flush: (tenant, payload).
+    events: Mutex<Vec<(String, serde_json::Value)>>,
+    counters: Mutex<Counters>,
+    defs: RwLock<Defs>,
+    /// One loader of budget counters at a time (a load flushes, then sums).
+    loading: tokio::sync::Mutex<()>,
+    flushing: tokio::sync::Mutex<()>,
+}
+
+/// A budget with what it has spent, as `GET /v1/accounting/budgets` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BudgetView {
+    pub id: String,
+    pub tenant_id: String,
+    /// `tenant` or `api_key`.
+    pub scope: String,
+    pub scope_id: String,
+    /// `day` or `month` (UTC).
+    pub period: String,
+    pub limit: f64,
+    pub used: f64,
+    /// Cost held by requests in flight on this process.
+    pub reserved: f64,
+    pub remaining: f64,
+    pub resets_at: crate::model::Timestamp,
+}
+
+impl UsageRecord {
+    /// An empty record of `module` for the principal, under the current request id.
+    pub fn of(principal: &Principal, module: &'static str) -> UsageRecord {
+        UsageRecord::for_subject(
+            &principal.tenant_id,
+            principal.subject_kind(),
+            principal.subject_id(),
+            module,
+        )
+    }
+
+    pub fn for_subject(
+        tenant_id: &str,
+        subject_kind: &'static str,
+        subject_id: &str,
+        module: &'static str,
+    ) -> UsageRecord {
+        UsageRecord {
+            tenant_id: tenant_id.to_owned(),
+            subject_kind,
+            subject_id: subject_id.to_owned(),
+            module,
+            model: None,
+            backend_id: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            audio_seconds: 0.0,
+            characters: 0,
+            cost: 0.0,
+            request_id: crate::request_id::current(),
+            created_at: now_ms(),
+        }
+    }
+}
+
+/// The subject kind of a stored subject id (`key_...` ids are API keys).
+pub fn subject_kind_of(subject_id: &str) -> &'static str {
+    match subject_id.starts_with("key_") {
+        true => "api_key",
+        false => "user",
+    }
+}
+
+/// Estimated cost held for one request until it settles.
+pub struct Reservation {
+    accounting: Arc<Accounting>,
+    held: Vec<(String, i64)>,
+    estimate: f64,
+}
+
+impl Reservation {
+    /// Replaces the estimate with the real usage.
+    pub fn settle(mut self, record: UsageRecord) {
+        self.give_back();
+        self.accounting.record(record);
+    }
+
+    fn give_back(&mut self) {
+        if !self.held.is_empty() {
+            self.accounting
+                .lock_counters()
+                .release(&self.held, self.estimate);
+            self.held.clear();
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
+impl Accounting {
+    pub fn new(db: Db, prices: Prices) -> Self {
+        Accounting {
+            db,
+            prices,
+            pending: Mutex::new(Vec::new()),
+            events: Mutex::new(Vec::new()),
+            counters: Mutex::new(Counters::default()),
+            defs: RwLock::new(Defs {
+                by_scope: HashMap::new(),
+                loaded: None,
+            }),
+            loading: tokio::sync::Mutex::new(()),
+            flushing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock_counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends a record (written at the next flush) and spends its cost on the budgets
+    /// that cover it.
+    pub fn record(&self, record: UsageRecord) {
+        if record.cost > 0.0 {
+            let defs = self.covering(&record.tenant_id, &record.subject_id);
+            let now = now_ms();
+            let budgets: Vec<Budget> = defs.iter().map(|d| d.budget.clone()).collect();
+            let crossed = self.lock_counters().spend(&budgets, record.cost, now);
+            if !crossed.is_empty() {
+                let counters = self.lock_counters();
+                let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+                for def in defs.iter().filter(|d| crossed.contains(&d.row.id)) {
+                    let used = counters
+                        .get(&def.row.id)
+                        .map(|c| c.used)
+                        .unwrap_or_default();
+                    events.push((
+                        def.row.tenant_id.clone(),
+                        serde_json::json!({
+                            "budget_id": def.row.id,
+                            "scope": def.row.scope,
+                            "scope_id": def.row.scope_id,
+                            "period": def.row.period,
+                            "limit": def.row.limit,
+                            "used": used,
+                        }),
+                    ));
+                }
+            }
+        }
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(record);
+    }
+
+    /// The budget definitions covering a tenant and a subject (from the cache).
+    fn covering(&self, tenant_id: &str, subject_id: &str) -> Vec<Def> {
+        let defs = self.defs.read().unwrap_or_else(|e| e.into_inner());
+        let tenant = defs.by_scope.get(&format!("tenant:{tenant_id}"));
+        let key = defs.by_scope.get(&format!("api_key:{subject_id}"));
+        tenant.into_iter().chain(key).flatten().cloned().collect()
+    }
+
+    /// Re-reads budget definitions when the cache is older than its TTL (or `force`).
+    async fn refresh_defs(&self, force: bool) -> ApiResult<()> {
+        let stale = {
+            let defs = self.defs.read().unwrap_or_else(|e| e.into_inner());
+            defs.loaded.is_none_or(|at| at.elapsed() > DEFS_TTL)
+        };
+        if !(stale || force) {
+            return Ok(());
+        }
+        let rows = store::all_budgets(&mut *self.db.pool.acquire().await?).await?;
+        let mut by_scope: HashMap<String, Vec<Def>> = HashMap::new();
+        for row in rows {
+            let Some(period) = Period::parse(&row.period) else {
+                continue;
+            };
+            let budget = Budget {
+                id: row.id.clone(),
+                period,
+                limit: row.limit,
+            };
+            by_scope
+                .entry(format!("{}:{}", row.scope, row.scope_id))
+                .or_default()
+                .push(Def { budget, row });
+        }
+        *self.defs.write().unwrap_or_else(|e| e.into_inner()) = Defs {
+            by_scope,
+            loaded: Some(Instant::now()),
+        };
+        Ok(())
+    }
+
+    /// The budgets covering a principal, each with a counter for the current period
+    /// (loaded from the records when missing).
+    async fn budgets_of(&self, tenant_id: &str, subject_id: &str) -> ApiResult<Vec<Def>> {
+        self.refresh_defs(false).await?;
+        let defs = self.covering(tenant_id, subject_id);
+        let now = now_ms();
+        let missing: Vec<&Def> = {
+            let counters = self.lock_counters();
+            defs.iter()
+                .filter(|d| !counters.is_current(&d.budget, now))
+                .collect()
+        };
+        if !missing.is_empty() {
+            let _one_loader = self.loading.lock().await;
+            self.flush().await.map_err(ApiError::internal)?;
+            let mut conn = self.db.pool.acquire().await?;
+            for def in missing {
+                let (start, _) = def.budget.period.bounds(now);
+                let used =
+                    store::cost_since(&mut conn, &def.row.scope, &def.row.scope_id, start).await?;
+                self.lock_counters().install(&def.budget, start, used);
+            }
+        }
+        Ok(defs)
+    }
+
+    /// Admits a request of estimated cost `estimate` against the principal's budgets,
+    /// or refuses with 429 `BUDGET_EXCEEDED`.
+    pub async fn reserve(
+        self: &Arc<Self>,
+        principal: &Principal,
+        estimate: f64,
+    ) -> ApiResult<Reservation> {
+        let defs = self
+            .budgets_of(&principal.tenant_id, principal.subject_id())
+            .await?;
+        let budgets: Vec<Budget> = defs.iter().map(|d| d.budget.clone()).collect();
+        let held = self
+            .lock_counters()
+            .reserve(&budgets, estimate.max(0.0), now_ms());
+        match held {
+            Ok(held) => Ok(Reservation {
+                accounting: self.clone(),
+                held,
+                estimate: estimate.max(0.0),
+            }),
+            Err(exceeded) => {
+                let def = defs.iter().find(|d| d.row.id == exceeded.budget_id);
+                let (scope, period) = def
+                    .map(|d| (d.row.scope.as_str(), d.row.period.as_str()))
+                    .unwrap_or_default();
+                Err(ApiError::new(
+                    ErrorCode::BUDGET_EXCEEDED,
+                    format!(
+                        "the {period} budget of this {} is spent ({:.4} of {:.4}); it resets at {}",
+                        scope.replace('_', " "),
+                        exceeded.used,
+                        exceeded.limit,
+                        crate::model::Timestamp(exceeded.resets_at).to_rfc3339()
+                    ),
+                )
+                .with_field("budget_id", exceeded.budget_id)
+                .with_field("limit", exceeded.limit)
+                .with_field("used", exceeded.used)
+                .with_field(
+                    "resets_at",
+                    crate::model::Timestamp(exceeded.resets_at).to_rfc3339(),
+                ))
+            }
+        }
+    }
+
+    /// Writes buffered records and events in one transaction. On failure they stay
+    /// buffered for the next attempt.
+    pub async fn flush(&self) -> anyhow::Result<usize> {
+        let _one_flusher = self.flushing.lock().await;
+        let records = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
+        if records.is_empty() && events.is_empty() {
+            return Ok(0);
+        }
+        let written = async {
+            let mut tx = self.db.begin().await?;
+            store::insert_batch(&mut tx, &records).await?;
+            for (tenant_id, payload) in &events {
+                crate::db::events::emit(&mut tx, tenant_id, "budget.exceeded", payload).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        match written {
+            Ok(()) => Ok(records.len()),
+            Err(error) => {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let newer = std::mem::replace(&mut *pending, records);
+                pending.extend(newer);
+                self.events
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .splice(0..0, events);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Seconds since the oldest record still waiting to be written (0 when none).
+    pub fn lag_seconds(&self) -> f64 {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .iter()
+            .map(|r| r.created_at)
+            .min()
+            .map(|oldest| (now_ms() - oldest).max(0) as f64 / 1000.0)
+            .unwrap_or(0.0)
+    }
+
+    /// Flushes every `interval` until the process ends, exporting the lag.
+    pub fn spawn_flusher(self: &Arc<Self>, interval: Duration) {
+        let accounting = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                if let Err(error) = accounting.flush().await {
+                    tracing::error!(%error, "usage records not written; will retry");
+                }
+                metrics::gauge!(FLUSH_LAG).set(accounting.lag_seconds());
+            }
+        });
+    }
+
+    /// Creates or replaces a budget (validated and authorized by the caller).
+    pub async fn put_budget(
+        &self,
+        tenant_id: &str,
+        scope: &str,
+        scope_id: &str,
+        period: Period,
+        limit: f64,
+    ) -> ApiResult<BudgetView> {
+        let period_name = match period {
+            Period::Day => "day",
+            Period::Month => "month",
+        };
+        let mut conn = self.db.pool.acquire().await?;
+        let row =
+            store::upsert_budget(&mut conn, tenant_id, scope, scope_id, period_name, limit).await?;
+        drop(conn);
+        self.refresh_defs(true).await?;
+        self.view(row).await
+    }
+
+    pub async fn delete_budget(&self, tenant_id: &str, id: &str) -> ApiResult<()> {
+        let mut conn = self.db.pool.acquire().await?;
+        if !store::delete_budget(&mut conn, tenant_id, id).await? {
+            return Err(ApiError::not_found("budget"));
+        }
+        drop(conn);
+        self.refresh_defs(true).await
+    }
+
+    /// A tenant's budgets (all scopes) with what each has spent.
+    pub async fn budgets(&self, tenant_id: &str) -> ApiResult<Vec<BudgetView>> {
+        self.refresh_defs(true).await?;
+        let rows: Vec<BudgetRow> = {
+            let defs = self.defs.read().unwrap_or_else(|e| e.into_inner());
+            let mut rows: Vec<BudgetRow> = defs
+                .by_scope
+                .values()
+                .flatten()
+                .filter(|d| d.row.tenant_id == tenant_id)
+                .map(|d| d.row.clone())
+                .collect();
+            rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            rows
+        };
+        let mut views = Vec::with_capacity(rows.len());
+        for row in rows {
+            views.push(self.view(row).await?);
+        }
+        Ok(views)
+    }
+
+    async fn view(&self, row: BudgetRow) -> ApiResult<BudgetView> {
+        let period = Period::parse(&row.period).unwrap_or(Period::Month);
+        let subject = match row.scope.as_str() {
+            "api_key" => row.scope_id.clone(),
+            _ => String::new(),
+        };
+        self.budgets_of(&row.tenant_id, &subject).await?;
+        let counter = self.lock_counters().get(&row.id).unwrap_or_default();
+        let (_, end) = period.bounds(now_ms());
+        Ok(BudgetView {
+            remaining: (row.limit - counter.used).max(0.0),
+            used: counter.used,
+            reserved: counter.reserved,
+            resets_at: crate::model::Timestamp(end),
+            id: row.id,
+            tenant_id: row.tenant_id,
+            scope: row.scope,
+            scope_id: row.scope_id,
+            period: row.period,
+            limit: row.limit,
+        })
+    }
+
+    /// Usage totals of a tenant, after writing what is buffered.
+    pub async fn usage(
+        &self,
+        tenant_id: &str,
+        from: i64,
+        to: i64,
+        group_by: store::GroupBy,
+    ) -> ApiResult<Vec<store::UsageTotals>> {
+        self.flush().await.map_err(ApiError::internal)?;
+        let mut conn = self.db.pool.acquire().await?;
+        Ok(store::totals(&mut conn, tenant_id, from, to, group_by).await?)
+    }
+}
+
+/// The principal's API key id, if it is one (budgets of scope `api_key`).
+pub fn key_id(principal: &Principal) -> Option<&str> {
+    match &principal.subject {
+        Subject::ApiKey { id, .. } => Some(id),
+        Subject::User { .. } => None,
+    }
+}

@@ -1,0 +1,250 @@
+//! Usage records (one row per billable request) and cost budgets.
+
+use sqlx::{AnyConnection, Row};
+
+use super::{new_id, now_ms};
+
+/// One billable request: who, what, how much, what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRecord {
+    pub tenant_id: String,
+    /// `api_key` or `user`.
+    pub subject_kind: &'static str,
+    pub subject_id: String,
+    /// `chat`, `scaiecho`, `scaispeak`.
+    pub module: &'static str,
+    pub model: Option<String>,
+    pub backend_id: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub audio_seconds: f64,
+    pub characters: u64,
+    pub cost: f64,
+    pub request_id: Option<String>,
+    pub created_at: i64,
+}
+
+const COLUMNS: usize = 14;
+
+/// Inserts records in multi-row statements (one round trip per 200 rows).
+pub async fn insert_batch(
+    conn: &mut AnyConnection,
+    records: &[UsageRecord],
+) -> Result<(), sqlx::Error> {
+    for chunk in records.chunks(200) {
+        let mut sql = String::from(
+            "INSERT INTO usage_records (id, tenant_id, subject_kind, subject_id, module, model, \
+             backend_id, input_tokens, output_tokens, audio_seconds, characters, cost, \
+             request_id, created_at) VALUES ",
+        );
+        for row in 0..chunk.len() {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for column in 0..COLUMNS {
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", row * COLUMNS + column + 1));
+            }
+            sql.push(')');
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for record in chunk {
+            query = query
+                .bind(new_id("use"))
+                .bind(record.tenant_id.clone())
+                .bind(record.subject_kind)
+                .bind(record.subject_id.clone())
+                .bind(record.module)
+                .bind(record.model.clone())
+                .bind(record.backend_id.clone())
+                .bind(record.input_tokens as i64)
+                .bind(record.output_tokens as i64)
+                .bind(record.audio_seconds)
+                .bind(record.characters as i64)
+                .bind(record.cost)
+                .bind(record.request_id.clone())
+                .bind(record.created_at);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Totals of one group of usage records.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageTotals {
+    /// The value grouped by (model slug, key id, module or `YYYY-MM-DD`); null for
+    /// records without one (e.g. speech usage grouped by model).
+    pub key: Option<String>,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub audio_seconds: f64,
+    pub characters: i64,
+    pub cost: f64,
+}
+
+/// What to group usage by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Model,
+    ApiKey,
+    Module,
+    Day,
+}
+
+/// Usage of a tenant in `[from, to)` milliseconds, grouped.
+pub async fn totals(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    from: i64,
+    to: i64,
+    group_by: GroupBy,
+) -> Result<Vec<UsageTotals>, sqlx::Error> {
+    // Days are grouped in Rust: date arithmetic differs between SQLite and PostgreSQL.
+    let key = match group_by {
+        GroupBy::Model => "model",
+        GroupBy::ApiKey => "CASE WHEN subject_kind = 'api_key' THEN subject_id END",
+        GroupBy::Module => "module",
+        GroupBy::Day => "(created_at / 86400000)",
+    };
+    let sql = format!(
+        "SELECT CAST({key} AS TEXT) AS k, COUNT(*) AS requests, \
+         CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
+         CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
+         CAST(COALESCE(SUM(audio_seconds), 0) AS DOUBLE PRECISION) AS audio_seconds, \
+         CAST(COALESCE(SUM(characters), 0) AS BIGINT) AS characters, \
+         CAST(COALESCE(SUM(cost), 0) AS DOUBLE PRECISION) AS cost \
+         FROM usage_records WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 \
+         GROUP BY {key} ORDER BY {key}"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let key: Option<String> = row.try_get("k")?;
+            let key = match (group_by, key) {
+                (GroupBy::Day, Some(day)) => day.parse::<i64>().ok().map(|day| {
+                    crate::model::Timestamp(day * 86_400_000).to_rfc3339()[..10].to_owned()
+                }),
+                (_, key) => key,
+            };
+            Ok(UsageTotals {
+                key,
+                requests: row.try_get("requests")?,
+                input_tokens: row.try_get("input_tokens")?,
+                output_tokens: row.try_get("output_tokens")?,
+                audio_seconds: row.try_get("audio_seconds")?,
+                characters: row.try_get("characters")?,
+                cost: row.try_get("cost")?,
+            })
+        })
+        .collect()
+}
+
+/// Cost spent since `since` by a budget's scope.
+pub async fn cost_since(
+    conn: &mut AnyConnection,
+    scope: &str,
+    scope_id: &str,
+    since: i64,
+) -> Result<f64, sqlx::Error> {
+    let column = match scope {
+        "tenant" => "tenant_id",
+        _ => "subject_id",
+    };
+    let sql = format!(
+        "SELECT CAST(COALESCE(SUM(cost), 0) AS DOUBLE PRECISION) AS cost FROM usage_records \
+         WHERE {column} = $1 AND created_at >= $2"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(scope_id)
+        .bind(since)
+        .fetch_one(conn)
+        .await?
+        .try_get("cost")
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub scope: String,
+    pub scope_id: String,
+    pub period: String,
+    pub limit: f64,
+    pub created_at: i64,
+}
+
+fn budget_row(row: &sqlx::any::AnyRow) -> Result<BudgetRow, sqlx::Error> {
+    Ok(BudgetRow {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        scope: row.try_get("scope")?,
+        scope_id: row.try_get("scope_id")?,
+        period: row.try_get("period")?,
+        limit: row.try_get("limit_cost")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Creates a budget or replaces the limit of the one with the same scope and period.
+pub async fn upsert_budget(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    scope: &str,
+    scope_id: &str,
+    period: &str,
+    limit: f64,
+) -> Result<BudgetRow, sqlx::Error> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO budgets (id, tenant_id, scope, scope_id, period, limit_cost, created_at, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+         ON CONFLICT (scope, scope_id, period) DO UPDATE SET limit_cost = $6, updated_at = $7",
+    )
+    .bind(new_id("bud"))
+    .bind(tenant_id)
+    .bind(scope)
+    .bind(scope_id)
+    .bind(period)
+    .bind(limit)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let row =
+        sqlx::query("SELECT * FROM budgets WHERE scope = $1 AND scope_id = $2 AND period = $3")
+            .bind(scope)
+            .bind(scope_id)
+            .bind(period)
+            .fetch_one(conn)
+            .await?;
+    budget_row(&row)
+}
+
+pub async fn all_budgets(conn: &mut AnyConnection) -> Result<Vec<BudgetRow>, sqlx::Error> {
+    let rows = sqlx::query("SELECT * FROM budgets ORDER BY created_at")
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(budget_row).collect()
+}
+
+pub async fn delete_budget(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM budgets WHERE id = $1 AND tenant_id = $2")
+        .bind(id)
+        .bind(tenant_id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -1,0 +1,863 @@
+//! What the gateway routes: backends, models and per-tenant model access, kept as an
+//! in-memory snapshot so the chat path reads no database.
+//!
+//! The snapshot is rebuilt after every local change and re-read every few seconds
+//! (other API processes may change the catalogue); admin writes go to SQL first.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::routing::Route;
+use crate::auth::Principal;
+use crate::config::Secret;
+use crate::db::gateway::{self as store, BackendRow, ModelRow};
+use crate::db::{Db, new_id, now_ms};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::model::Timestamp;
+use crate::services::{Actor, audit, validate_name};
+
+const TTL: Duration = Duration::from_secs(5);
+
+/// An upstream OpenAI-compatible HTTP API.
+#[derive(Debug, Clone)]
+pub struct BackendSpec {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    /// Without a trailing `/`; paths such as `/chat/completions` are appended.
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub timeout: Duration,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Prices in cost units per 1,000 tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pricing {
+    #[serde(default)]
+    pub input_per_1k: f64,
+    #[serde(default)]
+    pub output_per_1k: f64,
+}
+
+impl Pricing {
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_per_1k + output_tokens as f64 * self.output_per_1k)
+            / 1000.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    pub backends: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub id: String,
+    pub slug: String,
+    pub tenant_id: Option<String>,
+    pub capabilities: Vec<String>,
+    pub routing: Routing,
+    pub pricing: Pricing,
+    pub created_at: i64,
+}
+
+impl ModelSpec {
+    /// The model name sent upstream through `route`.
+    pub fn upstream_name<'a>(&'a self, route: &'a Route) -> &'a str {
+        route.upstream_model.as_deref().unwrap_or_else(|| {
+            self.slug
+                .split_once('/')
+                .map(|(_, n)| n)
+                .unwrap_or(&self.slug)
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Access {
+    allow: HashSet<String>,
+    deny: HashSet<String>,
+}
+
+/// One consistent view of the catalogue.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub backends: HashMap<String, Arc<BackendSpec>>,
+    models: Vec<Arc<ModelSpec>>,
+    access: HashMap<String, Access>,
+}
+
+impl Snapshot {
+    /// The model a tenant means by `slug`: its own first, then the global one.
+    pub fn find(&self, tenant_id: &str, slug: &str) -> Option<&Arc<ModelSpec>> {
+        let own = self
+            .models
+            .iter()
+            .find(|m| m.slug == slug && m.tenant_id.as_deref() == Some(tenant_id));
+        own.or_else(|| {
+            self.models
+                .iter()
+                .find(|m| m.slug == slug && m.tenant_id.is_none())
+        })
+    }
+
+    fn allowed(&self, tenant_id: &str, slug: &str) -> bool {
+        match self.access.get(tenant_id) {
+            None => true,
+            Some(access) => {
+                !access.deny.contains(slug)
+                    && (access.allow.is_empty() || access.allow.contains(slug))
+            }
+        }
+    }
+
+    /// Resolves a model for a call: `MODEL_NOT_FOUND` when the tenant cannot see it,
+    /// `MODEL_ACCESS_DENIED` when `/v1/model-access` blocks it.
+    pub fn resolve(&self, tenant_id: &str, slug: &str) -> ApiResult<Arc<ModelSpec>> {
+        let model = self.find(tenant_id, slug).ok_or_else(|| {
+            let hint = match slug.contains('/') {
+                true => String::new(),
+                false => " (slugs look like `vendor/name`)".to_owned(),
+            };
+            ApiError::new(
+                ErrorCode::MODEL_NOT_FOUND,
+                format!("model `{slug}` does not exist{hint}; GET /v1/models lists them"),
+            )
+        })?;
+        if !self.allowed(tenant_id, slug) {
+            return Err(ApiError::new(
+                ErrorCode::MODEL_ACCESS_DENIED,
+                format!("model `{slug}` is not enabled for this tenant (see /v1/model-access)"),
+            ));
+        }
+        Ok(model.clone())
+    }
+
+    /// The models a tenant can call (its own shadow global ones of the same slug).
+    pub fn visible(&self, tenant_id: &str) -> Vec<Arc<ModelSpec>> {
+        let mut out: Vec<Arc<ModelSpec>> = Vec::new();
+        for model in &self.models {
+            let visible = match &model.tenant_id {
+                Some(owner) => owner == tenant_id,
+                None => !self
+                    .models
+                    .iter()
+                    .any(|m| m.slug == model.slug && m.tenant_id.as_deref() == Some(tenant_id)),
+            };
+            if visible && self.allowed(tenant_id, &model.slug) {
+                out.push(model.clone());
+            }
+        }
+        out
+    }
+
+    pub fn models(&self) -> &[Arc<ModelSpec>] {
+        &self.models
+    }
+}
+
+pub struct Catalog {
+    db: Db,
+    current: RwLock<(Arc<Snapshot>, Option<Instant>)>,
+    reload: tokio::sync::Mutex<()>,
+}
+
+impl Catalog {
+    pub fn new(db: Db) -> Self {
+        Catalog {
+            db,
+            current: RwLock::new((Arc::new(Snapshot::default()), None)),
+            reload: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The current snapshot (re-read when older than a few seconds).
+    pub async fn snapshot(&self) -> ApiResult<Arc<Snapshot>> {
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if current.1.is_some_and(|at| at.elapsed() < TTL) {
+                return Ok(current.0.clone());
+            }
+        }
+        self.reload(false).await
+    }
+
+    /// Re-reads the catalogue (`force`: even if another caller just did).
+    pub async fn reload(&self, force: bool) -> ApiResult<Arc<Snapshot>> {
+        let _one = self.reload.lock().await;
+        if !force {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if current.1.is_some_and(|at| at.elapsed() < TTL) {
+                return Ok(current.0.clone());
+            }
+        }
+        let mut conn = self.db.pool.acquire().await?;
+        let backends = store::backends(&mut conn).await?;
+        let models = store::models(&mut conn).await?;
+        let rules = store::access_rules(&mut conn).await?;
+        drop(conn);
+        let mut snapshot = Snapshot::default();
+        for row in backends {
+            snapshot
+                .backends
+                .insert(row.id.clone(), Arc::new(backend_spec(row)));
+        }
+        for row in models {
+            match model_spec(&row) {
+                Some(model) => snapshot.models.push(Arc::new(model)),
+                None => tracing::warn!(model = %row.slug, "unreadable model row skipped"),
+            }
+        }
+        for (tenant_id, slug, rule) in rules {
+            let access = snapshot.access.entry(tenant_id).or_default();
+            match rule.as_str() {
+                "allow" => access.allow.insert(slug),
+                _ => access.deny.insert(slug),
+            };
+        }
+        let snapshot = Arc::new(snapshot);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+            (snapshot.clone(), Some(Instant::now()));
+        Ok(snapshot)
+    }
+}
+
+fn backend_spec(row: BackendRow) -> BackendSpec {
+    BackendSpec {
+        id: row.id,
+        name: row.name,
+        kind: row.kind,
+        base_url: row.base_url,
+        api_key: row.api_key.map(Secret::new),
+        timeout: Duration::from_secs(row.timeout_s.max(1) as u64),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+fn model_spec(row: &ModelRow) -> Option<ModelSpec> {
+    Some(ModelSpec {
+        id: row.id.clone(),
+        slug: row.slug.clone(),
+        tenant_id: row.tenant_id.clone(),
+        capabilities: serde_json::from_str(&row.capabilities).ok()?,
+        routing: serde_json::from_str(&row.routing).ok()?,
+        pricing: match &row.pricing {
+            Some(text) => serde_json::from_str(text).ok()?,
+            None => Pricing::default(),
+        },
+        created_at: row.created_at,
+    })
+}
+
+// ---- Admin operations ------------------------------------------------------------
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBackend {
+    pub name: String,
+    /// `openai` (an OpenAI-compatible HTTP API).
+    pub kind: String,
+    pub base_url: String,
+    /// Sent upstream as `Authorization: Bearer`; stored, never returned.
+    #[schema(value_type = Option<String>)]
+    pub api_key: Option<Secret>,
+    /// Per-request timeout, and the longest wait between streamed chunks (default 60).
+    pub timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBackend {
+    pub name: Option<String>,
+    pub base_url: Option<String>,
+    /// `null` removes the credential.
+    #[serde(default, deserialize_with = "crate::model::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub api_key: Option<Option<Secret>>,
+    pub timeout_s: Option<u64>,
+}
+
+/// A backend as the API shows it (the credential only as `has_api_key`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BackendView {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub base_url: String,
+    pub has_api_key: bool,
+    pub timeout_s: u64,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+    /// `healthy`, `unhealthy` or `unknown` (not probed yet).
+    pub health: &'static str,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateModel {
+    /// `vendor/name`, e.g. `scailabs/poolnoodle-omni`.
+    pub slug: String,
+    /// A tenant-scoped model (visible to that tenant only); absent: global.
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    pub routing: Routing,
+    pub pricing: Option<Pricing>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateModel {
+    pub capabilities: Option<Vec<String>>,
+    pub routing: Option<Routing>,
+    pub pricing: Option<Pricing>,
+}
+
+/// A model in the OpenAI list shape, with ScaiGrid's fields beside.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelView {
+    /// The slug.
+    pub id: String,
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: i64,
+    pub owned_by: String,
+    /// `global` or `tenant`.
+    pub scope: &'static str,
+    pub tenant_id: Option<String>,
+    pub capabilities: Vec<String>,
+    pub pricing: Pricing,
+    /// Only for platform admins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutModelAccess {
+    /// Another tenant (platform admins only).
+    pub tenant_id: Option<String>,
+    /// When not empty, only these slugs are callable.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Never callable.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelAccessView {
+    pub tenant_id: String,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+pub fn model_view(model: &ModelSpec, with_routing: bool) -> ModelView {
+    ModelView {
+        id: model.slug.clone(),
+        object: "model",
+        created: model.created_at / 1000,
+        owned_by: model
+            .slug
+            .split_once('/')
+            .map(|(vendor, _)| vendor.to_owned())
+            .unwrap_or_default(),
+        scope: match model.tenant_id {
+            Some(_) => "tenant",
+            None => "global",
+        },
+        tenant_id: model.tenant_id.clone(),
+        capabilities: model.capabilities.clone(),
+        pricing: model.pricing,
+        routing: with_routing.then(|| model.routing.clone()),
+    }
+}
+
+fn require_platform(actor: Actor<'_>) -> ApiResult<()> {
+    actor.map_or(Ok(()), |p| p.require("platform:admin"))
+}
+
+fn validate_url(url: &str) -> ApiResult<String> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|_| ApiError::invalid(format!("`base_url` `{url}` is not a URL")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(ApiError::invalid(
+            "`base_url` must be an http(s) URL with a host",
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+fn validate_timeout(timeout_s: Option<u64>) -> ApiResult<i64> {
+    match timeout_s.unwrap_or(60) {
+        t @ 1..=3600 => Ok(t as i64),
+        _ => Err(ApiError::invalid("`timeout_s` must be 1 to 3600")),
+    }
+}
+
+/// Slugs are `vendor/name`: lowercase letters, digits and `.-_:` on each side.
+pub fn validate_slug(slug: &str) -> ApiResult<()> {
+    let part = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 100
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'.' | b'-' | b'_' | b':')
+            })
+    };
+    match slug.split_once('/') {
+        Some((vendor, name)) if part(vendor) && part(name) => Ok(()),
+        _ => Err(ApiError::invalid(format!(
+            "`slug` `{slug}` must look like `vendor/name` (lowercase letters, digits, `.-_:`)"
+        ))),
+    }
+}
+
+fn unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+impl Catalog {
+    pub async fn create_backend(
+        &self,
+        actor: Actor<'_>,
+        request: CreateBackend,
+    ) -> ApiResult<Arc<BackendSpec>> {
+        require_platform(actor)?;
+        validate_name("name", &request.name, 200)?;
+        if request.kind != "openai" {
+            return Err(ApiError::invalid("`kind` must be `openai`"));
+        }
+        let now = now_ms();
+        let row = BackendRow {
+            id: new_id("bk"),
+            name: request.name.trim().to_owned(),
+            kind: request.kind,
+            base_url: validate_url(&request.base_url)?,
+            api_key: request.api_key.map(|k| k.expose().to_owned()),
+            timeout_s: validate_timeout(request.timeout_s)?,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = self.db.begin().await?;
+        store::insert_backend(&mut tx, &row)
+            .await
+            .map_err(|e| match unique_violation(&e) {
+                true => ApiError::new(ErrorCode::CONFLICT, "a backend with this name exists"),
+                false => e.into(),
+            })?;
+        audit(
+            &mut tx,
+            actor,
+            None,
+            "backend.create",
+            ("backend", &row.id),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        let id = row.id.clone();
+        self.backend(actor, &id).await
+    }
+
+    pub async fn backend(&self, actor: Actor<'_>, id: &str) -> ApiResult<Arc<BackendSpec>> {
+        require_platform(actor)?;
+        let snapshot = self.reload(true).await?;
+        snapshot
+            .backends
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("backend"))
+    }
+
+    pub async fn backends(&self, actor: Actor<'_>) -> ApiResult<Vec<Arc<BackendSpec>>> {
+        require_platform(actor)?;
+        let snapshot = self.reload(true).await?;
+        let mut all: Vec<_> = snapshot.backends.values().cloned().collect();
+        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(all)
+    }
+
+    pub async fn update_backend(
+        &self,
+        actor: Actor<'_>,
+        id: &str,
+        request: UpdateBackend,
+    ) -> ApiResult<Arc<BackendSpec>> {
+        let current = self.backend(actor, id).await?;
+        let mut row = BackendRow {
+            id: current.id.clone(),
+            name: current.name.clone(),
+            kind: current.kind.clone(),
+            base_url: current.base_url.clone(),
+            api_key: current.api_key.as_ref().map(|k| k.expose().to_owned()),
+            timeout_s: current.timeout.as_secs() as i64,
+            created_at: current.created_at,
+            updated_at: current.updated_at,
+        };
+        if let Some(name) = request.name {
+            validate_name("name", &name, 200)?;
+            row.name = name.trim().to_owned();
+        }
+        if let Some(url) = request.base_url {
+            row.base_url = validate_url(&url)?;
+        }
+        if let Some(key) = request.api_key {
+            row.api_key = key.map(|k| k.expose().to_owned());
+        }
+        if request.timeout_s.is_some() {
+            row.timeout_s = validate_timeout(request.timeout_s)?;
+        }
+        let mut tx = self.db.begin().await?;
+        store::update_backend(&mut tx, &row)
+            .await
+            .map_err(|e| match unique_violation(&e) {
+                true => ApiError::new(ErrorCode::CONFLICT, "a backend with this name exists"),
+                false => e.into(),
+            })?;
+        audit(
+            &mut tx,
+            actor,
+            None,
+            "backend.update",
+            ("backend", id),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        self.backend(actor, id).await
+    }
+
+    /// Deletes a backend no model routes to (409 otherwise: the policy would dangle).
+    pub async fn delete_backend(&self, actor: Actor<'_>, id: &str) -> ApiResult<()> {
+        require_platform(actor)?;
+        let snapshot = self.reload(true).await?;
+        if let Some(model) = snapshot
+            .models
+            .iter()
+            .find(|m| m.routing.backends.iter().any(|r| r.backend_id == id))
+        {
+            return Err(ApiError::new(
+                ErrorCode::CONFLICT,
+                format!(
+                    "model `{}` routes to this backend; change its routing first",
+                    model.slug
+                ),
+            ));
+        }
+        let mut tx = self.db.begin().await?;
+        if !store::delete_backend(&mut tx, id).await? {
+            return Err(ApiError::not_found("backend"));
+        }
+        audit(
+            &mut tx,
+            actor,
+            None,
+            "backend.delete",
+            ("backend", id),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        self.reload(true).await?;
+        Ok(())
+    }
+
+    fn validate_routing(snapshot: &Snapshot, routing: &Routing) -> ApiResult<()> {
+        if routing.backends.is_empty() || routing.backends.len() > 32 {
+            return Err(ApiError::invalid(
+                "`routing.backends` must list 1 to 32 backends",
+            ));
+        }
+        for route in &routing.backends {
+            if !snapshot.backends.contains_key(&route.backend_id) {
+                return Err(ApiError::invalid(format!(
+                    "`routing.backends`: no backend `{}`",
+                    route.backend_id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_pricing(pricing: &Pricing) -> ApiResult<()> {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        match ok(pricing.input_per_1k) && ok(pricing.output_per_1k) {
+            true => Ok(()),
+            false => Err(ApiError::invalid("prices must be numbers zero or above")),
+        }
+    }
+
+    pub async fn create_model(
+        &self,
+        actor: Actor<'_>,
+        request: CreateModel,
+    ) -> ApiResult<ModelView> {
+        require_platform(actor)?;
+        validate_slug(&request.slug)?;
+        let snapshot = self.reload(true).await?;
+        Self::validate_routing(&snapshot, &request.routing)?;
+        let pricing = request.pricing.unwrap_or_default();
+        Self::validate_pricing(&pricing)?;
+        let now = now_ms();
+        let row = ModelRow {
+            id: new_id("mdl"),
+            slug: request.slug.clone(),
+            tenant_id: request.tenant_id.clone(),
+            capabilities: serde_json::to_string(&request.capabilities)
+                .map_err(ApiError::internal)?,
+            routing: serde_json::to_string(&request.routing).map_err(ApiError::internal)?,
+            pricing: Some(serde_json::to_string(&pricing).map_err(ApiError::internal)?),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = self.db.begin().await?;
+        if let Some(tenant_id) = &request.tenant_id
+            && crate::db::tenants::get(&mut tx, tenant_id).await?.is_none()
+        {
+            return Err(ApiError::not_found("tenant"));
+        }
+        store::insert_model(&mut tx, &row)
+            .await
+            .map_err(|e| match unique_violation(&e) {
+                true => ApiError::new(
+                    ErrorCode::CONFLICT,
+                    "a model with this slug exists in this scope",
+                ),
+                false => e.into(),
+            })?;
+        audit(
+            &mut tx,
+            actor,
+            request.tenant_id.as_deref(),
+            "model.create",
+            ("model", &row.slug),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        let snapshot = self.reload(true).await?;
+        let model = snapshot
+            .models
+            .iter()
+            .find(|m| m.id == row.id)
+            .ok_or_else(|| ApiError::internal("created model not found"))?;
+        Ok(model_view(model, true))
+    }
+
+    /// The model a caller addresses: the platform admin may name a tenant's model with
+    /// `tenant_id`; everyone else sees what their tenant sees.
+    fn addressed(
+        snapshot: &Snapshot,
+        principal: &Principal,
+        slug: &str,
+        tenant_id: Option<&str>,
+    ) -> ApiResult<Arc<ModelSpec>> {
+        let found = match (principal.is_platform_admin(), tenant_id) {
+            (true, Some(tenant)) => snapshot
+                .models
+                .iter()
+                .find(|m| m.slug == slug && m.tenant_id.as_deref() == Some(tenant)),
+            (true, None) => snapshot
+                .models
+                .iter()
+                .find(|m| m.slug == slug && m.tenant_id.is_none())
+                .or_else(|| snapshot.find(&principal.tenant_id, slug)),
+            (false, _) => snapshot
+                .visible(&principal.tenant_id)
+                .into_iter()
+                .find(|m| m.slug == slug)
+                .as_ref()
+                .and_then(|m| snapshot.models.iter().find(|x| x.id == m.id)),
+        };
+        found.cloned().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MODEL_NOT_FOUND,
+                format!("model `{slug}` does not exist"),
+            )
+        })
+    }
+
+    pub async fn get_model(
+        &self,
+        principal: &Principal,
+        slug: &str,
+        tenant_id: Option<&str>,
+    ) -> ApiResult<ModelView> {
+        principal.require("models:read")?;
+        let snapshot = self.snapshot().await?;
+        let model = Self::addressed(&snapshot, principal, slug, tenant_id)?;
+        Ok(model_view(&model, principal.is_platform_admin()))
+    }
+
+    pub async fn list_models(&self, principal: &Principal) -> ApiResult<ModelList> {
+        principal.require("models:read")?;
+        let snapshot = self.snapshot().await?;
+        let admin = principal.is_platform_admin();
+        let data = match admin {
+            true => snapshot
+                .models
+                .iter()
+                .map(|m| model_view(m, true))
+                .collect(),
+            false => snapshot
+                .visible(&principal.tenant_id)
+                .iter()
+                .map(|m| model_view(m, false))
+                .collect(),
+        };
+        Ok(ModelList {
+            object: "list",
+            data,
+        })
+    }
+
+    pub async fn update_model(
+        &self,
+        principal: &Principal,
+        slug: &str,
+        tenant_id: Option<&str>,
+        request: UpdateModel,
+    ) -> ApiResult<ModelView> {
+        principal.require("platform:admin")?;
+        let snapshot = self.reload(true).await?;
+        let model = Self::addressed(&snapshot, principal, slug, tenant_id)?;
+        let routing = request.routing.unwrap_or_else(|| model.routing.clone());
+        Self::validate_routing(&snapshot, &routing)?;
+        let pricing = request.pricing.unwrap_or(model.pricing);
+        Self::validate_pricing(&pricing)?;
+        let capabilities = request
+            .capabilities
+            .unwrap_or_else(|| model.capabilities.clone());
+        let row = ModelRow {
+            id: model.id.clone(),
+            slug: model.slug.clone(),
+            tenant_id: model.tenant_id.clone(),
+            capabilities: serde_json::to_string(&capabilities).map_err(ApiError::internal)?,
+            routing: serde_json::to_string(&routing).map_err(ApiError::internal)?,
+            pricing: Some(serde_json::to_string(&pricing).map_err(ApiError::internal)?),
+            created_at: model.created_at,
+            updated_at: now_ms(),
+        };
+        let mut tx = self.db.begin().await?;
+        store::update_model(&mut tx, &row).await?;
+        audit(
+            &mut tx,
+            Some(principal),
+            model.tenant_id.as_deref(),
+            "model.update",
+            ("model", slug),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        let snapshot = self.reload(true).await?;
+        let model = snapshot
+            .models
+            .iter()
+            .find(|m| m.id == row.id)
+            .ok_or_else(|| ApiError::not_found("model"))?;
+        Ok(model_view(model, true))
+    }
+
+    pub async fn delete_model(
+        &self,
+        principal: &Principal,
+        slug: &str,
+        tenant_id: Option<&str>,
+    ) -> ApiResult<()> {
+        principal.require("platform:admin")?;
+        let snapshot = self.reload(true).await?;
+        let model = Self::addressed(&snapshot, principal, slug, tenant_id)?;
+        let mut tx = self.db.begin().await?;
+        store::delete_model(&mut tx, &model.id).await?;
+        audit(
+            &mut tx,
+            Some(principal),
+            model.tenant_id.as_deref(),
+            "model.delete",
+            ("model", slug),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        self.reload(true).await?;
+        Ok(())
+    }
+
+    pub async fn model_access(
+        &self,
+        principal: &Principal,
+        tenant_id: Option<&str>,
+    ) -> ApiResult<ModelAccessView> {
+        let tenant_id = principal.target_tenant(tenant_id)?;
+        principal.require("models:read")?;
+        let snapshot = self.snapshot().await?;
+        let access = snapshot.access.get(&tenant_id).cloned().unwrap_or_default();
+        let sorted = |set: HashSet<String>| {
+            let mut list: Vec<String> = set.into_iter().collect();
+            list.sort();
+            list
+        };
+        Ok(ModelAccessView {
+            tenant_id,
+            allow: sorted(access.allow),
+            deny: sorted(access.deny),
+        })
+    }
+
+    pub async fn put_model_access(
+        &self,
+        principal: &Principal,
+        request: PutModelAccess,
+    ) -> ApiResult<ModelAccessView> {
+        let tenant_id =
+            crate::services::admin_tenant(Some(principal), request.tenant_id.as_deref())?;
+        let mut request = request;
+        for list in [&mut request.allow, &mut request.deny] {
+            list.sort();
+            list.dedup();
+        }
+        for slug in request.allow.iter().chain(&request.deny) {
+            validate_slug(slug)?;
+            if request.allow.contains(slug) && request.deny.contains(slug) {
+                return Err(ApiError::invalid(format!(
+                    "`{slug}` is both allowed and denied"
+                )));
+            }
+        }
+        let mut tx = self.db.begin().await?;
+        store::replace_access(&mut tx, &tenant_id, &request.allow, &request.deny).await?;
+        audit(
+            &mut tx,
+            Some(principal),
+            Some(&tenant_id),
+            "model_access.put",
+            ("tenant", &tenant_id),
+            Some(serde_json::json!({"allow": request.allow, "deny": request.deny})),
+        )
+        .await?;
+        tx.commit().await?;
+        self.reload(true).await?;
+        self.model_access(principal, Some(&tenant_id)).await
+    }
+}

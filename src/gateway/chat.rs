@@ -1,0 +1,621 @@
+//! `POST /v1/chat/completions`: OpenAI-compatible, routed across a model's backends.
+//!
+//! Order of work: permission, body shape, model (`MODEL_NOT_FOUND`,
+//! `MODEL_ACCESS_DENIED`), budget reservation (`BUDGET_EXCEEDED`), then the backends in
+//! routing order. A backend that fails before anything reached the client (refused,
+//! timed out, 5xx, 429, bad credential, a stream that died before its first byte) is
+//! reported to its breaker and the next one is tried; a client error from upstream
+//! (400, 404, 422) is the caller's and is returned as `INVALID_REQUEST`. No backend
+//! left to try: `MODEL_UNAVAILABLE` (all open or unhealthy) or `BACKEND_ERROR`.
+//!
+//! Streams are passed through event by event (the `model` field rewritten to the slug);
+//! a failure after the first byte is sent as an `event: error` with `BACKEND_ERROR`, and
+//! a stream is cut at `DISPATCH_STREAM_TIMEOUT_S`. Usage comes from upstream `usage`,
+//! or is counted (about four characters per token) when upstream omits it; it is
+//! recorded, charged to the token rate limits and settled against the budgets even when
+//! the client goes away mid-stream.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+use super::catalog::{BackendSpec, ModelSpec};
+use super::{Outcome, routing, sse, upstream_error_text};
+use crate::accounting::{Reservation, UsageRecord};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::ratelimit::Dimension;
+use crate::telemetry::BackendId;
+
+/// Upstream non-streaming bodies larger than this are refused as a backend error.
+const MAX_UPSTREAM_BODY: usize = 32 << 20;
+
+/// The parts of a chat request the gateway reads; the rest passes through untouched.
+struct ChatRequest {
+    body: Map<String, Value>,
+    slug: String,
+    stream: bool,
+    prompt_tokens: u64,
+    max_tokens: Option<u64>,
+}
+
+/// About four characters per token: the estimate used when upstream reports no usage.
+pub fn estimate_tokens(characters: usize) -> u64 {
+    characters.div_ceil(4) as u64
+}
+
+fn text_length(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.chars().count(),
+        Value::Array(parts) => parts.iter().map(text_length).sum(),
+        Value::Object(map) => map
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "text" | "content" | "arguments" | "name"))
+            .map(|(_, v)| text_length(v))
+            .sum(),
+        _ => 0,
+    }
+}
+
+fn parse(bytes: &[u8]) -> ApiResult<ChatRequest> {
+    let body: Map<String, Value> = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid(format!("the body is not a JSON object: {e}")))?;
+    let slug = match body.get("model") {
+        Some(Value::String(slug)) if !slug.is_empty() => slug.clone(),
+        _ => return Err(ApiError::invalid("`model` (a model slug) is required")),
+    };
+    let messages = match body.get("messages") {
+        Some(Value::Array(messages)) if !messages.is_empty() => messages,
+        _ => return Err(ApiError::invalid("`messages` must be a non-empty array")),
+    };
+    if let Some(bad) = messages.iter().position(|m| !m.is_object()) {
+        return Err(ApiError::invalid(format!(
+            "`messages[{bad}]` is not an object"
+        )));
+    }
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(stream)) => *stream,
+        Some(_) => return Err(ApiError::invalid("`stream` must be true or false")),
+    };
+    let max_tokens = match body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+    {
+        None | Some(Value::Null) => None,
+        Some(value) => match value.as_u64() {
+            Some(n) if n > 0 => Some(n),
+            _ => return Err(ApiError::invalid("`max_tokens` must be a positive integer")),
+        },
+    };
+    let characters: usize = messages.iter().map(text_length).sum();
+    let prompt_tokens = estimate_tokens(characters) + 4 * messages.len() as u64;
+    Ok(ChatRequest {
+        body,
+        slug,
+        stream,
+        prompt_tokens,
+        max_tokens,
+    })
+}
+
+/// Why one backend did not answer.
+enum Attempt {
+    /// Try the next backend.
+    Failed(String),
+    /// Upstream refused the request itself: the caller's error, no fallback.
+    Refused(ApiError),
+    /// A complete answer and its usage.
+    Answered(Response, CallUsage),
+    /// An upstream stream whose first bytes have arrived.
+    Streaming(reqwest::Response, Bytes),
+}
+
+/// Everything a finished call needs to account for itself.
+struct Settlement {
+    state: Arc<AppState>,
+    principal: Arc<Principal>,
+    model: Arc<ModelSpec>,
+    backend_id: String,
+    request_id: Option<String>,
+    prompt_estimate: u64,
+    reservation: Option<Reservation>,
+}
+
+impl Settlement {
+    /// Records usage (upstream's, else the estimates), charges the token limits and
+    /// settles the budget reservation.
+    async fn settle(mut self, usage: Option<(u64, u64)>, completion_chars: usize) {
+        let (input, output) =
+            usage.unwrap_or((self.prompt_estimate, estimate_tokens(completion_chars)));
+        let mut record = UsageRecord::of(&self.principal, "chat");
+        record.model = Some(self.model.slug.clone());
+        record.backend_id = Some(self.backend_id.clone());
+        record.input_tokens = input;
+        record.output_tokens = output;
+        record.cost = self.model.pricing.cost(input, output);
+        record.request_id = self.request_id.clone();
+        self.state
+            .limits
+            .charge(&self.principal, Dimension::Tokens, (input + output) as f64)
+            .await;
+        match self.reservation.take() {
+            Some(reservation) => reservation.settle(record),
+            None => self.state.accounting.record(record),
+        }
+    }
+}
+
+fn usage_of(value: &Value) -> Option<(u64, u64)> {
+    let usage = value.get("usage")?;
+    Some((
+        usage.get("prompt_tokens")?.as_u64()?,
+        usage.get("completion_tokens")?.as_u64()?,
+    ))
+}
+
+/// The error message of an upstream error body, if it has one.
+fn upstream_message(bytes: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(bytes).ok()?;
+    let error = value.get("error")?;
+    error
+        .get("message")
+        .and_then(Value::as_str)
+        .or_else(|| error.as_str())
+        .map(|m| m.chars().take(500).collect())
+}
+
+async fn read_capped(
+    response: &mut reqwest::Response,
+    deadline: Instant,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, response.chunk()).await {
+            Err(_) => return Err("upstream timed out".to_owned()),
+            Ok(Err(error)) => return Err(upstream_error_text(&error)),
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Ok(Some(chunk))) => {
+                if body.len() + chunk.len() > MAX_UPSTREAM_BODY {
+                    return Err("upstream body too large".to_owned());
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// Handles one chat completion call.
+pub async fn complete(
+    state: Arc<AppState>,
+    principal: Arc<Principal>,
+    bytes: Bytes,
+) -> ApiResult<Response> {
+    principal.require("chat:create")?;
+    let request = parse(&bytes)?;
+    let snapshot = state.gateway.catalog.snapshot().await?;
+    let model = snapshot.resolve(&principal.tenant_id, &request.slug)?;
+    let output_estimate = request
+        .max_tokens
+        .unwrap_or(state.config.gateway.default_max_tokens);
+    let estimate = model.pricing.cost(request.prompt_tokens, output_estimate);
+    let reservation = state.accounting.reserve(&principal, estimate).await?;
+    let gateway = &state.gateway;
+    let order = routing::order(
+        &model.routing.backends,
+        |id| snapshot.backends.contains_key(id) && gateway.usable(id),
+        rand::random::<f64>,
+    );
+    let mut reservation = Some(reservation);
+    let mut last_failure: Option<String> = None;
+    for index in order {
+        let route = &model.routing.backends[index];
+        let Some(backend) = snapshot.backends.get(&route.backend_id) else {
+            continue;
+        };
+        if !gateway.acquire(&backend.id) {
+            continue;
+        }
+        let mut body = request.body.clone();
+        body.insert("model".into(), Value::from(model.upstream_name(route)));
+        let settlement = Settlement {
+            state: state.clone(),
+            principal: principal.clone(),
+            model: model.clone(),
+            backend_id: backend.id.clone(),
+            request_id: crate::request_id::current(),
+            prompt_estimate: request.prompt_tokens,
+            reservation: None,
+        };
+        let attempt = match request.stream {
+            false => call(&state, backend, &body, &model.slug).await,
+            true => open_stream(&state, backend, &body).await,
+        };
+        match attempt {
+            Attempt::Failed(reason) => {
+                tracing::warn!(backend_id = %backend.id, %reason, "backend failed; trying the next");
+                gateway.report(&backend.id, Outcome::Failure);
+                last_failure = Some(reason);
+            }
+            Attempt::Refused(error) => {
+                gateway.report(&backend.id, Outcome::Neutral);
+                return Err(error);
+            }
+            Attempt::Answered(mut response, usage) => {
+                gateway.report(&backend.id, Outcome::Success);
+                let mut settlement = settlement;
+                settlement.reservation = reservation.take();
+                settlement
+                    .settle(usage.tokens, usage.completion_chars)
+                    .await;
+                response
+                    .extensions_mut()
+                    .insert(BackendId(backend.id.clone()));
+                return Ok(response);
+            }
+            Attempt::Streaming(upstream, first) => {
+                let mut settlement = settlement;
+                settlement.reservation = reservation.take();
+                return Ok(stream_response(
+                    state.clone(),
+                    Upstream {
+                        response: upstream,
+                        first,
+                        backend: backend.clone(),
+                        slug: model.slug.clone(),
+                    },
+                    settlement,
+                ));
+            }
+        }
+    }
+    Err(match last_failure {
+        Some(reason) => ApiError::new(
+            ErrorCode::BACKEND_ERROR,
+            format!("every backend of `{}` failed; last: {reason}", model.slug),
+        ),
+        None => ApiError::new(
+            ErrorCode::MODEL_UNAVAILABLE,
+            format!(
+                "all backends for `{}` are circuit-broken or failing health checks",
+                model.slug
+            ),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
+    })
+}
+
+/// Usage of a finished non-streaming call, handed from [`call`] to the settlement.
+struct CallUsage {
+    tokens: Option<(u64, u64)>,
+    completion_chars: usize,
+}
+
+/// Classifies an upstream status: `None` when it is a success.
+fn classify(status: reqwest::StatusCode, body: &[u8]) -> Option<Attempt> {
+    if status.is_success() {
+        return None;
+    }
+    let message = upstream_message(body).unwrap_or_else(|| format!("upstream answered {status}"));
+    Some(match status.as_u16() {
+        400 | 404 | 413 | 422 => Attempt::Refused(
+            ApiError::invalid(format!("upstream refused the request: {message}"))
+                .with_field("upstream_status", status.as_u16()),
+        ),
+        _ => Attempt::Failed(format!("upstream answered {status}: {message}")),
+    })
+}
+
+async fn call(
+    state: &AppState,
+    backend: &BackendSpec,
+    body: &Map<String, Value>,
+    slug: &str,
+) -> Attempt {
+    let deadline = Instant::now() + backend.timeout;
+    let sent = state
+        .gateway
+        .upstream(reqwest::Method::POST, backend, "/chat/completions")
+        .json(body)
+        .timeout(backend.timeout)
+        .send()
+        .await;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(error) => return Attempt::Failed(upstream_error_text(&error)),
+    };
+    let status = response.status();
+    let bytes = match read_capped(&mut response, deadline).await {
+        Ok(bytes) => bytes,
+        Err(reason) => return Attempt::Failed(reason),
+    };
+    if let Some(attempt) = classify(status, &bytes) {
+        return attempt;
+    }
+    let mut value: Map<String, Value> = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(_) => {
+            return Attempt::Failed("upstream answered something that is not JSON".to_owned());
+        }
+    };
+    let completion_chars = value
+        .get("choices")
+        .and_then(Value::as_array)
+        .map(|choices| {
+            choices
+                .iter()
+                .filter_map(|c| c.get("message"))
+                .map(text_length)
+                .sum()
+        })
+        .unwrap_or(0);
+    let usage = usage_of(&Value::Object(value.clone()));
+    value.insert("model".into(), Value::from(slug));
+    value.insert("status".into(), Value::from("ok"));
+    Attempt::Answered(
+        axum::Json(Value::Object(value)).into_response(),
+        CallUsage {
+            tokens: usage,
+            completion_chars,
+        },
+    )
+}
+
+/// A stream to pass on: the upstream response after its first bytes.
+struct Upstream {
+    response: reqwest::Response,
+    first: Bytes,
+    backend: Arc<BackendSpec>,
+    slug: String,
+}
+
+async fn open_stream(
+    state: &AppState,
+    backend: &BackendSpec,
+    body: &Map<String, Value>,
+) -> Attempt {
+    let sent = state
+        .gateway
+        .upstream(reqwest::Method::POST, backend, "/chat/completions")
+        .json(body)
+        .send();
+    let mut response = match tokio::time::timeout(backend.timeout, sent).await {
+        Err(_) => return Attempt::Failed("upstream timed out".to_owned()),
+        Ok(Err(error)) => return Attempt::Failed(upstream_error_text(&error)),
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let bytes = read_capped(&mut response, Instant::now() + backend.timeout)
+            .await
+            .unwrap_or_default();
+        return classify(status, &bytes)
+            .unwrap_or_else(|| Attempt::Failed(format!("upstream answered {status}")));
+    }
+    // Nothing has reached the client yet: a stream that dies before its first byte
+    // still falls back to the next backend.
+    let first = match tokio::time::timeout(backend.timeout, response.chunk()).await {
+        Err(_) => return Attempt::Failed("upstream stream sent nothing in time".to_owned()),
+        Ok(Err(error)) => return Attempt::Failed(upstream_error_text(&error)),
+        Ok(Ok(None)) => {
+            return Attempt::Failed("upstream stream ended before any event".to_owned());
+        }
+        Ok(Ok(Some(first))) => first,
+    };
+    Attempt::Streaming(response, first)
+}
+
+/// Rewrites and tallies the events of one streamed completion.
+#[derive(Default)]
+struct StreamTally {
+    usage: Option<(u64, u64)>,
+    completion_chars: usize,
+    done: bool,
+    /// An upstream `error` event (sent on as ours).
+    upstream_error: Option<String>,
+}
+
+impl StreamTally {
+    /// The bytes to send the client for one upstream event.
+    fn event(&mut self, event: sse::Event, slug: &str) -> Option<Vec<u8>> {
+        if event.comment_only {
+            return Some(b": keep-alive\n\n".to_vec());
+        }
+        if event.data.trim() == "[DONE]" {
+            self.done = true;
+            return Some(sse::data("[DONE]"));
+        }
+        let Ok(mut value) = serde_json::from_str::<Map<String, Value>>(&event.data) else {
+            return Some(sse::data(&event.data));
+        };
+        if event.name.as_deref() == Some("error") || value.contains_key("error") {
+            let message = value
+                .get("error")
+                .and_then(|e| e.get("message").and_then(Value::as_str).or(e.as_str()))
+                .unwrap_or("upstream stream error")
+                .to_owned();
+            self.upstream_error = Some(message);
+            return None;
+        }
+        if let Some(usage) = usage_of(&Value::Object(value.clone())) {
+            self.usage = Some(usage);
+        }
+        if let Some(choices) = value.get("choices").and_then(Value::as_array) {
+            self.completion_chars += choices
+                .iter()
+                .filter_map(|c| c.get("delta"))
+                .map(text_length)
+                .sum::<usize>();
+        }
+        if value.contains_key("model") {
+            value.insert("model".into(), Value::from(slug));
+        }
+        Some(sse::data(&Value::Object(value).to_string()))
+    }
+}
+
+fn error_event(message: &str, request_id: Option<&str>) -> Vec<u8> {
+    let payload = serde_json::json!({
+        "status": "error",
+        "error": {"code": "BACKEND_ERROR", "message": message, "request_id": request_id},
+    });
+    sse::named("error", &payload.to_string())
+}
+
+/// The client's SSE response: a task pumps upstream events into it, and settles usage
+/// when the stream ends however it ends.
+fn stream_response(state: Arc<AppState>, upstream: Upstream, settlement: Settlement) -> Response {
+    let Upstream {
+        mut response,
+        first,
+        backend,
+        slug,
+    } = upstream;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+    let stream_timeout = state.config.gateway.stream_timeout;
+    let request_id = settlement.request_id.clone();
+    let task_backend = backend.clone();
+    tokio::spawn(async move {
+        let backend = task_backend;
+        let deadline = Instant::now() + stream_timeout;
+        let mut reader = sse::Reader::default();
+        let mut tally = StreamTally::default();
+        let mut next = Some(first);
+        let failure: Option<String> = loop {
+            let chunk = match next.take() {
+                Some(chunk) => chunk,
+                None => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let wait = left.min(backend.timeout);
+                    match tokio::time::timeout(wait, response.chunk()).await {
+                        Err(_) if left <= backend.timeout => {
+                            break Some(format!(
+                                "stream exceeded DISPATCH_STREAM_TIMEOUT_S ({} s)",
+                                stream_timeout.as_secs()
+                            ));
+                        }
+                        Err(_) => break Some("upstream stream stalled".to_owned()),
+                        Ok(Err(error)) => break Some(upstream_error_text(&error)),
+                        Ok(Ok(None)) if tally.done => break None,
+                        Ok(Ok(None)) => {
+                            break Some("upstream stream ended before [DONE]".to_owned());
+                        }
+                        Ok(Ok(Some(chunk))) => chunk,
+                    }
+                }
+            };
+            let events = match reader.push(&chunk) {
+                Ok(events) => events,
+                Err(reason) => break Some(reason.to_owned()),
+            };
+            let mut out = Vec::new();
+            for event in events {
+                if let Some(bytes) = tally.event(event, &slug) {
+                    out.extend(bytes);
+                }
+            }
+            if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+                // The client went away: not the backend's fault.
+                break None;
+            }
+            if let Some(message) = tally.upstream_error.take() {
+                break Some(format!("upstream stream error: {message}"));
+            }
+            if tally.done {
+                break None;
+            }
+        };
+        match &failure {
+            Some(reason) => {
+                tracing::warn!(backend_id = %backend.id, %reason, "stream failed after its first byte");
+                let _ = tx
+                    .send(Bytes::from(error_event(reason, request_id.as_deref())))
+                    .await;
+                state.gateway.report(&backend.id, Outcome::Failure);
+            }
+            None => state.gateway.report(&backend.id, Outcome::Success),
+        }
+        drop(tx);
+        settlement.settle(tally.usage, tally.completion_chars).await;
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+        .extensions_mut()
+        .insert(BackendId(backend.id.clone()));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_validated_before_any_work() {
+        assert!(parse(b"[]").is_err());
+        assert!(parse(br#"{"messages":[{"role":"user","content":"hi"}]}"#).is_err());
+        assert!(parse(br#"{"model":"a/b","messages":[]}"#).is_err());
+        assert!(parse(br#"{"model":"a/b","messages":["hi"]}"#).is_err());
+        assert!(parse(br#"{"model":"a/b","messages":[{"content":"x"}],"stream":"yes"}"#).is_err());
+        assert!(parse(br#"{"model":"a/b","messages":[{"content":"x"}],"max_tokens":0}"#).is_err());
+        let ok = parse(br#"{"model":"a/b","messages":[{"role":"user","content":"12345678"}],"stream":true,"max_tokens":9,"temperature":0.2}"#).unwrap();
+        assert!(ok.stream);
+        assert_eq!(ok.max_tokens, Some(9));
+        assert_eq!(ok.prompt_tokens, 2 + 4 + 1);
+        assert_eq!(ok.body["temperature"], 0.2, "unknown fields pass through");
+    }
+
+    #[test]
+    fn stream_events_are_rewritten_and_tallied() {
+        let mut tally = StreamTally::default();
+        let event = |data: &str| sse::Event {
+            name: None,
+            data: data.to_owned(),
+            comment_only: false,
+        };
+        let out = tally
+            .event(
+                event(r#"{"model":"up","choices":[{"delta":{"content":"Hello"}}]}"#),
+                "v/m",
+            )
+            .unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("\"model\":\"v/m\"")
+        );
+        tally.event(
+            event(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#),
+            "v/m",
+        );
+        assert_eq!(tally.completion_chars, 5);
+        assert_eq!(tally.usage, Some((3, 2)));
+        assert!(!tally.done);
+        tally.event(event("[DONE]"), "v/m");
+        assert!(tally.done);
+        assert!(
+            tally
+                .event(event(r#"{"error":{"message":"boom"}}"#), "v/m")
+                .is_none()
+        );
+        assert_eq!(tally.upstream_error.as_deref(), Some("boom"));
+    }
+}

@@ -1,0 +1,276 @@
+//! The gateway core: the model catalogue, upstream backends with circuit breakers and
+//! health probes, and OpenAI-compatible chat completions routed across them.
+//!
+//! - [`catalog`]: backends, models, model access (admin CRUD and an in-memory snapshot);
+//! - [`routing`]: the order in which a model's backends are tried (pure);
+//! - [`breaker`]: the per-backend circuit breaker (pure);
+//! - [`sse`]: reading and re-framing upstream server-sent events (pure);
+//! - [`chat`]: `POST /v1/chat/completions`, streaming and not.
+
+pub mod breaker;
+pub mod catalog;
+pub mod chat;
+pub mod routing;
+pub mod sse;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::config::GatewayConfig;
+use crate::db::Db;
+use crate::model::Timestamp;
+use breaker::Breaker;
+use catalog::{BackendSpec, BackendView, Catalog};
+
+pub const BREAKER_STATE: &str = "scaigrid_backend_circuit_state";
+pub const BACKEND_HEALTHY: &str = "scaigrid_backend_healthy";
+pub const BACKEND_CALLS: &str = "scaigrid_backend_calls_total";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+struct BackendState {
+    breaker: Breaker,
+    health: Health,
+}
+
+/// How a call to a backend ended, for its breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+    /// Neither (the client's own bad request): gives a half-open probe back.
+    Neutral,
+}
+
+/// What a health probe found.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthReport {
+    pub backend_id: String,
+    /// `healthy` or `unhealthy`.
+    pub status: &'static str,
+    /// The breaker after the probe: a healthy probe closes it.
+    pub breaker: &'static str,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+    pub checked_at: Timestamp,
+}
+
+pub struct Gateway {
+    pub catalog: Catalog,
+    states: RwLock<HashMap<String, Arc<Mutex<BackendState>>>>,
+    http: reqwest::Client,
+    config: GatewayConfig,
+}
+
+impl Gateway {
+    pub fn new(db: Db, config: GatewayConfig) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("scaigrid/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Gateway {
+            catalog: Catalog::new(db),
+            states: RwLock::new(HashMap::new()),
+            http,
+            config,
+        })
+    }
+
+    fn state(&self, backend_id: &str) -> Arc<Mutex<BackendState>> {
+        if let Some(state) = self
+            .states
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(backend_id)
+        {
+            return state.clone();
+        }
+        self.states
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(backend_id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(BackendState {
+                    breaker: Breaker::new(
+                        self.config.breaker_failure_threshold,
+                        self.config.breaker_open,
+                    ),
+                    health: Health::Unknown,
+                }))
+            })
+            .clone()
+    }
+
+    fn with_state<T>(&self, backend_id: &str, f: impl FnOnce(&mut BackendState) -> T) -> T {
+        let state = self.state(backend_id);
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        let out = f(&mut state);
+        let code = match state.breaker.name(Instant::now()) {
+            "closed" => 0.0,
+            "half_open" => 1.0,
+            _ => 2.0,
+        };
+        metrics::gauge!(BREAKER_STATE, "backend_id" => backend_id.to_owned()).set(code);
+        out
+    }
+
+    /// Whether a backend could take a call now: breaker not open, probe not failing.
+    pub fn usable(&self, backend_id: &str) -> bool {
+        self.with_state(backend_id, |s| {
+            s.health != Health::Unhealthy && s.breaker.available(Instant::now())
+        })
+    }
+
+    /// Claims a call (the single probe when half-open).
+    pub fn acquire(&self, backend_id: &str) -> bool {
+        self.with_state(backend_id, |s| s.breaker.try_acquire(Instant::now()))
+    }
+
+    pub fn report(&self, backend_id: &str, outcome: Outcome) {
+        let label = match outcome {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Neutral => "neutral",
+        };
+        metrics::counter!(BACKEND_CALLS, "backend_id" => backend_id.to_owned(), "outcome" => label)
+            .increment(1);
+        self.with_state(backend_id, |s| match outcome {
+            Outcome::Success => s.breaker.success(),
+            Outcome::Failure => s.breaker.failure(Instant::now()),
+            Outcome::Neutral => s.breaker.neutral(),
+        });
+    }
+
+    pub fn view(&self, backend: &BackendSpec) -> BackendView {
+        let (breaker, health) = self.with_state(&backend.id, |s| {
+            (s.breaker.name(Instant::now()), s.health.as_str())
+        });
+        BackendView {
+            id: backend.id.clone(),
+            name: backend.name.clone(),
+            kind: backend.kind.clone(),
+            base_url: backend.base_url.clone(),
+            has_api_key: backend.api_key.is_some(),
+            timeout_s: backend.timeout.as_secs(),
+            breaker,
+            health,
+            created_at: Timestamp(backend.created_at),
+            updated_at: Timestamp(backend.updated_at),
+        }
+    }
+
+    /// An upstream request with the backend's credential.
+    fn upstream(
+        &self,
+        method: reqwest::Method,
+        backend: &BackendSpec,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .http
+            .request(method, format!("{}{path}", backend.base_url));
+        match &backend.api_key {
+            Some(key) => request.bearer_auth(key.expose()),
+            None => request,
+        }
+    }
+
+    /// Probes a backend (`GET /models`): reachable, answering, and accepting our
+    /// credential is healthy. A healthy probe closes the breaker.
+    pub async fn probe(&self, backend: &BackendSpec) -> HealthReport {
+        let started = Instant::now();
+        let answer = self
+            .upstream(reqwest::Method::GET, backend, "/models")
+            .timeout(backend.timeout.min(Duration::from_secs(10)))
+            .send()
+            .await;
+        let error = match answer {
+            Ok(response) => {
+                let status = response.status();
+                match status.is_server_error() || status.as_u16() == 401 || status.as_u16() == 403 {
+                    true => Some(format!("upstream answered {status}")),
+                    false => None,
+                }
+            }
+            Err(error) => Some(upstream_error_text(&error)),
+        };
+        let healthy = error.is_none();
+        let breaker = self.with_state(&backend.id, |s| {
+            s.health = match healthy {
+                true => Health::Healthy,
+                false => Health::Unhealthy,
+            };
+            if healthy {
+                s.breaker.success();
+            }
+            s.breaker.name(Instant::now())
+        });
+        metrics::gauge!(BACKEND_HEALTHY, "backend_id" => backend.id.clone()).set(if healthy {
+            1.0
+        } else {
+            0.0
+        });
+        HealthReport {
+            backend_id: backend.id.clone(),
+            status: if healthy { "healthy" } else { "unhealthy" },
+            breaker,
+            latency_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            error,
+            checked_at: Timestamp(crate::db::now_ms()),
+        }
+    }
+
+    /// Probes every backend every `health_interval`, for as long as the process runs.
+    pub fn spawn_health_probes(self: &Arc<Self>) {
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(gateway.config.health_interval).await;
+                let snapshot = match gateway.catalog.snapshot().await {
+                    Ok(snapshot) => snapshot,
+                    Err(error) => {
+                        tracing::warn!("health probes skipped: {}", error.message);
+                        continue;
+                    }
+                };
+                let probes = snapshot.backends.values().map(|b| gateway.probe(b));
+                for report in futures_util::future::join_all(probes).await {
+                    if let Some(error) = &report.error {
+                        tracing::warn!(backend_id = %report.backend_id, %error, "backend unhealthy");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A transport error as a short sentence (no URL with credentials in it).
+pub fn upstream_error_text(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "upstream timed out".to_owned()
+    } else if error.is_connect() {
+        "upstream unreachable".to_owned()
+    } else {
+        format!("upstream transport error: {error}")
+    }
+}

@@ -1,0 +1,207 @@
+//! A small OpenAI-compatible chat upstream the gateway tests start: it answers chat
+//! completions (plain and streamed) and `GET /v1/models`, and on command fails with a
+//! status, stalls, cuts a stream after its first event, or leaves out `usage`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Ok,
+    /// Every call (and the health probe) answers this status.
+    Fail(u16),
+    /// Chat calls answer 400 with an OpenAI error body (the client's fault).
+    BadRequest,
+    /// Streams send one event, then the connection breaks.
+    CutAfterFirst,
+    /// Streams answer 200 and end before any byte.
+    EmptyStream,
+    /// Streams send one event, then nothing for a long time.
+    StallAfterFirst,
+}
+
+pub struct Shared {
+    pub name: String,
+    key: String,
+    mode: Mutex<Mode>,
+    /// Delay before each chat answer.
+    delay: Mutex<Duration>,
+    usage: Mutex<bool>,
+    pub chat_calls: AtomicUsize,
+    pub probe_calls: AtomicUsize,
+    /// The `model` of the last chat request.
+    pub last_model: Mutex<String>,
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    pub base: String,
+    pub shared: Arc<Shared>,
+}
+
+impl Upstream {
+    pub fn set_mode(&self, mode: Mode) {
+        *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        *self.shared.delay.lock().unwrap() = delay;
+    }
+
+    pub fn set_usage(&self, usage: bool) {
+        *self.shared.usage.lock().unwrap() = usage;
+    }
+
+    pub fn chat_calls(&self) -> usize {
+        self.shared.chat_calls.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts an upstream named `name` that wants `key` as its bearer token.
+pub async fn start(name: &str, key: &str) -> Upstream {
+    let shared = Arc::new(Shared {
+        name: name.to_owned(),
+        key: key.to_owned(),
+        mode: Mutex::new(Mode::Ok),
+        delay: Mutex::new(Duration::ZERO),
+        usage: Mutex::new(true),
+        chat_calls: AtomicUsize::new(0),
+        probe_calls: AtomicUsize::new(0),
+        last_model: Mutex::new(String::new()),
+    });
+    let app = axum::Router::new()
+        .route("/v1/models", axum::routing::get(models))
+        .route("/v1/chat/completions", axum::routing::post(chat))
+        .with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Upstream {
+        base: format!("http://{address}/v1"),
+        shared,
+    }
+}
+
+fn authorized(shared: &Shared, request: &Request) -> bool {
+    request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        == Some(format!("Bearer {}", shared.key).as_str())
+}
+
+async fn models(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    shared.probe_calls.fetch_add(1, Ordering::SeqCst);
+    if !authorized(&shared, &request) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if let Mode::Fail(status) = *shared.mode.lock().unwrap() {
+        return StatusCode::from_u16(status).unwrap().into_response();
+    }
+    axum::Json(json!({"object": "list", "data": [{"id": "up-model", "object": "model"}]}))
+        .into_response()
+}
+
+fn chunk(model: &str, content: &str) -> String {
+    let event = json!({
+        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model,
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}],
+    });
+    format!("data: {event}\n\n")
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    shared.chat_calls.fetch_add(1, Ordering::SeqCst);
+    if !authorized(&shared, &request) {
+        return (StatusCode::UNAUTHORIZED, "bad key").into_response();
+    }
+    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    *shared.last_model.lock().unwrap() = model.clone();
+    let delay = *shared.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
+    let mode = *shared.mode.lock().unwrap();
+    let with_usage = *shared.usage.lock().unwrap();
+    match mode {
+        Mode::Fail(status) => {
+            let error = json!({"error": {"message": format!("{} is down", shared.name)}});
+            return (StatusCode::from_u16(status).unwrap(), axum::Json(error)).into_response();
+        }
+        Mode::BadRequest => {
+            let error = json!({"error": {"message": "max_tokens is too large for this model"}});
+            return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+        }
+        _ => {}
+    }
+    let content = format!("Hello from {}", shared.name);
+    if body["stream"] != json!(true) {
+        let mut answer = json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop"}],
+        });
+        if with_usage {
+            answer["usage"] =
+                json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15});
+        }
+        return axum::Json(answer).into_response();
+    }
+    let first = chunk(&model, "Hello");
+    let rest = vec![
+        chunk(&model, " from "),
+        chunk(&model, &shared.name),
+        match with_usage {
+            true => format!(
+                "data: {}\n\n",
+                json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model,
+                    "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5,
+                    "total_tokens": 15}})
+            ),
+            false => String::new(),
+        },
+        "data: [DONE]\n\n".to_owned(),
+    ];
+    let stream = async_stream(mode, first, rest);
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+fn async_stream(
+    mode: Mode,
+    first: String,
+    rest: Vec<String>,
+) -> impl futures_util::Stream<Item = Result<String, std::io::Error>> {
+    use futures_util::StreamExt;
+    let head: Vec<Result<String, std::io::Error>> = match mode {
+        Mode::EmptyStream => vec![],
+        _ => vec![Ok(first)],
+    };
+    let tail = futures_util::stream::once(async move {
+        match mode {
+            Mode::CutAfterFirst => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                vec![Err(std::io::Error::other("cut"))]
+            }
+            Mode::StallAfterFirst => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                vec![]
+            }
+            Mode::EmptyStream => vec![],
+            _ => rest.into_iter().map(Ok).collect(),
+        }
+    })
+    .flat_map(futures_util::stream::iter);
+    futures_util::stream::iter(head).chain(tail)
+}
