@@ -579,7 +579,11 @@ mod tests {
         let ok = parse(br#"{"model":"a/b","messages":[{"role":"user","content":"12345678"}],"stream":true,"max_tokens":9,"temperature":0.2}"#).unwrap();
         assert!(ok.stream);
         assert_eq!(ok.max_tokens, Some(9));
-        assert_eq!(ok.prompt_tokens, 2 + 4 + 1);
+        assert_eq!(
+            ok.prompt_tokens,
+            2 + 4,
+            "8 characters of content and one message"
+        );
         assert_eq!(ok.body["temperature"], 0.2, "unknown fields pass through");
     }
 
