@@ -43,6 +43,11 @@ pub struct AppState {
     pub limits: crate::ratelimit::Limits,
     /// Usage records and budgets.
     pub accounting: Arc<crate::accounting::Accounting>,
+    /// Client for webhook deliveries (no redirects: a receiver cannot bounce a
+    /// delivery to an address the target check refused).
+    pub webhook_http: reqwest::Client,
+    /// The address `serve` listens on, once bound (webhooks must not call it).
+    pub bound: OnceLock<std::net::SocketAddr>,
     /// The OpenAPI document, rendered once when the router is built.
     pub openapi: OnceLock<String>,
 }
@@ -97,6 +102,11 @@ impl AppState {
                 crate::ratelimit::memory::MemoryStore::default(),
             )),
             accounting,
+            webhook_http: reqwest::Client::builder()
+                .user_agent(concat!("scaigrid-webhooks/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            bound: OnceLock::new(),
             jobs_wakeup: tokio::sync::Notify::new(),
             scaiecho,
             scaispeak,

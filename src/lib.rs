@@ -13,7 +13,7 @@
 //! - [`app`], [`server`]: state, router assembly, serving and graceful shutdown.
 //! - [`cli`], [`worker`], [`bootstrap`]: the command line and start-up.
 //! - [`gateway`]: models, backends, breakers, chat; [`ratelimit`], [`accounting`]: the
-//!   limits, usage records and budgets every module shares.
+//!   limits, usage records and budgets every module shares; [`webhooks`]: event delivery.
 
 pub mod accounting;
 pub mod app;
@@ -37,5 +37,6 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 pub mod worker;
 pub mod ws;

@@ -78,7 +78,9 @@ pub async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {bind}: {e}"))?;
     let address = listener.local_addr()?;
+    let _ = state.bound.set(address);
     crate::worker::spawn(&state, state.config.jobs_workers);
+    crate::webhooks::dispatch::spawn(&state);
     state
         .accounting
         .spawn_flusher(state.config.accounting.flush_interval);

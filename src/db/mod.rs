@@ -21,6 +21,7 @@ pub mod scaispeak;
 pub mod speakers;
 pub mod tenants;
 pub mod users;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::time::Duration;

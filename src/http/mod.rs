@@ -10,6 +10,7 @@ mod health;
 mod nodes;
 mod scaiecho;
 mod scaispeak;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -87,6 +88,13 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(gateway::create_budget, gateway::list_budgets))
         .routes(routes!(gateway::delete_budget))
         .routes(routes!(gateway::usage))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::update_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(nodes::infra_nodes))
         .routes(routes!(nodes::admin_nodes))
         .routes(routes!(scaiecho::transcribe))

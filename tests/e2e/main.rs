@@ -12,3 +12,4 @@ mod stream;
 mod support;
 mod tenancy;
 mod upstream;
+mod webhooks;

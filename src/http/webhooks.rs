@@ -1,0 +1,82 @@
+//! Webhook routes: CRUD and the delivery log. Handlers delegate to `webhooks`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use super::gateway::TenantQuery;
+use crate::app::AppState;
+use crate::auth::Auth;
+use crate::error::ApiResult;
+use crate::extract::{Json, Query};
+use crate::webhooks::{self, CreateWebhook, DeliveryList, UpdateWebhook, WebhookView};
+
+type St = State<Arc<AppState>>;
+
+/// Subscribes a URL to events; the answer carries the signing secret (only here).
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
+    responses((status = 201, body = WebhookView)), security(("bearer" = [])))]
+pub async fn create_webhook(
+    State(s): St,
+    Auth(p): Auth,
+    Json(r): Json<CreateWebhook>,
+) -> ApiResult<(StatusCode, Json<WebhookView>)> {
+    let webhook = webhooks::create(&s, &p, r).await?;
+    Ok((StatusCode::CREATED, Json(webhook)))
+}
+
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(TenantQuery),
+    responses((status = 200, body = Vec<WebhookView>)), security(("bearer" = [])))]
+pub async fn list_webhooks(
+    State(s): St,
+    Auth(p): Auth,
+    Query(q): Query<TenantQuery>,
+) -> ApiResult<Json<Vec<WebhookView>>> {
+    webhooks::list(&s, &p, q.tenant_id.as_deref())
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks",
+    responses((status = 200, body = WebhookView)), security(("bearer" = [])))]
+pub async fn get_webhook(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WebhookView>> {
+    webhooks::get(&s, &p, &id).await.map(Json)
+}
+
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", request_body = UpdateWebhook,
+    responses((status = 200, body = WebhookView)), security(("bearer" = [])))]
+pub async fn update_webhook(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<UpdateWebhook>,
+) -> ApiResult<Json<WebhookView>> {
+    webhooks::update(&s, &p, &id, r).await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
+    responses((status = 204)), security(("bearer" = [])))]
+pub async fn delete_webhook(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    webhooks::delete(&s, &p, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The latest deliveries with status code, error and attempt.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
+    responses((status = 200, body = DeliveryList)), security(("bearer" = [])))]
+pub async fn list_deliveries(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeliveryList>> {
+    webhooks::deliveries(&s, &p, &id).await.map(Json)
+}

@@ -1,0 +1,333 @@
+//! Webhooks: tenants subscribe URLs to events; the [`dispatch`] loop delivers events
+//! from the outbox at least once, signed ([`sign`]), with retries and backoff, and
+//! disables a webhook after repeated failures. Targets are checked ([`target`]).
+//!
+//! Delivery state lives in the database (`webhook_deliveries`), so it survives restarts
+//! and any API process may deliver.
+
+pub mod dispatch;
+pub mod sign;
+pub mod target;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::db::webhooks::{self as store, DeliveryRow, WebhookRow};
+use crate::db::{new_id, now_ms};
+use crate::error::{ApiError, ApiResult};
+use crate::model::Timestamp;
+use crate::services::audit;
+
+/// Event names a webhook may subscribe to (case-sensitive).
+pub const EVENTS: &[&str] = &[
+    "transcription.job.completed",
+    "transcription.job.failed",
+    "voice.ready",
+    "voice.failed",
+    "synth.job.completed",
+    "synth.job.failed",
+    "budget.exceeded",
+];
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    pub url: String,
+    /// Event names, exactly as listed (case-sensitive).
+    pub events: Vec<String>,
+    /// The signing secret; generated (and shown once) when absent.
+    pub secret: Option<String>,
+    /// Another tenant (platform admins only).
+    pub tenant_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    /// `active` re-enables a disabled webhook (and forgets its failures); `disabled`
+    /// pauses it.
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WebhookView {
+    pub id: String,
+    pub tenant_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    pub disabled_reason: Option<String>,
+    pub consecutive_failures: i64,
+    /// Only in the answer to the create call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeliveryView {
+    /// Also sent as `X-Scaigrid-Delivery`.
+    pub id: String,
+    /// The event's id: the idempotency key receivers deduplicate on.
+    pub event_id: String,
+    pub event: String,
+    /// `pending`, `succeeded` or `failed` (attempts exhausted).
+    pub status: String,
+    /// Attempts made so far.
+    pub attempt: i64,
+    /// The receiver's HTTP status of the last attempt.
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub next_attempt_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub object: &'static str,
+    pub data: Vec<DeliveryView>,
+}
+
+fn view(row: WebhookRow, secret: bool) -> WebhookView {
+    WebhookView {
+        events: serde_json::from_str(&row.events).unwrap_or_default(),
+        secret: secret.then(|| row.secret.clone()),
+        id: row.id,
+        tenant_id: row.tenant_id,
+        url: row.url,
+        status: row.status,
+        disabled_reason: row.disabled_reason,
+        consecutive_failures: row.consecutive_failures,
+        created_at: Timestamp(row.created_at),
+        updated_at: Timestamp(row.updated_at),
+    }
+}
+
+fn delivery_view(row: DeliveryRow) -> DeliveryView {
+    DeliveryView {
+        next_attempt_at: match row.status.as_str() {
+            "pending" => row.next_attempt_at.map(Timestamp),
+            _ => None,
+        },
+        id: row.id,
+        event_id: row.event_id,
+        event: row.event_name,
+        status: row.status,
+        attempt: row.attempt,
+        status_code: row.status_code,
+        error: row.error,
+        created_at: Timestamp(row.created_at),
+        updated_at: Timestamp(row.updated_at),
+    }
+}
+
+fn validate_events(events: &[String]) -> ApiResult<()> {
+    if events.is_empty() {
+        return Err(ApiError::invalid("`events` must name at least one event"));
+    }
+    match events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+        Some(unknown) => Err(ApiError::invalid(format!(
+            "unknown event `{unknown}` (names are case-sensitive): {}",
+            EVENTS.join(", ")
+        ))
+        .with_field("events", EVENTS.to_vec())),
+        None => Ok(()),
+    }
+}
+
+async fn validate_url(state: &AppState, url: &str) -> ApiResult<String> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|_| ApiError::invalid(format!("`url` `{url}` is not a URL")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ApiError::invalid("`url` must be http(s)"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ApiError::invalid("`url` must not carry credentials"));
+    }
+    let config = &state.config.webhooks;
+    target::check(
+        &parsed,
+        state.bound.get().copied(),
+        config.allow_private_targets,
+    )
+    .await
+    .map_err(|reason| ApiError::invalid(format!("`url` is not an allowed target: {reason}")))?;
+    Ok(parsed.to_string())
+}
+
+fn require_write(principal: &Principal, tenant_id: &str) -> ApiResult<()> {
+    principal.require("webhooks:write")?;
+    if tenant_id != principal.tenant_id && !principal.is_platform_admin() {
+        return Err(ApiError::not_found("tenant"));
+    }
+    Ok(())
+}
+
+pub async fn create(
+    state: &AppState,
+    principal: &Principal,
+    request: CreateWebhook,
+) -> ApiResult<WebhookView> {
+    let tenant_id = principal.target_tenant(request.tenant_id.as_deref())?;
+    require_write(principal, &tenant_id)?;
+    validate_events(&request.events)?;
+    let url = validate_url(state, &request.url).await?;
+    let secret = match request.secret {
+        Some(secret) if secret.len() >= 16 && secret.len() <= 200 => secret,
+        Some(_) => return Err(ApiError::invalid("`secret` must be 16 to 200 characters")),
+        None => format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>())),
+    };
+    let now = now_ms();
+    let row = WebhookRow {
+        id: new_id("wh"),
+        tenant_id: tenant_id.clone(),
+        url,
+        events: serde_json::to_string(&request.events).map_err(ApiError::internal)?,
+        secret,
+        status: "active".to_owned(),
+        disabled_reason: None,
+        consecutive_failures: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = state.db.begin().await?;
+    store::insert(&mut tx, &row).await?;
+    audit(
+        &mut tx,
+        Some(principal),
+        Some(&tenant_id),
+        "webhook.create",
+        ("webhook", &row.id),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(view(row, true))
+}
+
+async fn find(state: &AppState, principal: &Principal, id: &str) -> ApiResult<WebhookRow> {
+    let mut conn = state.db.pool.acquire().await?;
+    let own = store::get(&mut conn, &principal.tenant_id, id).await?;
+    let found = match (own, principal.is_platform_admin()) {
+        (Some(row), _) => Some(row),
+        (None, true) => {
+            let row = sqlx::query("SELECT tenant_id FROM webhooks WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match row {
+                Some(row) => {
+                    let tenant: String = sqlx::Row::try_get(&row, "tenant_id")?;
+                    store::get(&mut conn, &tenant, id).await?
+                }
+                None => None,
+            }
+        }
+        (None, false) => None,
+    };
+    found.ok_or_else(|| ApiError::not_found("webhook"))
+}
+
+pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult<WebhookView> {
+    principal.require("webhooks:read")?;
+    find(state, principal, id).await.map(|row| view(row, false))
+}
+
+pub async fn list(
+    state: &AppState,
+    principal: &Principal,
+    tenant_id: Option<&str>,
+) -> ApiResult<Vec<WebhookView>> {
+    principal.require("webhooks:read")?;
+    let tenant_id = principal.target_tenant(tenant_id)?;
+    let mut conn = state.db.pool.acquire().await?;
+    let rows = store::list(&mut conn, &tenant_id).await?;
+    Ok(rows.into_iter().map(|row| view(row, false)).collect())
+}
+
+pub async fn update(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    request: UpdateWebhook,
+) -> ApiResult<WebhookView> {
+    let mut row = find(state, principal, id).await?;
+    require_write(principal, &row.tenant_id)?;
+    if let Some(events) = request.events {
+        validate_events(&events)?;
+        row.events = serde_json::to_string(&events).map_err(ApiError::internal)?;
+    }
+    if let Some(url) = request.url {
+        row.url = validate_url(state, &url).await?;
+    }
+    match request.status.as_deref() {
+        None => {}
+        Some("active") => {
+            row.status = "active".to_owned();
+            row.disabled_reason = None;
+            row.consecutive_failures = 0;
+        }
+        Some("disabled") => {
+            row.status = "disabled".to_owned();
+            row.disabled_reason = Some("disabled by a user".to_owned());
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "`status` `{other}` must be `active` or `disabled`"
+            )));
+        }
+    }
+    let mut tx = state.db.begin().await?;
+    store::update(&mut tx, &row).await?;
+    audit(
+        &mut tx,
+        Some(principal),
+        Some(&row.tenant_id),
+        "webhook.update",
+        ("webhook", id),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(view(row, false))
+}
+
+pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiResult<()> {
+    let row = find(state, principal, id).await?;
+    require_write(principal, &row.tenant_id)?;
+    let mut tx = state.db.begin().await?;
+    store::delete(&mut tx, &row.tenant_id, id).await?;
+    audit(
+        &mut tx,
+        Some(principal),
+        Some(&row.tenant_id),
+        "webhook.delete",
+        ("webhook", id),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn deliveries(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<DeliveryList> {
+    principal.require("webhooks:read")?;
+    let row = find(state, principal, id).await?;
+    let mut conn = state.db.pool.acquire().await?;
+    let rows = store::deliveries(&mut conn, &row.id, 100).await?;
+    Ok(DeliveryList {
+        object: "list",
+        data: rows.into_iter().map(delivery_view).collect(),
+    })
+}
