@@ -121,6 +121,39 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Why a module could not initialise in this process (`None`: it can serve).
+    /// Speech modules need at least one backend: an engine the node loaded, or a relay.
+    pub fn module_error(&self, id: &str) -> Option<String> {
+        let (usable, what) = match id {
+            "scaiecho" => (self.scaiecho.usable(), "speech-to-text"),
+            "scaispeak" => (self.scaispeak.usable(), "text-to-speech"),
+            _ => return None,
+        };
+        if usable.a || usable.b {
+            return None;
+        }
+        let node = match &self.node {
+            None => "engines are disabled in this process".to_owned(),
+            Some(node) => {
+                let failures: Vec<String> = node
+                    .info()
+                    .failures
+                    .iter()
+                    .map(|f| format!("{}: {}", f.engine, f.error))
+                    .collect();
+                match failures.is_empty() {
+                    true => "no local engine for it is loaded".to_owned(),
+                    false => format!("engines failed to load ({})", failures.join("; ")),
+                }
+            }
+        };
+        Some(format!(
+            "no {what} backend: {node}, and no managed relay is configured"
+        ))
+    }
+}
+
 /// Loads the local engines on a blocking thread; failures are kept in the node's info
 /// (readiness and `/v1/infra/nodes` report them) rather than stopping the server.
 async fn load_node(config: &crate::config::EnginesConfig) -> anyhow::Result<engines::node::Node> {

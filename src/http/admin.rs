@@ -214,14 +214,18 @@ pub async fn create_grant(
 
 #[utoipa::path(get, path = "/v1/modules", tag = "modules",
     responses((status = 200, body = Vec<ModuleInfo>)), security(("bearer" = [])))]
-pub async fn list_modules(Auth(p): Auth) -> Json<Vec<ModuleInfo>> {
-    Json(modules::list(&p))
+pub async fn list_modules(State(s): St, Auth(p): Auth) -> Json<Vec<ModuleInfo>> {
+    Json(modules::list(&p, |id| s.module_error(id)))
 }
 
 #[utoipa::path(get, path = "/v1/modules/{id}", tag = "modules",
     responses((status = 200, body = ModuleInfo)), security(("bearer" = [])))]
-pub async fn get_module(Auth(p): Auth, Path(id): Path<String>) -> ApiResult<Json<ModuleInfo>> {
-    modules::get(&p, &id).map(Json)
+pub async fn get_module(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ModuleInfo>> {
+    modules::get(&p, &id, |id| s.module_error(id)).map(Json)
 }
 
 /// The toggle body is optional: empty means "the caller's tenant".

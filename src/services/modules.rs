@@ -1,20 +1,89 @@
-//! Modules (`scaiecho`, `scaispeak`): listing and per-tenant enablement.
+//! Modules (`scaiecho`, `scaispeak`, ...): the registry with dependencies, listing with
+//! status, and per-tenant enablement.
+//!
+//! A module's status is `error` when it could not initialise in this process (its
+//! `last_error` says why, e.g. no engine loaded and no relay configured), otherwise
+//! `enabled` or `available` for the caller's tenant. Enabling a module needs its
+//! dependencies enabled; disabling one refuses while an enabled module depends on it.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Actor, admin_tenant, audit};
 use crate::auth::Principal;
-use crate::config::KNOWN_MODULES;
 use crate::db::{Db, modules};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+
+/// A module this build has.
+pub struct ModuleSpec {
+    pub id: &'static str,
+    pub description: &'static str,
+    /// Modules that must be enabled for a tenant before this one.
+    pub depends_on: &'static [&'static str],
+}
+
+/// Every module of this build (`config::KNOWN_MODULES` lists the same ids).
+pub const MODULES: &[ModuleSpec] = &[
+    ModuleSpec {
+        id: "scaiecho",
+        description: "Speech to text: uploads, jobs, streams, diarization, speakers",
+        depends_on: &[],
+    },
+    ModuleSpec {
+        id: "scaispeak",
+        description: "Text to speech: synthesis, streams, voice cloning, jobs",
+        depends_on: &[],
+    },
+];
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModuleInfo {
     pub id: &'static str,
-    /// `available` (not enabled for the tenant) or `enabled`.
+    pub description: &'static str,
+    /// `available` (not enabled for the tenant), `enabled`, or `error` (it could not
+    /// initialise in this process; see `last_error`).
     pub status: &'static str,
+    /// Whether the caller's tenant has it enabled (also when `status` is `error`).
+    pub enabled: bool,
+    pub depends_on: &'static [&'static str],
     pub last_error: Option<String>,
+}
+
+/// Why enabling (`enable`) or disabling a module breaks a dependency, given the
+/// tenant's enabled modules (pure).
+pub fn dependency_problem(
+    registry: &[ModuleSpec],
+    id: &str,
+    enable: bool,
+    enabled: &[String],
+) -> Option<String> {
+    let is_on = |m: &str| enabled.iter().any(|e| e == m);
+    match enable {
+        true => {
+            let spec = registry.iter().find(|m| m.id == id)?;
+            let missing: Vec<&str> = spec
+                .depends_on
+                .iter()
+                .copied()
+                .filter(|d| !is_on(d))
+                .collect();
+            (!missing.is_empty())
+                .then(|| format!("`{id}` depends on {}; enable it first", missing.join(", ")))
+        }
+        false => {
+            let dependants: Vec<&str> = registry
+                .iter()
+                .filter(|m| m.depends_on.contains(&id) && is_on(m.id))
+                .map(|m| m.id)
+                .collect();
+            (!dependants.is_empty()).then(|| {
+                format!(
+                    "{} depends on `{id}`; disable it first",
+                    dependants.join(", ")
+                )
+            })
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -25,32 +94,44 @@ pub struct ModuleToggle {
 }
 
 fn known(id: &str) -> ApiResult<&'static str> {
-    KNOWN_MODULES
+    MODULES
         .iter()
-        .copied()
+        .map(|m| m.id)
         .find(|m| *m == id)
         .ok_or_else(|| ApiError::not_found("module"))
 }
 
-pub fn list(principal: &Principal) -> Vec<ModuleInfo> {
-    let enabled = &principal.modules;
-    KNOWN_MODULES
+/// Every module with its status for the caller's tenant; `init_error` says why a
+/// module could not initialise in this process.
+pub fn list(principal: &Principal, init_error: impl Fn(&str) -> Option<String>) -> Vec<ModuleInfo> {
+    MODULES
         .iter()
-        .map(|id| ModuleInfo {
-            id,
-            status: if enabled.iter().any(|e| e == id) {
-                "enabled"
-            } else {
-                "available"
-            },
-            last_error: None,
+        .map(|spec| {
+            let enabled = principal.modules.iter().any(|e| e == spec.id);
+            let last_error = init_error(spec.id);
+            ModuleInfo {
+                id: spec.id,
+                description: spec.description,
+                status: match (&last_error, enabled) {
+                    (Some(_), _) => "error",
+                    (None, true) => "enabled",
+                    (None, false) => "available",
+                },
+                enabled,
+                depends_on: spec.depends_on,
+                last_error,
+            }
         })
         .collect()
 }
 
-pub fn get(principal: &Principal, id: &str) -> ApiResult<ModuleInfo> {
+pub fn get(
+    principal: &Principal,
+    id: &str,
+    init_error: impl Fn(&str) -> Option<String>,
+) -> ApiResult<ModuleInfo> {
     let id = known(id)?;
-    list(principal)
+    list(principal, init_error)
         .into_iter()
         .find(|m| m.id == id)
         .ok_or_else(|| ApiError::not_found("module"))
@@ -66,6 +147,10 @@ pub async fn set_enabled(
     let id = known(id)?;
     let tenant_id = admin_tenant(actor, toggle.tenant_id.as_deref())?;
     let mut tx = db.begin().await?;
+    let current = modules::enabled_for(&mut tx, &tenant_id).await?;
+    if let Some(problem) = dependency_problem(MODULES, id, enabled, &current) {
+        return Err(ApiError::new(ErrorCode::CONFLICT, problem));
+    }
     modules::set_enabled(&mut tx, &tenant_id, id, enabled).await?;
     let action = if enabled {
         "module.enable"
@@ -94,5 +179,49 @@ pub fn require_enabled(principal: &Principal, id: &str) -> ApiResult<()> {
             ErrorCode::MODULE_NOT_ENABLED,
             format!("module `{id}` is not enabled for this tenant"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REGISTRY: &[ModuleSpec] = &[
+        ModuleSpec {
+            id: "base",
+            description: "",
+            depends_on: &[],
+        },
+        ModuleSpec {
+            id: "addon",
+            description: "",
+            depends_on: &["base"],
+        },
+    ];
+
+    #[test]
+    fn dependencies_are_enabled_first_and_disabled_last() {
+        let none: Vec<String> = vec![];
+        let base = vec!["base".to_owned()];
+        let both = vec!["base".to_owned(), "addon".to_owned()];
+        assert!(
+            dependency_problem(REGISTRY, "addon", true, &none)
+                .unwrap()
+                .contains("base")
+        );
+        assert!(dependency_problem(REGISTRY, "addon", true, &base).is_none());
+        assert!(
+            dependency_problem(REGISTRY, "base", false, &both)
+                .unwrap()
+                .contains("addon")
+        );
+        assert!(dependency_problem(REGISTRY, "base", false, &base).is_none());
+        assert!(dependency_problem(REGISTRY, "addon", false, &both).is_none());
+    }
+
+    #[test]
+    fn the_registry_matches_the_known_ids() {
+        let ids: Vec<&str> = MODULES.iter().map(|m| m.id).collect();
+        assert_eq!(ids, crate::config::KNOWN_MODULES);
     }
 }

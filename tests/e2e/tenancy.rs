@@ -155,4 +155,45 @@ async fn modules_enable_per_tenant() {
     assert_eq!(module["status"], "enabled");
     let (status, body) = server.get("/v1/modules/nope", Some(&a.member_key)).await;
     assert_error(status, &body, 404, "NOT_FOUND");
+    // Calling a module the tenant has not enabled: MODULE_NOT_ENABLED.
+    let (status, body) = server
+        .post(
+            "/v1/modules/scaispeak/speak",
+            Some(&a.member_key),
+            json!({"text": "hello"}),
+        )
+        .await;
+    assert_error(status, &body, 403, "MODULE_NOT_ENABLED");
+}
+
+/// A module that cannot initialise (no engine loaded, no relay configured) shows
+/// `error` with the reason; one with a relay configured is fine.
+#[tokio::test]
+async fn a_module_without_any_backend_is_in_error_with_its_reason() {
+    let server = Server::start_with(crate::support::Options {
+        config_toml: Some(
+            "[engines]\nenabled = false\n[scaispeak]\nrelay_url = \"http://127.0.0.1:9\"\n\
+             relay_api_key = \"k\"\n"
+                .into(),
+        ),
+        ..crate::support::Options::default()
+    })
+    .await;
+    let (status, module) = server
+        .get("/v1/modules/scaiecho", Some(crate::support::ADMIN_KEY))
+        .await;
+    assert_eq!(status, 200, "{module}");
+    assert_eq!(module["status"], "error");
+    assert_eq!(module["enabled"], true);
+    let reason = module["last_error"].as_str().unwrap();
+    assert!(
+        reason.contains("engines are disabled") && reason.contains("relay"),
+        "{reason}"
+    );
+    let (_, module) = server
+        .get("/v1/modules/scaispeak", Some(crate::support::ADMIN_KEY))
+        .await;
+    assert_eq!(module["status"], "enabled", "{module}");
+    assert_eq!(module["last_error"], serde_json::Value::Null);
+    assert_eq!(module["depends_on"], json!([]));
 }
