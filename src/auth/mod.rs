@@ -238,6 +238,11 @@ pub fn bearer_token(headers: &HeaderMap) -> ApiResult<&str> {
 /// Extractor: the authenticated caller of an HTTP route.
 pub struct Auth(pub Arc<Principal>);
 
+/// A principal a middleware already authenticated for this request (the rate-limit
+/// middleware of limited routes), so [`Auth`] does not repeat the work.
+#[derive(Clone)]
+pub struct Authenticated(pub Arc<Principal>);
+
 impl FromRequestParts<Arc<AppState>> for Auth {
     type Rejection = ApiError;
 
@@ -245,6 +250,10 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
+            tracing::Span::current().record("subject", principal.subject_id());
+            return Ok(Auth(principal.clone()));
+        }
         let token = bearer_token(&parts.headers)?;
         let principal = state.auth.authenticate(token).await?;
         tracing::Span::current().record("subject", principal.subject_id());

@@ -151,7 +151,7 @@ impl Settlement {
     }
 }
 
-fn usage_of(value: &Value) -> Option<(u64, u64)> {
+fn usage_of(value: &Map<String, Value>) -> Option<(u64, u64)> {
     let usage = value.get("usage")?;
     Some((
         usage.get("prompt_tokens")?.as_u64()?,
@@ -355,7 +355,7 @@ async fn call(
                 .sum()
         })
         .unwrap_or(0);
-    let usage = usage_of(&Value::Object(value.clone()));
+    let usage = usage_of(&value);
     value.insert("model".into(), Value::from(slug));
     value.insert("status".into(), Value::from("ok"));
     Attempt::Answered(
@@ -443,7 +443,7 @@ impl StreamTally {
             self.upstream_error = Some(message);
             return None;
         }
-        if let Some(usage) = usage_of(&Value::Object(value.clone())) {
+        if let Some(usage) = usage_of(&value) {
             self.usage = Some(usage);
         }
         if let Some(choices) = value.get("choices").and_then(Value::as_array) {

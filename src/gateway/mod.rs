@@ -50,6 +50,8 @@ impl Health {
 struct BackendState {
     breaker: Breaker,
     health: Health,
+    /// Whether the breaker gauge has been exported once.
+    exported: bool,
 }
 
 /// How a call to a backend ended, for its breaker.
@@ -116,21 +118,28 @@ impl Gateway {
                         self.config.breaker_open,
                     ),
                     health: Health::Unknown,
+                    exported: false,
                 }))
             })
             .clone()
     }
 
+    /// Runs `f` on a backend's state; exports the breaker state when it changed.
     fn with_state<T>(&self, backend_id: &str, f: impl FnOnce(&mut BackendState) -> T) -> T {
         let state = self.state(backend_id);
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        let before = state.breaker.name(Instant::now());
         let out = f(&mut state);
-        let code = match state.breaker.name(Instant::now()) {
-            "closed" => 0.0,
-            "half_open" => 1.0,
-            _ => 2.0,
-        };
-        metrics::gauge!(BREAKER_STATE, "backend_id" => backend_id.to_owned()).set(code);
+        let after = state.breaker.name(Instant::now());
+        if before != after || !state.exported {
+            state.exported = true;
+            let code = match after {
+                "closed" => 0.0,
+                "half_open" => 1.0,
+                _ => 2.0,
+            };
+            metrics::gauge!(BREAKER_STATE, "backend_id" => backend_id.to_owned()).set(code);
+        }
         out
     }
 

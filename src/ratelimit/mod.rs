@@ -238,7 +238,7 @@ pub struct Consumed {
 /// answers them with the right `AUTH_*` code.
 pub async fn middleware(
     State(state): State<Arc<AppState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let dimensions = request
@@ -255,6 +255,10 @@ pub async fn middleware(
     let Some(principal) = principal else {
         return next.run(request).await;
     };
+    // The handler's `Auth` takes the principal from here instead of authenticating again.
+    request
+        .extensions_mut()
+        .insert(crate::auth::Authenticated(principal.clone()));
     let admission = match state.limits.admit(&principal, dimensions).await {
         Err(refusal) => return refusal.into_response(),
         Ok(admission) => admission,

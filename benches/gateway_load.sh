@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Gateway overhead: chat completions at a fixed rate straight to an in-process upstream
+# and through the release server in the same run (auth, rate limits, a budget and
+# accounting on), with the server's resident memory before and after.
+# Usage: benches/gateway_load.sh [seconds per phase] [requests/s] [--soak]
+# (`--soak`: only the gateway phase, for a long run watching memory.)
+set -euo pipefail
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/scaigrid/target}"
+cd "$(dirname "$0")/.."
+seconds="${1:-20}"
+rate="${2:-2000}"
+export RUST_LOG="${RUST_LOG:-warn,scaigrid=info,scaigrid::access=warn}"
+# Build the bench first: its build relinks the server binary with dev features.
+cargo bench --bench gateway_load --no-run -q 2>/dev/null
+. benches/release_server.sh
+rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$pid/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+echo "server at $address; RSS at start: $(rss)"
+before="$(cpu_ticks)"
+"$(ls -t "$CARGO_TARGET_DIR"/release/deps/gateway_load-* | grep -v "\.d$" | head -1)" --gateway "http://$address" --key "$key" --seconds "$seconds" --rate "$rate" ${3:-}
+after="$(cpu_ticks)"
+requests=$(( seconds * rate + rate / 2 ))
+# Server CPU over the whole run divided by the requests it proxied (the direct phase
+# leaves it idle).
+echo "RSS at end: $(rss)"
+echo "server CPU: $(( (after - before) * 1000 / $(getconf CLK_TCK) )) ms for ~$requests gateway requests" \
+  "($(( (after - before) * 1000000 / $(getconf CLK_TCK) / requests )) us each)"
