@@ -801,3 +801,81 @@ except Exception as e:
         "{stdout}"
     );
 }
+
+/// The gateway's SQL (catalogue, budgets, usage grouping, webhooks) on PostgreSQL.
+#[tokio::test]
+async fn gateway_accounting_and_webhooks_on_postgres() {
+    let Some(database_url) = crate::support::postgres_database().await else {
+        return;
+    };
+    let server = Server::start_with(Options {
+        database_url: Some(database_url),
+        config_toml: Some(format!(
+            "{CONFIG}[webhooks]\nallow_private_targets = true\nretry_base_ms = 100\n"
+        )),
+        ..Options::default()
+    })
+    .await;
+    let up = upstream::start("alpha", "ka").await;
+    let id = backend(&server, &up, "ka").await;
+    model(
+        &server,
+        "test/pg",
+        json!([{"backend_id": id}]),
+        json!({"pricing": {"input_per_1k": 50.0, "output_per_1k": 100.0}}),
+    )
+    .await;
+    let tenant = server.tenant("pg").await;
+    let (status, _) = server
+        .post(
+            "/v1/accounting/budgets",
+            Some(&tenant.admin_key),
+            json!({"scope": "tenant", "scope_id": tenant.id, "period": "month", "limit": 2.0}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, webhook) = server
+        .post(
+            "/v1/webhooks",
+            Some(&tenant.admin_key),
+            json!({"url": format!("{}/models", up.base), "events": ["budget.exceeded"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    for _ in 0..2 {
+        let (status, body) = chat(&server, &tenant.member_key, "test/pg").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = chat(&server, &tenant.member_key, "test/pg").await;
+    assert_error(status, &body, 429, "BUDGET_EXCEEDED");
+    for group in ["model", "api_key", "module", "day"] {
+        let (status, usage) = server
+            .get(
+                &format!("/v1/accounting/usage?group_by={group}"),
+                Some(&tenant.admin_key),
+            )
+            .await;
+        assert_eq!(status, 200, "{usage}");
+        assert_eq!(usage["data"][0]["requests"], 2, "{group}: {usage}");
+        assert_eq!(usage["data"][0]["cost"], 2.0, "{group}: {usage}");
+    }
+    // The upstream's GET-only /models answers the POST with 405: a failed delivery,
+    // logged with its status, retried.
+    let id = webhook["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, list) = server
+            .get(
+                &format!("/v1/webhooks/{id}/deliveries"),
+                Some(&tenant.admin_key),
+            )
+            .await;
+        if list["data"][0]["attempt"].as_i64().unwrap_or(0) >= 2 {
+            assert_eq!(list["data"][0]["status_code"], 405, "{list}");
+            assert_eq!(list["data"][0]["event"], "budget.exceeded");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
