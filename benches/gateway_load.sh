@@ -22,6 +22,6 @@ after="$(cpu_ticks)"
 requests=$(( seconds * rate + rate / 2 ))
 # Server CPU over the whole run divided by the requests it proxied (the direct phase
 # leaves it idle).
-echo "RSS at end: $(rss)"
+echo "RSS at end: $(rss); $(curl -s "http://$address/metrics" | grep '^scaigrid_accounting_flush_lag_seconds' || echo 'no flush lag exported')"
 echo "server CPU: $(( (after - before) * 1000 / $(getconf CLK_TCK) )) ms for ~$requests gateway requests" \
   "($(( (after - before) * 1000000 / $(getconf CLK_TCK) / requests )) us each)"

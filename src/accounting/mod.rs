@@ -333,11 +333,8 @@ impl Accounting {
         }
         let written = async {
             let mut tx = self.db.begin().await?;
-            let rows = match self.db.kind {
-                crate::db::DbKind::Sqlite => 8,
-                crate::db::DbKind::Postgres => 200,
-            };
-            store::insert_batch(&mut tx, &records, rows).await?;
+            let sqlite = self.db.kind == crate::db::DbKind::Sqlite;
+            store::insert_batch(&mut tx, &records, sqlite).await?;
             for (tenant_id, payload) in &events {
                 crate::db::events::emit(&mut tx, tenant_id, "budget.exceeded", payload).await?;
             }

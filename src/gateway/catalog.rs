@@ -432,8 +432,14 @@ pub fn validate_slug(slug: &str) -> ApiResult<()> {
     }
 }
 
-fn unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+/// Maps a unique-index violation to `CONFLICT` with `message`, other errors as usual.
+fn conflict_on_unique(message: &'static str) -> impl FnOnce(sqlx::Error) -> ApiError {
+    move |error| match &error {
+        sqlx::Error::Database(e) if e.is_unique_violation() => {
+            ApiError::new(ErrorCode::CONFLICT, message)
+        }
+        _ => error.into(),
+    }
 }
 
 impl Catalog {
@@ -461,10 +467,7 @@ impl Catalog {
         let mut tx = self.db.begin().await?;
         store::insert_backend(&mut tx, &row)
             .await
-            .map_err(|e| match unique_violation(&e) {
-                true => ApiError::new(ErrorCode::CONFLICT, "a backend with this name exists"),
-                false => e.into(),
-            })?;
+            .map_err(conflict_on_unique("a backend with this name exists"))?;
         audit(
             &mut tx,
             actor,
@@ -530,10 +533,7 @@ impl Catalog {
         let mut tx = self.db.begin().await?;
         store::update_backend(&mut tx, &row)
             .await
-            .map_err(|e| match unique_violation(&e) {
-                true => ApiError::new(ErrorCode::CONFLICT, "a backend with this name exists"),
-                false => e.into(),
-            })?;
+            .map_err(conflict_on_unique("a backend with this name exists"))?;
         audit(
             &mut tx,
             actor,
@@ -638,13 +638,9 @@ impl Catalog {
         }
         store::insert_model(&mut tx, &row)
             .await
-            .map_err(|e| match unique_violation(&e) {
-                true => ApiError::new(
-                    ErrorCode::CONFLICT,
-                    "a model with this slug exists in this scope",
-                ),
-                false => e.into(),
-            })?;
+            .map_err(conflict_on_unique(
+                "a model with this slug exists in this scope",
+            ))?;
         audit(
             &mut tx,
             actor,

@@ -735,16 +735,7 @@ async fn a_concurrent_burst_never_overshoots_a_budget_and_usage_adds_up() {
 /// The official OpenAI Python SDK does chat and streaming chat unchanged.
 #[tokio::test]
 async fn the_openai_python_sdk_chats_and_streams() {
-    let python = std::env::var("SCAIGRID_TEST_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/scaigrid/pyenv/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    assert!(
-        std::path::Path::new(&python).is_file(),
-        "{python} is missing: run scripts/test (it installs the openai SDK into a venv)"
-    );
+    let python = crate::support::python_with_openai_sdk();
     let server = server().await;
     let up = upstream::start("alpha", "ka").await;
     let id = backend(&server, &up, "ka").await;

@@ -2,7 +2,6 @@
 //! every response format, the OpenAI alias, bad input, permissions, module enablement,
 //! the tenant policy and backend B through a small upstream the test starts.
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
@@ -631,16 +630,7 @@ async fn a_queued_job_survives_a_restart_and_a_worker_process_runs_it() {
 /// a file against the server unchanged: only `base_url` and the key differ.
 #[tokio::test]
 async fn the_openai_python_sdk_transcribes_a_file() {
-    let python = std::env::var("SCAIGRID_TEST_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/scaigrid/pyenv/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    assert!(
-        Path::new(&python).is_file(),
-        "{python} is missing: run scripts/test (it installs the openai SDK into a venv)"
-    );
+    let python = crate::support::python_with_openai_sdk();
     let server = Server::start().await;
     let script = r#"
 import sys

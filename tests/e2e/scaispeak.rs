@@ -442,16 +442,7 @@ async fn speak_stream_closes_with_4400_and_4502_and_paces_pcm() {
 
 #[tokio::test]
 async fn the_openai_python_sdk_speaks() {
-    let python = std::env::var("SCAIGRID_TEST_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/scaigrid/pyenv/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    assert!(
-        std::path::Path::new(&python).is_file(),
-        "{python} is missing: run scripts/test (it installs the openai SDK into a venv)"
-    );
+    let python = crate::support::python_with_openai_sdk();
     let server = Server::start().await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("speech.wav");

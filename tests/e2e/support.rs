@@ -360,3 +360,19 @@ pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str)
         "{body}"
     );
 }
+
+/// The Python with the official OpenAI SDK (`scripts/test` installs it into a venv;
+/// `SCAIGRID_TEST_PYTHON` overrides).
+pub fn python_with_openai_sdk() -> String {
+    let python = std::env::var("SCAIGRID_TEST_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/scaigrid/pyenv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    assert!(
+        std::path::Path::new(&python).is_file(),
+        "{python} is missing: run scripts/test (it installs the openai SDK into a venv)"
+    );
+    python
+}
