@@ -259,6 +259,23 @@ fn model_spec(row: &ModelRow) -> Option<ModelSpec> {
     })
 }
 
+/// The row of a model (the inverse of [`model_spec`]); `updated_at` is now.
+fn spec_row(spec: &ModelSpec) -> ApiResult<ModelRow> {
+    fn json<T: Serialize>(value: &T) -> ApiResult<String> {
+        serde_json::to_string(value).map_err(ApiError::internal)
+    }
+    Ok(ModelRow {
+        id: spec.id.clone(),
+        slug: spec.slug.clone(),
+        tenant_id: spec.tenant_id.clone(),
+        capabilities: json(&spec.capabilities)?,
+        routing: json(&spec.routing)?,
+        pricing: Some(json(&spec.pricing)?),
+        created_at: spec.created_at,
+        updated_at: now_ms(),
+    })
+}
+
 // ---- Admin operations ------------------------------------------------------------
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -618,18 +635,15 @@ impl Catalog {
         Self::validate_routing(&snapshot, &request.routing)?;
         let pricing = request.pricing.unwrap_or_default();
         Self::validate_pricing(&pricing)?;
-        let now = now_ms();
-        let row = ModelRow {
+        let row = spec_row(&ModelSpec {
             id: new_id("mdl"),
             slug: request.slug.clone(),
             tenant_id: request.tenant_id.clone(),
-            capabilities: serde_json::to_string(&request.capabilities)
-                .map_err(ApiError::internal)?,
-            routing: serde_json::to_string(&request.routing).map_err(ApiError::internal)?,
-            pricing: Some(serde_json::to_string(&pricing).map_err(ApiError::internal)?),
-            created_at: now,
-            updated_at: now,
-        };
+            capabilities: request.capabilities,
+            routing: request.routing,
+            pricing,
+            created_at: now_ms(),
+        })?;
         let mut tx = self.db.begin().await?;
         if let Some(tenant_id) = &request.tenant_id
             && crate::db::tenants::get(&mut tx, tenant_id).await?.is_none()
@@ -651,12 +665,17 @@ impl Catalog {
         )
         .await?;
         tx.commit().await?;
+        self.reloaded_view(&row.id).await
+    }
+
+    /// The admin view of a model just written, from a fresh snapshot.
+    async fn reloaded_view(&self, id: &str) -> ApiResult<ModelView> {
         let snapshot = self.reload(true).await?;
         let model = snapshot
             .models
             .iter()
-            .find(|m| m.id == row.id)
-            .ok_or_else(|| ApiError::internal("created model not found"))?;
+            .find(|m| m.id == id)
+            .ok_or_else(|| ApiError::not_found("model"))?;
         Ok(model_view(model, true))
     }
 
@@ -737,23 +756,19 @@ impl Catalog {
         principal.require("platform:admin")?;
         let snapshot = self.reload(true).await?;
         let model = Self::addressed(&snapshot, principal, slug, tenant_id)?;
-        let routing = request.routing.unwrap_or_else(|| model.routing.clone());
-        Self::validate_routing(&snapshot, &routing)?;
-        let pricing = request.pricing.unwrap_or(model.pricing);
-        Self::validate_pricing(&pricing)?;
-        let capabilities = request
-            .capabilities
-            .unwrap_or_else(|| model.capabilities.clone());
-        let row = ModelRow {
-            id: model.id.clone(),
-            slug: model.slug.clone(),
-            tenant_id: model.tenant_id.clone(),
-            capabilities: serde_json::to_string(&capabilities).map_err(ApiError::internal)?,
-            routing: serde_json::to_string(&routing).map_err(ApiError::internal)?,
-            pricing: Some(serde_json::to_string(&pricing).map_err(ApiError::internal)?),
-            created_at: model.created_at,
-            updated_at: now_ms(),
-        };
+        let mut updated = ModelSpec::clone(&model);
+        if let Some(routing) = request.routing {
+            updated.routing = routing;
+        }
+        Self::validate_routing(&snapshot, &updated.routing)?;
+        if let Some(pricing) = request.pricing {
+            updated.pricing = pricing;
+        }
+        Self::validate_pricing(&updated.pricing)?;
+        if let Some(capabilities) = request.capabilities {
+            updated.capabilities = capabilities;
+        }
+        let row = spec_row(&updated)?;
         let mut tx = self.db.begin().await?;
         store::update_model(&mut tx, &row).await?;
         audit(
@@ -766,13 +781,7 @@ impl Catalog {
         )
         .await?;
         tx.commit().await?;
-        let snapshot = self.reload(true).await?;
-        let model = snapshot
-            .models
-            .iter()
-            .find(|m| m.id == row.id)
-            .ok_or_else(|| ApiError::not_found("model"))?;
-        Ok(model_view(model, true))
+        self.reloaded_view(&row.id).await
     }
 
     pub async fn delete_model(
