@@ -27,7 +27,12 @@ pub struct AppState {
     pub config: Config,
     pub db: Db,
     pub store: Arc<dyn ObjectStore>,
-    pub auth: Authenticator,
+    pub auth: Arc<Authenticator>,
+    /// Redis of the scaled deployment (`None` in the embedded default).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The job queue stream (scaled deployment); the embedded default's workers poll
+    /// the database.
+    pub queue: Option<Arc<crate::cluster::queue::Queue>>,
     pub metrics: PrometheusHandle,
     /// The local inference node (`None` when engines are disabled for this process).
     pub node: Option<Arc<engines::node::Node>>,
@@ -58,17 +63,39 @@ impl AppState {
         let db = Db::connect(&config.database).await?;
         crate::db::migrate::run(&db).await?;
         bootstrap::run(&db, &config).await?;
-        let store = LocalStore::open(&config.object_store_dir).with_context(|| {
-            format!(
-                "opening the object store at {}",
-                config.object_store_dir.display()
-            )
-        })?;
+        let store: Arc<dyn ObjectStore> = match &config.s3 {
+            Some(s3) => Arc::new(crate::store::s3::S3Store::open(s3).await?),
+            None => Arc::new(LocalStore::open(&config.object_store_dir).with_context(|| {
+                format!(
+                    "opening the object store at {}",
+                    config.object_store_dir.display()
+                )
+            })?),
+        };
+        let cluster = match &config.redis {
+            Some(redis) => Some(Arc::new(crate::cluster::Cluster::open(redis)?)),
+            None => None,
+        };
+        let queue = cluster
+            .clone()
+            .map(|cluster| Arc::new(crate::cluster::queue::Queue::new(cluster)));
+        let limit_store: Arc<dyn crate::ratelimit::LimitStore> = match &cluster {
+            Some(cluster) => Arc::new(crate::cluster::limits::RedisLimitStore::new(
+                cluster.clone(),
+            )),
+            None => Arc::new(crate::ratelimit::memory::MemoryStore::default()),
+        };
         let secret = jwt_secret(&config)?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("scaigrid/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let auth = Authenticator::new(db.clone(), &config.auth, &secret, http);
+        let auth = Arc::new(Authenticator::new(
+            db.clone(),
+            &config.auth,
+            &secret,
+            http,
+            cluster.clone(),
+        ));
         let node = match config.engines.enabled {
             true => Some(Arc::new(load_node(&config.engines).await?)),
             false => None,
@@ -98,9 +125,9 @@ impl AppState {
         ));
         Ok(Arc::new(AppState {
             gateway,
-            limits: crate::ratelimit::Limits::new(Arc::new(
-                crate::ratelimit::memory::MemoryStore::default(),
-            )),
+            limits: crate::ratelimit::Limits::new(limit_store),
+            cluster,
+            queue,
             accounting,
             webhook_http: reqwest::Client::builder()
                 .user_agent(concat!("scaigrid-webhooks/", env!("CARGO_PKG_VERSION")))
@@ -112,7 +139,7 @@ impl AppState {
             scaispeak,
             config,
             db,
-            store: Arc::new(store),
+            store,
             auth,
             metrics: telemetry::metrics_handle(),
             node,
@@ -151,6 +178,30 @@ impl AppState {
         Some(format!(
             "no {what} backend: {node}, and no managed relay is configured"
         ))
+    }
+}
+
+impl AppState {
+    /// Backends for work a worker may run (jobs): this process's, plus backend A when a
+    /// live node of the registry (scaled deployment) has an engine whose id starts with
+    /// `engine_prefix` (`audio.stt.`). An API process without engines queues jobs for
+    /// the workers that have them.
+    pub async fn usable_for_jobs(
+        &self,
+        local: crate::services::backends::Usable,
+        engine_prefix: &str,
+    ) -> crate::error::ApiResult<crate::services::backends::Usable> {
+        let Some(cluster) = self.cluster.as_ref().filter(|_| !local.a) else {
+            return Ok(local);
+        };
+        let nodes = crate::cluster::nodes::list(cluster).await?;
+        let a = nodes.iter().any(|node| {
+            node["models_loaded"].as_array().is_some_and(|ids| {
+                ids.iter()
+                    .any(|id| id.as_str().is_some_and(|id| id.starts_with(engine_prefix)))
+            })
+        });
+        Ok(crate::services::backends::Usable { a, b: local.b })
     }
 }
 

@@ -61,6 +61,20 @@ pub struct Overrides {
     /// Folder of the local object store; defaults to `<data_dir>/objects`.
     #[arg(long, env = "SCAIGRID_OBJECT_STORE_DIR", global = true)]
     pub object_store_dir: Option<PathBuf>,
+    /// `redis://host:port/db`: the scaled deployment's counters, queue and registry.
+    #[arg(
+        long,
+        env = "SCAIGRID_REDIS_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub redis_url: Option<Secret>,
+    /// S3 bucket of the object store (selects S3 instead of the local folder).
+    #[arg(long, env = "SCAIGRID_S3_BUCKET", global = true)]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint URL for S3-compatible servers (path-style addressing is then used).
+    #[arg(long, env = "SCAIGRID_S3_ENDPOINT", global = true)]
+    pub s3_endpoint: Option<String>,
     /// Makes sure a platform-admin API key with exactly this value exists.
     #[arg(
         long,
@@ -137,6 +151,37 @@ pub struct FileConfig {
     pub accounting: FileAccounting,
     #[serde(default)]
     pub webhooks: FileWebhooks,
+    #[serde(default)]
+    pub redis: FileRedis,
+    #[serde(default)]
+    pub s3: FileS3,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRedis {
+    /// `redis://[:password@]host:port[/db]` (`SCAIGRID_REDIS_URL`); unset: in-process.
+    pub url: Option<Secret>,
+    /// Prefix of every key and channel, so deployments can share a Redis (`scaigrid`).
+    pub key_prefix: Option<String>,
+}
+
+/// The S3 object store. Credentials not given here come from the standard AWS chain
+/// (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profiles, instance roles).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileS3 {
+    pub bucket: Option<String>,
+    /// For S3-compatible servers; implies path-style addressing unless `path_style` says.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: Option<bool>,
+    /// Key prefix inside the bucket (none).
+    pub prefix: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// Create the bucket at start-up if it does not exist (false).
+    pub create_bucket: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +230,9 @@ pub struct FileWebhooks {
 pub struct FileJobs {
     /// Job workers inside `serve` (0: only `scaigrid worker` processes run jobs).
     pub workers: Option<usize>,
+    /// A running job's lease, renewed while it runs; also the queue's visibility
+    /// timeout: a dead worker's job is taken over after this long (60).
+    pub lease_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -365,11 +413,39 @@ pub struct Config {
     pub relay: RelayConfig,
     pub stream: StreamConfig,
     pub speak: SpeakConfig,
-    /// Job workers `serve` runs (and `scaigrid worker` runs at least one).
-    pub jobs_workers: usize,
+    pub jobs: JobsConfig,
+    /// Redis of the scaled deployment (`None`: the embedded default's in-process state).
+    pub redis: Option<RedisConfig>,
+    /// S3 object store (`None`: the local folder `object_store_dir`).
+    pub s3: Option<S3Config>,
     pub gateway: GatewayConfig,
     pub accounting: AccountingConfig,
     pub webhooks: WebhooksConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// Job workers `serve` runs (and `scaigrid worker` runs at least one).
+    pub workers: usize,
+    pub lease: std::time::Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: Secret,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: bool,
+    pub prefix: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub create_bucket: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -613,7 +689,46 @@ impl Config {
             relay,
             stream,
             speak,
-            jobs_workers: file.jobs.workers.unwrap_or(1),
+            jobs: JobsConfig {
+                workers: file.jobs.workers.unwrap_or(1),
+                lease: seconds("jobs.lease_seconds", file.jobs.lease_seconds, 60)?,
+            },
+            redis: match overrides.redis_url.or(file.redis.url) {
+                None => None,
+                Some(url) => {
+                    if !(url.expose().starts_with("redis://")
+                        || url.expose().starts_with("rediss://")
+                        || url.expose().starts_with("unix://"))
+                    {
+                        bail!("redis.url (SCAIGRID_REDIS_URL): expected redis://host:port");
+                    }
+                    Some(RedisConfig {
+                        url,
+                        key_prefix: file.redis.key_prefix.unwrap_or_else(|| "scaigrid".into()),
+                    })
+                }
+            },
+            s3: match overrides.s3_bucket.or(file.s3.bucket) {
+                None => None,
+                Some(bucket) => {
+                    let endpoint = overrides.s3_endpoint.or(file.s3.endpoint);
+                    if let Some(url) = &endpoint
+                        && !(url.starts_with("http://") || url.starts_with("https://"))
+                    {
+                        bail!("s3.endpoint (SCAIGRID_S3_ENDPOINT): `{url}` is not an http(s) URL");
+                    }
+                    Some(S3Config {
+                        path_style: file.s3.path_style.unwrap_or(endpoint.is_some()),
+                        bucket,
+                        endpoint,
+                        region: file.s3.region,
+                        prefix: file.s3.prefix.unwrap_or_default(),
+                        access_key_id: file.s3.access_key_id,
+                        secret_access_key: file.s3.secret_access_key,
+                        create_bucket: file.s3.create_bucket.unwrap_or(false),
+                    })
+                }
+            },
             gateway: GatewayConfig {
                 stream_timeout: seconds(
                     "gateway.stream_timeout_seconds (DISPATCH_STREAM_TIMEOUT_S)",

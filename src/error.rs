@@ -255,9 +255,33 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A database that cannot be reached (down, restarting, pool exhausted) is 503
+/// `SERVICE_UNAVAILABLE` naming it, so clients retry; anything else is a 500.
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        ApiError::internal(format_args!("database: {error}"))
+        let unreachable = match &error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // Class 08 (connection exception) and 57P (operator intervention: shutdown).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+            _ => false,
+        };
+        match unreachable {
+            true => {
+                tracing::warn!(%error, "database unreachable");
+                ApiError::new(
+                    ErrorCode::SERVICE_UNAVAILABLE,
+                    format!("database unavailable: {error}"),
+                )
+                .with_field("dependency", "database")
+            }
+            false => ApiError::internal(format_args!("database: {error}")),
+        }
     }
 }
 

@@ -16,8 +16,6 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::model::Timestamp;
 use crate::{scaiecho, scaispeak};
 
-/// A claimed job's lease; renewed while it runs, so only a dead worker's jobs expire.
-pub const LEASE: Duration = Duration::from_secs(60);
 /// Claims of one job that may end in a busy dispatcher before it fails.
 const MAX_BUSY_ATTEMPTS: i64 = 100;
 
@@ -59,14 +57,22 @@ impl From<JobRow> for JobView {
     }
 }
 
-/// Inserts a queued job and wakes this process's workers.
+/// Inserts a queued job and wakes the workers: this process's, and (scaled) every
+/// worker process's through the queue stream. The row is the job: if the stream cannot
+/// take the entry now, the queue's sweep adds it later, so the job is accepted anyway.
 pub async fn queue(state: &AppState, job: &NewJob<'_>) -> ApiResult<JobView> {
     let mut conn = state.db.pool.acquire().await?;
     jobs::create(&mut conn, job).await?;
     let row = jobs::get(&mut conn, job.tenant_id, job.id)
         .await?
         .ok_or_else(|| ApiError::internal("job vanished after insert"))?;
+    drop(conn);
     state.jobs_wakeup.notify_waiters();
+    if let Some(queue) = &state.queue
+        && let Err(error) = queue.enqueue(job.id).await
+    {
+        tracing::warn!(job_id = %job.id, %error, "job not added to the queue stream; the sweep will add it");
+    }
     tracing::info!(job_id = %job.id, kind = job.kind, "job queued");
     Ok(row.into())
 }
@@ -150,20 +156,34 @@ async fn cleanup(state: &AppState, job: &JobRow) {
     }
 }
 
-/// Processes one claimed job to its end; the lease is renewed meanwhile.
-pub async fn process(state: &AppState, id: &str) -> ApiResult<()> {
+/// How processing a claimed job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Processed {
+    /// Succeeded or failed (or was deleted meanwhile).
+    Ended,
+    /// Its backend was busy; it is queued again.
+    Requeued,
+}
+
+/// Processes one claimed job to its end; the lease (`jobs.lease_seconds`, which is also
+/// the queue's visibility timeout) is renewed meanwhile, so only a dead worker's jobs
+/// lapse.
+pub async fn process(state: &AppState, id: &str) -> ApiResult<Processed> {
     let job = {
         let mut conn = state.db.pool.acquire().await?;
         jobs::get_any(&mut conn, id).await?
     };
-    let Some(job) = job else { return Ok(()) };
+    let Some(job) = job else {
+        return Ok(Processed::Ended);
+    };
+    let lease = state.config.jobs.lease;
     let renew = async {
-        let mut ticker = tokio::time::interval(LEASE / 3);
+        let mut ticker = tokio::time::interval(lease / 3);
         ticker.tick().await;
         loop {
             ticker.tick().await;
             if let Ok(mut conn) = state.db.pool.acquire().await {
-                let _ = jobs::renew(&mut conn, id, LEASE.as_millis() as i64).await;
+                let _ = jobs::renew(&mut conn, id, lease.as_millis() as i64).await;
             }
         }
     };
@@ -180,7 +200,7 @@ pub async fn process(state: &AppState, id: &str) -> ApiResult<()> {
         let mut conn = state.db.pool.acquire().await?;
         jobs::release(&mut conn, id).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        return Ok(());
+        return Ok(Processed::Requeued);
     }
     let (status, reason, result, seconds) = match &outcome {
         Ok((result, seconds)) => ("succeeded", None, Some(result.to_string()), Some(*seconds)),
@@ -213,7 +233,10 @@ pub async fn process(state: &AppState, id: &str) -> ApiResult<()> {
         crate::db::events::emit(&mut tx, &job.tenant_id, &event, &payload).await?;
     }
     tx.commit().await?;
-    cleanup(state, &job).await;
+    if ended {
+        // Not when another worker took the job over meanwhile: it still needs the input.
+        cleanup(state, &job).await;
+    }
     tracing::info!(job_id = %id, status, kind = %job.kind, "job ended");
-    Ok(())
+    Ok(Processed::Ended)
 }

@@ -14,12 +14,15 @@
 //! - [`cli`], [`worker`], [`bootstrap`]: the command line and start-up.
 //! - [`gateway`]: models, backends, breakers, chat; [`ratelimit`], [`accounting`]: the
 //!   limits, usage records and budgets every module shares; [`webhooks`]: event delivery.
+//! - [`cluster`]: the scaled deployment's Redis (counters, job stream, node registry,
+//!   revocation broadcast).
 
 pub mod accounting;
 pub mod app;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -79,12 +79,35 @@ pub async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("binding {bind}: {e}"))?;
     let address = listener.local_addr()?;
     let _ = state.bound.set(address);
-    crate::worker::spawn(&state, state.config.jobs_workers);
-    crate::webhooks::dispatch::spawn(&state);
+    let workers = crate::worker::spawn(&state, state.config.jobs.workers);
+    spawn_background(&state, true);
+    tracing::info!("listening on {address}");
+    let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
+    let served = run(listener, state, shutdown_signal()).await;
+    workers.stop(grace).await;
+    served
+}
+
+/// The background work of a process: usage flushing, webhook deliveries, the node's
+/// heartbeat (scaled), and for API processes the backends' health probes and the
+/// revocation listener.
+pub fn spawn_background(state: &Arc<AppState>, api: bool) {
+    crate::webhooks::dispatch::spawn(state);
     state
         .accounting
         .spawn_flusher(state.config.accounting.flush_interval);
-    state.gateway.spawn_health_probes();
-    tracing::info!("listening on {address}");
-    run(listener, state, shutdown_signal()).await
+    if let (Some(cluster), Some(node)) = (&state.cluster, &state.node) {
+        let node = node.clone();
+        crate::cluster::nodes::spawn_heartbeat(
+            cluster.clone(),
+            state.config.engines.node_id.clone(),
+            move || serde_json::to_value(node.info()).unwrap_or_default(),
+        );
+    }
+    if api {
+        state.gateway.spawn_health_probes();
+        if let Some(cluster) = &state.cluster {
+            crate::cluster::revocation::spawn_listener(cluster.clone(), state.auth.clone());
+        }
+    }
 }

@@ -33,6 +33,8 @@ pub struct Authenticator {
     pub local: LocalIssuer,
     external: Vec<ExternalVerifier>,
     cache: PrincipalCache,
+    /// Where invalidations are broadcast to the other processes (scaled deployment).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 fn error(code: ErrorCode, message: &str) -> ApiError {
@@ -40,7 +42,13 @@ fn error(code: ErrorCode, message: &str) -> ApiError {
 }
 
 impl Authenticator {
-    pub fn new(db: Db, config: &AuthConfig, jwt_secret: &[u8], http: reqwest::Client) -> Self {
+    pub fn new(
+        db: Db,
+        config: &AuthConfig,
+        jwt_secret: &[u8],
+        http: reqwest::Client,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Self {
         Authenticator {
             db,
             local: LocalIssuer::new(jwt_secret, config.access_token_ttl_seconds),
@@ -50,12 +58,23 @@ impl Authenticator {
                 .map(|issuer| ExternalVerifier::new(issuer.clone(), http.clone()))
                 .collect(),
             cache: PrincipalCache::new(Duration::from_secs(config.key_cache_ttl_seconds)),
+            cluster,
         }
     }
 
-    /// Forget cached principals: call after revoking a key or changing roles, grants,
-    /// users or tenants.
-    pub fn invalidate(&self) {
+    /// Forget cached principals, here and (scaled) in every other process: call after
+    /// revoking a key or changing roles, grants, users or tenants.
+    pub async fn invalidate(&self) {
+        self.cache.invalidate();
+        if let Some(cluster) = &self.cluster
+            && let Err(error) = crate::cluster::revocation::publish(cluster).await
+        {
+            tracing::error!(%error, "revocation not broadcast; other processes keep cached credentials until their cache TTL");
+        }
+    }
+
+    /// Forget this process's cached principals (another process changed something).
+    pub fn invalidate_local(&self) {
         self.cache.invalidate();
     }
 

@@ -166,6 +166,70 @@ pub async fn claim_next(
     row.map(|row| row.try_get("id")).transpose()
 }
 
+/// What claiming one named job found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// It is ours now.
+    Claimed,
+    /// Another worker runs it under a live lease.
+    Held,
+    /// It ended or was deleted.
+    Gone,
+}
+
+/// Claims the job `id` if it is queued or its lease ran out.
+pub async fn claim(
+    conn: &mut AnyConnection,
+    id: &str,
+    lease_ms: i64,
+) -> Result<Claim, sqlx::Error> {
+    let now = now_ms();
+    let claimed = sqlx::query(
+        "UPDATE jobs SET status = 'processing', attempts = attempts + 1, started_at = $1, \
+         updated_at = $1, lease_until = $2 \
+         WHERE id = $3 AND (status = 'queued' OR (status = 'processing' AND lease_until < $1))",
+    )
+    .bind(now)
+    .bind(now + lease_ms)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if claimed.rows_affected() == 1 {
+        return Ok(Claim::Claimed);
+    }
+    let status: Option<String> = sqlx::query("SELECT status FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .map(|row| row.try_get("status"))
+        .transpose()?;
+    Ok(match status.as_deref() {
+        Some("processing") | Some("queued") => Claim::Held,
+        _ => Claim::Gone,
+    })
+}
+
+/// Ids of jobs queued (or requeued) more than `older_than_ms` ago, at most `limit`;
+/// their `updated_at` is moved to now so the next sweep skips them for as long again.
+pub async fn touch_stale_queued(
+    conn: &mut AnyConnection,
+    older_than_ms: i64,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let now = now_ms();
+    let rows = sqlx::query(
+        "UPDATE jobs SET updated_at = $1 WHERE id IN \
+         (SELECT id FROM jobs WHERE status = 'queued' AND updated_at < $2 \
+          ORDER BY created_at LIMIT $3) AND status = 'queued' RETURNING id",
+    )
+    .bind(now)
+    .bind(now - older_than_ms)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|row| row.try_get("id")).collect()
+}
+
 /// Extends a processing job's lease.
 pub async fn renew(conn: &mut AnyConnection, id: &str, lease_ms: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND status = 'processing'")

@@ -68,7 +68,7 @@ pub async fn update_tenant(
     Json(r): Json<UpdateTenant>,
 ) -> ApiResult<Json<Tenant>> {
     let tenant = tenants::update(&s.db, Some(&p), &id, r).await?;
-    s.auth.invalidate();
+    s.auth.invalidate().await;
     Ok(Json(tenant))
 }
 
@@ -80,7 +80,7 @@ pub async fn delete_tenant(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     tenants::delete(&s.db, Some(&p), &id).await?;
-    s.auth.invalidate();
+    s.auth.invalidate().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -159,7 +159,7 @@ pub async fn revoke_api_key(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApiKeyInfo>> {
     let info = api_keys::revoke(&s.db, Some(&p), &id).await?;
-    s.auth.invalidate();
+    s.auth.invalidate().await;
     Ok(Json(info))
 }
 
@@ -195,7 +195,7 @@ pub async fn delete_role(
     Query(f): Query<TenantFilter>,
 ) -> ApiResult<StatusCode> {
     roles::delete(&s.db, Some(&p), f.tenant_id.as_deref(), &id).await?;
-    s.auth.invalidate();
+    s.auth.invalidate().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -208,7 +208,7 @@ pub async fn create_grant(
     Json(r): Json<CreateGrant>,
 ) -> ApiResult<StatusCode> {
     roles::grant(&s.db, Some(&p), r).await?;
-    s.auth.invalidate();
+    s.auth.invalidate().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -243,7 +243,7 @@ async fn toggle(
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
     };
     modules::set_enabled(&s.db, Some(p), id, on, body).await?;
-    s.auth.invalidate();
+    s.auth.invalidate().await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -17,8 +17,8 @@ pub async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Every dependency answers (database, object store, and the engines when this process
-/// runs them); 503 `SERVICE_UNAVAILABLE` names the one that does not.
+/// Every dependency answers (database, object store, Redis when configured, and the
+/// engines when this process runs them); 503 `SERVICE_UNAVAILABLE` names the one that does not.
 #[utoipa::path(get, path = "/health/ready", tag = "operations", responses(
     (status = 200, description = "ready"),
     (status = 503, description = "a dependency is down")
@@ -26,6 +26,9 @@ pub async fn live() -> Json<Value> {
 pub async fn ready(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     let (database, object_store) = tokio::join!(state.db.check(), state.store.check());
     let mut results = vec![("database", database), ("object_store", object_store)];
+    if let Some(cluster) = &state.cluster {
+        results.push(("redis", cluster.check().await));
+    }
     if let Some(node) = &state.node {
         let info = node.info();
         let engines = match info.failures.is_empty() {

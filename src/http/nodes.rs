@@ -1,5 +1,6 @@
 //! `GET /v1/infra/nodes` (alias `/v1/admin/nodes`): the inference nodes and the engines
-//! each has loaded. In the embedded default the server process is the one node.
+//! each has loaded. In the embedded default the server process is the one node; in a
+//! scaled deployment, every process heard from in the Redis node registry.
 
 use std::sync::Arc;
 
@@ -8,27 +9,37 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::auth::Auth;
+use crate::error::ApiResult;
 use crate::extract::Json;
 
-fn list(state: &AppState) -> Json<Value> {
-    let nodes: Vec<Value> = state
-        .node
-        .iter()
-        .map(|node| serde_json::to_value(node.info()).unwrap_or(Value::Null))
-        .collect();
-    Json(json!({ "object": "list", "data": nodes }))
+async fn list(state: &AppState) -> ApiResult<Json<Value>> {
+    let nodes: Vec<Value> = match &state.cluster {
+        Some(cluster) => crate::cluster::nodes::list(cluster).await?,
+        None => state
+            .node
+            .iter()
+            .map(|node| serde_json::to_value(node.info()).unwrap_or(Value::Null))
+            .collect(),
+    };
+    Ok(Json(json!({ "object": "list", "data": nodes })))
 }
 
 /// Inference nodes with `status`, `device`, `models_loaded` (any authenticated caller).
 #[utoipa::path(get, path = "/v1/infra/nodes", tag = "operations",
     responses((status = 200, description = "the nodes")), security(("bearer" = [])))]
-pub async fn infra_nodes(State(state): State<Arc<AppState>>, _caller: Auth) -> Json<Value> {
-    list(&state)
+pub async fn infra_nodes(
+    State(state): State<Arc<AppState>>,
+    _caller: Auth,
+) -> ApiResult<Json<Value>> {
+    list(&state).await
 }
 
 /// Alias of `/v1/infra/nodes`.
 #[utoipa::path(get, path = "/v1/admin/nodes", tag = "operations",
     responses((status = 200, description = "the nodes")), security(("bearer" = [])))]
-pub async fn admin_nodes(State(state): State<Arc<AppState>>, _caller: Auth) -> Json<Value> {
-    list(&state)
+pub async fn admin_nodes(
+    State(state): State<Arc<AppState>>,
+    _caller: Auth,
+) -> ApiResult<Json<Value>> {
+    list(&state).await
 }

@@ -45,7 +45,11 @@ async fn run(
     let options = Options::from_upload(&upload)?;
     scaiecho::authorize(principal, &options)?;
     let policy = scaiecho::policy(state, &principal.tenant_id).await?;
-    let backend = policy::resolve(&policy, options.backend_preference, state.scaiecho.usable())?;
+    // Before any work: some backend can take this, here or (queued) on a worker.
+    let usable = state
+        .usable_for_jobs(state.scaiecho.usable(), "audio.stt.")
+        .await?;
+    policy::resolve(&policy, options.backend_preference, usable)?;
     let media_type = upload.media_type.as_deref();
     if options.run_async {
         // Decoded by the worker: an undecodable upload ends as a `decode failure` job.
@@ -74,6 +78,8 @@ async fn run(
         .await?;
         return Ok(accepted(job));
     }
+    // Inline work runs here: on this process's own backends.
+    let backend = policy::resolve(&policy, options.backend_preference, state.scaiecho.usable())?;
     let owner = scaiecho::Owner::of(principal);
     let transcription = scaiecho::transcribe(state, owner, samples, &options, backend).await?;
     let format = options.response_format;

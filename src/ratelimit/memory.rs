@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::LimitStore;
 use super::gcra::{self, Decision};
+use crate::error::ApiError;
 
 const SHARDS: usize = 16;
 const SWEEP_AT: usize = 4096;
@@ -53,21 +54,22 @@ impl MemoryStore {
 
 #[async_trait::async_trait]
 impl LimitStore for MemoryStore {
-    async fn take(&self, key: &str, limit: u64, cost: f64) -> Decision {
-        self.with_entry(key, |tat, now| {
+    async fn take(&self, key: &str, limit: u64, cost: f64) -> Result<Decision, ApiError> {
+        Ok(self.with_entry(key, |tat, now| {
             let (next, decision) = gcra::take(tat, now, limit, cost);
             (decision.allowed.then_some(next), decision)
-        })
+        }))
     }
 
-    async fn peek(&self, key: &str, limit: u64) -> Decision {
-        self.with_entry(key, |tat, now| (None, gcra::peek(tat, now, limit)))
+    async fn peek(&self, key: &str, limit: u64) -> Result<Decision, ApiError> {
+        Ok(self.with_entry(key, |tat, now| (None, gcra::peek(tat, now, limit))))
     }
 
-    async fn charge(&self, key: &str, limit: u64, cost: f64) {
+    async fn charge(&self, key: &str, limit: u64, cost: f64) -> Result<(), ApiError> {
         self.with_entry(key, |tat, now| {
             (Some(gcra::charge(tat, now, limit, cost)), ())
-        })
+        });
+        Ok(())
     }
 }
 
@@ -79,11 +81,11 @@ mod tests {
     async fn keys_are_independent_and_limits_hold() {
         let store = MemoryStore::default();
         for _ in 0..3 {
-            assert!(store.take("a", 3, 1.0).await.allowed);
+            assert!(store.take("a", 3, 1.0).await.unwrap().allowed);
         }
-        assert!(!store.take("a", 3, 1.0).await.allowed);
-        assert!(store.take("b", 3, 1.0).await.allowed);
-        store.charge("c", 60, 100.0).await;
-        assert!(!store.peek("c", 60).await.allowed);
+        assert!(!store.take("a", 3, 1.0).await.unwrap().allowed);
+        assert!(store.take("b", 3, 1.0).await.unwrap().allowed);
+        store.charge("c", 60, 100.0).await.unwrap();
+        assert!(!store.peek("c", 60).await.unwrap().allowed);
     }
 }

@@ -31,11 +31,11 @@ pub use gcra::Decision;
 #[async_trait::async_trait]
 pub trait LimitStore: Send + Sync {
     /// Takes `cost` units if they fit.
-    async fn take(&self, key: &str, limit: u64, cost: f64) -> Decision;
+    async fn take(&self, key: &str, limit: u64, cost: f64) -> Result<Decision, ApiError>;
     /// Whether a unit is left, taking nothing.
-    async fn peek(&self, key: &str, limit: u64) -> Decision;
+    async fn peek(&self, key: &str, limit: u64) -> Result<Decision, ApiError>;
     /// Takes `cost` units whether they fit or not.
-    async fn charge(&self, key: &str, limit: u64, cost: f64);
+    async fn charge(&self, key: &str, limit: u64, cost: f64) -> Result<(), ApiError>;
 }
 
 /// What is limited.
@@ -177,8 +177,8 @@ impl Limits {
                 };
                 let key = format!("{id}:{}", dimension.as_str());
                 let decision = match dimension {
-                    Dimension::Requests => self.store.take(&key, limit, 1.0).await,
-                    _ => self.store.peek(&key, limit).await,
+                    Dimension::Requests => self.store.take(&key, limit, 1.0).await?,
+                    _ => self.store.peek(&key, limit).await?,
                 };
                 let admission = Admission {
                     decision,
@@ -205,7 +205,9 @@ impl Limits {
         for (_, id, spec) in Self::levels(principal) {
             if let Some(limit) = dimension.limit(spec) {
                 let key = format!("{id}:{}", dimension.as_str());
-                self.store.charge(&key, limit, amount).await;
+                if let Err(error) = self.store.charge(&key, limit, amount).await {
+                    tracing::warn!(key, error = %error.message, "rate-limit charge lost");
+                }
             }
         }
     }

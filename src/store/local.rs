@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectKey, ObjectStore, StoreError};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{ByteChunks, ObjectKey, ObjectStore, StoreError};
 
 pub struct LocalStore {
     root: PathBuf,
@@ -40,9 +43,16 @@ fn not_found_as(error: std::io::Error) -> StoreError {
     }
 }
 
-#[async_trait]
-impl ObjectStore for LocalStore {
-    async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<(), StoreError> {
+/// Chunk size of streamed reads.
+const READ_CHUNK: usize = 256 * 1024;
+
+impl LocalStore {
+    /// Writes `chunks` to a temporary file beside the target, then renames it into place.
+    async fn write_atomically(
+        &self,
+        key: &ObjectKey,
+        mut chunks: ByteChunks,
+    ) -> Result<(), StoreError> {
         let target = self.file(key);
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await?;
@@ -55,12 +65,54 @@ impl ObjectStore for LocalStore {
                 .unwrap_or("object"),
             uuid::Uuid::now_v7().simple()
         ));
-        tokio::fs::write(&temporary, &bytes).await?;
-        if let Err(error) = tokio::fs::rename(&temporary, &target).await {
-            let _ = tokio::fs::remove_file(&temporary).await;
-            return Err(error.into());
+        let written = async {
+            let mut file = tokio::fs::File::create(&temporary).await?;
+            while let Some(chunk) = chunks.next().await {
+                file.write_all(&chunk?).await?;
+            }
+            file.flush().await?;
+            drop(file);
+            tokio::fs::rename(&temporary, &target).await?;
+            Ok(())
         }
-        Ok(())
+        .await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(&temporary).await;
+        }
+        written
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<(), StoreError> {
+        let once = futures_util::stream::once(async move { Ok(bytes) });
+        self.write_atomically(key, Box::pin(once)).await
+    }
+
+    async fn put_stream(&self, key: &ObjectKey, chunks: ByteChunks) -> Result<(), StoreError> {
+        self.write_atomically(key, chunks).await
+    }
+
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ByteChunks, StoreError> {
+        let file = tokio::fs::File::open(self.file(key))
+            .await
+            .map_err(not_found_as)?;
+        Ok(Box::pin(futures_util::stream::unfold(
+            Some(file),
+            |file| async move {
+                let mut file = file?;
+                let mut buffer = vec![0u8; READ_CHUNK];
+                match file.read(&mut buffer).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buffer.truncate(n);
+                        Some((Ok(Bytes::from(buffer)), Some(file)))
+                    }
+                    Err(error) => Some((Err(StoreError::Io(error)), None)),
+                }
+            },
+        )))
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StoreError> {
@@ -158,5 +210,6 @@ mod tests {
         assert!(matches!(store.get(&a).await, Err(StoreError::NotFound)));
         assert!(store.exists(&b).await.unwrap());
         store.check().await.unwrap();
+        super::super::tests::streams_round_trip(&store).await;
     }
 }

@@ -1,10 +1,11 @@
-//! Object storage behind one trait: the local folder (embedded default) now, S3 later.
+//! Object storage behind one trait: the local folder (embedded default) or S3.
 //!
 //! Every key is namespaced by tenant through [`ObjectKey`], whose constructor is the one
 //! place that decides what a key may contain: no `..`, no absolute paths, no control
 //! characters, so no key can leave its tenant's namespace on any backend.
 
 pub mod local;
+pub mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,7 +18,13 @@ pub enum StoreError {
     NotFound,
     #[error("object store I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("object store: {0}")]
+    Backend(String),
 }
+
+/// An object's bytes as they arrive (or as they are produced, for uploads).
+pub type ByteChunks =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, StoreError>> + Send>>;
 
 /// A tenant-scoped object key. Fields are private: the only way to get one is
 /// [`ObjectKey::new`], which validates.
@@ -69,7 +76,12 @@ impl ObjectKey {
 pub trait ObjectStore: Send + Sync + 'static {
     /// Writes the object whole (readers never see a partial object).
     async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<(), StoreError>;
+    /// Writes the object from a stream without holding it whole (readers never see a
+    /// partial object either).
+    async fn put_stream(&self, key: &ObjectKey, chunks: ByteChunks) -> Result<(), StoreError>;
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StoreError>;
+    /// Reads the object as it arrives.
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ByteChunks, StoreError>;
     async fn exists(&self, key: &ObjectKey) -> Result<bool, StoreError>;
     /// Returns whether the object existed.
     async fn delete(&self, key: &ObjectKey) -> Result<bool, StoreError>;
@@ -80,8 +92,50 @@ pub trait ObjectStore: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use futures_util::StreamExt;
+
+    /// What every store must do with streams: a multi-chunk upload reads back equal,
+    /// through `get` and `get_stream`, and a failing upload leaves nothing behind.
+    pub(crate) async fn streams_round_trip(store: &dyn ObjectStore) {
+        let key = ObjectKey::new("ten_s", "big/blob.bin").unwrap();
+        let chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+        let chunks: Vec<Result<Bytes, StoreError>> =
+            (0..3).map(|_| Ok(Bytes::from(chunk.clone()))).collect();
+        store
+            .put_stream(&key, Box::pin(futures_util::stream::iter(chunks)))
+            .await
+            .unwrap();
+        let whole = store.get(&key).await.unwrap();
+        assert_eq!(whole.len(), 3 << 20);
+        let mut streamed = Vec::new();
+        let mut stream = store.get_stream(&key).await.unwrap();
+        while let Some(part) = stream.next().await {
+            streamed.extend_from_slice(&part.unwrap());
+        }
+        assert_eq!(streamed, whole);
+        let failing = ObjectKey::new("ten_s", "big/failed.bin").unwrap();
+        let chunks: Vec<Result<Bytes, StoreError>> = vec![
+            Ok(Bytes::from(chunk.clone())),
+            Err(StoreError::Backend("client went away".into())),
+        ];
+        assert!(
+            store
+                .put_stream(&failing, Box::pin(futures_util::stream::iter(chunks)))
+                .await
+                .is_err()
+        );
+        assert!(!store.exists(&failing).await.unwrap());
+        assert!(matches!(
+            store.get_stream(&failing).await.err(),
+            Some(StoreError::NotFound)
+        ));
+        assert_eq!(
+            store.list("ten_s", "big/").await.unwrap(),
+            vec!["big/blob.bin"]
+        );
+    }
 
     #[test]
     fn keys_cannot_escape_their_tenant() {

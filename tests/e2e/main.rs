@@ -7,6 +7,7 @@ mod gateway;
 mod operations;
 mod scaiecho;
 mod scaispeak;
+mod scaled;
 mod speakers;
 mod stream;
 mod support;

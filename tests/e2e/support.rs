@@ -27,6 +27,11 @@ pub struct Server {
 }
 
 pub struct Options {
+    /// `serve` (default) or `worker` (which listens on nothing: the harness waits for
+    /// its `worker started` line).
+    pub command: &'static str,
+    /// Extra environment of the process.
+    pub env: Vec<(String, String)>,
     pub bootstrap_key: bool,
     pub config_toml: Option<String>,
     pub data_dir: Option<PathBuf>,
@@ -37,6 +42,8 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            command: "serve",
+            env: Vec::new(),
             bootstrap_key: true,
             config_toml: None,
             data_dir: None,
@@ -52,31 +59,39 @@ pub enum Backend {
     Postgres,
 }
 
-/// A fresh PostgreSQL database for one test, on the loopback server that
-/// `scripts/services/postgres` starts (or `SCAIGRID_TEST_POSTGRES_URL` names). `None`
-/// (after saying so loudly) only when the server truly cannot start here.
-pub async fn postgres_database() -> Option<String> {
-    let base = match std::env::var("SCAIGRID_TEST_POSTGRES_URL") {
-        Ok(url) => url,
-        Err(_) => {
-            // Runtime path first (a binary built in another clone carries its path).
-            let root = std::env::var("CARGO_MANIFEST_DIR")
-                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
-            let script = format!("{root}/scripts/services/postgres");
-            let output = Command::new(&script).output();
-            match output {
-                Ok(output) if output.status.success() => {
-                    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-                }
-                other => {
-                    eprintln!(
-                        "\n!!!!!!!! SKIPPED: PostgreSQL could not start on this machine: {other:?} !!!!!!!!\n"
-                    );
-                    return None;
-                }
-            }
+/// The URL a `scripts/services/<name>` script prints after starting (once) its
+/// loopback server, or `env_var` when set. `None` (after saying so loudly) only when
+/// the server truly cannot start here.
+pub fn service(name: &str, env_var: &str) -> Option<String> {
+    if let Ok(url) = std::env::var(env_var) {
+        return Some(url);
+    }
+    // Runtime path first (a binary built in another clone carries its path).
+    let root = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let output = Command::new(format!("{root}/scripts/services/{name}")).output();
+    match output {
+        Ok(output) if output.status.success() => {
+            Some(String::from_utf8_lossy(&output.stdout).trim().to_owned())
         }
-    };
+        other => {
+            eprintln!(
+                "\n!!!!!!!! SKIPPED: {name} could not start on this machine: {other:?} !!!!!!!!\n"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh PostgreSQL database for one test, on the loopback server that
+/// `scripts/services/postgres` starts (or `SCAIGRID_TEST_POSTGRES_URL` names).
+pub async fn postgres_database() -> Option<String> {
+    let base = service("postgres", "SCAIGRID_TEST_POSTGRES_URL")?;
+    postgres_database_on(&base).await
+}
+
+/// A fresh database on the PostgreSQL server at `base`.
+pub async fn postgres_database_on(base: &str) -> Option<String> {
     use sqlx::Connection;
     let name = format!("e2e_{}", uuid::Uuid::now_v7().simple());
     let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
@@ -124,7 +139,7 @@ impl Server {
         };
         let mut command = Command::new(binary());
         command
-            .arg("serve")
+            .arg(options.command)
             .env("SCAIGRID_BIND", "127.0.0.1:0")
             .env("SCAIGRID_DATA_DIR", &data_dir)
             .env("SCAIGRID_JWT_SECRET", JWT_SECRET)
@@ -139,6 +154,7 @@ impl Server {
         if options.bootstrap_key {
             command.env("SCAIGRID_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY);
         }
+        command.envs(options.env.iter().map(|(k, v)| (k, v)));
         if let Some(toml) = options.config_toml {
             std::fs::create_dir_all(&data_dir).unwrap();
             let path = data_dir.join("test-config.toml");
@@ -155,6 +171,9 @@ impl Server {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = address_tx.send(rest.trim().to_owned());
+                }
+                if line.contains("worker started") {
+                    let _ = address_tx.send("worker".to_owned());
                 }
                 if std::env::var_os("E2E_SERVER_LOGS").is_some() {
                     eprintln!("[server] {line}");
@@ -189,6 +208,12 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL: the process dies with no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn send_sigterm(&self) {

@@ -1,0 +1,101 @@
+//! The scaled deployment's shared state in Redis: rate-limit counters ([`limits`]), the
+//! job queue on Redis Streams ([`queue`]), the node registry ([`nodes`]), the API-key
+//! revocation broadcast ([`revocation`]).
+//!
+//! [`Cluster`] owns the connections. Commands go over one multiplexed connection (a
+//! `ConnectionManager` that reconnects by itself); blocking stream reads get their own
+//! connection so they never stall the others. Every command has a short response
+//! timeout: with Redis gone, a request fails fast with 503 `SERVICE_UNAVAILABLE`
+//! (naming `redis`) instead of hanging, and works again as soon as Redis is back.
+
+pub mod limits;
+pub mod nodes;
+pub mod queue;
+pub mod revocation;
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::RedisConfig;
+use crate::error::{ApiError, ErrorCode};
+
+/// How long one command may take before it counts as Redis being down.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Cluster {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(response_timeout))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500))
+}
+
+impl Cluster {
+    /// Prepares the connections without waiting for Redis: a process may start before
+    /// Redis does (readiness says so until it answers).
+    pub fn open(config: &RedisConfig) -> anyhow::Result<Cluster> {
+        let client = redis::Client::open(config.url.expose())
+            .map_err(|error| anyhow::anyhow!("redis.url (SCAIGRID_REDIS_URL): {error}"))?;
+        let conn = ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            manager_config(RESPONSE_TIMEOUT),
+        )?;
+        Ok(Cluster {
+            client,
+            conn,
+            prefix: config.key_prefix.clone(),
+        })
+    }
+
+    /// The namespaced Redis key of `name`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    /// The shared multiplexed connection (cheap to clone).
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A connection of its own for blocking reads that last up to `block`.
+    pub fn blocking_conn(&self, block: Duration) -> redis::RedisResult<ConnectionManager> {
+        ConnectionManager::new_lazy_with_config(
+            self.client.clone(),
+            manager_config(block + RESPONSE_TIMEOUT),
+        )
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// Readiness: Redis answers a PING.
+    pub async fn check(&self) -> Result<(), String> {
+        let mut conn = self.conn();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// Redis down or failing: 503 `SERVICE_UNAVAILABLE` naming the dependency.
+impl From<redis::RedisError> for ApiError {
+    fn from(error: redis::RedisError) -> Self {
+        tracing::warn!(%error, "redis command failed");
+        ApiError::new(
+            ErrorCode::SERVICE_UNAVAILABLE,
+            format!("redis unavailable: {error}"),
+        )
+        .with_field("dependency", "redis")
+    }
+}

@@ -1,0 +1,206 @@
+//! The job queue of the scaled deployment on a Redis Stream with one consumer group.
+//!
+//! The database row stays the job's truth (status, lease, result); the stream carries
+//! job ids to workers. A worker reads entries with `XREADGROUP`, claims the row (queued,
+//! or processing with a lapsed lease), runs it, and acknowledges and deletes the entry.
+//! While it runs, the worker renews the row's lease and re-claims its own entry (which
+//! resets the entry's idle time), so live jobs are never taken over. When a worker dies,
+//! its entry idles past the visibility timeout (the lease), another worker takes it over
+//! with `XAUTOCLAIM`, claims the lapsed row and finishes the job. Completion is
+//! conditional on the row still being `processing`, so a job ends (and its event is
+//! emitted) once even when it ran twice.
+//!
+//! Entries can be lost (Redis restarted without persistence, or down while a job was
+//! submitted); the [`sweep`] re-adds jobs the database holds as queued for long, and a
+//! duplicate entry is harmless: its claim finds the row taken or ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+
+use super::Cluster;
+
+const STREAM: &str = "jobs";
+const GROUP: &str = "workers";
+
+/// One stream entry: which job it carries.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub entry_id: String,
+    pub job_id: String,
+}
+
+fn entries(ids: Vec<StreamId>) -> Vec<Entry> {
+    ids.into_iter()
+        .filter_map(|id| {
+            let job_id = id.get::<String>("job")?;
+            Some(Entry {
+                entry_id: id.id,
+                job_id,
+            })
+        })
+        .collect()
+}
+
+pub struct Queue {
+    cluster: Arc<Cluster>,
+    stream: String,
+}
+
+impl Queue {
+    pub fn new(cluster: Arc<Cluster>) -> Queue {
+        let stream = cluster.key(STREAM);
+        Queue { cluster, stream }
+    }
+
+    /// Creates the stream and its group if missing (after a Redis restart too).
+    pub async fn ensure_group(&self) -> redis::RedisResult<()> {
+        let mut conn = self.cluster.conn();
+        let created: redis::RedisResult<String> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Adds a job id to the stream.
+    pub async fn enqueue(&self, job_id: &str) -> redis::RedisResult<String> {
+        let mut conn = self.cluster.conn();
+        redis::cmd("XADD")
+            .arg(&self.stream)
+            .arg("*")
+            .arg("job")
+            .arg(job_id)
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Up to `count` new entries for `consumer`, waiting at most `block` for one.
+    pub async fn read(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> redis::RedisResult<Vec<Entry>> {
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(">")
+            .query_async(conn)
+            .await?;
+        Ok(reply
+            .map(|reply| {
+                reply
+                    .keys
+                    .into_iter()
+                    .flat_map(|key| entries(key.ids))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Takes over up to `count` entries whose consumer has not touched them for
+    /// `min_idle` (a dead worker's).
+    pub async fn reclaim(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> redis::RedisResult<Vec<Entry>> {
+        let mut conn = self.cluster.conn();
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        Ok(entries(reply.claimed))
+    }
+
+    /// Resets the entry's idle time: its job is still running here.
+    pub async fn touch(&self, consumer: &str, entry_id: &str) -> redis::RedisResult<()> {
+        let mut conn = self.cluster.conn();
+        redis::cmd("XCLAIM")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(0)
+            .arg(entry_id)
+            .arg("JUSTID")
+            .query_async::<redis::Value>(&mut conn)
+            .await
+            .map(|_| ())
+    }
+
+    /// The entry is dealt with: acknowledged and removed from the stream.
+    pub async fn done(&self, entry_id: &str) -> redis::RedisResult<()> {
+        let mut conn = self.cluster.conn();
+        redis::pipe()
+            .atomic()
+            .cmd("XACK")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg(entry_id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.stream)
+            .arg(entry_id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
+    /// Entries read but not yet acknowledged, and entries not yet read (for metrics).
+    pub async fn depth(&self) -> redis::RedisResult<u64> {
+        let mut conn = self.cluster.conn();
+        redis::cmd("XLEN")
+            .arg(&self.stream)
+            .query_async(&mut conn)
+            .await
+    }
+}
+
+/// Whether an error means the group is gone (Redis restarted): recreate and sweep.
+pub fn group_missing(error: &redis::RedisError) -> bool {
+    error.code() == Some("NOGROUP")
+}
+
+/// Re-adds jobs the database holds as queued for longer than `older_than` (their entry
+/// may have been lost); returns how many.
+pub async fn sweep(
+    state: &crate::app::AppState,
+    queue: &Queue,
+    older_than: Duration,
+) -> anyhow::Result<usize> {
+    let ids = {
+        let mut conn = state.db.pool.acquire().await?;
+        crate::db::jobs::touch_stale_queued(&mut conn, older_than.as_millis() as i64, 1000).await?
+    };
+    for id in &ids {
+        queue.enqueue(id).await?;
+    }
+    if !ids.is_empty() {
+        tracing::info!(count = ids.len(), "queued jobs re-added to the stream");
+    }
+    Ok(ids.len())
+}

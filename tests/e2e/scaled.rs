@@ -1,0 +1,347 @@
+//! The scaled deployment: several `scaigrid` processes on one PostgreSQL, Redis and
+//! S3-compatible server, all real and on loopback (`scripts/services/*`). Each test has
+//! its own database, Redis key prefix and bucket, so tests run side by side.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_KEY, Options, Server, postgres_database, read, service};
+
+const TRANSCRIBE: &str = "/v1/modules/scaiecho/transcribe";
+
+/// One deployment's shared services.
+struct Deployment {
+    redis: String,
+    database: String,
+    s3: String,
+    prefix: String,
+}
+
+impl Deployment {
+    /// `None` only when a service truly cannot start here (said loudly).
+    async fn new() -> Option<Deployment> {
+        let redis = service("redis", "SCAIGRID_TEST_REDIS_URL")?;
+        let s3 = service("s3", "SCAIGRID_TEST_S3_ENDPOINT")?;
+        let database = postgres_database().await?;
+        let prefix = format!("e2e{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+        Some(Deployment {
+            redis,
+            database,
+            s3,
+            prefix,
+        })
+    }
+
+    fn toml(&self, redis: &str, extra: &str) -> String {
+        format!(
+            "[redis]\nurl = \"{redis}\"\nkey_prefix = \"{prefix}\"\n\
+             [s3]\nbucket = \"{prefix}\"\nendpoint = \"{s3}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"test\"\nsecret_access_key = \"test\"\ncreate_bucket = true\n{extra}",
+            prefix = self.prefix,
+            s3 = self.s3,
+        )
+    }
+
+    /// An API process: no engines, no workers.
+    async fn api(&self) -> Server {
+        self.api_on(&self.redis.clone(), None).await
+    }
+
+    async fn api_on(&self, redis: &str, database: Option<&str>) -> Server {
+        let extra = "[engines]\nenabled = false\n[jobs]\nworkers = 0\nlease_seconds = 3\n";
+        Server::start_with(Options {
+            database_url: Some(database.unwrap_or(&self.database).to_owned()),
+            config_toml: Some(self.toml(redis, extra)),
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// A `scaigrid worker` process with the engines, one job at a time.
+    async fn worker(&self, node_id: &str) -> Server {
+        let extra =
+            format!("[engines]\nnode_id = \"{node_id}\"\n[jobs]\nworkers = 1\nlease_seconds = 3\n");
+        Server::start_with(Options {
+            command: "worker",
+            database_url: Some(self.database.clone()),
+            config_toml: Some(self.toml(&self.redis, &extra)),
+            ..Options::default()
+        })
+        .await
+    }
+}
+
+/// beckett.wav looped into two minutes of speech (long enough to kill a worker mid-job).
+fn long_speech() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("long.wav");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-stream_loop", "11", "-i"])
+        .arg("models/cache/test-audio/beckett.wav")
+        .arg(&out)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    std::fs::read(out).unwrap()
+}
+
+async fn job(server: &Server, id: &str) -> Value {
+    let (status, job) = server
+        .get(&format!("/v1/modules/scaiecho/jobs/{id}"), Some(ADMIN_KEY))
+        .await;
+    assert_eq!(status, 200, "{job}");
+    job
+}
+
+/// Polls until `done` holds for the job or `limit` passes (a guard against hangs).
+async fn wait_job(
+    server: &Server,
+    id: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let job = job(server, id).await;
+        if done(&job) || start.elapsed() > limit {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_apis_and_two_workers_share_jobs_keys_limits_and_nodes() {
+    let Some(deployment) = Deployment::new().await else {
+        return;
+    };
+    let api1 = deployment.api().await;
+    let api2 = deployment.api().await;
+    let mut worker1 = deployment.worker("w1").await;
+
+    // A job submitted through one API process is read through the other; its worker is
+    // killed mid-job and the second worker finishes it, once.
+    let response = api1
+        .http
+        .post(api1.url(&format!("{TRANSCRIBE}?async=true")))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "audio/wav")
+        .body(long_speech())
+        .send()
+        .await
+        .unwrap();
+    let (status, submitted) = read(response).await;
+    assert_eq!(status, 202, "{submitted}");
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    let running = wait_job(&api2, &id, Duration::from_secs(60), |j| {
+        j["status"] != "queued"
+    })
+    .await;
+    assert_eq!(running["status"], "processing", "{running}");
+    worker1.kill();
+    let _worker2 = deployment.worker("w2").await;
+    let done = wait_job(&api2, &id, Duration::from_secs(120), |j| {
+        j["status"] == "succeeded" || j["status"] == "failed"
+    })
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    let text = done["result"]["text"].as_str().unwrap().to_lowercase();
+    assert!(text.matches("fail better").count() >= 6, "{text}");
+    let completions = api1
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM event_outbox WHERE name = 'transcription.job.completed' \
+             AND payload LIKE '%{id}%'"
+        ))
+        .await;
+    assert_eq!(completions, 1, "the job ended more than once");
+    // The node registry knows the live worker.
+    let (status, nodes) = api1.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+    assert_eq!(status, 200, "{nodes}");
+    let ids: Vec<&str> = nodes["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["node_id"].as_str())
+        .collect();
+    assert!(ids.contains(&"w2"), "{nodes}");
+
+    // A key revoked through one API process is refused by the other within a second.
+    let tenant = api1.tenant("scaled").await;
+    let (status, key) = api1
+        .post(
+            "/v1/api-keys",
+            Some(&tenant.admin_key),
+            json!({"name": "short-lived", "roles": ["member"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let secret = key["key"].as_str().unwrap().to_owned();
+    assert_eq!(api2.get("/v1/me", Some(&secret)).await.0, 200);
+    let (status, _) = read(
+        api1.http
+            .delete(api1.url(&format!("/v1/api-keys/{}", key["id"].as_str().unwrap())))
+            .bearer_auth(&tenant.admin_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(status == 200 || status == 204, "{status}");
+    let revoked = Instant::now();
+    let refused = loop {
+        let (status, body) = api2.get("/v1/me", Some(&secret)).await;
+        if status == 401 {
+            break body;
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "still accepted after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused["error"]["code"], "AUTH_TOKEN_REVOKED", "{refused}");
+
+    // Rate limits hold across both API processes: 10 per minute in all.
+    let (status, key) = api1
+        .post(
+            "/v1/api-keys",
+            Some(&tenant.admin_key),
+            json!({"name": "limited", "roles": ["member"], "rate_limit": {"requests_per_minute": 10}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let limited = key["key"].as_str().unwrap().to_owned();
+    let mut admitted = 0;
+    for i in 0..24 {
+        let api = if i % 2 == 0 { &api1 } else { &api2 };
+        let response = api
+            .http
+            .post(api.url(TRANSCRIBE))
+            .bearer_auth(&limited)
+            .header("content-type", "audio/wav")
+            .body("not audio")
+            .send()
+            .await
+            .unwrap();
+        if response.status() != 429 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(
+        admitted, 10,
+        "the two processes together admitted {admitted}"
+    );
+}
+
+#[tokio::test]
+async fn redis_and_postgres_outages_are_named_fail_fast_and_heal() {
+    let Some(deployment) = Deployment::new().await else {
+        return;
+    };
+    // A Redis and a PostgreSQL of this test's own, to stop and start.
+    let services = tempfile::tempdir().unwrap();
+    // PostgreSQL runs as `postgres` when the tests run as root: it must reach its folder.
+    std::fs::set_permissions(
+        services.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let base = services.path().to_owned();
+    let own = |name: &'static str, port: u16| {
+        let base = base.clone();
+        move |action: &str| {
+            let root = env!("CARGO_MANIFEST_DIR");
+            let output = std::process::Command::new(format!("{root}/scripts/services/{name}"))
+                .arg(action)
+                .env("SCAIGRID_TEST_SERVICES", &base)
+                .env("SCAIGRID_TEST_REDIS_PORT", port.to_string())
+                .env("SCAIGRID_TEST_PG_PORT", port.to_string())
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        }
+    };
+    let redis = own("redis", free_port());
+    let postgres = own("postgres", free_port());
+    let redis_url = redis("start");
+    let Some(database) = crate::support::postgres_database_on(&postgres("start")).await else {
+        panic!("the test's own PostgreSQL did not answer");
+    };
+    let api = deployment.api_on(&redis_url, Some(&database)).await;
+    let tenant = api.tenant("outage").await;
+    let (status, key) = api
+        .post(
+            "/v1/api-keys",
+            Some(&tenant.admin_key),
+            json!({"name": "limited", "roles": ["member"], "rate_limit": {"requests_per_minute": 1000}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let limited = key["key"].as_str().unwrap().to_owned();
+    let limited_request = || {
+        api.http
+            .post(api.url(TRANSCRIBE))
+            .bearer_auth(&limited)
+            .header("content-type", "audio/wav")
+            .body("not audio")
+            .send()
+    };
+    assert_eq!(api.get("/health/ready", None).await.0, 200);
+
+    // Redis down: readiness names it; a rate-limited request fails with 503 at once.
+    redis("stop");
+    let (status, body) = wait_ready(&api, 503).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["dependency"], "redis", "{body}");
+    let (status, body) = read(limited_request().await.unwrap()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
+    redis("start");
+    let (status, body) = wait_ready(&api, 200).await;
+    assert_eq!(status, 200, "did not recover: {body}");
+    assert_ne!(read(limited_request().await.unwrap()).await.0, 503);
+
+    // PostgreSQL down: the same, and requests that need it fail with 503.
+    postgres("stop");
+    let (status, body) = wait_ready(&api, 503).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["dependency"], "database", "{body}");
+    let (status, body) = api.get("/v1/modules/scaiecho/jobs", Some(ADMIN_KEY)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
+    postgres("start");
+    let (status, body) = wait_ready(&api, 200).await;
+    assert_eq!(status, 200, "did not recover: {body}");
+    assert_eq!(
+        api.get("/v1/modules/scaiecho/jobs", Some(ADMIN_KEY))
+            .await
+            .0,
+        200
+    );
+    drop(api);
+    postgres("stop");
+    redis("stop");
+}
+
+/// Polls readiness until it answers `status` (at most 15 s); the last answer.
+async fn wait_ready(api: &Server, status: u16) -> (u16, Value) {
+    let start = Instant::now();
+    loop {
+        let answer = api.get("/health/ready", None).await;
+        if answer.0 == status || start.elapsed() > Duration::from_secs(15) {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
