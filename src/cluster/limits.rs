@@ -86,3 +86,56 @@ impl LimitStore for RedisLimitStore {
         self.call(key, "charge", limit, cost).await.map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::memory::MemoryStore;
+
+    /// The Redis store decides as the memory store does, on the same sequence.
+    #[tokio::test]
+    async fn decides_like_the_memory_store() {
+        let Some(cluster) = crate::cluster::test_cluster() else {
+            return;
+        };
+        let redis = RedisLimitStore::new(cluster);
+        let memory = MemoryStore::default();
+        for store in [&redis as &dyn LimitStore, &memory] {
+            for i in 0..5 {
+                let d = store.take("k", 5, 1.0).await.unwrap();
+                assert!(d.allowed, "request {i}");
+                assert_eq!(d.remaining, 4 - i);
+            }
+            let refused = store.take("k", 5, 1.0).await.unwrap();
+            assert!(!refused.allowed);
+            assert!(
+                (refused.retry_after_seconds - 12.0).abs() < 0.5,
+                "{refused:?}"
+            );
+            assert!(store.take("other", 5, 1.0).await.unwrap().allowed);
+            store.charge("debt", 60, 120.0).await.unwrap();
+            assert!(!store.peek("debt", 60).await.unwrap().allowed);
+            assert!(store.peek("fresh", 60).await.unwrap().allowed);
+        }
+    }
+
+    /// Concurrent takes never admit more than the limit.
+    #[tokio::test]
+    async fn concurrent_takes_hold_the_limit() {
+        let Some(cluster) = crate::cluster::test_cluster() else {
+            return;
+        };
+        let store = Arc::new(RedisLimitStore::new(cluster));
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.take("burst", 50, 1.0).await.unwrap().allowed })
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += task.await.unwrap() as usize;
+        }
+        assert_eq!(admitted, 50);
+    }
+}

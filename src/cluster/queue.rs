@@ -204,3 +204,65 @@ pub async fn sweep(
     }
     Ok(ids.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn entries_are_read_once_taken_over_when_idle_and_gone_when_done() {
+        let Some(cluster) = crate::cluster::test_cluster() else {
+            return;
+        };
+        let queue = Queue::new(cluster.clone());
+        queue.ensure_group().await.unwrap();
+        queue.ensure_group().await.unwrap();
+        queue.enqueue("job_1").await.unwrap();
+        queue.enqueue("job_2").await.unwrap();
+        let mut conn = cluster.blocking_conn(Duration::from_millis(100)).unwrap();
+        let block = Duration::from_millis(50);
+        let first = queue.read(&mut conn, "a", 1, block).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].job_id, "job_1");
+        let second = queue.read(&mut conn, "b", 5, block).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].job_id, "job_2");
+        assert!(
+            queue
+                .read(&mut conn, "b", 5, block)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // `a` stops answering: its entry is taken over once idle long enough, not before.
+        assert!(
+            queue
+                .reclaim("b", Duration::from_secs(60), 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // `b` keeps its own entry alive.
+        queue.touch("b", &second[0].entry_id).await.unwrap();
+        let taken = queue
+            .reclaim("b", Duration::from_millis(100), 5)
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 1, "{taken:?}");
+        assert_eq!(taken[0].job_id, "job_1");
+
+        queue.done(&taken[0].entry_id).await.unwrap();
+        queue.done(&second[0].entry_id).await.unwrap();
+        assert_eq!(queue.depth().await.unwrap(), 0);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(
+            queue
+                .reclaim("c", Duration::from_millis(100), 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
