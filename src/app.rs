@@ -122,6 +122,9 @@ impl AppState {
         let accounting = Arc::new(crate::accounting::Accounting::new(
             db.clone(),
             config.accounting.prices,
+            cluster
+                .clone()
+                .map(|cluster| Arc::new(crate::cluster::ledger::Ledger::new(cluster))),
         ));
         Ok(Arc::new(AppState {
             gateway,

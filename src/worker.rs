@@ -338,7 +338,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState::open(config).await?;
     let pool = spawn(&state, workers);
     crate::server::spawn_background(&state, false);
-    tracing::info!(workers, "worker started");
+    tracing::info!(workers, "worker process started");
     crate::server::shutdown_signal().await;
     tracing::info!("stop requested; finishing or releasing running jobs");
     pool.stop(Duration::from_secs(state.config.shutdown_grace_seconds))

@@ -1,6 +1,7 @@
 //! The scaled deployment's shared state in Redis: rate-limit counters ([`limits`]), the
 //! job queue on Redis Streams ([`queue`]), the node registry ([`nodes`]), the API-key
-//! revocation broadcast ([`revocation`]).
+//! revocation broadcast ([`revocation`]), and the usage stream and budget counters
+//! ([`ledger`]).
 //!
 //! [`Cluster`] owns the connections. Commands go over one multiplexed connection (a
 //! `ConnectionManager` that reconnects by itself); blocking stream reads get their own
@@ -8,6 +9,7 @@
 //! timeout: with Redis gone, a request fails fast with 503 `SERVICE_UNAVAILABLE`
 //! (naming `redis`) instead of hanging, and works again as soon as Redis is back.
 
+pub mod ledger;
 pub mod limits;
 pub mod nodes;
 pub mod queue;

@@ -4,15 +4,17 @@ use sqlx::{AnyConnection, Row};
 
 use super::{new_id, now_ms};
 
-/// One billable request: who, what, how much, what it cost.
-#[derive(Debug, Clone, PartialEq)]
+/// One billable request: who, what, how much, what it cost. The id is given when the
+/// record is made, so writing it twice (a redelivered stream entry) stores it once.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UsageRecord {
+    pub id: String,
     pub tenant_id: String,
     /// `api_key` or `user`.
-    pub subject_kind: &'static str,
+    pub subject_kind: String,
     pub subject_id: String,
     /// `chat`, `scaiecho`, `scaispeak`.
-    pub module: &'static str,
+    pub module: String,
     pub model: Option<String>,
     pub backend_id: Option<String>,
     pub input_tokens: u64,
@@ -59,14 +61,15 @@ pub async fn insert_batch(
             }
             sql.push(')');
         }
+        sql.push_str(" ON CONFLICT (id) DO NOTHING");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for record in chunk {
             query = query
-                .bind(new_id("use"))
+                .bind(record.id.clone())
                 .bind(record.tenant_id.clone())
-                .bind(record.subject_kind)
+                .bind(record.subject_kind.clone())
                 .bind(record.subject_id.clone())
-                .bind(record.module)
+                .bind(record.module.clone())
                 .bind(record.model.clone())
                 .bind(record.backend_id.clone())
                 .bind(record.input_tokens as i64)

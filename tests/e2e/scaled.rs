@@ -49,10 +49,15 @@ impl Deployment {
     }
 
     async fn api_on(&self, redis: &str, database: Option<&str>) -> Server {
-        let extra = "[engines]\nenabled = false\n[jobs]\nworkers = 0\nlease_seconds = 3\n";
+        self.api_with(redis, database, "").await
+    }
+
+    async fn api_with(&self, redis: &str, database: Option<&str>, more: &str) -> Server {
+        let extra =
+            format!("[engines]\nenabled = false\n[jobs]\nworkers = 0\nlease_seconds = 3\n{more}");
         Server::start_with(Options {
             database_url: Some(database.unwrap_or(&self.database).to_owned()),
-            config_toml: Some(self.toml(redis, extra)),
+            config_toml: Some(self.toml(redis, &extra)),
             ..Options::default()
         })
         .await
@@ -344,4 +349,108 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+#[tokio::test]
+async fn budgets_and_usage_are_shared_by_api_processes() {
+    let Some(deployment) = Deployment::new().await else {
+        return;
+    };
+    let fast_flush = "[accounting]\nflush_interval_ms = 100\n";
+    let mut api1 = deployment
+        .api_with(&deployment.redis, None, fast_flush)
+        .await;
+    let api2 = deployment
+        .api_with(&deployment.redis, None, fast_flush)
+        .await;
+    let up = crate::upstream::start("shared", "ks").await;
+    up.set_delay(Duration::from_millis(300));
+    let (status, backend) = api1
+        .post(
+            "/v1/backends",
+            Some(ADMIN_KEY),
+            json!({"name": "shared", "kind": "openai", "base_url": up.base, "api_key": "ks"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{backend}");
+    // 10 prompt + 5 completion tokens cost 1.0 per call, and so does the estimate.
+    let (status, body) = api1
+        .post(
+            "/v1/models",
+            Some(ADMIN_KEY),
+            json!({"slug": "test/priced", "routing": {"backends": [{"backend_id": backend["id"]}]},
+                "pricing": {"input_per_1k": 50.0, "output_per_1k": 100.0}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let tenant = api1.tenant("budgeted").await;
+    let (status, budget) = api1
+        .post(
+            "/v1/accounting/budgets",
+            Some(&tenant.admin_key),
+            json!({"scope": "tenant", "scope_id": tenant.id, "period": "day", "limit": 6.0}),
+        )
+        .await;
+    assert_eq!(status, 201, "{budget}");
+    // The second process sees the catalogue and the budget once it re-reads them.
+    let start = Instant::now();
+    while api2.get("/v1/models/test/priced", Some(ADMIN_KEY)).await.0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "model never reached api2"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // A concurrent burst through both processes: exactly what fits, no overshoot.
+    let body = json!({"model": "test/priced",
+        "messages": [{"role": "user", "content": "Say hello to the tests!!"}], "max_tokens": 5});
+    let burst = (0..24).map(|i| {
+        let api = if i % 2 == 0 { &api1 } else { &api2 };
+        api.post(
+            "/v1/chat/completions",
+            Some(&tenant.member_key),
+            body.clone(),
+        )
+    });
+    let results = futures_util::future::join_all(burst).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    for (status, body) in results.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(*status, 429, "{body}");
+        assert_eq!(body["error"]["code"], "BUDGET_EXCEEDED", "{body}");
+    }
+    assert_eq!(ok, 6, "the two processes together admitted {ok}");
+    assert_eq!(up.chat_calls(), 6);
+
+    // What api1 recorded is shipped within a flush tick: killing it loses none of it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    api1.kill();
+    let (status, usage) = api2
+        .get(
+            "/v1/accounting/usage?group_by=model",
+            Some(&tenant.admin_key),
+        )
+        .await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["data"][0]["requests"], 6, "{usage}");
+    assert_eq!(usage["data"][0]["cost"], 6.0, "{usage}");
+    let (status, budgets) = api2
+        .get("/v1/accounting/budgets", Some(&tenant.admin_key))
+        .await;
+    assert_eq!(status, 200, "{budgets}");
+    assert_eq!(budgets["data"][0]["used"], 6.0, "{budgets}");
+    assert_eq!(budgets["data"][0]["reserved"], 0.0, "{budgets}");
+    let (status, body) = api2
+        .post(
+            "/v1/chat/completions",
+            Some(&tenant.member_key),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 429, "{body}");
+    let events = api2
+        .sql_count("SELECT COUNT(*) FROM event_outbox WHERE name = 'budget.exceeded'")
+        .await;
+    assert_eq!(events, 1);
 }

@@ -28,7 +28,7 @@ pub struct Server {
 
 pub struct Options {
     /// `serve` (default) or `worker` (which listens on nothing: the harness waits for
-    /// its `worker started` line).
+    /// its `worker process started` line).
     pub command: &'static str,
     /// Extra environment of the process.
     pub env: Vec<(String, String)>,
@@ -172,7 +172,7 @@ impl Server {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = address_tx.send(rest.trim().to_owned());
                 }
-                if line.contains("worker started") {
+                if line.contains("worker process started") {
                     let _ = address_tx.send("worker".to_owned());
                 }
                 if std::env::var_os("E2E_SERVER_LOGS").is_some() {
