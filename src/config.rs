@@ -876,6 +876,24 @@ mod tests {
         assert!(error("bootstrap_admin_key = \"abc\"").starts_with("bootstrap_admin_key"));
         assert!(error("[auth]\naccess_token_ttl_seconds = 0").contains("access_token_ttl"));
         assert!(error("[engines]\ndevice = \"tpu\"").starts_with("engines.device"));
+        assert!(error("[redis]\nurl = \"http://x\"").starts_with("redis.url"));
+        assert!(error("[s3]\nbucket = \"b\"\nendpoint = \"s3.local\"").starts_with("s3.endpoint"));
+        assert!(error("[jobs]\nlease_seconds = 0").starts_with("jobs.lease_seconds"));
+    }
+
+    #[test]
+    fn scaled_settings_select_redis_and_s3() {
+        let file: FileConfig = toml::from_str(
+            "[redis]\nurl = \"redis://127.0.0.1:6379\"\n[s3]\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9000\"",
+        )
+        .unwrap();
+        let config = Config::merge(file, Overrides::default()).unwrap();
+        assert_eq!(config.redis.unwrap().key_prefix, "scaigrid");
+        let s3 = config.s3.unwrap();
+        assert!(s3.path_style, "an endpoint implies path-style addressing");
+        assert_eq!(s3.bucket, "b");
+        let embedded = Config::merge(FileConfig::default(), Overrides::default()).unwrap();
+        assert!(embedded.redis.is_none() && embedded.s3.is_none());
     }
 
     #[test]

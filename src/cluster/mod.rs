@@ -1,5 +1,6 @@
 //! The scaled deployment's shared state in Redis: rate-limit counters ([`limits`]), the
-//! job queue on Redis Streams ([`queue`]), the node registry ([`nodes`]), the API-key
+//! job queue on Redis Streams ([`queue`]), the event bus ([`events`]), the node
+//! registry ([`nodes`]), the API-key
 //! revocation broadcast ([`revocation`]), and the usage stream and budget counters
 //! ([`ledger`]).
 //!
@@ -9,6 +10,7 @@
 //! timeout: with Redis gone, a request fails fast with 503 `SERVICE_UNAVAILABLE`
 //! (naming `redis`) instead of hanging, and works again as soon as Redis is back.
 
+pub mod events;
 pub mod ledger;
 pub mod limits;
 pub mod nodes;

@@ -227,13 +227,20 @@ pub async fn enqueue(
     Ok(())
 }
 
-pub async fn mark_event_fanned_out(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE event_outbox SET delivered_at = $2 WHERE id = $1")
-        .bind(id)
-        .bind(now_ms())
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Marks an event fanned out; `false` when another process already did (it then owns
+/// the fan-out: with several processes each event is fanned out once).
+pub async fn mark_event_fanned_out(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
+    let marked = sqlx::query(
+        "UPDATE event_outbox SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL",
+    )
+    .bind(id)
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(marked.rows_affected() == 1)
 }
 
 #[derive(Debug, Clone, PartialEq)]

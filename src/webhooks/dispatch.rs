@@ -72,6 +72,10 @@ async fn fan_out(state: &AppState) -> anyhow::Result<()> {
     };
     for event in events {
         let mut tx = state.db.begin().await?;
+        // Claimed first: of several processes, one fans each event out.
+        if !store::mark_event_fanned_out(&mut tx, &event.id).await? {
+            continue;
+        }
         let body = body(&event);
         for webhook in store::list(&mut tx, &event.tenant_id).await? {
             let events: Vec<String> = serde_json::from_str(&webhook.events).unwrap_or_default();
@@ -79,8 +83,12 @@ async fn fan_out(state: &AppState) -> anyhow::Result<()> {
                 store::enqueue(&mut tx, &webhook.id, &event, &body).await?;
             }
         }
-        store::mark_event_fanned_out(&mut tx, &event.id).await?;
         tx.commit().await?;
+        if let Some(cluster) = &state.cluster
+            && let Err(error) = crate::cluster::events::publish(cluster, &event.name, &body).await
+        {
+            tracing::warn!(%error, event = %event.name, "event not published on the bus");
+        }
     }
     Ok(())
 }

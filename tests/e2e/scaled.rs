@@ -65,12 +65,18 @@ impl Deployment {
 
     /// A `scaigrid worker` process with the engines, one job at a time.
     async fn worker(&self, node_id: &str) -> Server {
-        let extra =
-            format!("[engines]\nnode_id = \"{node_id}\"\n[jobs]\nworkers = 1\nlease_seconds = 3\n");
+        self.worker_with(node_id, 3, "").await
+    }
+
+    /// `top`: top-level settings, before the sections.
+    async fn worker_with(&self, node_id: &str, lease_seconds: u64, top: &str) -> Server {
+        let extra = format!(
+            "[engines]\nnode_id = \"{node_id}\"\n[jobs]\nworkers = 1\nlease_seconds = {lease_seconds}\n"
+        );
         Server::start_with(Options {
             command: "worker",
             database_url: Some(self.database.clone()),
-            config_toml: Some(self.toml(&self.redis, &extra)),
+            config_toml: Some(format!("{top}{}", self.toml(&self.redis, &extra))),
             ..Options::default()
         })
         .await
@@ -453,4 +459,54 @@ async fn budgets_and_usage_are_shared_by_api_processes() {
         .sql_count("SELECT COUNT(*) FROM event_outbox WHERE name = 'budget.exceeded'")
         .await;
     assert_eq!(events, 1);
+}
+
+#[tokio::test]
+async fn a_stopping_worker_puts_its_job_back_for_another_at_once() {
+    let Some(deployment) = Deployment::new().await else {
+        return;
+    };
+    let api = deployment.api().await;
+    // A lease of a minute: the job must not wait for it to lapse.
+    let mut stopping = deployment
+        .worker_with("s1", 60, "shutdown_grace_seconds = 1\n")
+        .await;
+    let (status, submitted) = read(
+        api.http
+            .post(api.url(&format!("{TRANSCRIBE}?async=true")))
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", "audio/wav")
+            .body(long_speech())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{submitted}");
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    let running = wait_job(&api, &id, Duration::from_secs(60), |j| {
+        j["status"] != "queued"
+    })
+    .await;
+    assert_eq!(running["status"], "processing", "{running}");
+    stopping.send_sigterm();
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = stopping.wait();
+        (status, stopping)
+    })
+    .await
+    .unwrap();
+    assert!(exit.0.success(), "{:?}", exit.0);
+    let released = job(&api, &id).await;
+    assert_eq!(released["status"], "queued", "{released}");
+    let _other = deployment.worker_with("s2", 60, "").await;
+    let done = wait_job(&api, &id, Duration::from_secs(40), |j| {
+        j["status"] == "succeeded" || j["status"] == "failed"
+    })
+    .await;
+    assert_eq!(
+        done["status"], "succeeded",
+        "not taken up before the lease: {done}"
+    );
+    assert_eq!(done["attempts"], 2);
 }
