@@ -29,6 +29,8 @@ use crate::jobs::Processed;
 const POLL: Duration = Duration::from_secs(1);
 /// Longest blocking read of the job stream (also how quickly a stop is noticed).
 const BLOCK: Duration = Duration::from_secs(1);
+/// A consumer (a worker process) quiet this long with nothing pending has stopped.
+const CONSUMER_IDLE: Duration = Duration::from_secs(3600);
 
 /// Jobs running in this process: job id → its stream entry (scaled deployment).
 type InFlight = Arc<Mutex<HashMap<String, Option<String>>>>;
@@ -220,6 +222,9 @@ async fn consume(
             last_sweep = Instant::now();
             if let Err(error) = queue::sweep(&state, &queue, 2 * lease).await {
                 tracing::warn!(%error, "queue sweep failed");
+            }
+            if let Err(error) = queue.prune_consumers(CONSUMER_IDLE).await {
+                tracing::warn!(%error, "pruning stopped consumers failed");
             }
         }
         let Ok(first) = free.clone().acquire_owned().await else {

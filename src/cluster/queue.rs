@@ -170,6 +170,32 @@ impl Queue {
             .await
     }
 
+    /// Forgets consumers (worker processes that stopped) idle longer than `idle` with
+    /// nothing pending, so the group does not grow with every restart. Returns how many.
+    pub async fn prune_consumers(&self, idle: Duration) -> redis::RedisResult<usize> {
+        let mut conn = self.cluster.conn();
+        let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .query_async(&mut conn)
+            .await?;
+        let mut pruned = 0;
+        for consumer in info.consumers {
+            if consumer.pending == 0 && consumer.idle as u128 > idle.as_millis() {
+                redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&self.stream)
+                    .arg(GROUP)
+                    .arg(&consumer.name)
+                    .query_async::<i64>(&mut conn)
+                    .await?;
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+
     /// Entries read but not yet acknowledged, and entries not yet read (for metrics).
     pub async fn depth(&self) -> redis::RedisResult<u64> {
         let mut conn = self.cluster.conn();
@@ -263,6 +289,23 @@ mod tests {
                 .await
                 .unwrap()
                 .is_empty()
+        );
+
+        // Consumers with nothing pending that went quiet are forgotten; busy ones stay.
+        queue.enqueue("job_3").await.unwrap();
+        assert_eq!(queue.read(&mut conn, "d", 1, block).await.unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(
+            queue
+                .prune_consumers(Duration::from_millis(100))
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            queue.prune_consumers(Duration::ZERO).await.unwrap(),
+            0,
+            "d has job_3"
         );
     }
 }
