@@ -221,25 +221,10 @@ impl Ledger {
         Ok(crossed)
     }
 
-    async fn ensure_group(&self) -> redis::RedisResult<()> {
-        let created: redis::RedisResult<String> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.stream)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut self.cluster.conn())
-            .await;
-        match created {
-            Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
-            other => other.map(|_| ()),
-        }
-    }
-
     /// Up to `count` shipped records for this process to write to SQL: a dead
     /// flusher's first, then new ones. Pass the entry ids to [`Ledger::written`].
     pub async fn take(&self, count: usize) -> redis::RedisResult<Vec<(String, UsageRecord)>> {
-        self.ensure_group().await?;
+        super::ensure_group(&self.cluster, &self.stream, GROUP).await?;
         let mut conn = self.cluster.conn();
         let stale: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&self.stream)
@@ -280,22 +265,8 @@ impl Ledger {
 
     /// The entries are in SQL: acknowledge and delete them.
     pub async fn written(&self, entry_ids: &[String]) -> redis::RedisResult<()> {
-        if entry_ids.is_empty() {
-            return Ok(());
-        }
-        redis::pipe()
-            .atomic()
-            .cmd("XACK")
-            .arg(&self.stream)
-            .arg(GROUP)
-            .arg(entry_ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.stream)
-            .arg(entry_ids)
-            .ignore()
-            .query_async::<()>(&mut self.cluster.conn())
-            .await
+        let ids: Vec<&str> = entry_ids.iter().map(String::as_str).collect();
+        super::ack_delete(&self.cluster, &self.stream, GROUP, &ids).await
     }
 
     /// When the oldest record still in the stream was made (`None`: the stream is

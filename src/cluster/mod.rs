@@ -92,6 +92,51 @@ impl Cluster {
     }
 }
 
+/// Creates a stream and its consumer group if missing (after a Redis restart too).
+pub(crate) async fn ensure_group(
+    cluster: &Cluster,
+    stream: &str,
+    group: &str,
+) -> redis::RedisResult<()> {
+    let created: redis::RedisResult<String> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut cluster.conn())
+        .await;
+    match created {
+        Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// Acknowledges stream entries and deletes them (they are dealt with for good).
+pub(crate) async fn ack_delete(
+    cluster: &Cluster,
+    stream: &str,
+    group: &str,
+    entry_ids: &[&str],
+) -> redis::RedisResult<()> {
+    if entry_ids.is_empty() {
+        return Ok(());
+    }
+    redis::pipe()
+        .atomic()
+        .cmd("XACK")
+        .arg(stream)
+        .arg(group)
+        .arg(entry_ids)
+        .ignore()
+        .cmd("XDEL")
+        .arg(stream)
+        .arg(entry_ids)
+        .ignore()
+        .query_async::<()>(&mut cluster.conn())
+        .await
+}
+
 /// Redis down or failing: 503 `SERVICE_UNAVAILABLE` naming the dependency.
 impl From<redis::RedisError> for ApiError {
     fn from(error: redis::RedisError) -> Self {

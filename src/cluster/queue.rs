@@ -56,19 +56,7 @@ impl Queue {
 
     /// Creates the stream and its group if missing (after a Redis restart too).
     pub async fn ensure_group(&self) -> redis::RedisResult<()> {
-        let mut conn = self.cluster.conn();
-        let created: redis::RedisResult<String> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.stream)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
-            other => other.map(|_| ()),
-        }
+        super::ensure_group(&self.cluster, &self.stream, GROUP).await
     }
 
     /// Adds a job id to the stream.
@@ -154,20 +142,7 @@ impl Queue {
 
     /// The entry is dealt with: acknowledged and removed from the stream.
     pub async fn done(&self, entry_id: &str) -> redis::RedisResult<()> {
-        let mut conn = self.cluster.conn();
-        redis::pipe()
-            .atomic()
-            .cmd("XACK")
-            .arg(&self.stream)
-            .arg(GROUP)
-            .arg(entry_id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.stream)
-            .arg(entry_id)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
+        super::ack_delete(&self.cluster, &self.stream, GROUP, &[entry_id]).await
     }
 
     /// Forgets consumers (worker processes that stopped) idle longer than `idle` with
