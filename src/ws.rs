@@ -141,6 +141,17 @@ pub fn idle_error(idle: Duration) -> ApiError {
     .with_field("reason", "idle_timeout")
 }
 
+/// Rate limits and budgets for a stream, checked once before `ready` as the HTTP
+/// speech routes check them per request: one request taken, audio seconds not in debt,
+/// budget not spent. A refusal is its `error` frame and close 4429.
+pub async fn admit(state: &AppState, principal: &Principal) -> Result<(), ApiError> {
+    state
+        .limits
+        .admit(principal, &[crate::ratelimit::Dimension::AudioSeconds])
+        .await?;
+    state.accounting.reserve(principal, 0.0).await.map(drop)
+}
+
 /// The principal of the token sent as a header or `?token=` (4401 when missing or bad).
 pub async fn authenticate(state: &AppState, token: Option<String>) -> Result<Arc<Principal>, End> {
     let token = token.ok_or_else(|| {

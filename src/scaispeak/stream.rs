@@ -210,6 +210,7 @@ async fn start(
 ) -> Result<Session, End> {
     let principal = ws::authenticate(state, token).await?;
     super::authorize(&principal)?;
+    ws::admit(state, &principal).await?;
     let open = loop {
         match ws::next_message(socket, state.config.stream.idle_timeout).await? {
             Message::Text(text) => break parse_open(&text)?,

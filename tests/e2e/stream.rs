@@ -574,3 +574,31 @@ async fn thousands_of_tiny_frames_lose_nothing() {
     assert_eq!(code, Some(1000), "{cut:?}");
     assert!(says_beckett(&final_text(&cut)), "{cut:?}");
 }
+
+#[tokio::test]
+async fn streams_count_against_the_request_rate_limit() {
+    let server = Server::start().await;
+    let (status, key) = server
+        .post(
+            "/v1/api-keys",
+            Some(ADMIN_KEY),
+            json!({"name": "ws", "roles": ["member"], "rate_limit": {"requests_per_minute": 2}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let key = key["key"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let mut socket = connect(&server, Token::Header(&key)).await;
+        send_json(
+            &mut socket,
+            json!({"type": "open", "media_type": "audio/wav"}),
+        )
+        .await;
+        let ready = next_frame(&mut socket).await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+    }
+    let (frames, code) = until_close(&mut connect(&server, Token::Header(&key)).await).await;
+    assert_eq!(code, Some(4429), "{frames:?}");
+    assert_eq!(frames[0]["code"], "RATE_LIMITED");
+    assert_eq!(frames[0]["scope"], "api_key");
+}

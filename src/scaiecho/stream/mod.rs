@@ -120,7 +120,8 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<St
     ws::finish(&mut socket, outcome).await;
 }
 
-/// Everything before `ready`: auth, permissions, the stream slot, `open`, the backend.
+/// Everything before `ready`: auth, permissions, rate limits and budget, the stream
+/// slot, `open`, the backend.
 async fn start(
     socket: &mut WebSocket,
     state: &Arc<AppState>,
@@ -129,6 +130,7 @@ async fn start(
     let principal = ws::authenticate(state, token).await?;
     require_enabled(&principal, MODULE)?;
     principal.require("scaiecho:transcribe")?;
+    ws::admit(state, &principal).await?;
     let slot = take_slot(state, &principal.tenant_id)?;
     let open = loop {
         match ws::next_message(socket, state.config.stream.idle_timeout).await? {
