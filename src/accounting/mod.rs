@@ -358,6 +358,10 @@ impl Accounting {
             keys: Vec::new(),
             estimate,
         };
+        // No budget covers the caller: nothing to hold, nothing to ask Redis.
+        if defs.is_empty() {
+            return Ok(reservation);
+        }
         if let Some(ledger) = &self.ledger {
             let now = now_ms();
             let counters = self.counter_refs(ledger, &defs, now);

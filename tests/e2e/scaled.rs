@@ -301,6 +301,26 @@ async fn redis_and_postgres_outages_are_named_fail_fast_and_heal() {
             .send()
     };
     assert_eq!(api.get("/health/ready", None).await.0, 200);
+    // A priced chat model, for usage made while Redis is away.
+    let up = crate::upstream::start("outage", "ko").await;
+    let (status, backend) = api
+        .post(
+            "/v1/backends",
+            Some(ADMIN_KEY),
+            json!({"name": "outage", "kind": "openai", "base_url": up.base, "api_key": "ko"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{backend}");
+    let (status, body) = api
+        .post(
+            "/v1/models",
+            Some(ADMIN_KEY),
+            json!({"slug": "test/outage", "routing": {"backends": [{"backend_id": backend["id"]}]},
+                "pricing": {"input_per_1k": 50.0, "output_per_1k": 100.0}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let chat = json!({"model": "test/outage", "messages": [{"role": "user", "content": "hi"}]});
 
     // Redis down: readiness names it; a rate-limited request fails with 503 at once.
     redis("stop");
@@ -310,10 +330,24 @@ async fn redis_and_postgres_outages_are_named_fail_fast_and_heal() {
     let (status, body) = read(limited_request().await.unwrap()).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
+    // What needs no Redis still works, and its usage waits for Redis: none is lost.
+    for _ in 0..3 {
+        let (status, body) = api
+            .post("/v1/chat/completions", Some(ADMIN_KEY), chat.clone())
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     redis("start");
     let (status, body) = wait_ready(&api, 200).await;
     assert_eq!(status, 200, "did not recover: {body}");
     assert_ne!(read(limited_request().await.unwrap()).await.0, 503);
+    let (status, usage) = api
+        .get("/v1/accounting/usage?group_by=model", Some(ADMIN_KEY))
+        .await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["data"][0]["key"], "test/outage", "{usage}");
+    assert_eq!(usage["data"][0]["requests"], 3, "{usage}");
 
     // PostgreSQL down: the same, and requests that need it fail with 503.
     postgres("stop");
