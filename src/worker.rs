@@ -42,11 +42,22 @@ pub struct Workers {
     stop: watch::Sender<bool>,
 }
 
-/// Starts `count` workers on the current runtime (none when `count` is 0).
+/// Starts `count` workers on the current runtime (none when `count` is 0, or when this
+/// process has no backend for any job: it would only take jobs from workers that can
+/// run them and fail them).
 pub fn spawn(state: &Arc<AppState>, count: usize) -> Workers {
     let (stop, stopped) = watch::channel(false);
     let in_flight: InFlight = Default::default();
-    if count > 0 {
+    let runnable = crate::config::KNOWN_MODULES
+        .iter()
+        .any(|module| state.module_error(module).is_none());
+    if count > 0 && !runnable {
+        tracing::warn!(
+            "no speech backend in this process (engines off, no relay): it runs no jobs; \
+             set `[jobs] workers = 0` to say so, or enable the engines"
+        );
+    }
+    if count > 0 && runnable {
         match state.queue.clone() {
             Some(queue) => {
                 let consumer = format!(

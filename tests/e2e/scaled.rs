@@ -43,7 +43,8 @@ impl Deployment {
         )
     }
 
-    /// An API process: no engines, no workers.
+    /// An API process: no engines, so it runs no jobs (its default worker stays off:
+    /// the stopping-worker test fails if it takes the released job).
     async fn api(&self) -> Server {
         self.api_on(&self.redis.clone(), None).await
     }
@@ -53,8 +54,7 @@ impl Deployment {
     }
 
     async fn api_with(&self, redis: &str, database: Option<&str>, more: &str) -> Server {
-        let extra =
-            format!("[engines]\nenabled = false\n[jobs]\nworkers = 0\nlease_seconds = 3\n{more}");
+        let extra = format!("[engines]\nenabled = false\n[jobs]\nlease_seconds = 3\n{more}");
         Server::start_with(Options {
             database_url: Some(database.unwrap_or(&self.database).to_owned()),
             config_toml: Some(self.toml(redis, &extra)),
