@@ -765,15 +765,16 @@ try:
 except Exception as e:
     print(type(e).__name__, e.status_code)
 "#;
-    let base = server.base.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python)
-            .args(["-c", script, &base, ADMIN_KEY])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let run = |script: &'static str| {
+        let (python, base) = (python.clone(), server.base.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(&python)
+                .args(["-c", script, &base, ADMIN_KEY])
+                .output()
+                .unwrap()
+        })
+    };
+    let output = run(script).await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -791,6 +792,33 @@ except Exception as e:
         ],
         "{stdout}"
     );
+
+    // An upstream that dies mid-stream: the SDK gets the text so far, then raises the
+    // gateway's `error` event instead of ending as if the answer were complete.
+    up.set_mode(upstream::Mode::CutAfterFirst);
+    let cut = r#"
+import sys
+from openai import OpenAI, APIError
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0)
+parts = []
+try:
+    for chunk in client.chat.completions.create(model="scailabs/poolnoodle-omni",
+            messages=[{"role": "user", "content": "hi"}], stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            parts.append(chunk.choices[0].delta.content)
+    print("completed", "".join(parts))
+except APIError as e:
+    print("raised", type(e).__name__, repr("".join(parts)), e.body.get("code") if isinstance(e.body, dict) else e.body)
+"#;
+    let output = run(cut).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with("raised APIError 'Hello"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("BACKEND_ERROR"), "{stdout}");
 }
 
 /// The gateway's SQL (catalogue, budgets, usage grouping, webhooks) on PostgreSQL.
