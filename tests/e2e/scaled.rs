@@ -247,7 +247,7 @@ async fn two_apis_and_two_workers_share_jobs_keys_limits_and_nodes() {
 }
 
 #[tokio::test]
-async fn redis_and_postgres_outages_are_named_fail_fast_and_heal() {
+async fn dependency_outages_are_named_fail_fast_and_heal() {
     let Some(deployment) = Deployment::new().await else {
         return;
     };
@@ -269,6 +269,7 @@ async fn redis_and_postgres_outages_are_named_fail_fast_and_heal() {
                 .env("SCAIGRID_TEST_SERVICES", &base)
                 .env("SCAIGRID_TEST_REDIS_PORT", port.to_string())
                 .env("SCAIGRID_TEST_PG_PORT", port.to_string())
+                .env("SCAIGRID_TEST_S3_PORT", port.to_string())
                 .output()
                 .unwrap();
             assert!(output.status.success(), "{output:?}");
@@ -277,9 +278,14 @@ async fn redis_and_postgres_outages_are_named_fail_fast_and_heal() {
     };
     let redis = own("redis", free_port());
     let postgres = own("postgres", free_port());
+    let s3 = own("s3", free_port());
     let redis_url = redis("start");
     let Some(database) = crate::support::postgres_database_on(&postgres("start")).await else {
         panic!("the test's own PostgreSQL did not answer");
+    };
+    let deployment = Deployment {
+        s3: s3("start"),
+        ..deployment
     };
     let api = deployment.api_on(&redis_url, Some(&database)).await;
     let tenant = api.tenant("outage").await;
@@ -366,6 +372,13 @@ async fn redis_and_postgres_outages_are_named_fail_fast_and_heal() {
             .0,
         200
     );
+
+    // The object store down: readiness names it. (moto keeps buckets in memory, so its
+    // restart is not a recovery to test.)
+    s3("stop");
+    let (status, body) = wait_ready(&api, 503).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["dependency"], "object_store", "{body}");
     drop(api);
     postgres("stop");
     redis("stop");
