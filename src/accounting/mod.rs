@@ -348,9 +348,17 @@ impl Accounting {
         principal: &Principal,
         estimate: f64,
     ) -> ApiResult<Reservation> {
-        let defs = self
-            .budgets_of(&principal.tenant_id, principal.subject_id())
-            .await?;
+        let defs = match self.ledger {
+            // Shared counters: admission itself says when one is missing.
+            Some(_) => {
+                self.refresh_defs(false).await?;
+                self.covering(&principal.tenant_id, principal.subject_id())
+            }
+            None => {
+                self.budgets_of(&principal.tenant_id, principal.subject_id())
+                    .await?
+            }
+        };
         let estimate = estimate.max(0.0);
         let mut reservation = Reservation {
             accounting: self.clone(),
