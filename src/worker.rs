@@ -237,6 +237,9 @@ async fn consume(
             if let Err(error) = queue.prune_consumers(CONSUMER_IDLE).await {
                 tracing::warn!(%error, "pruning stopped consumers failed");
             }
+            if let Ok(depth) = queue.depth().await {
+                metrics::gauge!("scaigrid_job_queue_depth").set(depth as f64);
+            }
         }
         let Ok(first) = free.clone().acquire_owned().await else {
             return;

@@ -171,7 +171,8 @@ impl Queue {
         Ok(pruned)
     }
 
-    /// Entries read but not yet acknowledged, and entries not yet read (for metrics).
+    /// Entries in the stream: not yet read, or read and not yet done (the
+    /// `scaigrid_job_queue_depth` gauge).
     pub async fn depth(&self) -> redis::RedisResult<u64> {
         let mut conn = self.cluster.conn();
         redis::cmd("XLEN")

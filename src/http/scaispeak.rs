@@ -371,6 +371,7 @@ pub async fn job_audio(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     job_access(&principal)?;
-    let (content_type, bytes) = scaispeak::jobs::audio(&state, &principal, &id).await?;
-    Ok(([(CONTENT_TYPE, content_type)], bytes).into_response())
+    let (content_type, chunks) = scaispeak::jobs::audio(&state, &principal, &id).await?;
+    let body = axum::body::Body::from_stream(chunks);
+    Ok(([(CONTENT_TYPE, content_type)], body).into_response())
 }

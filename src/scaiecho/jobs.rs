@@ -38,7 +38,7 @@ pub async fn create(
         .store
         .put(&key, audio)
         .await
-        .map_err(|e| ApiError::internal(format_args!("staging the audio: {e}")))?;
+        .map_err(|e| e.api("staging the audio"))?;
     let options = serde_json::to_string(fields).unwrap_or_else(|_| "{}".into());
     crate::jobs::queue(
         state,
@@ -83,7 +83,7 @@ pub async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
         .store
         .get(&key)
         .await
-        .map_err(|e| ApiError::internal(format_args!("staged audio: {e}")))?;
+        .map_err(|e| e.api("staged audio"))?;
     let fields: HashMap<String, String> = serde_json::from_str(&job.options).unwrap_or_default();
     let options = Options::from_fields(&Fields(&fields))?;
     let samples = super::decode_16k(state, audio, job.media_type.as_deref()).await?;

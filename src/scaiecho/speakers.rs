@@ -229,7 +229,7 @@ pub async fn enroll(
         .store
         .put(&key, upload.audio.clone())
         .await
-        .map_err(|e| ApiError::internal(format_args!("staging the reference: {e}")))?;
+        .map_err(|e| e.api("staging the reference"))?;
     let mut tx = state.db.begin().await?;
     let created = speakers::create(
         &mut tx,

@@ -109,11 +109,7 @@ pub async fn save(
     let relative = path.join("/");
     let key = ObjectKey::new(&principal.tenant_id, &format!("drive/{user}/{relative}"))
         .map_err(|e| ApiError::invalid(format!("save_to path: {e}")))?;
-    let exists = state
-        .store
-        .exists(&key)
-        .await
-        .map_err(|e| ApiError::internal(format_args!("drive: {e}")))?;
+    let exists = state.store.exists(&key).await.map_err(|e| e.api("drive"))?;
     if exists && !save_to.overwrite {
         return Err(ApiError::new(
             ErrorCode::SCAISPEAK_SCAIDRIVE_CONFLICT,
@@ -126,7 +122,7 @@ pub async fn save(
         .store
         .put(&key, Bytes::from(audio))
         .await
-        .map_err(|e| ApiError::internal(format_args!("drive: {e}")))?;
+        .map_err(|e| e.api("drive"))?;
     Ok(Saved {
         path: relative,
         bytes,

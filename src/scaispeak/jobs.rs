@@ -93,7 +93,7 @@ pub async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
         .store
         .put(&key, Bytes::from(spoken.bytes))
         .await
-        .map_err(|e| ApiError::internal(format_args!("storing the audio: {e}")))?;
+        .map_err(|e| e.api("storing the audio"))?;
     let result = json!({
         "audio_url": format!("/v1/modules/{MODULE}/jobs/{}/audio", job.id),
         "content_type": spoken.content_type,
@@ -116,12 +116,13 @@ pub async fn list(state: &AppState, principal: &Principal) -> ApiResult<Vec<JobV
     crate::jobs::list(state, &principal.tenant_id, MODULE).await
 }
 
-/// A finished job's audio and its content type; 404 until it has succeeded.
+/// A finished job's audio and its content type, streamed from the object store as it
+/// is read; 404 until it has succeeded.
 pub async fn audio(
     state: &AppState,
     principal: &Principal,
     id: &str,
-) -> ApiResult<(String, Bytes)> {
+) -> ApiResult<(String, crate::store::ByteChunks)> {
     let job = row(state, principal, id).await?;
     let content_type = job
         .result
@@ -129,12 +130,12 @@ pub async fn audio(
         .and_then(|r| serde_json::from_str::<Value>(r).ok())
         .and_then(|r| r["content_type"].as_str().map(str::to_owned))
         .ok_or_else(|| ApiError::not_found("job audio (the job has not succeeded)"))?;
-    let bytes = state
+    let chunks = state
         .store
-        .get(&output_key(&job.tenant_id, &job.id)?)
+        .get_stream(&output_key(&job.tenant_id, &job.id)?)
         .await
-        .map_err(|_| ApiError::not_found("job audio"))?;
-    Ok((content_type, bytes))
+        .map_err(|e| e.api("job audio"))?;
+    Ok((content_type, chunks))
 }
 
 /// Deletes a job and its audio.

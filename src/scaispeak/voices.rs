@@ -357,7 +357,7 @@ pub async fn create(state: &AppState, principal: &Principal, upload: Upload) -> 
         .store
         .put(&key, upload.audio.clone())
         .await
-        .map_err(|e| ApiError::internal(format_args!("staging the reference: {e}")))?;
+        .map_err(|e| e.api("staging the reference"))?;
     let created = async {
         let mut tx = state.db.begin().await?;
         db::create_voice(

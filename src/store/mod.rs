@@ -22,6 +22,27 @@ pub enum StoreError {
     Backend(String),
 }
 
+impl StoreError {
+    /// The API error of a store failure while doing `what`: a missing object is 404; a
+    /// store that cannot be reached (S3 down, a failing disk) is 503
+    /// `SERVICE_UNAVAILABLE` naming `object_store`, so clients retry.
+    pub fn api(self, what: &str) -> crate::error::ApiError {
+        use crate::error::{ApiError, ErrorCode};
+        match self {
+            StoreError::NotFound => ApiError::not_found(what),
+            StoreError::InvalidKey(_) => ApiError::internal(format_args!("{what}: {self}")),
+            StoreError::Io(_) | StoreError::Backend(_) => {
+                tracing::warn!(error = %self, what, "object store unavailable");
+                ApiError::new(
+                    ErrorCode::SERVICE_UNAVAILABLE,
+                    format!("object store unavailable ({what})"),
+                )
+                .with_field("dependency", "object_store")
+            }
+        }
+    }
+}
+
 /// An object's bytes as they arrive (or as they are produced, for uploads).
 pub type ByteChunks =
     std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, StoreError>> + Send>>;
@@ -135,6 +156,18 @@ pub(crate) mod tests {
             store.list("ten_s", "big/").await.unwrap(),
             vec!["big/blob.bin"]
         );
+    }
+
+    #[test]
+    fn store_failures_map_to_their_codes() {
+        use crate::error::ErrorCode;
+        let down = StoreError::Backend("connection refused".into()).api("staged audio");
+        assert_eq!(down.code, ErrorCode::SERVICE_UNAVAILABLE);
+        assert!(!down.message.contains("refused"), "detail stays in the log");
+        let missing = StoreError::NotFound.api("job audio");
+        assert_eq!(missing.code, ErrorCode::NOT_FOUND);
+        let bad = StoreError::InvalidKey("x".into()).api("key");
+        assert_eq!(bad.code, ErrorCode::INTERNAL_ERROR);
     }
 
     #[test]
