@@ -309,23 +309,7 @@ async fn dependency_outages_are_named_fail_fast_and_heal() {
     assert_eq!(api.get("/health/ready", None).await.0, 200);
     // A priced chat model, for usage made while Redis is away.
     let up = crate::upstream::start("outage", "ko").await;
-    let (status, backend) = api
-        .post(
-            "/v1/backends",
-            Some(ADMIN_KEY),
-            json!({"name": "outage", "kind": "openai", "base_url": up.base, "api_key": "ko"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{backend}");
-    let (status, body) = api
-        .post(
-            "/v1/models",
-            Some(ADMIN_KEY),
-            json!({"slug": "test/outage", "routing": {"backends": [{"backend_id": backend["id"]}]},
-                "pricing": {"input_per_1k": 50.0, "output_per_1k": 100.0}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    priced_model(&api, &up, "ko", "test/outage").await;
     let chat = json!({"model": "test/outage", "messages": [{"role": "user", "content": "hi"}]});
 
     // Redis down: readiness names it; a rate-limited request fails with 503 at once.
@@ -384,6 +368,29 @@ async fn dependency_outages_are_named_fail_fast_and_heal() {
     redis("stop");
 }
 
+/// Registers `up` (which takes `key`) as a backend and a chat model `slug` on it, priced
+/// so that the upstream's answer (10 prompt + 5 completion tokens) costs 1.0, as does
+/// the estimate of a short request.
+async fn priced_model(api: &Server, up: &crate::upstream::Upstream, key: &str, slug: &str) {
+    let (status, backend) = api
+        .post(
+            "/v1/backends",
+            Some(ADMIN_KEY),
+            json!({"name": up.shared.name, "kind": "openai", "base_url": up.base, "api_key": key}),
+        )
+        .await;
+    assert_eq!(status, 201, "{backend}");
+    let (status, body) = api
+        .post(
+            "/v1/models",
+            Some(ADMIN_KEY),
+            json!({"slug": slug, "routing": {"backends": [{"backend_id": backend["id"]}]},
+                "pricing": {"input_per_1k": 50.0, "output_per_1k": 100.0}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
 /// Polls readiness until it answers `status` (at most 15 s); the last answer.
 async fn wait_ready(api: &Server, status: u16) -> (u16, Value) {
     let start = Instant::now();
@@ -418,24 +425,7 @@ async fn budgets_and_usage_are_shared_by_api_processes() {
         .await;
     let up = crate::upstream::start("shared", "ks").await;
     up.set_delay(Duration::from_millis(300));
-    let (status, backend) = api1
-        .post(
-            "/v1/backends",
-            Some(ADMIN_KEY),
-            json!({"name": "shared", "kind": "openai", "base_url": up.base, "api_key": "ks"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{backend}");
-    // 10 prompt + 5 completion tokens cost 1.0 per call, and so does the estimate.
-    let (status, body) = api1
-        .post(
-            "/v1/models",
-            Some(ADMIN_KEY),
-            json!({"slug": "test/priced", "routing": {"backends": [{"backend_id": backend["id"]}]},
-                "pricing": {"input_per_1k": 50.0, "output_per_1k": 100.0}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    priced_model(&api1, &up, "ks", "test/priced").await;
     let tenant = api1.tenant("budgeted").await;
     let (status, budget) = api1
         .post(
