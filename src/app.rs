@@ -208,6 +208,36 @@ impl AppState {
     }
 }
 
+/// Which nodes are alive, for `warm_node_ids`: in a scaled deployment the ones the node
+/// registry heard from lately (a node that died drops out by itself); `None` in the
+/// embedded default, where the one node is this process.
+#[derive(Debug, Clone, Default)]
+pub struct LiveNodes(Option<std::collections::HashSet<String>>);
+
+impl LiveNodes {
+    /// `ids` without the nodes that are gone.
+    pub fn keep(&self, mut ids: Vec<String>) -> Vec<String> {
+        if let Some(live) = &self.0 {
+            ids.retain(|id| live.contains(id));
+        }
+        ids
+    }
+}
+
+impl AppState {
+    pub async fn live_nodes(&self) -> crate::error::ApiResult<LiveNodes> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(LiveNodes(None));
+        };
+        let ids = crate::cluster::nodes::list(cluster)
+            .await?
+            .iter()
+            .filter_map(|node| node["node_id"].as_str().map(str::to_owned))
+            .collect();
+        Ok(LiveNodes(Some(ids)))
+    }
+}
+
 /// Loads the local engines on a blocking thread; failures are kept in the node's info
 /// (readiness and `/v1/infra/nodes` report them) rather than stopping the server.
 async fn load_node(config: &crate::config::EnginesConfig) -> anyhow::Result<engines::node::Node> {

@@ -288,7 +288,8 @@ pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult
     let row = speakers::get(&mut conn, &principal.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("speaker"))?;
-    let warm = speakers::warm_nodes(&mut conn, id).await?;
+    let live = state.live_nodes().await?;
+    let warm = live.keep(speakers::warm_nodes(&mut conn, id).await?);
     Ok(view(row, warm))
 }
 
@@ -296,9 +297,10 @@ pub async fn list(state: &AppState, principal: &Principal) -> ApiResult<Vec<Spea
     access(principal, READ)?;
     let mut conn = state.db.pool.acquire().await?;
     let rows = speakers::list(&mut conn, &principal.tenant_id).await?;
+    let live = state.live_nodes().await?;
     let mut views = Vec::with_capacity(rows.len());
     for row in rows {
-        let warm = speakers::warm_nodes(&mut conn, &row.id).await?;
+        let warm = live.keep(speakers::warm_nodes(&mut conn, &row.id).await?);
         views.push(view(row, warm));
     }
     Ok(views)
@@ -318,7 +320,10 @@ pub async fn warm_status(state: &AppState, principal: &Principal, id: &str) -> A
     let row = live_row(state, principal, id).await?;
     let mut conn = state.db.pool.acquire().await?;
     Ok(WarmView {
-        warm_node_ids: speakers::warm_nodes(&mut conn, id).await?,
+        warm_node_ids: state
+            .live_nodes()
+            .await?
+            .keep(speakers::warm_nodes(&mut conn, id).await?),
         speaker_id: row.id,
         enrollment_status: row.enrollment_status,
         error_summary: BTreeMap::new(),

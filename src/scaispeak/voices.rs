@@ -122,9 +122,10 @@ fn tenant_voice(state: &AppState, row: VoiceRow, warm: Vec<String>) -> Voice {
 async fn tenant_voices(state: &AppState, tenant_id: &str) -> ApiResult<Vec<Voice>> {
     let mut conn = state.db.pool.acquire().await?;
     let rows = db::list_voices(&mut conn, tenant_id).await?;
+    let live = state.live_nodes().await?;
     let mut voices = Vec::with_capacity(rows.len());
     for row in rows {
-        let warm = db::voice_warm_nodes(&mut conn, &row.id).await?;
+        let warm = live.keep(db::voice_warm_nodes(&mut conn, &row.id).await?);
         voices.push(tenant_voice(state, row, warm));
     }
     Ok(voices)
@@ -165,7 +166,10 @@ async fn tenant_row(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<Op
     let Some(row) = db::get_voice(&mut conn, tenant_id, id).await? else {
         return Ok(None);
     };
-    let warm = db::voice_warm_nodes(&mut conn, id).await?;
+    let warm = state
+        .live_nodes()
+        .await?
+        .keep(db::voice_warm_nodes(&mut conn, id).await?);
     Ok(Some(tenant_voice(state, row, warm)))
 }
 

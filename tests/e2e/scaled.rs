@@ -547,3 +547,50 @@ async fn a_stopping_worker_puts_its_job_back_for_another_at_once() {
     );
     assert_eq!(done["attempts"], 2);
 }
+
+#[tokio::test]
+async fn warm_node_ids_list_only_live_nodes() {
+    let Some(deployment) = Deployment::new().await else {
+        return;
+    };
+    let api = deployment.api().await;
+    // A process with engines (node `n3`): enrolling there warms the profile on it.
+    let mut engine_process = Server::start_with(Options {
+        database_url: Some(deployment.database.clone()),
+        config_toml: Some(deployment.toml(
+            &deployment.redis,
+            "[engines]\nnode_id = \"n3\"\n[jobs]\nworkers = 0\n",
+        )),
+        ..Options::default()
+    })
+    .await;
+    let beckett = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
+    let (status, speaker) = engine_process
+        .post_wav_form(
+            "/v1/modules/scaiecho/speakers",
+            ADMIN_KEY,
+            &[("label", "Beckett")],
+            beckett,
+        )
+        .await;
+    assert_eq!(status, 201, "{speaker}");
+    assert_eq!(speaker["warm_node_ids"], json!(["n3"]), "{speaker}");
+    let path = format!(
+        "/v1/modules/scaiecho/speakers/{}",
+        speaker["id"].as_str().unwrap()
+    );
+    let (status, seen) = api.get(&path, Some(ADMIN_KEY)).await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["warm_node_ids"], json!(["n3"]), "{seen}");
+    // The node dies: once the registry stops hearing from it, it holds nothing.
+    engine_process.kill();
+    let start = Instant::now();
+    loop {
+        let (_, seen) = api.get(&path, Some(ADMIN_KEY)).await;
+        if seen["warm_node_ids"] == json!([]) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{seen}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
