@@ -288,6 +288,16 @@ async fn dependency_outages_are_named_fail_fast_and_heal() {
         ..deployment
     };
     let api = deployment.api_on(&redis_url, Some(&database)).await;
+    // A process with engines and a worker, for a job submitted while Redis is away.
+    let engine_process = Server::start_with(Options {
+        database_url: Some(database.clone()),
+        config_toml: Some(deployment.toml(
+            &redis_url,
+            "[engines]\nnode_id = \"e1\"\n[jobs]\nworkers = 1\nlease_seconds = 2\n",
+        )),
+        ..Options::default()
+    })
+    .await;
     let tenant = api.tenant("outage").await;
     let (status, key) = api
         .post(
@@ -327,6 +337,23 @@ async fn dependency_outages_are_named_fail_fast_and_heal() {
             .await;
         assert_eq!(status, 200, "{body}");
     }
+    // A job accepted while Redis is away (its stream entry cannot be added) still runs
+    // once Redis is back: the sweep adds it.
+    let beckett = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
+    let (status, submitted) = read(
+        engine_process
+            .http
+            .post(engine_process.url(&format!("{TRANSCRIBE}?async=true")))
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", "audio/wav")
+            .body(beckett)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{submitted}");
+    let job_id = submitted["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     redis("start");
     let (status, body) = wait_ready(&api, 200).await;
@@ -338,6 +365,12 @@ async fn dependency_outages_are_named_fail_fast_and_heal() {
     assert_eq!(status, 200, "{usage}");
     assert_eq!(usage["data"][0]["key"], "test/outage", "{usage}");
     assert_eq!(usage["data"][0]["requests"], 3, "{usage}");
+    let done = wait_job(&api, &job_id, Duration::from_secs(60), |j| {
+        j["status"] == "succeeded" || j["status"] == "failed"
+    })
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    drop(engine_process);
 
     // PostgreSQL down: the same, and requests that need it fail with 503.
     postgres("stop");
