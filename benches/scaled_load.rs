@@ -125,7 +125,7 @@ where
                             claim(entry.job_id.clone()).await;
                             let now = started.elapsed().as_micros() as u64;
                             latencies.lock().unwrap().push((now - sent) as f64 / 1000.0);
-                            queue.done(&entry.entry_id).await.unwrap();
+                            queue.done(&entry).await.unwrap();
                         }
                     });
                     let n = entries.len();

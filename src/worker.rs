@@ -109,7 +109,12 @@ impl Workers {
                 crate::db::jobs::release(&mut conn, &job_id).await?;
                 if let (Some(queue), Some(entry)) = (&self.state.queue, entry) {
                     queue.enqueue(&job_id).await?;
-                    queue.done(&entry).await?;
+                    queue
+                        .done(&Entry {
+                            entry_id: entry,
+                            job_id: job_id.clone(),
+                        })
+                        .await?;
                 }
                 anyhow::Ok(())
             }
@@ -345,7 +350,7 @@ async fn run_entry(
             }
         }
     };
-    if finished && let Err(error) = queue.done(&entry.entry_id).await {
+    if finished && let Err(error) = queue.done(&entry).await {
         tracing::warn!(%error, "job entry not acknowledged; it will be seen again");
     }
 }

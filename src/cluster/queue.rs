@@ -11,8 +11,11 @@
 //! emitted) once even when it ran twice.
 //!
 //! Entries can be lost (Redis restarted without persistence, or down while a job was
-//! submitted); the [`sweep`] re-adds jobs the database holds as queued for long, and a
-//! duplicate entry is harmless: its claim finds the row taken or ended.
+//! submitted); the [`sweep`] re-adds jobs the database holds as queued for long. A hash
+//! (job id → its entry) lets the sweep skip jobs whose entry is still in the stream
+//! (only waiting in a long backlog), so a backlog does not fill up with duplicates; a
+//! duplicate that slips through anyway is harmless: its claim finds the row taken or
+//! ended.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +26,27 @@ use super::Cluster;
 
 const STREAM: &str = "jobs";
 const GROUP: &str = "workers";
+const ENTRIES: &str = "jobs:entries";
+
+/// KEYS: stream, entries hash. ARGV: job id, `1` to add only when the job has no entry
+/// left in the stream. Returns the new entry id, or nil when skipped.
+const ENQUEUE: &str = r"
+if ARGV[2] == '1' then
+  local entry = redis.call('HGET', KEYS[2], ARGV[1])
+  if entry and #redis.call('XRANGE', KEYS[1], entry, entry) > 0 then return false end
+end
+local id = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], id)
+return id
+";
+
+/// KEYS: stream, entries hash. ARGV: group, entry id, job id.
+const DONE: &str = r"
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[3]) end
+return 0
+";
 
 /// One stream entry: which job it carries.
 #[derive(Debug, Clone)]
@@ -46,12 +70,30 @@ fn entries(ids: Vec<StreamId>) -> Vec<Entry> {
 pub struct Queue {
     cluster: Arc<Cluster>,
     stream: String,
+    entries: String,
+    enqueue: redis::Script,
+    done: redis::Script,
 }
 
 impl Queue {
     pub fn new(cluster: Arc<Cluster>) -> Queue {
-        let stream = cluster.key(STREAM);
-        Queue { cluster, stream }
+        Queue {
+            stream: cluster.key(STREAM),
+            entries: cluster.key(ENTRIES),
+            cluster,
+            enqueue: redis::Script::new(ENQUEUE),
+            done: redis::Script::new(DONE),
+        }
+    }
+
+    async fn add(&self, job_id: &str, only_if_missing: bool) -> redis::RedisResult<Option<String>> {
+        self.enqueue
+            .key(&self.stream)
+            .key(&self.entries)
+            .arg(job_id)
+            .arg(if only_if_missing { "1" } else { "0" })
+            .invoke_async(&mut self.cluster.conn())
+            .await
     }
 
     /// Creates the stream and its group if missing (after a Redis restart too).
@@ -61,14 +103,12 @@ impl Queue {
 
     /// Adds a job id to the stream.
     pub async fn enqueue(&self, job_id: &str) -> redis::RedisResult<String> {
-        let mut conn = self.cluster.conn();
-        redis::cmd("XADD")
-            .arg(&self.stream)
-            .arg("*")
-            .arg("job")
-            .arg(job_id)
-            .query_async(&mut conn)
-            .await
+        Ok(self.add(job_id, false).await?.unwrap_or_default())
+    }
+
+    /// Adds a job id unless the stream still holds an entry for it; whether it added.
+    pub async fn enqueue_if_missing(&self, job_id: &str) -> redis::RedisResult<bool> {
+        Ok(self.add(job_id, true).await?.is_some())
     }
 
     /// Up to `count` new entries for `consumer`, waiting at most `block` for one.
@@ -140,9 +180,18 @@ impl Queue {
             .map(|_| ())
     }
 
-    /// The entry is dealt with: acknowledged and removed from the stream.
-    pub async fn done(&self, entry_id: &str) -> redis::RedisResult<()> {
-        super::ack_delete(&self.cluster, &self.stream, GROUP, &[entry_id]).await
+    /// The entry is dealt with: acknowledged and removed from the stream (and from the
+    /// job's entry record, unless a newer entry replaced it there).
+    pub async fn done(&self, entry: &Entry) -> redis::RedisResult<()> {
+        self.done
+            .key(&self.stream)
+            .key(&self.entries)
+            .arg(GROUP)
+            .arg(&entry.entry_id)
+            .arg(&entry.job_id)
+            .invoke_async::<i64>(&mut self.cluster.conn())
+            .await
+            .map(|_| ())
     }
 
     /// Forgets consumers (worker processes that stopped) idle longer than `idle` with
@@ -198,13 +247,17 @@ pub async fn sweep(
         let mut conn = state.db.pool.acquire().await?;
         crate::db::jobs::touch_stale_queued(&mut conn, older_than.as_millis() as i64, 1000).await?
     };
+    let mut added = 0;
     for id in &ids {
-        queue.enqueue(id).await?;
+        added += queue.enqueue_if_missing(id).await? as usize;
     }
-    if !ids.is_empty() {
-        tracing::info!(count = ids.len(), "queued jobs re-added to the stream");
+    if added > 0 {
+        tracing::info!(
+            count = added,
+            "queued jobs whose entry was lost re-added to the stream"
+        );
     }
-    Ok(ids.len())
+    Ok(added)
 }
 
 #[cfg(test)]
@@ -255,8 +308,10 @@ mod tests {
         assert_eq!(taken.len(), 1, "{taken:?}");
         assert_eq!(taken[0].job_id, "job_1");
 
-        queue.done(&taken[0].entry_id).await.unwrap();
-        queue.done(&second[0].entry_id).await.unwrap();
+        queue.done(&taken[0]).await.unwrap();
+        // While its entry is in the stream, a job is not added again.
+        assert!(!queue.enqueue_if_missing("job_2").await.unwrap());
+        queue.done(&second[0]).await.unwrap();
         assert_eq!(queue.depth().await.unwrap(), 0);
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(
@@ -290,5 +345,18 @@ mod tests {
             .unwrap();
         assert_eq!(names().await, vec!["d"], "d has job_3 pending");
         assert_eq!(queue.prune_consumers(Duration::ZERO).await.unwrap(), 0);
+
+        // Gone from the stream (done, or lost with a restarted Redis): added again.
+        assert!(queue.enqueue_if_missing("job_2").await.unwrap());
+        let mut conn2 = cluster.conn();
+        let _: () = redis::cmd("DEL")
+            .arg(&queue.stream)
+            .query_async(&mut conn2)
+            .await
+            .unwrap();
+        assert!(
+            queue.enqueue_if_missing("job_3").await.unwrap(),
+            "its entry was lost"
+        );
     }
 }
