@@ -52,7 +52,9 @@ return 0
 ";
 
 /// KEYS[1]: the stream. ARGV: per record `json, cost, n, counter_1, limit_1, ...`.
-/// Returns the counters this batch pushed over their limit.
+/// Returns the counters this batch pushed over their limit. The counter keys travel in
+/// ARGV, which a single Redis allows; Redis Cluster would need them in KEYS, all under
+/// one hash tag.
 const SHIP: &str = r"
 local crossed = {}
 local i = 1
