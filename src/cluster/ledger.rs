@@ -97,6 +97,8 @@ pub struct Ledger {
     cluster: Arc<Cluster>,
     stream: String,
     consumer: String,
+    /// The drain's consumer group exists (created once, again after a Redis restart).
+    group_ready: std::sync::atomic::AtomicBool,
     reserve: Script,
     release: Script,
     ship: Script,
@@ -106,6 +108,7 @@ impl Ledger {
     pub fn new(cluster: Arc<Cluster>) -> Ledger {
         Ledger {
             stream: cluster.key(STREAM),
+            group_ready: Default::default(),
             consumer: format!(
                 "{}-{}",
                 std::process::id(),
@@ -226,7 +229,25 @@ impl Ledger {
     /// Up to `count` shipped records for this process to write to SQL: a dead
     /// flusher's first, then new ones. Pass the entry ids to [`Ledger::written`].
     pub async fn take(&self, count: usize) -> redis::RedisResult<Vec<(String, UsageRecord)>> {
-        super::ensure_group(&self.cluster, &self.stream, GROUP).await?;
+        use std::sync::atomic::Ordering;
+        if !self.group_ready.load(Ordering::Relaxed) {
+            super::ensure_group(&self.cluster, &self.stream, GROUP).await?;
+            self.group_ready.store(true, Ordering::Relaxed);
+        }
+        match self.take_from_group(count).await {
+            // Redis restarted and lost the group: create it again and read once more.
+            Err(error) if super::queue::group_missing(&error) => {
+                super::ensure_group(&self.cluster, &self.stream, GROUP).await?;
+                self.take_from_group(count).await
+            }
+            taken => taken,
+        }
+    }
+
+    async fn take_from_group(
+        &self,
+        count: usize,
+    ) -> redis::RedisResult<Vec<(String, UsageRecord)>> {
         let mut conn = self.cluster.conn();
         let stale: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&self.stream)

@@ -63,6 +63,23 @@ impl Deployment {
         .await
     }
 
+    /// A `serve` process with the engines as node `node_id`; `jobs`: its `[jobs]` lines.
+    async fn serve_with_engines(
+        &self,
+        redis: &str,
+        database: &str,
+        node_id: &str,
+        jobs: &str,
+    ) -> Server {
+        let extra = format!("[engines]\nnode_id = \"{node_id}\"\n[jobs]\n{jobs}");
+        Server::start_with(Options {
+            database_url: Some(database.to_owned()),
+            config_toml: Some(self.toml(redis, &extra)),
+            ..Options::default()
+        })
+        .await
+    }
+
     /// A `scaigrid worker` process with the engines, one job at a time.
     async fn worker(&self, node_id: &str) -> Server {
         self.worker_with(node_id, 3, "").await
@@ -289,15 +306,14 @@ async fn dependency_outages_are_named_fail_fast_and_heal() {
     };
     let api = deployment.api_on(&redis_url, Some(&database)).await;
     // A process with engines and a worker, for a job submitted while Redis is away.
-    let engine_process = Server::start_with(Options {
-        database_url: Some(database.clone()),
-        config_toml: Some(deployment.toml(
+    let engine_process = deployment
+        .serve_with_engines(
             &redis_url,
-            "[engines]\nnode_id = \"e1\"\n[jobs]\nworkers = 1\nlease_seconds = 2\n",
-        )),
-        ..Options::default()
-    })
-    .await;
+            &database,
+            "e1",
+            "workers = 1\nlease_seconds = 2\n",
+        )
+        .await;
     let tenant = api.tenant("outage").await;
     let (status, key) = api
         .post(
@@ -588,15 +604,14 @@ async fn warm_node_ids_list_only_live_nodes() {
     };
     let api = deployment.api().await;
     // A process with engines (node `n3`): enrolling there warms the profile on it.
-    let mut engine_process = Server::start_with(Options {
-        database_url: Some(deployment.database.clone()),
-        config_toml: Some(deployment.toml(
+    let mut engine_process = deployment
+        .serve_with_engines(
             &deployment.redis,
-            "[engines]\nnode_id = \"n3\"\n[jobs]\nworkers = 0\n",
-        )),
-        ..Options::default()
-    })
-    .await;
+            &deployment.database,
+            "n3",
+            "workers = 0\n",
+        )
+        .await;
     let beckett = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
     let (status, speaker) = engine_process
         .post_wav_form(
