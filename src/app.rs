@@ -55,6 +55,8 @@ pub struct AppState {
     pub bound: OnceLock<std::net::SocketAddr>,
     /// The OpenAPI document, rendered once when the router is built.
     pub openapi: OnceLock<String>,
+    /// This process's WebRTC sessions.
+    pub webrtc: crate::webrtc::Registry,
 }
 
 impl AppState {
@@ -147,6 +149,7 @@ impl AppState {
             metrics: telemetry::metrics_handle(),
             node,
             openapi: OnceLock::new(),
+            webrtc: Default::default(),
         }))
     }
 }

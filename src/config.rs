@@ -155,6 +155,41 @@ pub struct FileConfig {
     pub redis: FileRedis,
     #[serde(default)]
     pub s3: FileS3,
+    #[serde(default)]
+    pub webrtc: FileWebrtc,
+}
+
+/// WebRTC sessions (ScaiEcho and ScaiSpeak).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWebrtc {
+    /// Answer offers (default true; false makes offers 501 as a build without the
+    /// `webrtc` feature does, e.g. where UDP cannot reach the server).
+    pub enabled: Option<bool>,
+    /// IPs the answer offers host candidates on (default: 127.0.0.1 and the address of
+    /// the interface the default route leaves by).
+    pub candidate_ips: Option<Vec<std::net::IpAddr>>,
+    /// Advertised instead of each candidate IP, for a host behind 1:1 NAT.
+    pub public_ip: Option<std::net::IpAddr>,
+    /// STUN/TURN servers handed to clients in `POST /sessions` (`urls`, `username`,
+    /// `credential`), for browsers behind NAT.
+    #[serde(default)]
+    pub ice_servers: Vec<IceServer>,
+    /// Sessions (created or running) per tenant (default 8); then 429.
+    pub max_sessions_per_tenant: Option<usize>,
+    /// A session with no offer after this long is dropped (default 60).
+    pub offer_timeout_seconds: Option<u64>,
+}
+
+/// One STUN/TURN server as `RTCPeerConnection` takes it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -421,6 +456,18 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub accounting: AccountingConfig,
     pub webhooks: WebhooksConfig,
+    pub webrtc: WebrtcConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebrtcConfig {
+    pub enabled: bool,
+    /// `None`: loopback and the default route's interface, found at start.
+    pub candidate_ips: Option<Vec<std::net::IpAddr>>,
+    pub public_ip: Option<std::net::IpAddr>,
+    pub ice_servers: Vec<IceServer>,
+    pub max_sessions_per_tenant: usize,
+    pub offer_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -728,6 +775,26 @@ impl Config {
                         create_bucket: file.s3.create_bucket.unwrap_or(false),
                     })
                 }
+            },
+            webrtc: WebrtcConfig {
+                enabled: file.webrtc.enabled.unwrap_or(true),
+                candidate_ips: match file.webrtc.candidate_ips {
+                    Some(ips) if ips.is_empty() => {
+                        bail!("webrtc.candidate_ips: name at least one IP, or leave it out")
+                    }
+                    other => other,
+                },
+                public_ip: file.webrtc.public_ip,
+                ice_servers: file.webrtc.ice_servers,
+                max_sessions_per_tenant: positive(
+                    "webrtc.max_sessions_per_tenant",
+                    file.webrtc.max_sessions_per_tenant.unwrap_or(8) as u64,
+                )? as usize,
+                offer_timeout: seconds(
+                    "webrtc.offer_timeout_seconds",
+                    file.webrtc.offer_timeout_seconds,
+                    60,
+                )?,
             },
             gateway: GatewayConfig {
                 stream_timeout: seconds(

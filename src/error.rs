@@ -123,6 +123,10 @@ error_codes! {
     /// Seed 003: the firewall evaluator is not running.
     JUDGE_UNREACHABLE => 503, None;
 
+    /// A WebRTC control socket opened before the offer was answered, or after the
+    /// session ended (close 4404 `session_not_ready`).
+    SESSION_NOT_READY => 409, Some(4404);
+
     // ScaiEcho.
     /// No allowed speech-to-text backend is usable.
     SCAIECHO_BACKEND_UNAVAILABLE => 502, Some(4502);

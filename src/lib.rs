@@ -16,6 +16,8 @@
 //!   limits, usage records and budgets every module shares; [`webhooks`]: event delivery.
 //! - [`cluster`]: the scaled deployment's Redis (counters, job stream, node registry,
 //!   revocation broadcast).
+//! - [`webrtc`]: WebRTC sessions carrying the ScaiEcho and ScaiSpeak stream sessions;
+//!   [`ws`]: what every stream transport shares.
 
 pub mod accounting;
 pub mod app;
@@ -41,5 +43,6 @@ pub mod services;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;
+pub mod webrtc;
 pub mod worker;
 pub mod ws;

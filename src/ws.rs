@@ -2,6 +2,7 @@
 //! close code of their error code, the closing handshake, write timeouts (a client that
 //! stops reading is dropped, never buffered for), idle reads.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,46 +52,65 @@ pub fn error_frame(error: &ApiError) -> String {
     frame.to_string()
 }
 
-async fn send(socket: &mut WebSocket, message: Message) -> Result<(), End> {
-    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(End::Gone),
-        Err(_) => {
-            tracing::info!("stream dropped: the client stopped reading");
-            Err(End::Gone)
+/// Where a session's frames come from and go to: a WebSocket, or the control side of a
+/// WebRTC session (whose frames travel on its control WebSocket and data channel). The
+/// stream sessions are written against this, so both transports run the same code.
+pub trait Link: Send {
+    /// The next message from the client; `None` once it is gone.
+    fn recv(&mut self) -> impl Future<Output = Option<Message>> + Send;
+    /// Sends one message; `Err(End::Gone)` when the client is gone or stopped reading.
+    fn send(&mut self, message: Message) -> impl Future<Output = Result<(), End>> + Send;
+}
+
+impl Link for WebSocket {
+    async fn recv(&mut self) -> Option<Message> {
+        match WebSocket::recv(self).await {
+            Some(Ok(message)) => Some(message),
+            None | Some(Err(_)) => None,
+        }
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), End> {
+        match tokio::time::timeout(WRITE_TIMEOUT, WebSocket::send(self, message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => {
+                tracing::info!("stream dropped: the client stopped reading");
+                Err(End::Gone)
+            }
         }
     }
 }
 
-pub async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), End> {
-    send(socket, Message::Text(text.into())).await
+pub async fn send_text(socket: &mut impl Link, text: String) -> Result<(), End> {
+    socket.send(Message::Text(text.into())).await
 }
 
-pub async fn send_binary(socket: &mut WebSocket, bytes: Vec<u8>) -> Result<(), End> {
-    send(socket, Message::Binary(bytes.into())).await
+pub async fn send_binary(socket: &mut impl Link, bytes: Vec<u8>) -> Result<(), End> {
+    socket.send(Message::Binary(bytes.into())).await
 }
 
-pub async fn send_error(socket: &mut WebSocket, error: &ApiError) -> Result<(), End> {
+pub async fn send_error(socket: &mut impl Link, error: &ApiError) -> Result<(), End> {
     send_text(socket, error_frame(error)).await
 }
 
-pub async fn ping(socket: &mut WebSocket) -> Result<(), End> {
-    send(socket, Message::Ping(Default::default())).await
+pub async fn ping(socket: &mut impl Link) -> Result<(), End> {
+    socket.send(Message::Ping(Default::default())).await
 }
 
 /// The closing handshake: our close frame, then the client's frames are read (and
 /// dropped) until its close comes back. Dropping the connection with unread data would
 /// make the kernel reset it, and the client could lose the error and close frames.
-pub async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+pub async fn close(socket: &mut impl Link, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: reason.to_owned().into(),
     };
-    if send(socket, Message::Close(Some(frame))).await.is_err() {
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
         return;
     }
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Some(Ok(message)) = socket.recv().await {
+        while let Some(message) = socket.recv().await {
             if matches!(message, Message::Close(_)) {
                 break;
             }
@@ -101,7 +121,7 @@ pub async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
 
 /// Ends a session: `Ok(frame)` is the last frame then close 1000; an error is its
 /// `error` frame then its close code; a client that is gone gets nothing.
-pub async fn finish(socket: &mut WebSocket, outcome: Result<String, End>) {
+pub async fn finish(socket: &mut impl Link, outcome: Result<String, End>) {
     match outcome {
         Ok(last) => {
             if send_text(socket, last).await.is_ok() {
@@ -125,11 +145,11 @@ pub async fn finish(socket: &mut WebSocket, outcome: Result<String, End>) {
 }
 
 /// The next message, or the end of the session (idle for `idle`, or gone).
-pub async fn next_message(socket: &mut WebSocket, idle: Duration) -> Result<Message, End> {
+pub async fn next_message(socket: &mut impl Link, idle: Duration) -> Result<Message, End> {
     match tokio::time::timeout(idle, socket.recv()).await {
         Err(_) => Err(idle_error(idle).into()),
-        Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => Err(End::Gone),
-        Ok(Some(Ok(message))) => Ok(message),
+        Ok(None | Some(Message::Close(_))) => Err(End::Gone),
+        Ok(Some(message)) => Ok(message),
     }
 }
 

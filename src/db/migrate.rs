@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0006_reference_media_types.sql"),
     ),
     (7, "gateway", include_str!("migrations/0007_gateway.sql")),
+    (
+        8,
+        "webrtc_sessions",
+        include_str!("migrations/0008_webrtc_sessions.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded. Returns how many ran.

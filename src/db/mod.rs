@@ -22,6 +22,7 @@ pub mod speakers;
 pub mod tenants;
 pub mod users;
 pub mod webhooks;
+pub mod webrtc;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -11,6 +11,7 @@ mod nodes;
 mod scaiecho;
 mod scaispeak;
 mod webhooks;
+mod webrtc;
 
 use std::sync::Arc;
 
@@ -119,4 +120,9 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(scaispeak::list_jobs))
         .routes(routes!(scaispeak::get_job, scaispeak::delete_job))
         .routes(routes!(scaispeak::job_audio))
+        .routes(routes!(webrtc::create_session))
+        .routes(routes!(webrtc::get_session, webrtc::delete_session))
+        .routes(routes!(webrtc::offer))
+        .routes(routes!(webrtc::control))
+        .routes(routes!(webrtc::demo))
 }

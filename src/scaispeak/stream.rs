@@ -4,7 +4,9 @@
 //! Protocol: `{"type":"open","voice":...,"output":{"codec":"opus"|"pcm_s16le",
 //! "sample_rate":N},"speed":1.0,"backend_preference":"any","pace":false}` → `ready`;
 //! then `{"type":"text","text":"..."}` pieces, `{"type":"flush"}` (speak what is pending
-//! now), `{"type":"close"}` (speak the rest, then `done` with usage). Audio comes as
+//! now), `{"type":"close"}` (speak the rest, then `done` with usage). Barge-in:
+//! `{"type":"interrupt"}`, or `"interrupt": true` on a `text` frame, drops what is being
+//! spoken and answers `{"type":"interrupted","dropped_frames":N}`. Audio comes as
 //! binary frames: one 20 ms Opus packet at 48 kHz each (default), or 20 ms of s16le PCM.
 //! With `pace: true` frames leave at playback speed (a quarter second ahead), so a
 //! client can play each frame as it arrives and never underruns nor buffers seconds.
@@ -32,7 +34,7 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::services::backends::{Backend, Preference};
-use crate::ws::{self, End};
+use crate::ws::{self, End, Link};
 
 /// Sentences waiting to be synthesized at most.
 const MAX_QUEUED: usize = 64;
@@ -40,18 +42,19 @@ const MAX_QUEUED: usize = 64;
 const PACE_LEAD: Duration = Duration::from_millis(250);
 const FRAME_MS: u64 = 20;
 
+/// The `open` frame (WebRTC sessions take the same fields as their options).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct OpenFrame {
+pub struct OpenFrame {
     #[serde(rename = "type")]
-    kind: String,
-    voice: Option<String>,
+    pub kind: String,
+    pub voice: Option<String>,
     #[serde(default)]
-    output: OutputRequest,
-    speed: Option<f32>,
-    backend_preference: Option<Preference>,
+    pub output: OutputRequest,
+    pub speed: Option<f32>,
+    pub backend_preference: Option<Preference>,
     #[serde(default)]
-    pace: bool,
+    pub pace: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +62,17 @@ struct ClientFrame {
     #[serde(rename = "type")]
     kind: String,
     text: Option<String>,
+    /// On `text`: stop what is being spoken first (barge-in).
+    #[serde(default)]
+    interrupt: bool,
+}
+
+/// What a control frame asks of the session.
+enum Action {
+    Go,
+    Close,
+    /// Barge-in happened; this many frames were dropped unsent.
+    Interrupted(usize),
 }
 
 /// Encodes synthesized audio into the stream's frames.
@@ -129,7 +143,10 @@ struct Spoken {
 
 type Running = Pin<Box<dyn Future<Output = (Option<Framer>, ApiResult<Spoken>)> + Send>>;
 
-struct Session {
+/// One synthesis stream, whatever carries it (a WebSocket or a WebRTC session).
+pub struct Session {
+    id: String,
+    voice: String,
     state: Arc<AppState>,
     principal: Arc<Principal>,
     backend: Backend,
@@ -137,6 +154,8 @@ struct Session {
     /// A cloned voice's conditioning profile.
     profile: Option<engines::conditioning::VoiceProfile>,
     pace: bool,
+    /// How far ahead of playback a paced stream sends.
+    lead: Duration,
     output: Output,
     /// The frames' rate, as `ready` said (whatever rate the backend speaks at).
     out_rate: u32,
@@ -148,50 +167,22 @@ struct Session {
     outbox: VecDeque<Vec<u8>>,
     play_start: Option<Instant>,
     frames_sent: u64,
+    /// The next sentence is the first after a silence (start, or barge-in).
+    fresh: bool,
     characters: usize,
     seconds: f64,
 }
 
 pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<String>) {
-    metrics::counter!("scaigrid_scaispeak_streams_total").increment(1);
     let outcome = match start(&mut socket, &state, token).await {
-        Ok(mut session) => {
-            let end = session.run(&mut socket).await;
-            if session.characters > 0 {
-                super::record_usage(
-                    &state,
-                    &session.principal.tenant_id,
-                    session.principal.subject_id(),
-                    session.characters,
-                    session.seconds,
-                );
-                state
-                    .limits
-                    .charge(
-                        &session.principal,
-                        crate::ratelimit::Dimension::AudioSeconds,
-                        session.seconds,
-                    )
-                    .await;
-            }
-            match end {
-                End::Done => Ok(json!({
-                    "type": "done",
-                    "usage": {
-                        "characters": session.characters,
-                        "audio_seconds": (session.seconds * 1000.0).round() / 1000.0,
-                    },
-                })
-                .to_string()),
-                other => Err(other),
-            }
-        }
+        Ok(session) => session.run_to_end(&mut socket).await,
         Err(end) => Err(end),
     };
     ws::finish(&mut socket, outcome).await;
 }
 
-fn parse_open(text: &str) -> ApiResult<OpenFrame> {
+/// Parses the `open` frame.
+pub fn parse_open(text: &str) -> ApiResult<OpenFrame> {
     let frame: OpenFrame =
         serde_json::from_str(text).map_err(|e| ApiError::invalid(format!("bad `open`: {e}")))?;
     if frame.kind != "open" {
@@ -203,14 +194,20 @@ fn parse_open(text: &str) -> ApiResult<OpenFrame> {
     Ok(frame)
 }
 
+/// The checks on the caller before its `open` is read: module, permission, rate limits
+/// and budget.
+pub async fn admit(state: &AppState, principal: &Principal) -> ApiResult<()> {
+    super::authorize(principal)?;
+    ws::admit(state, principal).await
+}
+
 async fn start(
     socket: &mut WebSocket,
     state: &Arc<AppState>,
     token: Option<String>,
 ) -> Result<Session, End> {
     let principal = ws::authenticate(state, token).await?;
-    super::authorize(&principal)?;
-    ws::admit(state, &principal).await?;
+    admit(state, &principal).await?;
     let open = loop {
         match ws::next_message(socket, state.config.stream.idle_timeout).await? {
             Message::Text(text) => break parse_open(&text)?,
@@ -220,60 +217,112 @@ async fn start(
             _ => continue,
         }
     };
-    // A wrong voice is a bad `open` here (4400), not a missing resource.
-    let voice = voices::find(state, &principal.tenant_id, open.voice.as_deref())
-        .await
-        .map_err(|e| ApiError::invalid(format!("voice: {}", e.message)))?;
-    let output = Output::from_request(open.output, Codec::Opus)?;
-    if output.codec == Codec::Wav {
-        return Err(
-            ApiError::invalid("streams carry `opus` packets or `pcm_s16le` frames")
-                .with_field("field", "output.codec")
-                .into(),
-        );
-    }
-    let speed = super::check_speed(open.speed)?;
-    let backend =
-        super::resolve(state, &principal.tenant_id, open.backend_preference, &voice).await?;
-    let rate = output.rate(voice.sample_rate);
-    ws::send_text(
-        socket,
-        json!({
-            "type": "ready",
-            "session_id": format!("spk_{}", uuid::Uuid::now_v7().simple()),
-            "voice": voice.id,
-            "backend": backend.as_str(),
-            "codec": output.codec,
-            "sample_rate": rate,
-            "frame_ms": FRAME_MS,
-            "pace": open.pace,
-        })
-        .to_string(),
-    )
-    .await?;
-    Ok(Session {
-        state: state.clone(),
-        principal,
-        backend,
-        speed,
-        profile: voice.profile.clone(),
-        pace: open.pace,
-        output,
-        out_rate: rate,
-        framer: None,
-        sentences: Sentences::default(),
-        queue: VecDeque::new(),
-        running: None,
-        outbox: VecDeque::new(),
-        play_start: None,
-        frames_sent: 0,
-        characters: 0,
-        seconds: 0.0,
-    })
+    Ok(Session::open(state, principal, open, PACE_LEAD).await?)
 }
 
 impl Session {
-    async fn run(&mut self, socket: &mut WebSocket) -> End {
+    /// A stream for an admitted caller's `open`: voice, output, speed and backend
+    /// resolved. `lead` is how far ahead of playback a paced stream sends.
+    pub async fn open(
+        state: &Arc<AppState>,
+        principal: Arc<Principal>,
+        open: OpenFrame,
+        lead: Duration,
+    ) -> ApiResult<Session> {
+        // A wrong voice is a bad `open` here (4400), not a missing resource.
+        let voice = voices::find(state, &principal.tenant_id, open.voice.as_deref())
+            .await
+            .map_err(|e| ApiError::invalid(format!("voice: {}", e.message)))?;
+        let output = Output::from_request(open.output, Codec::Opus)?;
+        if output.codec == Codec::Wav {
+            return Err(
+                ApiError::invalid("streams carry `opus` packets or `pcm_s16le` frames")
+                    .with_field("field", "output.codec"),
+            );
+        }
+        let speed = super::check_speed(open.speed)?;
+        let backend =
+            super::resolve(state, &principal.tenant_id, open.backend_preference, &voice).await?;
+        let rate = output.rate(voice.sample_rate);
+        Ok(Session {
+            id: format!("spk_{}", uuid::Uuid::now_v7().simple()),
+            voice: voice.id,
+            state: state.clone(),
+            principal,
+            backend,
+            speed,
+            profile: voice.profile.clone(),
+            pace: open.pace,
+            lead,
+            output,
+            out_rate: rate,
+            framer: None,
+            sentences: Sentences::default(),
+            queue: VecDeque::new(),
+            running: None,
+            outbox: VecDeque::new(),
+            play_start: None,
+            frames_sent: 0,
+            fresh: true,
+            characters: 0,
+            seconds: 0.0,
+        })
+    }
+
+    /// The `ready` frame.
+    pub fn ready_frame(&self) -> String {
+        json!({
+            "type": "ready",
+            "session_id": self.id,
+            "voice": self.voice,
+            "backend": self.backend.as_str(),
+            "codec": self.output.codec,
+            "sample_rate": self.out_rate,
+            "frame_ms": FRAME_MS,
+            "pace": self.pace,
+        })
+        .to_string()
+    }
+
+    /// Sends `ready`, runs the stream, records its usage; `Ok` is the `done` frame.
+    pub async fn run_to_end(mut self, socket: &mut impl Link) -> Result<String, End> {
+        metrics::counter!("scaigrid_scaispeak_streams_total").increment(1);
+        let end = match ws::send_text(socket, self.ready_frame()).await {
+            Ok(()) => self.run(socket).await,
+            Err(end) => end,
+        };
+        if self.characters > 0 {
+            let principal = &self.principal;
+            super::record_usage(
+                &self.state,
+                &principal.tenant_id,
+                principal.subject_id(),
+                self.characters,
+                self.seconds,
+            );
+            self.state
+                .limits
+                .charge(
+                    principal,
+                    crate::ratelimit::Dimension::AudioSeconds,
+                    self.seconds,
+                )
+                .await;
+        }
+        match end {
+            End::Done => Ok(json!({
+                "type": "done",
+                "usage": {
+                    "characters": self.characters,
+                    "audio_seconds": (self.seconds * 1000.0).round() / 1000.0,
+                },
+            })
+            .to_string()),
+            other => Err(other),
+        }
+    }
+
+    async fn run(&mut self, socket: &mut impl Link) -> End {
         let config = self.state.config.stream.clone();
         let mut keepalive = tokio::time::interval(config.keepalive);
         keepalive.tick().await;
@@ -305,21 +354,26 @@ impl Session {
                 message = socket.recv(), if !closing => {
                     last_heard = Instant::now();
                     match message {
-                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(End::Gone),
-                        Some(Ok(Message::Text(text))) => match self.control(&text) {
-                            Ok(close) => {
-                                closing |= close;
+                        None | Some(Message::Close(_)) => Err(End::Gone),
+                        Some(Message::Text(text)) => match self.control(&text) {
+                            Ok(Action::Go) => Ok(()),
+                            Ok(Action::Close) => {
+                                closing = true;
                                 Ok(())
+                            }
+                            Ok(Action::Interrupted(dropped)) => {
+                                let frame = json!({"type": "interrupted", "dropped_frames": dropped});
+                                ws::send_text(socket, frame.to_string()).await
                             }
                             Err(error) if error.code == ErrorCode::CTX_TOO_LARGE => Err(error.into()),
                             // A bad frame loses nothing: say so, carry on.
                             Err(error) => ws::send_error(socket, &error).await,
                         },
-                        Some(Ok(Message::Binary(_))) => {
+                        Some(Message::Binary(_)) => {
                             let error = ApiError::invalid("this stream takes text frames, not audio");
                             ws::send_error(socket, &error).await
                         }
-                        Some(Ok(_)) => Ok(()),
+                        Some(_) => Ok(()),
                     }
                 }
                 _ = tokio::time::sleep_until(idle_deadline), if !closing && !busy => {
@@ -334,8 +388,9 @@ impl Session {
         }
     }
 
-    /// A text frame: `text`, `flush` or `close` (`Ok(true)`).
-    fn control(&mut self, text: &str) -> ApiResult<bool> {
+    /// A text frame: `text` (with `interrupt: true`, barge-in first), `interrupt`,
+    /// `flush` or `close`.
+    fn control(&mut self, text: &str) -> ApiResult<Action> {
         let frame: ClientFrame = serde_json::from_str(text)
             .map_err(|e| ApiError::invalid(format!("text frames are JSON with a `type`: {e}")))?;
         let limit = self.state.config.speak.inline_text_chars;
@@ -349,6 +404,7 @@ impl Session {
                     )
                     .with_field("limit", limit));
                 }
+                let dropped = frame.interrupt.then(|| self.interrupt());
                 let complete = self.sentences.push(&piece);
                 self.enqueue(complete)?;
                 // Text that never ends a sentence is spoken once it reaches the limit.
@@ -356,22 +412,41 @@ impl Session {
                     let rest = self.sentences.flush();
                     self.enqueue(rest.into_iter().collect())?;
                 }
-                Ok(false)
+                Ok(dropped.map_or(Action::Go, Action::Interrupted))
             }
+            "interrupt" => Ok(Action::Interrupted(self.interrupt())),
             "flush" => {
                 let rest = self.sentences.flush();
                 self.enqueue(rest.into_iter().collect())?;
-                Ok(false)
+                Ok(Action::Go)
             }
             "close" => {
                 let rest = self.sentences.flush();
                 self.enqueue(rest.into_iter().collect())?;
-                Ok(true)
+                Ok(Action::Close)
             }
             other => Err(ApiError::invalid(format!(
-                "unknown frame `{other}` (expected `text`, `flush` or `close`)"
+                "unknown frame `{other}` (expected `text`, `interrupt`, `flush` or `close`)"
             ))),
         }
+    }
+
+    /// Barge-in: drops what is being synthesized, waiting, or not yet sent, and the
+    /// text not yet spoken. Returns how many frames were dropped unsent. What was
+    /// synthesized still counts as usage (the work was done).
+    fn interrupt(&mut self) -> usize {
+        let dropped = self.outbox.len();
+        self.outbox.clear();
+        self.queue.clear();
+        self.sentences.flush();
+        // The running sentence's result is dropped with it; a fresh framer follows.
+        self.running = None;
+        self.framer = None;
+        self.play_start = None;
+        self.frames_sent = 0;
+        self.fresh = true;
+        metrics::counter!("scaigrid_scaispeak_interruptions_total").increment(1);
+        dropped
     }
 
     fn enqueue(&mut self, sentences: Vec<String>) -> ApiResult<()> {
@@ -395,8 +470,9 @@ impl Session {
         let Some(mut sentence) = self.queue.pop_front() else {
             return;
         };
-        // Nothing spoken yet: start with the first clause alone (time to first audio).
-        if self.characters == 0
+        // Nothing spoken yet (or just interrupted): start with the first clause alone
+        // (time to first audio).
+        if std::mem::take(&mut self.fresh)
             && let Some((head, tail)) = super::text::first_clause(&sentence)
         {
             self.queue.push_front(tail);
@@ -452,14 +528,14 @@ impl Session {
         match (self.pace, self.play_start) {
             (true, Some(start)) => {
                 let due = start + Duration::from_millis(self.frames_sent * FRAME_MS);
-                due.checked_sub(PACE_LEAD).unwrap_or(start)
+                due.checked_sub(self.lead).unwrap_or(start)
             }
             _ => Instant::now(),
         }
     }
 
     /// Sends every frame that is due.
-    async fn send_due(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+    async fn send_due(&mut self, socket: &mut impl Link) -> Result<(), End> {
         while !self.outbox.is_empty() && self.next_send_time() <= Instant::now() {
             let frame = self.outbox.pop_front().expect("checked");
             let start = *self.play_start.get_or_insert_with(Instant::now);
@@ -479,7 +555,7 @@ impl Session {
     }
 
     /// End of stream: the encoder's last frames, sent (paced if asked).
-    async fn drain(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+    async fn drain(&mut self, socket: &mut impl Link) -> Result<(), End> {
         if let Some(framer) = &mut self.framer {
             let last = framer.frames(&[], true)?;
             self.outbox.extend(last);

@@ -34,7 +34,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::scaiecho::policy::{self, Backend};
 use crate::scaiecho::{MODULE, local};
 use crate::services::modules::require_enabled;
-use crate::ws::{self, End};
+use crate::ws::{self, End, Link};
 use pipeline::Pipeline;
 use protocol::{Control, Delta, Open, ServerFrame, Usage};
 use scheduler::{Emit, Scheduler};
@@ -104,34 +104,22 @@ type Running = Pin<Box<dyn Future<Output = (Kind, Result<Heard, ApiError>)> + Se
 /// Runs one connection to its end. `token` is the bearer token from the header or
 /// `?token=`.
 pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<String>) {
-    metrics::counter!("scaigrid_scaiecho_streams_total").increment(1);
     let outcome = match start(&mut socket, &state, token).await {
-        Ok(mut session) => {
-            let end = session.run(&mut socket).await;
-            let seconds = session.audio_seconds();
-            record_usage(&session.state, &session.principal, seconds).await;
-            match end {
-                End::Done => Ok(session.done_frame().to_json()),
-                other => Err(other),
-            }
-        }
+        Ok(session) => session.run_to_end(&mut socket).await,
         Err(end) => Err(end),
     };
     ws::finish(&mut socket, outcome).await;
 }
 
-/// Everything before `ready`: auth, permissions, rate limits and budget, the stream
-/// slot, `open`, the backend.
+/// Everything before `ready` on a WebSocket: auth, permissions, rate limits and budget,
+/// the stream slot, `open`, the backend.
 async fn start(
     socket: &mut WebSocket,
     state: &Arc<AppState>,
     token: Option<String>,
 ) -> Result<Session, End> {
     let principal = ws::authenticate(state, token).await?;
-    require_enabled(&principal, MODULE)?;
-    principal.require("scaiecho:transcribe")?;
-    ws::admit(state, &principal).await?;
-    let slot = take_slot(state, &principal.tenant_id)?;
+    admit(state, &principal).await?;
     let open = loop {
         match ws::next_message(socket, state.config.stream.idle_timeout).await? {
             Message::Text(text) => break protocol::parse_open(&text)?,
@@ -141,37 +129,19 @@ async fn start(
             _ => continue,
         }
     };
-    if open.diarize {
-        principal.require("scaiecho:diarize")?;
-    }
-    let tenant_policy = crate::scaiecho::policy(state, &principal.tenant_id).await?;
-    let backend = policy::resolve(
-        &tenant_policy,
-        open.backend_preference,
-        state.scaiecho.usable(),
-    )?;
-    let enrolled = match open.diarize {
-        true => crate::scaiecho::speakers::enrolled(state, &principal.tenant_id).await?,
-        false => Vec::new(),
-    };
-    let session = Session::new(state.clone(), principal, slot, open, backend, enrolled);
-    ws::send_text(
-        socket,
-        ServerFrame::Ready {
-            session_id: session.id.clone(),
-            backend: backend.as_str().to_owned(),
-            media_type: session.open.media_type.clone(),
-            chunk_seconds: session.open.chunk_seconds,
-            diarize: session.speakers.is_some(),
-        }
-        .to_json(),
-    )
-    .await?;
-    tracing::info!(session = %session.id, backend = backend.as_str(), "stream open");
-    Ok(session)
+    Ok(Session::open(state, principal, open).await?)
 }
 
-struct Session {
+/// The checks on the caller before its `open` is read: module, permission, rate limits
+/// and budget.
+pub async fn admit(state: &AppState, principal: &Principal) -> Result<(), ApiError> {
+    require_enabled(principal, MODULE)?;
+    principal.require("scaiecho:transcribe")?;
+    ws::admit(state, principal).await
+}
+
+/// One transcription stream, whatever carries it (a WebSocket or a WebRTC session).
+pub struct Session {
     id: String,
     state: Arc<AppState>,
     principal: Arc<Principal>,
@@ -189,6 +159,58 @@ struct Session {
 }
 
 impl Session {
+    /// A stream for an admitted caller's `open`: the stream slot, the backend, the
+    /// speaker library when diarizing. The caller sends [`Session::ready_frame`] next.
+    pub async fn open(
+        state: &Arc<AppState>,
+        principal: Arc<Principal>,
+        open: Open,
+    ) -> Result<Session, ApiError> {
+        let slot = take_slot(state, &principal.tenant_id)?;
+        if open.diarize {
+            principal.require("scaiecho:diarize")?;
+        }
+        let tenant_policy = crate::scaiecho::policy(state, &principal.tenant_id).await?;
+        let backend = policy::resolve(
+            &tenant_policy,
+            open.backend_preference,
+            state.scaiecho.usable(),
+        )?;
+        let enrolled = match open.diarize {
+            true => crate::scaiecho::speakers::enrolled(state, &principal.tenant_id).await?,
+            false => Vec::new(),
+        };
+        let session = Session::new(state.clone(), principal, slot, open, backend, enrolled);
+        tracing::info!(session = %session.id, backend = backend.as_str(), "stream open");
+        Ok(session)
+    }
+
+    /// The `ready` frame.
+    pub fn ready_frame(&self) -> String {
+        ServerFrame::Ready {
+            session_id: self.id.clone(),
+            backend: self.backend.as_str().to_owned(),
+            media_type: self.open.media_type.clone(),
+            chunk_seconds: self.open.chunk_seconds,
+            diarize: self.speakers.is_some(),
+        }
+        .to_json()
+    }
+
+    /// Sends `ready`, runs the stream, records its usage; `Ok` is the `done` frame.
+    pub async fn run_to_end(mut self, socket: &mut impl Link) -> Result<String, End> {
+        metrics::counter!("scaigrid_scaiecho_streams_total").increment(1);
+        let end = match ws::send_text(socket, self.ready_frame()).await {
+            Ok(()) => self.run(socket).await,
+            Err(end) => end,
+        };
+        record_usage(&self.state, &self.principal, self.audio_seconds()).await;
+        match end {
+            End::Done => Ok(self.done_frame().to_json()),
+            other => Err(other),
+        }
+    }
+
     fn new(
         state: Arc<AppState>,
         principal: Arc<Principal>,
@@ -231,7 +253,7 @@ impl Session {
         }
     }
 
-    async fn run(&mut self, socket: &mut WebSocket) -> End {
+    async fn run(&mut self, socket: &mut impl Link) -> End {
         let config = self.state.config.stream.clone();
         let mut keepalive = tokio::time::interval(config.keepalive);
         keepalive.tick().await;
@@ -252,9 +274,9 @@ impl Session {
                 message = socket.recv(), if !closing => {
                     last_heard = Instant::now();
                     match message {
-                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(End::Gone),
-                        Some(Ok(Message::Binary(bytes))) => self.audio(socket, &bytes).await,
-                        Some(Ok(Message::Text(text))) => {
+                        None | Some(Message::Close(_)) => Err(End::Gone),
+                        Some(Message::Binary(bytes)) => self.audio(socket, &bytes).await,
+                        Some(Message::Text(text)) => {
                             match protocol::parse_control(&text) {
                                 Ok(Control::Flush) => {
                                     let snapshot = self.pipeline.as_mut().and_then(Pipeline::flush);
@@ -268,7 +290,7 @@ impl Session {
                                 Err(error) => ws::send_error(socket, &error).await,
                             }
                         }
-                        Some(Ok(_)) => Ok(()),
+                        Some(_) => Ok(()),
                     }
                 }
                 _ = tokio::time::sleep_until(idle_deadline), if !closing => {
@@ -290,7 +312,7 @@ impl Session {
     }
 
     /// Ends the open utterance, sends every outstanding final, then ends with `error`.
-    async fn drain_then(&mut self, socket: &mut WebSocket, error: ApiError) -> End {
+    async fn drain_then(&mut self, socket: &mut impl Link, error: ApiError) -> End {
         let snapshot = self.pipeline.as_mut().and_then(Pipeline::flush);
         if let Err(end) = self.offer(socket, snapshot.into_iter().collect()).await {
             return end;
@@ -305,7 +327,7 @@ impl Session {
     }
 
     /// One binary frame through the pipeline (on a blocking thread).
-    async fn audio(&mut self, socket: &mut WebSocket, bytes: &[u8]) -> Result<(), End> {
+    async fn audio(&mut self, socket: &mut impl Link, bytes: &[u8]) -> Result<(), End> {
         let limit = self.state.config.stream.max_frame_bytes;
         if bytes.len() > limit {
             return Err(ApiError::new(
@@ -326,7 +348,7 @@ impl Session {
     }
 
     /// End of audio (`close`): drain the decoder, end the utterance.
-    async fn finish_audio(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+    async fn finish_audio(&mut self, socket: &mut impl Link) -> Result<(), End> {
         let snapshots = self.with_pipeline(Pipeline::finish).await?;
         self.offer(socket, snapshots).await
     }
@@ -349,7 +371,7 @@ impl Session {
         Ok(result?)
     }
 
-    async fn offer(&mut self, socket: &mut WebSocket, snapshots: Vec<Snapshot>) -> Result<(), End> {
+    async fn offer(&mut self, socket: &mut impl Link, snapshots: Vec<Snapshot>) -> Result<(), End> {
         for snapshot in snapshots {
             if snapshot.kind == Kind::Final {
                 self.final_since.insert(snapshot.utterance, Instant::now());
@@ -363,7 +385,7 @@ impl Session {
 
     async fn finished(
         &mut self,
-        socket: &mut WebSocket,
+        socket: &mut impl Link,
         (kind, result): (Kind, Result<Heard, ApiError>),
     ) -> Result<(), End> {
         let heard = match result {
@@ -401,7 +423,7 @@ impl Session {
         }
     }
 
-    async fn emit(&mut self, socket: &mut WebSocket, emits: Vec<Emit<Heard>>) -> Result<(), End> {
+    async fn emit(&mut self, socket: &mut impl Link, emits: Vec<Emit<Heard>>) -> Result<(), End> {
         for emit in emits {
             let speaker_label = match (&mut self.speakers, &emit.result.embedding) {
                 (Some(speakers), Some(embedding)) if emit.is_final => {

@@ -1,0 +1,84 @@
+//! WebRTC session rows: what outlives a process's in-memory peer state (see the
+//! migration).
+
+use sqlx::{AnyConnection, Row};
+
+use super::now_ms;
+
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: String,
+    pub module: String,
+    pub status: String,
+    pub end_reason: Option<String>,
+    pub created_at: i64,
+}
+
+pub async fn create(
+    conn: &mut AnyConnection,
+    id: &str,
+    tenant_id: &str,
+    module: &str,
+    subject: &str,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO webrtc_sessions (id, tenant_id, module, subject, status, created_at, \
+         updated_at) VALUES ($1, $2, $3, $4, 'created', $5, $5)",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(module)
+    .bind(subject)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A tenant's session by id.
+pub async fn get(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT id, module, status, end_reason, created_at FROM webrtc_sessions \
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        Ok(SessionRow {
+            id: row.try_get("id")?,
+            module: row.try_get("module")?,
+            status: row.try_get("status")?,
+            end_reason: row.try_get("end_reason")?,
+            created_at: row.try_get("created_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// Moves a session on (`active`, or `ended` with a reason). An ended session stays
+/// ended.
+pub async fn set_status(
+    conn: &mut AnyConnection,
+    id: &str,
+    status: &str,
+    end_reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webrtc_sessions SET status = $1, end_reason = $2, updated_at = $3 \
+         WHERE id = $4 AND status <> 'ended'",
+    )
+    .bind(status)
+    .bind(end_reason)
+    .bind(now_ms())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,698 @@
+//! WebRTC sessions for ScaiEcho and ScaiSpeak (SPEC: `POST /sessions`,
+//! `POST /sessions/{id}/offer`, WebSocket `/sessions/{id}/control`).
+//!
+//! `POST /sessions` does every check a stream's `open` does (auth, module, permission,
+//! rate limits and budget, options, backend, voice) and prepares the stream session, so
+//! a bad request fails there with its HTTP code. The offer binds UDP sockets, answers
+//! with host candidates, and starts two tasks: the peer ([`peer`], str0m over UDP) and
+//! the stream session itself, the very code the WebSocket routes run, reading and
+//! writing through a [`link::RtcLink`]. Audio comes in on the peer's track (ScaiEcho) or
+//! goes out on it (ScaiSpeak); JSON frames go out on the control WebSocket and on a data
+//! channel if the browser opened one, and text comes in from either.
+//!
+//! The peer state lives in this process. A database row outlives it, so an offer or a
+//! control socket for a session whose process restarted gets 410
+//! `..._WEBRTC_SESSION_STATE_LOST` (or close 4404), not a 404. In a scaled deployment
+//! route each session's requests to the API process that created it.
+
+// Without the `webrtc` feature the peer half is gone; the session bookkeeping stays so
+// the routes can answer (501 on offers).
+#![cfg_attr(not(feature = "webrtc"), allow(dead_code))]
+
+pub mod link;
+#[cfg(feature = "webrtc")]
+mod peer;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::config::IceServer;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::model::Timestamp;
+use crate::ws::{self, End};
+use crate::{scaiecho, scaispeak};
+
+/// Messages waiting for the session task (audio packets, text frames).
+const INBOX: usize = 1024;
+/// How far ahead of playback ScaiSpeak packets leave: the browser's jitter buffer
+/// takes them in real time.
+const SPEAK_LEAD: Duration = Duration::from_millis(40);
+
+/// The two modules with WebRTC sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Module {
+    Scaiecho,
+    Scaispeak,
+}
+
+impl Module {
+    /// The module of a `/v1/modules/{id}/sessions` path.
+    pub fn parse(id: &str) -> ApiResult<Module> {
+        match id {
+            "scaiecho" => Ok(Module::Scaiecho),
+            "scaispeak" => Ok(Module::Scaispeak),
+            other => Err(ApiError::new(
+                ErrorCode::NOT_FOUND,
+                format!("module `{other}` has no WebRTC sessions (scaiecho and scaispeak do)"),
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Module::Scaiecho => "scaiecho",
+            Module::Scaispeak => "scaispeak",
+        }
+    }
+
+    fn unavailable(self) -> ErrorCode {
+        match self {
+            Module::Scaiecho => ErrorCode::SCAIECHO_WEBRTC_UNAVAILABLE,
+            Module::Scaispeak => ErrorCode::SCAISPEAK_WEBRTC_UNAVAILABLE,
+        }
+    }
+
+    fn state_lost(self) -> ErrorCode {
+        match self {
+            Module::Scaiecho => ErrorCode::SCAIECHO_WEBRTC_SESSION_STATE_LOST,
+            Module::Scaispeak => ErrorCode::SCAISPEAK_WEBRTC_SESSION_STATE_LOST,
+        }
+    }
+}
+
+/// What reaches a running session's task.
+pub enum Inbound {
+    /// A JSON frame from the control socket or the data channel.
+    Text(String),
+    /// Received audio: 48 kHz mono s16le.
+    Audio(Vec<u8>),
+    /// A control socket attached: the session's frames go to it from now on.
+    Attach(mpsc::Sender<Message>),
+    /// The peer disconnected.
+    PeerGone,
+    /// `DELETE`: end now.
+    Stop,
+}
+
+/// What a session sends its peer.
+pub enum Outbound {
+    /// One 20 ms Opus packet for the outgoing track.
+    Audio(Vec<u8>),
+    /// A JSON frame for the data channel.
+    Text(String),
+}
+
+/// A stream session prepared at `POST /sessions`, waiting for its offer.
+pub enum Prepared {
+    Echo(Box<scaiecho::stream::Session>),
+    Speak(Box<scaispeak::stream::Session>),
+}
+
+enum Phase {
+    /// Waiting for the offer (`None` while one is being answered).
+    Created(Option<Prepared>),
+    /// Answered: the session task reads this inbox.
+    Active(mpsc::Sender<Inbound>),
+}
+
+struct Entry {
+    id: String,
+    tenant_id: String,
+    module: Module,
+    created_at: i64,
+    phase: Mutex<Phase>,
+}
+
+impl Entry {
+    fn status(&self) -> &'static str {
+        match self.phase.lock().as_deref() {
+            Ok(Phase::Active(_)) => "active",
+            _ => "created",
+        }
+    }
+
+    fn inbox(&self) -> Option<mpsc::Sender<Inbound>> {
+        match self.phase.lock().as_deref() {
+            Ok(Phase::Active(inbox)) => Some(inbox.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// This process's sessions.
+#[derive(Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+impl Registry {
+    fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.sessions.lock().ok()?.get(id).cloned()
+    }
+
+    /// Adds a session unless the tenant is at its cap.
+    fn insert(&self, entry: Arc<Entry>, cap: usize) -> ApiResult<()> {
+        let mut sessions = self
+            .sessions
+            .lock()
+            .map_err(|_| ApiError::internal("webrtc registry poisoned"))?;
+        let open = sessions
+            .values()
+            .filter(|other| other.tenant_id == entry.tenant_id)
+            .count();
+        if open >= cap {
+            return Err(ApiError::new(
+                ErrorCode::RATE_LIMITED,
+                format!("the tenant already has {cap} WebRTC sessions"),
+            )
+            .with_field("limit", cap));
+        }
+        sessions.insert(entry.id.clone(), entry);
+        metrics::gauge!("scaigrid_webrtc_sessions").increment(1.0);
+        Ok(())
+    }
+
+    fn remove(&self, id: &str) -> Option<Arc<Entry>> {
+        let removed = self.sessions.lock().ok()?.remove(id);
+        if removed.is_some() {
+            metrics::gauge!("scaigrid_webrtc_sessions").decrement(1.0);
+        }
+        removed
+    }
+}
+
+/// Whether this build and configuration can answer offers.
+pub fn available(state: &AppState) -> bool {
+    cfg!(feature = "webrtc") && state.config.webrtc.enabled
+}
+
+/// A session as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    #[schema(value_type = String)]
+    pub module: Module,
+    /// `created` (waiting for the offer), `active`, `ended`, or `lost` (its process
+    /// restarted).
+    pub status: String,
+    /// Give these to `RTCPeerConnection` (`iceServers`).
+    pub ice_servers: Vec<IceServer>,
+    /// Whether offers can be answered (false: built or configured without WebRTC).
+    pub webrtc_available: bool,
+    pub offer_url: String,
+    pub control_url: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+}
+
+fn view(
+    state: &AppState,
+    module: Module,
+    id: &str,
+    status: &str,
+    created_at: i64,
+    end_reason: Option<String>,
+) -> SessionView {
+    let base = format!("/v1/modules/{}/sessions/{id}", module.as_str());
+    SessionView {
+        id: id.to_owned(),
+        module,
+        status: status.to_owned(),
+        ice_servers: state.config.webrtc.ice_servers.clone(),
+        webrtc_available: available(state),
+        offer_url: format!("{base}/offer"),
+        control_url: format!("{base}/control"),
+        created_at: Timestamp(created_at).to_rfc3339(),
+        end_reason,
+    }
+}
+
+/// The checks of a stream's `open`, before anything else.
+async fn admit(state: &AppState, principal: &Principal, module: Module) -> ApiResult<()> {
+    match module {
+        Module::Scaiecho => scaiecho::stream::admit(state, principal).await,
+        Module::Scaispeak => scaispeak::stream::admit(state, principal).await,
+    }
+}
+
+/// `POST /sessions`: the options of a stream's `open` (ScaiEcho: `language`,
+/// `diarize`, `chunk_seconds`, `backend_preference`; ScaiSpeak: `voice`, `speed`,
+/// `backend_preference`), checked and the session prepared.
+pub async fn create(
+    state: &Arc<AppState>,
+    principal: Arc<Principal>,
+    module: Module,
+    options: Value,
+) -> ApiResult<SessionView> {
+    admit(state, &principal, module).await?;
+    let open = open_frame(module, options)?;
+    let cap = state.config.webrtc.max_sessions_per_tenant;
+    let prepared = match module {
+        Module::Scaiecho => {
+            let open = scaiecho::stream::protocol::parse_open(&open.to_string())?;
+            let open = scaiecho::stream::protocol::Open {
+                media_type: "audio/opus;transport=webrtc".to_owned(),
+                ..open
+            };
+            Prepared::Echo(Box::new(
+                scaiecho::stream::Session::open(state, principal.clone(), open).await?,
+            ))
+        }
+        Module::Scaispeak => {
+            let open = scaispeak::stream::parse_open(&open.to_string())?;
+            Prepared::Speak(Box::new(
+                scaispeak::stream::Session::open(state, principal.clone(), open, SPEAK_LEAD)
+                    .await?,
+            ))
+        }
+    };
+    let id = crate::db::new_id("rtc");
+    let entry = Arc::new(Entry {
+        id: id.clone(),
+        tenant_id: principal.tenant_id.clone(),
+        module,
+        created_at: crate::db::now_ms(),
+        phase: Mutex::new(Phase::Created(Some(prepared))),
+    });
+    state.webrtc.insert(entry.clone(), cap)?;
+    let mut conn = state.db.pool.acquire().await?;
+    if let Err(error) = crate::db::webrtc::create(
+        &mut conn,
+        &id,
+        &principal.tenant_id,
+        module.as_str(),
+        principal.subject_id(),
+    )
+    .await
+    {
+        state.webrtc.remove(&id);
+        return Err(error.into());
+    }
+    drop(conn);
+    tokio::spawn(expire_unanswered(
+        state.clone(),
+        id.clone(),
+        state.config.webrtc.offer_timeout,
+    ));
+    tracing::info!(session = %id, module = module.as_str(), "webrtc session created");
+    Ok(view(state, module, &id, "created", entry.created_at, None))
+}
+
+/// The session options as the module's `open` frame: the transport decides the media
+/// (ScaiEcho hears the Opus track; ScaiSpeak sends Opus at 48 kHz, paced in real time).
+fn open_frame(module: Module, options: Value) -> ApiResult<Value> {
+    let mut options = match options {
+        Value::Object(options) => options,
+        Value::Null => Default::default(),
+        _ => return Err(ApiError::invalid("the session options are a JSON object")),
+    };
+    let fixed: &[&str] = match module {
+        Module::Scaiecho => &["type", "media_type"],
+        Module::Scaispeak => &["type", "output", "pace"],
+    };
+    if let Some(name) = fixed.iter().find(|name| options.contains_key(**name)) {
+        return Err(ApiError::invalid(format!(
+            "`{name}` is set by the WebRTC transport (audio is the session's Opus track)"
+        ))
+        .with_field("field", *name));
+    }
+    options.insert("type".into(), "open".into());
+    match module {
+        Module::Scaiecho => {
+            options.insert("media_type".into(), "audio/pcm;rate=48000".into());
+        }
+        Module::Scaispeak => {
+            options.insert(
+                "output".into(),
+                json!({"codec": "opus", "sample_rate": 48_000}),
+            );
+            options.insert("pace".into(), true.into());
+        }
+    }
+    Ok(Value::Object(options))
+}
+
+/// Drops a session nobody sent an offer for.
+async fn expire_unanswered(state: Arc<AppState>, id: String, after: Duration) {
+    tokio::time::sleep(after).await;
+    let waiting = state
+        .webrtc
+        .get(&id)
+        .is_some_and(|entry| matches!(entry.phase.lock().as_deref(), Ok(Phase::Created(_))));
+    if waiting && state.webrtc.remove(&id).is_some() {
+        tracing::info!(session = %id, "webrtc session expired without an offer");
+        mark_ended(&state, &id, "offer_timeout").await;
+    }
+}
+
+async fn mark_ended(state: &AppState, id: &str, reason: &str) {
+    let result = async {
+        let mut conn = state.db.pool.acquire().await?;
+        crate::db::webrtc::set_status(&mut conn, id, "ended", Some(reason)).await
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(session = %id, "recording the end of a webrtc session: {error}");
+    }
+}
+
+/// A session the caller may address.
+enum Found {
+    Live(Arc<Entry>),
+    /// The row says it is not over, but this process has no peer state for it.
+    Lost(crate::db::webrtc::SessionRow),
+    Ended(crate::db::webrtc::SessionRow),
+}
+
+async fn find(
+    state: &AppState,
+    principal: &Principal,
+    module: Module,
+    id: &str,
+) -> ApiResult<Found> {
+    if let Some(entry) = state.webrtc.get(id)
+        && entry.tenant_id == principal.tenant_id
+        && entry.module == module
+    {
+        return Ok(Found::Live(entry));
+    }
+    let mut conn = state.db.pool.acquire().await?;
+    match crate::db::webrtc::get(&mut conn, &principal.tenant_id, id).await? {
+        Some(row) if row.module == module.as_str() => Ok(match row.status.as_str() {
+            "ended" => Found::Ended(row),
+            _ => Found::Lost(row),
+        }),
+        _ => Err(ApiError::not_found("session")),
+    }
+}
+
+fn lost(module: Module, id: &str) -> ApiError {
+    ApiError::new(
+        module.state_lost(),
+        format!(
+            "the peer state of session {id} is gone (its server process restarted); create a new session and send the offer again"
+        ),
+    )
+}
+
+/// `GET /sessions/{id}`.
+pub async fn get(
+    state: &AppState,
+    principal: &Principal,
+    module: Module,
+    id: &str,
+) -> ApiResult<SessionView> {
+    Ok(match find(state, principal, module, id).await? {
+        Found::Live(entry) => view(state, module, id, entry.status(), entry.created_at, None),
+        Found::Lost(row) => view(state, module, id, "lost", row.created_at, None),
+        Found::Ended(row) => view(state, module, id, "ended", row.created_at, row.end_reason),
+    })
+}
+
+/// `DELETE /sessions/{id}`: ends it (its usage is recorded as the stream ends).
+/// Deleting an ended or lost session is not an error: it is over either way.
+pub async fn delete(
+    state: &AppState,
+    principal: &Principal,
+    module: Module,
+    id: &str,
+) -> ApiResult<()> {
+    match find(state, principal, module, id).await? {
+        Found::Live(entry) => match entry.inbox() {
+            Some(inbox) => {
+                let _ = inbox.send(Inbound::Stop).await;
+            }
+            None => {
+                state.webrtc.remove(id);
+                mark_ended(state, id, "deleted").await;
+            }
+        },
+        Found::Lost(_) => mark_ended(state, id, "state_lost").await,
+        Found::Ended(_) => {}
+    }
+    Ok(())
+}
+
+/// The SDP answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Answer {
+    /// Always `answer`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub sdp: String,
+}
+
+/// `POST /sessions/{id}/offer`: answers the browser's offer and starts the session.
+pub async fn offer(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    module: Module,
+    id: &str,
+    sdp: &str,
+) -> ApiResult<Answer> {
+    let entry = match find(state, principal, module, id).await? {
+        Found::Live(entry) => entry,
+        Found::Lost(_) => return Err(lost(module, id)),
+        Found::Ended(row) => {
+            return Err(ApiError::new(
+                ErrorCode::CONFLICT,
+                format!(
+                    "session {id} has ended ({}); create a new one",
+                    row.end_reason.as_deref().unwrap_or("ended")
+                ),
+            ));
+        }
+    };
+    if !available(state) {
+        return Err(ApiError::new(
+            module.unavailable(),
+            match cfg!(feature = "webrtc") {
+                true => "WebRTC is turned off in this deployment (`webrtc.enabled = false`)",
+                false => "this server was built without WebRTC (cargo feature `webrtc`)",
+            },
+        ));
+    }
+    let prepared = {
+        let mut phase = entry
+            .phase
+            .lock()
+            .map_err(|_| ApiError::internal("webrtc session poisoned"))?;
+        match &mut *phase {
+            Phase::Created(prepared) => prepared.take().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::CONFLICT,
+                    "an offer for this session is being answered",
+                )
+            })?,
+            Phase::Active(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::CONFLICT,
+                    "this session already has its peer (renegotiation is not supported)",
+                ));
+            }
+        }
+    };
+    start(state, entry, prepared, sdp).await
+}
+
+#[cfg(feature = "webrtc")]
+async fn start(
+    state: &Arc<AppState>,
+    entry: Arc<Entry>,
+    prepared: Prepared,
+    sdp: &str,
+) -> ApiResult<Answer> {
+    let ips = candidate_ips(state);
+    let (peer, answer) = match peer::accept(sdp, &ips, state.config.webrtc.public_ip).await {
+        Ok(answered) => answered,
+        Err(error) => {
+            // A bad offer loses nothing: the session waits for a good one.
+            if let Ok(mut phase) = entry.phase.lock() {
+                *phase = Phase::Created(Some(prepared));
+            }
+            return Err(error);
+        }
+    };
+    let (inbox_tx, inbox) = mpsc::channel(INBOX);
+    let (outbound_tx, outbound) = mpsc::channel(256);
+    if let Ok(mut phase) = entry.phase.lock() {
+        *phase = Phase::Active(inbox_tx.clone());
+    }
+    let mut conn = state.db.pool.acquire().await?;
+    crate::db::webrtc::set_status(&mut conn, &entry.id, "active", None).await?;
+    drop(conn);
+    let span = tracing::info_span!("webrtc", session = %entry.id, module = entry.module.as_str());
+    use tracing::Instrument;
+    tokio::spawn(peer::run(peer, inbox_tx, outbound).instrument(span.clone()));
+    let link = link::RtcLink::new(inbox, outbound_tx, entry.module);
+    tokio::spawn(run(state.clone(), entry.id.clone(), prepared, link).instrument(span));
+    metrics::counter!("scaigrid_webrtc_sessions_started_total", "module" => entry.module.as_str())
+        .increment(1);
+    Ok(Answer {
+        kind: "answer",
+        sdp: answer,
+    })
+}
+
+#[cfg(not(feature = "webrtc"))]
+async fn start(
+    _state: &Arc<AppState>,
+    _entry: Arc<Entry>,
+    _prepared: Prepared,
+    _sdp: &str,
+) -> ApiResult<Answer> {
+    Err(ApiError::internal("webrtc is not built in"))
+}
+
+/// The session task: the module's stream session over the link, to its end.
+async fn run(state: Arc<AppState>, id: String, prepared: Prepared, mut link: link::RtcLink) {
+    let outcome = match prepared {
+        Prepared::Echo(session) => session.run_to_end(&mut link).await,
+        Prepared::Speak(session) => session.run_to_end(&mut link).await,
+    };
+    let reason = match &outcome {
+        Ok(_) => "done".to_owned(),
+        Err(End::Gone) => "gone".to_owned(),
+        Err(End::Done) => "done".to_owned(),
+        Err(End::Error(error)) => error.code.as_str().to_ascii_lowercase(),
+    };
+    ws::finish(&mut link, outcome).await;
+    state.webrtc.remove(&id);
+    mark_ended(&state, &id, &reason).await;
+    tracing::info!(reason, "webrtc session ended");
+}
+
+/// The IPs host candidates are offered on: the configured ones, else loopback and the
+/// interface of the default route (found by routing a UDP socket; nothing is sent).
+fn candidate_ips(state: &AppState) -> Vec<IpAddr> {
+    if let Some(ips) = &state.config.webrtc.candidate_ips {
+        return ips.clone();
+    }
+    let mut ips = vec![IpAddr::from([127, 0, 0, 1])];
+    let routed = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|socket| {
+            socket.connect("198.51.100.1:9")?;
+            socket.local_addr()
+        })
+        .map(|addr| addr.ip());
+    if let Ok(ip) = routed
+        && !ip.is_loopback()
+        && !ip.is_unspecified()
+    {
+        ips.push(ip);
+    }
+    ips
+}
+
+/// The control WebSocket: the session's frames out, text frames in. Before the offer
+/// was answered (or when the peer state is gone) it closes with 4404
+/// `session_not_ready`.
+pub async fn control(
+    mut socket: WebSocket,
+    state: Arc<AppState>,
+    module: Module,
+    id: String,
+    token: Option<String>,
+) {
+    let inbox = match attach(&state, module, &id, token).await {
+        Ok(inbox) => inbox,
+        Err(End::Error(error)) if error.code.ws_close_code().is_some_and(|c| c != 4404) => {
+            ws::finish(&mut socket, Err(End::Error(error))).await;
+            return;
+        }
+        Err(End::Error(error)) => {
+            tracing::info!(session = %id, code = error.code.as_str(), "control socket refused");
+            if ws::send_error(&mut socket, &error).await.is_ok() {
+                ws::close(&mut socket, 4404, "session_not_ready").await;
+            }
+            return;
+        }
+        Err(_) => return,
+    };
+    let (frames_tx, mut frames) = mpsc::channel::<Message>(64);
+    if inbox.send(Inbound::Attach(frames_tx)).await.is_err() {
+        let error = ApiError::new(ErrorCode::SESSION_NOT_READY, "the session has ended");
+        if ws::send_error(&mut socket, &error).await.is_ok() {
+            ws::close(&mut socket, 4404, "session_not_ready").await;
+        }
+        return;
+    }
+    let mut keepalive = tokio::time::interval(state.config.stream.keepalive);
+    keepalive.tick().await;
+    loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(Message::Close(close)) => {
+                    let (code, reason) = close
+                        .map(|frame| (frame.code, frame.reason.to_string()))
+                        .unwrap_or((1000, "done".to_owned()));
+                    ws::close(&mut socket, code, &reason).await;
+                    return;
+                }
+                Some(frame) => {
+                    if ws::Link::send(&mut socket, frame).await.is_err() {
+                        return;
+                    }
+                }
+                // Another control socket took over.
+                None => {
+                    ws::close(&mut socket, 1000, "replaced").await;
+                    return;
+                }
+            },
+            message = ws::Link::recv(&mut socket) => match message {
+                Some(Message::Text(text)) => {
+                    let _ = inbox.send(Inbound::Text(text.to_string())).await;
+                }
+                Some(Message::Binary(_)) => {
+                    let error = ApiError::invalid(
+                        "audio goes on the WebRTC track; the control socket takes JSON frames",
+                    );
+                    if ws::send_error(&mut socket, &error).await.is_err() {
+                        return;
+                    }
+                }
+                // The socket went away; the session goes on (a new one may attach).
+                None | Some(Message::Close(_)) => return,
+                Some(_) => {}
+            },
+            _ = keepalive.tick() => {
+                if ws::ping(&mut socket).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Auth and the session's inbox, for a control socket.
+async fn attach(
+    state: &AppState,
+    module: Module,
+    id: &str,
+    token: Option<String>,
+) -> Result<mpsc::Sender<Inbound>, End> {
+    let principal = ws::authenticate(state, token).await?;
+    match find(state, &principal, module, id).await? {
+        Found::Live(entry) => entry.inbox().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::SESSION_NOT_READY,
+                "send the SDP offer first (`POST .../offer`); the control socket opens after the answer",
+            )
+            .into()
+        }),
+        Found::Lost(_) => Err(lost(module, id).into()),
+        Found::Ended(_) => Err(ApiError::new(ErrorCode::SESSION_NOT_READY, "the session has ended").into()),
+    }
+}
