@@ -2,6 +2,7 @@
 //! One test binary (link once); one module per area.
 
 mod auth;
+mod browser;
 mod envelope;
 mod gateway;
 mod operations;
@@ -14,3 +15,4 @@ mod support;
 mod tenancy;
 mod upstream;
 mod webhooks;
+mod webrtc;
