@@ -32,6 +32,8 @@ use axum::extract::ws::{Message, WebSocket};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+#[cfg(feature = "webrtc")]
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -532,8 +534,15 @@ async fn start(
     let mut conn = state.db.pool.acquire().await?;
     crate::db::webrtc::set_status(&mut conn, &entry.id, "active", None).await?;
     drop(conn);
-    let span = tracing::info_span!("webrtc", session = %entry.id, module = entry.module.as_str());
-    use tracing::Instrument;
+    // The session outlives the offer request: its own root span, carrying the id of
+    // the request that started it.
+    let span = tracing::info_span!(
+        parent: None,
+        "webrtc",
+        session = %entry.id,
+        module = entry.module.as_str(),
+        request_id = crate::request_id::current().unwrap_or_default(),
+    );
     tokio::spawn(peer::run(peer, inbox_tx, outbound).instrument(span.clone()));
     let link = link::RtcLink::new(inbox, outbound_tx, entry.module);
     tokio::spawn(run(state.clone(), entry.id.clone(), prepared, link).instrument(span));
