@@ -13,7 +13,6 @@
 //!
 //! Usage: webrtc_load --url http://127.0.0.1:PORT --key KEY [--sessions 1,4] [--rounds 3]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
