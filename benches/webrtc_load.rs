@@ -124,8 +124,10 @@ async fn websocket(args: &Args, path: &str) -> Result<Socket, String> {
 
 /// The next JSON frame (binary frames are counted as `{"type":"binary"}`).
 async fn next_json(socket: &mut Socket) -> Result<Value, String> {
+    // One deadline for the frame, however many pings come meanwhile.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match tokio::time::timeout(Duration::from_secs(60), socket.next()).await {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
             Ok(Some(Ok(Message::Text(text)))) => {
                 return serde_json::from_str(&text).map_err(|e| e.to_string());
             }
@@ -373,8 +375,11 @@ async fn echo_websocket(args: Arc<Args>, clip: Arc<Clip>) -> Result<Duration, St
     mouth_to_final(&frames, ended)
 }
 
+/// The sentence and the space after it: a sentence is spoken once it has ended (as in
+/// `speak_load`, where the next one follows).
 fn text_frame() -> Message {
-    Message::Text(json!({"type": "text", "text": SENTENCE}).to_string().into())
+    let text = format!("{SENTENCE} ");
+    Message::Text(json!({"type": "text", "text": text}).to_string().into())
 }
 
 async fn speak_webrtc(args: Arc<Args>) -> Result<Duration, String> {

@@ -441,6 +441,64 @@ async fn speak_stream_closes_with_4400_and_4502_and_paces_pcm() {
 }
 
 #[tokio::test]
+async fn barge_in_drops_what_is_playing_and_speaks_the_new_text() {
+    let server = Server::start().await;
+    let mut socket = connect_speak(&server).await;
+    text(&mut socket, json!({"type": "open", "pace": true})).await;
+    assert!(matches!(next(&mut socket).await, Got::Json(_)));
+    let long = "The first sentence is long enough to keep the speaker busy for a while. \
+        The second sentence goes on about nothing in particular at all. \
+        The third sentence should never be heard by anyone.";
+    text(&mut socket, json!({"type": "text", "text": long})).await;
+    let mut before = 0;
+    while before < 10 {
+        match next(&mut socket).await {
+            Got::Audio(_) => before += 1,
+            other => panic!("expected audio, got {}", matches!(other, Got::Json(_))),
+        }
+    }
+    text(
+        &mut socket,
+        json!({"type": "text", "text": "Stop here, please.", "interrupt": true}),
+    )
+    .await;
+    text(&mut socket, json!({"type": "close"})).await;
+    // Frames already sent may still arrive; then `interrupted`, then the new text only.
+    let interrupted = loop {
+        match next(&mut socket).await {
+            Got::Audio(_) => before += 1,
+            Got::Json(frame) => break frame,
+            Got::Closed(code) => panic!("closed: {code:?}"),
+        }
+    };
+    assert_eq!(interrupted["type"], "interrupted", "{interrupted}");
+    assert!(
+        interrupted["dropped_frames"].as_u64().unwrap() > 0,
+        "{interrupted}"
+    );
+    let mut after = Vec::new();
+    let done = loop {
+        match next(&mut socket).await {
+            Got::Audio(packet) => after.push(packet),
+            Got::Json(frame) => break frame,
+            Got::Closed(code) => panic!("closed: {code:?}"),
+        }
+    };
+    assert_eq!(done["type"], "done", "{done}");
+    let mut decoder = media::opus_decode::OpusPacketDecoder::new(1, 0).unwrap();
+    let mut samples = Vec::new();
+    for packet in &after {
+        samples.extend_from_slice(decoder.decode(packet).unwrap());
+    }
+    let speech = media::resample::resample_mono(&samples, 48_000, 16_000).unwrap();
+    let heard = hear(&server, &speech).await.to_lowercase();
+    assert!(heard.contains("stop here"), "after barge-in: {heard:?}");
+    assert!(!heard.contains("third"), "after barge-in: {heard:?}");
+    // Far less than the long text was played: a second or so before the barge-in.
+    assert!(before < 150, "{before} frames before the barge-in");
+}
+
+#[tokio::test]
 async fn the_openai_python_sdk_speaks() {
     let python = crate::support::python_with_openai_sdk();
     let server = Server::start().await;

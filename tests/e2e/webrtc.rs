@@ -95,7 +95,8 @@ async fn a_browser_microphone_is_transcribed_and_a_spoken_text_comes_back_as_aud
              const wait = s.captureStart + args.until_ms - performance.now();
              await new Promise((r) => setTimeout(r, Math.max(0, wait)));
              const last = await scaigrid.echoStop(s);
-             return { id: s.session.id, last, frames: s.frames, captureStart: s.captureStart };",
+             return { id: s.session.id, last, frames: s.frames, captureStart: s.captureStart,
+                      channelFrames: s.channelFrames };",
             json!({"token": ADMIN_KEY, "until_ms": speech_end_ms + 2500}),
         )
         .await;
@@ -112,6 +113,14 @@ async fn a_browser_microphone_is_transcribed_and_a_spoken_text_comes_back_as_aud
         .collect::<Vec<_>>()
         .join(" ");
     assert!(says_beckett(&text), "transcript: {text}");
+    // The data channel the page opened got the same finals.
+    let on_channel: Vec<&Value> = heard["channelFrames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["type"] == "delta" && f["is_final"] == true)
+        .collect();
+    assert_eq!(on_channel.len(), finals.len(), "{}", heard["channelFrames"]);
     assert!(
         heard["last"]["usage"]["audio_seconds"].as_f64().unwrap() > 5.0,
         "{heard}"
@@ -124,12 +133,14 @@ async fn a_browser_microphone_is_transcribed_and_a_spoken_text_comes_back_as_aud
         final_at - spoken_end
     );
 
-    // ScaiSpeak: a text goes out as an Opus track; the page records it at 16 kHz.
+    // ScaiSpeak: a text sent on the data channel comes back as an Opus track; the page
+    // records it at 16 kHz.
     let sentence = "The quick brown fox jumps over the lazy dog near the river bank.";
     let spoken = browser
         .run(
             "const s = await scaigrid.speakSession(args.token, {});
-             scaigrid.say(s, args.text, { close: true });
+             await s.channelOpen;
+             scaigrid.say(s, args.text, { close: true, channel: true });
              const last = await s.done;
              await new Promise((r) => setTimeout(r, 1500));
              s.recording = false;

@@ -160,7 +160,7 @@ pub struct Session {
 
 impl Session {
     /// A stream for an admitted caller's `open`: the stream slot, the backend, the
-    /// speaker library when diarizing. The caller sends [`Session::ready_frame`] next.
+    /// speaker library when diarizing. [`Session::run_to_end`] sends `ready` first.
     pub async fn open(
         state: &Arc<AppState>,
         principal: Arc<Principal>,
