@@ -96,7 +96,7 @@ impl Module {
 pub enum Inbound {
     /// A JSON frame from the control socket or the data channel.
     Text(String),
-    /// Received audio: 48 kHz mono s16le.
+    /// Received audio: 16 kHz mono s16le.
     Audio(Vec<u8>),
     /// A control socket attached: the session's frames go to it from now on.
     Attach(mpsc::Sender<Message>),
@@ -332,7 +332,8 @@ fn open_frame(module: Module, options: Value) -> ApiResult<Value> {
     options.insert("type".into(), "open".into());
     match module {
         Module::Scaiecho => {
-            options.insert("media_type".into(), "audio/pcm;rate=48000".into());
+            // What the peer hands on (see `peer`): 16 kHz mono s16le.
+            options.insert("media_type".into(), "audio/pcm;rate=16000".into());
         }
         Module::Scaispeak => {
             options.insert(

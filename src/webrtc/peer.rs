@@ -5,8 +5,8 @@
 //! one mutation (a datagram, a timeout, a packet or text to send), then drain
 //! `poll_output` to the next timeout.
 //!
-//! Incoming Opus is decoded here and handed on as 48 kHz s16le PCM, so the session's
-//! pipeline is the WebSocket one. str0m's depacketizer reorders packets; a gap in RTP
+//! Incoming Opus is decoded here straight to 16 kHz s16le PCM (libopus's own output
+//! stage), so the session's pipeline is the WebSocket one with no resampler in it. str0m's depacketizer reorders packets; a gap in RTP
 //! time (loss, or a muted sender) becomes that much silence, capped, so utterances
 //! still end on time. Outgoing packets get RTP times from the wall clock whenever the
 //! sender paused, so the browser's jitter buffer sees real time, not a compressed one.
@@ -28,7 +28,12 @@ use tokio::sync::mpsc;
 use super::{Inbound, Outbound};
 use crate::error::{ApiError, ApiResult};
 
+/// Opus's RTP clock.
 const RATE: u64 = 48_000;
+/// What incoming audio is decoded to: the speech pipeline's rate, so no resampler
+/// sits (and buffers) between the track and the VAD.
+const PCM_RATE: u32 = 16_000;
+const RTP_PER_PCM: u64 = RATE / PCM_RATE as u64;
 /// Samples in one 20 ms Opus frame at 48 kHz.
 const FRAME: u64 = 960;
 /// The longest gap filled with silence (longer ones are cut to this).
@@ -297,7 +302,7 @@ impl Driver {
     fn audio_in(&mut self, time: u64, packet: &[u8]) {
         let decoder = match &mut self.decoder {
             Some(decoder) => decoder,
-            None => match OpusPacketDecoder::new(1, 0) {
+            None => match OpusPacketDecoder::at_rate(1, 0, PCM_RATE) {
                 Ok(decoder) => self.decoder.insert(decoder),
                 Err(error) => {
                     tracing::warn!("opus decoder: {error}");
@@ -309,14 +314,14 @@ impl Driver {
         if let Some(expected) = self.next_in
             && time > expected
         {
-            let gap = (time - expected).min(MAX_GAP) as usize;
+            let gap = ((time - expected).min(MAX_GAP) / RTP_PER_PCM) as usize;
             pcm.resize(gap * 2, 0);
         }
         // A late or duplicate packet (before `expected`) still plays: the
         // depacketizer already dropped true duplicates.
         match decoder.decode(packet) {
             Ok(samples) => {
-                self.next_in = Some(time + samples.len() as u64);
+                self.next_in = Some(time + samples.len() as u64 * RTP_PER_PCM);
                 pcm.extend(samples.iter().flat_map(|sample| {
                     ((sample.clamp(-1.0, 1.0) * 32_767.0) as i16).to_le_bytes()
                 }));
