@@ -267,8 +267,9 @@ pub async fn create(
                 media_type: "audio/opus;transport=webrtc".to_owned(),
                 ..open
             };
+            let slot = scaiecho::stream::take_slot(state, &principal.tenant_id)?;
             Prepared::Echo(Box::new(
-                scaiecho::stream::Session::open(state, principal.clone(), open).await?,
+                scaiecho::stream::Session::open(state, principal.clone(), slot, open).await?,
             ))
         }
         Module::Scaispeak => {

@@ -68,7 +68,8 @@ impl Drop for Slot {
     }
 }
 
-fn take_slot(state: &Arc<AppState>, tenant: &str) -> Result<Slot, ApiError> {
+/// One of the tenant's open-stream slots (429/4429 `RATE_LIMITED` when all are taken).
+pub fn take_slot(state: &Arc<AppState>, tenant: &str) -> Result<Slot, ApiError> {
     let limit = state.config.stream.max_per_tenant;
     let mut open = state
         .scaiecho
@@ -120,6 +121,8 @@ async fn start(
 ) -> Result<Session, End> {
     let principal = ws::authenticate(state, token).await?;
     admit(state, &principal).await?;
+    // The slot before `open`: a tenant at its limit is refused at once.
+    let slot = take_slot(state, &principal.tenant_id)?;
     let open = loop {
         match ws::next_message(socket, state.config.stream.idle_timeout).await? {
             Message::Text(text) => break protocol::parse_open(&text)?,
@@ -129,7 +132,7 @@ async fn start(
             _ => continue,
         }
     };
-    Ok(Session::open(state, principal, open).await?)
+    Ok(Session::open(state, principal, slot, open).await?)
 }
 
 /// The checks on the caller before its `open` is read: module, permission, rate limits
@@ -159,14 +162,14 @@ pub struct Session {
 }
 
 impl Session {
-    /// A stream for an admitted caller's `open`: the stream slot, the backend, the
+    /// A stream for an admitted caller's `open` in its stream slot: the backend, the
     /// speaker library when diarizing. [`Session::run_to_end`] sends `ready` first.
     pub async fn open(
         state: &Arc<AppState>,
         principal: Arc<Principal>,
+        slot: Slot,
         open: Open,
     ) -> Result<Session, ApiError> {
-        let slot = take_slot(state, &principal.tenant_id)?;
         if open.diarize {
             principal.require("scaiecho:diarize")?;
         }
