@@ -27,6 +27,8 @@ pub struct RtcLink {
     on_peer_gone: Option<Message>,
     /// The session sent its close: nothing more is read.
     closed: bool,
+    /// `DELETE` ended the session (its end reason says so rather than "gone").
+    stopped: bool,
 }
 
 impl RtcLink {
@@ -45,7 +47,13 @@ impl RtcLink {
                 Module::Scaispeak => None,
             },
             closed: false,
+            stopped: false,
         }
+    }
+
+    /// Whether the session was ended by `DELETE`.
+    pub fn stopped(&self) -> bool {
+        self.stopped
     }
 
     /// To the control socket, or the backlog while none is attached.
@@ -87,7 +95,10 @@ impl Link for RtcLink {
                     Some(message) => return Some(message),
                     None => return None,
                 },
-                Inbound::Stop => return None,
+                Inbound::Stop => {
+                    self.stopped = true;
+                    return None;
+                }
             }
         }
         None

@@ -533,9 +533,11 @@ async fn start(
     if let Ok(mut phase) = entry.phase.lock() {
         *phase = Phase::Active(inbox_tx.clone());
     }
-    let mut conn = state.db.pool.acquire().await?;
-    crate::db::webrtc::set_status(&mut conn, &entry.id, "active", None).await?;
-    drop(conn);
+    // The peer exists from here on: the row's status is a record, not a gate, so a
+    // database hiccup is logged rather than stranding a live peer.
+    if let Err(error) = set_active(state, &entry.id).await {
+        tracing::warn!(session = %entry.id, %error, "webrtc session not marked active");
+    }
     // The session outlives the offer request: its own root span, carrying the id of
     // the request that started it.
     let span = tracing::info_span!(
@@ -556,6 +558,13 @@ async fn start(
     })
 }
 
+#[cfg(feature = "webrtc")]
+async fn set_active(state: &AppState, id: &str) -> ApiResult<()> {
+    let mut conn = state.db.pool.acquire().await?;
+    crate::db::webrtc::set_status(&mut conn, id, "active", None).await?;
+    Ok(())
+}
+
 #[cfg(not(feature = "webrtc"))]
 async fn start(
     _state: &Arc<AppState>,
@@ -573,6 +582,7 @@ async fn run(state: Arc<AppState>, id: String, prepared: Prepared, mut link: lin
         Prepared::Speak(session) => session.run_to_end(&mut link).await,
     };
     let reason = match &outcome {
+        _ if link.stopped() => "deleted".to_owned(),
         Ok(_) => "done".to_owned(),
         Err(End::Gone) => "gone".to_owned(),
         Err(End::Done) => "done".to_owned(),
