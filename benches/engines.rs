@@ -101,6 +101,20 @@ fn bench(c: &mut Criterion) {
                 .len()
         })
     });
+    // The same with word timestamps: the extra alignment pass per window.
+    let words = Options {
+        word_timestamps: true,
+        ..options.clone()
+    };
+    group.bench_function("two_cities_44s_words", |b| {
+        b.iter(|| {
+            whisper
+                .transcribe(&vad, &long, &words)
+                .unwrap()
+                .segments
+                .len()
+        })
+    });
     group.bench_function("three_clips_concurrent", |b| {
         b.iter(|| whisper.transcribe_many(&vad, &requests).len())
     });

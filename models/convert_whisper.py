@@ -7,8 +7,10 @@ into two ONNX graphs that `engines::whisper` runs:
   decoder layer `l`. The cross-attention projections run once per window here instead of
   once per decoding step.
 - `decoder.onnx`: `tokens` i64 [B, T], `past_k_{l}`/`past_v_{l}` f32 [B, H, P, D] (P may
-  be 0), `cross_k_{l}`/`cross_v_{l}` -> `logits` f32 [B, T, V] and
-  `present_k_{l}`/`present_v_{l}` f32 [B, H, P+T, D] (the KV cache).
+  be 0), `cross_k_{l}`/`cross_v_{l}` -> `logits` f32 [B, T, V],
+  `present_k_{l}`/`present_v_{l}` f32 [B, H, P+T, D] (the KV cache) and `alignment` f32
+  [B, A, T, S]: the scaled cross-attention scores (before the softmax) of the model's
+  `alignment_heads` (from `config.json`), which word timestamps align text to audio with.
 
 Only numpy and onnx are needed (the graph is written with `onnx.helper`; no torch).
 Weights are stored as float32 (CTranslate2 ships float16). Usage:
@@ -19,6 +21,7 @@ With `--int8` every linear layer (and the vocabulary projection) keeps int8 weig
 `Graph.quantized_matmul` for the two schemes).
 """
 
+import json
 import os
 import struct
 import sys
@@ -232,7 +235,7 @@ def encoder(weights: dict, decoder_layers: int, quantize) -> onnx.ModelProto:
     return g.model(inputs, outputs, "whisper_encoder")
 
 
-def decoder(weights: dict, layers: int, quantize) -> onnx.ModelProto:
+def decoder(weights: dict, layers: int, quantize, alignment_heads) -> onnx.ModelProto:
     g = Graph(weights, quantize)
     width, heads, head_dim = dims(weights)
     scale = g.scalar(head_dim**-0.5)
@@ -248,6 +251,7 @@ def decoder(weights: dict, layers: int, quantize) -> onnx.ModelProto:
     query_pos = g.op("Unsqueeze", [g.op("Range", [g.op("Squeeze", [past]), g.op("Squeeze", [total]), g.op("Squeeze", [one])]), one])
     key_pos = g.op("Unsqueeze", [g.op("Range", [g.op("Squeeze", [zero]), g.op("Squeeze", [total]), g.op("Squeeze", [one])]), zero])
     mask = g.op("Where", [g.op("Greater", [key_pos, query_pos]), g.scalar(-1e9), g.scalar(0.0)])
+    alignment = []
     for layer in range(layers):
         prefix = f"decoder/layer_{layer}"
         h = g.layer_norm(x, f"{prefix}/self_attention/layer_norm")
@@ -263,7 +267,10 @@ def decoder(weights: dict, layers: int, quantize) -> onnx.ModelProto:
         # Cross-attention over the encoder's keys and values.
         h = g.layer_norm(x, f"{prefix}/attention/layer_norm")
         q = g.heads(g.linear(h, f"{prefix}/attention/linear_0"), heads, head_dim)
-        weights_ = g.op("Softmax", [g.op("MatMul", [g.op("Mul", [q, scale]), f"cross_k_{layer}"])], axis=-1)
+        scores = g.op("MatMul", [g.op("Mul", [q, scale]), f"cross_k_{layer}"])
+        for head in (h for l, h in alignment_heads if l == layer):
+            alignment.append(g.op("Slice", [scores, g.i64(head), g.i64(head + 1), g.i64(1)]))
+        weights_ = g.op("Softmax", [scores], axis=-1)
         attn = g.op("MatMul", [weights_, f"cross_v_{layer}"])
         x = g.op("Add", [x, g.linear(g.merge_heads(attn, width), f"{prefix}/attention/linear_2")])
         x = g.ffn(x, f"{prefix}/ffn")
@@ -275,10 +282,12 @@ def decoder(weights: dict, layers: int, quantize) -> onnx.ModelProto:
         g.op("Identity", [g.quantized_matmul(x, projection)], name="logits")
     else:
         g.op("MatMul", [x, g.const(projection, "projection")], name="logits")
+    g.op("Concat", alignment, name="alignment", axis=1)
     vocab = weights["decoder/embeddings/weight"].shape[0]
     inputs = [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "steps"])]
     outputs = [
         helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "steps", vocab]),
+        helper.make_tensor_value_info("alignment", TensorProto.FLOAT, ["batch", len(alignment_heads), "steps", "frames"]),
     ]
     for layer in range(layers):
         for kind in ("k", "v"):
@@ -304,10 +313,14 @@ def main() -> None:
         sys.exit(__doc__)
     source, out = Path(args[0]), Path(args[1])
     weights = read_ct2(source / "model.bin")
+    config = json.loads((source / "config.json").read_text())
+    alignment_heads = [tuple(head) for head in config.get("alignment_heads", [])]
+    if not alignment_heads:
+        sys.exit("convert: config.json has no alignment_heads (word timestamps need them)")
     layers = sum(1 for key in weights if key.startswith("decoder/layer_") and key.endswith("ffn/linear_0/weight"))
     out.mkdir(parents=True, exist_ok=True)
     save(encoder(weights, layers, "dynamic" if quantize else None), out / "encoder.onnx")
-    save(decoder(weights, layers, "blocks" if quantize else None), out / "decoder.onnx")
+    save(decoder(weights, layers, "blocks" if quantize else None, alignment_heads), out / "decoder.onnx")
 
 
 if __name__ == "__main__":

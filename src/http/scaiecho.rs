@@ -140,14 +140,19 @@ pub async fn openai_transcriptions(
 fn openai_body(transcription: &Transcription, format: ResponseFormat) -> String {
     match format {
         ResponseFormat::Json => json!({ "text": transcription.text }).to_string(),
-        ResponseFormat::VerboseJson => json!({
-            "task": "transcribe",
-            "language": transcription.language,
-            "duration": transcription.duration,
-            "text": transcription.text,
-            "segments": transcription.segments,
-        })
-        .to_string(),
+        ResponseFormat::VerboseJson => {
+            let mut body = json!({
+                "task": "transcribe",
+                "language": transcription.language,
+                "duration": transcription.duration,
+                "text": transcription.text,
+                "segments": transcription.segments,
+            });
+            if let Some(words) = format::all_words(transcription) {
+                body["words"] = json!(words);
+            }
+            body.to_string()
+        }
         other => format::render(transcription, other),
     }
 }

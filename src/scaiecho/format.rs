@@ -54,9 +54,61 @@ pub struct SegmentOut {
     pub text: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speaker_label: Option<String>,
+    /// With `timestamps=word`: the segment's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<WordOut>>,
     /// The decoder's view (backend A; OpenAI's `verbose_json` segment fields).
     #[serde(flatten)]
     pub decoding: Option<Decoding>,
+}
+
+/// A word and its times in seconds; `probability` is the mean of its tokens' (backend
+/// A), `speaker_label` its speaker when diarizing.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct WordOut {
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speaker_label: Option<String>,
+}
+
+/// Hands words timed on the recording's clock (as an OpenAI-style upstream lists them,
+/// apart from the segments) to the segment their middle falls in, else the nearest one.
+pub fn place_words(segments: &mut [SegmentOut], words: Vec<WordOut>) {
+    for word in words {
+        let middle = (word.start + word.end) / 2.0;
+        let distance = |s: &SegmentOut| {
+            if middle < s.start {
+                s.start - middle
+            } else if middle > s.end {
+                middle - s.end
+            } else {
+                0.0
+            }
+        };
+        let nearest = segments
+            .iter_mut()
+            .min_by(|a, b| distance(a).total_cmp(&distance(b)));
+        if let Some(segment) = nearest {
+            segment.words.get_or_insert_with(Vec::new).push(word);
+        }
+    }
+}
+
+/// Every word of a transcription in order (OpenAI's top-level `words`).
+pub fn all_words(transcription: &Transcription) -> Option<Vec<&WordOut>> {
+    let mut any = false;
+    let words = transcription
+        .segments
+        .iter()
+        .filter_map(|s| s.words.as_ref())
+        .inspect(|_| any = true)
+        .flatten()
+        .collect();
+    any.then_some(words)
 }
 
 /// Decoding details of a segment: its window's start in 10 ms frames, its text tokens,
@@ -160,6 +212,7 @@ mod tests {
                     end: 1.5,
                     text: "Hello there.".into(),
                     speaker_label: None,
+                    words: None,
                     decoding: None,
                 },
                 SegmentOut {
@@ -168,10 +221,44 @@ mod tests {
                     end: 3725.5,
                     text: "General Kenobi.".into(),
                     speaker_label: Some("spk_1".into()),
+                    words: None,
                     decoding: None,
                 },
             ],
         }
+    }
+
+    #[test]
+    fn upstream_words_go_to_the_segment_they_fall_in() {
+        let word = |w: &str, start, end| WordOut {
+            word: w.into(),
+            start,
+            end,
+            probability: None,
+            speaker_label: None,
+        };
+        let mut transcription = sample();
+        assert_eq!(all_words(&transcription), None);
+        place_words(
+            &mut transcription.segments,
+            vec![
+                word("Hello", 0.0, 0.6),
+                word("there.", 0.6, 1.6),
+                word("General", 3723.3, 3724.0),
+                word("Kenobi.", 3724.0, 3726.0),
+            ],
+        );
+        let texts = |s: &SegmentOut| -> Vec<String> {
+            s.words.iter().flatten().map(|w| w.word.clone()).collect()
+        };
+        assert_eq!(texts(&transcription.segments[0]), ["Hello", "there."]);
+        assert_eq!(texts(&transcription.segments[1]), ["General", "Kenobi."]);
+        let all: Vec<&str> = all_words(&transcription)
+            .unwrap()
+            .iter()
+            .map(|w| w.word.as_str())
+            .collect();
+        assert_eq!(all, ["Hello", "there.", "General", "Kenobi."]);
     }
 
     #[test]

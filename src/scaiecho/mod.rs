@@ -50,10 +50,11 @@ impl ScaiEcho {
     }
 }
 
-/// Segment timestamps (Whisper's timestamp tokens) or none.
+/// Segment timestamps (Whisper's timestamp tokens), also word timings, or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timestamps {
     Segment,
+    Word,
     None,
 }
 
@@ -99,14 +100,10 @@ impl Options {
 
     pub fn from_fields(fields: &Fields<'_>) -> ApiResult<Options> {
         let timestamps = match fields.get("timestamps") {
-            None | Some("segment") | Some("true") => Timestamps::Segment,
+            None => granularities(fields)?,
+            Some("segment") | Some("true") => Timestamps::Segment,
+            Some("word") => Timestamps::Word,
             Some("none") | Some("false") => Timestamps::None,
-            Some("word") => {
-                return Err(ApiError::invalid(
-                    "word timestamps are not available yet; use `segment`",
-                )
-                .with_field("field", "timestamps"));
-            }
             Some(other) => {
                 return Err(ApiError::invalid(format!(
                     "timestamps `{other}` is not `segment`, `word` or `none`"
@@ -140,6 +137,31 @@ impl Options {
             run_async: flag(fields, "async")?,
         })
     }
+}
+
+/// OpenAI's `timestamp_granularities[]` (`segment`, `word`; segments always come):
+/// word timings when `word` is among them.
+fn granularities(fields: &Fields<'_>) -> ApiResult<Timestamps> {
+    let field = ["timestamp_granularities[]", "timestamp_granularities"]
+        .into_iter()
+        .find(|name| fields.get(name).is_some());
+    let Some(field) = field else {
+        return Ok(Timestamps::Segment);
+    };
+    let mut timestamps = Timestamps::Segment;
+    for value in fields.get(field).unwrap_or_default().split(',') {
+        match value.trim() {
+            "word" => timestamps = Timestamps::Word,
+            "segment" => {}
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "timestamp granularity `{other}` is not `segment` or `word`"
+                ))
+                .with_field("field", field));
+            }
+        }
+    }
+    Ok(timestamps)
 }
 
 /// The tenant's policy (defaults until it is patched).
@@ -213,10 +235,11 @@ pub async fn transcribe(
             let samples = Arc::new(samples);
             let stt_options = engines::whisper::Options {
                 beam_size: 1,
-                timestamps: options.timestamps == Timestamps::Segment,
+                timestamps: options.timestamps != Timestamps::None,
                 language: options.language.clone(),
                 compact: false,
                 single_window: false,
+                word_timestamps: options.timestamps == Timestamps::Word,
             };
             let transcript = local.transcribe(samples.clone(), stt_options);
             let enrolled = match options.diarize && local.can_diarize() {
@@ -242,6 +265,20 @@ pub async fn transcribe(
                     speaker_label: turns
                         .as_ref()
                         .and_then(|t| local::speaker_for(t, s.start, s.end)),
+                    words: (options.timestamps == Timestamps::Word).then(|| {
+                        s.words
+                            .iter()
+                            .map(|w| format::WordOut {
+                                word: w.word.trim().to_owned(),
+                                start: round_ms(w.start.into()),
+                                end: round_ms(w.end.into()),
+                                probability: Some(round_ms(w.probability.into())),
+                                speaker_label: turns
+                                    .as_ref()
+                                    .and_then(|t| local::speaker_for(t, w.start, w.end)),
+                            })
+                            .collect()
+                    }),
                     decoding: Some(format::Decoding {
                         seek: s.seek,
                         tokens: s.tokens,
@@ -255,7 +292,10 @@ pub async fn transcribe(
         }
         (Backend::B, _, Some(relay)) => {
             let wav = media::encode::wav_s16(&samples, 16_000, 1);
-            let result = relay.transcribe(wav, options.language.as_deref()).await?;
+            let words = options.timestamps == Timestamps::Word;
+            let result = relay
+                .transcribe(wav, options.language.as_deref(), words)
+                .await?;
             if let Some(detected) = &result.language {
                 language = detected.clone();
             }
@@ -269,6 +309,7 @@ pub async fn transcribe(
                     end,
                     text,
                     speaker_label: None,
+                    words: words.then(Vec::new),
                     decoding: None,
                 })
                 .collect();
@@ -279,8 +320,12 @@ pub async fn transcribe(
                     end: round_ms(duration),
                     text: result.text.clone(),
                     speaker_label: None,
+                    words: words.then(Vec::new),
                     decoding: None,
                 });
+            }
+            if words {
+                format::place_words(&mut segments, result.words);
             }
             segments
         }

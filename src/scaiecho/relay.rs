@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::format::WordOut;
 use crate::config::RelayConfig;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::services::upstream::Upstream;
@@ -17,6 +18,8 @@ pub struct RelayResult {
     pub text: String,
     pub language: Option<String>,
     pub segments: Vec<(f64, f64, String)>,
+    /// Word timings when asked for and the upstream gave them.
+    pub words: Vec<WordOut>,
 }
 
 #[derive(Deserialize)]
@@ -25,6 +28,15 @@ struct Verbose {
     language: Option<String>,
     #[serde(default)]
     segments: Vec<VerboseSegment>,
+    #[serde(default)]
+    words: Vec<VerboseWord>,
+}
+
+#[derive(Deserialize)]
+struct VerboseWord {
+    word: String,
+    start: f64,
+    end: f64,
 }
 
 #[derive(Deserialize)]
@@ -47,7 +59,13 @@ impl Relay {
         Ok(Upstream::from_config(config)?.map(|upstream| Relay { upstream }))
     }
 
-    pub async fn transcribe(&self, wav: Vec<u8>, language: Option<&str>) -> ApiResult<RelayResult> {
+    /// `words`: ask the upstream for word timings too (`timestamp_granularities[]`).
+    pub async fn transcribe(
+        &self,
+        wav: Vec<u8>,
+        language: Option<&str>,
+        words: bool,
+    ) -> ApiResult<RelayResult> {
         let file = reqwest::multipart::Part::bytes(wav)
             .file_name("audio.wav")
             .mime_str("audio/wav")
@@ -58,6 +76,11 @@ impl Relay {
             .text("response_format", "verbose_json");
         if let Some(language) = language {
             form = form.text("language", language.to_owned());
+        }
+        if words {
+            form = form
+                .text("timestamp_granularities[]", "segment")
+                .text("timestamp_granularities[]", "word");
         }
         let response = self
             .upstream
@@ -78,6 +101,17 @@ impl Relay {
                 .segments
                 .into_iter()
                 .map(|s| (s.start, s.end, s.text.trim().to_owned()))
+                .collect(),
+            words: body
+                .words
+                .into_iter()
+                .map(|w| WordOut {
+                    word: w.word.trim().to_owned(),
+                    start: w.start,
+                    end: w.end,
+                    probability: None,
+                    speaker_label: None,
+                })
                 .collect(),
         })
     }

@@ -29,11 +29,19 @@ impl Upload {
 
 pub async fn read(request: Request, limit: usize) -> ApiResult<Upload> {
     let (parts, body) = request.into_parts();
-    let mut fields: HashMap<String, String> = parts
+    let mut fields: HashMap<String, String> = HashMap::new();
+    for (name, value) in parts
         .uri
         .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+    {
+        add_field(&mut fields, name, value);
+    }
     let content_type = parts
         .headers
         .get(CONTENT_TYPE)
@@ -70,7 +78,7 @@ pub async fn read(request: Request, limit: usize) -> ApiResult<Upload> {
             audio = Some((field.bytes().await.map_err(bad)?, media_type));
         } else {
             let value = field.text().await.map_err(bad)?;
-            fields.insert(name, value);
+            add_field(&mut fields, name, value);
         }
     }
     let (audio, media_type) = audio.ok_or_else(|| {
@@ -84,6 +92,20 @@ pub async fn read(request: Request, limit: usize) -> ApiResult<Upload> {
         media_type,
         fields,
     })
+}
+
+/// A list field (`name[]`, as OpenAI's `timestamp_granularities[]`) collects its values
+/// comma-separated; any other field keeps its last value.
+fn add_field(fields: &mut HashMap<String, String>, name: String, value: String) {
+    match fields.get_mut(&name) {
+        Some(existing) if name.ends_with("[]") => {
+            existing.push(',');
+            existing.push_str(&value);
+        }
+        _ => {
+            fields.insert(name, value);
+        }
+    }
 }
 
 /// Raw PCM needs its shape declared: `audio/pcm;rate=16000;channels=1` (also

@@ -201,13 +201,13 @@ async fn bad_input_gets_the_documented_codes() {
     let (status, body) =
         read(post_raw(&server, TRANSCRIBE, ADMIN_KEY, "audio/wav", big).await).await;
     assert_error(status, &body, 413, "CTX_TOO_LARGE");
-    // Empty body, unknown option values, word timestamps, no auth.
+    // Empty body, unknown option values, no auth.
     let (status, body) =
         read(post_raw(&server, TRANSCRIBE, ADMIN_KEY, "audio/wav", Vec::new()).await).await;
     assert_error(status, &body, 400, "INVALID_REQUEST");
     for query in [
         "diarize=maybe",
-        "timestamps=word",
+        "timestamps=letter",
         "backend_preference=fastest",
         "response_format=doc",
     ] {
@@ -328,8 +328,16 @@ pub async fn upstream(key: &'static str) -> String {
             {
                 return (StatusCode::UNAUTHORIZED, "no".to_owned());
             }
-            let reply = json!({"text": "relayed words", "language": "en",
+            let mut reply = json!({"text": "relayed words", "language": "en",
                 "segments": [{"start": 0.0, "end": 1.5, "text": " relayed words"}]});
+            // OpenAI lists words apart from the segments, when asked.
+            if body
+                .windows(25)
+                .any(|w| w == b"timestamp_granularities[]".as_slice())
+            {
+                reply["words"] = json!([{"word": "relayed", "start": 0.1, "end": 0.6},
+                    {"word": "words", "start": 0.7, "end": 1.4}]);
+            }
             (StatusCode::OK, reply.to_string())
         }),
     );
@@ -363,6 +371,18 @@ async fn tenant_policy_and_backend_b_through_an_upstream() {
         "{body}"
     );
     assert_eq!(body["text"], "relayed words");
+    assert!(body["segments"][0].get("words").is_none(), "{body}");
+    // Word timings pass through from the upstream.
+    let path = format!("{TRANSCRIBE}?backend_preference=prefer_managed&timestamps=word");
+    let (status, body) =
+        read(post_raw(&server, &path, ADMIN_KEY, "audio/wav", beckett()).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["segments"][0]["words"],
+        json!([{"word": "relayed", "start": 0.1, "end": 0.6},
+            {"word": "words", "start": 0.7, "end": 1.4}]),
+        "{body}"
+    );
     let (status, body) = server
         .send(
             reqwest::Method::PATCH,
@@ -646,6 +666,10 @@ with open("models/cache/test-audio/beckett.wav", "rb") as audio:
     verbose = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="verbose_json")
 s = verbose.segments[0]
 print(len(s.tokens) > 0, s.avg_logprob < 0, 0 <= s.no_speech_prob <= 1, s.temperature == 0.0, 0 <= s.seek < 100, verbose.duration > 9)
+with open("models/cache/test-audio/beckett.wav", "rb") as audio:
+    timed = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="verbose_json", timestamp_granularities=["word", "segment"])
+w = timed.words
+print(len(w) >= 10, w[0].word.lower().startswith("ever"), all(a.end <= b.start + 1e-6 for a, b in zip(w, w[1:])), all(0 <= x.start <= x.end <= timed.duration for x in w), len(timed.segments) > 0)
 "#;
     // The server is another process: blocking this test's thread is fine.
     let output = Command::new(&python)
@@ -670,4 +694,65 @@ print(len(s.tokens) > 0, s.avg_logprob < 0, 0 <= s.no_speech_prob <= 1, s.temper
         "True True True True True True",
         "{stdout}"
     );
+    // `timestamp_granularities=["word", "segment"]`: top-level words, in order.
+    assert_eq!(
+        lines.next().unwrap_or_default(),
+        "True True True True True",
+        "{stdout}"
+    );
+}
+
+/// `timestamps=word`: every segment lists its words with times inside the recording,
+/// in order, and the words read as the segment's text; a diarized request labels each
+/// word's speaker; a bad granularity is 400.
+#[tokio::test]
+async fn word_timestamps_come_with_each_segment() {
+    let server = Server::start().await;
+    let path = format!("{TRANSCRIBE}?timestamps=word&diarize=true");
+    let (status, body) =
+        read(post_raw(&server, &path, ADMIN_KEY, "audio/wav", beckett()).await).await;
+    assert_eq!(status, 200, "{body}");
+    let duration = body["duration"].as_f64().unwrap();
+    let mut previous_end = 0.0;
+    let mut all = Vec::new();
+    for segment in body["segments"].as_array().unwrap() {
+        let words = segment["words"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{segment}"));
+        assert!(!words.is_empty(), "{segment}");
+        let joined: Vec<&str> = words.iter().map(|w| w["word"].as_str().unwrap()).collect();
+        assert_eq!(
+            joined.join(" "),
+            segment["text"].as_str().unwrap(),
+            "{segment}"
+        );
+        for word in words {
+            let (start, end) = (
+                word["start"].as_f64().unwrap(),
+                word["end"].as_f64().unwrap(),
+            );
+            assert!(
+                previous_end <= start + 1e-6 && start <= end && end <= duration,
+                "{word}"
+            );
+            let probability = word["probability"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&probability), "{word}");
+            assert!(word["speaker_label"].as_str().is_some(), "{word}");
+            previous_end = end;
+        }
+        all.extend(joined);
+    }
+    assert!(says_beckett(&all.join(" ")), "{body}");
+    // The first word starts where the speech does (beckett.wav: about 0.3 s in), not
+    // at the window's start.
+    let first = &body["segments"][0]["words"][0];
+    assert!(first["start"].as_f64().unwrap() > 0.1, "{first}");
+    // Without the option, no words.
+    let (_, body) =
+        read(post_raw(&server, TRANSCRIBE, ADMIN_KEY, "audio/wav", beckett()).await).await;
+    assert!(body["segments"][0].get("words").is_none(), "{body}");
+    let path = format!("{TRANSCRIBE}?timestamp_granularities[]=letter");
+    let (status, body) =
+        read(post_raw(&server, &path, ADMIN_KEY, "audio/wav", beckett()).await).await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
 }

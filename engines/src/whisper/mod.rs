@@ -7,6 +7,7 @@
 //! Windows decode in lockstep as one batch: the decoder's per-step cost is mostly
 //! reading its weights, so N windows cost little more than one.
 
+pub mod align;
 pub mod chunks;
 pub mod mel;
 pub mod rules;
@@ -25,6 +26,7 @@ use crate::models::ModelDir;
 use crate::runtime::Runtime;
 use crate::segments::{self, SegmentParams};
 use crate::silero::{self, SileroVad};
+use align::WordTiming;
 use mel::LogMel;
 use rules::Suppress;
 use search::{Row, Search};
@@ -57,6 +59,9 @@ pub struct Options {
     /// The audio is one utterance of at most 30 s (a stream's endpointer cut it): decode
     /// it as one window, without the VAD pass that finds speech in recordings.
     pub single_window: bool,
+    /// Word timings in every segment (one more decoder pass per window, over its text,
+    /// whose alignment heads' attention is aligned to the audio).
+    pub word_timestamps: bool,
 }
 
 impl Default for Options {
@@ -67,6 +72,7 @@ impl Default for Options {
             language: None,
             compact: false,
             single_window: false,
+            word_timestamps: false,
         }
     }
 }
@@ -84,6 +90,8 @@ pub struct Segment {
     pub seek: usize,
     pub avg_logprob: f32,
     pub no_speech_prob: f32,
+    /// With `word_timestamps`: its words, times on the same clock as the segment's.
+    pub words: Vec<WordTiming>,
 }
 
 /// The decoding of one window.
@@ -114,6 +122,15 @@ const SPEECH: SegmentParams = SegmentParams {
     min_speech_ms: 250,
     min_silence_ms: 300,
     pad_ms: 200,
+};
+
+/// Where the sound is, for word edges: every stretch of speech however short, split at
+/// 100 ms pauses, with a little padding for the Silero frame (32 ms).
+const SOUND: SegmentParams = SegmentParams {
+    threshold: 0.5,
+    min_speech_ms: 0,
+    min_silence_ms: 100,
+    pad_ms: 40,
 };
 
 pub struct Whisper {
@@ -218,17 +235,24 @@ impl Whisper {
             .collect();
         // (recording, window range) of every window to decode.
         let mut pending: Vec<(usize, Range<usize>)> = Vec::new();
-        for (index, (samples, _)) in requests.iter().enumerate() {
+        // Per recording with word timestamps: its speech regions in seconds.
+        let mut sound: Vec<Vec<(f32, f32)>> = vec![Vec::new(); requests.len()];
+        for (index, (samples, options)) in requests.iter().enumerate() {
             if results[index].is_err() {
                 continue;
             }
-            if requests[index].1.single_window {
+            if options.single_window {
                 let end = samples.len().min(mel::WINDOW_SAMPLES);
                 pending.push((index, 0..end));
                 continue;
             }
             match speech_windows(vad, samples) {
-                Ok(windows) => pending.extend(windows.into_iter().map(|w| (index, w))),
+                Ok((windows, probabilities)) => {
+                    pending.extend(windows.into_iter().map(|w| (index, w)));
+                    if options.word_timestamps {
+                        sound[index] = speech_regions(&probabilities, samples.len());
+                    }
+                }
                 Err(error) => results[index] = Err(error),
             }
         }
@@ -254,11 +278,22 @@ impl Whisper {
                             let offset = window.start as f32 / SAMPLE_RATE as f32;
                             if let Ok(segments) = &mut results[*index] {
                                 let seek = window.start / mel::HOP;
-                                segments.extend(text.segments.into_iter().map(|s| Segment {
-                                    start: s.start + offset,
-                                    end: s.end + offset,
-                                    seek,
-                                    ..s
+                                segments.extend(text.segments.into_iter().map(|s| {
+                                    Segment {
+                                        start: s.start + offset,
+                                        end: s.end + offset,
+                                        seek,
+                                        words: s
+                                            .words
+                                            .into_iter()
+                                            .map(|w| WordTiming {
+                                                start: w.start + offset,
+                                                end: w.end + offset,
+                                                ..w
+                                            })
+                                            .collect(),
+                                        ..s
+                                    }
                                 }));
                             }
                         }
@@ -274,8 +309,19 @@ impl Whisper {
         results
             .into_iter()
             .zip(requests)
-            .map(|(result, (samples, _))| {
+            .zip(sound)
+            .map(|((result, (samples, _)), sound)| {
                 let mut segments = result?;
+                if !sound.is_empty() {
+                    for segment in &mut segments {
+                        align::clip_to_speech(&mut segment.words, &sound);
+                        if let (Some(first), Some(last)) =
+                            (segment.words.first(), segment.words.last())
+                        {
+                            (segment.start, segment.end) = (first.start, last.end);
+                        }
+                    }
+                }
                 segments.sort_by(|a, b| a.start.total_cmp(&b.start));
                 let text = segments
                     .iter()
@@ -307,20 +353,115 @@ impl Whisper {
         check(options)?;
         let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
         let cross = self.encode(windows, context_frames(longest, options.compact))?;
+        // Beam search reorders the cross-attention rows; the alignment pass needs the
+        // windows' own.
+        let kept = match options.word_timestamps {
+            true => Some(
+                cross
+                    .iter()
+                    .map(|value| gather_rows(value, &(0..windows.len()).collect::<Vec<_>>()))
+                    .collect::<EngineResult<Vec<_>>>()?,
+            ),
+            false => None,
+        };
         let mut prompt = vec![self.tokenizer.sot];
         if !options.timestamps {
             prompt.push(self.tokenizer.no_timestamps);
         }
         let search = Search::new(windows.len(), options.beam_size.max(1), MAX_SAMPLED);
         let results = self.decode(&prompt, cross, search, options)?;
-        Ok(results
+        let mut texts: Vec<WindowText> = results
             .into_iter()
             .zip(windows)
             .map(|((row, no_speech_prob), window)| {
                 let duration = window.len() as f32 / SAMPLE_RATE as f32;
                 self.window_text(row, no_speech_prob, duration)
             })
-            .collect())
+            .collect();
+        if let Some(cross) = kept {
+            for (index, (text, window)) in texts.iter_mut().zip(windows).enumerate() {
+                let frames = window.len() / mel::HOP / 2;
+                let words = self.align(&cross, index, &text.segments, frames)?;
+                place_words(&mut text.segments, words);
+            }
+        }
+        Ok(texts)
+    }
+
+    /// Word timings of one window's segments: the decoder reads `[sot, no_timestamps,
+    /// text…, eot]` over the window's cross-attention keys and values (row `index` of
+    /// `cross`), and the alignment heads' scores over its `frames` audio frames are
+    /// aligned by dynamic time warping.
+    fn align(
+        &self,
+        cross: &[DynValue],
+        index: usize,
+        segments: &[Segment],
+        frames: usize,
+    ) -> EngineResult<Vec<WordTiming>> {
+        let text: Vec<u32> = segments.iter().flat_map(|s| s.tokens.clone()).collect();
+        if text.is_empty() || frames == 0 {
+            return Ok(Vec::new());
+        }
+        let t = &self.tokenizer;
+        let prompt = [t.sot, t.no_timestamps];
+        let sequence: Vec<i64> = prompt
+            .iter()
+            .chain(&text)
+            .chain([&t.eot])
+            .map(|id| i64::from(*id))
+            .collect();
+        let cross: Vec<DynValue> = cross
+            .iter()
+            .map(|value| gather_rows(value, &[index]))
+            .collect::<EngineResult<_>>()?;
+        let past = self.empty_past(1)?;
+        let steps = sequence.len();
+        let (logits, scores) = self.run_decoder(&sequence, 1, steps, past, &cross, |outputs| {
+            let (_, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
+            let alignment =
+                outputs
+                    .get("alignment")
+                    .ok_or_else(|| EngineError::ModelUnavailable {
+                        id: ENGINE_ID.into(),
+                        reason: "the decoder has no `alignment` output (run models/fetch)".into(),
+                    })?;
+            let (shape, scores) = alignment.try_extract_tensor::<f32>()?;
+            let shape: Vec<usize> = shape.iter().map(|d| *d as usize).collect();
+            Ok((logits.to_vec(), (shape, scores.to_vec())))
+        })?;
+        let (shape, scores) = scores;
+        let [_, heads, rows, stride] = shape[..] else {
+            return Err(EngineError::Inference(format!(
+                "alignment output shape {shape:?}"
+            )));
+        };
+        // Rows that predict the text tokens and the end of text: from the
+        // no-timestamps position to the last text token.
+        let matrix = align::attention_matrix(&scores, heads, rows, stride, frames);
+        let first = prompt.len() - 1;
+        let matrix = &matrix[first * frames.min(stride)..(steps - 1) * frames.min(stride)];
+        // As the reference: probabilities among text tokens only.
+        let vocab = t.vocab_size();
+        let text_vocab = t.eot as usize;
+        let token_probs: Vec<f32> = text
+            .iter()
+            .enumerate()
+            .map(|(k, token)| {
+                let mut row = logits[(first + k) * vocab..][..text_vocab].to_vec();
+                rules::log_softmax(&mut row);
+                row[*token as usize].exp()
+            })
+            .collect();
+        let mut ids = text.clone();
+        ids.push(t.eot);
+        let words = align::group_words(t.pieces(&ids));
+        Ok(align::word_timings(
+            &words,
+            matrix,
+            frames.min(stride),
+            &token_probs,
+        ))
     }
 
     fn window_text(&self, row: Row, no_speech_prob: f32, duration: f32) -> WindowText {
@@ -373,6 +514,7 @@ impl Whisper {
                     seek: 0,
                     avg_logprob: 0.0,
                     no_speech_prob: 0.0,
+                    words: Vec::new(),
                 });
             }
         };
@@ -447,14 +589,7 @@ impl Whisper {
         options: &Options,
     ) -> EngineResult<Vec<(Row, f32)>> {
         let windows = search.windows();
-        let mut past: Vec<DynValue> = Vec::with_capacity(2 * self.layers);
-        for _ in 0..2 * self.layers {
-            let empty = Tensor::<f32>::from_array((
-                [windows, self.heads, 0, self.head_dim],
-                Vec::<f32>::new(),
-            ))?;
-            past.push(empty.into_dyn());
-        }
+        let mut past = self.empty_past(windows)?;
         let mut tokens: Vec<i64> = Vec::with_capacity(windows * prompt.len());
         for _ in 0..windows {
             tokens.extend(prompt.iter().map(|t| i64::from(*t)));
@@ -506,6 +641,19 @@ impl Whisper {
         Ok(search.finish().into_iter().zip(no_speech).collect())
     }
 
+    /// An empty KV cache for `rows` rows.
+    fn empty_past(&self, rows: usize) -> EngineResult<Vec<DynValue>> {
+        (0..2 * self.layers)
+            .map(|_| {
+                let empty = Tensor::<f32>::from_array((
+                    [rows, self.heads, 0, self.head_dim],
+                    Vec::<f32>::new(),
+                ))?;
+                Ok(empty.into_dyn())
+            })
+            .collect()
+    }
+
     /// One decoder run: each row's logits at its first position (when `first`) and at
     /// its last position, and the new KV cache.
     #[allow(clippy::type_complexity)]
@@ -518,6 +666,41 @@ impl Whisper {
         past: Vec<DynValue>,
         cross: &[DynValue],
     ) -> EngineResult<(Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<DynValue>)> {
+        self.run_decoder(tokens, rows, steps, past, cross, |outputs| {
+            let (_, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
+            let vocab = self.tokenizer.vocab_size();
+            let row_logits = |position: usize| -> Vec<Vec<f32>> {
+                logits
+                    .chunks_exact(steps * vocab)
+                    .map(|row| row[position * vocab..(position + 1) * vocab].to_vec())
+                    .collect()
+            };
+            let sot_rows = if first { row_logits(0) } else { Vec::new() };
+            let last_rows = row_logits(steps - 1);
+            let mut present = Vec::with_capacity(2 * self.layers);
+            for layer in 0..self.layers {
+                for kind in ["k", "v"] {
+                    let name = format!("present_{kind}_{layer}");
+                    present.push(outputs.remove(&name).ok_or_else(|| {
+                        EngineError::Inference(format!("decoder output {name} missing"))
+                    })?);
+                }
+            }
+            Ok((sot_rows, last_rows, present))
+        })
+    }
+
+    /// Runs the decoder on `tokens` (`rows × steps`) after `past`, and hands its
+    /// outputs to `read` while the session is held.
+    fn run_decoder<T>(
+        &self,
+        tokens: &[i64],
+        rows: usize,
+        steps: usize,
+        past: Vec<DynValue>,
+        cross: &[DynValue],
+        read: impl FnOnce(&mut ort::session::SessionOutputs<'_>) -> EngineResult<T>,
+    ) -> EngineResult<T> {
         let mut inputs: Vec<(String, SessionInputValue<'_>)> =
             Vec::with_capacity(1 + 2 * past.len());
         inputs.push((
@@ -534,26 +717,7 @@ impl Whisper {
         }
         let mut session = lock(&self.decoder)?;
         let mut outputs = session.run(inputs)?;
-        let (_, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
-        let vocab = self.tokenizer.vocab_size();
-        let row_logits = |position: usize| -> Vec<Vec<f32>> {
-            logits
-                .chunks_exact(steps * vocab)
-                .map(|row| row[position * vocab..(position + 1) * vocab].to_vec())
-                .collect()
-        };
-        let sot_rows = if first { row_logits(0) } else { Vec::new() };
-        let last_rows = row_logits(steps - 1);
-        let mut present = Vec::with_capacity(2 * self.layers);
-        for layer in 0..self.layers {
-            for kind in ["k", "v"] {
-                let name = format!("present_{kind}_{layer}");
-                present.push(outputs.remove(&name).ok_or_else(|| {
-                    EngineError::Inference(format!("decoder output {name} missing"))
-                })?);
-            }
-        }
-        Ok((sot_rows, last_rows, present))
+        read(&mut outputs)
     }
 }
 
@@ -577,6 +741,51 @@ fn context_frames(samples: usize, compact: bool) -> usize {
     (seconds * SAMPLE_RATE as usize / mel::HOP).min(mel::WINDOW_FRAMES)
 }
 
+/// Hands a window's words to its segments in token order (each segment takes words
+/// until it has as many tokens as its text), then, as the reference, lets the words
+/// correct the segment's edges: a segment starts at its first word and ends at its last
+/// one, unless that word overruns the segment's own time by more than half a second,
+/// in which case the word is cut to the segment instead.
+fn place_words(segments: &mut [Segment], words: Vec<WordTiming>) {
+    let mut words = words.into_iter().peekable();
+    let mut durations: Vec<f32> = Vec::new();
+    for segment in segments.iter_mut() {
+        let mut taken = 0;
+        while taken < segment.tokens.len() {
+            let Some(word) = words.next() else { break };
+            taken += word.tokens.len();
+            durations.push(word.end - word.start);
+            segment.words.push(word);
+        }
+    }
+    durations.retain(|d| *d > 0.0);
+    durations.sort_by(f32::total_cmp);
+    let median = durations
+        .get(durations.len() / 2)
+        .copied()
+        .unwrap_or(0.0)
+        .min(0.7);
+    for segment in segments.iter_mut() {
+        let (Some(first), Some(last)) = (segment.words.first(), segment.words.last()) else {
+            continue;
+        };
+        let (first_start, first_end, last_start, last_end) =
+            (first.start, first.end, last.start, last.end);
+        if segment.start < first_end && segment.start - 0.5 > first_start {
+            segment.words[0].start = (first_end - median).min(segment.start).max(first_start);
+        } else {
+            segment.start = first_start;
+        }
+        if segment.end > last_start && segment.end + 0.5 < last_end {
+            if let Some(last) = segment.words.last_mut() {
+                last.end = (last_start + median).max(segment.end).min(last_end);
+            }
+        } else {
+            segment.end = last_end;
+        }
+    }
+}
+
 /// Options this model can honour.
 fn check(options: &Options) -> EngineResult<()> {
     match &options.language {
@@ -587,8 +796,10 @@ fn check(options: &Options) -> EngineResult<()> {
     }
 }
 
-/// The windows (sample ranges) of a recording's speech.
-fn speech_windows(vad: &SileroVad, samples: &[f32]) -> EngineResult<Vec<Range<usize>>> {
+/// The windows (sample ranges) of a recording's speech, and the VAD's per-frame
+/// speech probabilities they came from.
+#[allow(clippy::type_complexity)]
+fn speech_windows(vad: &SileroVad, samples: &[f32]) -> EngineResult<(Vec<Range<usize>>, Vec<f32>)> {
     let probabilities = vad.probabilities(samples)?;
     let speech = segments::segments(
         &probabilities,
@@ -597,7 +808,16 @@ fn speech_windows(vad: &SileroVad, samples: &[f32]) -> EngineResult<Vec<Range<us
         samples.len(),
         &SPEECH,
     );
-    Ok(chunks::plan(&speech, mel::WINDOW_SAMPLES))
+    Ok((chunks::plan(&speech, mel::WINDOW_SAMPLES), probabilities))
+}
+
+/// Where the sound is (seconds), from the VAD's probabilities.
+fn speech_regions(probabilities: &[f32], samples: usize) -> Vec<(f32, f32)> {
+    let seconds = |at: usize| at as f32 / SAMPLE_RATE as f32;
+    segments::segments(probabilities, silero::FRAME, SAMPLE_RATE, samples, &SOUND)
+        .into_iter()
+        .map(|s| (seconds(s.start), seconds(s.end)))
+        .collect()
 }
 
 fn lock(session: &Mutex<Session>) -> EngineResult<std::sync::MutexGuard<'_, Session>> {

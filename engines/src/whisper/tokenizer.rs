@@ -105,6 +105,39 @@ impl Tokenizer {
         id >= self.timestamp_begin
     }
 
+    /// The text of `ids` cut into pieces that are whole characters (a character may
+    /// span tokens), each with its tokens and whether it is a special token (which is
+    /// a piece of its own, named by its vocabulary entry).
+    pub fn pieces(&self, ids: &[u32]) -> Vec<(String, Vec<u32>, bool)> {
+        let mut pieces = Vec::new();
+        let mut bytes = Vec::new();
+        let mut tokens = Vec::new();
+        for id in ids {
+            if *id >= self.eot {
+                if !tokens.is_empty() {
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    pieces.push((text, std::mem::take(&mut tokens), false));
+                    bytes.clear();
+                }
+                let name = self.tokens.get(*id as usize).cloned().unwrap_or_default();
+                pieces.push((name, vec![*id], true));
+                continue;
+            }
+            if let Some(token) = self.tokens.get(*id as usize) {
+                bytes.extend(token.chars().filter_map(|ch| self.bytes.get(&ch)));
+            }
+            tokens.push(*id);
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                pieces.push((text.to_owned(), std::mem::take(&mut tokens), false));
+                bytes.clear();
+            }
+        }
+        if !tokens.is_empty() {
+            pieces.push((String::from_utf8_lossy(&bytes).into_owned(), tokens, false));
+        }
+        pieces
+    }
+
     /// Text of the text tokens among `ids` (special tokens and timestamps are skipped).
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::with_capacity(ids.len() * 4);
@@ -151,6 +184,16 @@ mod tests {
             (4, 5, 10, 12)
         );
         assert!(t.is_timestamp(13) && !t.is_timestamp(4));
+        let pieces = t.pieces(&[0, 1, 3, 4]);
+        assert_eq!(
+            pieces,
+            vec![
+                ("Hello".to_owned(), vec![0], false),
+                (" world".to_owned(), vec![1], false),
+                ("é".to_owned(), vec![3], false),
+                ("<|endoftext|>".to_owned(), vec![4], true),
+            ]
+        );
         assert_eq!(
             t.language_tokens(),
             vec![("en".to_owned(), 6), ("de".to_owned(), 7)]

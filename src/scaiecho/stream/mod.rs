@@ -508,6 +508,7 @@ async fn transcribe(
                     language,
                     compact: true,
                     single_window: true,
+                    word_timestamps: false,
                 };
                 let text = async {
                     loop {
@@ -536,7 +537,7 @@ async fn transcribe(
             }
             (Backend::B, _, Some(relay)) => {
                 let wav = media::encode::wav_s16(&snapshot.audio, 16_000, 1);
-                let result = relay.transcribe(wav, language.as_deref()).await?;
+                let result = relay.transcribe(wav, language.as_deref(), false).await?;
                 Ok(Heard {
                     text: result.text.trim().to_owned(),
                     embedding: None,
