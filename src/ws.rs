@@ -76,6 +76,8 @@ impl Link for WebSocket {
             Ok(Err(_)) => Err(End::Gone),
             Err(_) => {
                 tracing::info!("stream dropped: the client stopped reading");
+                metrics::counter!("scaigrid_stream_clients_dropped_total", "reason" => "stopped_reading")
+                    .increment(1);
                 Err(End::Gone)
             }
         }

@@ -934,3 +934,106 @@ async fn a_raw_pcm_reference_can_be_repromoted() {
     assert_eq!(status, 200);
     assert_eq!(again["embedding_status"], "ready", "{again}");
 }
+
+/// A client that sends minutes of text and never reads: once the socket's buffers are
+/// full, a send that cannot finish in the write timeout (10 s) drops that stream, its
+/// usage is still recorded, and another session on the same server is served normally
+/// meanwhile.
+#[tokio::test]
+async fn a_speak_client_that_never_reads_is_dropped_and_others_go_on() {
+    let server = Server::start().await;
+    let mut stuck = connect_speak(&server).await;
+    text(
+        &mut stuck,
+        json!({"type": "open", "output": {"codec": "pcm_s16le", "sample_rate": 48000}}),
+    )
+    .await;
+    // About 1,500 characters per frame: 48 kHz PCM of all three is over 25 MB, more
+    // than loopback's socket buffers hold.
+    let paragraph = "The committee met again on Tuesday to talk about the new library, \
+        and everyone agreed that the reading room should stay open until late in the evening. "
+        .repeat(9);
+    let mut sent_chars = 0;
+    for _ in 0..3 {
+        text(&mut stuck, json!({"type": "text", "text": paragraph})).await;
+        sent_chars += paragraph.chars().count();
+    }
+    text(&mut stuck, json!({"type": "flush"})).await;
+    // Meanwhile another session speaks and finishes.
+    let mut other = connect_speak(&server).await;
+    text(&mut other, json!({"type": "open"})).await;
+    assert!(matches!(next(&mut other).await, Got::Json(_)));
+    text(
+        &mut other,
+        json!({"type": "text", "text": "I am still here."}),
+    )
+    .await;
+    text(&mut other, json!({"type": "close"})).await;
+    let mut packets = 0;
+    let done = loop {
+        match next(&mut other).await {
+            Got::Audio(_) => packets += 1,
+            Got::Json(frame) if frame["type"] == "done" => break frame,
+            Got::Json(_) => {}
+            Got::Closed(code) => panic!("closed {code:?} before done"),
+        }
+    };
+    assert!(packets > 20, "{packets} packets, {done}");
+    // The stuck stream is dropped (counted), without anyone reading it.
+    let dropped = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("scaigrid_stream_clients_dropped_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let metrics = server
+            .http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if dropped(&metrics) >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stuck stream was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Its usage counts what it was given to speak up to the drop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, usage) = server
+            .get("/v1/accounting/usage?group_by=module", Some(ADMIN_KEY))
+            .await;
+        assert_eq!(status, 200, "{usage}");
+        let row = usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["key"] == "scaispeak")
+            .cloned();
+        let requests = row
+            .as_ref()
+            .map_or(0, |r| r["requests"].as_u64().unwrap_or(0));
+        if requests == 2 {
+            let characters = row.unwrap()["characters"].as_u64().unwrap();
+            let mine = "I am still here.".len() as u64;
+            assert!(
+                characters > mine && characters <= mine + sent_chars as u64,
+                "{usage}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{usage}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(stuck);
+}
