@@ -36,8 +36,16 @@ CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16
 
 
 def read_ct2(path: Path) -> dict:
-    """Every variable of a CTranslate2 `model.bin`, aliases resolved."""
-    data = path.read_bytes()
+    """Every variable of a CTranslate2 `model.bin`, aliases resolved. A model shipped in
+    pieces (`model.bin.part1`, `model.bin.part2`, ... beside it) is read as their
+    concatenation."""
+    if path.is_file():
+        data = path.read_bytes()
+    else:
+        parts = sorted(path.parent.glob(path.name + ".part*"), key=lambda p: int(p.name.rsplit("part", 1)[1]))
+        if not parts:
+            sys.exit(f"convert: neither {path} nor its parts exist")
+        data = b"".join(part.read_bytes() for part in parts)
     pos = 0
 
     def take(fmt):

@@ -20,6 +20,7 @@ use crate::whisper::{self, Whisper};
 pub const MEMORY_MB: &[(&str, u64)] = &[
     (silero::ENGINE_ID, 16),
     (whisper::ENGINE_ID, 300),
+    (whisper::BASE_ENGINE_ID, 700),
     (piper::ENGINE_ID, 250),
     (embedder::ENGINE_ID, 64),
 ];

@@ -33,9 +33,32 @@ use search::{Row, Search};
 use tokenizer::Tokenizer;
 
 pub const ENGINE_ID: &str = "audio.stt.whisper-tiny-en";
+pub const BASE_ENGINE_ID: &str = "audio.stt.whisper-base";
+
+/// A Whisper model on disk: its engine id and its folder under the models directory
+/// (`ct2/` with the vocabulary and config, `onnx/` with the converted graphs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    pub id: &'static str,
+    pub dir: &'static str,
+}
+
+/// English-only tiny: the default, fastest.
+pub const TINY_EN: Variant = Variant {
+    id: ENGINE_ID,
+    dir: "whisper-tiny-en",
+};
+/// Multilingual base (99 languages, language detection).
+pub const BASE: Variant = Variant {
+    id: BASE_ENGINE_ID,
+    dir: "whisper-base",
+};
 pub const SAMPLE_RATE: u32 = 16_000;
 /// Seconds per timestamp token.
 pub const TIME_PRECISION: f32 = 0.02;
+/// Vocabulary size from which a model is multilingual (51864 English-only, 51865 and up
+/// multilingual), as the reference's `is_multilingual`.
+const MULTILINGUAL_VOCAB: usize = 51_865;
 /// Tokens sampled per window at most (half the text context, as the reference).
 const MAX_SAMPLED: usize = 224;
 /// The reference's silence rule: a window whose no-speech probability is above this and
@@ -49,7 +72,8 @@ pub struct Options {
     pub beam_size: usize,
     /// Timestamp tokens (segment times); without them a window is one segment.
     pub timestamps: bool,
-    /// Language code; English-only models accept only `en` (or none).
+    /// Language code; English-only models accept only `en` (or none); multilingual
+    /// models detect the language of each window when none is given.
     pub language: Option<String>,
     /// Encode only as much context as the audio needs (its length plus two seconds,
     /// at least six, in whole seconds) instead of a zero-padded 30 s window: a short
@@ -97,6 +121,8 @@ pub struct Segment {
 /// The decoding of one window.
 #[derive(Debug, Clone)]
 pub struct WindowText {
+    /// The language it was decoded as (given, detected, or `en` for English-only).
+    pub language: String,
     pub text: String,
     pub segments: Vec<Segment>,
     pub tokens: Vec<u32>,
@@ -110,6 +136,9 @@ pub struct Transcript {
     pub text: String,
     pub segments: Vec<Segment>,
     pub duration: f32,
+    /// The language of most of the speech (given, detected, or `en` for English-only);
+    /// `None` when nothing was heard.
+    pub language: Option<String>,
 }
 
 /// Windows encoded and decoded together at most (memory: about 40 MB each).
@@ -134,6 +163,9 @@ const SOUND: SegmentParams = SegmentParams {
 };
 
 pub struct Whisper {
+    variant: Variant,
+    /// Language codes and their tokens (empty for English-only models).
+    languages: Vec<(String, u32)>,
     encoder: Mutex<Session>,
     decoder: Mutex<Session>,
     tokenizer: Tokenizer,
@@ -167,8 +199,22 @@ fn suppress_lists(config: &Path) -> EngineResult<Suppress> {
 }
 
 impl Whisper {
+    /// The English-only tiny model.
     pub fn load(runtime: &Runtime, models: &ModelDir) -> EngineResult<Whisper> {
-        let file = |name: &str| models.file(ENGINE_ID, &format!("whisper-tiny-en/{name}"));
+        Whisper::load_variant(runtime, models, TINY_EN)
+    }
+
+    /// The multilingual base model.
+    pub fn load_base(runtime: &Runtime, models: &ModelDir) -> EngineResult<Whisper> {
+        Whisper::load_variant(runtime, models, BASE)
+    }
+
+    pub fn load_variant(
+        runtime: &Runtime,
+        models: &ModelDir,
+        variant: Variant,
+    ) -> EngineResult<Whisper> {
+        let file = |name: &str| models.file(variant.id, &format!("{}/{name}", variant.dir));
         let encoder = runtime.session(ENGINE_ID, &file("onnx/encoder.onnx")?)?;
         let decoder = runtime.session(ENGINE_ID, &file("onnx/decoder.onnx")?)?;
         let tokenizer = Tokenizer::load(&file("ct2/vocabulary.txt")?)?;
@@ -179,7 +225,7 @@ impl Whisper {
             .filter(|o| o.name().starts_with("cross_k_"))
             .count();
         let unexpected = |reason: String| EngineError::ModelUnavailable {
-            id: ENGINE_ID.into(),
+            id: variant.id.into(),
             reason,
         };
         let shape = decoder
@@ -195,7 +241,20 @@ impl Whisper {
         if layers == 0 {
             return Err(unexpected("encoder has no cross_k outputs".into()));
         }
+        // English-only vocabularies carry the language tokens too but never use them;
+        // the reference tells the two apart by size.
+        let languages = match tokenizer.vocab_size() >= MULTILINGUAL_VOCAB {
+            true => tokenizer.language_tokens(),
+            false => Vec::new(),
+        };
+        if !languages.is_empty() && tokenizer.transcribe.is_none() {
+            return Err(unexpected(
+                "multilingual vocabulary without <|transcribe|>".into(),
+            ));
+        }
         Ok(Whisper {
+            variant,
+            languages,
             encoder: Mutex::new(encoder),
             decoder: Mutex::new(decoder),
             tokenizer,
@@ -229,9 +288,9 @@ impl Whisper {
         vad: &SileroVad,
         requests: &[(&[f32], &Options)],
     ) -> Vec<EngineResult<Transcript>> {
-        let mut results: Vec<EngineResult<Vec<Segment>>> = requests
+        let mut results: Vec<EngineResult<Vec<(Segment, String)>>> = requests
             .iter()
-            .map(|(_, options)| check(options).map(|()| Vec::new()))
+            .map(|(_, options)| self.check(options).map(|()| Vec::new()))
             .collect();
         // (recording, window range) of every window to decode.
         let mut pending: Vec<(usize, Range<usize>)> = Vec::new();
@@ -278,8 +337,9 @@ impl Whisper {
                             let offset = window.start as f32 / SAMPLE_RATE as f32;
                             if let Ok(segments) = &mut results[*index] {
                                 let seek = window.start / mel::HOP;
+                                let language = text.language;
                                 segments.extend(text.segments.into_iter().map(|s| {
-                                    Segment {
+                                    let segment = Segment {
                                         start: s.start + offset,
                                         end: s.end + offset,
                                         seek,
@@ -293,7 +353,8 @@ impl Whisper {
                                             })
                                             .collect(),
                                         ..s
-                                    }
+                                    };
+                                    (segment, language.clone())
                                 }));
                             }
                         }
@@ -311,7 +372,9 @@ impl Whisper {
             .zip(requests)
             .zip(sound)
             .map(|((result, (samples, _)), sound)| {
-                let mut segments = result?;
+                let (mut segments, languages): (Vec<Segment>, Vec<String>) =
+                    result?.into_iter().unzip();
+                let language = main_language(&segments, &languages);
                 if !sound.is_empty() {
                     for segment in &mut segments {
                         align::clip_to_speech(&mut segment.words, &sound);
@@ -332,6 +395,7 @@ impl Whisper {
                     text,
                     segments,
                     duration: samples.len() as f32 / SAMPLE_RATE as f32,
+                    language,
                 })
             })
             .collect()
@@ -339,6 +403,82 @@ impl Whisper {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    pub fn id(&self) -> &'static str {
+        self.variant.id
+    }
+
+    /// Whether it knows other languages than English (and detects them).
+    pub fn multilingual(&self) -> bool {
+        !self.languages.is_empty()
+    }
+
+    /// The language codes it accepts.
+    pub fn languages(&self) -> Vec<String> {
+        match self.multilingual() {
+            true => self
+                .languages
+                .iter()
+                .map(|(code, _)| code.clone())
+                .collect(),
+            false => vec!["en".to_owned()],
+        }
+    }
+
+    /// Options this model can honour.
+    fn check(&self, options: &Options) -> EngineResult<()> {
+        match &options.language {
+            Some(language) if self.language_token(language).is_none() => {
+                Err(EngineError::InvalidInput(match self.multilingual() {
+                    true => format!("language `{language}` is not one this model knows"),
+                    false => {
+                        format!("language `{language}` is not supported by the English-only model")
+                    }
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The token of a language code; English-only models know `en` without one.
+    fn language_token(&self, language: &str) -> Option<Option<u32>> {
+        match self.multilingual() {
+            true => self
+                .languages
+                .iter()
+                .find(|(code, _)| code == language)
+                .map(|(_, id)| Some(*id)),
+            false => (language == "en").then_some(None),
+        }
+    }
+
+    /// Each window's most likely language: the decoder reads `<|startoftranscript|>`
+    /// and the language tokens' logits at that position are compared, as the
+    /// reference's `detect_language`.
+    fn detect_languages(&self, cross: &[DynValue], windows: usize) -> EngineResult<Vec<u32>> {
+        let tokens = vec![i64::from(self.tokenizer.sot); windows];
+        let past = self.empty_past(windows)?;
+        let vocab = self.tokenizer.vocab_size();
+        self.run_decoder(&tokens, windows, 1, past, cross, |outputs| {
+            let (_, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
+            Ok(logits
+                .chunks_exact(vocab)
+                .map(|row| {
+                    self.languages
+                        .iter()
+                        .map(|(_, id)| *id)
+                        .max_by(|a, b| row[*a as usize].total_cmp(&row[*b as usize]))
+                        .unwrap_or(self.tokenizer.sot)
+                })
+                .collect())
+        })
+    }
+
+    fn language_code(&self, token: Option<u32>) -> String {
+        token
+            .and_then(|id| self.languages.iter().find(|(_, t)| *t == id))
+            .map_or_else(|| "en".to_owned(), |(code, _)| code.clone())
     }
 
     /// Transcribes up to 30 s windows of 16 kHz mono audio as one batch.
@@ -350,9 +490,33 @@ impl Whisper {
         if windows.is_empty() {
             return Ok(Vec::new());
         }
-        check(options)?;
+        self.check(options)?;
         let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
         let cross = self.encode(windows, context_frames(longest, options.compact))?;
+        // The start of each window's prompt: `<|startoftranscript|>`, then for a
+        // multilingual model the language (given or detected) and the task.
+        let languages: Vec<Option<u32>> = match (&options.language, self.multilingual()) {
+            (_, false) => vec![None; windows.len()],
+            (Some(language), true) => {
+                vec![self.language_token(language).flatten(); windows.len()]
+            }
+            (None, true) => self
+                .detect_languages(&cross, windows.len())?
+                .into_iter()
+                .map(Some)
+                .collect(),
+        };
+        let sot_sequences: Vec<Vec<u32>> = languages
+            .iter()
+            .map(|language| {
+                let mut sequence = vec![self.tokenizer.sot];
+                if let Some(language) = language {
+                    sequence.push(*language);
+                    sequence.extend(self.tokenizer.transcribe);
+                }
+                sequence
+            })
+            .collect();
         // Beam search reorders the cross-attention rows; the alignment pass needs the
         // windows' own.
         let kept = match options.word_timestamps {
@@ -364,38 +528,49 @@ impl Whisper {
             ),
             false => None,
         };
-        let mut prompt = vec![self.tokenizer.sot];
-        if !options.timestamps {
-            prompt.push(self.tokenizer.no_timestamps);
-        }
+        let prompts: Vec<Vec<u32>> = sot_sequences
+            .iter()
+            .map(|sequence| {
+                let mut prompt = sequence.clone();
+                if !options.timestamps {
+                    prompt.push(self.tokenizer.no_timestamps);
+                }
+                prompt
+            })
+            .collect();
         let search = Search::new(windows.len(), options.beam_size.max(1), MAX_SAMPLED);
-        let results = self.decode(&prompt, cross, search, options)?;
+        let results = self.decode(&prompts, cross, search, options)?;
         let mut texts: Vec<WindowText> = results
             .into_iter()
             .zip(windows)
-            .map(|((row, no_speech_prob), window)| {
+            .zip(&languages)
+            .map(|(((row, no_speech_prob), window), language)| {
                 let duration = window.len() as f32 / SAMPLE_RATE as f32;
-                self.window_text(row, no_speech_prob, duration)
+                let mut text = self.window_text(row, no_speech_prob, duration);
+                text.language = self.language_code(*language);
+                text
             })
             .collect();
         if let Some(cross) = kept {
             for (index, (text, window)) in texts.iter_mut().zip(windows).enumerate() {
                 let frames = window.len() / mel::HOP / 2;
-                let words = self.align(&cross, index, &text.segments, frames)?;
+                let sequence = &sot_sequences[index];
+                let words = self.align(&cross, index, sequence, &text.segments, frames)?;
                 place_words(&mut text.segments, words);
             }
         }
         Ok(texts)
     }
 
-    /// Word timings of one window's segments: the decoder reads `[sot, no_timestamps,
-    /// text…, eot]` over the window's cross-attention keys and values (row `index` of
-    /// `cross`), and the alignment heads' scores over its `frames` audio frames are
-    /// aligned by dynamic time warping.
+    /// Word timings of one window's segments: the decoder reads `[sot sequence,
+    /// no_timestamps, text…, eot]` over the window's cross-attention keys and values
+    /// (row `index` of `cross`), and the alignment heads' scores over its `frames` audio
+    /// frames are aligned by dynamic time warping.
     fn align(
         &self,
         cross: &[DynValue],
         index: usize,
+        sot_sequence: &[u32],
         segments: &[Segment],
         frames: usize,
     ) -> EngineResult<Vec<WordTiming>> {
@@ -404,7 +579,8 @@ impl Whisper {
             return Ok(Vec::new());
         }
         let t = &self.tokenizer;
-        let prompt = [t.sot, t.no_timestamps];
+        let mut prompt = sot_sequence.to_vec();
+        prompt.push(t.no_timestamps);
         let sequence: Vec<i64> = prompt
             .iter()
             .chain(&text)
@@ -423,7 +599,7 @@ impl Whisper {
                 outputs
                     .get("alignment")
                     .ok_or_else(|| EngineError::ModelUnavailable {
-                        id: ENGINE_ID.into(),
+                        id: self.variant.id.into(),
                         reason: "the decoder has no `alignment` output (run models/fetch)".into(),
                     })?;
             let (shape, scores) = alignment.try_extract_tensor::<f32>()?;
@@ -468,6 +644,7 @@ impl Whisper {
         let avg_logprob = row.logprob / (row.tokens.len() as f32 + 1.0);
         if no_speech_prob > NO_SPEECH_THRESHOLD && avg_logprob < LOGPROB_THRESHOLD {
             return WindowText {
+                language: String::new(),
                 text: String::new(),
                 segments: Vec::new(),
                 tokens: Vec::new(),
@@ -486,6 +663,7 @@ impl Whisper {
             .collect::<Vec<_>>()
             .join(" ");
         WindowText {
+            language: String::new(),
             text,
             segments,
             tokens: row.tokens,
@@ -583,18 +761,20 @@ impl Whisper {
     /// probability.
     fn decode(
         &self,
-        prompt: &[u32],
+        prompts: &[Vec<u32>],
         mut cross: Vec<DynValue>,
         mut search: Search,
         options: &Options,
     ) -> EngineResult<Vec<(Row, f32)>> {
         let windows = search.windows();
         let mut past = self.empty_past(windows)?;
-        let mut tokens: Vec<i64> = Vec::with_capacity(windows * prompt.len());
-        for _ in 0..windows {
+        // Prompts differ only in their language token, so they share one length.
+        let mut steps = prompts.first().map_or(1, Vec::len);
+        let mut tokens: Vec<i64> = Vec::with_capacity(windows * steps);
+        for prompt in prompts {
+            debug_assert_eq!(prompt.len(), steps);
             tokens.extend(prompt.iter().map(|t| i64::from(*t)));
         }
-        let mut steps = prompt.len();
         let mut no_speech = vec![0.0f32; windows];
         let mut first = true;
         loop {
@@ -786,14 +966,19 @@ fn place_words(segments: &mut [Segment], words: Vec<WordTiming>) {
     }
 }
 
-/// Options this model can honour.
-fn check(options: &Options) -> EngineResult<()> {
-    match &options.language {
-        Some(language) if language != "en" => Err(EngineError::InvalidInput(format!(
-            "language `{language}` is not supported by the English-only model"
-        ))),
-        _ => Ok(()),
+/// The language of a transcript: the one with the most segment time.
+fn main_language(segments: &[Segment], languages: &[String]) -> Option<String> {
+    let mut time: Vec<(&str, f32)> = Vec::new();
+    for (segment, language) in segments.iter().zip(languages) {
+        let length = (segment.end - segment.start).max(0.01);
+        match time.iter_mut().find(|(l, _)| *l == language) {
+            Some((_, total)) => *total += length,
+            None => time.push((language, length)),
+        }
     }
+    time.into_iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(language, _)| language.to_owned())
 }
 
 /// The windows (sample ranges) of a recording's speech, and the VAD's per-frame

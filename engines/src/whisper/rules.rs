@@ -42,6 +42,9 @@ pub fn apply(
     }
     let ts = tokenizer.timestamp_begin as usize;
     let eot = tokenizer.eot as usize;
+    // Special tokens other than the end of text (start of transcript, languages, tasks,
+    // no-speech) are never sampled: a window's text is text and timestamps.
+    block(eot + 1..ts);
     if !timestamps {
         block(ts..vocab);
         return;
@@ -186,6 +189,10 @@ mod tests {
             at_begin: vec![4],
         };
         apply(&mut logits, &[], &t, &suppress, false);
-        assert_eq!(allowed(&logits), vec![0, 1, 2, 3, 5, 7]);
+        // Text only: eot is suppressed at the start here, specials (5-7) always.
+        assert_eq!(allowed(&logits), vec![0, 1, 2, 3]);
+        let mut logits = vec![0.0; t.vocab_size()];
+        apply(&mut logits, &[0], &t, &Suppress::default(), false);
+        assert_eq!(allowed(&logits), vec![0, 1, 2, 3, 4]);
     }
 }
