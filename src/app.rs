@@ -249,6 +249,7 @@ async fn load_node(config: &crate::config::EnginesConfig) -> anyhow::Result<engi
         models_dir: config.models_dir.clone(),
         device: config.device,
         intra_threads: config.intra_threads,
+        multilingual: config.multilingual,
     };
     let node = tokio::task::spawn_blocking(move || engines::node::Node::load(&node_config)).await?;
     let info = node.info();

@@ -319,6 +319,8 @@ pub struct FileEngines {
     pub device: Option<String>,
     pub intra_threads: Option<usize>,
     pub node_id: Option<String>,
+    /// Also load Whisper base (multilingual, language detection; about 700 MB).
+    pub multilingual: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -418,6 +420,7 @@ pub struct EnginesConfig {
     pub device: engines::Device,
     pub intra_threads: usize,
     pub node_id: String,
+    pub multilingual: bool,
 }
 
 fn parse_device(text: &str) -> anyhow::Result<engines::Device> {
@@ -630,6 +633,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("./models/cache")),
             device: parse_device(file.engines.device.as_deref().unwrap_or("cpu"))?,
             intra_threads: file.engines.intra_threads.unwrap_or(1),
+            multilingual: file.engines.multilingual.unwrap_or(false),
             node_id: file
                 .engines
                 .node_id

@@ -64,6 +64,8 @@ pub struct NodeConfig {
     pub models_dir: PathBuf,
     pub device: Device,
     pub intra_threads: usize,
+    /// Also load the multilingual Whisper (base).
+    pub multilingual: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -86,6 +88,8 @@ pub struct NodeInfo {
 pub struct Node {
     pub vad: Option<SileroVad>,
     pub whisper: Option<Whisper>,
+    /// Whisper base when configured: other languages than English, and detection.
+    pub whisper_multilingual: Option<Whisper>,
     pub tts: Option<PiperVoice>,
     pub embedder: Option<SpeakerEmbedder>,
     info: NodeInfo,
@@ -137,6 +141,7 @@ impl Node {
             })
         });
         let (mut vad, mut whisper, mut tts, mut embedder) = (None, None, None, None);
+        let mut whisper_multilingual = None;
         let (models_loaded, failures) = match &runtime {
             Err(error) => (
                 Vec::new(),
@@ -155,6 +160,9 @@ impl Node {
                 };
                 vad = loader.load(silero::ENGINE_ID, SileroVad::load);
                 whisper = loader.load(whisper::ENGINE_ID, Whisper::load);
+                if config.multilingual {
+                    whisper_multilingual = loader.load(whisper::BASE_ENGINE_ID, Whisper::load_base);
+                }
                 tts = loader.load(piper::ENGINE_ID, PiperVoice::load);
                 embedder = loader.load(embedder::ENGINE_ID, SpeakerEmbedder::load);
                 (loader.loaded, loader.failures)
@@ -173,6 +181,7 @@ impl Node {
         Node {
             vad,
             whisper,
+            whisper_multilingual,
             tts,
             embedder,
             info: NodeInfo {
@@ -234,6 +243,7 @@ mod tests {
             models_dir: "/nonexistent".into(),
             device: Device::Cpu,
             intra_threads: 1,
+            multilingual: true,
         });
         assert_eq!(node.info().status, "offline");
         assert!(node.info().models_loaded.is_empty());

@@ -254,6 +254,9 @@ pub async fn transcribe(
             };
             let (transcript, turns) = tokio::join!(transcript, turns);
             let (transcript, turns) = (transcript?, turns?);
+            if let Some(heard) = &transcript.language {
+                language = heard.clone();
+            }
             transcript
                 .segments
                 .into_iter()

@@ -756,3 +756,102 @@ async fn word_timestamps_come_with_each_segment() {
         read(post_raw(&server, &path, ADMIN_KEY, "audio/wav", beckett()).await).await;
     assert_error(status, &body, 400, "INVALID_REQUEST");
 }
+
+/// Speech made by espeak-ng in one of its voices, as WAV bytes.
+fn espeak_wav(voice: &str, text: &str) -> Vec<u8> {
+    let output = Command::new("espeak-ng")
+        .args(["-v", voice, "--stdout", text])
+        .output()
+        .expect("espeak-ng (scripts/setup installs it)");
+    assert!(output.status.success());
+    output.stdout
+}
+
+/// `[engines] multilingual = true`: Whisper base is loaded beside tiny.en; a request
+/// without `language` is detected (and answers with the language it heard), a
+/// non-English `language` is served, English still reads. Without the option a
+/// non-English language is a 400 that says how to get it.
+#[tokio::test]
+async fn other_languages_are_detected_and_transcribed_by_the_multilingual_model() {
+    let server = Server::start_with(Options {
+        config_toml: Some("[engines]\nmultilingual = true\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let (_, nodes) = server.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+    let loaded = nodes["data"][0]["models_loaded"].to_string();
+    assert!(
+        loaded.contains("audio.stt.whisper-base") && loaded.contains("audio.stt.whisper-tiny-en"),
+        "{nodes}"
+    );
+    let spanish = espeak_wav(
+        "es",
+        "Buenos días, me gustaría un café con leche. La biblioteca está cerrada los domingos.",
+    );
+    for path in [
+        TRANSCRIBE.to_owned(),
+        format!("{TRANSCRIBE}?language=es&timestamps=word"),
+    ] {
+        let (status, body) =
+            read(post_raw(&server, &path, ADMIN_KEY, "audio/wav", spanish.clone()).await).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["language"], "es", "{path}: {body}");
+        let text = body["text"].as_str().unwrap().to_lowercase();
+        assert!(
+            text.contains("biblioteca") && text.contains("domingos"),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = read(
+        post_raw(
+            &server,
+            &format!("{TRANSCRIBE}?language=en"),
+            ADMIN_KEY,
+            "audio/wav",
+            beckett(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["language"].as_str()),
+        (200, Some("en")),
+        "{body}"
+    );
+    assert!(says_beckett(body["text"].as_str().unwrap()), "{body}");
+    // A code no model knows.
+    let (status, body) = read(
+        post_raw(
+            &server,
+            &format!("{TRANSCRIBE}?language=zz"),
+            ADMIN_KEY,
+            "audio/wav",
+            beckett(),
+        )
+        .await,
+    )
+    .await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+
+    // The default node (English only).
+    let english = Server::start().await;
+    let (status, body) = read(
+        post_raw(
+            &english,
+            &format!("{TRANSCRIBE}?language=es"),
+            ADMIN_KEY,
+            "audio/wav",
+            spanish,
+        )
+        .await,
+    )
+    .await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("multilingual = true"),
+        "{body}"
+    );
+}
