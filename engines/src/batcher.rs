@@ -5,9 +5,10 @@
 //! `max_batch`) without waiting for more: under load batches fill up, at low load a
 //! single request runs at once, so batching never adds latency. A full queue refuses new
 //! work with `EngineError::Busy` (back-pressure) instead of growing without bound.
+//! Urgent requests (a stream's first audio) wait in a lane the workers empty first.
 
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -22,8 +23,32 @@ struct Job<Request, Response> {
 pub type BatchFn<Request, Response> =
     dyn Fn(Vec<Request>) -> Vec<EngineResult<Response>> + Send + Sync;
 
+/// The waiting jobs: an urgent lane the workers empty first, then the normal lane. The
+/// capacity bounds both together.
+struct Lanes<Job> {
+    urgent: VecDeque<Job>,
+    normal: VecDeque<Job>,
+    capacity: usize,
+    closed: bool,
+}
+
+impl<Job> Lanes<Job> {
+    fn len(&self) -> usize {
+        self.urgent.len() + self.normal.len()
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        self.urgent.pop_front().or_else(|| self.normal.pop_front())
+    }
+}
+
+struct Queue<Job> {
+    lanes: Mutex<Lanes<Job>>,
+    ready: Condvar,
+}
+
 pub struct Batcher<Request, Response> {
-    sender: SyncSender<Job<Request, Response>>,
+    queue: Arc<Queue<Job<Request, Response>>>,
 }
 
 impl<Request: Send + 'static, Response: Send + 'static> Batcher<Request, Response> {
@@ -35,17 +60,24 @@ impl<Request: Send + 'static, Response: Send + 'static> Batcher<Request, Respons
         max_batch: usize,
         run: Arc<BatchFn<Request, Response>>,
     ) -> EngineResult<Batcher<Request, Response>> {
-        let (sender, receiver) = mpsc::sync_channel::<Job<Request, Response>>(capacity.max(1));
-        let receiver = Arc::new(Mutex::new(receiver));
+        let queue = Arc::new(Queue {
+            lanes: Mutex::new(Lanes {
+                urgent: VecDeque::new(),
+                normal: VecDeque::new(),
+                capacity: capacity.max(1),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
         for index in 0..threads.max(1) {
-            let receiver = receiver.clone();
+            let queue = queue.clone();
             let run = run.clone();
             std::thread::Builder::new()
                 .name(format!("{name}-{index}"))
-                .spawn(move || worker(&receiver, max_batch.max(1), &*run))
+                .spawn(move || worker(&queue, max_batch.max(1), &*run))
                 .map_err(|e| EngineError::Runtime(format!("starting {name} thread: {e}")))?;
         }
-        Ok(Batcher { sender })
+        Ok(Batcher { queue })
     }
 
     /// Queues a request; `Busy` at once when the queue is full.
@@ -53,40 +85,98 @@ impl<Request: Send + 'static, Response: Send + 'static> Batcher<Request, Respons
         &self,
         request: Request,
     ) -> EngineResult<oneshot::Receiver<EngineResult<Response>>> {
+        self.enqueue(request, false)
+    }
+
+    /// Queues a request ahead of every normal one (a stream's first audio, say);
+    /// `Busy` at once when the queue is full.
+    pub fn try_submit_urgent(
+        &self,
+        request: Request,
+    ) -> EngineResult<oneshot::Receiver<EngineResult<Response>>> {
+        self.enqueue(request, true)
+    }
+
+    fn enqueue(
+        &self,
+        request: Request,
+        urgent: bool,
+    ) -> EngineResult<oneshot::Receiver<EngineResult<Response>>> {
         let (reply, receiver) = oneshot::channel();
-        match self.sender.try_send(Job { request, reply }) {
-            Ok(()) => Ok(receiver),
-            Err(TrySendError::Full(_)) => Err(EngineError::Busy),
-            Err(TrySendError::Disconnected(_)) => {
-                Err(EngineError::Runtime("inference workers stopped".into()))
-            }
+        let mut lanes = self
+            .queue
+            .lanes
+            .lock()
+            .map_err(|_| EngineError::Runtime("inference queue poisoned".into()))?;
+        if lanes.len() >= lanes.capacity {
+            return Err(EngineError::Busy);
         }
+        let job = Job { request, reply };
+        match urgent {
+            true => lanes.urgent.push_back(job),
+            false => lanes.normal.push_back(job),
+        }
+        drop(lanes);
+        self.queue.ready.notify_one();
+        Ok(receiver)
     }
 
     /// Queues a request and waits for its result without blocking the async runtime.
     pub async fn submit(&self, request: Request) -> EngineResult<Response> {
-        self.try_submit(request)?
-            .await
-            .map_err(|_| EngineError::Inference("inference worker dropped the request".into()))?
+        wait(self.try_submit(request)?).await
+    }
+
+    /// As `submit`, ahead of the normal requests.
+    pub async fn submit_urgent(&self, request: Request) -> EngineResult<Response> {
+        wait(self.try_submit_urgent(request)?).await
+    }
+}
+
+async fn wait<Response>(
+    receiver: oneshot::Receiver<EngineResult<Response>>,
+) -> EngineResult<Response> {
+    receiver
+        .await
+        .map_err(|_| EngineError::Inference("inference worker dropped the request".into()))?
+}
+
+/// Dropping the batcher stops its workers once the queue is empty.
+impl<Request, Response> Drop for Batcher<Request, Response> {
+    fn drop(&mut self) {
+        if let Ok(mut lanes) = self.queue.lanes.lock() {
+            lanes.closed = true;
+        }
+        self.queue.ready.notify_all();
     }
 }
 
 fn worker<Request, Response>(
-    receiver: &Mutex<Receiver<Job<Request, Response>>>,
+    queue: &Queue<Job<Request, Response>>,
     max_batch: usize,
     run: &BatchFn<Request, Response>,
 ) {
     loop {
         let jobs = {
-            let Ok(receiver) = receiver.lock() else {
+            let Ok(mut lanes) = queue.lanes.lock() else {
                 return;
             };
-            let Ok(first) = receiver.recv() else { return };
+            let first = loop {
+                if let Some(job) = lanes.pop() {
+                    break job;
+                }
+                if lanes.closed {
+                    return;
+                }
+                lanes = match queue.ready.wait(lanes) {
+                    Ok(lanes) => lanes,
+                    Err(_) => return,
+                };
+            };
             let mut jobs = vec![first];
             while jobs.len() < max_batch {
-                match receiver.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+                match lanes.pop() {
+                    Some(job) => jobs.push(job),
+                    None => break,
                 }
             }
             jobs
@@ -183,5 +273,33 @@ mod tests {
             "the panicking batch fails"
         );
         assert_eq!(batcher.submit(4).await.unwrap().0, 8, "the worker survived");
+    }
+
+    #[tokio::test]
+    async fn urgent_requests_overtake_the_waiting_ones() {
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (seen, worker_gate) = (order.clone(), gate.clone());
+        let run: Arc<BatchFn<u32, u32>> = Arc::new(move |batch: Vec<u32>| {
+            drop(worker_gate.lock());
+            seen.lock().unwrap().extend(batch.iter().copied());
+            batch.into_iter().map(Ok).collect()
+        });
+        let batcher = Batcher::spawn("test", 1, 8, 1, run).unwrap();
+        // The first job holds the worker at the gate; wait until it has taken it.
+        let first = batcher.try_submit(0).unwrap();
+        while batcher.queue.lanes.lock().unwrap().len() > 0 {
+            std::thread::yield_now();
+        }
+        let normal: Vec<_> = (1..4).map(|x| batcher.try_submit(x).unwrap()).collect();
+        let urgent = batcher.try_submit_urgent(9).unwrap();
+        drop(held);
+        assert_eq!(urgent.await.unwrap().unwrap(), 9);
+        for receiver in normal {
+            receiver.await.unwrap().unwrap();
+        }
+        first.await.unwrap().unwrap();
+        assert_eq!(*order.lock().unwrap(), vec![0, 9, 1, 2, 3]);
     }
 }

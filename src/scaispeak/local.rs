@@ -45,8 +45,12 @@ impl LocalTts {
         self.node.tts.as_ref().map_or(22_050, |v| v.sample_rate())
     }
 
-    /// Mono samples of one sentence at `sample_rate()`.
-    pub async fn sentence(&self, text: String, speed: f32) -> EngineResult<Vec<f32>> {
-        self.batcher.submit((text, speed)).await
+    /// Mono samples of one sentence at `sample_rate()`. `urgent`: a stream's first
+    /// audio, synthesized ahead of sentences that only keep a playing stream fed.
+    pub async fn sentence(&self, text: String, speed: f32, urgent: bool) -> EngineResult<Vec<f32>> {
+        match urgent {
+            true => self.batcher.submit_urgent((text, speed)).await,
+            false => self.batcher.submit((text, speed)).await,
+        }
     }
 }

@@ -208,17 +208,19 @@ pub async fn resolve(
 
 /// Synthesizes one piece of text (a sentence, or a whole text on backend B) on the
 /// backend: mono samples and their rate. A cloned voice's `profile` conditions the
-/// base voice's output.
+/// base voice's output. `urgent` puts it ahead of other work on the local engine (a
+/// stream's first audio).
 pub async fn sentence(
     state: &AppState,
     backend: Backend,
     text: &str,
     speed: f32,
     profile: Option<&engines::conditioning::VoiceProfile>,
+    urgent: bool,
 ) -> ApiResult<(Vec<f32>, u32)> {
     match (backend, &state.scaispeak.local, &state.scaispeak.relay) {
         (Backend::A, Some(local), _) => {
-            let samples = local.sentence(text.to_owned(), speed).await?;
+            let samples = local.sentence(text.to_owned(), speed, urgent).await?;
             let rate = local.sample_rate();
             let Some(profile) = profile.cloned() else {
                 return Ok((samples, rate));
@@ -269,6 +271,7 @@ pub async fn speak(
             piece,
             speak.speed,
             speak.voice.profile.as_ref(),
+            false,
         )
         .await?;
         if rate != 0 && piece_rate != rate {

@@ -471,10 +471,10 @@ impl Session {
             return;
         };
         // Nothing spoken yet (or just interrupted): start with the first clause alone
-        // (time to first audio).
-        if std::mem::take(&mut self.fresh)
-            && let Some((head, tail)) = super::text::first_clause(&sentence)
-        {
+        // (time to first audio), and ahead of other streams' later sentences on the
+        // engine: those only keep audio flowing that is already playing.
+        let urgent = std::mem::take(&mut self.fresh);
+        if urgent && let Some((head, tail)) = super::text::first_clause(&sentence) {
             self.queue.push_front(tail);
             sentence = head;
         }
@@ -484,7 +484,9 @@ impl Session {
         let framer = self.framer.take();
         self.running = Some(Box::pin(async move {
             let (samples, rate) =
-                match super::sentence(&state, backend, &sentence, speed, profile.as_ref()).await {
+                match super::sentence(&state, backend, &sentence, speed, profile.as_ref(), urgent)
+                    .await
+                {
                     Ok(spoken) => spoken,
                     Err(error) => return (framer, Err(error)),
                 };
