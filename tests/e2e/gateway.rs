@@ -311,15 +311,7 @@ async fn weights_fallback_breaker_and_health_probe() {
     assert!(a.chat_calls() > before);
 
     // Per-backend latency and breaker state are exported.
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(&format!("backend_id=\"{id_a}\""))
             && metrics.contains("scaigrid_request_duration_seconds_bucket"),

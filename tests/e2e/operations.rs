@@ -36,15 +36,7 @@ async fn metrics_count_requests_by_route_and_status() {
     let server = Server::start().await;
     server.get("/v1/me", Some(ADMIN_KEY)).await;
     server.get("/v1/me", None).await;
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     assert!(
         text.contains("scaigrid_request_duration_seconds_bucket"),
         "{text}"
@@ -124,15 +116,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     // the /metrics request that reads it).
     let mut in_flight = 0.0;
     for _ in 0..500 {
-        let text = server
-            .http
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics().await;
         in_flight = text
             .lines()
             .find(|l| l.starts_with("scaigrid_http_requests_in_flight"))

@@ -989,15 +989,7 @@ async fn a_speak_client_that_never_reads_is_dropped_and_others_go_on() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let metrics = server
-            .http
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = server.metrics().await;
         if dropped(&metrics) >= 1.0 {
             break;
         }

@@ -229,6 +229,12 @@ impl Server {
         self.child.wait().unwrap()
     }
 
+    /// The Prometheus exposition text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = self.http.get(self.url(path));
         if let Some(token) = token {

@@ -405,10 +405,6 @@ impl Whisper {
         &self.tokenizer
     }
 
-    pub fn id(&self) -> &'static str {
-        self.variant.id
-    }
-
     /// Whether it knows other languages than English (and detects them).
     pub fn multilingual(&self) -> bool {
         !self.languages.is_empty()
