@@ -32,6 +32,9 @@ struct Args {
     key: String,
     sessions: Vec<usize>,
     rounds: usize,
+    /// Session i of a round starts i × this late (0: all at once); a staggered start
+    /// is a stream arriving while others are speaking.
+    stagger: Duration,
 }
 
 fn args() -> Args {
@@ -40,6 +43,7 @@ fn args() -> Args {
         key: String::new(),
         sessions: vec![1, 4],
         rounds: 5,
+        stagger: Duration::ZERO,
     };
     let raw: Vec<String> = std::env::args().collect();
     let mut index = 1;
@@ -52,6 +56,7 @@ fn args() -> Args {
                 args.sessions = value.split(',').filter_map(|n| n.parse().ok()).collect()
             }
             "--rounds" => args.rounds = value.parse().unwrap_or(5),
+            "--stagger-ms" => args.stagger = Duration::from_millis(value.parse().unwrap_or(0)),
             _ => {
                 index += 1;
                 continue;
@@ -149,7 +154,13 @@ fn main() {
             for _ in 0..args.rounds {
                 let started = Instant::now();
                 let tasks: Vec<_> = (0..n)
-                    .map(|_| tokio::spawn(session(args.clone())))
+                    .map(|i| {
+                        let (args, delay) = (args.clone(), args.stagger * i as u32);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            session(args).await
+                        })
+                    })
                     .collect();
                 for task in tasks {
                     match task.await.unwrap() {
@@ -165,7 +176,8 @@ fn main() {
             }
             bar.finish_and_clear();
             println!(
-                "sessions={n}  TTFA p50 {:4.0} ms  p95 {:4.0} ms  aggregate {:4.1}x real time{}",
+                "sessions={n} stagger={}ms  TTFA p50 {:4.0} ms  p95 {:4.0} ms  aggregate {:4.1}x real time{}",
+                args.stagger.as_millis(),
                 percentile(&mut ttfa, 0.5) * 1000.0,
                 percentile(&mut ttfa, 0.95) * 1000.0,
                 audio / wall.as_secs_f64(),

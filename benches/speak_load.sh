@@ -3,12 +3,14 @@
 # sentence (the reference), then a release server with the real models on loopback and
 # benches/speak_load.rs: time to first audio on /stream/speak with 1 and 4 concurrent
 # sessions, and the aggregate real-time factor.
-# Usage: benches/speak_load.sh [sessions, e.g. 1,4] [rounds]
+# Usage: benches/speak_load.sh [sessions, e.g. 1,4] [rounds] [stagger ms: session i of
+# a round starts i × this late, so later streams arrive while earlier ones speak]
 set -euo pipefail
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/scaigrid/target}"
 cd "$(dirname "$0")/.."
 sessions="${1:-1,4}"
 rounds="${2:-5}"
+stagger="${3:-0}"
 models/fetch >/dev/null
 python3 -c 'import piper' 2>/dev/null || python3 -m pip install -q piper-tts
 cargo bench --bench speak_load --no-run -q 2>/dev/null
@@ -30,4 +32,4 @@ echo "reference: piper-tts first audio (median of 7, in-process, no network): ${
 . benches/release_server.sh
 echo "server at $address; $(nproc) cores"
 cargo bench --bench speak_load -q -- --url "http://$address" --key "$key" \
-  --sessions "$sessions" --rounds "$rounds"
+  --sessions "$sessions" --rounds "$rounds" --stagger-ms "$stagger"
