@@ -6,6 +6,8 @@
 //! and punctuation; a word starts where its first token does and ends where the next
 //! word starts.
 
+use super::Segment;
+
 /// Encoder frames per second (20 ms each).
 pub const FRAMES_PER_SECOND: f32 = 50.0;
 /// The reference's median filter width over frames.
@@ -250,25 +252,71 @@ pub fn clip_to_speech(words: &mut [WordTiming], speech: &[(f32, f32)]) {
 /// The shortest word, in seconds.
 const SHORTEST_WORD: f32 = 0.1;
 
-/// The reference's heuristic: a word lasting over twice the median word (at most
-/// 0.7 s) next to a sentence end is cut to that length, since the model tends to stretch
-/// the token at a pause over the silence.
-fn truncate_long_words(timings: &mut [WordTiming]) {
-    let mut durations: Vec<f32> = timings
+/// Hands a window's words to its segments in token order (each segment takes words
+/// until it has as many tokens as its text), then, as the reference, lets the words
+/// correct the segment's edges: a segment starts at its first word and ends at its last
+/// one, unless that word overruns the segment's own time by more than half a second,
+/// in which case the word is cut to the segment instead.
+pub fn place_words(segments: &mut [Segment], words: Vec<WordTiming>) {
+    let median = median_word(&words);
+    let mut words = words.into_iter();
+    for segment in segments.iter_mut() {
+        let mut taken = 0;
+        while taken < segment.tokens.len() {
+            let Some(word) = words.next() else { break };
+            taken += word.tokens.len();
+            segment.words.push(word);
+        }
+    }
+    for segment in segments.iter_mut() {
+        let (Some(first), Some(last)) = (segment.words.first(), segment.words.last()) else {
+            continue;
+        };
+        let (first_start, first_end, last_start, last_end) =
+            (first.start, first.end, last.start, last.end);
+        if segment.start < first_end && segment.start - 0.5 > first_start {
+            segment.words[0].start = (first_end - median).min(segment.start).max(first_start);
+        } else {
+            segment.start = first_start;
+        }
+        if segment.end > last_start && segment.end + 0.5 < last_end {
+            if let Some(last) = segment.words.last_mut() {
+                last.end = (last_start + median).max(segment.end).min(last_end);
+            }
+        } else {
+            segment.end = last_end;
+        }
+    }
+}
+
+/// The median length of the words that have one, at most 0.7 s (0 without any): the
+/// reference's yardstick for words stretched over a pause.
+fn median_word(words: &[WordTiming]) -> f32 {
+    let mut durations: Vec<f32> = words
         .iter()
-        .map(|t| t.end - t.start)
+        .map(|w| w.end - w.start)
         .filter(|d| *d > 0.0)
         .collect();
     if durations.is_empty() {
-        return;
+        return 0.0;
     }
     durations.sort_by(f32::total_cmp);
     let middle = durations.len() / 2;
     let median = match durations.len() % 2 {
         1 => durations[middle],
         _ => (durations[middle - 1] + durations[middle]) / 2.0,
+    };
+    median.min(0.7)
+}
+
+/// The reference's heuristic: a word lasting over twice the median word (at most
+/// 0.7 s) next to a sentence end is cut to that length, since the model tends to stretch
+/// the token at a pause over the silence.
+fn truncate_long_words(timings: &mut [WordTiming]) {
+    let median = median_word(timings);
+    if median == 0.0 {
+        return;
     }
-    .min(0.7);
     let longest = median * 2.0;
     let ends = |word: &str| !word.is_empty() && SENTENCE_ENDS.contains(word);
     for i in 1..timings.len() {

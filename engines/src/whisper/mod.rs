@@ -552,7 +552,7 @@ impl Whisper {
                 let frames = window.len() / mel::HOP / 2;
                 let sequence = &sot_sequences[index];
                 let words = self.align(&cross, index, sequence, &text.segments, frames)?;
-                place_words(&mut text.segments, words);
+                align::place_words(&mut text.segments, words);
             }
         }
         Ok(texts)
@@ -915,51 +915,6 @@ fn context_frames(samples: usize, compact: bool) -> usize {
     let seconds =
         (samples.div_ceil(SAMPLE_RATE as usize) + COMPACT_PAD_SECONDS).max(COMPACT_MIN_SECONDS);
     (seconds * SAMPLE_RATE as usize / mel::HOP).min(mel::WINDOW_FRAMES)
-}
-
-/// Hands a window's words to its segments in token order (each segment takes words
-/// until it has as many tokens as its text), then, as the reference, lets the words
-/// correct the segment's edges: a segment starts at its first word and ends at its last
-/// one, unless that word overruns the segment's own time by more than half a second,
-/// in which case the word is cut to the segment instead.
-fn place_words(segments: &mut [Segment], words: Vec<WordTiming>) {
-    let mut words = words.into_iter().peekable();
-    let mut durations: Vec<f32> = Vec::new();
-    for segment in segments.iter_mut() {
-        let mut taken = 0;
-        while taken < segment.tokens.len() {
-            let Some(word) = words.next() else { break };
-            taken += word.tokens.len();
-            durations.push(word.end - word.start);
-            segment.words.push(word);
-        }
-    }
-    durations.retain(|d| *d > 0.0);
-    durations.sort_by(f32::total_cmp);
-    let median = durations
-        .get(durations.len() / 2)
-        .copied()
-        .unwrap_or(0.0)
-        .min(0.7);
-    for segment in segments.iter_mut() {
-        let (Some(first), Some(last)) = (segment.words.first(), segment.words.last()) else {
-            continue;
-        };
-        let (first_start, first_end, last_start, last_end) =
-            (first.start, first.end, last.start, last.end);
-        if segment.start < first_end && segment.start - 0.5 > first_start {
-            segment.words[0].start = (first_end - median).min(segment.start).max(first_start);
-        } else {
-            segment.start = first_start;
-        }
-        if segment.end > last_start && segment.end + 0.5 < last_end {
-            if let Some(last) = segment.words.last_mut() {
-                last.end = (last_start + median).max(segment.end).min(last_end);
-            }
-        } else {
-            segment.end = last_end;
-        }
-    }
 }
 
 /// The language of a transcript: the one with the most segment time.
