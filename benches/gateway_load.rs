@@ -149,7 +149,14 @@ struct Phase {
     latencies: Vec<Duration>,
     errors: usize,
     elapsed: Duration,
+    /// (seconds into the phase it was sent, latency) of answers slower than `SLOW`.
+    slow: Vec<(f64, Duration)>,
 }
+
+/// Answers slower than this are listed with when they were sent, so a stall shows when.
+const SLOW: Duration = Duration::from_millis(50);
+/// Requests in flight at most.
+const IN_FLIGHT: u32 = 4096;
 
 /// Sends `rate` requests per second for `seconds`, each on its own task (open loop:
 /// a slow answer does not slow the sender).
@@ -163,12 +170,14 @@ async fn run(
 ) -> Phase {
     let latencies = Arc::new(Mutex::new(Vec::with_capacity((seconds * rate) as usize)));
     let errors = Arc::new(Mutex::new(0usize));
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(4096));
+    let slow = Arc::new(Mutex::new(Vec::new()));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT as usize));
     let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let total = seconds * rate;
-    let mut tasks = Vec::with_capacity(total as usize);
+    // No join handles kept: a finished task's memory goes at once, so a long soak does
+    // not grow this process (which shares the machine with the server it measures).
     for _ in 0..total {
         ticker.tick().await;
         let permit = in_flight.clone().acquire_owned().await.unwrap();
@@ -178,8 +187,8 @@ async fn run(
             key.to_owned(),
             body.to_owned(),
         );
-        let (latencies, errors) = (latencies.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
+        let (latencies, errors, slow) = (latencies.clone(), errors.clone(), slow.clone());
+        tokio::spawn(async move {
             let sent = Instant::now();
             let result = client
                 .post(&url)
@@ -197,13 +206,18 @@ async fn run(
                 true => latencies.lock().unwrap().push(took),
                 false => *errors.lock().unwrap() += 1,
             }
+            if took > SLOW {
+                let at = (sent - started).as_secs_f64();
+                slow.lock().unwrap().push((at, took));
+            }
             drop(permit);
-        }));
+        });
     }
-    for task in tasks {
-        let _ = task.await;
-    }
+    // Every permit back: every request answered.
+    let _all = in_flight.acquire_many(IN_FLIGHT).await.unwrap();
     let elapsed = started.elapsed();
+    let mut slow = std::mem::take(&mut *slow.lock().unwrap());
+    slow.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut latencies = std::mem::take(&mut *latencies.lock().unwrap());
     latencies.sort();
     let errors = *errors.lock().unwrap();
@@ -211,6 +225,7 @@ async fn run(
         latencies,
         errors,
         elapsed,
+        slow,
     }
 }
 
@@ -240,6 +255,32 @@ fn report(name: &str, phase: &Phase) -> (f64, f64) {
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(f64::NAN),
     );
+    if !phase.slow.is_empty() {
+        // Per second of sending: how many were slow and the slowest.
+        let mut seconds: Vec<(u64, usize, Duration)> = Vec::new();
+        for (at, took) in &phase.slow {
+            let second = *at as u64;
+            match seconds.last_mut() {
+                Some((s, count, worst)) if *s == second => {
+                    *count += 1;
+                    *worst = (*worst).max(*took);
+                }
+                _ => seconds.push((second, 1, *took)),
+            }
+        }
+        let listed: Vec<String> = seconds
+            .iter()
+            .take(20)
+            .map(|(s, count, worst)| format!("{s}s: {count} (max {} ms)", worst.as_millis()))
+            .collect();
+        println!(
+            "{name:>9}: {} answers over {} ms, sent at {}{}",
+            phase.slow.len(),
+            SLOW.as_millis(),
+            listed.join(", "),
+            if seconds.len() > 20 { ", ..." } else { "" }
+        );
+    }
     (p50, p99)
 }
 

@@ -17,8 +17,15 @@ rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$pid/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 echo "server at $address; RSS at start: $(rss)"
 before="$(cpu_ticks)"
+# A soak samples resident memory every minute, so growth shows its shape (a plateau is
+# allocator warm-up, a straight line is a leak).
+if [ "${3:-}" = "--soak" ]; then
+  ( while sleep 60; do echo "  RSS after ${SECONDS}s: $(rss)"; done ) &
+  sampler=$!
+fi
 "$(ls -t "$CARGO_TARGET_DIR"/release/deps/gateway_load-* | grep -v "\.d$" | head -1)" --gateway "http://$address" --key "$key" --seconds "$seconds" --rate "$rate" ${3:-}
 after="$(cpu_ticks)"
+[ -z "${sampler:-}" ] || kill "$sampler"
 requests=$(( seconds * rate + rate / 2 ))
 # Server CPU over the whole run divided by the requests it proxied (the direct phase
 # leaves it idle).

@@ -104,7 +104,9 @@ impl AppState {
         };
         let scaiecho = crate::scaiecho::ScaiEcho {
             local: match &node {
-                Some(node) => crate::scaiecho::local::LocalStt::start(node.clone())?,
+                Some(node) => {
+                    crate::scaiecho::local::LocalStt::start(node.clone(), config.engines.stt_queue)?
+                }
                 None => None,
             },
             relay: crate::scaiecho::relay::Relay::new(&config.relay)?,

@@ -321,6 +321,8 @@ pub struct FileEngines {
     pub node_id: Option<String>,
     /// Also load Whisper base (multilingual, language detection; about 700 MB).
     pub multilingual: Option<bool>,
+    /// Recordings waiting for the speech-to-text thread at most (default 16).
+    pub stt_queue: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -421,6 +423,9 @@ pub struct EnginesConfig {
     pub intra_threads: usize,
     pub node_id: String,
     pub multilingual: bool,
+    /// Recordings waiting for the speech-to-text thread at most; one more is
+    /// `SERVICE_UNAVAILABLE` with `Retry-After` (a job goes back to the queue).
+    pub stt_queue: usize,
 }
 
 fn parse_device(text: &str) -> anyhow::Result<engines::Device> {
@@ -634,6 +639,7 @@ impl Config {
             device: parse_device(file.engines.device.as_deref().unwrap_or("cpu"))?,
             intra_threads: file.engines.intra_threads.unwrap_or(1),
             multilingual: file.engines.multilingual.unwrap_or(false),
+            stt_queue: file.engines.stt_queue.unwrap_or(16).max(1),
             node_id: file
                 .engines
                 .node_id

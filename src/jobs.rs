@@ -197,6 +197,8 @@ pub async fn process(state: &AppState, id: &str) -> ApiResult<Processed> {
     {
         // The local dispatcher's queue is full: not the job's fault; back in the queue.
         tracing::info!(job_id = %id, "backend busy; job requeued");
+        metrics::counter!("scaigrid_jobs_requeued_total", "module" => job.module.clone())
+            .increment(1);
         let mut conn = state.db.pool.acquire().await?;
         jobs::release(&mut conn, id).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -75,6 +75,25 @@ pub struct WordOut {
     pub speaker_label: Option<String>,
 }
 
+impl WordOut {
+    /// An engine word, `offset` seconds later (a stream utterance's start), times and
+    /// probability rounded to the millisecond.
+    pub fn from_engine(
+        word: &engines::whisper::align::WordTiming,
+        offset: f64,
+        speaker_label: Option<String>,
+    ) -> WordOut {
+        let ms = |seconds: f64| (seconds * 1000.0).round() / 1000.0;
+        WordOut {
+            word: word.word.trim().to_owned(),
+            start: ms(offset + f64::from(word.start)),
+            end: ms(offset + f64::from(word.end)),
+            probability: Some(ms(word.probability.into())),
+            speaker_label,
+        }
+    }
+}
+
 /// Hands words timed on the recording's clock (as an OpenAI-style upstream lists them,
 /// apart from the segments) to the segment their middle falls in, else the nearest one.
 pub fn place_words(segments: &mut [SegmentOut], words: Vec<WordOut>) {

@@ -11,9 +11,6 @@ use engines::node::Node;
 use engines::whisper::{Options, Transcript, Whisper};
 use engines::{EngineError, EngineResult};
 
-/// Recordings waiting for the speech-to-text thread at most (each holds its decoded
-/// audio, up to `max_upload_bytes` worth: the queue bounds that memory too).
-const QUEUE: usize = 16;
 /// Recordings decoded together at most.
 const MAX_BATCH: usize = 8;
 
@@ -26,8 +23,10 @@ pub struct LocalStt {
 }
 
 impl LocalStt {
-    /// `None` when the node lacks Whisper or the VAD.
-    pub fn start(node: Arc<Node>) -> EngineResult<Option<LocalStt>> {
+    /// `None` when the node lacks Whisper or the VAD. `queue`: recordings waiting at
+    /// most (`[engines] stt_queue`); each holds its decoded audio, up to
+    /// `max_upload_bytes` worth, so the queue bounds that memory too.
+    pub fn start(node: Arc<Node>, queue: usize) -> EngineResult<Option<LocalStt>> {
         if (node.whisper.is_none() && node.whisper_multilingual.is_none()) || node.vad.is_none() {
             return Ok(None);
         }
@@ -67,7 +66,7 @@ impl LocalStt {
                 .map(|r| r.unwrap_or_else(|| Err(EngineError::Inference("no result".into()))))
                 .collect()
         };
-        let batcher = Batcher::spawn("stt", 1, QUEUE, MAX_BATCH, Arc::new(run))?;
+        let batcher = Batcher::spawn("stt", 1, queue, MAX_BATCH, Arc::new(run))?;
         Ok(Some(LocalStt { node, batcher }))
     }
 

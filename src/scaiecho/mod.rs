@@ -58,6 +58,21 @@ pub enum Timestamps {
     None,
 }
 
+impl Timestamps {
+    /// The `timestamps` option (form field, query parameter or stream `open`).
+    pub fn parse(value: &str) -> ApiResult<Timestamps> {
+        match value {
+            "segment" | "true" => Ok(Timestamps::Segment),
+            "word" => Ok(Timestamps::Word),
+            "none" | "false" => Ok(Timestamps::None),
+            other => Err(ApiError::invalid(format!(
+                "timestamps `{other}` is not `segment`, `word` or `none`"
+            ))
+            .with_field("field", "timestamps")),
+        }
+    }
+}
+
 /// The options of one transcription request, validated.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -101,15 +116,7 @@ impl Options {
     pub fn from_fields(fields: &Fields<'_>) -> ApiResult<Options> {
         let timestamps = match fields.get("timestamps") {
             None => granularities(fields)?,
-            Some("segment") | Some("true") => Timestamps::Segment,
-            Some("word") => Timestamps::Word,
-            Some("none") | Some("false") => Timestamps::None,
-            Some(other) => {
-                return Err(ApiError::invalid(format!(
-                    "timestamps `{other}` is not `segment`, `word` or `none`"
-                ))
-                .with_field("field", "timestamps"));
-            }
+            Some(value) => Timestamps::parse(value)?,
         };
         let response_format = fields
             .get("response_format")
@@ -271,14 +278,11 @@ pub async fn transcribe(
                     words: (options.timestamps == Timestamps::Word).then(|| {
                         s.words
                             .iter()
-                            .map(|w| format::WordOut {
-                                word: w.word.trim().to_owned(),
-                                start: round_ms(w.start.into()),
-                                end: round_ms(w.end.into()),
-                                probability: Some(round_ms(w.probability.into())),
-                                speaker_label: turns
+                            .map(|w| {
+                                let speaker = turns
                                     .as_ref()
-                                    .and_then(|t| local::speaker_for(t, w.start, w.end)),
+                                    .and_then(|t| local::speaker_for(t, w.start, w.end));
+                                format::WordOut::from_engine(w, 0.0, speaker)
                             })
                             .collect()
                     }),

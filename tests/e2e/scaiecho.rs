@@ -646,6 +646,41 @@ async fn a_queued_job_survives_a_restart_and_a_worker_process_runs_it() {
     let _ = worker.wait();
 }
 
+/// Four workers and room for one waiting recording: jobs that find the speech-to-text
+/// queue full are not failed but put back in the queue, and all of them end succeeded.
+#[tokio::test]
+async fn jobs_that_find_the_inference_queue_full_are_requeued_and_succeed() {
+    let server = Server::start_with(Options {
+        config_toml: Some("[engines]\nstt_queue = 1\n[jobs]\nworkers = 4\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let path = format!("{TRANSCRIBE}?async=true");
+    let posts = (0..4).map(|_| post_raw(&server, &path, ADMIN_KEY, "audio/wav", beckett()));
+    let mut ids = Vec::new();
+    for response in futures_util::future::join_all(posts).await {
+        let (status, job) = read(response).await;
+        assert_eq!(status, 202, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let job = finished_job(&server, ADMIN_KEY, id).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert!(
+            says_beckett(job["result"]["text"].as_str().unwrap()),
+            "{job}"
+        );
+    }
+    // One decodes, one waits: the other two claims found the queue full at least once.
+    let metrics = server.metrics().await;
+    let requeued: f64 = metrics
+        .lines()
+        .find(|line| line.starts_with("scaigrid_jobs_requeued_total{module=\"scaiecho\"}"))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(requeued >= 1.0, "{metrics}");
+}
+
 /// The official OpenAI Python SDK (`scripts/test` installs it into a venv) transcribes
 /// a file against the server unchanged: only `base_url` and the key differ.
 #[tokio::test]

@@ -539,17 +539,91 @@ async fn a_stream_on_backend_b_relays_each_utterance() {
     })
     .await;
     let open = json!({"type": "open", "media_type": "audio/pcm;rate=16000",
-        "backend_preference": "managed", "diarize": true});
+        "backend_preference": "managed", "diarize": true, "timestamps": "word"});
     let (frames, code) = stream_file(&server, ADMIN_KEY, open, &pcm_16k("beckett.wav"), 3200).await;
     assert_eq!(code, Some(1000), "{frames:?}");
     assert_eq!(frames[0]["backend"], "B");
     assert_eq!(frames[0]["diarize"], false);
     let finals = finals(&frames);
     assert!(!finals.is_empty());
+    for delta in &finals {
+        assert_eq!(delta["text"], "relayed words", "{frames:?}");
+        assert_eq!(delta["language"], "en", "{delta}");
+        // The upstream's words, moved from the utterance's clock to the stream's.
+        let start = delta["start"].as_f64().unwrap();
+        let words = delta["words"].as_array().expect("words");
+        assert_eq!(words.len(), 2, "{delta}");
+        assert_eq!(words[0]["word"], "relayed");
+        assert!(
+            (words[0]["start"].as_f64().unwrap() - (start + 0.1)).abs() < 0.002,
+            "{delta}"
+        );
+    }
+}
+
+/// `timestamps: "word"` in `open`: every final carries its words on the stream clock,
+/// inside the utterance and in order, with the language heard; interims stay lean.
+#[tokio::test]
+async fn finals_carry_their_words_and_language_when_asked() {
+    let server = Server::start().await;
+    let open = json!({"type": "open", "media_type": "audio/pcm;rate=16000",
+        "chunk_seconds": 1.0, "timestamps": "word"});
+    let (frames, code) = stream_file(&server, ADMIN_KEY, open, &pcm_16k("beckett.wav"), 3200).await;
+    assert_eq!(code, Some(1000), "{frames:?}");
+    let heard = finals(&frames);
+    assert!(!heard.is_empty(), "{frames:?}");
+    let mut spoken = Vec::new();
+    let mut previous_end = 0.0;
+    for delta in &heard {
+        assert_eq!(delta["language"], "en", "{delta}");
+        let (start, end) = (
+            delta["start"].as_f64().unwrap(),
+            delta["end"].as_f64().unwrap(),
+        );
+        let words = delta["words"].as_array().expect("a final's words");
+        assert!(!words.is_empty(), "{delta}");
+        for word in words {
+            let (w_start, w_end) = (
+                word["start"].as_f64().unwrap(),
+                word["end"].as_f64().unwrap(),
+            );
+            assert!(
+                w_start >= start - 0.05 && w_end <= end + 0.3 && w_end > w_start,
+                "{word} outside {delta}"
+            );
+            assert!(
+                w_start >= previous_end - 0.01,
+                "{word} before {previous_end}: {delta}"
+            );
+            previous_end = w_end;
+            spoken.push(word["word"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(says_beckett(&spoken.join(" ")), "{spoken:?}");
     assert!(
-        finals.iter().all(|f| f["text"] == "relayed words"),
+        frames
+            .iter()
+            .filter(|f| f["type"] == "delta" && f["is_final"] == false)
+            .all(|f| f.get("words").is_none()),
         "{frames:?}"
     );
+    // Without the option, finals carry no words.
+    let open = json!({"type": "open", "media_type": "audio/pcm;rate=16000"});
+    let (frames, _) = stream_file(&server, ADMIN_KEY, open, &pcm_16k("beckett.wav"), 3200).await;
+    assert!(
+        finals(&frames).iter().all(|f| f.get("words").is_none()),
+        "{frames:?}"
+    );
+    // A timestamps value that is not one is a bad `open`.
+    let mut socket = connect(&server, Token::Header(ADMIN_KEY)).await;
+    send_json(
+        &mut socket,
+        json!({"type": "open", "timestamps": "letters"}),
+    )
+    .await;
+    let (frames, code) = until_close(&mut socket).await;
+    assert_eq!(code, Some(4400), "{frames:?}");
+    assert_eq!(frames[0]["code"], "INVALID_REQUEST", "{frames:?}");
 }
 
 /// Thousands of tiny frames (3 bytes each: samples split across frames) decode like one

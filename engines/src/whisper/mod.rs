@@ -303,6 +303,13 @@ impl Whisper {
             if options.single_window {
                 let end = samples.len().min(mel::WINDOW_SAMPLES);
                 pending.push((index, 0..end));
+                if options.word_timestamps {
+                    // Words still snap to where the sound is (a stream's utterance).
+                    match vad.probabilities(&samples[..end]) {
+                        Ok(probabilities) => sound[index] = speech_regions(&probabilities, end),
+                        Err(error) => results[index] = Err(error),
+                    }
+                }
                 continue;
             }
             match speech_windows(vad, samples) {

@@ -31,6 +31,7 @@ use media::stream::StreamLimits;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorCode};
+use crate::scaiecho::format::WordOut;
 use crate::scaiecho::policy::{self, Backend};
 use crate::scaiecho::{MODULE, local};
 use crate::services::modules::require_enabled;
@@ -98,6 +99,9 @@ pub fn take_slot(state: &Arc<AppState>, tenant: &str) -> Result<Slot, ApiError> 
 struct Heard {
     text: String,
     embedding: Option<Vec<f32>>,
+    language: Option<String>,
+    /// Times from the snapshot's start; `None` unless asked for (finals only).
+    words: Option<Vec<WordOut>>,
 }
 
 type Running = Pin<Box<dyn Future<Output = (Kind, Result<Heard, ApiError>)> + Send>>;
@@ -421,6 +425,7 @@ impl Session {
                 self.backend,
                 self.open.language.clone(),
                 self.speakers.is_some(),
+                self.open.words,
                 snapshot,
             )));
         }
@@ -442,13 +447,25 @@ impl Session {
                 }
             }
             let seconds = |samples: u64| (samples as f64 / 16.0).round() / 1000.0;
+            let start = seconds(emit.start);
+            let words = emit.result.words.filter(|_| emit.is_final).map(|words| {
+                let on_stream_clock = |mut word: WordOut| {
+                    word.start = ((word.start + start) * 1000.0).round() / 1000.0;
+                    word.end = ((word.end + start) * 1000.0).round() / 1000.0;
+                    word.speaker_label = speaker_label.clone();
+                    word
+                };
+                words.into_iter().map(on_stream_clock).collect()
+            });
             let frame = ServerFrame::Delta(Delta {
                 text: emit.result.text,
-                start: seconds(emit.start),
+                start,
                 end: seconds(emit.end),
                 is_final: emit.is_final,
                 utterance: emit.utterance,
                 speaker_label,
+                language: emit.result.language,
+                words,
             });
             ws::send_text(socket, frame.to_json()).await?;
         }
@@ -495,9 +512,13 @@ async fn transcribe(
     backend: Backend,
     language: Option<String>,
     diarize: bool,
+    words: bool,
     snapshot: Snapshot,
 ) -> (Kind, Result<Heard, ApiError>) {
     let kind = snapshot.kind;
+    // Word timing costs about a fifth more decoding: finals only (and candidates, whose
+    // result becomes the final once the pause is confirmed).
+    let words = words && kind != Kind::Partial;
     let result = async {
         let echo = &state.scaiecho;
         match (backend, &echo.local, &echo.relay) {
@@ -508,7 +529,7 @@ async fn transcribe(
                     language,
                     compact: true,
                     single_window: true,
-                    word_timestamps: false,
+                    word_timestamps: words,
                 };
                 let text = async {
                     loop {
@@ -529,18 +550,27 @@ async fn transcribe(
                         false => Ok(None),
                     }
                 };
-                let (text, embedding) = tokio::join!(text, embedding);
+                let (transcript, embedding) = tokio::join!(text, embedding);
+                let transcript = transcript?;
+                let words = words.then(|| {
+                    let all = transcript.segments.iter().flat_map(|s| &s.words);
+                    all.map(|w| WordOut::from_engine(w, 0.0, None)).collect()
+                });
                 Ok(Heard {
-                    text: text?.text,
+                    text: transcript.text,
                     embedding: embedding?,
+                    language: transcript.language,
+                    words,
                 })
             }
             (Backend::B, _, Some(relay)) => {
                 let wav = media::encode::wav_s16(&snapshot.audio, 16_000, 1);
-                let result = relay.transcribe(wav, language.as_deref(), false).await?;
+                let result = relay.transcribe(wav, language.as_deref(), words).await?;
                 Ok(Heard {
                     text: result.text.trim().to_owned(),
                     embedding: None,
+                    language: result.language.or(language),
+                    words: words.then_some(result.words),
                 })
             }
             _ => Err(ApiError::new(

@@ -6,6 +6,8 @@ use media::stream::StreamFormat;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::scaiecho::Timestamps;
+use crate::scaiecho::format::WordOut;
 use crate::scaiecho::policy::Preference;
 
 /// Shortest and longest `chunk_seconds` honoured.
@@ -23,6 +25,7 @@ struct OpenFrame {
     diarize: bool,
     chunk_seconds: Option<f64>,
     backend_preference: Option<String>,
+    timestamps: Option<String>,
 }
 
 fn default_media_type() -> String {
@@ -38,6 +41,8 @@ pub struct Open {
     pub diarize: bool,
     pub chunk_seconds: f64,
     pub backend_preference: Option<Preference>,
+    /// `timestamps: "word"`: finals carry their words.
+    pub words: bool,
 }
 
 /// A client text frame after `open`.
@@ -92,7 +97,13 @@ pub fn parse_open(text: &str) -> ApiResult<Open> {
         ))
         .with_field("field", "chunk_seconds"));
     }
+    let timestamps = frame
+        .timestamps
+        .as_deref()
+        .map(Timestamps::parse)
+        .transpose()?;
     Ok(Open {
+        words: timestamps == Some(Timestamps::Word),
         media_type: frame.media_type,
         format,
         language,
@@ -148,6 +159,12 @@ pub struct Delta {
     pub utterance: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speaker_label: Option<String>,
+    /// The language heard (detected by a multilingual model, else the one asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// A final's words on the stream clock, when `open` asked for `timestamps: "word"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<WordOut>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -240,11 +257,15 @@ mod tests {
             is_final: true,
             utterance: 0,
             speaker_label: None,
+            language: Some("en".into()),
+            words: None,
         });
         let value: serde_json::Value = serde_json::from_str(&delta.to_json()).unwrap();
         assert_eq!(value["type"], "delta");
         assert_eq!(value["is_final"], true);
+        assert_eq!(value["language"], "en");
         assert!(value.get("speaker_label").is_none());
+        assert!(value.get("words").is_none());
         let done = ServerFrame::Done {
             usage: Usage { audio_seconds: 3.0 },
             utterances: 1,
