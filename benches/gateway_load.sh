@@ -13,14 +13,15 @@ export RUST_LOG="${RUST_LOG:-warn,scaigrid=info,scaigrid::access=warn}"
 # Build the bench first: its build relinks the server binary with dev features.
 cargo bench --bench gateway_load --no-run -q 2>/dev/null
 . benches/release_server.sh
-rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$pid/status"; }
+rss() { awk '/VmRSS/ {rss = $2} /RssAnon/ {anon = $2} END {print rss " kB (anonymous " anon " kB)"}' "/proc/$pid/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 echo "server at $address; RSS at start: $(rss)"
 before="$(cpu_ticks)"
 # A soak samples resident memory every minute, so growth shows its shape (a plateau is
 # allocator warm-up, a straight line is a leak).
 if [ "${3:-}" = "--soak" ]; then
-  ( while sleep 60; do echo "  RSS after ${SECONDS}s: $(rss)"; done ) &
+  started=$SECONDS
+  ( while sleep 60; do echo "  RSS after $((SECONDS - started)) s: $(rss)"; done ) &
   sampler=$!
 fi
 "$(ls -t "$CARGO_TARGET_DIR"/release/deps/gateway_load-* | grep -v "\.d$" | head -1)" --gateway "http://$address" --key "$key" --seconds "$seconds" --rate "$rate" ${3:-}
