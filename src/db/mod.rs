@@ -116,8 +116,15 @@ impl Db {
         }
     }
 
+    /// A write transaction. On SQLite it takes the write lock at `BEGIN IMMEDIATE`: a
+    /// deferred transaction that read first and then writes fails at once with
+    /// `SQLITE_BUSY` (no busy-timeout wait) when another connection committed in between,
+    /// which surfaced as a rare 500 on key creation beside the job and accounting writers.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        self.pool.begin().await
+        match self.kind {
+            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            DbKind::Postgres => self.pool.begin().await,
+        }
     }
 
     /// Readiness: the database answers a query against our schema, and for SQLite the
@@ -153,4 +160,52 @@ fn check_sqlite_file(path: &std::path::Path) -> Result<(), String> {
         return Err(format!("{} is not an SQLite database", path.display()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseConfig;
+
+    /// A write transaction that read first still commits when another writer comes along
+    /// meanwhile: the other one waits for it instead of invalidating its snapshot.
+    #[tokio::test]
+    async fn a_transaction_that_reads_then_writes_is_not_undercut_by_another_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DatabaseConfig::Sqlite {
+            path: dir.path().join("t.db"),
+        };
+        let db = Db::connect(&config).await.unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let mut first = db.begin().await.unwrap();
+        sqlx::query("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut *first)
+            .await
+            .unwrap();
+        let other = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let mut tx = db.begin().await?;
+                sqlx::query("INSERT INTO t (x) VALUES (2)")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::query("INSERT INTO t (x) VALUES (1)")
+            .execute(&mut *first)
+            .await
+            .expect("the first writer keeps its place");
+        first.commit().await.unwrap();
+        other.await.unwrap().unwrap();
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 2);
+    }
 }

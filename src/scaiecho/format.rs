@@ -76,18 +76,16 @@ pub struct WordOut {
 }
 
 impl WordOut {
-    /// An engine word, `offset` seconds later (a stream utterance's start), times and
-    /// probability rounded to the millisecond.
+    /// An engine word, times and probability rounded to the millisecond.
     pub fn from_engine(
         word: &engines::whisper::align::WordTiming,
-        offset: f64,
         speaker_label: Option<String>,
     ) -> WordOut {
         let ms = |seconds: f64| (seconds * 1000.0).round() / 1000.0;
         WordOut {
             word: word.word.trim().to_owned(),
-            start: ms(offset + f64::from(word.start)),
-            end: ms(offset + f64::from(word.end)),
+            start: ms(word.start.into()),
+            end: ms(word.end.into()),
             probability: Some(ms(word.probability.into())),
             speaker_label,
         }

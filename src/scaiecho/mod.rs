@@ -282,7 +282,7 @@ pub async fn transcribe(
                                 let speaker = turns
                                     .as_ref()
                                     .and_then(|t| local::speaker_for(t, w.start, w.end));
-                                format::WordOut::from_engine(w, 0.0, speaker)
+                                format::WordOut::from_engine(w, speaker)
                             })
                             .collect()
                     }),

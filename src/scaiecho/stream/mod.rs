@@ -554,7 +554,7 @@ async fn transcribe(
                 let transcript = transcript?;
                 let words = words.then(|| {
                     let all = transcript.segments.iter().flat_map(|s| &s.words);
-                    all.map(|w| WordOut::from_engine(w, 0.0, None)).collect()
+                    all.map(|w| WordOut::from_engine(w, None)).collect()
                 });
                 Ok(Heard {
                     text: transcript.text,
