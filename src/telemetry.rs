@@ -2,7 +2,7 @@
 //! that times every request by route, status and backend.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -14,11 +14,6 @@ use crate::config::LogFormat;
 
 pub const REQUEST_DURATION: &str = "scaigrid_request_duration_seconds";
 pub const REQUESTS_IN_FLIGHT: &str = "scaigrid_http_requests_in_flight";
-/// Upkeep runs of the recorder so far (shows the upkeep thread is alive).
-pub const METRICS_UPKEEPS: &str = "scaigrid_metrics_upkeeps_total";
-
-/// How often histogram samples are folded into their buckets.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Set on a response by a handler that dispatched to a backend, so the request's
 /// duration is also broken down by `backend_id`.
@@ -58,29 +53,9 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed");
             }
-            spawn_upkeep(handle.clone());
             handle
         })
         .clone()
-}
-
-/// A recorder made with `build_recorder` keeps every histogram sample until an upkeep
-/// folds it into its buckets; a scrape does that too, but a server nobody scrapes grew
-/// steadily (about 2 MB a minute at 2,000 requests/s in a 10-minute soak).
-/// A plain thread, so it runs whatever runtime (or none) the process has.
-fn spawn_upkeep(handle: PrometheusHandle) {
-    let spawned = std::thread::Builder::new()
-        .name("metrics-upkeep".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(UPKEEP_INTERVAL);
-                handle.run_upkeep();
-                metrics::counter!(METRICS_UPKEEPS).increment(1);
-            }
-        });
-    if let Err(error) = spawned {
-        tracing::error!(%error, "metrics upkeep thread not started; histograms grow until scraped");
-    }
 }
 
 /// Middleware: in-flight gauge and the duration histogram.
@@ -117,28 +92,4 @@ pub async fn middleware(request: Request, next: Next) -> Response {
     )
     .record(elapsed.as_secs_f64());
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Without scrapes, the upkeep thread still folds histogram samples away.
-    #[test]
-    fn the_recorder_is_kept_up_without_scrapes() {
-        let handle = metrics_handle();
-        let upkeeps = || {
-            handle
-                .render()
-                .lines()
-                .find(|line| line.starts_with(METRICS_UPKEEPS))
-                .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let deadline = Instant::now() + UPKEEP_INTERVAL * 10;
-        while upkeeps() < 2.0 {
-            assert!(Instant::now() < deadline, "no upkeep ran");
-            std::thread::sleep(UPKEEP_INTERVAL / 4);
-        }
-    }
 }
