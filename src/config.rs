@@ -232,6 +232,9 @@ pub struct FileGateway {
     pub health_interval_seconds: Option<u64>,
     /// Output tokens reserved against budgets when a request names no `max_tokens` (256).
     pub default_max_tokens: Option<u64>,
+    /// Chat calls in flight at once (streams included) before new ones are shed with
+    /// 503 and `Retry-After`, so a stalled upstream cannot pile up memory (1024).
+    pub max_in_flight: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -510,6 +513,7 @@ pub struct GatewayConfig {
     pub breaker_open: std::time::Duration,
     pub health_interval: std::time::Duration,
     pub default_max_tokens: u64,
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -833,6 +837,10 @@ impl Config {
                     "gateway.default_max_tokens",
                     file.gateway.default_max_tokens.unwrap_or(256),
                 )?,
+                max_in_flight: positive(
+                    "gateway.max_in_flight",
+                    file.gateway.max_in_flight.unwrap_or(1024),
+                )? as usize,
             },
             accounting: AccountingConfig {
                 flush_interval: std::time::Duration::from_millis(positive(

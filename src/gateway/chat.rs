@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use super::catalog::{BackendSpec, ModelSpec};
-use super::{Outcome, routing, sse, upstream_error_text};
+use super::{Admitted, Outcome, routing, sse, upstream_error_text};
 use crate::accounting::{Reservation, UsageRecord};
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -191,11 +191,13 @@ async fn read_capped(
     }
 }
 
-/// Handles one chat completion call.
+/// Handles one chat completion call; `admitted` is held until its answer (or its
+/// stream) ends.
 pub async fn complete(
     state: Arc<AppState>,
     principal: Arc<Principal>,
     bytes: Bytes,
+    admitted: Admitted,
 ) -> ApiResult<Response> {
     principal.require("chat:create")?;
     let request = parse(&bytes)?;
@@ -271,6 +273,7 @@ pub async fn complete(
                         slug: model.slug.clone(),
                     },
                     settlement,
+                    admitted,
                 ));
             }
         }
@@ -470,7 +473,12 @@ fn error_event(message: &str, request_id: Option<&str>) -> Vec<u8> {
 
 /// The client's SSE response: a task pumps upstream events into it, and settles usage
 /// when the stream ends however it ends.
-fn stream_response(state: Arc<AppState>, upstream: Upstream, settlement: Settlement) -> Response {
+fn stream_response(
+    state: Arc<AppState>,
+    upstream: Upstream,
+    settlement: Settlement,
+    admitted: Admitted,
+) -> Response {
     let Upstream {
         mut response,
         first,
@@ -482,6 +490,7 @@ fn stream_response(state: Arc<AppState>, upstream: Upstream, settlement: Settlem
     let request_id = settlement.request_id.clone();
     let task_backend = backend.clone();
     tokio::spawn(async move {
+        let _admitted = admitted;
         let backend = task_backend;
         let deadline = Instant::now() + stream_timeout;
         let mut reader = sse::Reader::default();

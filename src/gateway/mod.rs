@@ -17,11 +17,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use axum::http::{HeaderValue, header};
 use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use utoipa::ToSchema;
 
 use crate::config::GatewayConfig;
 use crate::db::Db;
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::model::Timestamp;
 use breaker::Breaker;
 use catalog::{BackendSpec, BackendView, Catalog};
@@ -29,6 +32,7 @@ use catalog::{BackendSpec, BackendView, Catalog};
 pub const BREAKER_STATE: &str = "scaigrid_backend_circuit_state";
 pub const BACKEND_HEALTHY: &str = "scaigrid_backend_healthy";
 pub const BACKEND_CALLS: &str = "scaigrid_backend_calls_total";
+pub const SHED: &str = "scaigrid_gateway_shed_total";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Health {
@@ -81,7 +85,13 @@ pub struct Gateway {
     states: RwLock<HashMap<String, Arc<Mutex<BackendState>>>>,
     http: reqwest::Client,
     config: GatewayConfig,
+    /// Chat calls in flight (`gateway.max_in_flight` permits).
+    admission: Arc<Semaphore>,
 }
+
+/// A chat call's place among those in flight, given back when dropped (for a stream,
+/// when it ends).
+pub type Admitted = OwnedSemaphorePermit;
 
 impl Gateway {
     pub fn new(db: Db, config: GatewayConfig) -> anyhow::Result<Self> {
@@ -94,7 +104,27 @@ impl Gateway {
             catalog: Catalog::new(db),
             states: RwLock::new(HashMap::new()),
             http,
+            admission: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
+        })
+    }
+
+    /// Admits one chat call, or sheds it with 503 `SERVICE_UNAVAILABLE` and
+    /// `Retry-After` when `gateway.max_in_flight` are already running: under overload
+    /// (a stalled upstream, more offered load than the machine serves) the server keeps
+    /// answering, fast, instead of queueing requests until memory runs out.
+    pub fn admit(&self) -> ApiResult<Admitted> {
+        self.admission.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!(SHED).increment(1);
+            ApiError::new(
+                ErrorCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the gateway is at its limit of {} chat calls in flight; retry shortly",
+                    self.config.max_in_flight
+                ),
+            )
+            .with_field("limit", self.config.max_in_flight)
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
         })
     }
 

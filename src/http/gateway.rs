@@ -194,11 +194,12 @@ pub async fn chat_completions(
     Auth(p): Auth,
     request: Request,
 ) -> ApiResult<Response> {
+    let admitted = s.gateway.admit()?;
     let limit = s.config.limits.max_json_body_bytes;
     let bytes = axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|_| ApiError::too_large("request body", limit as u64))?;
-    crate::gateway::chat::complete(s.clone(), p, bytes).await
+    crate::gateway::chat::complete(s.clone(), p, bytes, admitted).await
 }
 
 #[utoipa::path(post, path = "/v1/accounting/budgets", tag = "accounting",

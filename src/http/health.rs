@@ -73,7 +73,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>>
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        crate::telemetry::render(&state.metrics),
     )
 }
 

@@ -890,3 +890,70 @@ async fn gateway_accounting_and_webhooks_on_postgres() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Beyond `gateway.max_in_flight` chat calls, new ones are shed at once with 503 and
+/// `Retry-After` (never reaching upstream); the calls in flight finish normally and
+/// their places are given back.
+#[tokio::test]
+async fn calls_beyond_the_in_flight_limit_are_shed_with_retry_after() {
+    let server = server_with("max_in_flight = 2\n").await;
+    let up = upstream::start("slow", "ks").await;
+    up.set_delay(Duration::from_millis(1500));
+    let id = backend(&server, &up, "ks").await;
+    model(&server, "test/slow", json!([{"backend_id": id}]), json!({})).await;
+    let (first, second) = (
+        tokio::spawn({
+            let (http, url) = (server.http.clone(), server.url("/v1/chat/completions"));
+            async move { call_raw(&http, &url).await }
+        }),
+        tokio::spawn({
+            let (http, url) = (server.http.clone(), server.url("/v1/chat/completions"));
+            async move { call_raw(&http, &url).await }
+        }),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while up.chat_calls() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two calls never reached upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let response = server
+        .http
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&chat_body("test/slow"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_error(503, &body, 503, "SERVICE_UNAVAILABLE");
+    assert_eq!(body["error"]["limit"], 2, "{body}");
+    assert_eq!(up.chat_calls(), 2, "a shed call never reaches upstream");
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(second.await.unwrap(), 200);
+    up.set_delay(Duration::ZERO);
+    let (status, body) = chat(&server, ADMIN_KEY, "test/slow").await;
+    assert_eq!(status, 200, "the places were given back: {body}");
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains("scaigrid_gateway_shed_total 1"),
+        "the shed call is counted"
+    );
+}
+
+async fn call_raw(http: &reqwest::Client, url: &str) -> u16 {
+    http.post(url)
+        .bearer_auth(ADMIN_KEY)
+        .json(&chat_body("test/slow"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}

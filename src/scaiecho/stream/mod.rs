@@ -442,8 +442,7 @@ impl Session {
             if emit.is_final {
                 self.finals += 1;
                 if let Some(since) = self.final_since.remove(&emit.utterance) {
-                    metrics::histogram!("scaigrid_scaiecho_stream_final_seconds")
-                        .record(since.elapsed().as_secs_f64());
+                    crate::telemetry::STREAM_FINAL.observe([], since.elapsed().as_secs_f64());
                 }
             }
             let seconds = |samples: u64| (samples as f64 / 16.0).round() / 1000.0;
