@@ -132,6 +132,7 @@ fn reason(error: &ApiError) -> String {
         | ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE
         | ErrorCode::SERVICE_UNAVAILABLE => "backend unavailable".into(),
         ErrorCode::BUDGET_EXCEEDED => "quota exceeded".into(),
+        ErrorCode::SCAISPEAK_SCAIDRIVE_CONFLICT => "drive conflict".into(),
         _ => format!("internal error ({})", error.code.as_str()),
     }
 }

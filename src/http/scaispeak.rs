@@ -48,7 +48,8 @@ async fn speak_response(
         let backend = spoken.backend.as_str();
         let saved = scaispeak::drive::save(
             state,
-            principal,
+            &principal.tenant_id,
+            scaispeak::drive::user_id(principal)?,
             save_to,
             speak.output.codec,
             spoken.content_type,

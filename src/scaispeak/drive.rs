@@ -52,7 +52,7 @@ fn extension(codec: Codec) -> &'static str {
 }
 
 /// The user's id, or the contract's refusal for keys.
-fn user_id(principal: &Principal) -> ApiResult<&str> {
+pub fn user_id(principal: &Principal) -> ApiResult<&str> {
     match &principal.subject {
         Subject::User { id, .. } => Ok(id),
         Subject::ApiKey { .. } => Err(ApiError::new(
@@ -82,49 +82,90 @@ pub fn check(state: &AppState, principal: &Principal, save_to: &SaveTo) -> ApiRe
     Ok(())
 }
 
-/// Writes the audio; refuses to replace a file unless `overwrite`.
-pub async fn save(
+/// A file's place: its path in the user's drive and its object key.
+struct Target {
+    relative: String,
+    key: ObjectKey,
+}
+
+impl Target {
+    fn of(tenant_id: &str, user: &str, save_to: &SaveTo, codec: Codec) -> ApiResult<Target> {
+        let mut path: Vec<String> = save_to
+            .folder
+            .as_deref()
+            .unwrap_or("")
+            .split(['/', '\\'])
+            .map(sanitize)
+            .filter(|s| !s.is_empty())
+            .collect();
+        path.push(match save_to.filename.as_deref().map(sanitize) {
+            Some(name) if !name.is_empty() => name,
+            _ => format!("speech-{}.{}", crate::db::now_ms(), extension(codec)),
+        });
+        let relative = path.join("/");
+        let key = ObjectKey::new(tenant_id, &format!("drive/{user}/{relative}"))
+            .map_err(|e| ApiError::invalid(format!("save_to path: {e}")))?;
+        Ok(Target { relative, key })
+    }
+
+    /// `SCAISPEAK_SCAIDRIVE_CONFLICT` when the file exists and may not be replaced.
+    async fn refuse_conflict(&self, state: &AppState, overwrite: bool) -> ApiResult<()> {
+        let exists = state
+            .store
+            .exists(&self.key)
+            .await
+            .map_err(|e| e.api("drive"))?;
+        if exists && !overwrite {
+            return Err(ApiError::new(
+                ErrorCode::SCAISPEAK_SCAIDRIVE_CONFLICT,
+                format!(
+                    "`{}` exists; pass overwrite: true or another filename",
+                    self.relative
+                ),
+            )
+            .with_field("path", self.relative.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Before a synth job with `save_to` is queued: a named file that already exists (and
+/// may not be replaced) is refused now rather than when the job ends. The job checks
+/// again when it writes.
+pub async fn check_queued(
     state: &AppState,
     principal: &Principal,
+    save_to: &SaveTo,
+    codec: Codec,
+) -> ApiResult<()> {
+    if save_to.filename.is_none() {
+        return Ok(());
+    }
+    Target::of(&principal.tenant_id, user_id(principal)?, save_to, codec)?
+        .refuse_conflict(state, save_to.overwrite)
+        .await
+}
+
+/// Writes the audio to `user`'s drive; refuses to replace a file unless `overwrite`.
+pub async fn save(
+    state: &AppState,
+    tenant_id: &str,
+    user: &str,
     save_to: &SaveTo,
     codec: Codec,
     content_type: String,
     audio: Vec<u8>,
 ) -> ApiResult<Saved> {
-    let user = user_id(principal)?;
-    let folder: Vec<String> = save_to
-        .folder
-        .as_deref()
-        .unwrap_or("")
-        .split(['/', '\\'])
-        .map(sanitize)
-        .filter(|s| !s.is_empty())
-        .collect();
-    let filename = match save_to.filename.as_deref().map(sanitize) {
-        Some(name) if !name.is_empty() => name,
-        _ => format!("speech-{}.{}", crate::db::now_ms(), extension(codec)),
-    };
-    let mut path: Vec<String> = folder;
-    path.push(filename);
-    let relative = path.join("/");
-    let key = ObjectKey::new(&principal.tenant_id, &format!("drive/{user}/{relative}"))
-        .map_err(|e| ApiError::invalid(format!("save_to path: {e}")))?;
-    let exists = state.store.exists(&key).await.map_err(|e| e.api("drive"))?;
-    if exists && !save_to.overwrite {
-        return Err(ApiError::new(
-            ErrorCode::SCAISPEAK_SCAIDRIVE_CONFLICT,
-            format!("`{relative}` exists; pass overwrite: true or another filename"),
-        )
-        .with_field("path", relative));
-    }
+    let target = Target::of(tenant_id, user, save_to, codec)?;
+    target.refuse_conflict(state, save_to.overwrite).await?;
     let bytes = audio.len();
     state
         .store
-        .put(&key, Bytes::from(audio))
+        .put(&target.key, Bytes::from(audio))
         .await
         .map_err(|e| e.api("drive"))?;
     Ok(Saved {
-        path: relative,
+        path: target.relative,
         bytes,
         content_type,
     })

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::output::{Codec, Output, OutputRequest};
-use super::{MODULE, Speak, voices};
+use super::{MODULE, SaveTo, Speak, voices};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::jobs::{self, JobRow, NewJob};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::jobs::JobView;
 use crate::services::backends::Preference;
 use crate::store::ObjectKey;
@@ -29,6 +29,9 @@ struct Stored {
     sample_rate: Option<u32>,
     speed: f32,
     backend_preference: Option<Preference>,
+    /// The user's drive instead of the job's own object (the job's subject is the user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    save_to: Option<SaveTo>,
 }
 
 fn output_key(tenant_id: &str, job_id: &str) -> ApiResult<ObjectKey> {
@@ -46,6 +49,7 @@ pub async fn create(state: &AppState, principal: &Principal, speak: &Speak) -> A
         sample_rate: speak.output.sample_rate,
         speed: speak.speed,
         backend_preference: speak.backend_preference,
+        save_to: speak.save_to.clone(),
     };
     let options = serde_json::to_string(&stored).map_err(ApiError::internal)?;
     // The job's object is where its audio will be.
@@ -67,7 +71,9 @@ pub async fn create(state: &AppState, principal: &Principal, speak: &Speak) -> A
     .await
 }
 
-/// Runs a claimed synth job: the audio goes to the object store.
+/// Runs a claimed synth job: the audio goes to the object store, or with `save_to` to
+/// the user's drive (a file that appeared since the job was queued fails it with
+/// `SCAISPEAK_SCAIDRIVE_CONFLICT` unless `overwrite`).
 pub async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
     let stored: Stored = serde_json::from_str(&job.options)
         .map_err(|e| ApiError::internal(format_args!("synth job options: {e}")))?;
@@ -87,6 +93,25 @@ pub async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
         save_to: None,
     };
     let spoken = super::speak(state, &job.tenant_id, &job.subject, &speak).await?;
+    let characters = speak.text.chars().count();
+    if let Some(save_to) = &stored.save_to {
+        let saved = super::drive::save(
+            state,
+            &job.tenant_id,
+            &job.subject,
+            save_to,
+            speak.output.codec,
+            spoken.content_type,
+            spoken.bytes,
+        )
+        .await?;
+        let result = json!({
+            "file": saved,
+            "characters": characters,
+            "backend": spoken.backend.as_str(),
+        });
+        return Ok((result, spoken.seconds));
+    }
     let key = output_key(&job.tenant_id, &job.id)?;
     let bytes = spoken.bytes.len();
     state
@@ -98,7 +123,7 @@ pub async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
         "audio_url": format!("/v1/modules/{MODULE}/jobs/{}/audio", job.id),
         "content_type": spoken.content_type,
         "bytes": bytes,
-        "characters": speak.text.chars().count(),
+        "characters": characters,
         "backend": spoken.backend.as_str(),
     });
     Ok((result, spoken.seconds))
@@ -124,11 +149,20 @@ pub async fn audio(
     id: &str,
 ) -> ApiResult<(String, crate::store::ByteChunks)> {
     let job = row(state, principal, id).await?;
-    let content_type = job
+    let result = job
         .result
         .as_deref()
         .and_then(|r| serde_json::from_str::<Value>(r).ok())
-        .and_then(|r| r["content_type"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    if let Some(path) = result["file"]["path"].as_str() {
+        return Err(ApiError::new(
+            ErrorCode::NOT_FOUND,
+            format!("this job's audio was saved to the drive at `{path}`, not with the job"),
+        ));
+    }
+    let content_type = result["content_type"]
+        .as_str()
+        .map(str::to_owned)
         .ok_or_else(|| ApiError::not_found("job audio (the job has not succeeded)"))?;
     let chunks = state
         .store

@@ -50,7 +50,7 @@ impl ScaiSpeak {
 }
 
 /// `save_to` of a request: where on the tenant's drive the audio should go.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaveTo {
     pub folder: Option<String>,
@@ -119,18 +119,16 @@ impl Speak {
         let text = text::validate(&request.text, state.config.speak.max_text_chars)?;
         let run_async =
             request.run_async || text.chars().count() > state.config.speak.inline_text_chars;
-        if run_async && request.save_to.is_some() {
-            return Err(ApiError::invalid(
-                "save_to works with inline synthesis only; shorten the text or drop save_to",
-            )
-            .with_field("field", "save_to"));
+        let output = Output::from_request(request.output, Codec::Wav)?;
+        if let Some(save_to) = request.save_to.as_ref().filter(|_| run_async) {
+            drive::check_queued(state, principal, save_to, output.codec).await?;
         }
         Ok(Speak {
             run_async,
             save_to: request.save_to,
             text,
             voice: voices::find(state, &principal.tenant_id, request.voice.as_deref()).await?,
-            output: Output::from_request(request.output, Codec::Wav)?,
+            output,
             speed: check_speed(request.speed)?,
             backend_preference: request.backend_preference,
         })

@@ -872,6 +872,50 @@ async fn save_to_writes_the_users_drive_with_its_rules() {
     // Keys cannot; a deployment without a drive says so.
     let (status, body_) = read(speak(&server, &tenant.member_key, body(true)).await).await;
     assert_error(status, &body_, 403, "SCAISPEAK_SAVE_TO_REQUIRES_JWT");
+    let queued = |filename: &str, overwrite: bool| {
+        json!({"text": "Saved by a job.", "async": true, "output": {"codec": "opus"},
+            "save_to": {"folder": "jobs", "filename": filename, "overwrite": overwrite}})
+    };
+    let mut key_job = queued("k.ogg", false);
+    key_job["text"] = json!("A key cannot queue this either.");
+    let (status, body_) = read(speak(&server, &tenant.member_key, key_job).await).await;
+    assert_error(status, &body_, 403, "SCAISPEAK_SAVE_TO_REQUIRES_JWT");
+    // A synth job writes the drive too, and its result says where; an existing file is
+    // refused before the job is queued.
+    let (status, job) = read(speak(&server, &jwt, queued("job.ogg", false)).await).await;
+    assert_eq!(status, 202, "{job}");
+    let done = finished_job(&server, &jwt, job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["file"]["path"], "jobs/job.ogg", "{done}");
+    assert_eq!(
+        done["result"]["file"]["content_type"],
+        "audio/ogg;codecs=opus"
+    );
+    let (status, body_) = server
+        .get(
+            &format!(
+                "/v1/modules/scaispeak/jobs/{}/audio",
+                job["id"].as_str().unwrap()
+            ),
+            Some(&jwt),
+        )
+        .await;
+    assert_error(status, &body_, 404, "NOT_FOUND");
+    let saved = std::fs::read(
+        file.parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("jobs/job.ogg"),
+    );
+    let audio = media::decode(&saved.unwrap(), &Default::default()).unwrap();
+    assert!(audio.duration_seconds() > 0.5);
+    let (status, body_) = read(speak(&server, &jwt, queued("job.ogg", false)).await).await;
+    assert_error(status, &body_, 409, "SCAISPEAK_SCAIDRIVE_CONFLICT");
+    let (status, job) = read(speak(&server, &jwt, queued("job.ogg", true)).await).await;
+    assert_eq!(status, 202, "{job}");
+    let done = finished_job(&server, &jwt, job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
     let no_drive = Server::start_with(Options {
         config_toml: Some("[scaispeak]\ndrive = false\n".into()),
         ..Options::default()
@@ -903,6 +947,20 @@ async fn save_to_writes_the_users_drive_with_its_rules() {
     let jwt = login["access_token"].as_str().unwrap();
     let (status, body_) = read(speak(&no_drive, jwt, body(false)).await).await;
     assert_error(status, &body_, 404, "SCAISPEAK_SCAIDRIVE_NOT_AVAILABLE");
+}
+
+/// A synth job's view once it has succeeded or failed.
+async fn finished_job(server: &Server, token: &str, id: &str) -> Value {
+    for _ in 0..240 {
+        let (_, view) = server
+            .get(&format!("/v1/modules/scaispeak/jobs/{id}"), Some(token))
+            .await;
+        if view["status"] == "succeeded" || view["status"] == "failed" {
+            return view;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("synth job {id} did not finish");
 }
 
 /// A reference sent as raw PCM (its shape only in the media type) can be taken through
