@@ -139,6 +139,47 @@ struct Spoken {
     characters: usize,
     seconds: f64,
     frames: Vec<Vec<u8>>,
+    /// Samples still to frame (the rest of a first clause, framed after its head) and
+    /// their rate.
+    rest: Vec<f32>,
+    rate: u32,
+}
+
+/// A stream's first clause is framed in two steps, its first 100 ms first, so its first
+/// packet leaves before the whole clause is resampled and encoded (about 4.5 ms for a
+/// 1.3 s clause, a tenth of the time to first audio on the bench).
+const HEAD_MS: usize = 100;
+
+/// Resamples and encodes the first `head` of `samples` on a blocking thread (CPU work,
+/// not the runtime's); the rest comes back unframed. `characters` and `seconds` are the
+/// usage the piece accounts for.
+async fn frame(
+    framer: Option<Framer>,
+    (output, rate, out_rate): (Output, u32, u32),
+    mut samples: Vec<f32>,
+    (characters, seconds): (usize, f64),
+    head: usize,
+) -> (Option<Framer>, ApiResult<Spoken>) {
+    let framed = tokio::task::spawn_blocking(move || {
+        let mut framer = match framer {
+            Some(framer) => framer,
+            None => match Framer::new(&output, rate, out_rate) {
+                Ok(framer) => framer,
+                Err(error) => return (None, Err(error)),
+            },
+        };
+        let rest = samples.split_off(head.min(samples.len()));
+        let spoken = framer.frames(&samples, false).map(|frames| Spoken {
+            characters,
+            seconds,
+            frames,
+            rest,
+            rate,
+        });
+        (Some(framer), spoken)
+    })
+    .await;
+    framed.unwrap_or_else(|error| (None, Err(ApiError::internal(error))))
 }
 
 type Running = Pin<Box<dyn Future<Output = (Option<Framer>, ApiResult<Spoken>)> + Send>>;
@@ -490,26 +531,25 @@ impl Session {
                     Ok(spoken) => spoken,
                     Err(error) => return (framer, Err(error)),
                 };
-            // Resampling and Opus encoding are CPU work: a blocking thread, not the runtime.
-            let framed = tokio::task::spawn_blocking(move || {
-                let mut framer = match framer {
-                    Some(framer) => framer,
-                    None => match Framer::new(&output, rate, out_rate) {
-                        Ok(framer) => framer,
-                        Err(error) => return (None, Err(error)),
-                    },
-                };
-                let frames = framer.frames(&samples, false);
-                let spoken = frames.map(|frames| Spoken {
-                    characters: sentence.chars().count(),
-                    seconds: samples.len() as f64 / f64::from(rate.max(1)),
-                    frames,
-                });
-                (Some(framer), spoken)
-            })
-            .await;
-            framed.unwrap_or_else(|error| (None, Err(ApiError::internal(error))))
+            let head = match urgent {
+                true => rate as usize * HEAD_MS / 1000,
+                false => samples.len(),
+            };
+            let usage = (
+                sentence.chars().count(),
+                samples.len() as f64 / f64::from(rate.max(1)),
+            );
+            frame(framer, (output, rate, out_rate), samples, usage, head).await
         }));
+    }
+
+    /// Frames the rest of a clause whose head is on its way; the next sentence waits for
+    /// it (one running at a time keeps the frames in order).
+    fn frame_rest(&mut self, rest: Vec<f32>, rate: u32) {
+        let framer = self.framer.take();
+        let formats = (self.output, rate, self.out_rate);
+        let head = rest.len();
+        self.running = Some(Box::pin(frame(framer, formats, rest, (0, 0.0), head)));
     }
 
     /// A sentence came back: its frames join the outbox.
@@ -522,6 +562,9 @@ impl Session {
         self.characters += spoken.characters;
         self.seconds += spoken.seconds;
         self.outbox.extend(spoken.frames);
+        if !spoken.rest.is_empty() {
+            self.frame_rest(spoken.rest, spoken.rate);
+        }
         Ok(())
     }
 
