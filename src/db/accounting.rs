@@ -70,8 +70,7 @@ pub async fn insert_batch(
             sql.push(')');
         }
         sql.push_str(" ON CONFLICT (id) DO NOTHING");
-        let mut query =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == BATCH_ROWS);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == BATCH_ROWS);
         for record in chunk {
             query = query
                 .bind(record.id.clone())
