@@ -2,8 +2,10 @@
 # Gateway overhead: chat completions at a fixed rate straight to an in-process upstream
 # and through the release server in the same run (auth, rate limits, a budget and
 # accounting on), with the server's resident memory before and after.
-# Usage: benches/gateway_load.sh [seconds per phase] [requests/s] [--soak]
-# (`--soak`: only the gateway phase, for a long run watching memory.)
+# Usage: benches/gateway_load.sh [seconds per phase] [requests/s] [--soak] [--stall]
+# (`--soak`: only the gateway phase, for a long run watching memory; `--stall` also
+# stops the server for 2 s after 2 minutes, so a pile of requests bursts in when it
+# resumes, and the samples show whether the memory that burst took comes back.)
 set -euo pipefail
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/scaigrid/target}"
 cd "$(dirname "$0")/.."
@@ -23,6 +25,10 @@ if [ "${3:-}" = "--soak" ]; then
   started=$SECONDS
   ( while sleep 60; do echo "  RSS after $((SECONDS - started)) s: $(rss)"; done ) &
   sampler=$!
+  if [ "${4:-}" = "--stall" ]; then
+    ( sleep 120; kill -STOP "$pid"; sleep 2; kill -CONT "$pid"; echo "  (stopped the server for 2 s at 120 s)"
+      sleep 5; echo "  RSS 5 s after the stall: $(rss)" ) &
+  fi
 fi
 "$(ls -t "$CARGO_TARGET_DIR"/release/deps/gateway_load-* | grep -v "\.d$" | head -1)" --gateway "http://$address" --key "$key" --seconds "$seconds" --rate "$rate" ${3:-}
 after="$(cpu_ticks)"

@@ -32,6 +32,7 @@ pub mod extract;
 pub mod gateway;
 pub mod http;
 pub mod jobs;
+pub mod memory;
 pub mod model;
 pub mod ratelimit;
 pub mod rbac;

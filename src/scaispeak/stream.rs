@@ -12,7 +12,8 @@
 //! client can play each frame as it arrives and never underruns nor buffers seconds.
 //!
 //! One sentence synthesizes at a time per session while the previous one is sent; the
-//! very first is split after its first clause so audio starts sooner. The sentence
+//! very first is split after its first clause, and that clause is framed 100 ms first,
+//! so audio starts sooner. The sentence
 //! queue is bounded (4413 past it), and sends time out on a client that does not read.
 
 use std::collections::VecDeque;

@@ -103,10 +103,14 @@ impl<const L: usize> HistogramVec<L> {
                 };
                 let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
             }
-            let labels = labels.trim_end_matches(',');
+            // No braces at all for a family without labels.
+            let labels = match labels.trim_end_matches(',') {
+                "" => String::new(),
+                labels => format!("{{{labels}}}"),
+            };
             let sum = f64::from_bits(series.sum.load(Ordering::Relaxed));
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-            let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+            let _ = writeln!(out, "{name}_sum{labels} {sum}");
+            let _ = writeln!(out, "{name}_count{labels} {cumulative}");
         }
     }
 }
@@ -195,6 +199,17 @@ t_seconds_count{route=\"/b\",status=\"500\"} 1
         h.observe(["a\"b\\c\nd"], 0.5);
         h.render(&mut out);
         assert!(out.contains(r#"route="a\"b\\c\nd",le="+Inf"} 1"#), "{out}");
+    }
+
+    #[test]
+    fn a_family_without_labels_renders_plain_sum_and_count() {
+        let h = HistogramVec::new("t_seconds", "Test.", [], BOUNDS);
+        h.observe([], 0.05);
+        let mut out = String::new();
+        h.render(&mut out);
+        assert!(out.contains("t_seconds_bucket{le=\"0.1\"} 1\n"), "{out}");
+        assert!(out.contains("t_seconds_sum 0.05\n"), "{out}");
+        assert!(out.contains("t_seconds_count 1\n"), "{out}");
     }
 
     #[test]
