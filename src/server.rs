@@ -88,9 +88,9 @@ pub async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     served
 }
 
-/// The background work of a process: heap trimming, usage flushing, webhook deliveries, the node's
-/// heartbeat (scaled), and for API processes the backends' health probes and the
-/// revocation listener.
+/// The background work of a process: heap trimming, usage flushing, webhook deliveries,
+/// the node's heartbeat (scaled), and for API processes the backends' health probes and
+/// the revocation listener.
 pub fn spawn_background(state: &Arc<AppState>, api: bool) {
     crate::memory::spawn_trimmer();
     crate::webhooks::dispatch::spawn(state);
