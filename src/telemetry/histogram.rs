@@ -47,32 +47,28 @@ impl<const L: usize> HistogramVec<L> {
         }
     }
 
-    /// Records one observation for the label values (in `label_names` order).
+    /// Records one observation for the label values (in `label_names` order). A known
+    /// label set is observed under the read lock; only a new one takes the write lock.
     pub fn observe(&self, labels: [&str; L], value: f64) {
         let hash = hash_labels(&labels);
-        let found = {
+        {
             let series = self.series.read().unwrap_or_else(|e| e.into_inner());
-            find(&series, hash, &labels)
-        };
-        let series = match found {
-            Some(series) => series,
-            None => {
-                let mut all = self.series.write().unwrap_or_else(|e| e.into_inner());
-                match find(&all, hash, &labels) {
-                    Some(series) => series,
-                    None => {
-                        let series = Arc::new(Series {
-                            labels: labels.map(Box::from),
-                            buckets: (0..=self.bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-                            sum: AtomicU64::new(0f64.to_bits()),
-                        });
-                        all.entry(hash).or_default().push(series.clone());
-                        series
-                    }
-                }
+            if let Some(found) = find(&series, hash, &labels) {
+                found.observe(self.bounds, value);
+                return;
             }
-        };
-        series.observe(self.bounds, value);
+        }
+        let mut all = self.series.write().unwrap_or_else(|e| e.into_inner());
+        if find(&all, hash, &labels).is_none() {
+            all.entry(hash).or_default().push(Arc::new(Series {
+                labels: labels.map(Box::from),
+                buckets: (0..=self.bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+                sum: AtomicU64::new(0f64.to_bits()),
+            }));
+        }
+        if let Some(found) = find(&all, hash, &labels) {
+            found.observe(self.bounds, value);
+        }
     }
 
     /// Appends the family in Prometheus text format (series sorted by labels, so the
@@ -128,15 +124,16 @@ impl<const L: usize> Series<L> {
     }
 }
 
-fn find<const L: usize>(
-    series: &HashMap<u64, Vec<Arc<Series<L>>>>,
+fn find<'a, const L: usize>(
+    series: &'a HashMap<u64, Vec<Arc<Series<L>>>>,
     hash: u64,
     labels: &[&str; L],
-) -> Option<Arc<Series<L>>> {
-    series.get(&hash)?.iter().find_map(|series| {
-        let same = series.labels.iter().zip(labels).all(|(a, b)| &**a == *b);
-        same.then(|| series.clone())
-    })
+) -> Option<&'a Series<L>> {
+    series
+        .get(&hash)?
+        .iter()
+        .map(|series| &**series)
+        .find(|series| series.labels.iter().zip(labels).all(|(a, b)| &**a == *b))
 }
 
 fn hash_labels(labels: &[&str]) -> u64 {
