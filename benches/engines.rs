@@ -1,6 +1,6 @@
 //! Engine hot paths: Silero VAD on one stream and batched over 16 streams, speaker
 //! embeddings (beckett.wav, 10 s), Whisper on a 44 s clip (two_cities.wav), Piper's
-//! time to first audio. `benches/engines_vs_peers.sh` runs
+//! time to first audio and real-time factor. `benches/engines_vs_peers.sh` runs
 //! this beside the Python onnxruntime Silero loop in the same command.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -37,21 +37,25 @@ fn bench(c: &mut Criterion) {
         speech.len() as f64 / 16_000.0
     );
 
-    let vad = SileroVad::load(&runtime, &models).unwrap();
+    let vad = SileroVad::load(&models).unwrap();
     c.bench_function("vad/one_stream", |b| {
         b.iter(|| vad.probabilities(&speech).unwrap().len())
     });
+    // A live stream as the server runs it: one `infer` per 32 ms frame.
+    c.bench_function("vad/one_stream_live", |b| {
+        b.iter(|| streams_live(&vad, &speech, 1))
+    });
     c.bench_function("vad/16_streams_batched", |b| {
+        b.iter(|| streams_live(&vad, &speech, 16))
+    });
+    // The same 16 streams as two batches of 8 on two threads (the model is shared
+    // without a lock). `engines_vs_peers.sh` runs this one on two cores.
+    c.bench_function("vad/16_streams_two_threads", |b| {
         b.iter(|| {
-            let mut states = vec![StreamState::default(); 16];
-            let frames = speech.len() / FRAME;
-            for index in 0..frames {
-                let frame = &speech[index * FRAME..(index + 1) * FRAME];
-                let inputs = vec![frame; 16];
-                let mut refs: Vec<&mut StreamState> = states.iter_mut().collect();
-                vad.infer(&mut refs, &inputs).unwrap();
-            }
-            frames
+            std::thread::scope(|scope| {
+                let half = scope.spawn(|| streams_live(&vad, &speech, 8));
+                streams_live(&vad, &speech, 8) + half.join().unwrap()
+            })
         })
     });
 
@@ -120,16 +124,35 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
-    // Time to first audio: the first sentence of the text is all that must be
-    // synthesized before audio can start.
+    // Time to first audio as a stream produces it: a sentence's first clause is
+    // synthesized on its own (`piper::first_clause`) and its audio starts while the rest
+    // is synthesized. And the whole sentence, for the real-time factor.
     let voice = PiperVoice::load(&runtime, &models).unwrap();
-    let first = PiperVoice::sentences(TTS_TEXT).remove(0);
+    let sentence = PiperVoice::sentences(TTS_TEXT).remove(0);
+    let (clause, _) = engines::piper::first_clause(&sentence).expect("a two-clause sentence");
     let seconds =
-        voice.synthesize(&first, 1.0).unwrap().len() as f64 / f64::from(voice.sample_rate());
+        voice.synthesize(&sentence, 1.0).unwrap().len() as f64 / f64::from(voice.sample_rate());
     println!("tts_audio_seconds {seconds:.4}");
-    c.bench_function("tts/first_sentence", |b| {
-        b.iter(|| voice.synthesize(&first, 1.0).unwrap().len())
+    c.bench_function("tts/first_clause", |b| {
+        b.iter(|| voice.synthesize(&clause, 1.0).unwrap().len())
     });
+    c.bench_function("tts/sentence", |b| {
+        b.iter(|| voice.synthesize(&sentence, 1.0).unwrap().len())
+    });
+}
+
+/// `streams` live streams fed the same clip frame by frame, each frame of all streams in
+/// one batched call; the number of stream-frames run.
+fn streams_live(vad: &SileroVad, speech: &[f32], streams: usize) -> usize {
+    let mut states = vec![StreamState::default(); streams];
+    let frames = speech.len() / FRAME;
+    for index in 0..frames {
+        let frame = &speech[index * FRAME..(index + 1) * FRAME];
+        let inputs = vec![frame; streams];
+        let mut refs: Vec<&mut StreamState> = states.iter_mut().collect();
+        vad.infer(&mut refs, &inputs).unwrap();
+    }
+    frames * streams
 }
 
 criterion_group!(benches, bench);

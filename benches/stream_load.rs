@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use engines::models::ModelDir;
 use engines::segments::{SegmentParams, segments};
 use engines::silero::{FRAME, SileroVad};
-use engines::{Device, Runtime, RuntimeConfig};
 use futures_util::{SinkExt, StreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -82,13 +81,7 @@ fn speech() -> (Vec<f32>, Vec<f64>) {
         .expect("models/fetch");
     let audio = media::decode(&std::fs::read(path).unwrap(), &Default::default()).unwrap();
     let samples = media::resample::to_mono(&audio, RATE as u32).unwrap();
-    let runtime = Runtime::init(RuntimeConfig {
-        library: models.onnxruntime_library().expect("models/fetch"),
-        device: Device::Cpu,
-        intra_threads: 1,
-    })
-    .unwrap();
-    let vad = SileroVad::load(&runtime, &models).unwrap();
+    let vad = SileroVad::load(&models).unwrap();
     let probabilities = vad.probabilities(&samples).unwrap();
     let params = SegmentParams {
         pad_ms: 0,

@@ -8,7 +8,11 @@
 //!
 //! - [`runtime`]: loading the fetched ONNX Runtime library, devices, sessions.
 //! - [`models`]: where `models/fetch` installed each model.
-//! - [`silero`]: Silero VAD with per-stream state, batched across streams.
+//! - [`silero`]: Silero VAD with per-stream state, batched across streams, run in Rust
+//!   on the ONNX file's weights.
+//! - [`onnx`]: the constant tensors of an ONNX file (for networks run in Rust).
+//! - [`kernels`]: packed dense layers and vector activations, AVX2/FMA where the CPU
+//!   has it.
 //! - [`fbank`], [`embedder`]: the d-vector front end and speaker embeddings.
 //! - [`batcher`]: inference threads behind a bounded queue, batching concurrent work.
 //! - [`diarize`]: windows, embeddings, agglomerative clustering, enrolled labels, and
@@ -34,9 +38,11 @@ pub mod embedder;
 pub mod endpoint;
 pub mod error;
 pub mod fbank;
+pub mod kernels;
 pub mod models;
 pub mod node;
 pub mod normalize;
+pub mod onnx;
 pub mod phonemize;
 pub mod piper;
 pub mod runtime;

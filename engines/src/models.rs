@@ -53,11 +53,4 @@ impl ModelDir {
     pub fn silero_vad(&self) -> EngineResult<PathBuf> {
         self.file(crate::silero::ENGINE_ID, "silero-vad/silero_vad.onnx")
     }
-
-    pub fn silero_vad_sequence(&self) -> EngineResult<PathBuf> {
-        self.file(
-            crate::silero::ENGINE_ID,
-            "silero-vad/silero_vad_16k_sequence.onnx",
-        )
-    }
 }

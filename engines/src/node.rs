@@ -158,7 +158,7 @@ impl Node {
                     loaded: Vec::new(),
                     failures: Vec::new(),
                 };
-                vad = loader.load(silero::ENGINE_ID, SileroVad::load);
+                vad = loader.load(silero::ENGINE_ID, |_, models| SileroVad::load(models));
                 whisper = loader.load(whisper::ENGINE_ID, Whisper::load);
                 if config.multilingual {
                     whisper_multilingual = loader.load(whisper::BASE_ENGINE_ID, Whisper::load_base);

@@ -42,6 +42,25 @@ struct EspeakConfig {
     voice: String,
 }
 
+/// Splits a sentence after its first clause (at `,`, `;` or `:`) when both sides have
+/// at least three words: the first audio of a stream comes from the short clause, not
+/// the whole sentence (VITS time grows with the text), and a clause boundary is a pause
+/// anyway.
+pub fn first_clause(sentence: &str) -> Option<(String, String)> {
+    let words = |text: &str| text.split_whitespace().count();
+    sentence
+        .char_indices()
+        .filter(|(_, c)| matches!(c, ',' | ';' | ':'))
+        .map(|(at, c)| {
+            (
+                &sentence[..at + c.len_utf8()],
+                &sentence[at + c.len_utf8()..],
+            )
+        })
+        .find(|(head, tail)| words(head) >= 3 && words(tail) >= 3)
+        .map(|(head, tail)| (head.trim().to_owned(), tail.trim().to_owned()))
+}
+
 pub struct PiperVoice {
     session: Mutex<Session>,
     config: VoiceConfig,
@@ -155,6 +174,19 @@ impl PiperVoice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_clause_splits_off_when_both_sides_are_long_enough() {
+        assert_eq!(
+            first_clause("When the meeting ends, please send the notes to everyone."),
+            Some((
+                "When the meeting ends,".to_owned(),
+                "please send the notes to everyone.".to_owned()
+            ))
+        );
+        assert_eq!(first_clause("Yes, I will come tomorrow."), None);
+        assert_eq!(first_clause("No clauses in this one."), None);
+    }
 
     #[test]
     fn sentences_split_after_normalisation() {

@@ -10,7 +10,7 @@ use engines::silero::SileroVad;
 fn engines() -> (SileroVad, SpeakerEmbedder) {
     let (runtime, models) = (common::runtime(), common::models());
     (
-        SileroVad::load(&runtime, &models).unwrap(),
+        SileroVad::load(&models).unwrap(),
         SpeakerEmbedder::load(&runtime, &models).unwrap(),
     )
 }

@@ -21,7 +21,7 @@ fn engines() -> &'static Engines {
         let (runtime, models) = (common::runtime(), common::models());
         Engines {
             whisper: Whisper::load_base(&runtime, &models).unwrap(),
-            vad: SileroVad::load(&runtime, &models).unwrap(),
+            vad: SileroVad::load(&models).unwrap(),
         }
     })
 }

@@ -28,7 +28,7 @@ fn engines() -> &'static Engines {
         let (runtime, models) = (common::runtime(), common::models());
         Engines {
             whisper: Whisper::load(&runtime, &models).unwrap(),
-            vad: SileroVad::load(&runtime, &models).unwrap(),
+            vad: SileroVad::load(&models).unwrap(),
         }
     })
 }

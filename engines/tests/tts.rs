@@ -28,7 +28,7 @@ fn synthesizes_speech_in_one_voice_and_honours_speed() {
     assert!(peak > 0.1, "peak {peak}");
 
     let to_16k = |samples: &[f32]| resample::resample_mono(samples, 22_050, 16_000).unwrap();
-    let vad = SileroVad::load(&runtime, &models).unwrap();
+    let vad = SileroVad::load(&models).unwrap();
     let probabilities = vad.probabilities(&to_16k(&one)).unwrap();
     let speech =
         probabilities.iter().filter(|p| **p >= 0.5).count() as f32 / probabilities.len() as f32;

@@ -9,7 +9,7 @@ use engines::{Device, Runtime, RuntimeConfig};
 use media::vad::VoiceActivity;
 
 fn vad() -> SileroVad {
-    SileroVad::load(&common::runtime(), &common::models()).unwrap()
+    SileroVad::load(&common::models()).unwrap()
 }
 
 fn beckett() -> Vec<f32> {
@@ -66,6 +66,59 @@ fn segments_surround_the_speech() {
         (speech_end - 1.5..=speech_end + 0.5).contains(&last),
         "last speech ends {last} s, audio {speech_end} s"
     );
+}
+
+/// The Rust network against ONNX Runtime running the same file (the reference
+/// implementation), frame by frame over real speech and noise: the same probability and
+/// the same recurrent state at every frame, in one stream and in a batch of three.
+#[test]
+fn equals_onnx_runtime_on_the_same_model() {
+    use ort::value::Tensor;
+
+    let mut session = common::runtime()
+        .session("silero-oracle", &common::models().silero_vad().unwrap())
+        .unwrap();
+    let vad = vad();
+    let mut signal = beckett();
+    signal.extend(noise(2.0, 0.1));
+    let (mut state, mut context) = (vec![0.0f32; 2 * 128], vec![0.0f32; 64]);
+    let mut ours = StreamState::default();
+    let mut batch = vec![StreamState::default(); 3];
+    let (mut worst_probability, mut worst_state) = (0.0f32, 0.0f32);
+    for frame in signal.chunks_exact(FRAME) {
+        let mut input = context.clone();
+        input.extend_from_slice(frame);
+        let outputs = session
+            .run(ort::inputs![
+                "input" => Tensor::from_array(([1usize, 64 + FRAME], input)).unwrap(),
+                "state" => Tensor::from_array(([2usize, 1, 128], state.clone())).unwrap(),
+                "sr" => Tensor::from_array(ndarray::arr0(16_000i64)).unwrap(),
+            ])
+            .unwrap();
+        let expected = outputs["output"].try_extract_tensor::<f32>().unwrap().1[0];
+        state = outputs["stateN"]
+            .try_extract_tensor::<f32>()
+            .unwrap()
+            .1
+            .to_vec();
+        context = frame[FRAME - 64..].to_vec();
+
+        let probability = vad.infer(&mut [&mut ours], &[frame]).unwrap()[0];
+        let mut refs: Vec<&mut StreamState> = batch.iter_mut().collect();
+        let batched = vad.infer(&mut refs, &[frame; 3]).unwrap();
+        for p in std::iter::once(probability).chain(batched) {
+            worst_probability = worst_probability.max((p - expected).abs());
+        }
+        for lstm in std::iter::once(&ours).chain(&batch).map(StreamState::lstm) {
+            let differs = lstm.iter().zip(&state).map(|(a, b)| (a - b).abs());
+            worst_state = differs.fold(worst_state, f32::max);
+        }
+    }
+    assert!(
+        worst_probability < 1e-5,
+        "probability differs by {worst_probability}"
+    );
+    assert!(worst_state < 1e-4, "state differs by {worst_state}");
 }
 
 #[test]

@@ -516,7 +516,7 @@ impl Session {
         // (time to first audio), and ahead of other streams' later sentences on the
         // engine: those only keep audio flowing that is already playing.
         let urgent = std::mem::take(&mut self.fresh);
-        if urgent && let Some((head, tail)) = super::text::first_clause(&sentence) {
+        if urgent && let Some((head, tail)) = engines::piper::first_clause(&sentence) {
             self.queue.push_front(tail);
             sentence = head;
         }
