@@ -1,8 +1,15 @@
 //! Piper (VITS) text-to-speech: normalised text → espeak-ng IPA phonemes → Piper phoneme ids
-//! (`^ (phoneme _)* $`) → one ONNX run per sentence at the voice's rate (22.05 kHz for
-//! the fetched voice). Speed scales the length scale.
+//! (`^ (phoneme _)* $`) → the voice's encoder (text encoder, durations, flow) once per
+//! sentence → its HiFi-GAN decoder over the latent frames, at the voice's rate (22.05 kHz
+//! for the fetched voice). Speed scales the length scale.
+//!
+//! `models/fetch` splits the voice's graph in two at the decoder (`convert_piper.py`).
+//! The decoder is convolutions only, so a span of frames decodes on its own given
+//! [`CONTEXT_FRAMES`] on each side: a stream's first audio waits for the encoder and
+//! about 0.2 s of decoding, not the whole sentence's (the decoder is about 60% of it).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Mutex;
 
 use ort::session::Session;
@@ -61,14 +68,39 @@ pub fn first_clause(sentence: &str) -> Option<(String, String)> {
         .map(|(head, tail)| (head.trim().to_owned(), tail.trim().to_owned()))
 }
 
+/// Latent frames decoded on each side of a span for context. The decoder's receptive
+/// field: with 12 a span's audio already equals the whole decode to 1e-6 (measured on
+/// this voice); `engines/tests/tts.rs` holds spans to the whole.
+pub const CONTEXT_FRAMES: usize = 16;
+
+/// Frames in a stream's first piece of audio (0.23 s at 256 samples per frame and
+/// 22.05 kHz): short to decode, and long enough to cover decoding the rest of a clause.
+pub const FIRST_PIECE_FRAMES: usize = 20;
+
+/// A sentence after the encoder: `channels × frames`, row-major.
+pub struct Latent {
+    channels: usize,
+    frames: usize,
+    values: Vec<f32>,
+}
+
+impl Latent {
+    /// Frames of audio (each one decoder hop, 256 samples for Piper voices).
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+}
+
 pub struct PiperVoice {
-    session: Mutex<Session>,
+    encoder: Mutex<Session>,
+    decoder: Mutex<Session>,
     config: VoiceConfig,
 }
 
 impl PiperVoice {
     pub fn load(runtime: &Runtime, models: &ModelDir) -> EngineResult<PiperVoice> {
-        let model = models.file(ENGINE_ID, "piper-joe/en_US-joe-medium.onnx")?;
+        let encoder = models.file(ENGINE_ID, "piper-joe/split/encoder.onnx")?;
+        let decoder = models.file(ENGINE_ID, "piper-joe/split/decoder.onnx")?;
         let config_path = models.file(ENGINE_ID, "piper-joe/en_US-joe-medium.onnx.json")?;
         let unusable = |reason: String| EngineError::ModelUnavailable {
             id: ENGINE_ID.into(),
@@ -82,12 +114,10 @@ impl PiperVoice {
                 return Err(unusable(format!("phoneme map lacks `{required}`")));
             }
         }
+        let threads = runtime.latency_threads();
         Ok(PiperVoice {
-            session: Mutex::new(runtime.session_threads(
-                ENGINE_ID,
-                &model,
-                runtime.latency_threads(),
-            )?),
+            encoder: Mutex::new(runtime.session_threads(ENGINE_ID, &encoder, threads)?),
+            decoder: Mutex::new(runtime.session_threads(ENGINE_ID, &decoder, threads)?),
             config,
         })
     }
@@ -139,6 +169,14 @@ impl PiperVoice {
     /// Mono samples in [-1, 1] at `sample_rate()` for one sentence (or any short text).
     /// `speed` > 1 speaks faster.
     pub fn synthesize(&self, text: &str, speed: f32) -> EngineResult<Vec<f32>> {
+        match self.encode(text, speed)? {
+            Some(latent) => self.decode(&latent, 0..latent.frames),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The encoder's latent for one sentence; `None` when it has nothing to say.
+    pub fn encode(&self, text: &str, speed: f32) -> EngineResult<Option<Latent>> {
         if !(0.25..=4.0).contains(&speed) {
             return Err(EngineError::InvalidInput(format!(
                 "speed {speed} outside 0.25..4"
@@ -147,7 +185,7 @@ impl PiperVoice {
         let phonemes = phonemize(&normalize(text), &self.config.espeak.voice)?;
         let ids = self.phoneme_ids(&phonemes);
         if ids.len() <= 2 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let length = ids.len();
         let inference = &self.config.inference;
@@ -161,14 +199,50 @@ impl PiperVoice {
             "input_lengths" => Tensor::from_array(([1usize], vec![length as i64]))?,
             "scales" => Tensor::from_array(([3usize], scales))?,
         ];
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| EngineError::Inference("TTS session poisoned".into()))?;
+        let mut session = lock(&self.encoder)?;
         let outputs = session.run(inputs)?;
-        let (_, audio) = outputs["output"].try_extract_tensor::<f32>()?;
-        Ok(audio.iter().map(|s| s.clamp(-1.0, 1.0)).collect())
+        let (shape, values) = outputs["latent"].try_extract_tensor::<f32>()?;
+        let &[1, channels, frames] = &shape[..] else {
+            return Err(EngineError::Inference(format!("latent of shape {shape:?}")));
+        };
+        let (channels, frames) = (channels as usize, frames as usize);
+        Ok((frames > 0).then(|| Latent {
+            channels,
+            frames,
+            values: values.to_vec(),
+        }))
     }
+
+    /// The audio of `frames` of a latent, in [-1, 1]: decoded with up to
+    /// [`CONTEXT_FRAMES`] more on each side, which are cut off again. Consecutive ranges
+    /// join into the audio of their union.
+    pub fn decode(&self, latent: &Latent, frames: Range<usize>) -> EngineResult<Vec<f32>> {
+        if frames.is_empty() || frames.end > latent.frames {
+            return Err(EngineError::InvalidInput(format!(
+                "frames {frames:?} of a {}-frame latent",
+                latent.frames
+            )));
+        }
+        let span = frames.start.saturating_sub(CONTEXT_FRAMES)
+            ..(frames.end + CONTEXT_FRAMES).min(latent.frames);
+        let mut slice = Vec::with_capacity(latent.channels * span.len());
+        for row in latent.values.chunks_exact(latent.frames) {
+            slice.extend_from_slice(&row[span.clone()]);
+        }
+        let input = Tensor::from_array(([1usize, latent.channels, span.len()], slice))?;
+        let mut session = lock(&self.decoder)?;
+        let outputs = session.run(ort::inputs!["latent" => input])?;
+        let (_, audio) = outputs["output"].try_extract_tensor::<f32>()?;
+        let hop = audio.len() / span.len();
+        let keep = (frames.start - span.start) * hop..(frames.end - span.start) * hop;
+        Ok(audio[keep].iter().map(|s| s.clamp(-1.0, 1.0)).collect())
+    }
+}
+
+fn lock(session: &Mutex<Session>) -> EngineResult<std::sync::MutexGuard<'_, Session>> {
+    session
+        .lock()
+        .map_err(|_| EngineError::Inference("TTS session poisoned".into()))
 }
 
 #[cfg(test)]

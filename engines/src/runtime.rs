@@ -60,7 +60,7 @@ impl Runtime {
 
     /// A session for one model file.
     pub fn session(&self, id: &str, model: &Path) -> EngineResult<Session> {
-        self.session_threads(id, model, self.config.intra_threads)
+        self.build(id, model, self.config.intra_threads, true)
     }
 
     /// Intra-op threads for a latency-bound engine that runs one request at a time
@@ -76,19 +76,33 @@ impl Runtime {
         self.config.intra_threads.max(cores.min(2))
     }
 
-    /// A session with its own intra-op thread count.
+    /// A session with its own intra-op thread count, whose threads do not spin after a
+    /// run: such sessions take turns with others on the same cores (Piper's encoder,
+    /// then its decoder), and a pool spinning after its run takes the cores from the
+    /// next session's threads. Measured on 2 cores with piper-tts's onnxruntime: a
+    /// sentence through encoder then decoder 130 ms spinning, 85 ms not (84 ms as one
+    /// graph).
     pub fn session_threads(&self, id: &str, model: &Path, threads: usize) -> EngineResult<Session> {
+        self.build(id, model, threads, false)
+    }
+
+    fn build(&self, id: &str, model: &Path, threads: usize, spin: bool) -> EngineResult<Session> {
         let unavailable = |e: ort::Error| EngineError::ModelUnavailable {
             id: id.to_owned(),
             reason: e.to_string(),
         };
         let mut builder = Session::builder(self.environment)
             .map_err(unavailable)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| unavailable(e.into()))?;
         if threads > 0 {
             builder = builder
                 .with_intra_threads(threads)
+                .map_err(|e| unavailable(e.into()))?;
+        }
+        if !spin {
+            builder = builder
+                .with_intra_op_spinning(false)
                 .map_err(|e| unavailable(e.into()))?;
         }
         builder.commit_from_file(model).map_err(unavailable)

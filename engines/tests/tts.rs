@@ -61,3 +61,45 @@ fn synthesizes_speech_in_one_voice_and_honours_speed() {
     assert!(voice.synthesize("", 1.0).unwrap().is_empty());
     assert!(voice.synthesize("x", 9.0).is_err());
 }
+
+/// A sentence decoded in spans (a stream's short first piece, then the rest; or many
+/// small ones) is the sentence decoded whole: the spans' context frames make the seams
+/// invisible. Spans too short for context on both sides and a bad range are covered.
+#[test]
+fn decoding_in_spans_equals_decoding_whole() {
+    let (runtime, models) = (common::runtime(), common::models());
+    let voice = PiperVoice::load(&runtime, &models).unwrap();
+    let latent = voice
+        .encode(
+            "When the meeting ends, please send the notes to everyone.",
+            1.0,
+        )
+        .unwrap()
+        .expect("speech");
+    let frames = latent.frames();
+    assert!(frames > 100, "{frames} frames");
+    let whole = voice.decode(&latent, 0..frames).unwrap();
+    assert_eq!(whole.len() % frames, 0);
+    for cuts in [
+        vec![20],
+        vec![3, 40, 41, frames - 2],
+        (7..frames).step_by(7).collect(),
+    ] {
+        let mut bounds = vec![0];
+        bounds.extend(&cuts);
+        bounds.push(frames);
+        let mut joined = Vec::new();
+        for span in bounds.windows(2) {
+            joined.extend(voice.decode(&latent, span[0]..span[1]).unwrap());
+        }
+        assert_eq!(joined.len(), whole.len());
+        let worst = joined
+            .iter()
+            .zip(&whole)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "spans at {cuts:?} differ by {worst}");
+    }
+    assert!(voice.decode(&latent, 5..5).is_err());
+    assert!(voice.decode(&latent, 0..frames + 1).is_err());
+}
