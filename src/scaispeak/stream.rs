@@ -12,8 +12,9 @@
 //! client can play each frame as it arrives and never underruns nor buffers seconds.
 //!
 //! One sentence synthesizes at a time per session while the previous one is sent; the
-//! very first is split after its first clause, and that clause is framed 100 ms first,
-//! so audio starts sooner. The sentence
+//! very first is split after its first clause, and on the local voice that clause's
+//! first 0.23 s comes from the engine before the rest is decoded (elsewhere the clause
+//! is framed 100 ms first), so audio starts sooner. The sentence
 //! queue is bounded (4413 past it), and sends time out on a client that does not read.
 
 use std::collections::VecDeque;
@@ -144,7 +145,13 @@ struct Spoken {
     /// their rate.
     rest: Vec<f32>,
     rate: u32,
+    /// The rest of a first clause still being synthesized, when its first piece came
+    /// ahead of it from the engine.
+    pending: Option<Pending>,
 }
+
+/// The synthesis of a first clause's rest, running on after its first piece.
+type Pending = tokio::task::JoinHandle<ApiResult<Vec<f32>>>;
 
 /// A stream's first clause is framed in two steps, its first 100 ms first, so its first
 /// packet leaves before the whole clause is resampled and encoded (about 4.5 ms for a
@@ -176,6 +183,7 @@ async fn frame(
             frames,
             rest,
             rate,
+            pending: None,
         });
         (Some(framer), spoken)
     })
@@ -520,6 +528,10 @@ impl Session {
             self.queue.push_front(tail);
             sentence = head;
         }
+        if urgent && self.backend == Backend::A && self.profile.is_none() {
+            self.start_first_piece(sentence);
+            return;
+        }
         let (state, backend, speed) = (self.state.clone(), self.backend, self.speed);
         let profile = self.profile.clone();
         let (output, out_rate) = (self.output, self.out_rate);
@@ -544,6 +556,62 @@ impl Session {
         }));
     }
 
+    /// A stream's first clause on the local voice: its first piece of audio (about
+    /// 0.23 s) comes from the engine as soon as the encoder and a short span of the
+    /// decoder have run, and is framed while the rest is decoded.
+    fn start_first_piece(&mut self, sentence: String) {
+        let Some(rate) = self.state.scaispeak.local.as_ref().map(|l| l.sample_rate()) else {
+            let error = ApiError::new(
+                ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE,
+                "backend A is not usable",
+            );
+            let framer = self.framer.take();
+            self.running = Some(Box::pin(async move { (framer, Err(error)) }));
+            return;
+        };
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (state, speed, characters) = (self.state.clone(), self.speed, sentence.chars().count());
+        let job: Pending = tokio::spawn(async move {
+            let local = state.scaispeak.local.as_ref().expect("checked above");
+            Ok(local.sentence_first_piece(sentence, speed, sender).await?)
+        });
+        let (output, out_rate) = (self.output, self.out_rate);
+        let framer = self.framer.take();
+        self.running = Some(Box::pin(async move {
+            let (first, pending) = match receiver.await {
+                Ok(first) => (first, Some(job)),
+                // No first piece: the synthesis failed, or had nothing to say.
+                Err(_) => match job.await {
+                    Ok(Ok(_)) => (Vec::new(), None),
+                    Ok(Err(error)) => return (framer, Err(error)),
+                    Err(error) => return (framer, Err(ApiError::internal(error))),
+                },
+            };
+            let usage = (characters, first.len() as f64 / f64::from(rate));
+            let head = first.len();
+            let (framer, framed) =
+                frame(framer, (output, rate, out_rate), first, usage, head).await;
+            let framed = framed.map(|spoken| Spoken { pending, ..spoken });
+            (framer, framed)
+        }));
+    }
+
+    /// Frames the rest of a first clause once the engine has it (its seconds count
+    /// toward usage; its characters came with the first piece).
+    fn frame_pending(&mut self, pending: Pending, rate: u32) {
+        let framer = self.framer.take();
+        let formats = (self.output, rate, self.out_rate);
+        self.running = Some(Box::pin(async move {
+            let rest = match pending.await {
+                Ok(Ok(rest)) => rest,
+                Ok(Err(error)) => return (framer, Err(error)),
+                Err(error) => return (framer, Err(ApiError::internal(error))),
+            };
+            let (seconds, head) = (rest.len() as f64 / f64::from(rate.max(1)), rest.len());
+            frame(framer, formats, rest, (0, seconds), head).await
+        }));
+    }
+
     /// Frames the rest of a clause whose head is on its way; the next sentence waits for
     /// it (one running at a time keeps the frames in order).
     fn frame_rest(&mut self, rest: Vec<f32>, rate: u32) {
@@ -563,7 +631,9 @@ impl Session {
         self.characters += spoken.characters;
         self.seconds += spoken.seconds;
         self.outbox.extend(spoken.frames);
-        if !spoken.rest.is_empty() {
+        if let Some(pending) = spoken.pending {
+            self.frame_pending(pending, spoken.rate);
+        } else if !spoken.rest.is_empty() {
             self.frame_rest(spoken.rest, spoken.rate);
         }
         Ok(())
