@@ -175,25 +175,6 @@ impl PiperVoice {
         }
     }
 
-    /// One sentence with its first [`FIRST_PIECE_FRAMES`] handed to `first` as soon as
-    /// they are decoded; returns the rest. When `first` returns false (its receiver has
-    /// gone) the rest is not decoded.
-    pub fn synthesize_first_piece(
-        &self,
-        text: &str,
-        speed: f32,
-        first: impl FnOnce(Vec<f32>) -> bool,
-    ) -> EngineResult<Vec<f32>> {
-        let Some(latent) = self.encode(text, speed)? else {
-            return Ok(Vec::new());
-        };
-        let split = FIRST_PIECE_FRAMES.min(latent.frames);
-        if !first(self.decode(&latent, 0..split)?) || split == latent.frames {
-            return Ok(Vec::new());
-        }
-        self.decode(&latent, split..latent.frames)
-    }
-
     /// The encoder's latent for one sentence; `None` when it has nothing to say.
     pub fn encode(&self, text: &str, speed: f32) -> EngineResult<Option<Latent>> {
         if !(0.25..=4.0).contains(&speed) {

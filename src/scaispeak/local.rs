@@ -6,23 +6,31 @@ use std::sync::Arc;
 
 use engines::batcher::Batcher;
 use engines::node::Node;
+use engines::piper::{FIRST_PIECE_FRAMES, Latent};
 use engines::{EngineError, EngineResult};
-use tokio::sync::oneshot;
 
 /// Sentences waiting for the synthesis thread at most.
 const QUEUE: usize = 64;
 
-/// One sentence and its speed; with `first_piece`, its first piece of audio goes there
-/// as soon as it is decoded and the response is the rest.
-struct Request {
-    text: String,
-    speed: f32,
-    first_piece: Option<oneshot::Sender<Vec<f32>>>,
+enum Request {
+    /// A whole sentence at a speed.
+    Sentence(String, f32),
+    /// A stream's first clause: the encoder and the first [`FIRST_PIECE_FRAMES`] only.
+    FirstPiece(String, f32),
+    /// The frames of a first clause after its first piece.
+    Rest(Continuation),
 }
+
+/// What is left of a sentence after its first piece: the latent and the first frame
+/// not yet decoded.
+pub struct Continuation(Latent, usize);
+
+/// Audio, and for a first piece what is left to decode.
+type Response = (Vec<f32>, Option<Continuation>);
 
 pub struct LocalTts {
     node: Arc<Node>,
-    batcher: Batcher<Request, Vec<f32>>,
+    batcher: Batcher<Request, Response>,
 }
 
 impl LocalTts {
@@ -32,21 +40,12 @@ impl LocalTts {
             return Ok(None);
         }
         let worker_node = node.clone();
-        let run = move |requests: Vec<Request>| -> Vec<EngineResult<Vec<f32>>> {
+        let run = move |requests: Vec<Request>| -> Vec<EngineResult<Response>> {
             requests
                 .into_iter()
-                .map(|request| {
-                    let Some(voice) = &worker_node.tts else {
-                        return Err(EngineError::Inference("no voice loaded".into()));
-                    };
-                    match request.first_piece {
-                        None => voice.synthesize(&request.text, request.speed),
-                        Some(sender) => {
-                            voice.synthesize_first_piece(&request.text, request.speed, |piece| {
-                                sender.send(piece).is_ok()
-                            })
-                        }
-                    }
+                .map(|request| match &worker_node.tts {
+                    Some(voice) => run(voice, request),
+                    None => Err(EngineError::Inference("no voice loaded".into())),
                 })
                 .collect()
         };
@@ -63,31 +62,50 @@ impl LocalTts {
     /// Mono samples of one sentence at `sample_rate()`. `urgent`: a stream's first
     /// audio, synthesized ahead of sentences that only keep a playing stream fed.
     pub async fn sentence(&self, text: String, speed: f32, urgent: bool) -> EngineResult<Vec<f32>> {
-        let request = Request {
-            text,
-            speed,
-            first_piece: None,
+        let request = Request::Sentence(text, speed);
+        let (samples, _) = match urgent {
+            true => self.batcher.submit_urgent(request).await?,
+            false => self.batcher.submit(request).await?,
         };
-        match urgent {
-            true => self.batcher.submit_urgent(request).await,
-            false => self.batcher.submit(request).await,
-        }
+        Ok(samples)
     }
 
-    /// A stream's first audio: the sentence ahead of other streams' later sentences,
-    /// its first piece (about 0.23 s) sent to `first_piece` once decoded, before the
-    /// rest, which is the result. Nothing is sent when the text has nothing to say.
-    pub async fn sentence_first_piece(
+    /// A stream's first audio: the first piece (about 0.23 s) of a sentence, ahead of
+    /// other streams' later sentences, and what is left of it. The rest is a separate
+    /// turn on the engine ([`LocalTts::rest`]), so other streams' first pieces waiting
+    /// in the urgent lane go before it.
+    pub async fn first_piece(
         &self,
         text: String,
         speed: f32,
-        first_piece: oneshot::Sender<Vec<f32>>,
-    ) -> EngineResult<Vec<f32>> {
-        let request = Request {
-            text,
-            speed,
-            first_piece: Some(first_piece),
-        };
-        self.batcher.submit_urgent(request).await
+    ) -> EngineResult<(Vec<f32>, Option<Continuation>)> {
+        self.batcher
+            .submit_urgent(Request::FirstPiece(text, speed))
+            .await
+    }
+
+    /// The rest of a sentence after its first piece (urgent: its first piece is
+    /// already playing).
+    pub async fn rest(&self, continuation: Continuation) -> EngineResult<Vec<f32>> {
+        let request = Request::Rest(continuation);
+        Ok(self.batcher.submit_urgent(request).await?.0)
+    }
+}
+
+fn run(voice: &engines::piper::PiperVoice, request: Request) -> EngineResult<Response> {
+    match request {
+        Request::Sentence(text, speed) => Ok((voice.synthesize(&text, speed)?, None)),
+        Request::FirstPiece(text, speed) => {
+            let Some(latent) = voice.encode(&text, speed)? else {
+                return Ok((Vec::new(), None));
+            };
+            let split = FIRST_PIECE_FRAMES.min(latent.frames());
+            let first = voice.decode(&latent, 0..split)?;
+            let rest = (split < latent.frames()).then_some(Continuation(latent, split));
+            Ok((first, rest))
+        }
+        Request::Rest(Continuation(latent, from)) => {
+            Ok((voice.decode(&latent, from..latent.frames())?, None))
+        }
     }
 }

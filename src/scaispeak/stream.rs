@@ -569,24 +569,23 @@ impl Session {
             self.running = Some(Box::pin(async move { (framer, Err(error)) }));
             return;
         };
-        let (sender, receiver) = tokio::sync::oneshot::channel();
         let (state, speed, characters) = (self.state.clone(), self.speed, sentence.chars().count());
-        let job: Pending = tokio::spawn(async move {
-            let local = state.scaispeak.local.as_ref().expect("checked above");
-            Ok(local.sentence_first_piece(sentence, speed, sender).await?)
-        });
         let (output, out_rate) = (self.output, self.out_rate);
         let framer = self.framer.take();
         self.running = Some(Box::pin(async move {
-            let (first, pending) = match receiver.await {
-                Ok(first) => (first, Some(job)),
-                // No first piece: the synthesis failed, or had nothing to say.
-                Err(_) => match job.await {
-                    Ok(Ok(_)) => (Vec::new(), None),
-                    Ok(Err(error)) => return (framer, Err(error)),
-                    Err(error) => return (framer, Err(ApiError::internal(error))),
-                },
+            let local = state.scaispeak.local.as_ref().expect("checked above");
+            let (first, continuation) = match local.first_piece(sentence, speed).await {
+                Ok(piece) => piece,
+                Err(error) => return (framer, Err(error.into())),
             };
+            // The rest queues behind other streams' first pieces, and is decoded while
+            // this piece is framed and sent.
+            let pending: Option<Pending> = continuation.map(|continuation| {
+                tokio::spawn(async move {
+                    let local = state.scaispeak.local.as_ref().expect("checked above");
+                    Ok(local.rest(continuation).await?)
+                })
+            });
             let usage = (characters, first.len() as f64 / f64::from(rate));
             let head = first.len();
             let (framer, framed) =
