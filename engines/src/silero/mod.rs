@@ -95,28 +95,36 @@ impl SileroVad {
 
     /// Probabilities for every whole frame of a 16 kHz mono signal, from a fresh state:
     /// equal to frame-by-frame `infer`, with the encoder and the input half of the LSTM
-    /// run over all frames at once, and only the recurrence frame by frame.
+    /// run over a block of frames at once, and only the recurrence frame by frame.
+    /// Blocks bound the memory an hour-long recording takes (the encoder's gathered
+    /// taps are about three times the samples).
     pub fn probabilities(&self, samples: &[f32]) -> EngineResult<Vec<f32>> {
+        /// Frames per block (8 s).
+        const BLOCK: usize = 256;
         let frames = samples.len() / FRAME;
-        let mut windows = Vec::with_capacity(frames * WINDOW);
-        for index in 0..frames {
-            match index {
-                0 => windows.extend_from_slice(&[0.0; CONTEXT]),
-                _ => windows.extend_from_slice(&samples[index * FRAME - CONTEXT..index * FRAME]),
-            }
-            windows.extend_from_slice(&samples[index * FRAME..(index + 1) * FRAME]);
-        }
-        let gates = self.net.input_gates(&self.net.encode(&windows));
         let (mut h, mut c) = ([0.0f32; HIDDEN], [0.0f32; HIDDEN]);
         let mut step = vec![0.0f32; 4 * HIDDEN];
-        Ok(gates
-            .chunks_exact(4 * HIDDEN)
-            .map(|input| {
+        let mut result = Vec::with_capacity(frames);
+        let mut windows = Vec::with_capacity(BLOCK.min(frames) * WINDOW);
+        for block in (0..frames).step_by(BLOCK) {
+            windows.clear();
+            for index in block..(block + BLOCK).min(frames) {
+                match index {
+                    0 => windows.extend_from_slice(&[0.0; CONTEXT]),
+                    _ => {
+                        windows.extend_from_slice(&samples[index * FRAME - CONTEXT..index * FRAME])
+                    }
+                }
+                windows.extend_from_slice(&samples[index * FRAME..(index + 1) * FRAME]);
+            }
+            let gates = self.net.input_gates(&self.net.encode(&windows));
+            for input in gates.chunks_exact(4 * HIDDEN) {
                 step.copy_from_slice(input);
                 self.net.add_hidden_gates(&h, &mut step);
-                self.net.cell(&mut step, &mut h, &mut c)
-            })
-            .collect())
+                result.push(self.net.cell(&mut step, &mut h, &mut c));
+            }
+        }
+        Ok(result)
     }
 }
 
