@@ -949,6 +949,95 @@ async fn save_to_writes_the_users_drive_with_its_rules() {
     assert_error(status, &body_, 404, "SCAISPEAK_SCAIDRIVE_NOT_AVAILABLE");
 }
 
+/// A file that appears in the drive while a `save_to` job waits for a worker fails the
+/// job (`drive conflict`) and is left as it was: the overwrite rule is checked again when
+/// the job writes, not only when it is queued. The job waits because the API process
+/// runs no workers; a separate `scaigrid worker` on the same data picks it up.
+#[tokio::test]
+async fn a_file_that_appears_while_a_save_to_job_waits_fails_the_job() {
+    let server = Server::start_with(Options {
+        config_toml: Some("[jobs]\nworkers = 0\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let tenant = server.tenant("late").await;
+    server
+        .post(
+            "/v1/modules/scaispeak/enable",
+            Some(&tenant.admin_key),
+            json!({}),
+        )
+        .await;
+    let (status, user) = server
+        .post(
+            "/v1/users",
+            Some(ADMIN_KEY),
+            json!({"email": "late@drive.test", "password": "correct horse battery",
+                "tenant_id": tenant.id, "roles": ["member"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{user}");
+    let (_, login) = server
+        .post(
+            "/v1/auth/token",
+            None,
+            json!({"email": "late@drive.test", "password": "correct horse battery"}),
+        )
+        .await;
+    let jwt = login["access_token"].as_str().unwrap().to_owned();
+    let save_to = json!({"folder": "jobs", "filename": "late.wav", "overwrite": false});
+    let (status, job) = read(
+        speak(
+            &server,
+            &jwt,
+            json!({"text": "Queued first, written last.", "async": true, "save_to": save_to}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    // The same name, written now by a request that does not wait.
+    let (status, saved) = read(
+        speak(
+            &server,
+            &jwt,
+            json!({"text": "I was here first.", "save_to": save_to}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{saved}");
+    let file = server
+        .data_dir
+        .join("objects/tenants")
+        .join(&tenant.id)
+        .join("drive")
+        .join(user["id"].as_str().unwrap())
+        .join("jobs/late.wav");
+    let before = std::fs::read(&file).unwrap();
+    let (_, waiting) = server
+        .get(&format!("/v1/modules/scaispeak/jobs/{id}"), Some(&jwt))
+        .await;
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+
+    let _worker = Server::start_with(Options {
+        command: "worker",
+        data_dir: Some(server.data_dir.clone()),
+        config_toml: Some("[jobs]\nworkers = 1\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let done = finished_job(&server, &jwt, &id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["status_reason"], "drive conflict", "{done}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "the file was overwritten"
+    );
+}
+
 /// A synth job's view once it has succeeded or failed.
 async fn finished_job(server: &Server, token: &str, id: &str) -> Value {
     for _ in 0..240 {
