@@ -45,6 +45,35 @@ pub fn admit(id: &str, needed_mb: u64, available_mb: u64) -> EngineResult<()> {
     Ok(())
 }
 
+/// Free memory of the device in MB: the host's for the CPU; for a GPU what
+/// `nvidia-smi` reports free on it (the driver's tool; the CUDA runtime is not linked
+/// here). A GPU whose free memory cannot be read admits every model: its sessions then
+/// fail on their own if they do not fit, and the failure is listed.
+pub fn device_available_mb(device: Device) -> u64 {
+    match device {
+        Device::Cpu => host_available_mb(),
+        Device::Cuda { device_id } => std::process::Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=index,memory.free",
+                "--format=csv,noheader,nounits",
+            ])
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .and_then(|output| gpu_free_mb(&String::from_utf8_lossy(&output.stdout), device_id))
+            .unwrap_or(u64::MAX),
+    }
+}
+
+/// The free MB of GPU `device_id` in `nvidia-smi --query-gpu=index,memory.free
+/// --format=csv,noheader,nounits` output (`0, 15102` per line).
+fn gpu_free_mb(text: &str, device_id: i32) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (index, free) = line.split_once(',')?;
+        (index.trim().parse::<i32>().ok()? == device_id).then(|| free.trim().parse().ok())?
+    })
+}
+
 /// Free memory of the host in MB (`MemAvailable`), for CPU inference.
 pub fn host_available_mb() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -154,7 +183,7 @@ impl Node {
                 let mut loader = Loader {
                     runtime,
                     models,
-                    available_mb: host_available_mb(),
+                    available_mb: device_available_mb(config.device),
                     loaded: Vec::new(),
                     failures: Vec::new(),
                 };
@@ -216,6 +245,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(host_available_mb() > 0);
+    }
+
+    #[test]
+    fn gpu_free_memory_is_read_per_device() {
+        let text = "0, 15102\n1, 812\n";
+        assert_eq!(gpu_free_mb(text, 0), Some(15_102));
+        assert_eq!(gpu_free_mb(text, 1), Some(812));
+        assert_eq!(gpu_free_mb(text, 2), None);
+        assert_eq!(gpu_free_mb("No devices were found\n", 0), None);
+        assert_eq!(gpu_free_mb("0, [N/A]\n", 0), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use ort::ep::{CUDA, ExecutionProvider};
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 
@@ -34,14 +35,11 @@ pub struct Runtime {
 static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
 impl Runtime {
+    /// Loads the library (once per process). With `Device::Cuda` the library must have
+    /// been built with CUDA's execution provider (an onnxruntime-gpu build); sessions
+    /// then run on that GPU, and one that cannot start there (no driver, no device) is
+    /// an error rather than a silent fall back to the CPU.
     pub fn init(config: RuntimeConfig) -> EngineResult<Runtime> {
-        if let Device::Cuda { .. } = config.device {
-            return Err(EngineError::DeviceUnavailable(
-                "this build has no CUDA execution provider (the CPU library from models/fetch); \
-                 install the onnxruntime-gpu library and build with CUDA support"
-                    .into(),
-            ));
-        }
         let environment = ENVIRONMENT
             .get_or_init(|| {
                 ort::init_from(&config.library)
@@ -52,6 +50,17 @@ impl Runtime {
             })
             .as_ref()
             .map_err(|e| EngineError::Runtime(e.clone()))?;
+        if let Device::Cuda { .. } = config.device {
+            let built_with_cuda =
+                CUDA::is_available().map_err(|e| EngineError::Runtime(e.to_string()))?;
+            if !built_with_cuda {
+                return Err(EngineError::DeviceUnavailable(format!(
+                    "{} has no CUDA execution provider (models/fetch installs the CPU build); \
+                     put an onnxruntime-gpu build's library there, or use device `cpu`",
+                    config.library.display()
+                )));
+            }
+        }
         Ok(Runtime {
             environment,
             config,
@@ -104,6 +113,15 @@ impl Runtime {
             builder = builder
                 .with_intra_op_spinning(false)
                 .map_err(|e| unavailable(e.into()))?;
+        }
+        if let Device::Cuda { device_id } = self.config.device {
+            let cuda = CUDA::default()
+                .with_device_id(device_id)
+                .build()
+                .error_on_failure();
+            builder = builder.with_execution_providers([cuda]).map_err(|e| {
+                EngineError::DeviceUnavailable(format!("CUDA device {device_id} for `{id}`: {e}"))
+            })?;
         }
         builder.commit_from_file(model).map_err(unavailable)
     }
