@@ -163,7 +163,8 @@ fn exp(x: f32) -> f32 {
     // Adding and removing 1.5·2^23 rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
@@ -172,8 +173,11 @@ fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    // n is in [-126, 127] after the clamp: a normal power of two.
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // n is in [-126, 127] after the clamp: a normal power of two. It is read from the
+    // bits of `shifted` (whose last mantissa bits count in ones), not cast: `n as i32`
+    // saturates, and its per-value compares kept the loops from vectorizing.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    e * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
 #[cfg(target_arch = "x86_64")]

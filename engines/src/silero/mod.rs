@@ -6,6 +6,7 @@
 //! `engines/tests/vad.rs` holds the two to the same probabilities and state.
 
 mod net;
+mod winograd;
 
 use crate::error::{EngineError, EngineResult};
 use crate::models::ModelDir;
