@@ -77,6 +77,35 @@ impl Dense {
 
     /// `out += x·W` (no bias).
     pub fn accumulate(&self, x: &[f32], out: &mut [f32]) {
+        self.check_shapes(x, out);
+        #[cfg(target_arch = "x86_64")]
+        if avx2_fma() {
+            // SAFETY: the CPU has both features `accumulate_avx2` is compiled for.
+            unsafe { accumulate_avx2(self, x, out) };
+            return;
+        }
+        accumulate_rows::<false>(self, x, out);
+    }
+
+    /// `out = x·W + bias` for rows that are mostly zero (a ReLU's output): each row's
+    /// zero inputs are skipped. Only the AVX2 build skips; elsewhere this is
+    /// [`Dense::forward`].
+    pub fn forward_sparse(&self, x: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2_fma() && self.outputs.is_multiple_of(SPARSE_GROUP * LANES) {
+            self.check_shapes(x, out);
+            for row in out.chunks_exact_mut(self.outputs) {
+                row.copy_from_slice(&self.bias);
+            }
+            // SAFETY: the CPU has both features `sparse_avx2` is compiled for.
+            unsafe { sparse_avx2(self, x, out) };
+            return;
+        }
+        self.forward(x, out);
+    }
+
+    /// `x` must be whole rows of inputs and `out` the same number of rows of outputs.
+    fn check_shapes(&self, x: &[f32], out: &[f32]) {
         let rows = x.len() / self.inputs;
         assert!(
             x.len() == rows * self.inputs && out.len() == rows * self.outputs,
@@ -86,40 +115,6 @@ impl Dense {
             self.inputs,
             self.outputs
         );
-        #[cfg(target_arch = "x86_64")]
-        if avx2_fma() {
-            // SAFETY: the CPU has both features `accumulate_avx2` is compiled for.
-            unsafe { accumulate_avx2(self, x, out) };
-            return;
-        }
-        accumulate_rows::<false>(self, x, out);
-    }
-}
-
-impl Dense {
-    /// `out = x·W + bias` for rows that are mostly zero (a ReLU's output): each row's
-    /// zero inputs are skipped. Only the AVX2 build skips; elsewhere this is
-    /// [`Dense::forward`].
-    pub fn forward_sparse(&self, x: &[f32], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if avx2_fma() && self.outputs.is_multiple_of(SPARSE_GROUP * LANES) {
-            let rows = x.len() / self.inputs;
-            assert!(
-                x.len() == rows * self.inputs && out.len() == rows * self.outputs,
-                "{} inputs and {} outputs for a {}×{} layer",
-                x.len(),
-                out.len(),
-                self.inputs,
-                self.outputs
-            );
-            for row in out.chunks_exact_mut(self.outputs) {
-                row.copy_from_slice(&self.bias);
-            }
-            // SAFETY: the CPU has both features `sparse_avx2` is compiled for.
-            unsafe { sparse_avx2(self, x, out) };
-            return;
-        }
-        self.forward(x, out);
     }
 }
 
