@@ -823,32 +823,7 @@ async fn long_or_async_texts_become_synth_jobs_with_downloadable_audio() {
 #[tokio::test]
 async fn save_to_writes_the_users_drive_with_its_rules() {
     let server = Server::start().await;
-    let tenant = server.tenant("drive").await;
-    server
-        .post(
-            "/v1/modules/scaispeak/enable",
-            Some(&tenant.admin_key),
-            json!({}),
-        )
-        .await;
-    let (status, user) = server
-        .post(
-            "/v1/users",
-            Some(ADMIN_KEY),
-            json!({"email": "writer@drive.test", "password": "correct horse battery",
-                "tenant_id": tenant.id, "roles": ["member"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{user}");
-    let (status, login) = server
-        .post(
-            "/v1/auth/token",
-            None,
-            json!({"email": "writer@drive.test", "password": "correct horse battery"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{login}");
-    let jwt = login["access_token"].as_str().unwrap().to_owned();
+    let (tenant, user, jwt) = drive_user(&server, "drive").await;
     let body = |overwrite: bool| {
         json!({"text": "Hello there.", "save_to": {"folder": "../notes/", "filename": "hello.wav",
             "overwrite": overwrite}})
@@ -960,31 +935,7 @@ async fn a_file_that_appears_while_a_save_to_job_waits_fails_the_job() {
         ..Options::default()
     })
     .await;
-    let tenant = server.tenant("late").await;
-    server
-        .post(
-            "/v1/modules/scaispeak/enable",
-            Some(&tenant.admin_key),
-            json!({}),
-        )
-        .await;
-    let (status, user) = server
-        .post(
-            "/v1/users",
-            Some(ADMIN_KEY),
-            json!({"email": "late@drive.test", "password": "correct horse battery",
-                "tenant_id": tenant.id, "roles": ["member"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{user}");
-    let (_, login) = server
-        .post(
-            "/v1/auth/token",
-            None,
-            json!({"email": "late@drive.test", "password": "correct horse battery"}),
-        )
-        .await;
-    let jwt = login["access_token"].as_str().unwrap().to_owned();
+    let (tenant, user, jwt) = drive_user(&server, "late").await;
     let save_to = json!({"folder": "jobs", "filename": "late.wav", "overwrite": false});
     let (status, job) = read(
         speak(
@@ -1036,6 +987,39 @@ async fn a_file_that_appears_while_a_save_to_job_waits_fails_the_job() {
         before,
         "the file was overwritten"
     );
+}
+
+/// A tenant `slug` with ScaiSpeak enabled and a member who signed in: the tenant, the
+/// user and the member's JWT (`save_to` takes JWTs only).
+async fn drive_user(server: &Server, slug: &str) -> (crate::support::TestTenant, Value, String) {
+    let tenant = server.tenant(slug).await;
+    server
+        .post(
+            "/v1/modules/scaispeak/enable",
+            Some(&tenant.admin_key),
+            json!({}),
+        )
+        .await;
+    let email = format!("writer@{slug}.test");
+    let (status, user) = server
+        .post(
+            "/v1/users",
+            Some(ADMIN_KEY),
+            json!({"email": email, "password": "correct horse battery",
+                "tenant_id": tenant.id, "roles": ["member"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{user}");
+    let (status, login) = server
+        .post(
+            "/v1/auth/token",
+            None,
+            json!({"email": email, "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    let jwt = login["access_token"].as_str().unwrap().to_owned();
+    (tenant, user, jwt)
 }
 
 /// A synth job's view once it has succeeded or failed.
