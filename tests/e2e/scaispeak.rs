@@ -831,13 +831,7 @@ async fn save_to_writes_the_users_drive_with_its_rules() {
     let (status, saved) = read(speak(&server, &jwt, body(false)).await).await;
     assert_eq!(status, 201, "{saved}");
     assert_eq!(saved["file"]["path"], "notes/hello.wav");
-    let file = server
-        .data_dir
-        .join("objects/tenants")
-        .join(&tenant.id)
-        .join("drive")
-        .join(user["id"].as_str().unwrap())
-        .join("notes/hello.wav");
+    let file = drive_file(&server, &tenant, &user, "notes/hello.wav");
     let audio = media::decode(&std::fs::read(&file).unwrap(), &Default::default()).unwrap();
     assert!(audio.duration_seconds() > 0.3);
     let (status, body_) = read(speak(&server, &jwt, body(false)).await).await;
@@ -959,13 +953,7 @@ async fn a_file_that_appears_while_a_save_to_job_waits_fails_the_job() {
     )
     .await;
     assert_eq!(status, 201, "{saved}");
-    let file = server
-        .data_dir
-        .join("objects/tenants")
-        .join(&tenant.id)
-        .join("drive")
-        .join(user["id"].as_str().unwrap())
-        .join("jobs/late.wav");
+    let file = drive_file(&server, &tenant, &user, "jobs/late.wav");
     let before = std::fs::read(&file).unwrap();
     let (_, waiting) = server
         .get(&format!("/v1/modules/scaispeak/jobs/{id}"), Some(&jwt))
@@ -1020,6 +1008,18 @@ async fn drive_user(server: &Server, slug: &str) -> (crate::support::TestTenant,
     assert_eq!(status, 200, "{login}");
     let jwt = login["access_token"].as_str().unwrap().to_owned();
     (tenant, user, jwt)
+}
+
+/// Where the local object store keeps `relative` in `user`'s drive.
+fn drive_file(
+    server: &Server,
+    tenant: &crate::support::TestTenant,
+    user: &Value,
+    relative: &str,
+) -> std::path::PathBuf {
+    let user_id = user["id"].as_str().unwrap();
+    let drive = format!("objects/tenants/{}/drive/{user_id}", tenant.id);
+    server.data_dir.join(drive).join(relative)
 }
 
 /// A synth job's view once it has succeeded or failed.
