@@ -44,7 +44,7 @@ impl LocalTts {
             requests
                 .into_iter()
                 .map(|request| match &worker_node.tts {
-                    Some(voice) => run(voice, request),
+                    Some(voice) => synthesize(voice, request),
                     None => Err(EngineError::Inference("no voice loaded".into())),
                 })
                 .collect()
@@ -92,7 +92,7 @@ impl LocalTts {
     }
 }
 
-fn run(voice: &engines::piper::PiperVoice, request: Request) -> EngineResult<Response> {
+fn synthesize(voice: &engines::piper::PiperVoice, request: Request) -> EngineResult<Response> {
     match request {
         Request::Sentence(text, speed) => Ok((voice.synthesize(&text, speed)?, None)),
         Request::FirstPiece(text, speed) => {
