@@ -231,11 +231,16 @@ pub async fn sentence(
             Ok((conditioned, rate))
         }
         (Backend::B, _, Some(relay)) => relay.speak(text, speed).await,
-        _ => Err(ApiError::new(
-            ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE,
-            format!("backend {} is not usable", backend.as_str()),
-        )),
+        _ => Err(backend_unavailable(backend)),
     }
+}
+
+/// `SCAISPEAK_BACKEND_UNAVAILABLE` for a backend this process cannot use.
+pub fn backend_unavailable(backend: Backend) -> ApiError {
+    ApiError::new(
+        ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE,
+        format!("backend {} is not usable", backend.as_str()),
+    )
 }
 
 /// Finished audio of a `/speak` request.

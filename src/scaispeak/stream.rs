@@ -561,10 +561,7 @@ impl Session {
     /// decoder have run, and is framed while the rest is decoded.
     fn start_first_piece(&mut self, sentence: String) {
         let Some(rate) = self.state.scaispeak.local.as_ref().map(|l| l.sample_rate()) else {
-            let error = ApiError::new(
-                ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE,
-                "backend A is not usable",
-            );
+            let error = super::backend_unavailable(Backend::A);
             let framer = self.framer.take();
             self.running = Some(Box::pin(async move { (framer, Err(error)) }));
             return;
