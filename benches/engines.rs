@@ -128,7 +128,15 @@ fn bench(c: &mut Criterion) {
     // synthesized on its own (`piper::first_clause`), and its first piece of audio
     // leaves after the encoder and a short span of the decoder. And the whole sentence,
     // for the real-time factor (its length varies from run to run: the mean of ten).
-    let voice = PiperVoice::load(&runtime, &models).unwrap();
+    let voice = PiperVoice::load(
+        &runtime,
+        &models,
+        &engines::phonemizer::PhonemizerCommand {
+            program: env!("CARGO_BIN_EXE_scaigrid").into(),
+            args: vec!["phonemizer".into()],
+        },
+    )
+    .unwrap();
     let sentence = PiperVoice::sentences(TTS_TEXT).remove(0);
     let (clause, _) = engines::piper::first_clause(&sentence).expect("a two-clause sentence");
     let samples: usize = (0..10)

@@ -57,6 +57,8 @@ pub struct AppState {
     pub openapi: OnceLock<String>,
     /// This process's WebRTC sessions.
     pub webrtc: crate::webrtc::Registry,
+    /// Upload memory and decode slots.
+    pub intake: crate::services::intake::AudioIntake,
 }
 
 impl AppState {
@@ -130,6 +132,10 @@ impl AppState {
                 .clone()
                 .map(|cluster| Arc::new(crate::cluster::ledger::Ledger::new(cluster))),
         ));
+        let intake = crate::services::intake::AudioIntake::new(
+            config.limits.upload_memory_bytes,
+            config.limits.concurrent_decodes,
+        );
         Ok(Arc::new(AppState {
             gateway,
             limits: crate::ratelimit::Limits::new(limit_store),
@@ -152,6 +158,7 @@ impl AppState {
             node,
             openapi: OnceLock::new(),
             webrtc: Default::default(),
+            intake,
         }))
     }
 }
@@ -252,6 +259,7 @@ async fn load_node(config: &crate::config::EnginesConfig) -> anyhow::Result<engi
         device: config.device,
         intra_threads: config.intra_threads,
         multilingual: config.multilingual,
+        phonemizer: phonemizer_command()?,
     };
     let node = tokio::task::spawn_blocking(move || engines::node::Node::load(&node_config)).await?;
     let info = node.info();
@@ -260,6 +268,15 @@ async fn load_node(config: &crate::config::EnginesConfig) -> anyhow::Result<engi
     }
     tracing::info!(status = info.status, models = ?info.models_loaded, "inference node ready");
     Ok(node)
+}
+
+/// This executable's hidden `phonemizer` subcommand: espeak-ng runs there, so a fault
+/// in it ends that child, not the server.
+pub fn phonemizer_command() -> anyhow::Result<engines::phonemizer::PhonemizerCommand> {
+    Ok(engines::phonemizer::PhonemizerCommand {
+        program: std::env::current_exe().context("locating this executable")?,
+        args: vec!["phonemizer".to_owned()],
+    })
 }
 
 /// The configured JWT secret, or one generated once into `<data_dir>/jwt_secret` (0600).

@@ -36,6 +36,10 @@ pub enum Command {
     Worker,
     /// Apply database migrations and exit.
     Migrate,
+    /// The text-to-speech phonemizer child (espeak-ng in its own process); started by
+    /// the server's engines, not by hand.
+    #[command(hide = true)]
+    Phonemizer,
     /// Administer tenants, users and API keys directly in the database.
     Admin {
         #[command(subcommand)]

@@ -344,6 +344,9 @@ pub struct FileAuth {
 pub struct FileLimits {
     pub max_json_body_bytes: Option<usize>,
     pub max_upload_bytes: Option<usize>,
+    pub max_audio_seconds: Option<f64>,
+    pub upload_memory_bytes: Option<usize>,
+    pub concurrent_decodes: Option<usize>,
 }
 
 /// An external JWT issuer whose tokens are verified against its JWKS. The token's
@@ -386,6 +389,12 @@ pub struct LimitsConfig {
     pub max_json_body_bytes: usize,
     /// Largest upload (audio) body any route accepts.
     pub max_upload_bytes: usize,
+    /// Longest audio any upload or job decodes to; decoding stops there.
+    pub max_audio_seconds: f64,
+    /// Upload bodies held in memory at once, all requests together.
+    pub upload_memory_bytes: usize,
+    /// Whole-file decodes running at once.
+    pub concurrent_decodes: usize,
 }
 
 /// Limits and timers of ScaiEcho's WebSocket streams.
@@ -630,10 +639,28 @@ impl Config {
                 );
             }
         }
+        let max_upload_bytes = file.limits.max_upload_bytes.unwrap_or(100 * 1024 * 1024);
         let limits = LimitsConfig {
             max_json_body_bytes: file.limits.max_json_body_bytes.unwrap_or(1024 * 1024),
-            max_upload_bytes: file.limits.max_upload_bytes.unwrap_or(100 * 1024 * 1024),
+            max_upload_bytes,
+            max_audio_seconds: file.limits.max_audio_seconds.unwrap_or(7200.0),
+            upload_memory_bytes: file
+                .limits
+                .upload_memory_bytes
+                .unwrap_or(4 * max_upload_bytes),
+            concurrent_decodes: file.limits.concurrent_decodes.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+            }),
         };
+        if !(limits.max_audio_seconds > 0.0 && limits.max_audio_seconds <= 86_400.0) {
+            bail!("limits.max_audio_seconds must be within (0, 86400]");
+        }
+        if limits.upload_memory_bytes < limits.max_upload_bytes {
+            bail!("limits.upload_memory_bytes must be at least limits.max_upload_bytes");
+        }
+        if limits.concurrent_decodes == 0 {
+            bail!("limits.concurrent_decodes must be at least 1");
+        }
         let engines = EnginesConfig {
             enabled: file.engines.enabled.unwrap_or(true),
             models_dir: overrides

@@ -116,6 +116,10 @@ error_codes! {
     SMART_NO_MATCH => 409, None;
     /// Seed 003: the provider did not allocate capacity in time.
     PROVIDER_TIMEOUT => 504, None;
+    /// Text to speech could not phonemize this text (the phonemizer process ended on
+    /// it); that request fails, everything else goes on. Change the text (e.g. very
+    /// long tokens of joined symbols) and retry.
+    SPEECH_TEXT_REJECTED => 422, Some(4400);
     /// An inference ran out of memory; the request failed, the node stays up.
     OOM_KILLED => 503, Some(1011);
     /// Seed 003: a firewall in block mode matched; the envelope carries `matched_rules`.
@@ -294,7 +298,7 @@ impl From<sqlx::Error> for ApiError {
 /// (and `limit_unit`).
 impl From<media::MediaError> for ApiError {
     fn from(error: media::MediaError) -> Self {
-        use media::{LimitKind, MediaError};
+        use media::MediaError;
         let message = error.to_string();
         match error {
             MediaError::Unsupported(_) => {
@@ -306,13 +310,7 @@ impl From<media::MediaError> for ApiError {
             MediaError::TooLarge { kind, limit } => {
                 ApiError::new(ErrorCode::CTX_TOO_LARGE, message)
                     .with_field("limit", limit)
-                    .with_field(
-                        "limit_unit",
-                        match kind {
-                            LimitKind::Bytes => "bytes",
-                            LimitKind::Seconds => "seconds",
-                        },
-                    )
+                    .with_field("limit_unit", kind.unit())
             }
             MediaError::InvalidParameters(_) => ApiError::invalid(message),
             MediaError::Analysis(_) => ApiError::internal(message),
@@ -336,6 +334,13 @@ impl From<engines::EngineError> for ApiError {
                 .with_field("dependency", "engines")
                 .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
             EngineError::InvalidInput(_) => ApiError::invalid(message),
+            EngineError::TextRejected(_) => {
+                tracing::warn!(%message, "text to speech: the phonemizer rejected a text");
+                ApiError::new(
+                    ErrorCode::SPEECH_TEXT_REJECTED,
+                    "the text could not be turned into speech; other requests are unaffected",
+                )
+            }
             EngineError::Runtime(_)
             | EngineError::DeviceUnavailable(_)
             | EngineError::ModelUnavailable { .. } => {
@@ -403,7 +408,7 @@ mod tests {
 
     #[test]
     fn media_and_engine_errors_map_to_their_codes() {
-        use media::{LimitKind, MediaError};
+        use media::MediaError;
         let code = |e: ApiError| e.code;
         assert_eq!(
             code(MediaError::Unsupported("x".into()).into()),
@@ -418,7 +423,7 @@ mod tests {
             ErrorCode::AUDIO_DECODE_FAILED
         );
         let too_long: ApiError = MediaError::TooLarge {
-            kind: LimitKind::Seconds,
+            kind: media::LimitKind::Seconds,
             limit: 30,
         }
         .into();

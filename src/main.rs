@@ -4,9 +4,30 @@ use clap::Parser;
 use scaigrid::cli::{Cli, Command};
 use scaigrid::config::Config;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The phonemizer child needs no configuration, runtime or logging: it answers on its
+    // pipes until they close.
+    if let Command::Phonemizer = cli.command {
+        return match engines::phonemizer::serve_stdio() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("scaigrid phonemizer: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("scaigrid: starting the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> std::process::ExitCode {
     let config = match Config::load(cli.config.as_deref(), &cli.overrides) {
         Ok(config) => config,
         Err(error) => {
@@ -20,6 +41,7 @@ async fn main() -> std::process::ExitCode {
         Command::Worker => scaigrid::worker::run(config).await,
         Command::Migrate => scaigrid::db::migrate::run_standalone(&config.database).await,
         Command::Admin { command } => scaigrid::cli::admin(config, command).await,
+        Command::Phonemizer => Ok(()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

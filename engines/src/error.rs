@@ -28,6 +28,10 @@ pub enum EngineError {
     /// The inference queue is full (back-pressure); retry shortly.
     #[error("inference queue full")]
     Busy,
+    /// A text the phonemizer could not take: its process ended on it (a fault in
+    /// espeak-ng). That request fails; the next one gets a new phonemizer.
+    #[error("text rejected: {0}")]
+    TextRejected(String),
     /// Input the engine cannot take (wrong rate, empty batch, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),

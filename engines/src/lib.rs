@@ -19,7 +19,8 @@
 //!   online labels for live streams.
 //! - [`node`]: the engines this process loaded, admission by memory, node info.
 //! - [`normalize`]: numbers, currency, abbreviations and symbols spelled out.
-//! - [`phonemize`]: text to IPA through the espeak-ng library.
+//! - [`phonemize`]: text to IPA through the espeak-ng library, with long tokens bounded.
+//! - [`phonemizer`]: that library in a child process, so its faults fail one text.
 //! - [`piper`]: Piper VITS text-to-speech over espeak-ng phonemes.
 //! - [`conditioning`]: moving synthesized speech toward a reference speaker (pitch,
 //!   vocal-tract length, spectral envelope): the `(text, reference) -> audio` seam.
@@ -44,6 +45,7 @@ pub mod node;
 pub mod normalize;
 pub mod onnx;
 pub mod phonemize;
+pub mod phonemizer;
 pub mod piper;
 pub mod runtime;
 pub mod segments;

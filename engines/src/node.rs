@@ -95,6 +95,8 @@ pub struct NodeConfig {
     pub intra_threads: usize,
     /// Also load the multilingual Whisper (base).
     pub multilingual: bool,
+    /// How to start the text-to-speech phonemizer's child process.
+    pub phonemizer: crate::phonemizer::PhonemizerCommand,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -192,7 +194,9 @@ impl Node {
                 if config.multilingual {
                     whisper_multilingual = loader.load(whisper::BASE_ENGINE_ID, Whisper::load_base);
                 }
-                tts = loader.load(piper::ENGINE_ID, PiperVoice::load);
+                tts = loader.load(piper::ENGINE_ID, |runtime, models| {
+                    PiperVoice::load(runtime, models, &config.phonemizer)
+                });
                 embedder = loader.load(embedder::ENGINE_ID, SpeakerEmbedder::load);
                 (loader.loaded, loader.failures)
             }
@@ -283,6 +287,10 @@ mod tests {
             device: Device::Cpu,
             intra_threads: 1,
             multilingual: true,
+            phonemizer: crate::phonemizer::PhonemizerCommand {
+                program: "/nonexistent".into(),
+                args: Vec::new(),
+            },
         });
         assert_eq!(node.info().status, "offline");
         assert!(node.info().models_loaded.is_empty());

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::error::{EngineError, EngineResult};
 use crate::models::ModelDir;
 use crate::normalize::normalize;
-use crate::phonemize::phonemize;
+use crate::phonemizer::{Phonemizer, PhonemizerCommand};
 use crate::runtime::Runtime;
 
 pub const ENGINE_ID: &str = "audio.tts.piper-joe";
@@ -68,10 +68,46 @@ pub fn first_clause(sentence: &str) -> Option<(String, String)> {
         .map(|(head, tail)| (head.trim().to_owned(), tail.trim().to_owned()))
 }
 
+/// Longest text synthesized in one engine call. The encoder's work and memory grow with
+/// the phonemes of one call, so a 10,000-character "sentence" (no full stop, or one
+/// long token) is spoken as pieces of at most this length instead of one huge call.
+pub const MAX_SENTENCE_CHARS: usize = 400;
+
+/// `sentence` in pieces of at most [`MAX_SENTENCE_CHARS`] characters, cut after the last
+/// clause mark (`,;:`) or else the last space before the limit, or hard at the limit.
+pub fn bounded_pieces(sentence: &str) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut rest = sentence.trim();
+    while rest.chars().count() > MAX_SENTENCE_CHARS {
+        let limit = rest
+            .char_indices()
+            .nth(MAX_SENTENCE_CHARS)
+            .map_or(rest.len(), |(at, _)| at);
+        let window = &rest[..limit];
+        let cut = window
+            .rfind([',', ';', ':'])
+            .map(|at| at + 1)
+            .filter(|at| *at > limit / 2)
+            .or_else(|| window.rfind(' ').filter(|at| *at > 0))
+            .unwrap_or(limit);
+        pieces.push(rest[..cut].trim().to_owned());
+        rest = rest[cut..].trim_start();
+    }
+    if !rest.is_empty() {
+        pieces.push(rest.to_owned());
+    }
+    pieces.retain(|piece| !piece.is_empty());
+    pieces
+}
+
 /// Latent frames decoded on each side of a span for context. The decoder's receptive
 /// field: with 12 a span's audio already equals the whole decode to 1e-6 (measured on
 /// this voice); `engines/tests/tts.rs` holds spans to the whole.
 pub const CONTEXT_FRAMES: usize = 16;
+
+/// Frames decoded in one decoder call by [`PiperVoice::synthesize`] (about 6 s of
+/// audio): spans decode to the same samples as the whole (`engines/tests/tts.rs`).
+pub const DECODE_SPAN_FRAMES: usize = 512;
 
 /// Frames in a stream's first piece of audio (0.23 s at 256 samples per frame and
 /// 22.05 kHz): short to decode, and long enough to cover decoding the rest of a clause.
@@ -95,10 +131,17 @@ pub struct PiperVoice {
     encoder: Mutex<Session>,
     decoder: Mutex<Session>,
     config: VoiceConfig,
+    /// espeak-ng in its own process: a fault there fails one text, not this process.
+    phonemizer: Phonemizer,
 }
 
 impl PiperVoice {
-    pub fn load(runtime: &Runtime, models: &ModelDir) -> EngineResult<PiperVoice> {
+    /// Loads the voice and starts its phonemizer child with `phonemizer`.
+    pub fn load(
+        runtime: &Runtime,
+        models: &ModelDir,
+        phonemizer: &PhonemizerCommand,
+    ) -> EngineResult<PiperVoice> {
         let encoder = models.file(ENGINE_ID, "piper-joe/split/encoder.onnx")?;
         let decoder = models.file(ENGINE_ID, "piper-joe/split/decoder.onnx")?;
         let config_path = models.file(ENGINE_ID, "piper-joe/en_US-joe-medium.onnx.json")?;
@@ -119,11 +162,17 @@ impl PiperVoice {
             encoder: Mutex::new(runtime.session_threads(ENGINE_ID, &encoder, threads)?),
             decoder: Mutex::new(runtime.session_threads(ENGINE_ID, &decoder, threads)?),
             config,
+            phonemizer: Phonemizer::start(phonemizer.clone())?,
         })
     }
 
     pub fn sample_rate(&self) -> u32 {
         self.config.audio.sample_rate
+    }
+
+    /// The voice's phonemizer (its restarts are worth watching).
+    pub fn phonemizer(&self) -> &Phonemizer {
+        &self.phonemizer
     }
 
     /// Piper phoneme ids of an IPA string; phonemes the voice does not know are skipped.
@@ -142,9 +191,17 @@ impl PiperVoice {
         ids
     }
 
-    /// Sentences of `text` (after normalisation, split at `.`, `!`, `?`), for synthesis
-    /// one at a time so streaming can start after the first.
+    /// Sentences of `text` (after normalisation, split at `.`, `!`, `?`, and any
+    /// longer than [`MAX_SENTENCE_CHARS`] cut by [`bounded_pieces`]), for synthesis one
+    /// at a time so streaming can start after the first.
     pub fn sentences(text: &str) -> Vec<String> {
+        Self::unbounded_sentences(text)
+            .iter()
+            .flat_map(|sentence| bounded_pieces(sentence))
+            .collect()
+    }
+
+    fn unbounded_sentences(text: &str) -> Vec<String> {
         let normalized = normalize(text);
         let mut sentences = Vec::new();
         let mut current = String::new();
@@ -168,11 +225,18 @@ impl PiperVoice {
 
     /// Mono samples in [-1, 1] at `sample_rate()` for one sentence (or any short text).
     /// `speed` > 1 speaks faster.
+    /// The decoder runs over spans of at most [`DECODE_SPAN_FRAMES`], so its activations
+    /// (hundreds of channels at the audio rate) stay bounded however long the sentence.
     pub fn synthesize(&self, text: &str, speed: f32) -> EngineResult<Vec<f32>> {
-        match self.encode(text, speed)? {
-            Some(latent) => self.decode(&latent, 0..latent.frames),
-            None => Ok(Vec::new()),
+        let Some(latent) = self.encode(text, speed)? else {
+            return Ok(Vec::new());
+        };
+        let mut samples = Vec::new();
+        for start in (0..latent.frames).step_by(DECODE_SPAN_FRAMES) {
+            let end = (start + DECODE_SPAN_FRAMES).min(latent.frames);
+            samples.extend(self.decode(&latent, start..end)?);
         }
+        Ok(samples)
     }
 
     /// The encoder's latent for one sentence; `None` when it has nothing to say.
@@ -182,7 +246,9 @@ impl PiperVoice {
                 "speed {speed} outside 0.25..4"
             )));
         }
-        let phonemes = phonemize(&normalize(text), &self.config.espeak.voice)?;
+        let phonemes = self
+            .phonemizer
+            .phonemize(&normalize(text), &self.config.espeak.voice)?;
         let ids = self.phoneme_ids(&phonemes);
         if ids.len() <= 2 {
             return Ok(None);
@@ -260,6 +326,37 @@ mod tests {
         );
         assert_eq!(first_clause("Yes, I will come tomorrow."), None);
         assert_eq!(first_clause("No clauses in this one."), None);
+    }
+
+    #[test]
+    fn long_sentences_are_cut_into_bounded_pieces_without_losing_text() {
+        let word = "x".repeat(10_000);
+        let pieces = bounded_pieces(&word);
+        assert_eq!(pieces.len(), 25);
+        assert!(
+            pieces
+                .iter()
+                .all(|p| p.chars().count() <= MAX_SENTENCE_CHARS)
+        );
+        assert_eq!(pieces.concat(), word);
+        let words = "alpha beta, gamma delta ".repeat(100);
+        let pieces = bounded_pieces(&words);
+        assert!(
+            pieces
+                .iter()
+                .all(|p| p.chars().count() <= MAX_SENTENCE_CHARS)
+        );
+        assert!(pieces[0].ends_with(','), "{}", pieces[0]);
+        let rejoined: Vec<&str> = pieces.iter().flat_map(|p| p.split_whitespace()).collect();
+        assert_eq!(rejoined, words.split_whitespace().collect::<Vec<_>>());
+        assert_eq!(bounded_pieces("Short one."), vec!["Short one."]);
+        assert!(bounded_pieces("  ").is_empty());
+        // Multi-byte characters are counted as characters and never split.
+        assert!(
+            bounded_pieces(&"é".repeat(1_000))
+                .iter()
+                .all(|p| p.chars().count() <= 400)
+        );
     }
 
     #[test]

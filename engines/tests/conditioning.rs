@@ -15,7 +15,7 @@ const TEXT: &str = "Please call me back when you get this message, and remember 
 #[test]
 fn conditioned_speech_moves_toward_the_reference_speaker() {
     let (runtime, models) = (common::runtime(), common::models());
-    let voice = PiperVoice::load(&runtime, &models).unwrap();
+    let voice = PiperVoice::load(&runtime, &models, &common::phonemizer()).unwrap();
     let embedder = SpeakerEmbedder::load(&runtime, &models).unwrap();
     let rate = voice.sample_rate();
     let base: Vec<f32> = PiperVoice::sentences(TEXT)

@@ -113,7 +113,7 @@ const ESPEAK_SENTENCES: [&str; 10] = [
 #[test]
 fn tts_to_stt_round_trip_of_ten_sentences_within_ten_percent_wer() {
     let (runtime, models) = (common::runtime(), common::models());
-    let voice = PiperVoice::load(&runtime, &models).unwrap();
+    let voice = PiperVoice::load(&runtime, &models, &common::phonemizer()).unwrap();
     let sentences = [
         "The quick brown fox jumps over the lazy dog.",
         "Please remember to bring the documents to the meeting on Friday.",
@@ -330,7 +330,7 @@ fn endpointed_utterances_with_compact_context_read_the_long_clip() {
 #[test]
 fn word_timestamps_land_on_the_words() {
     let (runtime, models) = (common::runtime(), common::models());
-    let voice = PiperVoice::load(&runtime, &models).unwrap();
+    let voice = PiperVoice::load(&runtime, &models, &common::phonemizer()).unwrap();
     let phrases = [
         "Good morning.",
         "The train is late.",

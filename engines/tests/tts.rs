@@ -11,7 +11,7 @@ use media::resample;
 #[test]
 fn synthesizes_speech_in_one_voice_and_honours_speed() {
     let (runtime, models) = (common::runtime(), common::models());
-    let voice = PiperVoice::load(&runtime, &models).unwrap();
+    let voice = PiperVoice::load(&runtime, &models, &common::phonemizer()).unwrap();
     assert_eq!(voice.sample_rate(), 22_050);
     let one = voice
         .synthesize("The quick brown fox jumps over the lazy dog.", 1.0)
@@ -68,7 +68,7 @@ fn synthesizes_speech_in_one_voice_and_honours_speed() {
 #[test]
 fn decoding_in_spans_equals_decoding_whole() {
     let (runtime, models) = (common::runtime(), common::models());
-    let voice = PiperVoice::load(&runtime, &models).unwrap();
+    let voice = PiperVoice::load(&runtime, &models, &common::phonemizer()).unwrap();
     let latent = voice
         .encode(
             "When the meeting ends, please send the notes to everyone.",

@@ -1,4 +1,34 @@
-//! Decoded audio: interleaved f32 samples in [-1, 1] with their rate and channel count.
+//! Decoded audio: interleaved f32 samples in [-1, 1] with their rate and channel count,
+//! and the shapes any input may declare.
+
+use crate::error::{MediaError, MediaResult};
+
+/// Lowest sample rate taken from any input (declared PCM, container headers, streams).
+pub const MIN_SAMPLE_RATE: u32 = 8_000;
+/// Highest sample rate taken from any input. Bounding the rate bounds the resampler: its
+/// FFT is sized from `rate / gcd(rate, target)`, so an unbounded declared rate sized it
+/// from the attacker's number (`rate=4294967291` asked for gigabytes).
+pub const MAX_SAMPLE_RATE: u32 = 192_000;
+/// Most channels taken from any input (7.1 and ambisonics fit; a header claiming 65,535
+/// channels does not).
+pub const MAX_CHANNELS: u16 = 32;
+
+/// Whether a declared shape is one this crate decodes: rates outside
+/// [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`] or channels outside 1..=[`MAX_CHANNELS`] are
+/// `Unsupported`, before any work is sized from them.
+pub fn check_shape(sample_rate: u32, channels: u16) -> MediaResult<()> {
+    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&sample_rate) {
+        return Err(MediaError::Unsupported(format!(
+            "sample rate {sample_rate} Hz is outside {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE}"
+        )));
+    }
+    if !(1..=MAX_CHANNELS).contains(&channels) {
+        return Err(MediaError::Unsupported(format!(
+            "{channels} channels is outside 1..={MAX_CHANNELS}"
+        )));
+    }
+    Ok(())
+}
 
 /// Interleaved PCM.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +92,25 @@ pub fn mix_to_mono_into(samples: &[f32], channels: usize, out: &mut Vec<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shapes_outside_the_bounds_are_unsupported() {
+        for rate in [0, 1, 7, 7_999, 192_001, 999_999_937, 4_294_967_291] {
+            assert!(
+                matches!(check_shape(rate, 1), Err(MediaError::Unsupported(_))),
+                "{rate}"
+            );
+        }
+        for channels in [0, 33, u16::MAX] {
+            assert!(matches!(
+                check_shape(16_000, channels),
+                Err(MediaError::Unsupported(_))
+            ));
+        }
+        for (rate, channels) in [(8_000, 1), (44_100, 2), (192_000, 32)] {
+            assert_eq!(check_shape(rate, channels), Ok(()));
+        }
+    }
 
     #[test]
     fn mono_mix_and_duration() {

@@ -7,6 +7,20 @@
 pub enum LimitKind {
     Bytes,
     Seconds,
+    /// Decoded samples counted over every channel: what decoding costs, so a few MB
+    /// of silent 32-channel FLAC stop long before their duration limit.
+    Samples,
+}
+
+impl LimitKind {
+    /// The unit the limit is counted in, as the API names it (`limit_unit`).
+    pub fn unit(self) -> &'static str {
+        match self {
+            LimitKind::Bytes => "bytes",
+            LimitKind::Seconds => "seconds",
+            LimitKind::Samples => "samples",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -21,7 +35,7 @@ pub enum MediaError {
     #[error("truncated audio: {0}")]
     Truncated(String),
     /// Over a configured limit; decoding stopped as soon as it was exceeded.
-    #[error("audio exceeds the limit of {limit} {}", match .kind { LimitKind::Bytes => "bytes", LimitKind::Seconds => "seconds" })]
+    #[error("audio exceeds the limit of {limit} {}", .kind.unit())]
     TooLarge { kind: LimitKind, limit: u64 },
     /// An analysis engine (e.g. a model-backed VAD) failed.
     #[error("audio analysis failed: {0}")]

@@ -4,7 +4,8 @@
 //! database; it takes bytes and returns samples (and the reverse).
 //!
 //! - [`sniff`]: container detection from the bytes.
-//! - [`decode`]: whole-file decode with limits ([`decode::decode`]).
+//! - [`decode`]: whole-file decode with limits ([`decode::decode`]), or straight to mono
+//!   at one rate ([`decode::decode_mono`]) so memory is the output's, not the source's.
 //! - [`stream`]: incremental decode of WebSocket streams (PCM, WAV, Ogg/Opus,
 //!   WebM/Opus, MP3) from pieces split anywhere, with bounded memory.
 //! - [`ogg`]: Ogg page CRC, writer and incremental reader.
@@ -29,5 +30,5 @@ pub mod stream;
 pub mod vad;
 
 pub use audio::Audio;
-pub use decode::{DecodeOptions, Limits, RawPcm, decode};
+pub use decode::{DecodeOptions, Decoded, Limits, RawPcm, decode, decode_mono};
 pub use error::{LimitKind, MediaError, MediaResult};

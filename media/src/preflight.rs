@@ -4,14 +4,13 @@
 use serde::Serialize;
 
 use crate::audio::Audio;
-use crate::error::MediaResult;
+use crate::decode::{CLIP_LEVEL, Decoded};
+use crate::error::{MediaError, MediaResult};
 use crate::resample;
 use crate::vad::{VoiceActivity, power_dbfs};
 
 /// Rate the analysis runs at (what the VAD and speech engines use).
 const ANALYSIS_RATE: u32 = 16_000;
-/// A sample this close to full scale counts as clipped.
-const CLIP_LEVEL: f32 = 0.999;
 /// SNR reported when the non-speech parts are digital silence.
 const MAX_SNR_DB: f64 = 100.0;
 
@@ -83,11 +82,59 @@ pub fn analyse(
         .iter()
         .filter(|s| s.abs() >= CLIP_LEVEL)
         .count();
-    let clipping_ratio = clipped as f64 / audio.samples.len().max(1) as f64;
+    let source = Source {
+        duration_seconds: audio.duration_seconds(),
+        sample_rate: audio.sample_rate,
+        channels: audio.channels,
+        peak,
+        clipping_ratio: clipped as f64 / audio.samples.len().max(1) as f64,
+    };
     let mono = resample::to_mono(audio, ANALYSIS_RATE)?;
-    let rms_dbfs = f64::from(power_dbfs(&mono));
+    measure(&mono, &source, thresholds, vad)
+}
 
-    let frames = vad.detect(&mono, ANALYSIS_RATE)?;
+/// Measures a clip decoded by [`crate::decode::decode_mono`] at the analysis rate (16 kHz).
+/// A clip cut at the decode's duration limit reports the duration it was cut at, which
+/// is above any maximum the limit was set past.
+pub fn analyse_decoded(
+    decoded: &Decoded,
+    thresholds: &Thresholds,
+    vad: &mut dyn VoiceActivity,
+) -> MediaResult<Preflight> {
+    if decoded.rate != ANALYSIS_RATE {
+        return Err(MediaError::InvalidParameters(format!(
+            "preflight analyses {ANALYSIS_RATE} Hz, not {} Hz",
+            decoded.rate
+        )));
+    }
+    let source = Source {
+        duration_seconds: decoded.duration_seconds(),
+        sample_rate: decoded.source_rate,
+        channels: decoded.source_channels,
+        peak: decoded.peak,
+        clipping_ratio: decoded.clipped_share,
+    };
+    measure(&decoded.samples, &source, thresholds, vad)
+}
+
+/// What the checks need of the source besides its mono analysis signal.
+struct Source {
+    duration_seconds: f64,
+    sample_rate: u32,
+    channels: u16,
+    peak: f32,
+    clipping_ratio: f64,
+}
+
+fn measure(
+    mono: &[f32],
+    source: &Source,
+    thresholds: &Thresholds,
+    vad: &mut dyn VoiceActivity,
+) -> MediaResult<Preflight> {
+    let rms_dbfs = f64::from(power_dbfs(mono));
+
+    let frames = vad.detect(mono, ANALYSIS_RATE)?;
     let (mut speech_power, mut speech_n, mut noise_power, mut noise_n) =
         (0.0f64, 0usize, 0.0f64, 0usize);
     for (frame, is_speech) in mono.chunks(frames.frame_len.max(1)).zip(&frames.speech) {
@@ -119,12 +166,12 @@ pub fn analyse(
     };
 
     let metrics = Metrics {
-        duration_seconds: audio.duration_seconds(),
-        sample_rate: audio.sample_rate,
-        channels: audio.channels,
-        peak_dbfs: dbfs(f64::from(peak)),
+        duration_seconds: source.duration_seconds,
+        sample_rate: source.sample_rate,
+        channels: source.channels,
+        peak_dbfs: dbfs(f64::from(source.peak)),
         rms_dbfs,
-        clipping_ratio,
+        clipping_ratio: source.clipping_ratio,
         voice_activity_ratio: frames.speech_ratio(),
         snr_db,
     };

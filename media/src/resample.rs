@@ -17,11 +17,20 @@ const CHUNK: usize = 1024;
 /// FFTs per chunk: one large FFT is cheaper than rubato's default of several small ones.
 const SUB_CHUNKS: usize = 1;
 
+/// Highest rate the resampler takes (twice the highest input rate accepted).
+const MAX_RESAMPLER_RATE: u32 = 2 * crate::audio::MAX_SAMPLE_RATE;
+
 pub struct StreamResampler {
     from: u32,
     to: u32,
     /// `None` when the rates are equal (a copy, no filtering).
     inner: Option<Fft<f32>>,
+    /// Input frames per resampler call.
+    chunk: usize,
+    /// Chunks of silence `finish` may feed to drain the filter: rubato collects a whole
+    /// FFT's input (`from / gcd(from, to)` frames, a second of audio for coprime rates
+    /// such as 44,101 → 16,000) before it produces anything.
+    max_flush_chunks: usize,
     /// Input waiting for a full chunk.
     pending: Vec<f32>,
     /// One chunk of output.
@@ -34,8 +43,13 @@ pub struct StreamResampler {
 
 impl StreamResampler {
     pub fn new(from: u32, to: u32) -> MediaResult<StreamResampler> {
-        if from == 0 || to == 0 {
-            return Err(MediaError::InvalidParameters("sample rate of zero".into()));
+        // rubato sizes its FFTs from `rate / gcd(from, to)`: a rate from outside must pass
+        // `audio::check_shape` first; this bound keeps any other caller from asking for
+        // gigabytes as well.
+        if !(1..=MAX_RESAMPLER_RATE).contains(&from) || !(1..=MAX_RESAMPLER_RATE).contains(&to) {
+            return Err(MediaError::InvalidParameters(format!(
+                "resampling {from} Hz to {to} Hz: rates must be within 1..={MAX_RESAMPLER_RATE}"
+            )));
         }
         let inner = if from == to {
             None
@@ -53,15 +67,23 @@ impl StreamResampler {
                 .map_err(|e| MediaError::InvalidParameters(e.to_string()))?,
             )
         };
-        let (scratch_len, delay) = match &inner {
-            Some(r) => (r.output_frames_max(), r.output_delay()),
-            None => (0, 0),
+        let (scratch_len, delay, chunk) = match &inner {
+            Some(r) => (
+                r.output_frames_max(),
+                r.output_delay(),
+                r.input_frames_next(),
+            ),
+            None => (0, 0, CHUNK),
         };
         Ok(StreamResampler {
             from,
             to,
             inner,
-            pending: Vec::with_capacity(CHUNK),
+            chunk,
+            max_flush_chunks: 16
+                + 2 * (from / gcd(from, to)) as usize / chunk.max(1)
+                + delay * (from / to.max(1)) as usize / chunk.max(1),
+            pending: Vec::with_capacity(chunk),
             scratch: vec![0.0; scratch_len],
             delay_left: delay,
             frames_in: 0,
@@ -123,10 +145,10 @@ impl StreamResampler {
             return;
         }
         while !input.is_empty() {
-            let take = (CHUNK - self.pending.len()).min(input.len());
+            let take = (self.chunk - self.pending.len()).min(input.len());
             self.pending.extend_from_slice(&input[..take]);
             input = &input[take..];
-            if self.pending.len() == CHUNK {
+            if self.pending.len() == self.chunk {
                 self.run_chunk(None, out);
                 self.pending.clear();
             }
@@ -141,14 +163,21 @@ impl StreamResampler {
         }
         // Flush the partial chunk, then feed silence until the filter's delay is drained.
         let mut guard = 0;
-        while self.frames_out < self.expected_out() && guard < 16 {
+        while self.frames_out < self.expected_out() && guard < self.max_flush_chunks {
             let real = self.pending.len();
-            self.pending.resize(CHUNK, 0.0);
+            self.pending.resize(self.chunk, 0.0);
             self.run_chunk(Some(real), out);
             self.pending.clear();
             guard += 1;
         }
     }
+}
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.max(1)
 }
 
 /// Converts a whole mono signal.
@@ -213,6 +242,19 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
         assert!(diff < 1e-5, "max diff {diff}");
+    }
+
+    #[test]
+    fn unbounded_rates_are_refused_before_any_allocation() {
+        for (from, to) in [(0, 16_000), (4_294_967_291, 16_000), (16_000, 999_999_937)] {
+            assert!(matches!(
+                StreamResampler::new(from, to),
+                Err(MediaError::InvalidParameters(_))
+            ));
+        }
+        // The worst ratio inside the bounds (coprime rates) still builds and converts.
+        let out = resample_mono(&sine(191_999, 440.0, 0.5), 191_999, 16_000).unwrap();
+        assert_eq!(out.len(), (95_999u64 * 16_000 / 191_999) as usize);
     }
 
     #[test]

@@ -112,10 +112,7 @@ fn streamed_wavs_with_placeholder_sizes_decode() {
 #[test]
 fn limits_stop_decoding_early() {
     let bytes = fixtures::read("long_30s.opus");
-    let limits = Limits {
-        max_bytes: 1 << 30,
-        max_seconds: 10.0,
-    };
+    let limits = Limits::new(1 << 30, 10.0);
     let error = decode(
         &bytes,
         &DecodeOptions {
@@ -131,10 +128,7 @@ fn limits_stop_decoding_early() {
             limit: 10
         }
     );
-    let limits = Limits {
-        max_bytes: 1000,
-        max_seconds: 1e9,
-    };
+    let limits = Limits::new(1000, 1e9);
     let error = decode(
         &bytes,
         &DecodeOptions {

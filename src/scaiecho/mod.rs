@@ -189,26 +189,26 @@ pub fn authorize(principal: &Principal, options: &Options) -> ApiResult<()> {
     Ok(())
 }
 
-/// Decodes any supported input to 16 kHz mono (on a blocking thread).
+/// Decodes any supported input to 16 kHz mono (on a blocking thread, in one of the
+/// intake's decode slots), mixing and resampling as it decodes so memory is the
+/// output's; stops at `[limits] max_audio_seconds` and at its sample budget.
 pub async fn decode_16k(
     state: &AppState,
     bytes: axum::body::Bytes,
     media_type: Option<&str>,
 ) -> ApiResult<Vec<f32>> {
+    let limits = &state.config.limits;
     let options = media::DecodeOptions {
-        limits: media::Limits {
-            max_bytes: state.config.limits.max_upload_bytes as u64,
-            ..media::Limits::default()
-        },
+        limits: media::Limits::new(limits.max_upload_bytes as u64, limits.max_audio_seconds),
         raw_pcm: upload::raw_pcm(media_type),
+        truncate: false,
     };
-    tokio::task::spawn_blocking(move || -> Result<Vec<f32>, media::MediaError> {
-        let audio = media::decode(&bytes, &options)?;
-        media::resample::to_mono(&audio, 16_000)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::from)
+    let _slot = state.intake.decode_slot().await?;
+    tokio::task::spawn_blocking(move || media::decode_mono(&bytes, &options, 16_000))
+        .await
+        .map_err(ApiError::internal)?
+        .map(|decoded| decoded.samples)
+        .map_err(ApiError::from)
 }
 
 /// Whose usage a transcription is.

@@ -6,12 +6,16 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 
+use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::services::intake::UploadReservation;
 
 pub struct Upload {
     pub audio: Bytes,
+    /// The upload's share of the in-memory budget, held until the request ends.
+    pub reservation: UploadReservation,
     /// The declared media type of the audio (the part's or the body's).
     pub media_type: Option<String>,
     /// Options: form fields, else query parameters.
@@ -27,7 +31,31 @@ impl Upload {
     }
 }
 
-pub async fn read(request: Request, limit: usize) -> ApiResult<Upload> {
+/// Reads an upload against `[limits] max_upload_bytes`, after reserving its size from
+/// the in-memory upload budget (503 with `Retry-After` when that is taken).
+pub async fn read(request: Request, state: &AppState) -> ApiResult<Upload> {
+    let limit = state.config.limits.max_upload_bytes;
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared
+        && length > limit as u64
+    {
+        return Err(ApiError::too_large("upload", limit as u64));
+    }
+    let reservation = state
+        .intake
+        .reserve_upload(declared.map_or(limit, |n| n as usize))?;
+    read_body(request, limit, reservation).await
+}
+
+async fn read_body(
+    request: Request,
+    limit: usize,
+    reservation: UploadReservation,
+) -> ApiResult<Upload> {
     let (parts, body) = request.into_parts();
     let mut fields: HashMap<String, String> = HashMap::new();
     for (name, value) in parts
@@ -62,6 +90,7 @@ pub async fn read(request: Request, limit: usize) -> ApiResult<Upload> {
         }
         return Ok(Upload {
             audio: bytes,
+            reservation,
             media_type: content_type,
             fields,
         });
@@ -89,6 +118,7 @@ pub async fn read(request: Request, limit: usize) -> ApiResult<Upload> {
     }
     Ok(Upload {
         audio,
+        reservation,
         media_type,
         fields,
     })

@@ -500,7 +500,10 @@ impl Session {
     }
 
     fn enqueue(&mut self, sentences: Vec<String>) -> ApiResult<()> {
-        for sentence in sentences {
+        let pieces = sentences
+            .iter()
+            .flat_map(|sentence| engines::piper::bounded_pieces(sentence));
+        for sentence in pieces {
             if self.queue.len() >= MAX_QUEUED {
                 return Err(ApiError::new(
                     ErrorCode::CTX_TOO_LARGE,

@@ -5,6 +5,7 @@
 
 pub mod api_keys;
 pub mod backends;
+pub mod intake;
 pub mod modules;
 pub mod reference;
 pub mod roles;

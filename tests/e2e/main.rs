@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server on an ephemeral port, real HTTP clients.
 //! One test binary (link once); one module per area.
 
+mod adversarial;
 mod auth;
 mod browser;
 mod envelope;

@@ -22,6 +22,14 @@ pub fn runtime() -> Runtime {
     .unwrap()
 }
 
+/// The phonemizer child of these tests (`src/bin/espeak-phonemizer.rs`).
+pub fn phonemizer() -> engines::phonemizer::PhonemizerCommand {
+    engines::phonemizer::PhonemizerCommand {
+        program: env!("CARGO_BIN_EXE_espeak-phonemizer").into(),
+        args: Vec::new(),
+    }
+}
+
 /// Any audio file's bytes as 16 kHz mono.
 pub fn to_16k(bytes: &[u8]) -> Vec<f32> {
     let audio = decode(bytes, &DecodeOptions::default()).unwrap();

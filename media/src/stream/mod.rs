@@ -13,6 +13,7 @@ mod pcm;
 mod wav;
 mod webm;
 
+use crate::audio::check_shape;
 use crate::error::{LimitKind, MediaError, MediaResult};
 
 /// A stream's declared media type.
@@ -42,7 +43,12 @@ impl StreamFormat {
             let (name, value) = parameter.split_once('=').unwrap_or((parameter, ""));
             let value = value.trim_matches('"');
             match name.trim().to_ascii_lowercase().as_str() {
-                "rate" => rate = value.parse().ok(),
+                "rate" => {
+                    rate =
+                        Some(value.parse().map_err(|_| {
+                            MediaError::Unsupported(format!("sample rate `{value}`"))
+                        })?)
+                }
                 "channels" => {
                     channels = value
                         .parse()
@@ -65,11 +71,7 @@ impl StreamFormat {
                         "audio/pcm needs `rate=` (e.g. rate=16000)".into(),
                     )
                 })?;
-                if !(4_000..=192_000).contains(&sample_rate) || !(1..=8).contains(&channels) {
-                    return Err(MediaError::InvalidParameters(format!(
-                        "unsupported PCM shape: {sample_rate} Hz, {channels} channels"
-                    )));
-                }
+                check_shape(sample_rate, channels)?;
                 Ok(StreamFormat::Pcm {
                     sample_rate,
                     channels,
@@ -122,6 +124,8 @@ pub struct StreamDecoder {
     limits: StreamLimits,
     pending: Vec<u8>,
     frames_out: u64,
+    /// The parser's shape once it passed [`check_shape`].
+    checked_shape: Option<(u32, u16)>,
 }
 
 impl StreamDecoder {
@@ -141,12 +145,14 @@ impl StreamDecoder {
             limits,
             pending: Vec::new(),
             frames_out: 0,
+            checked_shape: None,
         }
     }
 
-    /// Sample rate and channel count, once the stream has said.
+    /// Sample rate and channel count, once the stream has said (and they are within
+    /// the bounds of [`check_shape`]).
     pub fn shape(&self) -> Option<(u32, u16)> {
-        self.parser.shape()
+        self.checked_shape
     }
 
     /// Feeds bytes; appends every sample that became decodable to `out` (interleaved).
@@ -168,6 +174,15 @@ impl StreamDecoder {
             });
         }
         if let Some((rate, channels)) = self.parser.shape() {
+            if self.checked_shape != Some((rate, channels)) {
+                if self.checked_shape.is_some() {
+                    return Err(MediaError::Corrupt(
+                        "the stream changes shape midway".into(),
+                    ));
+                }
+                check_shape(rate, channels)?;
+                self.checked_shape = Some((rate, channels));
+            }
             self.frames_out += ((out.len() - before) / usize::from(channels.max(1))) as u64;
             if self.frames_out as f64 > self.limits.max_seconds * f64::from(rate) {
                 return Err(MediaError::TooLarge {
@@ -255,6 +270,24 @@ mod tests {
             StreamFormat::from_media_type("audio/pcm"),
             Err(MediaError::InvalidParameters(_))
         ));
+        for rate in [
+            "1",
+            "7",
+            "7999",
+            "192001",
+            "999999937",
+            "4294967291",
+            "99999999999",
+            "x",
+        ] {
+            assert!(
+                matches!(
+                    StreamFormat::from_media_type(&format!("audio/pcm;rate={rate}")),
+                    Err(MediaError::Unsupported(_))
+                ),
+                "{rate}"
+            );
+        }
         assert!(matches!(
             StreamFormat::from_media_type("audio/ogg;codecs=vorbis"),
             Err(MediaError::Unsupported(_))
