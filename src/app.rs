@@ -99,7 +99,7 @@ impl AppState {
             &secret,
             http,
             cluster.clone(),
-        ));
+        )?);
         let node = match config.engines.enabled {
             true => Some(Arc::new(load_node(&config.engines).await?)),
             false => None,
@@ -374,6 +374,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             crate::ratelimit::middleware,
         ))
         .layer(middleware::from_fn(catch_panic))
+        .layer(middleware::from_fn_with_state(
+            (
+                state.config.http.body_idle_timeout,
+                state.config.http.body_timeout,
+            ),
+            crate::server::body::middleware,
+        ))
         .layer(middleware::from_fn(close_after_refused_body))
         .layer(middleware::from_fn(telemetry::middleware))
         .layer(middleware::from_fn(request_id::middleware))

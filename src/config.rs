@@ -138,6 +138,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub limits: FileLimits,
     #[serde(default)]
+    pub http: FileHttp,
+    #[serde(default)]
     pub engines: FileEngines,
     #[serde(default)]
     pub scaiecho: FileScaiecho,
@@ -335,6 +337,12 @@ pub struct FileAuth {
     pub access_token_ttl_seconds: Option<u64>,
     pub refresh_token_ttl_seconds: Option<u64>,
     pub key_cache_ttl_seconds: Option<u64>,
+    /// `/v1/auth/token` attempts per minute from one client address (default 30).
+    pub login_attempts_per_minute_per_ip: Option<u64>,
+    /// Failed `/v1/auth/token` attempts per minute for one email (default 10).
+    pub login_failures_per_minute_per_email: Option<u64>,
+    /// Password hashes checked at once (default: one per core); others wait.
+    pub concurrent_password_checks: Option<usize>,
     #[serde(default)]
     pub external_issuers: Vec<ExternalIssuer>,
 }
@@ -347,6 +355,28 @@ pub struct FileLimits {
     pub max_audio_seconds: Option<f64>,
     pub upload_memory_bytes: Option<usize>,
     pub concurrent_decodes: Option<usize>,
+}
+
+/// The HTTP listener's bounds on what one connection may hold (slow clients).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttp {
+    /// Connections open at once (default 8192, lowered to fit the open-file limit);
+    /// connections over it are closed as soon as they are accepted.
+    pub max_connections: Option<usize>,
+    /// A request's head must arrive within this (default 10); it also bounds how long an
+    /// idle keep-alive connection waits for its next request.
+    pub header_timeout_seconds: Option<u64>,
+    /// A body must go on arriving: at most this long between two pieces (default 30).
+    pub body_idle_timeout_seconds: Option<u64>,
+    /// A whole body must have arrived within this of its head (default 600).
+    pub body_timeout_seconds: Option<u64>,
+    /// Largest request head, request line and headers together (default 65536).
+    pub max_header_bytes: Option<usize>,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the
+    /// client; from anyone else the connection's address is the client (default none).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// An external JWT issuer whose tokens are verified against its JWKS. The token's
@@ -380,7 +410,21 @@ pub struct AuthConfig {
     pub access_token_ttl_seconds: u64,
     pub refresh_token_ttl_seconds: u64,
     pub key_cache_ttl_seconds: u64,
+    pub login_attempts_per_minute_per_ip: u64,
+    pub login_failures_per_minute_per_email: u64,
+    pub concurrent_password_checks: usize,
     pub external_issuers: Vec<ExternalIssuer>,
+}
+
+/// See [`FileHttp`].
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub max_connections: usize,
+    pub header_timeout: std::time::Duration,
+    pub body_idle_timeout: std::time::Duration,
+    pub body_timeout: std::time::Duration,
+    pub max_header_bytes: usize,
+    pub trusted_proxies: Vec<crate::server::client_ip::Cidr>,
 }
 
 #[derive(Debug, Clone)]
@@ -464,6 +508,7 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub http: HttpConfig,
     pub engines: EnginesConfig,
     pub relay: RelayConfig,
     pub stream: StreamConfig,
@@ -616,6 +661,21 @@ impl Config {
                     .unwrap_or(30 * 24 * 3600),
             )?,
             key_cache_ttl_seconds: file.auth.key_cache_ttl_seconds.unwrap_or(30),
+            login_attempts_per_minute_per_ip: positive(
+                "auth.login_attempts_per_minute_per_ip",
+                file.auth.login_attempts_per_minute_per_ip.unwrap_or(30),
+            )?,
+            login_failures_per_minute_per_email: positive(
+                "auth.login_failures_per_minute_per_email",
+                file.auth.login_failures_per_minute_per_email.unwrap_or(10),
+            )?,
+            concurrent_password_checks: positive(
+                "auth.concurrent_password_checks",
+                file.auth.concurrent_password_checks.map_or_else(
+                    || std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
+                    |n| n as u64,
+                ),
+            )? as usize,
             external_issuers: file.auth.external_issuers,
         };
         if let Some(secret) = &auth.jwt_secret
@@ -660,6 +720,46 @@ impl Config {
         }
         if limits.concurrent_decodes == 0 {
             bail!("limits.concurrent_decodes must be at least 1");
+        }
+        let seconds = |key: &str, value: Option<u64>, default: u64| {
+            positive(key, value.unwrap_or(default)).map(std::time::Duration::from_secs)
+        };
+        let http = HttpConfig {
+            max_connections: positive(
+                "http.max_connections",
+                file.http.max_connections.unwrap_or(8192) as u64,
+            )? as usize,
+            header_timeout: seconds(
+                "http.header_timeout_seconds",
+                file.http.header_timeout_seconds,
+                10,
+            )?,
+            body_idle_timeout: seconds(
+                "http.body_idle_timeout_seconds",
+                file.http.body_idle_timeout_seconds,
+                30,
+            )?,
+            body_timeout: seconds(
+                "http.body_timeout_seconds",
+                file.http.body_timeout_seconds,
+                600,
+            )?,
+            max_header_bytes: file.http.max_header_bytes.unwrap_or(64 * 1024),
+            trusted_proxies: file
+                .http
+                .trusted_proxies
+                .iter()
+                .map(|text| {
+                    text.parse().map_err(|e| {
+                        anyhow::anyhow!(
+                            "http.trusted_proxies: `{text}` is not an address or CIDR range: {e}"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        if !(8192..=1024 * 1024).contains(&http.max_header_bytes) {
+            bail!("http.max_header_bytes must be within 8192..=1048576");
         }
         let engines = EnginesConfig {
             enabled: file.engines.enabled.unwrap_or(true),
@@ -773,6 +873,7 @@ impl Config {
             shutdown_grace_seconds: file.shutdown_grace_seconds.unwrap_or(30),
             auth,
             limits,
+            http,
             engines,
             relay,
             stream,

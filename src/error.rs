@@ -80,6 +80,8 @@ error_codes! {
     METHOD_NOT_ALLOWED => 405, None;
     /// A unique name or slug is taken, or the resource is in a conflicting state.
     CONFLICT => 409, None;
+    /// The request body stalled or took longer than `[http]` allows to arrive.
+    REQUEST_TIMEOUT => 408, None;
     /// The body is not of a media type this route accepts.
     UNSUPPORTED_MEDIA_TYPE => 415, None;
     /// Body, audio or text over the configured limit; the envelope carries `limit`.

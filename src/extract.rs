@@ -42,6 +42,9 @@ fn json_rejection(rejection: JsonRejection, limit: usize) -> ApiError {
             ErrorCode::UNSUPPORTED_MEDIA_TYPE,
             "expected a body with Content-Type: application/json",
         ),
+        JsonRejection::BytesRejection(rejection) if crate::server::body::is_timeout(&rejection) => {
+            ApiError::new(ErrorCode::REQUEST_TIMEOUT, rejection.body_text())
+        }
         JsonRejection::BytesRejection(rejection)
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
         {

@@ -45,6 +45,8 @@ pub struct BuiltinRole {
 }
 
 pub const PLATFORM_ADMIN: &str = "platform_admin";
+/// The permission that makes a platform administrator.
+pub const PLATFORM_ADMIN_PERMISSION: &str = "platform:admin";
 pub const TENANT_ADMIN: &str = "tenant_admin";
 pub const MEMBER: &str = "member";
 pub const VIEWER: &str = "viewer";

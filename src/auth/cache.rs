@@ -13,9 +13,15 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::principal::Principal;
+use crate::error::{ApiError, ErrorCode};
 
 /// Beyond this many entries the cache starts over (a crude but safe bound).
 const MAX_ENTRIES: usize = 100_000;
+
+/// How long an unknown or revoked key is answered from memory. A client stuck on a bad
+/// key (or a flood of the same one) costs a hash and a lookup, not a database query.
+pub const REFUSAL_TTL: Duration = Duration::from_secs(10);
+const MAX_REFUSALS: usize = 10_000;
 
 struct Entry {
     principal: Arc<Principal>,
@@ -24,6 +30,8 @@ struct Entry {
 
 pub struct PrincipalCache {
     entries: RwLock<HashMap<String, Entry>>,
+    /// Keys known to be refused, with why (the code and message they were refused with).
+    refusals: RwLock<HashMap<String, (ErrorCode, &'static str, Instant)>>,
     generation: AtomicU64,
     ttl: Duration,
 }
@@ -32,6 +40,7 @@ impl PrincipalCache {
     pub fn new(ttl: Duration) -> PrincipalCache {
         PrincipalCache {
             entries: RwLock::new(HashMap::new()),
+            refusals: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
             ttl,
         }
@@ -72,11 +81,35 @@ impl PrincipalCache {
         );
     }
 
+    /// A refusal remembered for `key` within [`REFUSAL_TTL`].
+    pub fn refusal(&self, key: &str) -> Option<ApiError> {
+        let refusals = self.refusals.read().ok()?;
+        let (code, message, at) = refusals.get(key)?;
+        (at.elapsed() < REFUSAL_TTL).then(|| ApiError::new(*code, *message))
+    }
+
+    /// Remembers that `key` was refused (unknown or revoked: neither changes back).
+    pub fn insert_refusal(&self, key: String, code: ErrorCode, message: &'static str) {
+        let Ok(mut refusals) = self.refusals.write() else {
+            return;
+        };
+        if refusals.len() >= MAX_REFUSALS {
+            refusals.retain(|_, (_, _, at)| at.elapsed() < REFUSAL_TTL);
+            if refusals.len() >= MAX_REFUSALS {
+                refusals.clear();
+            }
+        }
+        refusals.insert(key, (code, message, Instant::now()));
+    }
+
     /// Drops everything (a key was revoked, roles or a tenant changed).
     pub fn invalidate(&self) {
         if let Ok(mut entries) = self.entries.write() {
             self.generation.fetch_add(1, Ordering::SeqCst);
             entries.clear();
+        }
+        if let Ok(mut refusals) = self.refusals.write() {
+            refusals.clear();
         }
     }
 }
@@ -116,6 +149,25 @@ mod tests {
         assert!(cache.get("k").is_some());
         cache.invalidate();
         assert!(cache.get("k").is_none());
+    }
+
+    #[test]
+    fn refusals_are_remembered_until_invalidated_and_stay_bounded() {
+        let cache = PrincipalCache::new(Duration::from_secs(60));
+        assert!(cache.refusal("bad").is_none());
+        cache.insert_refusal(
+            "bad".into(),
+            ErrorCode::AUTH_TOKEN_INVALID,
+            "unknown API key",
+        );
+        let refusal = cache.refusal("bad").unwrap();
+        assert_eq!(refusal.code, ErrorCode::AUTH_TOKEN_INVALID);
+        for n in 0..MAX_REFUSALS + 5 {
+            cache.insert_refusal(format!("k{n}"), ErrorCode::AUTH_TOKEN_INVALID, "x");
+        }
+        assert!(cache.refusals.read().unwrap().len() <= MAX_REFUSALS);
+        cache.invalidate();
+        assert!(cache.refusal("k1").is_none());
     }
 
     #[test]

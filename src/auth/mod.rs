@@ -8,6 +8,7 @@ pub mod api_key;
 pub mod cache;
 pub mod jwks;
 pub mod jwt;
+pub mod login;
 pub mod password;
 pub mod principal;
 
@@ -33,12 +34,25 @@ pub struct Authenticator {
     pub local: LocalIssuer,
     external: Vec<ExternalVerifier>,
     cache: PrincipalCache,
+    pub login: login::LoginGuard,
     /// Where invalidations are broadcast to the other processes (scaled deployment).
     cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 fn error(code: ErrorCode, message: &str) -> ApiError {
     ApiError::new(code, message)
+}
+
+const UNKNOWN_KEY: &str = "unknown API key";
+const REVOKED_KEY: &str = "API key revoked";
+
+/// The message of a key refusal that no later request can change (the key does not
+/// exist, or was revoked), to be remembered; `None` for anything else (a deleted tenant
+/// can be one that a racing request just created; a database error is no answer).
+fn final_refusal(error: &ApiError) -> Option<&'static str> {
+    [UNKNOWN_KEY, REVOKED_KEY]
+        .into_iter()
+        .find(|message| error.message == *message)
 }
 
 impl Authenticator {
@@ -48,8 +62,8 @@ impl Authenticator {
         jwt_secret: &[u8],
         http: reqwest::Client,
         cluster: Option<Arc<crate::cluster::Cluster>>,
-    ) -> Self {
-        Authenticator {
+    ) -> anyhow::Result<Self> {
+        Ok(Authenticator {
             db,
             local: LocalIssuer::new(jwt_secret, config.access_token_ttl_seconds),
             external: config
@@ -58,8 +72,9 @@ impl Authenticator {
                 .map(|issuer| ExternalVerifier::new(issuer.clone(), http.clone()))
                 .collect(),
             cache: PrincipalCache::new(Duration::from_secs(config.key_cache_ttl_seconds)),
+            login: login::LoginGuard::new(config)?,
             cluster,
-        }
+        })
     }
 
     /// Forget cached principals, here and (scaled) in every other process: call after
@@ -128,8 +143,19 @@ impl Authenticator {
         let principal = match self.cache.get(&cache_key) {
             Some(principal) => principal,
             None => {
+                if let Some(refusal) = self.cache.refusal(&cache_key) {
+                    return Err(refusal);
+                }
                 let generation = self.cache.generation();
-                let principal = Arc::new(self.load_key(&hash).await?);
+                let principal = match self.load_key(&hash).await {
+                    Ok(principal) => Arc::new(principal),
+                    Err(error) => {
+                        if let Some(message) = final_refusal(&error) {
+                            self.cache.insert_refusal(cache_key, error.code, message);
+                        }
+                        return Err(error);
+                    }
+                };
                 self.cache.insert(cache_key, principal.clone(), generation);
                 principal
             }
@@ -144,9 +170,9 @@ impl Authenticator {
         let mut conn = self.db.pool.acquire().await?;
         let key = api_keys::get_by_hash(&mut conn, hash)
             .await?
-            .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_INVALID, "unknown API key"))?;
+            .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_INVALID, UNKNOWN_KEY))?;
         if key.revoked_at.is_some() {
-            return Err(error(ErrorCode::AUTH_TOKEN_REVOKED, "API key revoked"));
+            return Err(error(ErrorCode::AUTH_TOKEN_REVOKED, REVOKED_KEY));
         }
         let subject = Subject::ApiKey {
             id: key.id,

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -12,6 +14,7 @@ use crate::auth::{Auth, Subject};
 use crate::error::ApiResult;
 use crate::extract::Json;
 use crate::rbac::PermissionSet;
+use crate::server::client_ip::client_ip;
 use crate::services::sessions::{self, RefreshRequest, TokenRequest, TokenResponse};
 
 /// Log in with email and password: a short-lived access JWT and a refresh token.
@@ -19,12 +22,12 @@ use crate::services::sessions::{self, RefreshRequest, TokenRequest, TokenRespons
     responses((status = 200, body = TokenResponse)))]
 pub async fn token(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(request): Json<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let ttl = state.config.auth.refresh_token_ttl_seconds;
-    sessions::login(&state.db, &state.auth, ttl, request)
-        .await
-        .map(Json)
+    let client = client_ip(peer.ip(), &headers, &state.config.http.trusted_proxies);
+    sessions::login(&state, client, request).await.map(Json)
 }
 
 /// Trade a refresh token for a new access token and a new refresh token (the old one

@@ -13,7 +13,7 @@ use crate::accounting::BudgetView;
 use crate::accounting::api::{self, BudgetList, CreateBudget, UsageQuery, UsageReport};
 use crate::app::AppState;
 use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{Json, Query};
 use crate::gateway::HealthReport;
 use crate::gateway::catalog::{
@@ -198,7 +198,7 @@ pub async fn chat_completions(
     let limit = s.config.limits.max_json_body_bytes;
     let bytes = axum::body::to_bytes(request.into_body(), limit)
         .await
-        .map_err(|_| ApiError::too_large("request body", limit as u64))?;
+        .map_err(|e| crate::server::body::read_error(e, "request body", limit))?;
     crate::gateway::chat::complete(s.clone(), p, bytes, admitted).await
 }
 

@@ -197,6 +197,47 @@ impl Limits {
         Ok(tightest)
     }
 
+    /// Takes one request from a named counter (`limit` per minute), or refuses with 429.
+    pub async fn take_named(
+        &self,
+        key: &str,
+        scope: &'static str,
+        limit: u64,
+    ) -> Result<(), ApiError> {
+        let decision = self.store.take(key, limit, 1.0).await?;
+        Self::named_answer(decision, scope)
+    }
+
+    /// Refuses with 429 when a named counter has nothing left, taking nothing.
+    pub async fn peek_named(
+        &self,
+        key: &str,
+        scope: &'static str,
+        limit: u64,
+    ) -> Result<(), ApiError> {
+        let decision = self.store.peek(key, limit).await?;
+        Self::named_answer(decision, scope)
+    }
+
+    /// Takes one from a named counter whether it fits or not.
+    pub async fn charge_named(&self, key: &str, limit: u64) {
+        if let Err(error) = self.store.charge(key, limit, 1.0).await {
+            tracing::warn!(key, error = %error.message, "rate-limit charge lost");
+        }
+    }
+
+    fn named_answer(decision: Decision, scope: &'static str) -> Result<(), ApiError> {
+        match decision.allowed {
+            true => Ok(()),
+            false => Err(Admission {
+                decision,
+                scope,
+                dimension: Dimension::Requests,
+            }
+            .refusal()),
+        }
+    }
+
     /// Charges tokens or audio seconds used by a finished request.
     pub async fn charge(&self, principal: &Principal, dimension: Dimension, amount: f64) {
         if amount <= 0.0 {

@@ -77,7 +77,7 @@ async fn read_body(
         .map(str::to_owned);
     let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| ApiError::too_large("upload", limit as u64))?;
+        .map_err(|e| crate::server::body::read_error(e, "upload", limit))?;
     let Some(boundary) = content_type
         .as_deref()
         .filter(|t| t.to_ascii_lowercase().starts_with("multipart/form-data"))

@@ -45,18 +45,30 @@ pub async fn authorize_assignment(
     let resolved = role_db::resolve(&mut *conn, tenant_id, roles)
         .await?
         .map_err(|unknown| ApiError::invalid(format!("unknown role `{unknown}`")))?;
-    if roles.iter().any(|r| r == rbac::PLATFORM_ADMIN) {
-        let tenant = tenants::get(&mut *conn, tenant_id).await?;
-        if tenant.is_none_or(|t| t.slug != tenants::PLATFORM_SLUG) {
-            return Err(ApiError::invalid(
-                "`platform_admin` can be held only in the platform tenant",
-            ));
-        }
-    }
     let role_ids: Vec<String> = resolved.into_iter().map(|(id, _)| id).collect();
     let mut requested = role_db::permissions_of(&mut *conn, &role_ids).await?;
     requested.extend(permissions.iter().cloned());
+    let in_platform_tenant = async |conn: &mut sqlx::AnyConnection| -> ApiResult<bool> {
+        let tenant = tenants::get(&mut *conn, tenant_id).await?;
+        Ok(tenant.is_some_and(|t| t.slug == tenants::PLATFORM_SLUG))
+    };
+    let refusal = || {
+        ApiError::invalid(
+            "`platform_admin` (or `*`, `platform:admin`) can be held only in the platform tenant",
+        )
+    };
+    if roles.iter().any(|r| r == rbac::PLATFORM_ADMIN) && !in_platform_tenant(conn).await? {
+        return Err(refusal());
+    }
     ensure_covered(actor, &requested)?;
+    // What the role grants, given directly (`*`, `platform:admin`, `platform:*`) or
+    // through a custom role, stays in the platform tenant as the role does.
+    let platform_wide = requested
+        .iter()
+        .any(|p| rbac::covers(p, rbac::PLATFORM_ADMIN_PERMISSION));
+    if platform_wide && !in_platform_tenant(conn).await? {
+        return Err(refusal());
+    }
     Ok(role_ids)
 }
 

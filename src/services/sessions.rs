@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Authenticator, password};
+use std::net::IpAddr;
+
+use crate::app::AppState;
+use crate::auth::Authenticator;
 use crate::db::{Db, now_ms, refresh_tokens, users};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
@@ -75,32 +78,34 @@ async fn issue(
     ))
 }
 
+/// Email and password to tokens. An unknown email and a wrong password get the same
+/// answer after the same work ([`crate::auth::login`]), and attempts are counted.
 pub async fn login(
-    db: &Db,
-    auth: &Authenticator,
-    refresh_ttl_seconds: u64,
+    state: &AppState,
+    client: IpAddr,
     request: TokenRequest,
 ) -> ApiResult<TokenResponse> {
-    let mut conn = db.pool.acquire().await?;
-    let user = users::get_by_email(&mut conn, &request.email)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::AUTH_IDENTITY_NOT_FOUND,
-                "no account found for this email",
-            )
-        })?;
-    let stored = user.password_hash.clone().unwrap_or_default();
-    let plain = request.password;
-    let matches = tokio::task::spawn_blocking(move || password::verify(&plain, &stored))
-        .await
-        .map_err(ApiError::internal)?;
-    if !matches {
-        return Err(ApiError::new(
-            ErrorCode::AUTH_TOKEN_INVALID,
-            "invalid email or password",
-        ));
-    }
+    let (db, auth) = (&state.db, &state.auth);
+    auth.login
+        .admit(&state.limits, client, &request.email)
+        .await?;
+    // No connection is held while the password waits for its turn on a core.
+    let user = {
+        let mut conn = db.pool.acquire().await?;
+        users::get_by_email(&mut conn, &request.email).await?
+    };
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let matches = auth.login.verify(request.password, stored).await?;
+    let user = match (user, matches) {
+        (Some(user), true) => user,
+        _ => {
+            auth.login.failed(&state.limits, &request.email).await;
+            return Err(ApiError::new(
+                ErrorCode::AUTH_TOKEN_INVALID,
+                "invalid email or password",
+            ));
+        }
+    };
     if user.status != users::ACTIVE {
         return Err(ApiError::new(
             ErrorCode::AUTH_TOKEN_REVOKED,
@@ -110,7 +115,9 @@ pub async fn login(
     // Refuses users of deleted tenants the same way every other request does.
     auth.user_principal(&user.id).await?;
     let family_id = crate::db::new_id("fam");
-    let (response, _) = issue(&mut conn, auth, refresh_ttl_seconds, &user, &family_id).await?;
+    let ttl = state.config.auth.refresh_token_ttl_seconds;
+    let mut conn = db.pool.acquire().await?;
+    let (response, _) = issue(&mut conn, auth, ttl, &user, &family_id).await?;
     Ok(response)
 }
 

@@ -3,6 +3,7 @@
 //! (resident set growth read from `/proc/<pid>/status`).
 
 use std::process::Command;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -275,4 +276,252 @@ async fn texts_that_abort_espeak_are_spoken_and_the_server_stays_up() {
     // audio so far. Measured here: 678 MiB.
     let growth = rss_mib(&server).saturating_sub(before);
     assert!(growth < 1024, "resident memory grew by {growth} MiB");
+}
+
+/// The `host:port` the server listens on.
+fn address(server: &Server) -> String {
+    server.base.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the server closes the connection (or `wait` passes); what it sent.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read = tokio::time::timeout(wait, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// `[http]` bounds small enough for a test to outwait.
+fn slow_config(header_timeout: u64, max_connections: usize) -> String {
+    format!(
+        "[engines]\nenabled = false\n[http]\nheader_timeout_seconds = {header_timeout}\n\
+         body_idle_timeout_seconds = 2\nmax_connections = {max_connections}\n"
+    )
+}
+
+#[tokio::test]
+async fn five_thousand_slow_connections_do_not_starve_a_normal_client() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start_with(Options {
+        config_toml: Some(slow_config(10, 6000)),
+        ..Options::default()
+    })
+    .await;
+    let target = address(&server);
+    let before = rss_mib(&server);
+    // Slowloris: each opens a request head and sends another header line now and then,
+    // never the blank line that ends it. A fifth send nothing at all.
+    let mut slow = Vec::new();
+    for index in 0..5000 {
+        let mut stream = tokio::net::TcpStream::connect(&target).await.unwrap();
+        if index % 5 != 0 {
+            stream
+                .write_all(b"GET /v1/me HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        slow.push(stream);
+    }
+    for stream in slow.iter_mut().step_by(7) {
+        let _ = stream.write_all(b"X-Slow: 1\r\n").await;
+    }
+    // A normal client is served while all of them are open.
+    still_serving(&server).await;
+    let (status, _) = server.get("/health/live", None).await;
+    assert_eq!(status, 200);
+    let grown = rss_mib(&server).saturating_sub(before);
+    println!("5000 slow connections: RSS grew {grown} MiB");
+    assert!(grown < 256, "RSS grew {grown} MiB");
+
+    // Past the header timeout the server has closed every one of them.
+    for stream in &mut slow {
+        let answer = read_until_closed(stream, Duration::from_secs(60)).await;
+        assert!(answer.is_some(), "a slow connection was left open");
+    }
+    still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn stalled_bodies_idle_keepalives_and_connections_over_the_cap_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start_with(Options {
+        config_toml: Some(slow_config(2, 64)),
+        ..Options::default()
+    })
+    .await;
+    let target = address(&server);
+
+    // A body that stops arriving: 408 `REQUEST_TIMEOUT`, on the JSON and the upload paths.
+    for (path, content_type) in [
+        ("/v1/auth/token", "application/json"),
+        (TRANSCRIBE, "audio/wav"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&target).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\
+             Content-Type: {content_type}\r\nContent-Length: 100000\r\n\r\n{{\"email\""
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut stream, Duration::from_secs(60))
+            .await
+            .expect("the server answers a stalled body");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("REQUEST_TIMEOUT"), "{path}: {answer}");
+    }
+
+    // A keep-alive connection idle past the header timeout is closed after its answer.
+    let mut stream = tokio::net::TcpStream::connect(&target).await.unwrap();
+    stream
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stream, Duration::from_secs(60))
+        .await
+        .expect("an idle keep-alive connection is closed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // With 64 idle connections open, the 65th is closed at once, without an answer.
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(tokio::net::TcpStream::connect(&target).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut over = tokio::net::TcpStream::connect(&target).await.unwrap();
+    let _ = over
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let answer = read_until_closed(&mut over, Duration::from_secs(1))
+        .await
+        .expect("a connection over the cap is closed at once");
+    assert_eq!(answer, "", "a connection over the cap was served");
+    // Once the idle ones time out, connections are served again.
+    for stream in &mut idle {
+        assert!(
+            read_until_closed(stream, Duration::from_secs(60))
+                .await
+                .is_some()
+        );
+    }
+    still_serving(&server).await;
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("scaigrid_http_connections_refused_total 1"),
+        "{metrics}"
+    );
+}
+
+/// `POST /v1/auth/token` from a given loopback address (127.0.0.0/8 is all this host).
+async fn login_from(from: &str, server: &Server, email: &str, password: &str) -> (u16, Value) {
+    let client = reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let response = client
+        .post(server.url("/v1/auth/token"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    read(response).await
+}
+
+#[tokio::test]
+async fn five_hundred_parallel_wrong_logins_are_limited_and_tell_nothing() {
+    let server = Server::start_with(Options {
+        config_toml: Some(
+            "[engines]\nenabled = false\n[auth]\nlogin_attempts_per_minute_per_ip = 30\n\
+             login_failures_per_minute_per_email = 10\n"
+                .into(),
+        ),
+        ..Options::default()
+    })
+    .await;
+    let tenant = server.tenant("logins").await;
+    for email in ["ada@example.com", "grace@example.com"] {
+        let (status, user) = server
+            .post(
+                "/v1/users",
+                Some(ADMIN_KEY),
+                json!({"email": email, "password": "correct horse battery",
+                       "tenant_id": tenant.id, "roles": ["member"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{user}");
+    }
+    let before = rss_mib(&server);
+    let attempts = (0..500).map(|n| {
+        let server = &server;
+        async move {
+            let password = format!("guess number {n}");
+            let response = server
+                .http
+                .post(server.url("/v1/auth/token"))
+                .json(&json!({"email": "ada@example.com", "password": password}))
+                .send()
+                .await
+                .unwrap();
+            let retry_after = response.headers().contains_key("retry-after");
+            let (status, body) = read(response).await;
+            (status, body, retry_after)
+        }
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let (mut wrong, mut limited) = (0, 0);
+    for (status, body, retry_after) in &answers {
+        match status {
+            401 => {
+                assert_error(*status, body, 401, "AUTH_TOKEN_INVALID");
+                wrong += 1;
+            }
+            429 => {
+                assert_error(*status, body, 429, "RATE_LIMITED");
+                assert!(retry_after, "a refused login without Retry-After: {body}");
+                limited += 1;
+            }
+            other => panic!("login answered {other}: {body}"),
+        }
+    }
+    println!("500 parallel wrong logins: {wrong} checked (401), {limited} refused (429)");
+    assert!((1..=40).contains(&wrong), "{wrong} passwords were checked");
+    assert_eq!(wrong + limited, 500);
+    let grown = rss_mib(&server).saturating_sub(before);
+    assert!(grown < 256, "RSS grew {grown} MiB");
+    still_serving(&server).await;
+
+    // The guessed account's failures are spent, from any address, even with the right
+    // password (until they refill); another account from another address is untouched,
+    // and an unknown email is answered exactly like a wrong password.
+    let (status, body) = login_from(
+        "127.0.0.2",
+        &server,
+        "ada@example.com",
+        "correct horse battery",
+    )
+    .await;
+    assert_error(status, &body, 429, "RATE_LIMITED");
+    let (status, _) = login_from(
+        "127.0.0.3",
+        &server,
+        "grace@example.com",
+        "correct horse battery",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, wrong) =
+        login_from("127.0.0.4", &server, "grace@example.com", "nope nope nope").await;
+    assert_error(status, &wrong, 401, "AUTH_TOKEN_INVALID");
+    let (status, unknown) =
+        login_from("127.0.0.4", &server, "nobody@example.com", "nope nope nope").await;
+    assert_error(status, &unknown, 401, "AUTH_TOKEN_INVALID");
+    assert_eq!(wrong["error"]["message"], unknown["error"]["message"]);
 }

@@ -188,10 +188,12 @@ async fn login_refresh_and_jwt_failures(backend: Backend) {
     let user = create_user(&server, &tenant.id, "Ada@Example.com", &["member"]).await;
     assert_eq!(user["email"], "ada@example.com");
 
-    let (status, body) = login(&server, "nobody@example.com", "whatever-password").await;
-    assert_error(status, &body, 404, "AUTH_IDENTITY_NOT_FOUND");
-    let (status, body) = login(&server, "ada@example.com", "wrong password").await;
-    assert_error(status, &body, 401, "AUTH_TOKEN_INVALID");
+    // An unknown email and a wrong password get the same answer (no account discovery).
+    let (status, unknown) = login(&server, "nobody@example.com", "whatever-password").await;
+    assert_error(status, &unknown, 401, "AUTH_TOKEN_INVALID");
+    let (status, wrong) = login(&server, "ada@example.com", "wrong password").await;
+    assert_error(status, &wrong, 401, "AUTH_TOKEN_INVALID");
+    assert_eq!(unknown["error"]["message"], wrong["error"]["message"]);
 
     let (status, tokens) = login(&server, "ADA@example.com", "correct horse battery").await;
     assert_eq!(status, 200, "{tokens}");
@@ -341,6 +343,41 @@ async fn permissions_are_enforced_and_never_escalated() {
         status, 400,
         "platform_admin outside the platform tenant: {body}"
     );
+    // Nor what it grants, given directly or through a custom role, even by a platform
+    // admin who holds it: `*` and `platform:admin` stay in the platform tenant.
+    let member = create_user(&server, &tenant.id, "held@example.com", &["member"]).await;
+    for permission in ["*", "platform:admin", "platform:*"] {
+        let (status, body) = server
+            .post(
+                "/v1/api-keys",
+                Some(ADMIN_KEY),
+                json!({"name": "x", "tenant_id": tenant.id, "permissions": [permission]}),
+            )
+            .await;
+        assert_error(status, &body, 400, "INVALID_REQUEST");
+        let (status, body) = server
+            .post(
+                "/v1/grants",
+                Some(ADMIN_KEY),
+                json!({"subject_kind": "user", "subject_id": member["id"], "permissions": [permission]}),
+            )
+            .await;
+        assert_error(status, &body, 400, "INVALID_REQUEST");
+        let (status, body) = server
+            .post(
+                "/v1/roles",
+                Some(ADMIN_KEY),
+                json!({"name": "everything", "tenant_id": tenant.id, "permissions": [permission]}),
+            )
+            .await;
+        assert_error(status, &body, 400, "INVALID_REQUEST");
+    }
+    let (status, tokens) = login(&server, "held@example.com", "correct horse battery").await;
+    assert_eq!(status, 200, "{tokens}");
+    let (_, me) = server
+        .get("/v1/me", Some(tokens["access_token"].as_str().unwrap()))
+        .await;
+    assert!(!me["permissions"].to_string().contains("platform"), "{me}");
 
     // A custom role, and a key holding only it.
     let (status, role) = server

@@ -185,7 +185,8 @@ async fn bad_input_gets_documented_codes() {
             json!({"email": "half@example.com", "password": "long enough pw"}),
         )
         .await;
-    assert_error(status, &body, 404, "AUTH_IDENTITY_NOT_FOUND");
+    // No such user (answered like a wrong password: logins do not tell who exists).
+    assert_error(status, &body, 401, "AUTH_TOKEN_INVALID");
 
     // The server is still healthy after all of it.
     let (status, _) = server.get("/health/ready", None).await;

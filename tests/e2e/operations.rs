@@ -139,10 +139,10 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let mut response = String::new();
     std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
     assert!(
-        response.starts_with("HTTP/1.1 404"),
+        response.starts_with("HTTP/1.1 401"),
         "in-flight request was not answered: {response:?}"
     );
-    assert!(response.contains("AUTH_IDENTITY_NOT_FOUND"), "{response}");
+    assert!(response.contains("AUTH_TOKEN_INVALID"), "{response}");
     let status = tokio::task::spawn_blocking(move || server.wait())
         .await
         .unwrap();

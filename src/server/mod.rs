@@ -1,6 +1,11 @@
 //! Serving: binds, logs `listening on <addr>`, serves until a shutdown signal, then
 //! drains in-flight requests (bounded by the configured grace period).
 
+pub mod body;
+pub mod client_ip;
+pub mod conn;
+mod fdlimit;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,22 +22,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
     let accounting = state.accounting.clone();
+    let http = state.config.http.clone();
     let router = app::router(state);
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let graceful = async move {
-        shutdown.await;
-        tracing::info!("shutdown requested; draining in-flight requests");
-        let _ = signalled_tx.send(());
-    };
-    let serve = axum::serve(listener, router).with_graceful_shutdown(graceful);
-    let serve = tokio::spawn(async move { serve.await });
-    tokio::pin!(serve);
-    tokio::select! {
-        result = &mut serve => return Ok(result??),
-        _ = signalled_rx => {}
-    }
-    match tokio::time::timeout(grace, &mut serve).await {
-        Ok(result) => result??,
+    let connections = conn::serve(listener, router, &http, shutdown).await;
+    tracing::info!("shutdown requested; draining in-flight requests");
+    match tokio::time::timeout(grace, connections.shutdown()).await {
+        Ok(()) => {}
         Err(_) => tracing::warn!(
             seconds = grace.as_secs(),
             "grace period over; stopping with requests in flight"
@@ -73,6 +68,8 @@ pub async fn shutdown_signal() {
 /// `scaigrid serve`: open everything, bind, announce, serve.
 pub async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     let bind = config.bind;
+    let mut config = config;
+    config.http.max_connections = fdlimit::fit_connections(config.http.max_connections);
     let state = AppState::open(config).await?;
     let listener = TcpListener::bind(bind)
         .await
