@@ -155,12 +155,15 @@ pub async fn control(
     let token = crate::ws::token(&headers, query.token);
     let request_id = crate::request_id::current().unwrap_or_else(crate::request_id::generate);
     let span = tracing::Span::current();
-    Ok(upgrade.on_upgrade(move |socket| {
-        crate::request_id::scope(
-            request_id,
-            webrtc::control(socket, state, module, id, token).instrument(span),
-        )
-    }))
+    Ok(upgrade
+        .max_message_size(webrtc::MAX_CONTROL_MESSAGE_BYTES)
+        .max_frame_size(webrtc::MAX_CONTROL_MESSAGE_BYTES)
+        .on_upgrade(move |socket| {
+            crate::request_id::scope(
+                request_id,
+                webrtc::control(socket, state, module, id, token).instrument(span),
+            )
+        }))
 }
 
 /// A page that runs both sessions in the browser: the microphone to ScaiEcho, text to
@@ -169,4 +172,21 @@ pub async fn control(
     responses((status = 200, content_type = "text/html")))]
 pub async fn demo() -> Html<&'static str> {
     Html(include_str!("../webrtc/demo.html"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The demo page renders transcripts, which are whatever was said: never as markup.
+    #[test]
+    fn the_demo_page_never_parses_text_as_html() {
+        let page = include_str!("../webrtc/demo.html");
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
+            assert!(!page.contains(sink), "the demo page uses {sink}");
+        }
+    }
 }

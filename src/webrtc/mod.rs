@@ -379,12 +379,26 @@ enum Found {
     Ended(crate::db::webrtc::SessionRow),
 }
 
+/// The module and its permission: every session route and the control socket need
+/// what creating the session needed, not just the tenant (a viewer key must not end,
+/// answer or listen in on another member's session).
+fn authorize(principal: &Principal, module: Module) -> ApiResult<()> {
+    match module {
+        Module::Scaiecho => {
+            crate::services::modules::require_enabled(principal, scaiecho::MODULE)?;
+            principal.require("scaiecho:transcribe")
+        }
+        Module::Scaispeak => scaispeak::authorize(principal),
+    }
+}
+
 async fn find(
     state: &AppState,
     principal: &Principal,
     module: Module,
     id: &str,
 ) -> ApiResult<Found> {
+    authorize(principal, module)?;
     if let Some(entry) = state.webrtc.get(id)
         && entry.tenant_id == principal.tenant_id
         && entry.module == module
@@ -616,6 +630,13 @@ fn candidate_ips(state: &AppState) -> Vec<IpAddr> {
     ips
 }
 
+/// Largest control frame taken (JSON: `close`, or a ScaiSpeak text); larger is 4413.
+pub const MAX_CONTROL_FRAME_BYTES: usize = 64 * 1024;
+
+/// Frames up to this reach [`control`], which answers 4413; larger ones end the
+/// connection in the protocol layer (1009).
+pub const MAX_CONTROL_MESSAGE_BYTES: usize = 16 << 20;
+
 /// The control WebSocket: the session's frames out, text frames in. Before the offer
 /// was answered (or when the peer state is gone) it closes with 4404
 /// `session_not_ready`.
@@ -673,6 +694,12 @@ pub async fn control(
                 }
             },
             message = ws::Link::recv(&mut socket) => match message {
+                Some(Message::Text(text)) if text.len() > MAX_CONTROL_FRAME_BYTES => {
+                    let error = ApiError::too_large("a control frame", MAX_CONTROL_FRAME_BYTES as u64)
+                        .with_field("limit_unit", "bytes");
+                    ws::finish(&mut socket, Err(End::Error(error))).await;
+                    return;
+                }
                 Some(Message::Text(text)) => {
                     let _ = inbox.send(Inbound::Text(text.to_string())).await;
                 }

@@ -257,8 +257,17 @@ async fn session_requests_are_checked_before_any_peer_exists() {
         "{body}"
     );
 
-    // Another tenant cannot see it; the other module's path does not name it.
+    // Another tenant (with the module) cannot see it; the other module's path does not
+    // name it.
     let other = server.tenant("rtc-other").await;
+    let (status, body) = server
+        .post(
+            "/v1/modules/scaiecho/enable",
+            Some(&other.admin_key),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
     let (status, body) = server
         .get(&format!("{ECHO}/{id}"), Some(&other.admin_key))
         .await;
@@ -385,4 +394,75 @@ async fn a_restart_loses_the_peer_state_and_says_so() {
         let (_, body) = server.get(&format!("{base}/{id}"), Some(ADMIN_KEY)).await;
         assert_eq!(body["status"], "lost", "{body}");
     }
+}
+
+/// An SDP offer with one audio line, made by str0m (no browser needed for the answer).
+fn str0m_offer() -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::Rtc::new(std::time::Instant::now());
+    let candidate = str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap();
+    rtc.add_local_candidate(candidate);
+    let mut change = rtc.sdp_api();
+    change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    let (offer, _pending) = change.apply().unwrap();
+    offer.to_sdp_string()
+}
+
+#[tokio::test]
+async fn viewers_cannot_touch_sessions_and_oversized_control_frames_close_4413() {
+    let server = Server::start().await;
+    let tenant = server.tenant("rtc-perm").await;
+    let path = "/v1/modules/scaiecho/enable";
+    let (status, body) = server.post(path, Some(&tenant.admin_key), json!({})).await;
+    assert_eq!(status, 204, "{body}");
+    let viewer = server.key(ADMIN_KEY, &tenant.id, &["viewer"]).await;
+    let (status, session) = server.post(ECHO, Some(&tenant.admin_key), json!({})).await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().unwrap();
+    let at = format!("{ECHO}/{id}");
+
+    // A viewer of the same tenant: no session route and no control socket.
+    let (status, body) = server.post(ECHO, Some(&viewer), json!({})).await;
+    assert_error(status, &body, 403, "AUTHZ_PERMISSION_DENIED");
+    let (status, body) = server.get(&at, Some(&viewer)).await;
+    assert_error(status, &body, 403, "AUTHZ_PERMISSION_DENIED");
+    let (status, body) = server
+        .post(
+            &format!("{at}/offer"),
+            Some(&viewer),
+            json!({"type": "offer", "sdp": str0m_offer()}),
+        )
+        .await;
+    assert_error(status, &body, 403, "AUTHZ_PERMISSION_DENIED");
+    let (status, body) = server
+        .send(reqwest::Method::DELETE, &at, Some(&viewer), None)
+        .await;
+    assert_error(status, &body, 403, "AUTHZ_PERMISSION_DENIED");
+    let mut control = control_socket(&server, &session, &viewer).await;
+    let (error, code, _) = refused(&mut control).await;
+    assert_eq!(code, 4403, "{error}");
+    assert_eq!(error["code"], "AUTHZ_PERMISSION_DENIED", "{error}");
+
+    // The member's session goes on: answered, and its control socket opens.
+    let (status, answer) = server
+        .post(
+            &format!("{at}/offer"),
+            Some(&tenant.admin_key),
+            json!({"type": "offer", "sdp": str0m_offer()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["type"], "answer");
+    let mut control = control_socket(&server, &session, &tenant.admin_key).await;
+    // A 10 MB control frame: the error frame and close 4413, nothing else lost.
+    use futures_util::SinkExt;
+    control
+        .send(Message::Text("x".repeat(10 << 20).into()))
+        .await
+        .unwrap();
+    let (error, code, reason) = refused(&mut control).await;
+    assert_eq!((code, reason.as_str()), (4413, "CTX_TOO_LARGE"), "{error}");
+    assert_eq!(error["code"], "CTX_TOO_LARGE", "{error}");
+    let (status, me) = server.get("/v1/me", Some(&tenant.admin_key)).await;
+    assert_eq!(status, 200, "{me}");
 }
