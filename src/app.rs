@@ -112,7 +112,7 @@ impl AppState {
                 None => None,
             },
             relay: crate::scaiecho::relay::Relay::new(&config.relay)?,
-            streams: Default::default(),
+            streams: crate::slots::StreamSlots::new("scaigrid_scaiecho_streams_open"),
         };
         let scaispeak = crate::scaispeak::ScaiSpeak {
             local: match &node {
@@ -120,6 +120,7 @@ impl AppState {
                 None => None,
             },
             relay: crate::scaispeak::relay::Relay::new(&config.speak)?,
+            streams: crate::slots::StreamSlots::new("scaigrid_scaispeak_streams_open"),
         };
         let gateway = Arc::new(crate::gateway::Gateway::new(
             db.clone(),
@@ -142,10 +143,10 @@ impl AppState {
             cluster,
             queue,
             accounting,
-            webhook_http: reqwest::Client::builder()
-                .user_agent(concat!("scaigrid-webhooks/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            webhook_http: crate::webhooks::delivery_client(
+                crate::webhooks::target::system_lookup(),
+                config.webhooks.allow_private_targets,
+            )?,
             bound: OnceLock::new(),
             jobs_wakeup: tokio::sync::Notify::new(),
             scaiecho,

@@ -312,6 +312,10 @@ pub struct FileScaispeak {
     pub inline_text_chars: Option<usize>,
     /// `save_to` writes to a per-user folder of the object store (default true).
     pub drive: Option<bool>,
+    /// Open speech streams (WebSocket and WebRTC) per tenant (default 16); then 4429.
+    pub stream_max_per_tenant: Option<usize>,
+    /// Characters one speech stream takes in all (default 100000); then 4413.
+    pub stream_max_chars: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -388,8 +392,23 @@ pub struct ExternalIssuer {
     pub issuer: String,
     /// Required `aud` value.
     pub audience: String,
-    /// Where the issuer's JSON Web Key Set is served.
+    /// Where the issuer's JSON Web Key Set is served (`https://`).
     pub jwks_url: String,
+    /// The slug of the one tenant this issuer's users are looked up in (required: an
+    /// identity provider must not sign anyone into any tenant, the platform's included).
+    pub tenant: Option<String>,
+    /// Take a `http://` JWKS URL (keys fetched in the clear can be swapped on the way);
+    /// default false.
+    #[serde(default)]
+    pub allow_http_jwks: bool,
+    /// Map a token to a user only when it says `email_verified: true` (default true;
+    /// turn off only for an issuer that verifies every address and omits the claim).
+    #[serde(default = "yes")]
+    pub require_email_verified: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,6 +479,8 @@ pub struct SpeakConfig {
     pub max_text_chars: usize,
     pub inline_text_chars: usize,
     pub drive: bool,
+    pub stream_max_per_tenant: usize,
+    pub stream_max_chars: usize,
 }
 
 /// ScaiEcho's backend B (both URL and key are needed for it to be usable).
@@ -631,6 +652,12 @@ impl Config {
             crate::auth::api_key::validate_format(key.expose()).map_err(|reason| {
                 anyhow::anyhow!("bootstrap_admin_key (SCAIGRID_BOOTSTRAP_ADMIN_KEY): {reason}")
             })?;
+            if is_placeholder(key.expose()) {
+                bail!(
+                    "bootstrap_admin_key (SCAIGRID_BOOTSTRAP_ADMIN_KEY): this is a placeholder \
+                     from an example; set a random key of your own (it is a platform admin's)"
+                );
+            }
         }
         let log_format = match overrides
             .log_format
@@ -683,12 +710,29 @@ impl Config {
         {
             bail!("auth.jwt_secret (SCAIGRID_JWT_SECRET): must be at least 32 characters");
         }
+        if let Some(secret) = &auth.jwt_secret
+            && is_placeholder(secret.expose())
+        {
+            bail!(
+                "auth.jwt_secret (SCAIGRID_JWT_SECRET): this is a placeholder from an example; \
+                 set a random secret of your own (anyone who read the example can mint tokens)"
+            );
+        }
         for issuer in &auth.external_issuers {
-            if !(issuer.jwks_url.starts_with("https://") || issuer.jwks_url.starts_with("http://"))
-            {
+            let https = issuer.jwks_url.starts_with("https://");
+            let http = issuer.jwks_url.starts_with("http://");
+            if !(https || http && issuer.allow_http_jwks) {
                 bail!(
-                    "auth.external_issuers: jwks_url `{}` of issuer `{}` is not an http(s) URL",
+                    "auth.external_issuers: jwks_url `{}` of issuer `{}` must be an https URL \
+                     (set allow_http_jwks = true to take http)",
                     issuer.jwks_url,
+                    issuer.issuer
+                );
+            }
+            if issuer.tenant.as_deref().is_none_or(str::is_empty) {
+                bail!(
+                    "auth.external_issuers: issuer `{}` needs `tenant`, the slug of the tenant \
+                     its users are looked up in",
                     issuer.issuer
                 );
             }
@@ -854,6 +898,14 @@ impl Config {
                 "scaispeak.inline_text_chars",
                 file.scaispeak.inline_text_chars.unwrap_or(2000) as u64,
             )? as usize,
+            stream_max_per_tenant: positive(
+                "scaispeak.stream_max_per_tenant",
+                file.scaispeak.stream_max_per_tenant.unwrap_or(16) as u64,
+            )? as usize,
+            stream_max_chars: positive(
+                "scaispeak.stream_max_chars",
+                file.scaispeak.stream_max_chars.unwrap_or(100_000) as u64,
+            )? as usize,
         };
         if let Some(url) = &speak.relay.url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -1017,6 +1069,22 @@ fn non_negative(name: &str, value: Option<f64>) -> anyhow::Result<f64> {
     }
 }
 
+/// Secrets and keys that appeared in example files (the compose file once defaulted to
+/// these): refused, since anyone who read the example knows them.
+const PLACEHOLDERS: &[&str] = &[
+    "change-me-change-me-change-me-change-me",
+    "sgk_compose_admin_key_change_me_0123456789",
+];
+
+/// A known example value, or one that says it should be changed.
+fn is_placeholder(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    PLACEHOLDERS.contains(&value)
+        || ["change-me", "change_me", "changeme"]
+            .iter()
+            .any(|marker| lower.contains(marker))
+}
+
 fn positive(name: &str, value: u64) -> anyhow::Result<u64> {
     if value == 0 {
         bail!("{name}: must be greater than zero");
@@ -1087,11 +1155,48 @@ mod tests {
         assert!(error("default_modules = [\"nope\"]").starts_with("default_modules:"));
         assert!(error("database_url = \"mysql://x\"").starts_with("database_url:"));
         assert!(error("bootstrap_admin_key = \"abc\"").starts_with("bootstrap_admin_key"));
+        // The compose file's old defaults, and anything that says to change it.
+        for placeholder in [
+            "bootstrap_admin_key = \"sgk_compose_admin_key_change_me_0123456789\"",
+            "bootstrap_admin_key = \"sgk_please_changeme_0123456789abcdef\"",
+        ] {
+            assert!(error(placeholder).contains("placeholder"), "{placeholder}");
+        }
+        for placeholder in [
+            "[auth]\njwt_secret = \"change-me-change-me-change-me-change-me\"",
+            "[auth]\njwt_secret = \"CHANGE_ME_to_something_long_and_random!\"",
+        ] {
+            assert!(error(placeholder).contains("placeholder"), "{placeholder}");
+        }
         assert!(error("[auth]\naccess_token_ttl_seconds = 0").contains("access_token_ttl"));
         assert!(error("[engines]\ndevice = \"tpu\"").starts_with("engines.device"));
         assert!(error("[redis]\nurl = \"http://x\"").starts_with("redis.url"));
         assert!(error("[s3]\nbucket = \"b\"\nendpoint = \"s3.local\"").starts_with("s3.endpoint"));
         assert!(error("[jobs]\nlease_seconds = 0").starts_with("jobs.lease_seconds"));
+        assert!(error("[http]\nmax_connections = 0").starts_with("http.max_connections"));
+        assert!(error("[http]\nmax_header_bytes = 10").starts_with("http.max_header_bytes"));
+        assert!(
+            error("[http]\ntrusted_proxies = [\"10.0.0.0/40\"]")
+                .starts_with("http.trusted_proxies")
+        );
+        assert!(
+            error("[auth]\nlogin_attempts_per_minute_per_ip = 0")
+                .starts_with("auth.login_attempts")
+        );
+        // External issuers: https keys unless allowed, and a tenant to look users up in.
+        let issuer = |extra: &str, url: &str| {
+            format!(
+                "[[auth.external_issuers]]\nissuer = \"https://id\"\naudience = \"a\"\n\
+                 jwks_url = \"{url}\"\n{extra}"
+            )
+        };
+        let plain = issuer("tenant = \"t\"", "http://id/jwks");
+        assert!(error(&plain).contains("must be an https URL"));
+        assert!(error(&issuer("", "https://id/jwks")).contains("needs `tenant`"));
+        let allowed = issuer("tenant = \"t\"\nallow_http_jwks = true", "http://id/jwks");
+        let file: FileConfig = toml::from_str(&allowed).unwrap();
+        let config = Config::merge(file, Overrides::default()).unwrap();
+        assert!(config.auth.external_issuers[0].require_email_verified);
     }
 
     #[test]

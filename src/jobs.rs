@@ -19,6 +19,10 @@ use crate::{scaiecho, scaispeak};
 /// Claims of one job that may end in a busy dispatcher before it fails.
 const MAX_BUSY_ATTEMPTS: i64 = 100;
 
+/// Workers that may die on one job before it fails (`status_reason` [`WORKER_CRASHED`]).
+pub const MAX_CRASHES: i64 = 3;
+pub const WORKER_CRASHED: &str = "worker crashed";
+
 /// A job as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobView {
@@ -177,6 +181,14 @@ pub async fn process(state: &AppState, id: &str) -> ApiResult<Processed> {
     let Some(job) = job else {
         return Ok(Processed::Ended);
     };
+    if job.crashes >= MAX_CRASHES {
+        // Its workers died on it three times (a poison input): it fails instead of
+        // taking the next worker down too.
+        tracing::error!(job_id = %id, crashes = job.crashes, "job failed: its workers crashed");
+        metrics::counter!("scaigrid_jobs_poisoned_total", "module" => job.module.clone())
+            .increment(1);
+        return end(state, &job, Err(WORKER_CRASHED.to_owned())).await;
+    }
     let lease = state.config.jobs.lease;
     let renew = async {
         let mut ticker = tokio::time::interval(lease / 3);
@@ -205,12 +217,23 @@ pub async fn process(state: &AppState, id: &str) -> ApiResult<Processed> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         return Ok(Processed::Requeued);
     }
+    let outcome = outcome.map_err(|error| {
+        tracing::warn!(job_id = %id, code = error.code.as_str(), error = %error.message, "job failed");
+        reason(&error)
+    });
+    end(state, &job, outcome).await
+}
+
+/// Records a job's end (result, or the `status_reason` of its failure) and its event.
+async fn end(
+    state: &AppState,
+    job: &JobRow,
+    outcome: Result<(Value, f64), String>,
+) -> ApiResult<Processed> {
+    let id = job.id.as_str();
     let (status, reason, result, seconds) = match &outcome {
         Ok((result, seconds)) => ("succeeded", None, Some(result.to_string()), Some(*seconds)),
-        Err(error) => {
-            tracing::warn!(job_id = %id, code = error.code.as_str(), error = %error.message, "job failed");
-            ("failed", Some(reason(error)), None, None)
-        }
+        Err(reason) => ("failed", Some(reason.clone()), None, None),
     };
     let event = match status {
         "succeeded" => format!("{}.job.completed", job.kind),
@@ -238,7 +261,7 @@ pub async fn process(state: &AppState, id: &str) -> ApiResult<Processed> {
     tx.commit().await?;
     if ended {
         // Not when another worker took the job over meanwhile: it still needs the input.
-        cleanup(state, &job).await;
+        cleanup(state, job).await;
     }
     tracing::info!(job_id = %id, status, kind = %job.kind, "job ended");
     Ok(Processed::Ended)

@@ -41,6 +41,7 @@ pub mod scaiecho;
 pub mod scaispeak;
 pub mod server;
 pub mod services;
+pub mod slots;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;

@@ -21,6 +21,19 @@ const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 pub struct ExternalClaims {
     pub sub: String,
     pub email: Option<String>,
+    /// `true` (some issuers send the string `"true"`).
+    #[serde(default)]
+    pub email_verified: Option<serde_json::Value>,
+}
+
+impl ExternalClaims {
+    pub fn email_is_verified(&self) -> bool {
+        match &self.email_verified {
+            Some(serde_json::Value::Bool(verified)) => *verified,
+            Some(serde_json::Value::String(text)) => text == "true",
+            _ => false,
+        }
+    }
 }
 
 struct KeyState {
@@ -69,6 +82,10 @@ impl ExternalVerifier {
 
     pub fn issuer(&self) -> &str {
         &self.config.issuer
+    }
+
+    pub fn config(&self) -> &ExternalIssuer {
+        &self.config
     }
 
     async fn fetch(&self) -> Result<JwkSet, ApiError> {

@@ -116,18 +116,33 @@ impl Authenticator {
                     .find(|v| v.issuer() == issuer)
                     .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_INVALID, "unknown token issuer"))?;
                 let claims = verifier.verify(token).await?;
+                let config = verifier.config();
+                if config.require_email_verified && !claims.email_is_verified() {
+                    return Err(error(
+                        ErrorCode::AUTH_TOKEN_INVALID,
+                        "the token's email is not verified (`email_verified` is not true)",
+                    ));
+                }
                 let email = claims.email.ok_or_else(|| {
                     error(ErrorCode::AUTH_TOKEN_INVALID, "token has no email claim")
                 })?;
+                // Only users of the tenant bound to this issuer: its users must not reach
+                // an account of the same email elsewhere (the platform's above all).
+                let not_found = || {
+                    error(
+                        ErrorCode::AUTH_IDENTITY_NOT_FOUND,
+                        "no account found for this email",
+                    )
+                };
                 let mut conn = self.db.pool.acquire().await?;
+                let tenant = match config.tenant.as_deref() {
+                    Some(slug) => tenants::get_by_slug(&mut conn, slug).await?,
+                    None => None,
+                };
                 let user = users::get_by_email(&mut conn, &email)
                     .await?
-                    .ok_or_else(|| {
-                        error(
-                            ErrorCode::AUTH_IDENTITY_NOT_FOUND,
-                            "no account found for this email",
-                        )
-                    })?;
+                    .filter(|user| tenant.as_ref().is_some_and(|t| t.id == user.tenant_id))
+                    .ok_or_else(not_found)?;
                 self.user_principal(&user.id).await
             }
             None => Err(error(

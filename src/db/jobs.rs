@@ -22,6 +22,8 @@ pub struct JobRow {
     pub result: Option<String>,
     pub audio_seconds: Option<f64>,
     pub attempts: i64,
+    /// Claims that found the job's previous worker dead (lease run out mid-job).
+    pub crashes: i64,
     pub created_at: i64,
     pub updated_at: i64,
     pub started_at: Option<i64>,
@@ -29,7 +31,7 @@ pub struct JobRow {
 }
 
 const COLUMNS: &str = "id, tenant_id, module, kind, status, status_reason, subject, options, \
-    input_key, media_type, result, audio_seconds, attempts, created_at, updated_at, \
+    input_key, media_type, result, audio_seconds, attempts, crashes, created_at, updated_at, \
     started_at, finished_at";
 
 fn from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
@@ -47,6 +49,7 @@ fn from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
         result: row.try_get("result")?,
         audio_seconds: row.try_get("audio_seconds")?,
         attempts: row.try_get("attempts")?,
+        crashes: row.try_get("crashes")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         started_at: row.try_get("started_at")?,
@@ -144,15 +147,17 @@ pub async fn list(
 }
 
 /// Claims the oldest job that is queued or whose lease ran out; `None` when there is
-/// none (or another worker won the race for it).
+/// none (or another worker won the race for it). Taking over a job whose lease ran out
+/// mid-job counts a crash of its previous worker (SET sees the row as it was).
 pub async fn claim_next(
     conn: &mut AnyConnection,
     lease_ms: i64,
 ) -> Result<Option<String>, sqlx::Error> {
     let now = now_ms();
     let row = sqlx::query(
-        "UPDATE jobs SET status = 'processing', attempts = attempts + 1, started_at = $1, \
-         updated_at = $1, lease_until = $2 \
+        "UPDATE jobs SET status = 'processing', attempts = attempts + 1, \
+         crashes = crashes + CASE WHEN status = 'processing' THEN 1 ELSE 0 END, \
+         started_at = $1, updated_at = $1, lease_until = $2 \
          WHERE id = (SELECT id FROM jobs WHERE status = 'queued' \
                      OR (status = 'processing' AND lease_until < $1) \
                      ORDER BY created_at LIMIT 1) \
@@ -185,8 +190,9 @@ pub async fn claim(
 ) -> Result<Claim, sqlx::Error> {
     let now = now_ms();
     let claimed = sqlx::query(
-        "UPDATE jobs SET status = 'processing', attempts = attempts + 1, started_at = $1, \
-         updated_at = $1, lease_until = $2 \
+        "UPDATE jobs SET status = 'processing', attempts = attempts + 1, \
+         crashes = crashes + CASE WHEN status = 'processing' THEN 1 ELSE 0 END, \
+         started_at = $1, updated_at = $1, lease_until = $2 \
          WHERE id = $3 AND (status = 'queued' OR (status = 'processing' AND lease_until < $1))",
     )
     .bind(now)

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webrtc_sessions",
         include_str!("migrations/0008_webrtc_sessions.sql"),
     ),
+    (
+        9,
+        "hardening",
+        include_str!("migrations/0009_hardening.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded. Returns how many ran.

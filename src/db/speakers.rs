@@ -142,7 +142,8 @@ pub async fn warm_profiles(
     Ok(profiles)
 }
 
-/// Stores the embedding and the outcome (`ready` or `failed` with a reason).
+/// Stores the embedding and the outcome (`ready` or `failed` with a reason); nothing for
+/// a profile deleted while its enrollment ran (its embedding must not come back).
 pub async fn set_enrollment(
     conn: &mut AnyConnection,
     id: &str,
@@ -153,7 +154,8 @@ pub async fn set_enrollment(
     let embedding = embedding.map(|e| serde_json::to_string(e).unwrap_or_default());
     sqlx::query(
         "UPDATE scaiecho_speakers SET enrollment_status = $1, status_reason = $2, \
-         embedding = COALESCE($3, embedding), updated_at = $4 WHERE id = $5",
+         embedding = COALESCE($3, embedding), updated_at = $4 \
+         WHERE id = $5 AND deleted_at IS NULL",
     )
     .bind(status)
     .bind(reason)
@@ -165,11 +167,12 @@ pub async fn set_enrollment(
     Ok(())
 }
 
-/// Tombstones a live profile; `false` if it was not live.
+/// Tombstones a live profile; `false` if it was not live. The embedding goes with it
+/// (biometric data): the tombstone keeps only the label, preflight and times for audits.
 pub async fn tombstone(conn: &mut AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
     let now = now_ms();
     let result = sqlx::query(
-        "UPDATE scaiecho_speakers SET deleted_at = $1, updated_at = $1 \
+        "UPDATE scaiecho_speakers SET deleted_at = $1, updated_at = $1, embedding = NULL \
          WHERE id = $2 AND deleted_at IS NULL",
     )
     .bind(now)

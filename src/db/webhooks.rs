@@ -12,6 +12,9 @@ pub struct WebhookRow {
     /// JSON array of event names.
     pub events: String,
     pub secret: String,
+    /// The secret replaced last, still signing until `previous_secret_until`.
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<i64>,
     pub status: String,
     pub disabled_reason: Option<String>,
     pub consecutive_failures: i64,
@@ -26,6 +29,8 @@ fn webhook_row(row: &sqlx::any::AnyRow) -> Result<WebhookRow, sqlx::Error> {
         url: row.try_get("url")?,
         events: row.try_get("events")?,
         secret: row.try_get("secret")?,
+        previous_secret: row.try_get("previous_secret")?,
+        previous_secret_until: row.try_get("previous_secret_until")?,
         status: row.try_get("status")?,
         disabled_reason: row.try_get("disabled_reason")?,
         consecutive_failures: row.try_get("consecutive_failures")?,
@@ -50,6 +55,28 @@ pub async fn insert(conn: &mut AnyConnection, w: &WebhookRow) -> Result<(), sqlx
     .bind(w.consecutive_failures)
     .bind(w.created_at)
     .bind(w.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Replaces the secret; the old one goes on signing until `previous_until`.
+pub async fn rotate_secret(
+    conn: &mut AnyConnection,
+    id: &str,
+    secret: &str,
+    previous: Option<&str>,
+    previous_until: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhooks SET secret = $2, previous_secret = $3, previous_secret_until = $4, \
+         updated_at = $5 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(secret)
+    .bind(previous)
+    .bind(previous_until)
+    .bind(now_ms())
     .execute(conn)
     .await?;
     Ok(())

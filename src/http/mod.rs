@@ -96,6 +96,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
             webhooks::delete_webhook
         ))
         .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::rotate_webhook_secret))
         .routes(routes!(nodes::infra_nodes))
         .routes(routes!(nodes::admin_nodes))
         .routes(routes!(scaiecho::transcribe))

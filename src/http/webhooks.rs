@@ -10,7 +10,9 @@ use crate::app::AppState;
 use crate::auth::Auth;
 use crate::error::ApiResult;
 use crate::extract::{Json, Query};
-use crate::webhooks::{self, CreateWebhook, DeliveryList, UpdateWebhook, WebhookView};
+use crate::webhooks::{
+    self, CreateWebhook, DeliveryList, RotateSecret, UpdateWebhook, WebhookView,
+};
 
 type St = State<Arc<AppState>>;
 
@@ -68,6 +70,20 @@ pub async fn delete_webhook(
 ) -> ApiResult<StatusCode> {
     webhooks::delete(&s, &p, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replaces the signing secret. The answer carries the new one (only here); the old one
+/// goes on signing beside it for `overlap_seconds` (a second `v1=` in the signature).
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks",
+    request_body = RotateSecret, responses((status = 200, body = WebhookView)),
+    security(("bearer" = [])))]
+pub async fn rotate_webhook_secret(
+    State(s): St,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<RotateSecret>,
+) -> ApiResult<Json<WebhookView>> {
+    webhooks::rotate_secret(&s, &p, &id, r).await.map(Json)
 }
 
 /// The latest deliveries with status code, error and attempt.

@@ -38,7 +38,7 @@ pub struct ScaiEcho {
     pub local: Option<local::LocalStt>,
     pub relay: Option<relay::Relay>,
     /// Open WebSocket streams per tenant.
-    pub streams: stream::Streams,
+    pub streams: Arc<crate::slots::StreamSlots>,
 }
 
 impl ScaiEcho {

@@ -38,6 +38,8 @@ pub const SPEAK: &str = "scaispeak:speak";
 pub struct ScaiSpeak {
     pub local: Option<local::LocalTts>,
     pub relay: Option<relay::Relay>,
+    /// Open speech streams per tenant.
+    pub streams: std::sync::Arc<crate::slots::StreamSlots>,
 }
 
 impl ScaiSpeak {

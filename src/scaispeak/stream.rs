@@ -36,6 +36,7 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::services::backends::{Backend, Preference};
+use crate::slots::Slot;
 use crate::ws::{self, End, Link};
 
 /// Sentences waiting to be synthesized at most.
@@ -221,6 +222,9 @@ pub struct Session {
     fresh: bool,
     characters: usize,
     seconds: f64,
+    /// Characters of text taken in all (`[scaispeak] stream_max_chars`).
+    received: usize,
+    _slot: Slot,
 }
 
 pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<String>) {
@@ -258,6 +262,8 @@ async fn start(
 ) -> Result<Session, End> {
     let principal = ws::authenticate(state, token).await?;
     admit(state, &principal).await?;
+    // The slot before `open`: a tenant at its limit is refused at once.
+    let slot = take_slot(state, &principal.tenant_id)?;
     let open = loop {
         match ws::next_message(socket, state.config.stream.idle_timeout).await? {
             Message::Text(text) => break parse_open(&text)?,
@@ -267,7 +273,16 @@ async fn start(
             _ => continue,
         }
     };
-    Ok(Session::open(state, principal, open, PACE_LEAD).await?)
+    Ok(Session::open(state, principal, slot, open, PACE_LEAD).await?)
+}
+
+/// One of the tenant's open speech-stream slots (429/4429 `RATE_LIMITED` when all are
+/// taken: `[scaispeak] stream_max_per_tenant`).
+pub fn take_slot(state: &Arc<AppState>, tenant: &str) -> ApiResult<Slot> {
+    state
+        .scaispeak
+        .streams
+        .take(tenant, state.config.speak.stream_max_per_tenant)
 }
 
 impl Session {
@@ -276,6 +291,7 @@ impl Session {
     pub async fn open(
         state: &Arc<AppState>,
         principal: Arc<Principal>,
+        slot: Slot,
         open: OpenFrame,
         lead: Duration,
     ) -> ApiResult<Session> {
@@ -315,6 +331,8 @@ impl Session {
             frames_sent: 0,
             fresh: true,
             characters: 0,
+            received: 0,
+            _slot: slot,
             seconds: 0.0,
         })
     }
@@ -447,12 +465,23 @@ impl Session {
         match frame.kind.as_str() {
             "text" => {
                 let piece = frame.text.unwrap_or_default();
-                if piece.chars().count() > limit {
+                let count = piece.chars().count();
+                if count > limit {
                     return Err(ApiError::new(
                         ErrorCode::CTX_TOO_LARGE,
                         format!("a text frame is limited to {limit} characters"),
                     )
                     .with_field("limit", limit));
+                }
+                let total = self.state.config.speak.stream_max_chars;
+                self.received += count;
+                if self.received > total {
+                    return Err(ApiError::new(
+                        ErrorCode::CTX_TOO_LARGE,
+                        format!("a stream takes at most {total} characters of text"),
+                    )
+                    .with_field("limit", total)
+                    .with_field("limit_unit", "characters"));
                 }
                 let dropped = frame.interrupt.then(|| self.interrupt());
                 let complete = self.sentences.push(&piece);

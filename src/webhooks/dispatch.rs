@@ -165,7 +165,10 @@ async fn send(
 ) -> Result<i64, (Option<i64>, String)> {
     let config = &state.config.webhooks;
     let url = reqwest::Url::parse(&webhook.url).map_err(|e| (None, format!("bad URL: {e}")))?;
+    // The resolver of `webhook_http` checks the addresses it connects to; this catches
+    // what it does not see (an address written in the URL, this server's own port).
     super::target::check(
+        &super::target::system_lookup(),
         &url,
         state.bound.get().copied(),
         config.allow_private_targets,
@@ -173,7 +176,13 @@ async fn send(
     .await
     .map_err(|reason| (None, format!("target refused: {reason}")))?;
     let timestamp = now_ms() / 1000;
-    let signature = super::sign::signature(&webhook.secret, timestamp, delivery.payload.as_bytes());
+    let mut secrets = vec![webhook.secret.as_str()];
+    if let (Some(previous), Some(until)) = (&webhook.previous_secret, webhook.previous_secret_until)
+        && until > now_ms()
+    {
+        secrets.push(previous);
+    }
+    let signature = super::sign::signature(&secrets, timestamp, delivery.payload.as_bytes());
     let response = state
         .webhook_http
         .post(url)

@@ -66,6 +66,8 @@ pub struct WebhookView {
     /// Only in the answer to the create call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// Until when the secret replaced last still signs deliveries (after a rotation).
+    pub previous_secret_expires_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -99,6 +101,10 @@ fn view(row: WebhookRow, secret: bool) -> WebhookView {
     WebhookView {
         events: serde_json::from_str(&row.events).unwrap_or_default(),
         secret: secret.then(|| row.secret.clone()),
+        previous_secret_expires_at: row
+            .previous_secret_until
+            .filter(|until| *until > now_ms())
+            .map(Timestamp),
         id: row.id,
         tenant_id: row.tenant_id,
         url: row.url,
@@ -153,6 +159,7 @@ async fn validate_url(state: &AppState, url: &str) -> ApiResult<String> {
     }
     let config = &state.config.webhooks;
     target::check(
+        &target::system_lookup(),
         &parsed,
         state.bound.get().copied(),
         config.allow_private_targets,
@@ -170,6 +177,24 @@ fn require_write(principal: &Principal, tenant_id: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// The client deliveries go out on: no redirects (a receiver cannot bounce a delivery to
+/// an address the check refused), no proxy from the environment (the check is of the
+/// receiver, not of a proxy), and names resolved only to checked addresses.
+pub fn delivery_client(
+    lookup: target::Lookup,
+    allow_private: bool,
+) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .user_agent(concat!("scaigrid-webhooks/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(target::PinnedResolver {
+            lookup,
+            allow_private,
+        })
+        .build()?)
+}
+
 pub async fn create(
     state: &AppState,
     principal: &Principal,
@@ -179,11 +204,7 @@ pub async fn create(
     require_write(principal, &tenant_id)?;
     validate_events(&request.events)?;
     let url = validate_url(state, &request.url).await?;
-    let secret = match request.secret {
-        Some(secret) if secret.len() >= 16 && secret.len() <= 200 => secret,
-        Some(_) => return Err(ApiError::invalid("`secret` must be 16 to 200 characters")),
-        None => format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>())),
-    };
+    let secret = new_secret(request.secret)?;
     let now = now_ms();
     let row = WebhookRow {
         id: new_id("wh"),
@@ -191,6 +212,8 @@ pub async fn create(
         url,
         events: serde_json::to_string(&request.events).map_err(ApiError::internal)?,
         secret,
+        previous_secret: None,
+        previous_secret_until: None,
         status: "active".to_owned(),
         disabled_reason: None,
         consecutive_failures: 0,
@@ -297,6 +320,71 @@ pub async fn update(
     .await?;
     tx.commit().await?;
     Ok(view(row, false))
+}
+
+/// A given secret (16 to 200 characters) or a generated one.
+fn new_secret(given: Option<String>) -> ApiResult<String> {
+    match given {
+        Some(secret) if (16..=200).contains(&secret.len()) => Ok(secret),
+        Some(_) => Err(ApiError::invalid("`secret` must be 16 to 200 characters")),
+        None => Ok(format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>()))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// The new secret; generated (and shown once, in the answer) when absent.
+    pub secret: Option<String>,
+    /// How long the old secret goes on signing beside the new one (a second `v1=` in
+    /// `X-Scaigrid-Signature`), so receivers can switch without a gap: default 86400
+    /// (a day), at most 604800 (a week), 0 to stop it at once.
+    pub overlap_seconds: Option<u64>,
+}
+
+/// The longest overlap of an old secret with its successor.
+const MAX_OVERLAP_SECONDS: u64 = 7 * 24 * 3600;
+
+/// Replaces the signing secret; the answer carries the new one (only here).
+pub async fn rotate_secret(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    request: RotateSecret,
+) -> ApiResult<WebhookView> {
+    let mut row = find(state, principal, id).await?;
+    require_write(principal, &row.tenant_id)?;
+    let overlap = request.overlap_seconds.unwrap_or(24 * 3600);
+    if overlap > MAX_OVERLAP_SECONDS {
+        return Err(ApiError::invalid(format!(
+            "`overlap_seconds` must be at most {MAX_OVERLAP_SECONDS}"
+        ))
+        .with_field("field", "overlap_seconds"));
+    }
+    let secret = new_secret(request.secret)?;
+    let (previous, until) = match overlap {
+        0 => (None, None),
+        seconds => (
+            Some(std::mem::take(&mut row.secret)),
+            Some(now_ms() + seconds as i64 * 1000),
+        ),
+    };
+    let mut tx = state.db.begin().await?;
+    store::rotate_secret(&mut tx, id, &secret, previous.as_deref(), until).await?;
+    audit(
+        &mut tx,
+        Some(principal),
+        Some(&row.tenant_id),
+        "webhook.rotate_secret",
+        ("webhook", id),
+        Some(serde_json::json!({ "overlap_seconds": overlap })),
+    )
+    .await?;
+    tx.commit().await?;
+    row.secret = secret;
+    row.previous_secret = previous;
+    row.previous_secret_until = until;
+    Ok(view(row, true))
 }
 
 pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiResult<()> {

@@ -14,11 +14,17 @@ pub fn hmac_hex(key: &[u8], message: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// The signature header value for a body sent at `timestamp`.
-pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+/// The signature header value for a body sent at `timestamp`: one `v1=` per secret
+/// (the current one first; the one it replaced while their overlap lasts).
+pub fn signature(secrets: &[&str], timestamp: i64, body: &[u8]) -> String {
     let mut message = format!("{timestamp}.").into_bytes();
     message.extend_from_slice(body);
-    format!("t={timestamp},v1={}", hmac_hex(secret.as_bytes(), &message))
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        header.push_str(",v1=");
+        header.push_str(&hmac_hex(secret.as_bytes(), &message));
+    }
+    header
 }
 
 #[cfg(test)]
@@ -36,10 +42,14 @@ mod tests {
 
     #[test]
     fn signatures_cover_time_and_body() {
-        let a = signature("s", 1, b"{}");
+        let a = signature(&["s"], 1, b"{}");
         assert!(a.starts_with("t=1,v1="));
-        assert_ne!(a, signature("s", 2, b"{}"));
-        assert_ne!(a, signature("s", 1, b"{ }"));
-        assert_ne!(a, signature("t", 1, b"{}"));
+        assert_ne!(a, signature(&["s"], 2, b"{}"));
+        assert_ne!(a, signature(&["s"], 1, b"{ }"));
+        assert_ne!(a, signature(&["t"], 1, b"{}"));
+        // Two secrets: the first's signature, then the second's.
+        let both = signature(&["s", "t"], 1, b"{}");
+        let t_only = signature(&["t"], 1, b"{}");
+        assert_eq!(both, format!("{a},{}", t_only.trim_start_matches("t=1,")));
     }
 }

@@ -274,8 +274,9 @@ pub async fn create(
         }
         Module::Scaispeak => {
             let open = scaispeak::stream::parse_open(&open.to_string())?;
+            let slot = scaispeak::stream::take_slot(state, &principal.tenant_id)?;
             Prepared::Speak(Box::new(
-                scaispeak::stream::Session::open(state, principal.clone(), open, SPEAK_LEAD)
+                scaispeak::stream::Session::open(state, principal.clone(), slot, open, SPEAK_LEAD)
                     .await?,
             ))
         }

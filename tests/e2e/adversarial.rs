@@ -217,19 +217,6 @@ async fn a_two_hour_reference_clip_is_judged_on_its_first_seconds() {
     assert!(growth < 256, "resident memory grew by {growth} MiB");
 }
 
-/// Polls a job until it leaves the status `from` (two minutes at most).
-async fn wait_for_job(server: &Server, path: &str, from: &str) -> Value {
-    for _ in 0..1200 {
-        let (status, job) = server.get(path, Some(ADMIN_KEY)).await;
-        assert_eq!(status, 200, "{job}");
-        if job["status"] != from {
-            return job;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("{path} did not finish");
-}
-
 #[tokio::test]
 async fn texts_that_abort_espeak_are_spoken_and_the_server_stays_up() {
     let server = Server::start().await;
@@ -255,7 +242,7 @@ async fn texts_that_abort_espeak_are_spoken_and_the_server_stays_up() {
             202 => {
                 let job: Value = serde_json::from_slice(&bytes).unwrap();
                 let path = format!("/v1/modules/scaispeak/jobs/{}", job["id"].as_str().unwrap());
-                let started = wait_for_job(&server, &path, "queued").await;
+                let started = wait_for_job(&server, &path, |job| job["status"] != "queued").await;
                 assert_eq!(started["status"], "processing", "{started}");
             }
             _ => panic!("{status}: {text}"),
@@ -524,4 +511,72 @@ async fn five_hundred_parallel_wrong_logins_are_limited_and_tell_nothing() {
         login_from("127.0.0.4", &server, "nobody@example.com", "nope nope nope").await;
     assert_error(status, &unknown, 401, "AUTH_TOKEN_INVALID");
     assert_eq!(wrong["error"]["message"], unknown["error"]["message"]);
+}
+
+#[tokio::test]
+async fn a_job_that_kills_its_workers_fails_after_three_and_the_next_job_runs() {
+    // The API process runs no jobs; worker processes share its database and store.
+    let server = Server::start_with(Options {
+        config_toml: Some("[jobs]\nworkers = 0\nlease_seconds = 2\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let worker = || {
+        Server::start_with(Options {
+            command: "worker",
+            data_dir: Some(server.data_dir.clone()),
+            bootstrap_key: false,
+            config_toml: Some("[jobs]\nworkers = 1\nlease_seconds = 2\n".into()),
+            ..Options::default()
+        })
+    };
+    let submit = async |audio: Vec<u8>| {
+        let (status, job) = post_audio(
+            &server,
+            &format!("{TRANSCRIBE}?async=true"),
+            "audio/wav",
+            audio,
+        )
+        .await;
+        assert_eq!(status, 202, "{job}");
+        job["id"].as_str().unwrap().to_owned()
+    };
+    let poison = submit(crate::scaled::long_speech()).await;
+    let path = format!("/v1/modules/scaiecho/jobs/{poison}");
+    // Three workers die on it (SIGKILL mid-job, as a crash in native code would).
+    for crash in 1..=3 {
+        let mut doomed = worker().await;
+        // This worker's claim: the job's attempt count moves to `crash`.
+        let job = wait_for_job(&server, &path, |job| {
+            job["status"] == "processing" && job["attempts"] == crash
+        })
+        .await;
+        assert_eq!(job["attempts"], crash, "crash {crash}: {job}");
+        doomed.kill();
+    }
+    // The fourth does not run it: the job fails with `worker crashed`, and the worker
+    // goes on to the next job.
+    let _survivor = worker().await;
+    let ended = |job: &Value| job["status"] == "failed" || job["status"] == "succeeded";
+    let job = wait_for_job(&server, &path, ended).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["status_reason"], "worker crashed", "{job}");
+    let beckett = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
+    let next = submit(beckett).await;
+    let job = wait_for_job(&server, &format!("/v1/modules/scaiecho/jobs/{next}"), ended).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    still_serving(&server).await;
+}
+
+/// Polls a job until `done` holds (two minutes at most).
+async fn wait_for_job(server: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..4800 {
+        let (status, job) = server.get(path, Some(ADMIN_KEY)).await;
+        assert_eq!(status, 200, "{job}");
+        if done(&job) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{path} did not get there");
 }

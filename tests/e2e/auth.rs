@@ -447,7 +447,8 @@ async fn external_issuer_tokens_are_verified_by_jwks() {
     let jwk: Value = serde_json::from_str(EC_JWK).unwrap();
     let jwks_url = start_jwks(jwk.clone()).await;
     let config = format!(
-        "[[auth.external_issuers]]\nissuer = \"https://id.example.test\"\naudience = \"scaigrid\"\njwks_url = \"{jwks_url}\"\n"
+        "[[auth.external_issuers]]\nissuer = \"https://id.example.test\"\naudience = \"scaigrid\"\n\
+         jwks_url = \"{jwks_url}\"\nallow_http_jwks = true\ntenant = \"ext\"\n"
     );
     let server = Server::start_with(crate::support::Options {
         config_toml: Some(config),
@@ -463,7 +464,7 @@ async fn external_issuer_tokens_are_verified_by_jwks() {
         header.kid = Some(jwk["kid"].as_str().unwrap().to_owned());
         jsonwebtoken::encode(&header, &claims, &key).unwrap()
     };
-    let claims = |email: &str, aud: &str, exp: u64| json!({"iss": "https://id.example.test", "aud": aud, "sub": "ext-1", "email": email, "exp": exp});
+    let claims = |email: &str, aud: &str, exp: u64| json!({"iss": "https://id.example.test", "aud": aud, "sub": "ext-1", "email": email, "email_verified": true, "exp": exp});
 
     let good = sign(
         claims("grace@example.com", "scaigrid", unix_now() + 600),
@@ -480,6 +481,36 @@ async fn external_issuer_tokens_are_verified_by_jwks() {
     );
     let (status, body) = server.get("/v1/me", Some(&unknown)).await;
     assert_error(status, &body, 404, "AUTH_IDENTITY_NOT_FOUND");
+
+    // The issuer signs users of its tenant in, no one else: not a user of the same email
+    // in another tenant, and never the platform's administrator.
+    let elsewhere = server.tenant("ext-elsewhere").await;
+    create_user(&server, &elsewhere.id, "ada@example.com", &["tenant_admin"]).await;
+    let (status, body) = server
+        .get(
+            "/v1/me",
+            Some(&sign(
+                claims("ada@example.com", "scaigrid", unix_now() + 600),
+                Algorithm::ES256,
+            )),
+        )
+        .await;
+    assert_error(status, &body, 404, "AUTH_IDENTITY_NOT_FOUND");
+
+    // An address the issuer did not verify maps to no one (false, absent, or not `true`).
+    for verified in [Some(json!(false)), None, Some(json!("yes"))] {
+        let mut unverified = claims("grace@example.com", "scaigrid", unix_now() + 600);
+        match verified {
+            Some(value) => unverified["email_verified"] = value,
+            None => {
+                unverified.as_object_mut().unwrap().remove("email_verified");
+            }
+        }
+        let (status, body) = server
+            .get("/v1/me", Some(&sign(unverified, Algorithm::ES256)))
+            .await;
+        assert_error(status, &body, 401, "AUTH_TOKEN_INVALID");
+    }
 
     let wrong_audience = sign(
         claims("grace@example.com", "someone-else", unix_now() + 600),

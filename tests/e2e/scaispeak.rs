@@ -1160,3 +1160,65 @@ async fn a_speak_client_that_never_reads_is_dropped_and_others_go_on() {
     }
     drop(stuck);
 }
+
+/// Reads past audio to the next JSON frame, or the close.
+async fn next_frame(socket: &mut Socket) -> Got {
+    loop {
+        match next(socket).await {
+            Got::Audio(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn speech_streams_are_capped_per_tenant_and_in_characters() {
+    let server = Server::start_with(crate::support::Options {
+        config_toml: Some(
+            "[scaispeak]\nstream_max_per_tenant = 2\nstream_max_chars = 3000\n".into(),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let ready = async |socket: &mut Socket| {
+        text(socket, json!({"type": "open"})).await;
+        match next_frame(socket).await {
+            Got::Json(frame) => assert_eq!(frame["type"], "ready", "{frame}"),
+            _ => panic!("no ready frame"),
+        }
+    };
+    let mut first = connect_speak(&server).await;
+    ready(&mut first).await;
+    let mut second = connect_speak(&server).await;
+    ready(&mut second).await;
+    // The tenant's third stream is refused before its `open` is read.
+    let mut third = connect_speak(&server).await;
+    let Got::Json(error) = next_frame(&mut third).await else {
+        panic!("no error frame for the third stream")
+    };
+    assert_eq!(error["code"], "RATE_LIMITED", "{error}");
+    assert!(matches!(
+        next_frame(&mut third).await,
+        Got::Closed(Some(4429))
+    ));
+
+    // More text than a stream takes: 4413, whatever was being spoken.
+    let piece = "la ".repeat(533);
+    text(&mut second, json!({"type": "text", "text": piece})).await;
+    text(&mut second, json!({"type": "text", "text": piece})).await;
+    let Got::Json(error) = next_frame(&mut second).await else {
+        panic!("no error frame past the character limit")
+    };
+    assert_eq!(error["code"], "CTX_TOO_LARGE", "{error}");
+    assert_eq!(error["limit"], 3000, "{error}");
+    assert!(matches!(
+        next_frame(&mut second).await,
+        Got::Closed(Some(4413))
+    ));
+
+    // Its slot came back: another stream opens.
+    let mut fourth = connect_speak(&server).await;
+    ready(&mut fourth).await;
+    text(&mut first, json!({"type": "close"})).await;
+    text(&mut fourth, json!({"type": "close"})).await;
+}

@@ -101,7 +101,7 @@ impl Deployment {
 }
 
 /// beckett.wav looped into two minutes of speech (long enough to kill a worker mid-job).
-fn long_speech() -> Vec<u8> {
+pub fn long_speech() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("long.wav");
     let status = std::process::Command::new("ffmpeg")

@@ -138,6 +138,13 @@ async fn speakers_enroll_warm_list_isolate_and_tombstone() {
         ))
         .await;
     assert_eq!(audits, 1);
+    // The voiceprint itself (biometric data) is gone, not just hidden.
+    let embeddings = server
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM scaiecho_speakers WHERE id = '{id}' AND embedding IS NOT NULL"
+        ))
+        .await;
+    assert_eq!(embeddings, 0, "a deleted speaker kept its embedding");
     let (status, body) = server
         .send(
             reqwest::Method::DELETE,

@@ -224,7 +224,7 @@ async fn a_real_event_is_delivered_signed_after_retries() {
             .unwrap();
         assert_eq!(
             headers["x-scaigrid-signature"],
-            scaigrid::webhooks::sign::signature(&secret, timestamp, body.as_bytes()).as_str()
+            scaigrid::webhooks::sign::signature(&[&secret], timestamp, body.as_bytes()).as_str()
         );
         let event: Value = serde_json::from_str(body).unwrap();
         assert_eq!(event["type"], "budget.exceeded");
@@ -399,4 +399,112 @@ async fn internal_targets_are_refused_by_default() {
             .await;
         assert_error(status, &body, 400, "INVALID_REQUEST");
     }
+}
+
+#[tokio::test]
+async fn a_rotated_secret_signs_beside_the_old_one_until_the_overlap_ends() {
+    let server = Server::start_with(Options {
+        config_toml: Some(config(200, "")),
+        ..Options::default()
+    })
+    .await;
+    let hook = receiver(0).await;
+    let tenant = server.tenant("rotating").await;
+    let (status, webhook) = server
+        .post(
+            "/v1/webhooks",
+            Some(&tenant.admin_key),
+            json!({"url": hook.url, "events": ["voice.ready"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    let id = webhook["id"].as_str().unwrap().to_owned();
+    let old = webhook["secret"].as_str().unwrap().to_owned();
+    let rotate = format!("/v1/webhooks/{id}/rotate-secret");
+
+    // Refused: a member, an overlap over a week, a short secret.
+    let (status, body) = server
+        .post(&rotate, Some(&tenant.member_key), json!({}))
+        .await;
+    assert_error(status, &body, 403, "AUTHZ_PERMISSION_DENIED");
+    let (status, body) = server
+        .post(
+            &rotate,
+            Some(&tenant.admin_key),
+            json!({"overlap_seconds": 604801}),
+        )
+        .await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+    let (status, body) = server
+        .post(&rotate, Some(&tenant.admin_key), json!({"secret": "short"}))
+        .await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+
+    // Rotated with the default overlap: deliveries carry both signatures, new first.
+    let (status, rotated) = server
+        .post(&rotate, Some(&tenant.admin_key), json!({}))
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert!(
+        rotated["previous_secret_expires_at"].is_string(),
+        "{rotated}"
+    );
+    let (_, shown) = server
+        .get(&format!("/v1/webhooks/{id}"), Some(&tenant.admin_key))
+        .await;
+    assert!(
+        shown.get("secret").is_none(),
+        "the secret is shown only once: {shown}"
+    );
+    add_event(&server, "evt_rot_1", &tenant.id, "voice.ready").await;
+    deliveries_when(&server, &tenant.admin_key, &id, |list| {
+        list["data"][0]["status"] == "succeeded"
+    })
+    .await;
+    let signed = |index: usize| {
+        let seen = hook.seen.lock().unwrap();
+        let (headers, body) = &seen[index];
+        let header = headers["x-scaigrid-signature"].to_str().unwrap().to_owned();
+        let timestamp: i64 = header
+            .split(',')
+            .find_map(|part| part.strip_prefix("t="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        (header, timestamp, body.clone())
+    };
+    let (header, timestamp, body) = signed(0);
+    assert_eq!(
+        header,
+        scaigrid::webhooks::sign::signature(&[&new, &old], timestamp, body.as_bytes())
+    );
+
+    // Rotated again with no overlap: only the newest secret signs.
+    let (status, again) = server
+        .post(
+            &rotate,
+            Some(&tenant.admin_key),
+            json!({"overlap_seconds": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{again}");
+    let newest = again["secret"].as_str().unwrap().to_owned();
+    assert!(again["previous_secret_expires_at"].is_null(), "{again}");
+    add_event(&server, "evt_rot_2", &tenant.id, "voice.ready").await;
+    deliveries_when(&server, &tenant.admin_key, &id, |list| {
+        list["data"].as_array().is_some_and(|d| d.len() == 2)
+            && list["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["status"] == "succeeded")
+    })
+    .await;
+    let (header, timestamp, body) = signed(1);
+    assert_eq!(
+        header,
+        scaigrid::webhooks::sign::signature(&[&newest], timestamp, body.as_bytes())
+    );
 }

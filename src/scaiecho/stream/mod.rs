@@ -20,7 +20,7 @@ pub mod scheduler;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
@@ -43,55 +43,14 @@ use scheduler::{Emit, Scheduler};
 /// Wait before retrying a final the engine's queue refused.
 const BUSY_RETRY: Duration = Duration::from_millis(50);
 
-/// Open streams per tenant (the 4429 limit).
-#[derive(Default)]
-pub struct Streams {
-    open: Mutex<HashMap<String, usize>>,
-}
-
-/// A held stream slot; dropping it frees the slot.
-pub struct Slot {
-    state: Arc<AppState>,
-    tenant: String,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut open) = self.state.scaiecho.streams.open.lock()
-            && let Some(count) = open.get_mut(&self.tenant)
-        {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.tenant);
-            }
-        }
-        metrics::gauge!("scaigrid_scaiecho_streams_open").decrement(1.0);
-    }
-}
+pub use crate::slots::Slot;
 
 /// One of the tenant's open-stream slots (429/4429 `RATE_LIMITED` when all are taken).
 pub fn take_slot(state: &Arc<AppState>, tenant: &str) -> Result<Slot, ApiError> {
-    let limit = state.config.stream.max_per_tenant;
-    let mut open = state
+    state
         .scaiecho
         .streams
-        .open
-        .lock()
-        .map_err(|_| ApiError::internal("stream registry poisoned"))?;
-    let count = open.entry(tenant.to_owned()).or_default();
-    if *count >= limit {
-        return Err(ApiError::new(
-            ErrorCode::RATE_LIMITED,
-            format!("the tenant already has {limit} open streams"),
-        )
-        .with_field("limit", limit));
-    }
-    *count += 1;
-    metrics::gauge!("scaigrid_scaiecho_streams_open").increment(1.0);
-    Ok(Slot {
-        state: state.clone(),
-        tenant: tenant.to_owned(),
-    })
+        .take(tenant, state.config.stream.max_per_tenant)
 }
 
 /// A transcribed snapshot: text, and the speaker embedding when diarizing.
