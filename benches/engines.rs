@@ -1,5 +1,6 @@
 //! Engine hot paths: Silero VAD on one stream and batched over 16 streams, speaker
-//! embeddings (beckett.wav, 10 s), Whisper on a 44 s clip (two_cities.wav), Piper's
+//! embeddings (beckett.wav, 10 s), diarization clustering of 500, 2,000 and 7,200
+//! windows (a two-hour file; sampled past `MAX_CLUSTERED`), Whisper on a 44 s clip (two_cities.wav), Piper's
 //! time to first audio and real-time factor. `benches/engines_vs_peers.sh` runs
 //! this beside the Python onnxruntime Silero loop in the same command.
 
@@ -60,6 +61,15 @@ fn bench(c: &mut Criterion) {
     });
 
     let embedder = SpeakerEmbedder::load(&runtime, &models).unwrap();
+    let mut group = c.benchmark_group("diarize_cluster");
+    group.sample_size(10);
+    for windows in [500, 2000, 7200] {
+        let embeddings = three_voices(windows);
+        group.bench_function(format!("{windows}_windows"), |b| {
+            b.iter(|| engines::diarize::agglomerative(&embeddings, 0.4))
+        });
+    }
+    group.finish();
     c.bench_function("embedding/beckett_10s", |b| {
         b.iter(|| embedder.embed(&speech).unwrap())
     });
@@ -168,6 +178,21 @@ fn streams_live(vad: &SileroVad, speech: &[f32], streams: usize) -> usize {
         vad.infer(&mut refs, &inputs).unwrap();
     }
     frames * streams
+}
+
+/// Speaker-embedding-sized vectors (256) around three directions, deterministic.
+fn three_voices(count: usize) -> Vec<Vec<f32>> {
+    let mut state = 7u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let centres: Vec<Vec<f32>> = (0..3).map(|_| (0..256).map(|_| next()).collect()).collect();
+    (0..count)
+        .map(|i| centres[i % 3].iter().map(|c| c + 0.3 * next()).collect())
+        .collect()
 }
 
 criterion_group!(benches, bench);

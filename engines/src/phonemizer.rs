@@ -180,7 +180,9 @@ fn write_frame(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
     out.write_all(bytes)
 }
 
-fn read_frame(input: &mut impl Read, max: usize) -> std::io::Result<Vec<u8>> {
+/// One frame: a `u32` little-endian length, then that many bytes; a length over `max` is
+/// `InvalidData` before anything is allocated for it.
+pub fn read_frame(input: &mut impl Read, max: usize) -> std::io::Result<Vec<u8>> {
     let mut length = [0u8; 4];
     input.read_exact(&mut length)?;
     let length = u32::from_le_bytes(length) as usize;

@@ -251,6 +251,18 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         let heard = tokio::time::timeout(Duration::from_millis(300), receiver.accept()).await;
         assert!(heard.is_err(), "the loopback receiver was connected to");
+
+        // Where private targets are allowed, the same name reaches the receiver: the
+        // resolver's addresses take the URL's port.
+        let allowed: Lookup = Arc::new(|_, port| {
+            Box::pin(async move { Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]) })
+        });
+        let client = crate::webhooks::delivery_client(allowed, true).unwrap();
+        let url = format!("http://rebind.example:{port}/hook");
+        let sent = tokio::spawn(async move { client.post(url).body("{}").send().await });
+        let heard = tokio::time::timeout(Duration::from_secs(10), receiver.accept()).await;
+        assert!(heard.is_ok(), "an allowed name did not reach its receiver");
+        sent.abort();
     }
 
     #[test]
