@@ -136,13 +136,7 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_body_fails_with_a_timeout_and_a_steady_one_arrives() {
         let (idle, total) = (Duration::from_millis(300), Duration::from_millis(1200));
-        let (sender, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-        let timed = Body::new(TimedBody::new(
-            Body::from_stream(stream_of(rx)),
-            idle,
-            total,
-        ));
-        let reader = tokio::spawn(axum::body::to_bytes(timed, 1 << 20));
+        let (sender, reader) = timed_reader(idle, total);
         sender.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         sender.send(Ok(Bytes::from_static(b"def"))).await.unwrap();
@@ -156,13 +150,7 @@ mod tests {
         drop(sender);
 
         // Steady pieces, each within the idle time, still fail at the whole-body deadline.
-        let (sender, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-        let timed = Body::new(TimedBody::new(
-            Body::from_stream(stream_of(rx)),
-            idle,
-            total,
-        ));
-        let reader = tokio::spawn(axum::body::to_bytes(timed, 1 << 20));
+        let (sender, reader) = timed_reader(idle, total);
         for _ in 0..10 {
             if sender.send(Ok(Bytes::from_static(b"x"))).await.is_err() {
                 break;
@@ -181,6 +169,25 @@ mod tests {
             read_error(error, "upload", 4).code,
             ErrorCode::CTX_TOO_LARGE
         );
+    }
+
+    type Piece = Result<Bytes, std::io::Error>;
+
+    /// A timed body fed from the returned sender, read whole on a task.
+    fn timed_reader(
+        idle: Duration,
+        total: Duration,
+    ) -> (
+        tokio::sync::mpsc::Sender<Piece>,
+        tokio::task::JoinHandle<Result<Bytes, axum::Error>>,
+    ) {
+        let (sender, rx) = tokio::sync::mpsc::channel::<Piece>(4);
+        let timed = Body::new(TimedBody::new(
+            Body::from_stream(stream_of(rx)),
+            idle,
+            total,
+        ));
+        (sender, tokio::spawn(axum::body::to_bytes(timed, 1 << 20)))
     }
 
     fn stream_of(

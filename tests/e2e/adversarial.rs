@@ -435,15 +435,7 @@ async fn five_hundred_parallel_wrong_logins_are_limited_and_tell_nothing() {
     .await;
     let tenant = server.tenant("logins").await;
     for email in ["ada@example.com", "grace@example.com"] {
-        let (status, user) = server
-            .post(
-                "/v1/users",
-                Some(ADMIN_KEY),
-                json!({"email": email, "password": "correct horse battery",
-                       "tenant_id": tenant.id, "roles": ["member"]}),
-            )
-            .await;
-        assert_eq!(status, 201, "{user}");
+        server.user(&tenant.id, email, &["member"]).await;
     }
     let before = rss_mib(&server);
     let attempts = (0..500).map(|n| {

@@ -24,15 +24,7 @@ fn local_jwt(secret: &str, sub: &str, tid: &str, exp: u64) -> String {
 }
 
 async fn create_user(server: &Server, tenant_id: &str, email: &str, roles: &[&str]) -> Value {
-    let (status, user) = server
-        .post(
-            "/v1/users",
-            Some(ADMIN_KEY),
-            json!({"email": email, "password": "correct horse battery", "tenant_id": tenant_id, "roles": roles}),
-        )
-        .await;
-    assert_eq!(status, 201, "{user}");
-    user
+    server.user(tenant_id, email, roles).await
 }
 
 async fn login(server: &Server, email: &str, password: &str) -> (u16, Value) {

@@ -989,15 +989,7 @@ async fn drive_user(server: &Server, slug: &str) -> (crate::support::TestTenant,
         )
         .await;
     let email = format!("writer@{slug}.test");
-    let (status, user) = server
-        .post(
-            "/v1/users",
-            Some(ADMIN_KEY),
-            json!({"email": email, "password": "correct horse battery",
-                "tenant_id": tenant.id, "roles": ["member"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{user}");
+    let user = server.user(&tenant.id, &email, &["member"]).await;
     let (status, login) = server
         .post(
             "/v1/auth/token",

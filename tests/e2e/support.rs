@@ -305,6 +305,20 @@ impl Server {
         }
     }
 
+    /// Creates a user (password `correct horse battery`) with roles in a tenant.
+    pub async fn user(&self, tenant_id: &str, email: &str, roles: &[&str]) -> Value {
+        let (status, user) = self
+            .post(
+                "/v1/users",
+                Some(ADMIN_KEY),
+                serde_json::json!({"email": email, "password": "correct horse battery",
+                    "tenant_id": tenant_id, "roles": roles}),
+            )
+            .await;
+        assert_eq!(status, 201, "{user}");
+        user
+    }
+
     /// Creates a key with roles in a tenant, returns the key string.
     pub async fn key(&self, creator: &str, tenant_id: &str, roles: &[&str]) -> String {
         let (status, body) = self
