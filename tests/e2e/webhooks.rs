@@ -86,6 +86,19 @@ async fn deliveries_when(
     }
 }
 
+/// Subscribes `url` to `events` as `key`; the created webhook (with its secret).
+async fn subscribe(server: &Server, key: &str, url: &str, events: &[&str]) -> Value {
+    let (status, webhook) = server
+        .post(
+            "/v1/webhooks",
+            Some(key),
+            json!({"url": url, "events": events}),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    webhook
+}
+
 async fn add_event(server: &Server, id: &str, tenant_id: &str, name: &str) {
     server
         .sql(&format!(
@@ -139,14 +152,13 @@ async fn a_real_event_is_delivered_signed_after_retries() {
         .await;
     assert_error(status, &body, 403, "AUTHZ_PERMISSION_DENIED");
 
-    let (status, webhook) = server
-        .post(
-            "/v1/webhooks",
-            Some(&tenant.admin_key),
-            json!({"url": hook.url, "events": ["budget.exceeded", "voice.ready"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{webhook}");
+    let webhook = subscribe(
+        &server,
+        &tenant.admin_key,
+        &hook.url,
+        &["budget.exceeded", "voice.ready"],
+    )
+    .await;
     let id = webhook["id"].as_str().unwrap().to_owned();
     let secret = webhook["secret"].as_str().unwrap().to_owned();
     assert_eq!(webhook["status"], "active");
@@ -258,14 +270,13 @@ async fn repeated_failures_disable_a_webhook() {
     .await;
     let hook = receiver(usize::MAX).await;
     let tenant = server.tenant("flaky").await;
-    let (status, webhook) = server
-        .post(
-            "/v1/webhooks",
-            Some(&tenant.admin_key),
-            json!({"url": hook.url, "events": ["transcription.job.completed"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{webhook}");
+    let webhook = subscribe(
+        &server,
+        &tenant.admin_key,
+        &hook.url,
+        &["transcription.job.completed"],
+    )
+    .await;
     let id = webhook["id"].as_str().unwrap().to_owned();
     add_event(&server, "evt_a", &tenant.id, "transcription.job.completed").await;
     add_event(&server, "evt_other_name", &tenant.id, "voice.ready").await;
@@ -346,14 +357,7 @@ async fn a_pending_delivery_survives_a_restart() {
     let server = Server::start_with(options()).await;
     let hook = receiver(usize::MAX).await;
     let tenant = server.tenant("restarted").await;
-    let (status, webhook) = server
-        .post(
-            "/v1/webhooks",
-            Some(&tenant.admin_key),
-            json!({"url": hook.url, "events": ["voice.ready"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{webhook}");
+    let webhook = subscribe(&server, &tenant.admin_key, &hook.url, &["voice.ready"]).await;
     let id = webhook["id"].as_str().unwrap().to_owned();
     add_event(&server, "evt_r", &tenant.id, "voice.ready").await;
     let list = deliveries_when(&server, &tenant.admin_key, &id, |list| {
@@ -410,14 +414,7 @@ async fn a_rotated_secret_signs_beside_the_old_one_until_the_overlap_ends() {
     .await;
     let hook = receiver(0).await;
     let tenant = server.tenant("rotating").await;
-    let (status, webhook) = server
-        .post(
-            "/v1/webhooks",
-            Some(&tenant.admin_key),
-            json!({"url": hook.url, "events": ["voice.ready"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{webhook}");
+    let webhook = subscribe(&server, &tenant.admin_key, &hook.url, &["voice.ready"]).await;
     let id = webhook["id"].as_str().unwrap().to_owned();
     let old = webhook["secret"].as_str().unwrap().to_owned();
     let rotate = format!("/v1/webhooks/{id}/rotate-secret");
