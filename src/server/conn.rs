@@ -11,7 +11,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,11 +138,4 @@ pub async fn serve(
         });
     }
     graceful
-}
-
-/// The peer's address as the accept loop recorded it.
-pub fn peer(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| *address)
 }
