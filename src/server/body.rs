@@ -24,9 +24,14 @@ pub struct BodyTimeout(&'static str);
 
 /// Whether an error from reading a body (any wrapping) is a [`BodyTimeout`].
 pub fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<BodyTimeout>(error)
+}
+
+/// Whether `E` is the error or any of its sources.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(error) = current {
-        if error.is::<BodyTimeout>() {
+        if error.is::<E>() {
             return true;
         }
         current = error.source();
@@ -40,16 +45,7 @@ pub fn read_error(error: axum::Error, what: &str, limit: usize) -> ApiError {
     if is_timeout(&error) {
         return ApiError::new(ErrorCode::REQUEST_TIMEOUT, error.to_string());
     }
-    let over_limit = {
-        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-        let mut found = false;
-        while let Some(error) = current {
-            found |= error.is::<http_body_util::LengthLimitError>();
-            current = error.source();
-        }
-        found
-    };
-    match over_limit {
+    match caused_by::<http_body_util::LengthLimitError>(&error) {
         true => ApiError::too_large(what, limit as u64),
         false => ApiError::invalid(format!("the {what} could not be read: {error}")),
     }

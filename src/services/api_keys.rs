@@ -48,28 +48,40 @@ pub async fn authorize_assignment(
     let role_ids: Vec<String> = resolved.into_iter().map(|(id, _)| id).collect();
     let mut requested = role_db::permissions_of(&mut *conn, &role_ids).await?;
     requested.extend(permissions.iter().cloned());
-    let in_platform_tenant = async |conn: &mut sqlx::AnyConnection| -> ApiResult<bool> {
-        let tenant = tenants::get(&mut *conn, tenant_id).await?;
-        Ok(tenant.is_some_and(|t| t.slug == tenants::PLATFORM_SLUG))
+    // The role, and what grants what it grants (`*`, `platform:admin`, `platform:*`,
+    // directly or through a custom role), exist only in the platform tenant.
+    let platform_role = roles.iter().any(|r| r == rbac::PLATFORM_ADMIN);
+    let platform_wide = requested
+        .iter()
+        .any(|p| rbac::covers(p, rbac::PLATFORM_ADMIN_PERMISSION));
+    let in_platform_tenant = match platform_role || platform_wide {
+        true => is_platform_tenant(conn, tenant_id).await?,
+        false => true,
     };
     let refusal = || {
         ApiError::invalid(
             "`platform_admin` (or `*`, `platform:admin`) can be held only in the platform tenant",
         )
     };
-    if roles.iter().any(|r| r == rbac::PLATFORM_ADMIN) && !in_platform_tenant(conn).await? {
+    if platform_role && !in_platform_tenant {
         return Err(refusal());
     }
+    // Asking for what the caller lacks is 403 before the tenant rule for permissions.
     ensure_covered(actor, &requested)?;
-    // What the role grants, given directly (`*`, `platform:admin`, `platform:*`) or
-    // through a custom role, stays in the platform tenant as the role does.
-    let platform_wide = requested
-        .iter()
-        .any(|p| rbac::covers(p, rbac::PLATFORM_ADMIN_PERMISSION));
-    if platform_wide && !in_platform_tenant(conn).await? {
+    if platform_wide && !in_platform_tenant {
         return Err(refusal());
     }
     Ok(role_ids)
+}
+
+/// Whether `tenant_id` is the platform tenant (where platform-wide grants may exist).
+pub async fn is_platform_tenant(
+    conn: &mut sqlx::AnyConnection,
+    tenant_id: &str,
+) -> ApiResult<bool> {
+    Ok(tenants::get(&mut *conn, tenant_id)
+        .await?
+        .is_some_and(|t| t.slug == tenants::PLATFORM_SLUG))
 }
 
 pub async fn create(db: &Db, actor: Actor<'_>, request: CreateApiKey) -> ApiResult<CreatedApiKey> {

@@ -49,17 +49,14 @@ pub async fn create(db: &Db, actor: Actor<'_>, request: CreateRole) -> ApiResult
     validate_permissions(&request.permissions)?;
     super::ensure_covered(actor, &request.permissions)?;
     let mut tx = db.begin().await?;
-    if request
+    let platform_wide = request
         .permissions
         .iter()
-        .any(|p| crate::rbac::covers(p, crate::rbac::PLATFORM_ADMIN_PERMISSION))
-    {
-        let tenant = crate::db::tenants::get(&mut tx, &tenant_id).await?;
-        if tenant.is_none_or(|t| t.slug != crate::db::tenants::PLATFORM_SLUG) {
-            return Err(ApiError::invalid(
-                "a role with `*` or `platform:admin` can exist only in the platform tenant",
-            ));
-        }
+        .any(|p| crate::rbac::covers(p, crate::rbac::PLATFORM_ADMIN_PERMISSION));
+    if platform_wide && !super::api_keys::is_platform_tenant(&mut tx, &tenant_id).await? {
+        return Err(ApiError::invalid(
+            "a role with `*` or `platform:admin` can exist only in the platform tenant",
+        ));
     }
     let role = role_db::create_custom(
         &mut tx,

@@ -23,6 +23,13 @@ fn rss_mib(server: &Server) -> u64 {
     kib / 1024
 }
 
+/// The server's resident memory grew by less than `limit` MiB since `before`.
+fn assert_growth_below(server: &Server, before: u64, limit: u64) {
+    let growth = rss_mib(server).saturating_sub(before);
+    println!("resident memory grew by {growth} MiB (bound {limit} MiB)");
+    assert!(growth < limit, "resident memory grew by {growth} MiB");
+}
+
 /// The server still answers a plain request (and so did not die or wedge).
 async fn still_serving(server: &Server) {
     let (status, body) = server.get("/v1/me", Some(ADMIN_KEY)).await;
@@ -146,8 +153,7 @@ async fn declared_rates_outside_8_to_192_khz_are_unsupported_over_http_and_ws() 
         assert_eq!(status, 200, "{rate}: {body}");
     }
     still_serving(&server).await;
-    let growth = rss_mib(&server).saturating_sub(before);
-    assert!(growth < 256, "resident memory grew by {growth} MiB");
+    assert_growth_below(&server, before, 256);
 }
 
 #[tokio::test]
@@ -176,8 +182,7 @@ async fn decompression_bombs_stop_at_the_sample_and_duration_limits() {
     assert_eq!(body["error"]["limit_unit"], "seconds", "{body}");
     assert_eq!(body["error"]["limit"], 60, "{body}");
     still_serving(&server).await;
-    let growth = rss_mib(&server).saturating_sub(before);
-    assert!(growth < 256, "resident memory grew by {growth} MiB");
+    assert_growth_below(&server, before, 256);
 }
 
 #[tokio::test]
@@ -213,8 +218,7 @@ async fn a_two_hour_reference_clip_is_judged_on_its_first_seconds() {
     let measured = preflight["metrics"]["duration_seconds"].as_f64().unwrap();
     assert!((25.0..=31.0).contains(&measured), "decoded {measured} s");
     still_serving(&server).await;
-    let growth = rss_mib(&server).saturating_sub(before);
-    assert!(growth < 256, "resident memory grew by {growth} MiB");
+    assert_growth_below(&server, before, 256);
 }
 
 #[tokio::test]
@@ -261,8 +265,7 @@ async fn texts_that_abort_espeak_are_spoken_and_the_server_stays_up() {
     // The stated bound: ONNX Runtime's arena keeps the largest encoder input it saw (a
     // 400-character piece spelled letter by letter), and the running job holds its
     // audio so far. Measured here: 678 MiB.
-    let growth = rss_mib(&server).saturating_sub(before);
-    assert!(growth < 1024, "resident memory grew by {growth} MiB");
+    assert_growth_below(&server, before, 1024);
 }
 
 /// The `host:port` the server listens on.
@@ -326,9 +329,7 @@ async fn five_thousand_slow_connections_do_not_starve_a_normal_client() {
     still_serving(&server).await;
     let (status, _) = server.get("/health/live", None).await;
     assert_eq!(status, 200);
-    let grown = rss_mib(&server).saturating_sub(before);
-    println!("5000 slow connections: RSS grew {grown} MiB");
-    assert!(grown < 256, "RSS grew {grown} MiB");
+    assert_growth_below(&server, before, 256);
 
     // Past the header timeout the server has closed every one of them.
     for stream in &mut slow {
@@ -473,8 +474,7 @@ async fn five_hundred_parallel_wrong_logins_are_limited_and_tell_nothing() {
     println!("500 parallel wrong logins: {wrong} checked (401), {limited} refused (429)");
     assert!((1..=40).contains(&wrong), "{wrong} passwords were checked");
     assert_eq!(wrong + limited, 500);
-    let grown = rss_mib(&server).saturating_sub(before);
-    assert!(grown < 256, "RSS grew {grown} MiB");
+    assert_growth_below(&server, before, 256);
     still_serving(&server).await;
 
     // The guessed account's failures are spent, from any address, even with the right
