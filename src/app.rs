@@ -59,6 +59,9 @@ pub struct AppState {
     pub webrtc: crate::webrtc::Registry,
     /// Upload memory and decode slots.
     pub intake: crate::services::intake::AudioIntake,
+    /// Seals and opens stored secrets (webhook signing secrets here; the gateway's
+    /// catalogue holds its own handle for backends' API keys).
+    pub vault: Arc<crate::vault::Vault>,
 }
 
 impl AppState {
@@ -67,6 +70,18 @@ impl AppState {
         let db = Db::connect(&config.database).await?;
         crate::db::migrate::run(&db).await?;
         bootstrap::run(&db, &config).await?;
+        let vault = Arc::new(vault(&config)?);
+        let resealed = crate::db::sealed::reseal(&db, &vault)
+            .await
+            .context("sealing stored secrets under secrets.key")?;
+        if resealed.values > 0 {
+            tracing::info!(
+                values = resealed.values,
+                from_plaintext = resealed.from_plaintext,
+                key_id = vault.key_id(),
+                "stored secrets sealed under the current key"
+            );
+        }
         let store: Arc<dyn ObjectStore> = match &config.s3 {
             Some(s3) => Arc::new(crate::store::s3::S3Store::open(s3).await?),
             None => Arc::new(LocalStore::open(&config.object_store_dir).with_context(|| {
@@ -125,6 +140,7 @@ impl AppState {
         let gateway = Arc::new(crate::gateway::Gateway::new(
             db.clone(),
             config.gateway.clone(),
+            vault.clone(),
         )?);
         let accounting = Arc::new(crate::accounting::Accounting::new(
             db.clone(),
@@ -160,6 +176,7 @@ impl AppState {
             openapi: OnceLock::new(),
             webrtc: Default::default(),
             intake,
+            vault,
         }))
     }
 }
@@ -286,28 +303,65 @@ fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
         return Ok(secret.expose().as_bytes().to_vec());
     }
     let path = config.data_dir.join("jwt_secret");
-    if let Ok(existing) = std::fs::read(&path) {
-        anyhow::ensure!(
-            existing.len() >= 32,
-            "{} is shorter than 32 bytes",
-            path.display()
-        );
+    let secret = generated_secret_file(&path)?;
+    anyhow::ensure!(
+        secret.len() >= 32,
+        "{} is shorter than 32 bytes",
+        path.display()
+    );
+    Ok(secret)
+}
+
+/// The vault of stored secrets: `secrets.key`, or (embedded default; config refuses
+/// PostgreSQL without a key) one generated once into `<data_dir>/secrets_key` (0600).
+/// Losing that file loses the upstream API keys and webhook secrets sealed with it.
+fn vault(config: &Config) -> anyhow::Result<crate::vault::Vault> {
+    let key = match config.secrets.key {
+        Some(key) => key,
+        None => {
+            let path = config.data_dir.join("secrets_key");
+            let text = generated_secret_file(&path)?;
+            crate::vault::parse_key(&String::from_utf8_lossy(&text))
+                .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?
+        }
+    };
+    Ok(crate::vault::Vault::new(
+        &key,
+        &config.secrets.previous_keys,
+    ))
+}
+
+/// The contents of a secret file in the data folder, created (0600, 32 random bytes in
+/// hex) if it does not exist yet. Written beside and linked into place, so processes
+/// starting together on one data folder all end up with the same, whole file.
+fn generated_secret_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(existing) = std::fs::read(path) {
         return Ok(existing);
     }
-    std::fs::create_dir_all(&config.data_dir)?;
-    let secret = hex::encode(rand::random::<[u8; 32]>()).into_bytes();
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        file.write_all(&secret)?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
     }
-    Ok(secret)
+    let secret = hex::encode(rand::random::<[u8; 32]>()).into_bytes();
+    let draft = path.with_extension(format!("new-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&draft)
+        .and_then(|mut file| file.write_all(&secret).and_then(|()| file.sync_all()))
+        .with_context(|| format!("creating {}", draft.display()));
+    let linked = written.and_then(|()| {
+        std::fs::hard_link(&draft, path).or_else(|error| match error.kind() {
+            std::io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(error).with_context(|| format!("creating {}", path.display())),
+        })
+    });
+    let _ = std::fs::remove_file(&draft);
+    linked?;
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// An error answer to a request with a body (refused for auth, size or format before the

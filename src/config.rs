@@ -119,6 +119,24 @@ pub struct Overrides {
         hide_env_values = true
     )]
     pub scaispeak_relay_api_key: Option<Secret>,
+    /// Key sealing stored secrets (upstream API keys, webhook secrets): 64 hex digits or
+    /// base64 of 32 bytes. Unset: one generated into the data folder (embedded only).
+    #[arg(
+        long,
+        env = "SCAIGRID_SECRETS_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub secrets_key: Option<Secret>,
+    /// Keys that sealed stored secrets before, comma-separated (rotation).
+    #[arg(
+        long,
+        env = "SCAIGRID_SECRETS_PREVIOUS_KEYS",
+        global = true,
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub secrets_previous_keys: Option<Vec<Secret>>,
 }
 
 /// The TOML file's shape; every field optional so the file may say as little as it likes.
@@ -159,6 +177,18 @@ pub struct FileConfig {
     pub s3: FileS3,
     #[serde(default)]
     pub webrtc: FileWebrtc,
+    #[serde(default)]
+    pub secrets: FileSecrets,
+}
+
+/// Sealing of stored secrets at rest (see `vault`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSecrets {
+    /// `SCAIGRID_SECRETS_KEY`; required with PostgreSQL (every process must share it).
+    pub key: Option<Secret>,
+    /// Keys replaced by `key`: still opened, and re-sealed under `key` at start.
+    pub previous_keys: Option<Vec<Secret>>,
 }
 
 /// WebRTC sessions (ScaiEcho and ScaiSpeak).
@@ -543,6 +573,24 @@ pub struct Config {
     pub accounting: AccountingConfig,
     pub webhooks: WebhooksConfig,
     pub webrtc: WebrtcConfig,
+    pub secrets: SecretsConfig,
+}
+
+/// See [`FileSecrets`].
+#[derive(Clone)]
+pub struct SecretsConfig {
+    /// `None`: the key file in the data folder (created on first start).
+    pub key: Option<[u8; crate::vault::KEY_LEN]>,
+    pub previous_keys: Vec<[u8; crate::vault::KEY_LEN]>,
+}
+
+impl std::fmt::Debug for SecretsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsConfig")
+            .field("key", &self.key.map(|_| "***"))
+            .field("previous_keys", &self.previous_keys.len())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -914,7 +962,14 @@ impl Config {
                 "scaispeak.relay_url (SCAIGRID_SCAISPEAK_RELAY_URL): `{url}` is not an http(s) URL"
             );
         }
+        let secrets = secrets_config(
+            file.secrets,
+            overrides.secrets_key,
+            overrides.secrets_previous_keys,
+            &database,
+        )?;
         Ok(Config {
+            secrets,
             bind,
             data_dir,
             database,
@@ -1085,6 +1140,47 @@ fn is_placeholder(value: &str) -> bool {
             .any(|marker| lower.contains(marker))
 }
 
+/// The sealing key and its predecessors. PostgreSQL means several processes share the
+/// rows, so each must be given the same key: a generated one would differ per process.
+fn secrets_config(
+    file: FileSecrets,
+    key: Option<Secret>,
+    previous_keys: Option<Vec<Secret>>,
+    database: &DatabaseConfig,
+) -> anyhow::Result<SecretsConfig> {
+    fn parse(name: &str, key: &Secret) -> anyhow::Result<[u8; crate::vault::KEY_LEN]> {
+        if is_placeholder(key.expose()) {
+            bail!(
+                "{name}: this is a placeholder from an example; set a random key of your own \
+                 (`openssl rand -hex 32`)"
+            );
+        }
+        crate::vault::parse_key(key.expose()).map_err(|reason| anyhow::anyhow!("{name}: {reason}"))
+    }
+    let key = key
+        .or(file.key)
+        .map(|key| parse("secrets.key (SCAIGRID_SECRETS_KEY)", &key))
+        .transpose()?;
+    if key.is_none() && matches!(database, DatabaseConfig::Postgres { .. }) {
+        bail!(
+            "secrets.key (SCAIGRID_SECRETS_KEY): required with PostgreSQL, the same on every \
+             process (it seals upstream API keys and webhook secrets; `openssl rand -hex 32`)"
+        );
+    }
+    let previous_keys = previous_keys
+        .or(file.previous_keys)
+        .unwrap_or_default()
+        .iter()
+        .map(|key| {
+            parse(
+                "secrets.previous_keys (SCAIGRID_SECRETS_PREVIOUS_KEYS)",
+                key,
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(SecretsConfig { key, previous_keys })
+}
+
 fn positive(name: &str, value: u64) -> anyhow::Result<u64> {
     if value == 0 {
         bail!("{name}: must be greater than zero");
@@ -1140,6 +1236,57 @@ mod tests {
         let config = Config::merge(file, overrides).unwrap();
         assert_eq!(config.bind.port(), 0);
         assert_eq!(config.data_dir, PathBuf::from("/srv/a"));
+    }
+
+    #[test]
+    fn the_secrets_key_is_parsed_and_required_with_postgres() {
+        let merge = |file: &str| Config::merge(toml::from_str(file).unwrap(), Overrides::default());
+        let hex = "ab".repeat(32);
+        let config = merge(&format!(
+            "[secrets]\nkey = \"{hex}\"\nprevious_keys = [\"{}\"]",
+            "01".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(config.secrets.key, Some([0xab; 32]));
+        assert_eq!(config.secrets.previous_keys, vec![[1; 32]]);
+        assert!(!format!("{config:?}").contains(&hex));
+        // Embedded default: none given, the data folder's key file is used.
+        assert!(merge("").unwrap().secrets.key.is_none());
+        let error = merge("database_url = \"postgres://db/x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("secrets.key (SCAIGRID_SECRETS_KEY): required"),
+            "{error}"
+        );
+        assert!(
+            merge(&format!(
+                "database_url = \"postgres://db/x\"\n[secrets]\nkey = \"{hex}\""
+            ))
+            .is_ok()
+        );
+        let error = merge("[secrets]\nkey = \"tooshort\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("secrets.key"), "{error}");
+        let error = merge("[secrets]\nprevious_keys = [\"x\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("secrets.previous_keys"), "{error}");
+        let error = merge(
+            "[secrets]\nkey = \"change-me-change-me-change-me-change-me-change-me-change-me-0000\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("placeholder"), "{error}");
+        let overrides = Overrides {
+            secrets_key: Some(Secret::new("cd".repeat(32))),
+            secrets_previous_keys: Some(vec![Secret::new("ef".repeat(32))]),
+            ..Overrides::default()
+        };
+        let config = Config::merge(toml::from_str("").unwrap(), overrides).unwrap();
+        assert_eq!(config.secrets.key, Some([0xcd; 32]));
+        assert_eq!(config.secrets.previous_keys, vec![[0xef; 32]]);
     }
 
     #[test]

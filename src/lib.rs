@@ -44,6 +44,7 @@ pub mod services;
 pub mod slots;
 pub mod store;
 pub mod telemetry;
+pub mod vault;
 pub mod webhooks;
 pub mod webrtc;
 pub mod worker;

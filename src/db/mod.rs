@@ -18,6 +18,7 @@ pub mod refresh_tokens;
 pub mod roles;
 pub mod scaiecho;
 pub mod scaispeak;
+pub mod sealed;
 pub mod speakers;
 pub mod tenants;
 pub mod users;

@@ -19,6 +19,7 @@ use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::model::Timestamp;
 use crate::services::{Actor, audit, validate_name};
+use crate::vault::{Vault, VaultError, context};
 
 const TTL: Duration = Duration::from_secs(5);
 
@@ -167,14 +168,17 @@ impl Snapshot {
 
 pub struct Catalog {
     db: Db,
+    /// Opens and seals backends' API keys (stored sealed).
+    vault: Arc<Vault>,
     current: RwLock<(Arc<Snapshot>, Option<Instant>)>,
     reload: tokio::sync::Mutex<()>,
 }
 
 impl Catalog {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, vault: Arc<Vault>) -> Self {
         Catalog {
             db,
+            vault,
             current: RwLock::new((Arc::new(Snapshot::default()), None)),
             reload: tokio::sync::Mutex::new(()),
         }
@@ -207,9 +211,19 @@ impl Catalog {
         drop(conn);
         let mut snapshot = Snapshot::default();
         for row in backends {
-            snapshot
-                .backends
-                .insert(row.id.clone(), Arc::new(backend_spec(row)));
+            // Start-up re-sealed every key, so this fails only for a row changed behind
+            // the server's back; that backend is left out rather than called without
+            // its credential.
+            match backend_spec(row, &self.vault) {
+                Ok(backend) => {
+                    snapshot
+                        .backends
+                        .insert(backend.id.clone(), Arc::new(backend));
+                }
+                Err((id, error)) => {
+                    tracing::error!(backend = %id, %error, "backend API key cannot be opened; backend skipped")
+                }
+            }
         }
         for row in models {
             match model_spec(&row) {
@@ -231,17 +245,28 @@ impl Catalog {
     }
 }
 
-fn backend_spec(row: BackendRow) -> BackendSpec {
-    BackendSpec {
+/// The table whose rows' `api_key` is sealed (the vault's context).
+const BACKENDS: &str = "gateway_backends";
+
+fn backend_spec(row: BackendRow, vault: &Vault) -> Result<BackendSpec, (String, VaultError)> {
+    let api_key = match &row.api_key {
+        Some(stored) => Some(Secret::new(
+            vault
+                .open(stored, &context(BACKENDS, &row.id))
+                .map_err(|error| (row.id.clone(), error))?,
+        )),
+        None => None,
+    };
+    Ok(BackendSpec {
         id: row.id,
         name: row.name,
         kind: row.kind,
         base_url: row.base_url,
-        api_key: row.api_key.map(Secret::new),
+        api_key,
         timeout: Duration::from_secs(row.timeout_s.max(1) as u64),
         created_at: row.created_at,
         updated_at: row.updated_at,
-    }
+    })
 }
 
 fn model_spec(row: &ModelRow) -> Option<ModelSpec> {
@@ -471,12 +496,15 @@ impl Catalog {
             return Err(ApiError::invalid("`kind` must be `openai`"));
         }
         let now = now_ms();
+        let id = new_id("bk");
         let row = BackendRow {
-            id: new_id("bk"),
+            api_key: request
+                .api_key
+                .map(|k| self.vault.seal(k.expose(), &context(BACKENDS, &id))),
+            id,
             name: request.name.trim().to_owned(),
             kind: request.kind,
             base_url: validate_url(&request.base_url)?,
-            api_key: request.api_key.map(|k| k.expose().to_owned()),
             timeout_s: validate_timeout(request.timeout_s)?,
             created_at: now,
             updated_at: now,
@@ -529,7 +557,7 @@ impl Catalog {
             name: current.name.clone(),
             kind: current.kind.clone(),
             base_url: current.base_url.clone(),
-            api_key: current.api_key.as_ref().map(|k| k.expose().to_owned()),
+            api_key: None,
             timeout_s: current.timeout.as_secs() as i64,
             created_at: current.created_at,
             updated_at: current.updated_at,
@@ -541,9 +569,11 @@ impl Catalog {
         if let Some(url) = request.base_url {
             row.base_url = validate_url(&url)?;
         }
-        if let Some(key) = request.api_key {
-            row.api_key = key.map(|k| k.expose().to_owned());
-        }
+        let api_key = match request.api_key {
+            Some(key) => key,
+            None => current.api_key.clone(),
+        };
+        row.api_key = api_key.map(|k| self.vault.seal(k.expose(), &context(BACKENDS, id)));
         if request.timeout_s.is_some() {
             row.timeout_s = validate_timeout(request.timeout_s)?;
         }

@@ -94,14 +94,18 @@ pub struct Gateway {
 pub type Admitted = OwnedSemaphorePermit;
 
 impl Gateway {
-    pub fn new(db: Db, config: GatewayConfig) -> anyhow::Result<Self> {
+    pub fn new(
+        db: Db,
+        config: GatewayConfig,
+        vault: Arc<crate::vault::Vault>,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("scaigrid/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
             .build()?;
         Ok(Gateway {
-            catalog: Catalog::new(db),
+            catalog: Catalog::new(db, vault),
             states: RwLock::new(HashMap::new()),
             http,
             admission: Arc::new(Semaphore::new(config.max_in_flight)),

@@ -176,12 +176,20 @@ async fn send(
     .await
     .map_err(|reason| (None, format!("target refused: {reason}")))?;
     let timestamp = now_ms() / 1000;
-    let mut secrets = vec![webhook.secret.as_str()];
+    let context = crate::vault::context(super::WEBHOOKS, &webhook.id);
+    let open = |stored: &str| {
+        state
+            .vault
+            .open(stored, &context)
+            .map_err(|e| (None, format!("signing secret cannot be opened: {e}")))
+    };
+    let mut secrets = vec![open(&webhook.secret)?];
     if let (Some(previous), Some(until)) = (&webhook.previous_secret, webhook.previous_secret_until)
         && until > now_ms()
     {
-        secrets.push(previous);
+        secrets.push(open(previous)?);
     }
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let signature = super::sign::signature(&secrets, timestamp, delivery.payload.as_bytes());
     let response = state
         .webhook_http

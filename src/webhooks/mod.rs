@@ -19,6 +19,7 @@ use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::model::Timestamp;
 use crate::services::audit;
+use crate::vault::context;
 
 /// Event names a webhook may subscribe to (case-sensitive).
 pub const EVENTS: &[&str] = &[
@@ -97,10 +98,15 @@ pub struct DeliveryList {
     pub data: Vec<DeliveryView>,
 }
 
-fn view(row: WebhookRow, secret: bool) -> WebhookView {
+/// The table whose rows' secrets are sealed (the vault's context): `secret` and
+/// `previous_secret` share it, so a rotation moves the sealed value as it is.
+pub const WEBHOOKS: &str = "webhooks";
+
+/// The API's view; `secret` is the plaintext, given only by create and rotate.
+fn view(row: WebhookRow, secret: Option<String>) -> WebhookView {
     WebhookView {
         events: serde_json::from_str(&row.events).unwrap_or_default(),
-        secret: secret.then(|| row.secret.clone()),
+        secret,
         previous_secret_expires_at: row
             .previous_secret_until
             .filter(|until| *until > now_ms())
@@ -206,12 +212,13 @@ pub async fn create(
     let url = validate_url(state, &request.url).await?;
     let secret = new_secret(request.secret)?;
     let now = now_ms();
+    let id = new_id("wh");
     let row = WebhookRow {
-        id: new_id("wh"),
+        secret: state.vault.seal(&secret, &context(WEBHOOKS, &id)),
+        id,
         tenant_id: tenant_id.clone(),
         url,
         events: serde_json::to_string(&request.events).map_err(ApiError::internal)?,
-        secret,
         previous_secret: None,
         previous_secret_until: None,
         status: "active".to_owned(),
@@ -232,7 +239,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
-    Ok(view(row, true))
+    Ok(view(row, Some(secret)))
 }
 
 async fn find(state: &AppState, principal: &Principal, id: &str) -> ApiResult<WebhookRow> {
@@ -260,7 +267,7 @@ async fn find(state: &AppState, principal: &Principal, id: &str) -> ApiResult<We
 
 pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult<WebhookView> {
     principal.require("webhooks:read")?;
-    find(state, principal, id).await.map(|row| view(row, false))
+    find(state, principal, id).await.map(|row| view(row, None))
 }
 
 pub async fn list(
@@ -272,7 +279,7 @@ pub async fn list(
     let tenant_id = principal.target_tenant(tenant_id)?;
     let mut conn = state.db.pool.acquire().await?;
     let rows = store::list(&mut conn, &tenant_id).await?;
-    Ok(rows.into_iter().map(|row| view(row, false)).collect())
+    Ok(rows.into_iter().map(|row| view(row, None)).collect())
 }
 
 pub async fn update(
@@ -319,7 +326,7 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
-    Ok(view(row, false))
+    Ok(view(row, None))
 }
 
 /// A given secret (16 to 200 characters) or a generated one.
@@ -362,6 +369,7 @@ pub async fn rotate_secret(
         .with_field("field", "overlap_seconds"));
     }
     let secret = new_secret(request.secret)?;
+    let sealed = state.vault.seal(&secret, &context(WEBHOOKS, id));
     let (previous, until) = match overlap {
         0 => (None, None),
         seconds => (
@@ -370,7 +378,7 @@ pub async fn rotate_secret(
         ),
     };
     let mut tx = state.db.begin().await?;
-    store::rotate_secret(&mut tx, id, &secret, previous.as_deref(), until).await?;
+    store::rotate_secret(&mut tx, id, &sealed, previous.as_deref(), until).await?;
     audit(
         &mut tx,
         Some(principal),
@@ -381,10 +389,10 @@ pub async fn rotate_secret(
     )
     .await?;
     tx.commit().await?;
-    row.secret = secret;
+    row.secret = sealed;
     row.previous_secret = previous;
     row.previous_secret_until = until;
-    Ok(view(row, true))
+    Ok(view(row, Some(secret)))
 }
 
 pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiResult<()> {

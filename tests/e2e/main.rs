@@ -10,6 +10,7 @@ mod operations;
 mod scaiecho;
 mod scaispeak;
 mod scaled;
+mod secrets;
 mod speakers;
 mod stream;
 mod support;

@@ -13,6 +13,8 @@ use serde_json::Value;
 
 pub const ADMIN_KEY: &str = "sgk_e2e_platform_admin_key_0123456789";
 pub const JWT_SECRET: &str = "e2e-jwt-secret-e2e-jwt-secret-e2e-jwt-secret";
+/// The sealing key of processes on PostgreSQL (64 hex digits).
+pub const SECRETS_KEY: &str = "5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed5ea1ed0001";
 
 pub struct Server {
     child: Child,
@@ -146,10 +148,15 @@ impl Server {
             .env("RUST_LOG", "info")
             .env_remove("SCAIGRID_BOOTSTRAP_ADMIN_KEY")
             .env_remove("SCAIGRID_DATABASE_URL")
+            .env_remove("SCAIGRID_SECRETS_KEY")
+            .env_remove("SCAIGRID_SECRETS_PREVIOUS_KEYS")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(url) = &options.database_url {
-            command.env("SCAIGRID_DATABASE_URL", url);
+            // PostgreSQL's processes share one sealing key (config requires it there).
+            command
+                .env("SCAIGRID_DATABASE_URL", url)
+                .env("SCAIGRID_SECRETS_KEY", SECRETS_KEY);
         }
         if options.bootstrap_key {
             command.env("SCAIGRID_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY);
@@ -352,6 +359,18 @@ impl Server {
             .execute(&mut self.connect_db().await)
             .await
             .unwrap();
+    }
+
+    /// The first column of every row of a query, as text (NULL: `None`).
+    pub async fn sql_texts(&self, query: &str) -> Vec<Option<String>> {
+        use sqlx::Row;
+        sqlx::query(sqlx::AssertSqlSafe(query.to_owned()))
+            .fetch_all(&mut self.connect_db().await)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get::<Option<String>, _>(0).unwrap())
+            .collect()
     }
 
     /// The first column of the first row of a query, as an integer (counts).

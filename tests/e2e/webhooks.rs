@@ -16,13 +16,13 @@ use crate::upstream;
 /// A receiver that answers 500 to its first `fail_first` requests (all when
 /// `usize::MAX`), then 200, and keeps every request.
 #[derive(Clone)]
-struct Receiver {
-    url: String,
-    seen: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
+    pub(crate) seen: Arc<Mutex<Vec<(HeaderMap, String)>>>,
     fail_first: Arc<AtomicUsize>,
 }
 
-async fn receiver(fail_first: usize) -> Receiver {
+pub(crate) async fn receiver(fail_first: usize) -> Receiver {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let failures = Arc::new(AtomicUsize::new(fail_first));
     let (sink, left) = (seen.clone(), failures.clone());
@@ -56,14 +56,14 @@ async fn receiver(fail_first: usize) -> Receiver {
     }
 }
 
-fn config(retry_base_ms: u64, extra: &str) -> String {
+pub(crate) fn config(retry_base_ms: u64, extra: &str) -> String {
     format!(
         "[engines]\nenabled = false\n[webhooks]\nallow_private_targets = true\n\
          retry_base_ms = {retry_base_ms}\n{extra}"
     )
 }
 
-async fn deliveries_when(
+pub(crate) async fn deliveries_when(
     server: &Server,
     key: &str,
     id: &str,
@@ -87,7 +87,7 @@ async fn deliveries_when(
 }
 
 /// Subscribes `url` to `events` as `key`; the created webhook (with its secret).
-async fn subscribe(server: &Server, key: &str, url: &str, events: &[&str]) -> Value {
+pub(crate) async fn subscribe(server: &Server, key: &str, url: &str, events: &[&str]) -> Value {
     let (status, webhook) = server
         .post(
             "/v1/webhooks",
@@ -99,7 +99,7 @@ async fn subscribe(server: &Server, key: &str, url: &str, events: &[&str]) -> Va
     webhook
 }
 
-async fn add_event(server: &Server, id: &str, tenant_id: &str, name: &str) {
+pub(crate) async fn add_event(server: &Server, id: &str, tenant_id: &str, name: &str) {
     server
         .sql(&format!(
             "INSERT INTO event_outbox (id, tenant_id, name, payload, created_at) \
