@@ -188,6 +188,7 @@ async fn main() {
             Cluster::open(&RedisConfig {
                 url: Secret::new(redis.clone()),
                 key_prefix: format!("bench{prefix}{}", std::process::id()),
+                tls: Default::default(),
             })
             .unwrap(),
         )

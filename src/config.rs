@@ -231,6 +231,12 @@ pub struct FileRedis {
     pub url: Option<Secret>,
     /// Prefix of every key and channel, so deployments can share a Redis (`scaigrid`).
     pub key_prefix: Option<String>,
+    /// With a `rediss://` URL: the PEM CA that signed the server's certificate, instead
+    /// of the system's trust store.
+    pub tls_ca_file: Option<PathBuf>,
+    /// With a `rediss://` URL: a PEM client certificate and key (mutual TLS).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// The S3 object store. Credentials not given here come from the standard AWS chain
@@ -615,6 +621,15 @@ pub struct JobsConfig {
 pub struct RedisConfig {
     pub url: Secret,
     pub key_prefix: String,
+    pub tls: RedisTls,
+}
+
+/// PEM files of a `rediss://` connection (all `None`: the system's trust store).
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, both or neither.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -998,9 +1013,28 @@ impl Config {
                     {
                         bail!("redis.url (SCAIGRID_REDIS_URL): expected redis://host:port");
                     }
+                    let tls = RedisTls {
+                        ca_file: file.redis.tls_ca_file,
+                        client: match (file.redis.tls_cert_file, file.redis.tls_key_file) {
+                            (None, None) => None,
+                            (Some(cert), Some(key)) => Some((cert, key)),
+                            _ => bail!(
+                                "redis.tls_cert_file and redis.tls_key_file: give both or neither"
+                            ),
+                        },
+                    };
+                    if (tls.ca_file.is_some() || tls.client.is_some())
+                        && !url.expose().starts_with("rediss://")
+                    {
+                        bail!(
+                            "redis.tls_*: TLS files are given but redis.url (SCAIGRID_REDIS_URL) \
+                             is not a rediss:// URL"
+                        );
+                    }
                     Some(RedisConfig {
                         url,
                         key_prefix: file.redis.key_prefix.unwrap_or_else(|| "scaigrid".into()),
+                        tls,
                     })
                 }
             },

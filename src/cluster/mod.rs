@@ -33,6 +33,40 @@ pub struct Cluster {
     prefix: String,
 }
 
+/// The client of `redis.url`; a `rediss://` one trusts `redis.tls_ca_file` (else the
+/// system's store) and presents the client certificate when one is configured.
+fn client(config: &RedisConfig) -> anyhow::Result<redis::Client> {
+    let url = config.url.expose();
+    let named =
+        |error: redis::RedisError| anyhow::anyhow!("redis.url (SCAIGRID_REDIS_URL): {error}");
+    let tls = &config.tls;
+    if tls.ca_file.is_none() && tls.client.is_none() {
+        return redis::Client::open(url).map_err(named);
+    }
+    let read = |name: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|error| anyhow::anyhow!("{name} {}: {error}", path.display()))
+    };
+    let root_cert = match &tls.ca_file {
+        Some(path) => Some(read("redis.tls_ca_file", path)?),
+        None => None,
+    };
+    let client_tls = match &tls.client {
+        Some((cert, key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("redis.tls_cert_file", cert)?,
+            client_key: read("redis.tls_key_file", key)?,
+        }),
+        None => None,
+    };
+    redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(named)
+}
+
 fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -46,8 +80,7 @@ impl Cluster {
     /// Prepares the connections without waiting for Redis: a process may start before
     /// Redis does (readiness says so until it answers).
     pub fn open(config: &RedisConfig) -> anyhow::Result<Cluster> {
-        let client = redis::Client::open(config.url.expose())
-            .map_err(|error| anyhow::anyhow!("redis.url (SCAIGRID_REDIS_URL): {error}"))?;
+        let client = client(config)?;
         let conn = ConnectionManager::new_lazy_with_config(
             client.clone(),
             manager_config(RESPONSE_TIMEOUT),
@@ -175,6 +208,7 @@ pub(crate) fn test_cluster() -> Option<std::sync::Arc<Cluster>> {
     let url = test_service("redis", "SCAIGRID_TEST_REDIS_URL")?;
     let config = RedisConfig {
         url: crate::config::Secret::new(url),
+        tls: Default::default(),
         key_prefix: format!("unit{}", uuid::Uuid::now_v7().simple()),
     };
     Some(std::sync::Arc::new(Cluster::open(&config).unwrap()))

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_KEY, Options, Server, postgres_database, read, service};
+use crate::support::{
+    ADMIN_KEY, Options, Server, binary, postgres_database, read, service, service_with,
+};
 
 const TRANSCRIBE: &str = "/v1/modules/scaiecho/transcribe";
 
@@ -34,8 +36,13 @@ impl Deployment {
     }
 
     fn toml(&self, redis: &str, extra: &str) -> String {
+        self.toml_tls(redis, "", extra)
+    }
+
+    /// `redis_lines`: more lines of the `[redis]` section (its TLS files).
+    fn toml_tls(&self, redis: &str, redis_lines: &str, extra: &str) -> String {
         format!(
-            "[redis]\nurl = \"{redis}\"\nkey_prefix = \"{prefix}\"\n\
+            "[redis]\nurl = \"{redis}\"\nkey_prefix = \"{prefix}\"\n{redis_lines}\
              [s3]\nbucket = \"{prefix}\"\nendpoint = \"{s3}\"\nregion = \"us-east-1\"\n\
              access_key_id = \"test\"\nsecret_access_key = \"test\"\ncreate_bucket = true\n{extra}",
             prefix = self.prefix,
@@ -641,4 +648,106 @@ async fn warm_node_ids_list_only_live_nodes() {
         assert!(start.elapsed() < Duration::from_secs(20), "{seen}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// TLS to PostgreSQL (`sslmode=verify-full`) and Redis (`rediss://` with a CA file): the
+/// server's connections are encrypted and verified; a CA that did not sign the servers'
+/// certificates is refused (PostgreSQL: the process does not start; Redis: readiness
+/// names it).
+#[tokio::test]
+async fn postgres_and_redis_over_verified_tls() {
+    let Some(deployment) = Deployment::new().await else {
+        return;
+    };
+    let Some(tls) = service("tls", "SCAIGRID_TEST_TLS_DIR") else {
+        return;
+    };
+    let Some(rediss) = service_with("redis", &["tls"], "SCAIGRID_TEST_REDIS_TLS_URL") else {
+        return;
+    };
+    let verified = |ca: &str| {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={tls}/{ca}.pem",
+            deployment.database
+        )
+    };
+    let redis_ca = |ca: &str| format!("tls_ca_file = \"{tls}/{ca}.pem\"\n");
+    let extra = "[engines]\nenabled = false\n[jobs]\nworkers = 0\n";
+    let api = Server::start_with(Options {
+        database_url: Some(verified("ca")),
+        config_toml: Some(deployment.toml_tls(&rediss, &redis_ca("ca"), extra)),
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = wait_ready(&api, 200).await;
+    assert_eq!(status, 200, "{body}");
+    // Work that needs both: a tenant (PostgreSQL) and a rate-limited key (Redis).
+    let tenant = api.tenant("tls").await;
+    let (status, _) = api.get("/v1/models", Some(&tenant.member_key)).await;
+    assert_eq!(status, 200);
+    // PostgreSQL says the server's connections to this database are TLS.
+    let name = deployment.database.rsplit('/').next().unwrap().to_owned();
+    let base = deployment.database.rsplit_once('/').unwrap().0.to_owned();
+    let (tls_connections, plain_connections) = {
+        use sqlx::{Connection, Row};
+        let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+            .await
+            .unwrap();
+        let row = sqlx::query(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = $1",
+        )
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        (row.get::<i64, _>(0), row.get::<i64, _>(1))
+    };
+    assert!(tls_connections >= 1, "no TLS connection from the server");
+    assert_eq!(plain_connections, 0);
+    drop(api);
+
+    // Redis behind a certificate the CA file did not sign: readiness names Redis.
+    let api = Server::start_with(Options {
+        database_url: Some(verified("ca")),
+        config_toml: Some(deployment.toml_tls(&rediss, &redis_ca("other-ca"), extra)),
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = wait_ready(&api, 503).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["dependency"], "redis", "{body}");
+    drop(api);
+
+    // PostgreSQL behind a certificate the root file did not sign: no start, and why.
+    let temp = tempfile::tempdir().unwrap();
+    let config = temp.path().join("config.toml");
+    std::fs::write(
+        &config,
+        deployment.toml_tls(&rediss, &redis_ca("ca"), extra),
+    )
+    .unwrap();
+    let output = tokio::task::spawn_blocking({
+        let url = verified("other-ca");
+        let data = temp.path().join("data");
+        move || {
+            std::process::Command::new(binary())
+                .arg("serve")
+                .arg("--config")
+                .arg(&config)
+                .env("SCAIGRID_BIND", "127.0.0.1:0")
+                .env("SCAIGRID_DATA_DIR", data)
+                .env("SCAIGRID_DATABASE_URL", url)
+                .env("SCAIGRID_SECRETS_KEY", crate::support::SECRETS_KEY)
+                .output()
+                .unwrap()
+        }
+    });
+    let output = tokio::time::timeout(Duration::from_secs(90), output)
+        .await
+        .expect("the process exits")
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+    assert!(stderr.contains("certificate"), "{stderr}");
 }

@@ -65,13 +65,20 @@ pub enum Backend {
 /// loopback server, or `env_var` when set. `None` (after saying so loudly) only when
 /// the server truly cannot start here.
 pub fn service(name: &str, env_var: &str) -> Option<String> {
+    service_with(name, &[], env_var)
+}
+
+/// [`service`] with arguments to its script (`redis tls`).
+pub fn service_with(name: &str, args: &[&str], env_var: &str) -> Option<String> {
     if let Ok(url) = std::env::var(env_var) {
         return Some(url);
     }
     // Runtime path first (a binary built in another clone carries its path).
     let root = std::env::var("CARGO_MANIFEST_DIR")
         .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
-    let output = Command::new(format!("{root}/scripts/services/{name}")).output();
+    let output = Command::new(format!("{root}/scripts/services/{name}"))
+        .args(args)
+        .output();
     match output {
         Ok(output) if output.status.success() => {
             Some(String::from_utf8_lossy(&output.stdout).trim().to_owned())
