@@ -57,19 +57,6 @@ async fn read_body(
     reservation: UploadReservation,
 ) -> ApiResult<Upload> {
     let (parts, body) = request.into_parts();
-    let mut fields: HashMap<String, String> = HashMap::new();
-    for (name, value) in parts
-        .uri
-        .query()
-        .map(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
-    {
-        add_field(&mut fields, name, value);
-    }
     let content_type = parts
         .headers
         .get(CONTENT_TYPE)
@@ -78,6 +65,46 @@ async fn read_body(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|e| crate::server::body::read_error(e, "upload", limit))?;
+    let form = parse_form(bytes, content_type, parts.uri.query()).await?;
+    Ok(Upload {
+        audio: form.audio,
+        reservation,
+        media_type: form.media_type,
+        fields: form.fields,
+    })
+}
+
+/// An upload's parts, read from its bytes.
+#[derive(Debug)]
+pub struct Form {
+    pub audio: Bytes,
+    pub media_type: Option<String>,
+    pub fields: HashMap<String, String>,
+}
+
+/// Text fields of a form (options) are short; a longer one is not an option.
+const MAX_FIELD_BYTES: u64 = 64 << 10;
+
+/// Splits a read body into the audio, its media type and the options: a
+/// `multipart/form-data` body's `file` (or `audio`) part and text fields, or the whole
+/// body with `content_type`; options from the query string, then the form. Pure (no
+/// I/O beyond the bytes given); fuzzed by `fuzz/` `form`.
+pub async fn parse_form(
+    bytes: Bytes,
+    content_type: Option<String>,
+    query: Option<&str>,
+) -> ApiResult<Form> {
+    let mut fields: HashMap<String, String> = HashMap::new();
+    for (name, value) in query
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+    {
+        add_field(&mut fields, name, value)?;
+    }
     let Some(boundary) = content_type
         .as_deref()
         .filter(|t| t.to_ascii_lowercase().starts_with("multipart/form-data"))
@@ -88,9 +115,8 @@ async fn read_body(
                 ApiError::invalid("the body is empty: send the audio").with_field("field", "file")
             );
         }
-        return Ok(Upload {
+        return Ok(Form {
             audio: bytes,
-            reservation,
             media_type: content_type,
             fields,
         });
@@ -100,14 +126,27 @@ async fn read_body(
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut audio = None;
     let bad = |e: multer::Error| ApiError::invalid(format!("multipart: {e}"));
-    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+    while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "file" || name == "audio" {
             let media_type = field.content_type().map(|m| m.to_string());
             audio = Some((field.bytes().await.map_err(bad)?, media_type));
         } else {
-            let value = field.text().await.map_err(bad)?;
-            add_field(&mut fields, name, value);
+            let mut value = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                value.extend_from_slice(&chunk);
+                if value.len() as u64 > MAX_FIELD_BYTES {
+                    return Err(ApiError::invalid(format!(
+                        "form field `{name}` is over {MAX_FIELD_BYTES} bytes"
+                    ))
+                    .with_field("field", name));
+                }
+            }
+            let value = String::from_utf8(value).map_err(|_| {
+                ApiError::invalid(format!("form field `{name}` is not UTF-8"))
+                    .with_field("field", name.clone())
+            })?;
+            add_field(&mut fields, name, value)?;
         }
     }
     let (audio, media_type) = audio.ok_or_else(|| {
@@ -116,26 +155,43 @@ async fn read_body(
     if audio.is_empty() {
         return Err(ApiError::invalid("the `file` part is empty").with_field("field", "file"));
     }
-    Ok(Upload {
+    Ok(Form {
         audio,
-        reservation,
         media_type,
         fields,
     })
 }
 
+/// Options a form may carry (every known one several times over).
+const MAX_FIELDS: usize = 256;
+
 /// A list field (`name[]`, as OpenAI's `timestamp_granularities[]`) collects its values
-/// comma-separated; any other field keeps its last value.
-fn add_field(fields: &mut HashMap<String, String>, name: String, value: String) {
+/// comma-separated; any other field keeps its last value. Fields are bounded in number
+/// and size, so a body of tiny fields does not grow into a map several times its size.
+fn add_field(fields: &mut HashMap<String, String>, name: String, value: String) -> ApiResult<()> {
+    let full = fields.len() >= MAX_FIELDS;
     match fields.get_mut(&name) {
         Some(existing) if name.ends_with("[]") => {
+            if (existing.len() + value.len()) as u64 >= MAX_FIELD_BYTES {
+                return Err(ApiError::invalid(format!(
+                    "form field `{name}` is over {MAX_FIELD_BYTES} bytes"
+                ))
+                .with_field("field", name));
+            }
             existing.push(',');
             existing.push_str(&value);
         }
-        _ => {
+        Some(existing) => *existing = value,
+        None if full => {
+            return Err(ApiError::invalid(format!(
+                "at most {MAX_FIELDS} form fields or query parameters"
+            )));
+        }
+        None => {
             fields.insert(name, value);
         }
     }
+    Ok(())
 }
 
 /// Raw PCM needs its shape declared: `audio/pcm;rate=16000;channels=1` (also
@@ -164,6 +220,79 @@ pub fn raw_pcm(media_type: Option<&str>) -> Option<media::RawPcm> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn multipart(parts: &[(&str, &[u8])]) -> Bytes {
+        let mut body = Vec::new();
+        for (name, value) in parts {
+            body.extend_from_slice(
+                format!("--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
+                    .as_bytes(),
+            );
+            body.extend_from_slice(value);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"--b--\r\n");
+        Bytes::from(body)
+    }
+
+    async fn parse(body: Bytes, query: Option<&str>) -> ApiResult<Form> {
+        parse_form(body, Some("multipart/form-data; boundary=b".into()), query).await
+    }
+
+    #[tokio::test]
+    async fn forms_give_the_file_and_options_query_first() {
+        let body = multipart(&[
+            ("language", b"de"),
+            ("timestamp_granularities[]", b"word"),
+            ("timestamp_granularities[]", b"segment"),
+            ("file", b"RIFF...."),
+        ]);
+        let form = parse(body, Some("language=en&task=transcribe"))
+            .await
+            .unwrap();
+        assert_eq!(&form.audio[..], b"RIFF....");
+        assert_eq!(form.fields["language"], "de");
+        assert_eq!(form.fields["task"], "transcribe");
+        assert_eq!(form.fields["timestamp_granularities[]"], "word,segment");
+        let raw = parse_form(Bytes::from_static(b"abc"), Some("audio/wav".into()), None)
+            .await
+            .unwrap();
+        assert_eq!(raw.media_type.as_deref(), Some("audio/wav"));
+    }
+
+    #[tokio::test]
+    async fn bad_forms_are_invalid_requests_not_unbounded_maps() {
+        let invalid = |result: ApiResult<Form>| {
+            let error = result.unwrap_err();
+            assert_eq!(
+                error.code,
+                crate::error::ErrorCode::INVALID_REQUEST,
+                "{error:?}"
+            );
+            error.message
+        };
+        let long = vec![b'x'; 70_000];
+        let message = invalid(parse(multipart(&[("prompt", &long), ("file", b"a")]), None).await);
+        assert!(message.contains("over 65536 bytes"), "{message}");
+        let many: Vec<(String, Vec<u8>)> =
+            (0..300).map(|i| (format!("f{i}"), b"1".to_vec())).collect();
+        let parts: Vec<(&str, &[u8])> = many
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .chain([("file", b"a".as_slice())])
+            .collect();
+        let message = invalid(parse(multipart(&parts), None).await);
+        assert!(message.contains("at most 256"), "{message}");
+        let list: Vec<(&str, &[u8])> = std::iter::repeat_n(("g[]", &long[..40_000]), 2)
+            .chain([("file", b"a".as_slice())])
+            .collect();
+        invalid(parse(multipart(&list), None).await);
+        invalid(parse(multipart(&[("note", b"\xff\xfe"), ("file", b"a")]), None).await);
+        invalid(parse(multipart(&[("language", b"en")]), None).await);
+        invalid(parse(multipart(&[("file", b"")]), None).await);
+        invalid(parse(Bytes::from_static(b"garbage"), None).await);
+        invalid(parse_form(Bytes::new(), Some("audio/wav".into()), None).await);
+    }
 
     #[test]
     fn raw_pcm_shapes_come_from_the_media_type() {

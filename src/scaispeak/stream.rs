@@ -60,14 +60,22 @@ pub struct OpenFrame {
     pub pace: bool,
 }
 
+/// A text frame after `open`: `text`, `interrupt`, `flush` or `close`.
 #[derive(Debug, Deserialize)]
-struct ClientFrame {
+pub struct ClientFrame {
     #[serde(rename = "type")]
-    kind: String,
-    text: Option<String>,
+    pub kind: String,
+    pub text: Option<String>,
     /// On `text`: stop what is being spoken first (barge-in).
     #[serde(default)]
-    interrupt: bool,
+    pub interrupt: bool,
+}
+
+/// Parses a text frame after `open` (its kind is matched by the session). Pure; fuzzed
+/// by `fuzz/` `ws_frames`.
+pub fn parse_client_frame(text: &str) -> ApiResult<ClientFrame> {
+    serde_json::from_str(text)
+        .map_err(|e| ApiError::invalid(format!("text frames are JSON with a `type`: {e}")))
 }
 
 /// What a control frame asks of the session.
@@ -459,8 +467,7 @@ impl Session {
     /// A text frame: `text` (with `interrupt: true`, barge-in first), `interrupt`,
     /// `flush` or `close`.
     fn control(&mut self, text: &str) -> ApiResult<Action> {
-        let frame: ClientFrame = serde_json::from_str(text)
-            .map_err(|e| ApiError::invalid(format!("text frames are JSON with a `type`: {e}")))?;
+        let frame = parse_client_frame(text)?;
         let limit = self.state.config.speak.inline_text_chars;
         match frame.kind.as_str() {
             "text" => {

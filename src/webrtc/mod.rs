@@ -21,7 +21,7 @@
 
 pub mod link;
 #[cfg(feature = "webrtc")]
-mod peer;
+pub mod peer;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

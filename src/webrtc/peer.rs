@@ -61,15 +61,7 @@ pub async fn accept(
     ips: &[IpAddr],
     public_ip: Option<IpAddr>,
 ) -> ApiResult<(Peer, String)> {
-    if !offer.contains("m=audio") {
-        return Err(ApiError::invalid("the offer has no audio section").with_field("field", "sdp"));
-    }
-    let offer = SdpOffer::from_sdp_string(offer)
-        .map_err(|e| ApiError::invalid(format!("bad SDP offer: {e}")).with_field("field", "sdp"))?;
-    let mut rtc = RtcConfig::new()
-        .clear_codecs()
-        .enable_opus(true, false)
-        .build(Instant::now());
+    let offer = parse_offer(offer)?;
     let mut sockets = Vec::new();
     for ip in ips {
         let socket = UdpSocket::bind((*ip, 0))
@@ -80,16 +72,44 @@ pub async fn accept(
             Some(public) => SocketAddr::new(public, local.port()),
             None => local,
         };
-        let candidate = Candidate::host(advertised, "udp")
-            .map_err(|e| ApiError::internal(format!("candidate {advertised}: {e}")))?;
-        rtc.add_local_candidate(candidate);
         sockets.push(Arc::new(Bound { socket, advertised }));
+    }
+    let advertised: Vec<SocketAddr> = sockets.iter().map(|bound| bound.advertised).collect();
+    let (rtc, answer) = answer(offer, &advertised, Instant::now())?;
+    Ok((Peer { rtc, sockets }, answer))
+}
+
+/// Parses a client's SDP offer (before any socket is bound for it). Pure; fuzzed by
+/// `fuzz/` `sdp`.
+pub fn parse_offer(offer: &str) -> ApiResult<SdpOffer> {
+    if !offer.contains("m=audio") {
+        return Err(ApiError::invalid("the offer has no audio section").with_field("field", "sdp"));
+    }
+    SdpOffer::from_sdp_string(offer)
+        .map_err(|e| ApiError::invalid(format!("bad SDP offer: {e}")).with_field("field", "sdp"))
+}
+
+/// Answers a parsed offer with host candidates at `candidates` (Opus only). Pure; fuzzed
+/// by `fuzz/` `sdp`.
+pub fn answer(
+    offer: SdpOffer,
+    candidates: &[SocketAddr],
+    now: Instant,
+) -> ApiResult<(Rtc, String)> {
+    let mut rtc = RtcConfig::new()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .build(now);
+    for address in candidates {
+        let candidate = Candidate::host(*address, "udp")
+            .map_err(|e| ApiError::internal(format!("candidate {address}: {e}")))?;
+        rtc.add_local_candidate(candidate);
     }
     let answer = rtc
         .sdp_api()
         .accept_offer(offer)
         .map_err(|e| ApiError::invalid(format!("the offer cannot be answered: {e}")))?;
-    Ok((Peer { rtc, sockets }, answer.to_sdp_string()))
+    Ok((rtc, answer.to_sdp_string()))
 }
 
 /// A datagram read by one of the socket readers.
@@ -366,5 +386,43 @@ impl Driver {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    fn offer() -> String {
+        use str0m::media::{Direction, MediaKind};
+        let mut rtc = Rtc::new(Instant::now());
+        rtc.add_local_candidate(Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        change.apply().unwrap().0.to_sdp_string()
+    }
+
+    #[test]
+    fn an_audio_offer_is_answered_with_the_candidates_given() {
+        let offer = parse_offer(&offer()).unwrap();
+        let candidate: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let (_rtc, answer) = answer(offer, &[candidate], Instant::now()).unwrap();
+        assert!(answer.contains("m=audio"), "{answer}");
+        assert!(answer.contains("192.0.2.7 40000"), "{answer}");
+        assert!(answer.contains("opus/48000/2"), "{answer}");
+    }
+
+    #[test]
+    fn offers_without_audio_or_unparseable_are_invalid_requests() {
+        for bad in [
+            "",
+            "v=0\r\n",
+            "m=audio garbage",
+            &offer().replace("v=0", "v=x"),
+        ] {
+            let error = parse_offer(bad).unwrap_err();
+            assert_eq!(error.code, ErrorCode::INVALID_REQUEST, "{bad:?}");
+        }
     }
 }

@@ -1,0 +1,21 @@
+//! Client text frames of the stream protocols: ScaiEcho's `open` and control frames,
+//! ScaiSpeak's `open` and text/interrupt/flush/close frames (the WebRTC control socket
+//! carries the same). Any text is either parsed or a documented error; never a panic.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use scaigrid::scaiecho::stream::protocol;
+use scaigrid::scaispeak::stream;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(open) = protocol::parse_open(text) {
+        assert!((0.5..=30.0).contains(&open.chunk_seconds));
+    }
+    let _ = protocol::parse_control(text);
+    let _ = stream::parse_open(text);
+    let _ = stream::parse_client_frame(text);
+});
