@@ -44,6 +44,8 @@ pub mod services;
 pub mod slots;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod vault;
 pub mod webhooks;
 pub mod webrtc;

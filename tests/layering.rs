@@ -57,6 +57,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "model",
             "memory",
             "request_id",
+            "test_support",
         ],
     ),
 ];

@@ -182,30 +182,9 @@ impl From<redis::RedisError> for ApiError {
     }
 }
 
-/// The URL a `scripts/services/<name>` script prints after starting its loopback server
-/// (or `env_var` when set); `None`, said loudly, only when it truly cannot start here.
-#[cfg(test)]
-pub(crate) fn test_service(name: &str, env_var: &str) -> Option<String> {
-    if let Ok(url) = std::env::var(env_var) {
-        return Some(url);
-    }
-    let script = format!("{}/scripts/services/{name}", env!("CARGO_MANIFEST_DIR"));
-    match std::process::Command::new(script).output() {
-        Ok(output) if output.status.success() => {
-            Some(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        }
-        other => {
-            eprintln!(
-                "\n!!!!!!!! SKIPPED: {name} could not start on this machine: {other:?} !!!!!!!!\n"
-            );
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 pub(crate) fn test_cluster() -> Option<std::sync::Arc<Cluster>> {
-    let url = test_service("redis", "SCAIGRID_TEST_REDIS_URL")?;
+    let url = crate::test_support::service("redis", "SCAIGRID_TEST_REDIS_URL")?;
     let config = RedisConfig {
         url: crate::config::Secret::new(url),
         tls: Default::default(),

@@ -307,13 +307,4 @@ impl Gateway {
     }
 }
 
-/// A transport error as a short sentence (no URL with credentials in it).
-pub fn upstream_error_text(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        "upstream timed out".to_owned()
-    } else if error.is_connect() {
-        "upstream unreachable".to_owned()
-    } else {
-        format!("upstream transport error: {error}")
-    }
-}
+pub use crate::services::upstream::error_text as upstream_error_text;

@@ -37,3 +37,15 @@ impl Upstream {
             .bearer_auth(&self.key)
     }
 }
+
+/// A transport error as a short sentence (no URL with credentials in it). Shared by
+/// every caller of an upstream: the gateway, the relays, webhook deliveries.
+pub fn error_text(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "upstream timed out".to_owned()
+    } else if error.is_connect() {
+        "upstream unreachable".to_owned()
+    } else {
+        format!("upstream transport error: {error}")
+    }
+}

@@ -384,7 +384,7 @@ mod tests {
     use crate::config::Secret;
 
     async fn store() -> Option<S3Store> {
-        let endpoint = crate::cluster::test_service("s3", "SCAIGRID_TEST_S3_ENDPOINT")?;
+        let endpoint = crate::test_support::service("s3", "SCAIGRID_TEST_S3_ENDPOINT")?;
         let config = S3Config {
             bucket: format!("unit{}", &uuid::Uuid::now_v7().simple().to_string()[20..]),
             endpoint: Some(endpoint),

@@ -205,7 +205,7 @@ async fn send(
         .body(delivery.payload.clone())
         .send()
         .await
-        .map_err(|e| (None, crate::gateway::upstream_error_text(&e)))?;
+        .map_err(|e| (None, crate::services::upstream::error_text(&e)))?;
     let code = i64::from(response.status().as_u16());
     match response.status().is_success() {
         true => Ok(code),
