@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{
-    ADMIN_KEY, Options, Server, binary, postgres_database, read, service, service_with,
+    ADMIN_KEY, Options, Server, postgres_database, read, refused_start, service, service_with,
 };
 
 const TRANSCRIBE: &str = "/v1/modules/scaiecho/transcribe";
@@ -727,27 +727,18 @@ async fn postgres_and_redis_over_verified_tls() {
         deployment.toml_tls(&rediss, &redis_ca("ca"), extra),
     )
     .unwrap();
-    let output = tokio::task::spawn_blocking({
-        let url = verified("other-ca");
-        let data = temp.path().join("data");
-        move || {
-            std::process::Command::new(binary())
-                .arg("serve")
-                .arg("--config")
-                .arg(&config)
-                .env("SCAIGRID_BIND", "127.0.0.1:0")
-                .env("SCAIGRID_DATA_DIR", data)
-                .env("SCAIGRID_DATABASE_URL", url)
-                .env("SCAIGRID_SECRETS_KEY", crate::support::SECRETS_KEY)
-                .output()
-                .unwrap()
-        }
-    });
-    let output = tokio::time::timeout(Duration::from_secs(90), output)
-        .await
-        .expect("the process exits")
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+    let stderr = refused_start(
+        config,
+        temp.path().join("data"),
+        vec![
+            ("SCAIGRID_DATABASE_URL", verified("other-ca")),
+            (
+                "SCAIGRID_SECRETS_KEY",
+                crate::support::SECRETS_KEY.to_owned(),
+            ),
+        ],
+    )
+    .await
+    .to_lowercase();
     assert!(stderr.contains("certificate"), "{stderr}");
 }

@@ -6,11 +6,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{ADMIN_KEY, Options, Server, binary};
+use crate::support::{ADMIN_KEY, Options, Server, refused_start};
 use crate::upstream;
 use crate::webhooks::{add_event, config, deliveries_when, receiver, subscribe};
 
@@ -177,28 +176,12 @@ async fn upstream_keys_and_webhook_secrets_are_sealed_rotated_and_required() {
 
     // The old key alone (the new one forgotten): the process refuses to start and says
     // which setting, rather than serving without the credentials.
-    let refused = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || {
-            std::process::Command::new(binary())
-                .arg("serve")
-                .arg("--config")
-                .arg(data.join("test-config.toml"))
-                .env("SCAIGRID_BIND", "127.0.0.1:0")
-                .env("SCAIGRID_DATA_DIR", &data)
-                .env("SCAIGRID_SECRETS_KEY", old_key.trim())
-                .env_remove("SCAIGRID_SECRETS_PREVIOUS_KEYS")
-                .env_remove("SCAIGRID_DATABASE_URL")
-                .output()
-                .unwrap()
-        }
-    });
-    let output = tokio::time::timeout(Duration::from_secs(60), refused)
-        .await
-        .expect("a process without the key exits")
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(
+        data.join("test-config.toml"),
+        data.clone(),
+        vec![("SCAIGRID_SECRETS_KEY", old_key.trim().to_owned())],
+    )
+    .await;
     assert!(stderr.contains("secrets.key"), "{stderr}");
     assert!(
         stderr.contains(&format!("sealed with key {second_key_id}")),

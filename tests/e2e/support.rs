@@ -117,6 +117,33 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_scaigrid")
 }
 
+/// Runs `serve --config config` where it must refuse to start (on the embedded default
+/// unless `env` names a database): waits, at most 90 s, for it to exit unsuccessfully
+/// and gives its stderr.
+pub async fn refused_start(config: PathBuf, data_dir: PathBuf, env: Vec<(&str, String)>) -> String {
+    let env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("SCAIGRID_BIND", "127.0.0.1:0")
+            .env("SCAIGRID_DATA_DIR", data_dir)
+            .env_remove("SCAIGRID_DATABASE_URL")
+            .env_remove("SCAIGRID_SECRETS_KEY")
+            .env_remove("SCAIGRID_SECRETS_PREVIOUS_KEYS")
+            .envs(env)
+            .output()
+            .unwrap()
+    });
+    let output = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("a process that cannot start exits")
+        .unwrap();
+    assert!(!output.status.success(), "it started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 impl Server {
     pub async fn start() -> Server {
         Server::start_with(Options::default()).await
