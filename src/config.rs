@@ -479,7 +479,7 @@ pub struct HttpConfig {
     pub body_idle_timeout: std::time::Duration,
     pub body_timeout: std::time::Duration,
     pub max_header_bytes: usize,
-    pub trusted_proxies: Vec<crate::server::client_ip::Cidr>,
+    pub trusted_proxies: Vec<crate::net::Cidr>,
 }
 
 #[derive(Debug, Clone)]
@@ -582,6 +582,13 @@ pub struct Config {
     pub secrets: SecretsConfig,
 }
 
+/// Prices of the speech modules, in cost units (chat prices are per model).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Prices {
+    pub audio_second: f64,
+    pub character: f64,
+}
+
 /// See [`FileSecrets`].
 #[derive(Clone)]
 pub struct SecretsConfig {
@@ -657,7 +664,7 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone)]
 pub struct AccountingConfig {
     pub flush_interval: std::time::Duration,
-    pub prices: crate::accounting::Prices,
+    pub prices: Prices,
 }
 
 #[derive(Debug, Clone)]
@@ -1116,7 +1123,7 @@ impl Config {
                     "accounting.flush_interval_ms",
                     file.accounting.flush_interval_ms.unwrap_or(1000),
                 )?),
-                prices: crate::accounting::Prices {
+                prices: Prices {
                     audio_second: non_negative(
                         "accounting.audio_second_cost",
                         file.accounting.audio_second_cost,

@@ -34,6 +34,7 @@ pub mod http;
 pub mod jobs;
 pub mod memory;
 pub mod model;
+pub mod net;
 pub mod ratelimit;
 pub mod rbac;
 pub mod request_id;

@@ -56,6 +56,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "error",
             "model",
             "memory",
+            "net",
             "request_id",
             "test_support",
         ],

@@ -36,12 +36,7 @@ pub const FLUSH_LAG: &str = "scaigrid_accounting_flush_lag_seconds";
 /// Budget definitions are re-read this often (other processes may change them).
 const DEFS_TTL: Duration = Duration::from_secs(5);
 
-/// Prices of the speech modules, in cost units (chat prices are per model).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Prices {
-    pub audio_second: f64,
-    pub character: f64,
-}
+pub use crate::config::Prices;
 
 #[derive(Debug, Clone)]
 struct Def {
