@@ -2,13 +2,16 @@
 
 use sqlx::{AnyConnection, Row};
 
-use super::now_ms;
-use crate::services::backends::Backend;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-pub async fn get_allowed(
+use super::now_ms;
+
+/// The backends a tenant allows (the module's own backend type, stored as JSON).
+pub async fn get_allowed<B: DeserializeOwned>(
     conn: &mut AnyConnection,
     tenant_id: &str,
-) -> Result<Option<Vec<Backend>>, sqlx::Error> {
+) -> Result<Option<Vec<B>>, sqlx::Error> {
     let row = sqlx::query("SELECT allowed_backends FROM scaispeak_policies WHERE tenant_id = $1")
         .bind(tenant_id)
         .fetch_optional(conn)
@@ -20,10 +23,10 @@ pub async fn get_allowed(
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-pub async fn put_allowed(
+pub async fn put_allowed<B: Serialize>(
     conn: &mut AnyConnection,
     tenant_id: &str,
-    allowed: &[Backend],
+    allowed: &[B],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO scaispeak_policies (tenant_id, allowed_backends, updated_at) \
@@ -31,7 +34,7 @@ pub async fn put_allowed(
          allowed_backends = excluded.allowed_backends, updated_at = excluded.updated_at",
     )
     .bind(tenant_id)
-    .bind(serde_json::to_string(allowed).unwrap_or_default())
+    .bind(serde_json::to_string(allowed).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
     .bind(now_ms())
     .execute(conn)
     .await?;
