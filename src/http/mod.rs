@@ -10,6 +10,7 @@ mod health;
 mod nodes;
 mod scaiecho;
 mod scaispeak;
+mod upload;
 mod webhooks;
 mod webrtc;
 

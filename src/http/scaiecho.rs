@@ -23,7 +23,7 @@ use crate::scaiecho::format::{self, ResponseFormat, Transcription};
 use crate::scaiecho::jobs;
 use crate::scaiecho::policy::{self, Policy, PolicyPatch};
 use crate::scaiecho::speakers::{self, Deleted, SpeakerView, WarmView};
-use crate::scaiecho::{self, MODULE, Options, upload};
+use crate::scaiecho::{self, MODULE, Options};
 use crate::services::modules::require_enabled;
 use crate::telemetry::BackendId;
 
@@ -41,7 +41,7 @@ async fn run(
     // Module and base permission before the body is even read.
     require_enabled(principal, MODULE)?;
     principal.require("scaiecho:transcribe")?;
-    let upload = upload::read(request, state).await?;
+    let upload = super::upload::read(request, state).await?;
     let options = Options::from_upload(&upload)?;
     scaiecho::authorize(principal, &options)?;
     let policy = scaiecho::policy(state, &principal.tenant_id).await?;
@@ -292,7 +292,7 @@ pub async fn create_speaker(
 ) -> ApiResult<(StatusCode, Json<SpeakerView>)> {
     require_enabled(&principal, MODULE)?;
     principal.require(speakers::WRITE)?;
-    let upload = upload::read(request, &state).await?;
+    let upload = super::upload::read(request, &state).await?;
     let speaker = speakers::enroll(&state, &principal, upload).await?;
     Ok((StatusCode::CREATED, Json(speaker)))
 }

@@ -186,7 +186,7 @@ pub async fn create_voice(
 ) -> ApiResult<(StatusCode, Json<Voice>)> {
     require_enabled(&principal, MODULE)?;
     principal.require(voices::WRITE)?;
-    let upload = crate::scaiecho::upload::read(request, &state).await?;
+    let upload = super::upload::read(request, &state).await?;
     let voice = voices::create(&state, &principal, upload).await?;
     Ok((StatusCode::CREATED, Json(voice)))
 }

@@ -156,6 +156,65 @@ async fn declared_rates_outside_8_to_192_khz_are_unsupported_over_http_and_ws() 
     assert_growth_below(&server, before, 256);
 }
 
+/// A multipart body of the given text fields and a `file` part (boundary `b`).
+fn form(fields: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    let parts = fields
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_slice()))
+        .chain([("file", &b"RIFF"[..])]);
+    for (name, value) in parts {
+        body.extend_from_slice(
+            format!("--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--b--\r\n");
+    body
+}
+
+#[tokio::test]
+async fn forms_of_many_or_huge_fields_are_refused_before_any_work() {
+    let server = Server::start().await;
+    let before = rss_mib(&server);
+    let multipart = "multipart/form-data; boundary=b";
+    // 100,000 tiny fields (a map of them would be many times the body).
+    let many: Vec<(String, Vec<u8>)> = (0..100_000)
+        .map(|i| (format!("f{i}"), vec![b'1']))
+        .collect();
+    let (status, body) = post_audio(&server, TRANSCRIBE, multipart, form(&many)).await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 256"),
+        "{body}"
+    );
+    // One 10 MB option, and a list option grown past the bound 40 KB at a time.
+    let huge = vec![("prompt".to_owned(), vec![b'x'; 10 << 20])];
+    let (status, body) = post_audio(&server, TRANSCRIBE, multipart, form(&huge)).await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+    assert_eq!(body["error"]["field"], "prompt", "{body}");
+    let list: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|_| ("timestamp_granularities[]".to_owned(), vec![b'w'; 40_000]))
+        .collect();
+    let (status, body) = post_audio(&server, TRANSCRIBE, multipart, form(&list)).await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+    // A broken body is a 400 too.
+    let (status, body) = post_audio(
+        &server,
+        TRANSCRIBE,
+        multipart,
+        b"--b\r\nnot a part".to_vec(),
+    )
+    .await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+    still_serving(&server).await;
+    assert_growth_below(&server, before, 256);
+}
+
 #[tokio::test]
 async fn decompression_bombs_stop_at_the_sample_and_duration_limits() {
     let server = Server::start_with(Options {
