@@ -312,12 +312,24 @@ fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     Ok(secret)
 }
 
-/// The vault of stored secrets: `secrets.key`, or (embedded default; config refuses
-/// PostgreSQL without a key) one generated once into `<data_dir>/secrets_key` (0600).
-/// Losing that file loses the upstream API keys and webhook secrets sealed with it.
+/// The vault of stored secrets: `secrets.key`, or (SQLite only) one generated once into
+/// `<data_dir>/secrets_key` (0600). Losing that file loses the upstream API keys and
+/// webhook secrets sealed with it. On PostgreSQL several processes share the rows, so
+/// each must be given the same key: a generated one would differ per process.
 fn vault(config: &Config) -> anyhow::Result<crate::vault::Vault> {
     let key = match config.secrets.key {
         Some(key) => key,
+        None if matches!(
+            config.database,
+            crate::config::DatabaseConfig::Postgres { .. }
+        ) =>
+        {
+            anyhow::bail!(
+                "secrets.key (SCAIGRID_SECRETS_KEY): required with PostgreSQL, the same on \
+                 every process (it seals upstream API keys and webhook secrets; \
+                 `openssl rand -hex 32`)"
+            )
+        }
         None => {
             let path = config.data_dir.join("secrets_key");
             let text = generated_secret_file(&path)?;

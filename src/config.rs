@@ -988,7 +988,6 @@ impl Config {
             file.secrets,
             overrides.secrets_key,
             overrides.secrets_previous_keys,
-            &database,
         )?;
         Ok(Config {
             secrets,
@@ -1181,13 +1180,12 @@ fn is_placeholder(value: &str) -> bool {
             .any(|marker| lower.contains(marker))
 }
 
-/// The sealing key and its predecessors. PostgreSQL means several processes share the
-/// rows, so each must be given the same key: a generated one would differ per process.
+/// The sealing key and its predecessors (the requirement of a key on PostgreSQL is
+/// checked where the vault is built: `migrate` and `admin` need none).
 fn secrets_config(
     file: FileSecrets,
     key: Option<Secret>,
     previous_keys: Option<Vec<Secret>>,
-    database: &DatabaseConfig,
 ) -> anyhow::Result<SecretsConfig> {
     fn parse(name: &str, key: &Secret) -> anyhow::Result<[u8; crate::vault::KEY_LEN]> {
         if is_placeholder(key.expose()) {
@@ -1202,12 +1200,6 @@ fn secrets_config(
         .or(file.key)
         .map(|key| parse("secrets.key (SCAIGRID_SECRETS_KEY)", &key))
         .transpose()?;
-    if key.is_none() && matches!(database, DatabaseConfig::Postgres { .. }) {
-        bail!(
-            "secrets.key (SCAIGRID_SECRETS_KEY): required with PostgreSQL, the same on every \
-             process (it seals upstream API keys and webhook secrets; `openssl rand -hex 32`)"
-        );
-    }
     let previous_keys = previous_keys
         .or(file.previous_keys)
         .unwrap_or_default()
@@ -1280,7 +1272,7 @@ mod tests {
     }
 
     #[test]
-    fn the_secrets_key_is_parsed_and_required_with_postgres() {
+    fn the_secrets_key_is_parsed() {
         let merge = |file: &str| Config::merge(toml::from_str(file).unwrap(), Overrides::default());
         let hex = "ab".repeat(32);
         let config = merge(&format!(
@@ -1293,13 +1285,9 @@ mod tests {
         assert!(!format!("{config:?}").contains(&hex));
         // Embedded default: none given, the data folder's key file is used.
         assert!(merge("").unwrap().secrets.key.is_none());
-        let error = merge("database_url = \"postgres://db/x\"")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.starts_with("secrets.key (SCAIGRID_SECRETS_KEY): required"),
-            "{error}"
-        );
+        // On PostgreSQL the key is required by the processes that open the vault
+        // (`app::vault`), not by `migrate` or `admin`.
+        assert!(merge("database_url = \"postgres://db/x\"").is_ok());
         assert!(
             merge(&format!(
                 "database_url = \"postgres://db/x\"\n[secrets]\nkey = \"{hex}\""

@@ -222,3 +222,40 @@ async fn a_webhook_secret_copied_into_another_row_does_not_sign() {
     // B's delivery never reached the receiver unsigned; A's did, signed.
     assert_eq!(hook.seen.lock().unwrap().len(), 1);
 }
+
+/// On PostgreSQL every process must be given the same key: `serve` without one refuses
+/// to start and says which setting; `migrate` needs none.
+#[tokio::test]
+async fn on_postgres_serve_needs_the_key_and_migrate_does_not() {
+    let Some(database) = crate::support::postgres_database().await else {
+        return;
+    };
+    let temp = tempfile::tempdir().unwrap();
+    let config = temp.path().join("config.toml");
+    std::fs::write(&config, "[engines]\nenabled = false\n").unwrap();
+    let stderr = refused_start(
+        config,
+        temp.path().join("data"),
+        vec![("SCAIGRID_DATABASE_URL", database.clone())],
+    )
+    .await;
+    assert!(
+        stderr.contains("secrets.key (SCAIGRID_SECRETS_KEY): required with PostgreSQL"),
+        "{stderr}"
+    );
+    let migrated = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::support::binary())
+            .arg("migrate")
+            .env("SCAIGRID_DATABASE_URL", database)
+            .env_remove("SCAIGRID_SECRETS_KEY")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+}
