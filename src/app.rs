@@ -19,8 +19,17 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::{ApiError, ErrorCode};
+use crate::gateway::Gateway;
+use crate::jobs::Jobs;
+use crate::ratelimit::Gate;
+use crate::scaiecho::ScaiEcho;
+use crate::scaispeak::ScaiSpeak;
+use crate::speech::intake::AudioIntake;
+use crate::speech::nodes::Nodes;
 use crate::store::ObjectStore;
 use crate::store::local::LocalStore;
+use crate::webhooks::Webhooks;
+use crate::webrtc::Webrtc;
 use crate::{bootstrap, http, request_id, telemetry};
 
 pub struct AppState {
@@ -30,37 +39,26 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Redis of the scaled deployment (`None` in the embedded default).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
-    /// The job queue stream (scaled deployment); the embedded default's workers poll
-    /// the database.
-    pub queue: Option<Arc<crate::cluster::queue::Queue>>,
     pub metrics: PrometheusHandle,
-    /// The local inference node (`None` when engines are disabled for this process).
-    pub node: Option<Arc<engines::node::Node>>,
-    /// Wakes this process's job workers when a job is queued.
-    pub jobs_wakeup: tokio::sync::Notify,
-    /// ScaiEcho's backends (the node's speech to text, the managed relay).
-    pub scaiecho: crate::scaiecho::ScaiEcho,
-    /// ScaiSpeak's backends (the node's voice, the managed relay).
-    pub scaispeak: crate::scaispeak::ScaiSpeak,
+    /// This process's node and (scaled) the registry's live ones.
+    pub nodes: Nodes,
+    /// The job rows and queue (the products queue, the workers process).
+    pub jobs: Arc<Jobs>,
+    /// ScaiEcho's context.
+    pub scaiecho: Arc<ScaiEcho>,
+    /// ScaiSpeak's context.
+    pub scaispeak: Arc<ScaiSpeak>,
     /// The gateway core: catalogue, breakers, health, chat routing.
-    pub gateway: Arc<crate::gateway::Gateway>,
-    /// Rate limits of keys and tenants.
-    pub limits: crate::ratelimit::Limits,
-    /// Usage records and budgets.
-    pub accounting: Arc<crate::accounting::Accounting>,
-    /// Client for webhook deliveries (no redirects: a receiver cannot bounce a
-    /// delivery to an address the target check refused).
-    pub webhook_http: reqwest::Client,
-    /// The address `serve` listens on, once bound (webhooks must not call it).
-    pub bound: OnceLock<std::net::SocketAddr>,
+    pub gateway: Arc<Gateway>,
+    /// Admission to limited work: auth, rate limits, budgets.
+    pub gate: Gate,
+    /// Webhooks: subscriptions and delivery.
+    pub webhooks: Arc<Webhooks>,
+    /// This process's WebRTC sessions and what they carry.
+    pub webrtc: Arc<Webrtc>,
     /// The OpenAPI document, rendered once when the router is built.
     pub openapi: OnceLock<String>,
-    /// This process's WebRTC sessions.
-    pub webrtc: crate::webrtc::Registry,
-    /// Upload memory and decode slots.
-    pub intake: crate::services::intake::AudioIntake,
-    /// Seals and opens stored secrets (webhook signing secrets here; the gateway's
-    /// catalogue holds its own handle for backends' API keys).
+    /// Seals and opens stored secrets (the contexts hold their own handles).
     pub vault: Arc<crate::vault::Vault>,
 }
 
@@ -119,29 +117,7 @@ impl AppState {
             true => Some(Arc::new(load_node(&config.engines).await?)),
             false => None,
         };
-        let scaiecho = crate::scaiecho::ScaiEcho {
-            local: match &node {
-                Some(node) => {
-                    crate::scaiecho::local::LocalStt::start(node.clone(), config.engines.stt_queue)?
-                }
-                None => None,
-            },
-            relay: crate::scaiecho::relay::Relay::new(&config.relay)?,
-            streams: crate::slots::StreamSlots::new("scaigrid_scaiecho_streams_open"),
-        };
-        let scaispeak = crate::scaispeak::ScaiSpeak {
-            local: match &node {
-                Some(node) => crate::scaispeak::local::LocalTts::start(node.clone())?,
-                None => None,
-            },
-            relay: crate::scaispeak::relay::Relay::new(&config.speak)?,
-            streams: crate::slots::StreamSlots::new("scaigrid_scaispeak_streams_open"),
-        };
-        let gateway = Arc::new(crate::gateway::Gateway::new(
-            db.clone(),
-            config.gateway.clone(),
-            vault.clone(),
-        )?);
+        let nodes = Nodes::new(cluster.clone(), node.clone());
         let accounting = Arc::new(crate::accounting::Accounting::new(
             db.clone(),
             config.accounting.prices,
@@ -149,22 +125,65 @@ impl AppState {
                 .clone()
                 .map(|cluster| Arc::new(crate::cluster::ledger::Ledger::new(cluster))),
         ));
-        let intake = crate::services::intake::AudioIntake::new(
-            config.limits.upload_memory_bytes,
-            config.limits.concurrent_decodes,
-        );
+        let gate = Gate {
+            auth: auth.clone(),
+            limits: Arc::new(crate::ratelimit::Limits::new(limit_store)),
+            accounting: accounting.clone(),
+        };
+        let jobs = Arc::new(Jobs::new(db.clone(), queue, config.jobs.lease));
+        let handles = crate::speech::Handles {
+            db: db.clone(),
+            store: store.clone(),
+            intake: Arc::new(AudioIntake::new(&config.limits, node.clone())),
+            nodes: nodes.clone(),
+            accounting: accounting.clone(),
+            jobs: jobs.clone(),
+            gate: gate.clone(),
+            stream: config.stream.clone(),
+        };
+        let scaiecho = Arc::new(ScaiEcho::new(
+            handles.clone(),
+            match &node {
+                Some(node) => {
+                    crate::scaiecho::local::LocalStt::start(node.clone(), config.engines.stt_queue)?
+                }
+                None => None,
+            },
+            crate::scaiecho::relay::Relay::new(&config.relay)?,
+        ));
+        let scaispeak = Arc::new(ScaiSpeak::new(
+            handles,
+            config.speak.clone(),
+            match &node {
+                Some(node) => crate::scaispeak::local::LocalTts::start(node.clone())?,
+                None => None,
+            },
+            crate::scaispeak::relay::Relay::new(&config.speak)?,
+        ));
+        let gateway = Arc::new(Gateway::new(
+            db.clone(),
+            config.gateway.clone(),
+            vault.clone(),
+            (accounting, gate.limits.clone()),
+        )?);
+        let webhooks = Arc::new(Webhooks::new(
+            db.clone(),
+            vault.clone(),
+            config.webhooks.clone(),
+            cluster.clone(),
+        )?);
+        let webrtc = Arc::new(Webrtc::new(
+            (config.webrtc.clone(), config.stream.clone()),
+            db.clone(),
+            auth.clone(),
+            (scaiecho.clone(), scaispeak.clone()),
+        ));
         Ok(Arc::new(AppState {
             gateway,
-            limits: crate::ratelimit::Limits::new(limit_store),
+            gate,
             cluster,
-            queue,
-            accounting,
-            webhook_http: crate::webhooks::delivery_client(
-                crate::webhooks::target::system_lookup(),
-                config.webhooks.allow_private_targets,
-            )?,
-            bound: OnceLock::new(),
-            jobs_wakeup: tokio::sync::Notify::new(),
+            jobs,
+            webhooks,
             scaiecho,
             scaispeak,
             config,
@@ -172,12 +191,17 @@ impl AppState {
             store,
             auth,
             metrics: telemetry::metrics_handle(),
-            node,
+            nodes,
             openapi: OnceLock::new(),
-            webrtc: Default::default(),
-            intake,
+            webrtc,
             vault,
         }))
+    }
+}
+
+impl crate::auth::AuthState for Arc<AppState> {
+    fn authenticator(&self) -> &Authenticator {
+        &self.auth
     }
 }
 
@@ -193,7 +217,7 @@ impl AppState {
         if usable.a || usable.b {
             return None;
         }
-        let node = match &self.node {
+        let node = match self.nodes.local() {
             None => "engines are disabled in this process".to_owned(),
             Some(node) => {
                 let failures: Vec<String> = node
@@ -211,60 +235,6 @@ impl AppState {
         Some(format!(
             "no {what} backend: {node}, and no managed relay is configured"
         ))
-    }
-}
-
-impl AppState {
-    /// Backends for work a worker may run (jobs): this process's, plus backend A when a
-    /// live node of the registry (scaled deployment) has an engine whose id starts with
-    /// `engine_prefix` (`audio.stt.`). An API process without engines queues jobs for
-    /// the workers that have them.
-    pub async fn usable_for_jobs(
-        &self,
-        local: crate::services::backends::Usable,
-        engine_prefix: &str,
-    ) -> crate::error::ApiResult<crate::services::backends::Usable> {
-        let Some(cluster) = self.cluster.as_ref().filter(|_| !local.a) else {
-            return Ok(local);
-        };
-        let nodes = crate::cluster::nodes::list(cluster).await?;
-        let a = nodes.iter().any(|node| {
-            node["models_loaded"].as_array().is_some_and(|ids| {
-                ids.iter()
-                    .any(|id| id.as_str().is_some_and(|id| id.starts_with(engine_prefix)))
-            })
-        });
-        Ok(crate::services::backends::Usable { a, b: local.b })
-    }
-}
-
-/// Which nodes are alive, for `warm_node_ids`: in a scaled deployment the ones the node
-/// registry heard from lately (a node that died drops out by itself); `None` in the
-/// embedded default, where the one node is this process.
-#[derive(Debug, Clone, Default)]
-pub struct LiveNodes(Option<std::collections::HashSet<String>>);
-
-impl LiveNodes {
-    /// `ids` without the nodes that are gone.
-    pub fn keep(&self, mut ids: Vec<String>) -> Vec<String> {
-        if let Some(live) = &self.0 {
-            ids.retain(|id| live.contains(id));
-        }
-        ids
-    }
-}
-
-impl AppState {
-    pub async fn live_nodes(&self) -> crate::error::ApiResult<LiveNodes> {
-        let Some(cluster) = &self.cluster else {
-            return Ok(LiveNodes(None));
-        };
-        let ids = crate::cluster::nodes::list(cluster)
-            .await?
-            .iter()
-            .filter_map(|node| node["node_id"].as_str().map(str::to_owned))
-            .collect();
-        Ok(LiveNodes(Some(ids)))
     }
 }
 
@@ -437,8 +407,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.config.limits.max_json_body_bytes,
         ))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::ratelimit::middleware,
+            state.gate.clone(),
+            crate::ratelimit::gate::middleware,
         ))
         .layer(middleware::from_fn(catch_panic))
         .layer(middleware::from_fn_with_state(

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
 use crate::db::Db;
-use crate::model::Timestamp;
+use crate::records::Timestamp;
 use crate::services;
 
 #[derive(Debug, Parser)]

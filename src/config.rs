@@ -676,6 +676,9 @@ pub struct WebhooksConfig {
     pub allow_private_targets: bool,
 }
 
+/// The issuer of the tokens this server signs (external issuers may not take the name).
+pub const LOCAL_ISSUER: &str = "scaigrid";
+
 /// Module ids this build knows; `default_modules` may name only these.
 pub const KNOWN_MODULES: &[&str] = &["scaiecho", "scaispeak"];
 
@@ -719,7 +722,7 @@ impl Config {
             .unwrap_or_else(|| data_dir.join("objects"));
         let bootstrap_admin_key = overrides.bootstrap_admin_key.or(file.bootstrap_admin_key);
         if let Some(key) = &bootstrap_admin_key {
-            crate::auth::api_key::validate_format(key.expose()).map_err(|reason| {
+            crate::records::validate_api_key_format(key.expose()).map_err(|reason| {
                 anyhow::anyhow!("bootstrap_admin_key (SCAIGRID_BOOTSTRAP_ADMIN_KEY): {reason}")
             })?;
             if is_placeholder(key.expose()) {
@@ -806,7 +809,7 @@ impl Config {
                     issuer.issuer
                 );
             }
-            if issuer.issuer == crate::auth::jwt::LOCAL_ISSUER {
+            if issuer.issuer == LOCAL_ISSUER {
                 bail!(
                     "auth.external_issuers: issuer `{}` is reserved",
                     issuer.issuer

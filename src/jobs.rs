@@ -1,20 +1,22 @@
 //! Async jobs of every module, run by the workers (`worker.rs`): the job view, and the
-//! processing of one claimed job: the module's `run` while the lease is renewed, a busy
-//! engine putting the job back in the queue, then the outcome, the
-//! `<kind>.job.completed` / `.failed` event in the same transaction, and the module's
-//! cleanup of staged input.
+//! processing of one claimed job: the module's `run` (a [`Runner`] the assembly gives)
+//! while the lease is renewed, a busy engine putting the job back in the queue, then the
+//! outcome, the `<kind>.job.completed` / `.failed` event in the same transaction, and the
+//! module's cleanup of staged input.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
+use crate::cluster::queue::Queue;
+use crate::db::Db;
 use crate::db::jobs::{self, JobRow, NewJob};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::model::Timestamp;
-use crate::{scaiecho, scaispeak};
+use crate::records::Timestamp;
 
 /// Claims of one job that may end in a busy dispatcher before it fails.
 const MAX_BUSY_ATTEMPTS: i64 = 100;
@@ -22,6 +24,46 @@ const MAX_BUSY_ATTEMPTS: i64 = 100;
 /// Workers that may die on one job before it fails (`status_reason` [`WORKER_CRASHED`]).
 pub const MAX_CRASHES: i64 = 3;
 pub const WORKER_CRASHED: &str = "worker crashed";
+
+/// The job queue: the rows, the wake-up of this process's workers, and (scaled) the
+/// queue stream every worker process reads.
+pub struct Jobs {
+    db: Db,
+    queue: Option<Arc<Queue>>,
+    wakeup: tokio::sync::Notify,
+    /// `[jobs] lease`: how long a claim lasts unless renewed (also the stream's
+    /// visibility timeout).
+    lease: Duration,
+}
+
+/// A module's work on its jobs, given to [`process`] by whoever runs them.
+pub trait Runner: Send + Sync {
+    /// The module's work for a job: its result and audio seconds.
+    fn run(&self, job: &JobRow) -> impl Future<Output = ApiResult<(Value, f64)>> + Send;
+    /// Removes staged input a finished job no longer needs.
+    fn cleanup(&self, job: &JobRow) -> impl Future<Output = ()> + Send;
+}
+
+impl Jobs {
+    pub fn new(db: Db, queue: Option<Arc<Queue>>, lease: Duration) -> Jobs {
+        Jobs {
+            db,
+            queue,
+            wakeup: tokio::sync::Notify::new(),
+            lease,
+        }
+    }
+
+    /// The queue stream (scaled deployment); the embedded default's workers poll.
+    pub fn stream(&self) -> Option<&Arc<Queue>> {
+        self.queue.as_ref()
+    }
+
+    /// Resolves when a job is queued in this process (or never: callers time out).
+    pub async fn queued_here(&self) {
+        self.wakeup.notified().await;
+    }
+}
 
 /// A job as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,14 +106,14 @@ impl From<JobRow> for JobView {
 /// Inserts a queued job and wakes the workers: this process's, and (scaled) every
 /// worker process's through the queue stream. The row is the job: if the stream cannot
 /// take the entry now, the queue's sweep adds it later, so the job is accepted anyway.
-pub async fn queue(state: &AppState, job: &NewJob<'_>) -> ApiResult<JobView> {
+pub async fn queue(state: &Jobs, job: &NewJob<'_>) -> ApiResult<JobView> {
     let mut conn = state.db.pool.acquire().await?;
     jobs::create(&mut conn, job).await?;
     let row = jobs::get(&mut conn, job.tenant_id, job.id)
         .await?
         .ok_or_else(|| ApiError::internal("job vanished after insert"))?;
     drop(conn);
-    state.jobs_wakeup.notify_waiters();
+    state.wakeup.notify_waiters();
     if let Some(queue) = &state.queue
         && let Err(error) = queue.enqueue(job.id).await
     {
@@ -82,7 +124,7 @@ pub async fn queue(state: &AppState, job: &NewJob<'_>) -> ApiResult<JobView> {
 }
 
 /// A job of the tenant in `module`; another tenant's or module's is not found.
-pub async fn find(state: &AppState, tenant_id: &str, module: &str, id: &str) -> ApiResult<JobRow> {
+pub async fn find(state: &Jobs, tenant_id: &str, module: &str, id: &str) -> ApiResult<JobRow> {
     let mut conn = state.db.pool.acquire().await?;
     jobs::get(&mut conn, tenant_id, id)
         .await?
@@ -91,7 +133,7 @@ pub async fn find(state: &AppState, tenant_id: &str, module: &str, id: &str) -> 
 }
 
 /// The tenant's jobs in `module`, newest first (at most 100).
-pub async fn list(state: &AppState, tenant_id: &str, module: &str) -> ApiResult<Vec<JobView>> {
+pub async fn list(state: &Jobs, tenant_id: &str, module: &str) -> ApiResult<Vec<JobView>> {
     let mut conn = state.db.pool.acquire().await?;
     Ok(jobs::list(&mut conn, tenant_id, module, 100)
         .await?
@@ -102,12 +144,7 @@ pub async fn list(state: &AppState, tenant_id: &str, module: &str) -> ApiResult<
 
 /// Deletes a job of `module` (checked before anything is deleted); the deleted row,
 /// for the module to remove its objects.
-pub async fn remove(
-    state: &AppState,
-    tenant_id: &str,
-    module: &str,
-    id: &str,
-) -> ApiResult<JobRow> {
+pub async fn remove(state: &Jobs, tenant_id: &str, module: &str, id: &str) -> ApiResult<JobRow> {
     find(state, tenant_id, module, id).await?;
     let mut conn = state.db.pool.acquire().await?;
     jobs::delete(&mut conn, tenant_id, id)
@@ -141,26 +178,6 @@ fn reason(error: &ApiError) -> String {
     }
 }
 
-/// The module's work for a job: its result and audio seconds.
-async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
-    match (job.module.as_str(), job.kind.as_str()) {
-        (scaiecho::MODULE, scaiecho::jobs::KIND) => scaiecho::jobs::run(state, job).await,
-        (scaispeak::MODULE, scaispeak::jobs::KIND) => scaispeak::jobs::run(state, job).await,
-        (module, kind) => Err(ApiError::internal(format_args!(
-            "no runner for {module} {kind} jobs"
-        ))),
-    }
-}
-
-/// Staged input a finished job no longer needs.
-async fn cleanup(state: &AppState, job: &JobRow) {
-    if job.module == scaiecho::MODULE
-        && let Ok(key) = scaiecho::jobs::input_key(&job.tenant_id, &job.id)
-    {
-        let _ = state.store.delete(&key).await;
-    }
-}
-
 /// How processing a claimed job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Processed {
@@ -173,7 +190,7 @@ pub enum Processed {
 /// Processes one claimed job to its end; the lease (`jobs.lease_seconds`, which is also
 /// the queue's visibility timeout) is renewed meanwhile, so only a dead worker's jobs
 /// lapse.
-pub async fn process(state: &AppState, id: &str) -> ApiResult<Processed> {
+pub async fn process(state: &Jobs, runner: &impl Runner, id: &str) -> ApiResult<Processed> {
     let job = {
         let mut conn = state.db.pool.acquire().await?;
         jobs::get_any(&mut conn, id).await?
@@ -187,9 +204,9 @@ pub async fn process(state: &AppState, id: &str) -> ApiResult<Processed> {
         tracing::error!(job_id = %id, crashes = job.crashes, "job failed: its workers crashed");
         metrics::counter!("scaigrid_jobs_poisoned_total", "module" => job.module.clone())
             .increment(1);
-        return end(state, &job, Err(WORKER_CRASHED.to_owned())).await;
+        return end(state, runner, &job, Err(WORKER_CRASHED.to_owned())).await;
     }
-    let lease = state.config.jobs.lease;
+    let lease = state.lease;
     let renew = async {
         let mut ticker = tokio::time::interval(lease / 3);
         ticker.tick().await;
@@ -201,7 +218,7 @@ pub async fn process(state: &AppState, id: &str) -> ApiResult<Processed> {
         }
     };
     let outcome = tokio::select! {
-        outcome = run(state, &job) => outcome,
+        outcome = runner.run(&job) => outcome,
         () = renew => Err(ApiError::internal("lease renewal stopped")),
     };
     if let Err(error) = &outcome
@@ -221,12 +238,13 @@ pub async fn process(state: &AppState, id: &str) -> ApiResult<Processed> {
         tracing::warn!(job_id = %id, code = error.code.as_str(), error = %error.message, "job failed");
         reason(&error)
     });
-    end(state, &job, outcome).await
+    end(state, runner, &job, outcome).await
 }
 
 /// Records a job's end (result, or the `status_reason` of its failure) and its event.
 async fn end(
-    state: &AppState,
+    state: &Jobs,
+    runner: &impl Runner,
     job: &JobRow,
     outcome: Result<(Value, f64), String>,
 ) -> ApiResult<Processed> {
@@ -261,7 +279,7 @@ async fn end(
     tx.commit().await?;
     if ended {
         // Not when another worker took the job over meanwhile: it still needs the input.
-        cleanup(state, job).await;
+        runner.cleanup(job).await;
     }
     tracing::info!(job_id = %id, status, kind = %job.kind, "job ended");
     Ok(Processed::Ended)

@@ -33,16 +33,17 @@ pub mod gateway;
 pub mod http;
 pub mod jobs;
 pub mod memory;
-pub mod model;
 pub mod net;
 pub mod ratelimit;
 pub mod rbac;
+pub mod records;
 pub mod request_id;
 pub mod scaiecho;
 pub mod scaispeak;
 pub mod server;
 pub mod services;
 pub mod slots;
+pub mod speech;
 pub mod store;
 pub mod telemetry;
 #[cfg(test)]

@@ -17,13 +17,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::cluster::queue::{self, Entry, Queue};
 use crate::config::Config;
-use crate::db::jobs::Claim;
+use crate::db::jobs::{Claim, JobRow};
+use crate::error::{ApiError, ApiResult};
 use crate::jobs::Processed;
 
 const POLL: Duration = Duration::from_secs(1);
@@ -58,7 +60,7 @@ pub fn spawn(state: &Arc<AppState>, count: usize) -> Workers {
         );
     }
     if count > 0 && runnable {
-        match state.queue.clone() {
+        match state.jobs.stream().cloned() {
             Some(queue) => {
                 let consumer = format!(
                     "{}-{}-{}",
@@ -107,7 +109,7 @@ impl Workers {
             let released = async {
                 let mut conn = self.state.db.pool.acquire().await?;
                 crate::db::jobs::release(&mut conn, &job_id).await?;
-                if let (Some(queue), Some(entry)) = (&self.state.queue, entry) {
+                if let (Some(queue), Some(entry)) = (self.state.jobs.stream(), entry) {
                     queue.enqueue(&job_id).await?;
                     queue
                         .done(&Entry {
@@ -180,13 +182,15 @@ async fn poll(
             Ok(Some(id)) => {
                 let _running = Running::new(&in_flight, &id, None);
                 let span = tracing::info_span!("job", job_id = %id);
-                let outcome = crate::jobs::process(&state, &id).instrument(span).await;
+                let outcome = crate::jobs::process(&state.jobs, &*state, &id)
+                    .instrument(span)
+                    .await;
                 if let Err(error) = outcome {
                     tracing::error!(job_id = %id, error = %error.message, "job bookkeeping failed");
                 }
             }
             Ok(None) => {
-                let _ = tokio::time::timeout(POLL, state.jobs_wakeup.notified()).await;
+                let _ = tokio::time::timeout(POLL, state.jobs.queued_here()).await;
             }
             Err(error) => {
                 tracing::warn!(%error, "claiming a job failed; retrying");
@@ -236,7 +240,7 @@ async fn consume(
         }
         if last_sweep.elapsed() >= lease {
             last_sweep = Instant::now();
-            if let Err(error) = queue::sweep(&state, &queue, 2 * lease).await {
+            if let Err(error) = queue::sweep(&state.db, &queue, 2 * lease).await {
                 tracing::warn!(%error, "queue sweep failed");
             }
             if let Err(error) = queue.prune_consumers(CONSUMER_IDLE).await {
@@ -336,7 +340,7 @@ async fn run_entry(
                 }
             };
             let outcome = tokio::select! {
-                outcome = crate::jobs::process(state, &entry.job_id) => outcome,
+                outcome = crate::jobs::process(&state.jobs, state, &entry.job_id) => outcome,
                 () = keep_alive => unreachable!("the keep-alive loop never ends"),
             };
             match outcome {
@@ -355,6 +359,30 @@ async fn run_entry(
     }
 }
 
+/// Each module's work on its jobs, for [`crate::jobs::process`].
+impl crate::jobs::Runner for AppState {
+    async fn run(&self, job: &JobRow) -> ApiResult<(Value, f64)> {
+        use crate::{scaiecho, scaispeak};
+        match (job.module.as_str(), job.kind.as_str()) {
+            (scaiecho::MODULE, scaiecho::jobs::KIND) => {
+                scaiecho::jobs::run(&self.scaiecho, job).await
+            }
+            (scaispeak::MODULE, scaispeak::jobs::KIND) => {
+                scaispeak::jobs::run(&self.scaispeak, job).await
+            }
+            (module, kind) => Err(ApiError::internal(format_args!(
+                "no runner for {module} {kind} jobs"
+            ))),
+        }
+    }
+
+    async fn cleanup(&self, job: &JobRow) {
+        if job.module == crate::scaiecho::MODULE {
+            crate::scaiecho::jobs::cleanup(&self.scaiecho, job).await;
+        }
+    }
+}
+
 /// `scaigrid worker`: opens the state (database, object store, engines) and runs the
 /// configured number of workers until a stop signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -367,7 +395,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("stop requested; finishing or releasing running jobs");
     pool.stop(Duration::from_secs(state.config.shutdown_grace_seconds))
         .await;
-    if let Err(error) = state.accounting.flush().await {
+    if let Err(error) = state.gate.accounting.flush().await {
         tracing::error!(%error, "usage records not written at shutdown");
     }
     tracing::info!("worker stopped");

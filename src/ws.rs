@@ -9,8 +9,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use serde_json::{Value, json};
 
-use crate::app::AppState;
-use crate::auth::Principal;
+use crate::auth::{Authenticator, Principal};
 use crate::error::{ApiError, ErrorCode};
 
 /// A send that cannot complete in this time means the client stopped reading.
@@ -163,26 +162,18 @@ pub fn idle_error(idle: Duration) -> ApiError {
     .with_field("reason", "idle_timeout")
 }
 
-/// Rate limits and budgets for a stream, checked once before `ready` as the HTTP
-/// speech routes check them per request: one request taken, audio seconds not in debt,
-/// budget not spent. A refusal is its `error` frame and close 4429.
-pub async fn admit(state: &AppState, principal: &Principal) -> Result<(), ApiError> {
-    state
-        .limits
-        .admit(principal, &[crate::ratelimit::Dimension::AudioSeconds])
-        .await?;
-    state.accounting.reserve(principal, 0.0).await.map(drop)
-}
-
 /// The principal of the token sent as a header or `?token=` (4401 when missing or bad).
-pub async fn authenticate(state: &AppState, token: Option<String>) -> Result<Arc<Principal>, End> {
+pub async fn authenticate(
+    auth: &Authenticator,
+    token: Option<String>,
+) -> Result<Arc<Principal>, End> {
     let token = token.ok_or_else(|| {
         ApiError::new(
             ErrorCode::AUTH_TOKEN_MISSING,
             "send the token as `Authorization: Bearer` or `?token=`",
         )
     })?;
-    let principal = state.auth.authenticate(&token).await?;
+    let principal = auth.authenticate(&token).await?;
     tracing::Span::current().record("subject", principal.subject_id());
     Ok(principal)
 }

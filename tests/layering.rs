@@ -27,12 +27,19 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        // Transports that carry the products' sessions (WebRTC carries ScaiEcho's and
+        // ScaiSpeak's streams): they use products, never the application state.
+        "transports",
+        &["webrtc"],
+    ),
+    (
         "products",
-        &["gateway", "scaiecho", "scaispeak", "webrtc", "webhooks"],
+        &["gateway", "scaiecho", "scaispeak", "webhooks"],
     ),
     (
         "shared",
         &[
+            "speech",
             "services",
             "accounting",
             "ratelimit",
@@ -54,7 +61,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "vault",
             "config",
             "error",
-            "model",
+            "records",
             "memory",
             "net",
             "request_id",

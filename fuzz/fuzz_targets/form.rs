@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use scaigrid::scaiecho::upload::{parse_form, raw_pcm};
+use scaigrid::speech::upload::{parse_form, raw_pcm};
 
 thread_local! {
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()

@@ -10,7 +10,7 @@ use crate::auth::Principal;
 use crate::db::accounting::{GroupBy, UsageTotals};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
-use crate::model::Timestamp;
+use crate::records::Timestamp;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

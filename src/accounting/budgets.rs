@@ -204,16 +204,16 @@ mod tests {
         assert_eq!(end - start, 86_400_000);
         let (start, end) = Period::Month.bounds(now);
         assert_eq!(
-            crate::model::Timestamp(start).to_rfc3339(),
+            crate::records::Timestamp(start).to_rfc3339(),
             "2026-11-01T00:00:00Z"
         );
         assert_eq!(
-            crate::model::Timestamp(end).to_rfc3339(),
+            crate::records::Timestamp(end).to_rfc3339(),
             "2026-12-01T00:00:00Z"
         );
         let december = Period::Month.bounds(end + 1).1;
         assert_eq!(
-            crate::model::Timestamp(december).to_rfc3339(),
+            crate::records::Timestamp(december).to_rfc3339(),
             "2027-01-01T00:00:00Z"
         );
     }

@@ -83,7 +83,7 @@ pub struct BudgetView {
     /// Cost held by requests in flight on this process.
     pub reserved: f64,
     pub remaining: f64,
-    pub resets_at: crate::model::Timestamp,
+    pub resets_at: crate::records::Timestamp,
 }
 
 impl UsageRecord {
@@ -409,7 +409,7 @@ impl Accounting {
         let (scope, period) = def
             .map(|d| (d.row.scope.as_str(), d.row.period.as_str()))
             .unwrap_or_default();
-        let resets_at = crate::model::Timestamp(exceeded.resets_at).to_rfc3339();
+        let resets_at = crate::records::Timestamp(exceeded.resets_at).to_rfc3339();
         ApiError::new(
             ErrorCode::BUDGET_EXCEEDED,
             format!(
@@ -666,7 +666,7 @@ impl Accounting {
             remaining: (row.limit - counter.used).max(0.0),
             used: counter.used,
             reserved: counter.reserved,
-            resets_at: crate::model::Timestamp(end),
+            resets_at: crate::records::Timestamp(end),
             id: row.id,
             tenant_id: row.tenant_id,
             scope: row.scope,

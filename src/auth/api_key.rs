@@ -6,12 +6,9 @@
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-pub const PREFIX: &str = "sgk_";
+pub use crate::records::{API_KEY_PREFIX as PREFIX, validate_api_key_format as validate_format};
 /// Characters of the key kept for display (`sgk_` plus 8).
 const DISPLAY_LEN: usize = 12;
-/// Shortest acceptable secret part (bootstrap keys may be chosen by operators).
-const MIN_SECRET_LEN: usize = 24;
-
 /// A new random key (shown once to its creator).
 pub fn generate() -> String {
     let bytes: [u8; 32] = rand::random();
@@ -29,23 +26,6 @@ pub fn hash(key: &str) -> String {
 /// The part of a key shown in lists.
 pub fn display_prefix(key: &str) -> String {
     key.chars().take(DISPLAY_LEN).collect()
-}
-
-/// Whether a string has the shape of a key (used for operator-supplied bootstrap keys).
-pub fn validate_format(key: &str) -> Result<(), &'static str> {
-    let Some(secret) = key.strip_prefix(PREFIX) else {
-        return Err("must start with `sgk_`");
-    };
-    if secret.len() < MIN_SECRET_LEN {
-        return Err("needs at least 24 characters after `sgk_`");
-    }
-    if !secret
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err("may contain only letters, digits, `-` and `_` after `sgk_`");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

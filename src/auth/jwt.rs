@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
 
-pub const LOCAL_ISSUER: &str = "scaigrid";
+pub use crate::config::LOCAL_ISSUER;
 const ACCESS_TYPE: &str = "access";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,7 +19,6 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
-use crate::app::AppState;
 use crate::config::AuthConfig;
 use crate::db::roles::SubjectKind;
 use crate::db::{Db, api_keys, now_ms, tenants, users};
@@ -234,7 +233,7 @@ struct PrincipalParts<'a> {
     subject: Subject,
     tenant_id: &'a str,
     /// The key's own limits (users have none of their own).
-    rate_limit: Option<crate::model::RateLimitSpec>,
+    rate_limit: Option<crate::records::RateLimitSpec>,
     expires_at: Option<i64>,
 }
 
@@ -303,19 +302,21 @@ pub struct Auth(pub Arc<Principal>);
 #[derive(Clone)]
 pub struct Authenticated(pub Arc<Principal>);
 
-impl FromRequestParts<Arc<AppState>> for Auth {
+/// A state the [`Auth`] extractor can authenticate with (the application state).
+pub trait AuthState: Send + Sync {
+    fn authenticator(&self) -> &Authenticator;
+}
+
+impl<S: AuthState> FromRequestParts<S> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
             tracing::Span::current().record("subject", principal.subject_id());
             return Ok(Auth(principal.clone()));
         }
         let token = bearer_token(&parts.headers)?;
-        let principal = state.auth.authenticate(token).await?;
+        let principal = state.authenticator().authenticate(token).await?;
         tracing::Span::current().record("subject", principal.subject_id());
         Ok(Auth(principal))
     }

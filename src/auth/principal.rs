@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use crate::error::{ApiError, ApiResult};
-use crate::model::RateLimitSpec;
 use crate::rbac::PermissionSet;
+use crate::records::RateLimitSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -239,12 +239,12 @@ pub fn group_missing(error: &redis::RedisError) -> bool {
 /// Re-adds jobs the database holds as queued for longer than `older_than` (their entry
 /// may have been lost); returns how many.
 pub async fn sweep(
-    state: &crate::app::AppState,
+    db: &crate::db::Db,
     queue: &Queue,
     older_than: Duration,
 ) -> anyhow::Result<usize> {
     let ids = {
-        let mut conn = state.db.pool.acquire().await?;
+        let mut conn = db.pool.acquire().await?;
         crate::db::jobs::touch_stale_queued(&mut conn, older_than.as_millis() as i64, 1000).await?
     };
     let mut added = 0;

@@ -152,7 +152,7 @@ pub async fn totals(
             let key: Option<String> = row.try_get("k")?;
             let key = match (group_by, key) {
                 (GroupBy::Day, Some(day)) => day.parse::<i64>().ok().map(|day| {
-                    crate::model::Timestamp(day * 86_400_000).to_rfc3339()[..10].to_owned()
+                    crate::records::Timestamp(day * 86_400_000).to_rfc3339()[..10].to_owned()
                 }),
                 (_, key) => key,
             };

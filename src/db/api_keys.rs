@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::now_ms;
-use crate::model::{RateLimitSpec, json_column};
+use crate::records::{RateLimitSpec, json_column};
 
 #[derive(Debug, Clone)]
 pub struct ApiKeyRow {

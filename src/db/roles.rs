@@ -5,8 +5,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{new_id, now_ms};
-use crate::model::Role;
 use crate::rbac::{BUILTIN_ROLES, PERMISSIONS, PermissionSet};
+use crate::records::Role;
 
 /// Who holds roles and grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{new_id, now_ms};
-use crate::model::{RateLimitSpec, Tenant, Timestamp, json_column};
+use crate::records::{RateLimitSpec, Tenant, Timestamp, json_column};
 
 pub const ACTIVE: &str = "active";
 pub const DELETED: &str = "deleted";

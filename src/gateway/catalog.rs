@@ -17,7 +17,7 @@ use crate::config::Secret;
 use crate::db::gateway::{self as store, BackendRow, ModelRow};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::model::Timestamp;
+use crate::records::Timestamp;
 use crate::services::{Actor, audit, validate_name};
 use crate::vault::{Vault, VaultError, context};
 
@@ -323,7 +323,7 @@ pub struct UpdateBackend {
     pub name: Option<String>,
     pub base_url: Option<String>,
     /// `null` removes the credential.
-    #[serde(default, deserialize_with = "crate::model::double_option")]
+    #[serde(default, deserialize_with = "crate::records::double_option")]
     #[schema(value_type = Option<String>)]
     pub api_key: Option<Option<Secret>>,
     pub timeout_s: Option<u64>,

@@ -23,10 +23,10 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use super::Gateway;
 use super::catalog::{BackendSpec, ModelSpec};
 use super::{Admitted, Outcome, routing, sse, upstream_error_text};
 use crate::accounting::{Reservation, UsageRecord};
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ratelimit::Dimension;
@@ -118,7 +118,7 @@ enum Attempt {
 
 /// Everything a finished call needs to account for itself.
 struct Settlement {
-    state: Arc<AppState>,
+    gateway: Arc<Gateway>,
     principal: Arc<Principal>,
     model: Arc<ModelSpec>,
     backend_id: String,
@@ -140,13 +140,13 @@ impl Settlement {
         record.output_tokens = output;
         record.cost = self.model.pricing.cost(input, output);
         record.request_id = self.request_id.clone();
-        self.state
+        self.gateway
             .limits
             .charge(&self.principal, Dimension::Tokens, (input + output) as f64)
             .await;
         match self.reservation.take() {
             Some(reservation) => reservation.settle(record),
-            None => self.state.accounting.record(record),
+            None => self.gateway.accounting.record(record),
         }
     }
 }
@@ -194,21 +194,20 @@ async fn read_capped(
 /// Handles one chat completion call; `admitted` is held until its answer (or its
 /// stream) ends.
 pub async fn complete(
-    state: Arc<AppState>,
+    gateway: Arc<Gateway>,
     principal: Arc<Principal>,
     bytes: Bytes,
     admitted: Admitted,
 ) -> ApiResult<Response> {
     principal.require("chat:create")?;
     let request = parse(&bytes)?;
-    let snapshot = state.gateway.catalog.snapshot().await?;
+    let snapshot = gateway.catalog.snapshot().await?;
     let model = snapshot.resolve(&principal.tenant_id, &request.slug)?;
     let output_estimate = request
         .max_tokens
-        .unwrap_or(state.config.gateway.default_max_tokens);
+        .unwrap_or(gateway.config.default_max_tokens);
     let estimate = model.pricing.cost(request.prompt_tokens, output_estimate);
-    let reservation = state.accounting.reserve(&principal, estimate).await?;
-    let gateway = &state.gateway;
+    let reservation = gateway.accounting.reserve(&principal, estimate).await?;
     let order = routing::order(
         &model.routing.backends,
         |id| snapshot.backends.contains_key(id) && gateway.usable(id),
@@ -227,7 +226,7 @@ pub async fn complete(
         let mut body = request.body.clone();
         body.insert("model".into(), Value::from(model.upstream_name(route)));
         let settlement = Settlement {
-            state: state.clone(),
+            gateway: gateway.clone(),
             principal: principal.clone(),
             model: model.clone(),
             backend_id: backend.id.clone(),
@@ -236,8 +235,8 @@ pub async fn complete(
             reservation: None,
         };
         let attempt = match request.stream {
-            false => call(&state, backend, &body, &model.slug).await,
-            true => open_stream(&state, backend, &body).await,
+            false => call(&gateway, backend, &body, &model.slug).await,
+            true => open_stream(&gateway, backend, &body).await,
         };
         match attempt {
             Attempt::Failed(reason) => {
@@ -265,7 +264,7 @@ pub async fn complete(
                 let mut settlement = settlement;
                 settlement.reservation = reservation.take();
                 return Ok(stream_response(
-                    state.clone(),
+                    gateway.clone(),
                     Upstream {
                         response: upstream,
                         first,
@@ -316,14 +315,13 @@ fn classify(status: reqwest::StatusCode, body: &[u8]) -> Option<Attempt> {
 }
 
 async fn call(
-    state: &AppState,
+    gateway: &Gateway,
     backend: &BackendSpec,
     body: &Map<String, Value>,
     slug: &str,
 ) -> Attempt {
     let deadline = Instant::now() + backend.timeout;
-    let sent = state
-        .gateway
+    let sent = gateway
         .upstream(reqwest::Method::POST, backend, "/chat/completions")
         .json(body)
         .timeout(backend.timeout)
@@ -379,12 +377,11 @@ struct Upstream {
 }
 
 async fn open_stream(
-    state: &AppState,
+    gateway: &Gateway,
     backend: &BackendSpec,
     body: &Map<String, Value>,
 ) -> Attempt {
-    let sent = state
-        .gateway
+    let sent = gateway
         .upstream(reqwest::Method::POST, backend, "/chat/completions")
         .json(body)
         .send();
@@ -474,7 +471,7 @@ fn error_event(message: &str, request_id: Option<&str>) -> Vec<u8> {
 /// The client's SSE response: a task pumps upstream events into it, and settles usage
 /// when the stream ends however it ends.
 fn stream_response(
-    state: Arc<AppState>,
+    gateway: Arc<Gateway>,
     upstream: Upstream,
     settlement: Settlement,
     admitted: Admitted,
@@ -486,7 +483,7 @@ fn stream_response(
         slug,
     } = upstream;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
-    let stream_timeout = state.config.gateway.stream_timeout;
+    let stream_timeout = gateway.config.stream_timeout;
     let request_id = settlement.request_id.clone();
     let task_backend = backend.clone();
     tokio::spawn(async move {
@@ -546,9 +543,9 @@ fn stream_response(
                 let _ = tx
                     .send(Bytes::from(error_event(reason, request_id.as_deref())))
                     .await;
-                state.gateway.report(&backend.id, Outcome::Failure);
+                gateway.report(&backend.id, Outcome::Failure);
             }
-            None => state.gateway.report(&backend.id, Outcome::Success),
+            None => gateway.report(&backend.id, Outcome::Success),
         }
         drop(tx);
         settlement.settle(tally.usage, tally.completion_chars).await;

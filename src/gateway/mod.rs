@@ -22,10 +22,12 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use utoipa::ToSchema;
 
+use crate::accounting::Accounting;
 use crate::config::GatewayConfig;
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::model::Timestamp;
+use crate::ratelimit::Limits;
+use crate::records::Timestamp;
 use breaker::Breaker;
 use catalog::{BackendSpec, BackendView, Catalog};
 
@@ -87,6 +89,10 @@ pub struct Gateway {
     config: GatewayConfig,
     /// Chat calls in flight (`gateway.max_in_flight` permits).
     admission: Arc<Semaphore>,
+    /// Usage records and budget reservations of chat calls.
+    accounting: Arc<Accounting>,
+    /// The token rate limits chat calls are charged to.
+    limits: Arc<Limits>,
 }
 
 /// A chat call's place among those in flight, given back when dropped (for a stream,
@@ -98,6 +104,7 @@ impl Gateway {
         db: Db,
         config: GatewayConfig,
         vault: Arc<crate::vault::Vault>,
+        (accounting, limits): (Arc<Accounting>, Arc<Limits>),
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("scaigrid/", env!("CARGO_PKG_VERSION")))
@@ -110,6 +117,8 @@ impl Gateway {
             http,
             admission: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
+            accounting,
+            limits,
         })
     }
 
@@ -307,4 +316,4 @@ impl Gateway {
     }
 }
 
-pub use crate::services::upstream::error_text as upstream_error_text;
+pub use crate::speech::upstream::error_text as upstream_error_text;

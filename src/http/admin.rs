@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
-use crate::model::{ApiKeyInfo, Role, Tenant, User};
+use crate::records::{ApiKeyInfo, Role, Tenant, User};
 use crate::services::api_keys::{CreateApiKey, CreatedApiKey};
 use crate::services::modules::{ModuleInfo, ModuleToggle};
 use crate::services::roles::{CreateGrant, CreateRole};

@@ -27,7 +27,14 @@ pub async fn token(
     Json(request): Json<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let client = client_ip(peer.ip(), &headers, &state.config.http.trusted_proxies);
-    sessions::login(&state, client, request).await.map(Json)
+    sessions::login(
+        (&state.db, &state.auth, &state.gate.limits),
+        state.config.auth.refresh_token_ttl_seconds,
+        client,
+        request,
+    )
+    .await
+    .map(Json)
 }
 
 /// Trade a refresh token for a new access token and a new refresh token (the old one

@@ -199,7 +199,7 @@ pub async fn chat_completions(
     let bytes = axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|e| crate::server::body::read_error(e, "request body", limit))?;
-    crate::gateway::chat::complete(s.clone(), p, bytes, admitted).await
+    crate::gateway::chat::complete(s.gateway.clone(), p, bytes, admitted).await
 }
 
 #[utoipa::path(post, path = "/v1/accounting/budgets", tag = "accounting",
@@ -210,7 +210,7 @@ pub async fn create_budget(
     Auth(p): Auth,
     Json(r): Json<CreateBudget>,
 ) -> ApiResult<(StatusCode, Json<BudgetView>)> {
-    let budget = api::put_budget(&s.accounting, &s.db, &p, r).await?;
+    let budget = api::put_budget(&s.gate.accounting, &s.db, &p, r).await?;
     Ok((StatusCode::CREATED, Json(budget)))
 }
 
@@ -222,7 +222,7 @@ pub async fn list_budgets(
     Auth(p): Auth,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<Json<BudgetList>> {
-    api::list_budgets(&s.accounting, &p, q.tenant_id.as_deref())
+    api::list_budgets(&s.gate.accounting, &p, q.tenant_id.as_deref())
         .await
         .map(Json)
 }
@@ -235,7 +235,7 @@ pub async fn delete_budget(
     Path(id): Path<String>,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<StatusCode> {
-    api::delete_budget(&s.accounting, &p, &id, q.tenant_id.as_deref()).await?;
+    api::delete_budget(&s.gate.accounting, &p, &id, q.tenant_id.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -247,5 +247,5 @@ pub async fn usage(
     Auth(p): Auth,
     Query(q): Query<UsageQuery>,
 ) -> ApiResult<Json<UsageReport>> {
-    api::usage(&s.accounting, &p, q).await.map(Json)
+    api::usage(&s.gate.accounting, &p, q).await.map(Json)
 }

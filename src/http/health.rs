@@ -29,7 +29,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>>
     if let Some(cluster) = &state.cluster {
         results.push(("redis", cluster.check().await));
     }
-    if let Some(node) = &state.node {
+    if let Some(node) = state.nodes.local() {
         let info = node.info();
         let engines = match info.failures.is_empty() {
             true => Ok(()),

@@ -16,8 +16,9 @@ async fn list(state: &AppState) -> ApiResult<Json<Value>> {
     let nodes: Vec<Value> = match &state.cluster {
         Some(cluster) => crate::cluster::nodes::list(cluster).await?,
         None => state
-            .node
-            .iter()
+            .nodes
+            .local()
+            .into_iter()
             .map(|node| serde_json::to_value(node.info()).unwrap_or(Value::Null))
             .collect(),
     };

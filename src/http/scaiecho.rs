@@ -21,17 +21,16 @@ use crate::jobs::JobView;
 use crate::ratelimit::Consumed;
 use crate::scaiecho::format::{self, ResponseFormat, Transcription};
 use crate::scaiecho::jobs;
-use crate::scaiecho::policy::{self, Policy, PolicyPatch};
+use crate::scaiecho::policy::{Policy, PolicyPatch};
 use crate::scaiecho::speakers::{self, Deleted, SpeakerView, WarmView};
-use crate::scaiecho::{self, MODULE, Options};
+use crate::scaiecho::{self, MODULE, Outcome};
 use crate::services::modules::require_enabled;
 use crate::telemetry::BackendId;
 
 type St = State<Arc<AppState>>;
 
-/// Auth, upload, options, policy, decode, transcribe (or queue): the shared path of both
-/// routes; `render` writes a finished transcription in the requested format, a queued
-/// job is 202 with the job.
+/// Auth, upload, then ScaiEcho's transcription of it: a finished transcription is
+/// written by `render` in the requested format, a queued job is 202 with the job.
 async fn run(
     state: &AppState,
     principal: &Principal,
@@ -41,48 +40,12 @@ async fn run(
     // Module and base permission before the body is even read.
     require_enabled(principal, MODULE)?;
     principal.require("scaiecho:transcribe")?;
-    let upload = super::upload::read(request, state).await?;
-    let options = Options::from_upload(&upload)?;
-    scaiecho::authorize(principal, &options)?;
-    let policy = scaiecho::policy(state, &principal.tenant_id).await?;
-    // Before any work: some backend can take this, here or (queued) on a worker.
-    let usable = state
-        .usable_for_jobs(state.scaiecho.usable(), "audio.stt.")
-        .await?;
-    policy::resolve(&policy, options.backend_preference, usable)?;
-    let media_type = upload.media_type.as_deref();
-    if options.run_async {
-        // Decoded by the worker: an undecodable upload ends as a `decode failure` job.
-        let job = jobs::create(
-            state,
-            principal,
-            upload.audio.clone(),
-            media_type,
-            &upload.fields,
-            None,
-        )
-        .await?;
-        return Ok(accepted(job));
-    }
-    let samples = scaiecho::decode_16k(state, upload.audio.clone(), media_type).await?;
-    let seconds = samples.len() as f64 / 16_000.0;
-    if seconds > policy.inline_threshold_seconds {
-        let job = jobs::create(
-            state,
-            principal,
-            upload.audio.clone(),
-            media_type,
-            &upload.fields,
-            Some(seconds),
-        )
-        .await?;
-        return Ok(accepted(job));
-    }
-    // Inline work runs here: on this process's own backends.
-    let backend = policy::resolve(&policy, options.backend_preference, state.scaiecho.usable())?;
-    let owner = scaiecho::Owner::of(principal);
-    let transcription = scaiecho::transcribe(state, owner, samples, &options, backend).await?;
-    let format = options.response_format;
+    let upload = super::upload::read(request, state.scaiecho.intake()).await?;
+    let (transcription, format) =
+        match scaiecho::transcribe_upload(&state.scaiecho, principal, upload).await? {
+            Outcome::Queued(job) => return Ok(accepted(job)),
+            Outcome::Done(transcription, format) => (transcription, format),
+        };
     let mut response = respond(
         render(&transcription, format),
         format,
@@ -162,7 +125,7 @@ fn openai_body(transcription: &Transcription, format: ResponseFormat) -> String 
     responses((status = 200, body = Policy)), security(("bearer" = [])))]
 pub async fn get_policy(State(state): St, Auth(principal): Auth) -> ApiResult<Json<Policy>> {
     require_enabled(&principal, MODULE)?;
-    scaiecho::policy(&state, &principal.tenant_id)
+    scaiecho::policy(&state.scaiecho, &principal.tenant_id)
         .await
         .map(Json)
 }
@@ -177,7 +140,7 @@ pub async fn patch_policy(
 ) -> ApiResult<Json<Policy>> {
     require_enabled(&principal, MODULE)?;
     principal.require_tenant_admin(&principal.tenant_id)?;
-    let updated = scaiecho::policy(&state, &principal.tenant_id)
+    let updated = scaiecho::policy(&state.scaiecho, &principal.tenant_id)
         .await?
         .apply(patch)?;
     let mut tx = state.db.begin().await?;
@@ -209,7 +172,7 @@ pub async fn list_jobs(
     Auth(principal): Auth,
 ) -> ApiResult<Json<serde_json::Value>> {
     job_access(&principal)?;
-    let jobs = jobs::list(&state, &principal).await?;
+    let jobs = jobs::list(&state.scaiecho, &principal).await?;
     Ok(Json(json!({ "object": "list", "data": jobs })))
 }
 
@@ -222,7 +185,7 @@ pub async fn get_job(
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobView>> {
     job_access(&principal)?;
-    jobs::get(&state, &principal, &id).await.map(Json)
+    jobs::get(&state.scaiecho, &principal, &id).await.map(Json)
 }
 
 /// Deletes a job and its staged audio (a running job's result is dropped).
@@ -234,7 +197,7 @@ pub async fn delete_job(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     job_access(&principal)?;
-    jobs::delete(&state, &principal, &id).await?;
+    jobs::delete(&state.scaiecho, &principal, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -276,7 +239,7 @@ pub async fn stream_transcribe(
         .on_upgrade(move |socket| {
             crate::request_id::scope(
                 request_id,
-                scaiecho::stream::serve(socket, state, token).instrument(span),
+                scaiecho::stream::serve(socket, state.scaiecho.clone(), token).instrument(span),
             )
         })
 }
@@ -292,8 +255,8 @@ pub async fn create_speaker(
 ) -> ApiResult<(StatusCode, Json<SpeakerView>)> {
     require_enabled(&principal, MODULE)?;
     principal.require(speakers::WRITE)?;
-    let upload = super::upload::read(request, &state).await?;
-    let speaker = speakers::enroll(&state, &principal, upload).await?;
+    let upload = super::upload::read(request, state.scaiecho.intake()).await?;
+    let speaker = speakers::enroll(&state.scaiecho, &principal, upload).await?;
     Ok((StatusCode::CREATED, Json(speaker)))
 }
 
@@ -304,7 +267,7 @@ pub async fn list_speakers(
     State(state): St,
     Auth(principal): Auth,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let data = speakers::list(&state, &principal).await?;
+    let data = speakers::list(&state.scaiecho, &principal).await?;
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
@@ -316,7 +279,9 @@ pub async fn get_speaker(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SpeakerView>> {
-    speakers::get(&state, &principal, &id).await.map(Json)
+    speakers::get(&state.scaiecho, &principal, &id)
+        .await
+        .map(Json)
 }
 
 /// Tombstones the speaker, writes the audit row, evicts it from its nodes.
@@ -327,7 +292,9 @@ pub async fn delete_speaker(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Deleted>> {
-    speakers::delete(&state, &principal, &id).await.map(Json)
+    speakers::delete(&state.scaiecho, &principal, &id)
+        .await
+        .map(Json)
 }
 
 /// Which nodes hold the speaker's profile.
@@ -338,7 +305,7 @@ pub async fn get_speaker_warm(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WarmView>> {
-    speakers::warm_status(&state, &principal, &id)
+    speakers::warm_status(&state.scaiecho, &principal, &id)
         .await
         .map(Json)
 }
@@ -351,5 +318,7 @@ pub async fn warm_speaker(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WarmView>> {
-    speakers::warm(&state, &principal, &id).await.map(Json)
+    speakers::warm(&state.scaiecho, &principal, &id)
+        .await
+        .map(Json)
 }

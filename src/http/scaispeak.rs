@@ -36,18 +36,23 @@ async fn speak_response(
     request: SpeakRequest,
 ) -> ApiResult<Response> {
     scaispeak::authorize(principal)?;
-    let speak = Speak::validate(state, principal, request).await?;
+    let speak = Speak::validate(&state.scaispeak, principal, request).await?;
     if speak.run_async {
-        let job = scaispeak::jobs::create(state, principal, &speak).await?;
+        let job = scaispeak::jobs::create(&state.scaispeak, principal, &speak).await?;
         return Ok((StatusCode::ACCEPTED, Json(job)).into_response());
     }
-    let spoken =
-        scaispeak::speak(state, &principal.tenant_id, principal.subject_id(), &speak).await?;
+    let spoken = scaispeak::speak(
+        &state.scaispeak,
+        &principal.tenant_id,
+        principal.subject_id(),
+        &speak,
+    )
+    .await?;
     if let Some(save_to) = &speak.save_to {
         let seconds = spoken.seconds;
         let backend = spoken.backend.as_str();
         let saved = scaispeak::drive::save(
-            state,
+            &state.scaispeak,
             &principal.tenant_id,
             scaispeak::drive::user_id(principal)?,
             save_to,
@@ -166,7 +171,7 @@ pub async fn list_voices(
     Query(filter): Query<VoiceFilter>,
 ) -> ApiResult<Json<Value>> {
     let data = voices::list(
-        &state,
+        &state.scaispeak,
         &principal,
         filter.scope.as_deref(),
         filter.embedding_status.as_deref(),
@@ -186,8 +191,8 @@ pub async fn create_voice(
 ) -> ApiResult<(StatusCode, Json<Voice>)> {
     require_enabled(&principal, MODULE)?;
     principal.require(voices::WRITE)?;
-    let upload = super::upload::read(request, &state).await?;
-    let voice = voices::create(&state, &principal, upload).await?;
+    let upload = super::upload::read(request, state.scaispeak.intake()).await?;
+    let voice = voices::create(&state.scaispeak, &principal, upload).await?;
     Ok((StatusCode::CREATED, Json(voice)))
 }
 
@@ -198,7 +203,9 @@ pub async fn get_voice(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Voice>> {
-    voices::get(&state, &principal, &id).await.map(Json)
+    voices::get(&state.scaispeak, &principal, &id)
+        .await
+        .map(Json)
 }
 
 /// Erases a tenant voice: reference, profile, embedding, warm entries.
@@ -209,7 +216,9 @@ pub async fn delete_voice(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<voices::Erased>> {
-    voices::erase(&state, &principal, &id).await.map(Json)
+    voices::erase(&state.scaispeak, &principal, &id)
+        .await
+        .map(Json)
 }
 
 /// Re-runs the intake from the staged reference.
@@ -220,7 +229,9 @@ pub async fn repromote_voice(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Voice>> {
-    voices::repromote(&state, &principal, &id).await.map(Json)
+    voices::repromote(&state.scaispeak, &principal, &id)
+        .await
+        .map(Json)
 }
 
 /// A no-op 200 on a ready voice; 409 `SCAISPEAK_VOICE_NOT_READY_FOR_WARMING` otherwise.
@@ -231,7 +242,9 @@ pub async fn warm_voice(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Voice>> {
-    voices::warm(&state, &principal, &id).await.map(Json)
+    voices::warm(&state.scaispeak, &principal, &id)
+        .await
+        .map(Json)
 }
 
 /// Drops the voice from this node's warm list.
@@ -242,7 +255,9 @@ pub async fn evict_voice(
     Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Voice>> {
-    voices::evict(&state, &principal, &id).await.map(Json)
+    voices::evict(&state.scaispeak, &principal, &id)
+        .await
+        .map(Json)
 }
 
 /// The tenant's ScaiSpeak policy (`allowed_backends`).
@@ -250,7 +265,7 @@ pub async fn evict_voice(
     responses((status = 200, body = Policy)), security(("bearer" = [])))]
 pub async fn get_policy(State(state): St, Auth(principal): Auth) -> ApiResult<Json<Policy>> {
     require_enabled(&principal, MODULE)?;
-    scaispeak::policy(&state, &principal.tenant_id)
+    scaispeak::policy(&state.scaispeak, &principal.tenant_id)
         .await
         .map(Json)
 }
@@ -263,7 +278,7 @@ pub async fn patch_policy(
     Auth(principal): Auth,
     Json(patch): Json<PolicyPatch>,
 ) -> ApiResult<Json<Policy>> {
-    scaispeak::patch_policy(&state, &principal, patch)
+    scaispeak::patch_policy(&state.scaispeak, &principal, patch)
         .await
         .map(Json)
 }
@@ -292,7 +307,7 @@ pub async fn stream_speak(
     upgrade.max_message_size(1 << 20).on_upgrade(move |socket| {
         crate::request_id::scope(
             request_id,
-            scaispeak::stream::serve(socket, state, token).instrument(span),
+            scaispeak::stream::serve(socket, state.scaispeak.clone(), token).instrument(span),
         )
     })
 }
@@ -331,7 +346,7 @@ fn job_access(principal: &Principal) -> ApiResult<()> {
     responses((status = 200, body = Vec<JobView>)), security(("bearer" = [])))]
 pub async fn list_jobs(State(state): St, Auth(principal): Auth) -> ApiResult<Json<Value>> {
     job_access(&principal)?;
-    let data = scaispeak::jobs::list(&state, &principal).await?;
+    let data = scaispeak::jobs::list(&state.scaispeak, &principal).await?;
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
@@ -344,7 +359,7 @@ pub async fn get_job(
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobView>> {
     job_access(&principal)?;
-    scaispeak::jobs::get(&state, &principal, &id)
+    scaispeak::jobs::get(&state.scaispeak, &principal, &id)
         .await
         .map(Json)
 }
@@ -358,7 +373,7 @@ pub async fn delete_job(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     job_access(&principal)?;
-    scaispeak::jobs::delete(&state, &principal, &id).await?;
+    scaispeak::jobs::delete(&state.scaispeak, &principal, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -371,7 +386,7 @@ pub async fn job_audio(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     job_access(&principal)?;
-    let (content_type, chunks) = scaispeak::jobs::audio(&state, &principal, &id).await?;
+    let (content_type, chunks) = scaispeak::jobs::audio(&state.scaispeak, &principal, &id).await?;
     let body = axum::body::Body::from_stream(chunks);
     Ok(([(CONTENT_TYPE, content_type)], body).into_response())
 }

@@ -5,15 +5,14 @@
 use axum::extract::Request;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::scaiecho::upload::{self, Upload};
-use crate::services::intake::UploadReservation;
+use crate::speech::intake::{AudioIntake, UploadReservation};
+use crate::speech::upload::{self, Upload};
 
 /// Reads an upload against `[limits] max_upload_bytes`, after reserving its size from
 /// the in-memory upload budget (503 with `Retry-After` when that is taken).
-pub async fn read(request: Request, state: &AppState) -> ApiResult<Upload> {
-    let limit = state.config.limits.max_upload_bytes;
+pub async fn read(request: Request, intake: &AudioIntake) -> ApiResult<Upload> {
+    let limit = intake.max_upload_bytes();
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -24,9 +23,7 @@ pub async fn read(request: Request, state: &AppState) -> ApiResult<Upload> {
     {
         return Err(ApiError::too_large("upload", limit as u64));
     }
-    let reservation = state
-        .intake
-        .reserve_upload(declared.map_or(limit, |n| n as usize))?;
+    let reservation = intake.reserve_upload(declared.map_or(limit, |n| n as usize))?;
     read_body(request, limit, reservation).await
 }
 

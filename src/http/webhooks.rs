@@ -24,7 +24,7 @@ pub async fn create_webhook(
     Auth(p): Auth,
     Json(r): Json<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<WebhookView>)> {
-    let webhook = webhooks::create(&s, &p, r).await?;
+    let webhook = webhooks::create(&s.webhooks, &p, r).await?;
     Ok((StatusCode::CREATED, Json(webhook)))
 }
 
@@ -35,7 +35,7 @@ pub async fn list_webhooks(
     Auth(p): Auth,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<Json<Vec<WebhookView>>> {
-    webhooks::list(&s, &p, q.tenant_id.as_deref())
+    webhooks::list(&s.webhooks, &p, q.tenant_id.as_deref())
         .await
         .map(Json)
 }
@@ -47,7 +47,7 @@ pub async fn get_webhook(
     Auth(p): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WebhookView>> {
-    webhooks::get(&s, &p, &id).await.map(Json)
+    webhooks::get(&s.webhooks, &p, &id).await.map(Json)
 }
 
 #[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", request_body = UpdateWebhook,
@@ -58,7 +58,7 @@ pub async fn update_webhook(
     Path(id): Path<String>,
     Json(r): Json<UpdateWebhook>,
 ) -> ApiResult<Json<WebhookView>> {
-    webhooks::update(&s, &p, &id, r).await.map(Json)
+    webhooks::update(&s.webhooks, &p, &id, r).await.map(Json)
 }
 
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
@@ -68,7 +68,7 @@ pub async fn delete_webhook(
     Auth(p): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    webhooks::delete(&s, &p, &id).await?;
+    webhooks::delete(&s.webhooks, &p, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -83,7 +83,9 @@ pub async fn rotate_webhook_secret(
     Path(id): Path<String>,
     Json(r): Json<RotateSecret>,
 ) -> ApiResult<Json<WebhookView>> {
-    webhooks::rotate_secret(&s, &p, &id, r).await.map(Json)
+    webhooks::rotate_secret(&s.webhooks, &p, &id, r)
+        .await
+        .map(Json)
 }
 
 /// The latest deliveries with status code, error and attempt.
@@ -94,5 +96,5 @@ pub async fn list_deliveries(
     Auth(p): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeliveryList>> {
-    webhooks::deliveries(&s, &p, &id).await.map(Json)
+    webhooks::deliveries(&s.webhooks, &p, &id).await.map(Json)
 }

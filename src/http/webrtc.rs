@@ -49,7 +49,7 @@ pub async fn create_session(
         false => serde_json::from_slice(&body)
             .map_err(|e| ApiError::invalid(format!("the options are not JSON: {e}")))?,
     };
-    let view = webrtc::create(&state, principal, module, options).await?;
+    let view = webrtc::create(&state.webrtc, principal, module, options).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -62,7 +62,9 @@ pub async fn get_session(
     Path((module, id)): Path<(String, String)>,
 ) -> ApiResult<Json<SessionView>> {
     let module = Module::parse(&module)?;
-    webrtc::get(&state, &principal, module, &id).await.map(Json)
+    webrtc::get(&state.webrtc, &principal, module, &id)
+        .await
+        .map(Json)
 }
 
 /// Ends a session (its usage is recorded); deleting an ended one is a no-op.
@@ -75,7 +77,7 @@ pub async fn delete_session(
     Path((module, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let module = Module::parse(&module)?;
-    webrtc::delete(&state, &principal, module, &id).await?;
+    webrtc::delete(&state.webrtc, &principal, module, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -103,7 +105,7 @@ pub async fn offer(
         );
     }
     let sdp = offer_sdp(&headers, &body)?;
-    webrtc::offer(&state, &principal, module, &id, &sdp)
+    webrtc::offer(&state.webrtc, &principal, module, &id, &sdp)
         .await
         .map(Json)
 }
@@ -161,7 +163,7 @@ pub async fn control(
         .on_upgrade(move |socket| {
             crate::request_id::scope(
                 request_id,
-                webrtc::control(socket, state, module, id, token).instrument(span),
+                webrtc::control(socket, state.webrtc.clone(), module, id, token).instrument(span),
             )
         }))
 }

@@ -1,7 +1,7 @@
 //! Rate limits per API key and per tenant: requests, tokens and audio seconds per minute
 //! (SPEC "Rate limits").
 //!
-//! Requests are taken when a limited route is entered (the [`middleware`]); tokens and
+//! Requests are taken when a limited route is entered (the [`gate::middleware`]); tokens and
 //! audio seconds are only known after the work, so they are *charged* afterwards and the
 //! next request is refused while a bucket is in debt. Each level (the key's own limits,
 //! the tenant's) is checked; the tightest answer goes into the headers
@@ -11,20 +11,18 @@
 //! The counters live behind [`LimitStore`]: [`memory::MemoryStore`] in the embedded
 //! default, Redis in scaled deployments.
 
+pub mod gate;
 pub mod gcra;
 pub mod memory;
 
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorCode};
-use crate::model::RateLimitSpec;
+use crate::records::RateLimitSpec;
+pub use gate::Gate;
 pub use gcra::Decision;
 
 /// Where the counters live. Keys are opaque strings; limits are per minute.
@@ -257,7 +255,7 @@ impl Limits {
 /// The routes a rate limit applies to, with the quantities they consume besides
 /// requests. WebSocket routes check their limits themselves (they answer with close
 /// code 4429, not an HTTP status).
-fn limited(route: &str) -> Option<&'static [Dimension]> {
+pub(crate) fn limited(route: &str) -> Option<&'static [Dimension]> {
     match route {
         "/v1/chat/completions" => Some(&[Dimension::Tokens]),
         "/v1/modules/scaiecho/transcribe"
@@ -273,58 +271,4 @@ fn limited(route: &str) -> Option<&'static [Dimension]> {
 #[derive(Debug, Clone, Copy)]
 pub struct Consumed {
     pub audio_seconds: f64,
-}
-
-/// Middleware: on limited routes, admits the caller (or answers 429 `RATE_LIMITED`, or
-/// `BUDGET_EXCEEDED` on speech routes whose budget is spent) and puts the headers on
-/// whatever the handler answers. Unauthenticated calls pass through: the handler
-/// answers them with the right `AUTH_*` code.
-pub async fn middleware(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let dimensions = request
-        .extensions()
-        .get::<MatchedPath>()
-        .and_then(|path| limited(path.as_str()));
-    let Some(dimensions) = dimensions else {
-        return next.run(request).await;
-    };
-    let principal = match crate::auth::bearer_token(request.headers()) {
-        Ok(token) => state.auth.authenticate(token).await.ok(),
-        Err(_) => None,
-    };
-    let Some(principal) = principal else {
-        return next.run(request).await;
-    };
-    // The handler's `Auth` takes the principal from here instead of authenticating again.
-    request
-        .extensions_mut()
-        .insert(crate::auth::Authenticated(principal.clone()));
-    let admission = match state.limits.admit(&principal, dimensions).await {
-        Err(refusal) => return refusal.into_response(),
-        Ok(admission) => admission,
-    };
-    // Chat reserves its estimated cost itself; speech is refused only once spent.
-    if dimensions.contains(&Dimension::AudioSeconds)
-        && let Err(refusal) = state.accounting.reserve(&principal, 0.0).await
-    {
-        let mut response = refusal.into_response();
-        if let Some(admission) = admission {
-            admission.write_headers(response.headers_mut());
-        }
-        return response;
-    }
-    let mut response = next.run(request).await;
-    if let Some(consumed) = response.extensions().get::<Consumed>().copied() {
-        state
-            .limits
-            .charge(&principal, Dimension::AudioSeconds, consumed.audio_seconds)
-            .await;
-    }
-    if let Some(admission) = admission {
-        admission.write_headers(response.headers_mut());
-    }
-    response
 }

@@ -9,11 +9,11 @@ use axum::body::Bytes;
 use serde_json::Value;
 
 use super::{Fields, MODULE, Options, Owner, policy};
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::jobs::{self, JobRow, NewJob};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::JobView;
+use crate::scaiecho::ScaiEcho;
 use crate::store::ObjectKey;
 
 pub const KIND: &str = "transcription";
@@ -25,7 +25,7 @@ pub fn input_key(tenant_id: &str, job_id: &str) -> ApiResult<ObjectKey> {
 
 /// Stages the audio and queues the job; wakes this process's workers.
 pub async fn create(
-    state: &AppState,
+    state: &ScaiEcho,
     principal: &Principal,
     audio: Bytes,
     media_type: Option<&str>,
@@ -41,7 +41,7 @@ pub async fn create(
         .map_err(|e| e.api("staging the audio"))?;
     let options = serde_json::to_string(fields).unwrap_or_else(|_| "{}".into());
     crate::jobs::queue(
-        state,
+        &state.jobs,
         &NewJob {
             id: &id,
             tenant_id: &principal.tenant_id,
@@ -57,19 +57,26 @@ pub async fn create(
     .await
 }
 
-pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult<JobView> {
-    crate::jobs::find(state, &principal.tenant_id, MODULE, id)
+/// Removes a finished job's staged audio.
+pub async fn cleanup(state: &ScaiEcho, job: &JobRow) {
+    if let Ok(key) = input_key(&job.tenant_id, &job.id) {
+        let _ = state.store.delete(&key).await;
+    }
+}
+
+pub async fn get(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<JobView> {
+    crate::jobs::find(&state.jobs, &principal.tenant_id, MODULE, id)
         .await
         .map(JobView::from)
 }
 
-pub async fn list(state: &AppState, principal: &Principal) -> ApiResult<Vec<JobView>> {
-    crate::jobs::list(state, &principal.tenant_id, MODULE).await
+pub async fn list(state: &ScaiEcho, principal: &Principal) -> ApiResult<Vec<JobView>> {
+    crate::jobs::list(&state.jobs, &principal.tenant_id, MODULE).await
 }
 
 /// Deletes a job and its staged audio; a worker running it drops its result.
-pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiResult<()> {
-    let job = crate::jobs::remove(state, &principal.tenant_id, MODULE, id).await?;
+pub async fn delete(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<()> {
+    let job = crate::jobs::remove(&state.jobs, &principal.tenant_id, MODULE, id).await?;
     if let Ok(key) = input_key(&job.tenant_id, &job.id) {
         let _ = state.store.delete(&key).await;
     }
@@ -77,7 +84,7 @@ pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiRes
 }
 
 /// Runs a claimed transcription job: its result and audio seconds.
-pub async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
+pub async fn run(state: &ScaiEcho, job: &JobRow) -> ApiResult<(Value, f64)> {
     let key = input_key(&job.tenant_id, &job.id)?;
     let audio = state
         .store
@@ -86,9 +93,12 @@ pub async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
         .map_err(|e| e.api("staged audio"))?;
     let fields: HashMap<String, String> = serde_json::from_str(&job.options).unwrap_or_default();
     let options = Options::from_fields(&Fields(&fields))?;
-    let samples = super::decode_16k(state, audio, job.media_type.as_deref()).await?;
+    let samples = state
+        .intake
+        .decode_16k(audio, job.media_type.as_deref())
+        .await?;
     let policy = super::policy(state, &job.tenant_id).await?;
-    let backend = policy::resolve(&policy, options.backend_preference, state.scaiecho.usable())?;
+    let backend = policy::resolve(&policy, options.backend_preference, state.usable())?;
     let owner = Owner {
         tenant_id: &job.tenant_id,
         subject: &job.subject,

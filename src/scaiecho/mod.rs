@@ -2,7 +2,6 @@
 //! the managed relay, diarization, usage, output formats. Handlers in `http::scaiecho`
 //! stay thin; everything a request does is here.
 //!
-//! - [`upload`]: reading multipart or raw audio bodies against the upload limit.
 //! - [`policy`]: tenant policy and the backend resolver.
 //! - [`local`]: backend A (the node's Whisper behind a batching dispatcher).
 //! - [`relay`]: backend B (an OpenAI-compatible upstream).
@@ -18,30 +17,84 @@ pub mod policy;
 pub mod relay;
 pub mod speakers;
 pub mod stream;
-pub mod upload;
 
 use std::sync::Arc;
 
-use crate::accounting::UsageRecord;
-use crate::app::AppState;
+use crate::accounting::{Accounting, UsageRecord};
 use crate::auth::Principal;
+use crate::config::StreamConfig;
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
+use crate::jobs::Jobs;
+use crate::ratelimit::Gate;
 use crate::services::modules::require_enabled;
+use crate::speech::intake::AudioIntake;
+use crate::speech::nodes::Nodes;
+use crate::speech::upload::Upload;
+use crate::store::ObjectStore;
 use format::{ResponseFormat, SegmentOut, Transcription};
 use policy::{Backend, Policy, Preference, Usable};
-use upload::Upload;
 
 pub const MODULE: &str = "scaiecho";
 
-/// The backends this process can use.
+/// ScaiEcho's context: the backends this process can use and the handles its requests,
+/// streams and jobs need (nothing of ScaiSpeak, the gateway or the HTTP surface).
 pub struct ScaiEcho {
     pub local: Option<local::LocalStt>,
     pub relay: Option<relay::Relay>,
     /// Open WebSocket streams per tenant.
     pub streams: Arc<crate::slots::StreamSlots>,
+    db: Db,
+    store: Arc<dyn ObjectStore>,
+    intake: Arc<AudioIntake>,
+    nodes: Nodes,
+    accounting: Arc<Accounting>,
+    jobs: Arc<Jobs>,
+    gate: Gate,
+    stream: StreamConfig,
 }
 
 impl ScaiEcho {
+    pub fn new(
+        handles: crate::speech::Handles,
+        local: Option<local::LocalStt>,
+        relay: Option<relay::Relay>,
+    ) -> ScaiEcho {
+        let crate::speech::Handles {
+            db,
+            store,
+            intake,
+            nodes,
+            accounting,
+            jobs,
+            gate,
+            stream,
+        } = handles;
+        ScaiEcho {
+            local,
+            relay,
+            streams: crate::slots::StreamSlots::new("scaigrid_scaiecho_streams_open"),
+            db,
+            store,
+            intake,
+            nodes,
+            accounting,
+            jobs,
+            gate,
+            stream,
+        }
+    }
+
+    /// The audio intake (upload budget, decode slots) the HTTP boundary reads into.
+    pub fn intake(&self) -> &AudioIntake {
+        &self.intake
+    }
+
+    /// The inference nodes (this process's, the registry's live ones).
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
+    }
+
     pub fn usable(&self) -> Usable {
         Usable {
             a: self.local.is_some(),
@@ -172,7 +225,7 @@ fn granularities(fields: &Fields<'_>) -> ApiResult<Timestamps> {
 }
 
 /// The tenant's policy (defaults until it is patched).
-pub async fn policy(state: &AppState, tenant_id: &str) -> ApiResult<Policy> {
+pub async fn policy(state: &ScaiEcho, tenant_id: &str) -> ApiResult<Policy> {
     let mut conn = state.db.pool.acquire().await?;
     Ok(crate::db::scaiecho::get_policy(&mut conn, tenant_id)
         .await?
@@ -189,26 +242,65 @@ pub fn authorize(principal: &Principal, options: &Options) -> ApiResult<()> {
     Ok(())
 }
 
-/// Decodes any supported input to 16 kHz mono (on a blocking thread, in one of the
-/// intake's decode slots), mixing and resampling as it decodes so memory is the
-/// output's; stops at `[limits] max_audio_seconds` and at its sample budget.
-pub async fn decode_16k(
-    state: &AppState,
-    bytes: axum::body::Bytes,
-    media_type: Option<&str>,
-) -> ApiResult<Vec<f32>> {
-    let limits = &state.config.limits;
-    let options = media::DecodeOptions {
-        limits: media::Limits::new(limits.max_upload_bytes as u64, limits.max_audio_seconds),
-        raw_pcm: upload::raw_pcm(media_type),
-        truncate: false,
-    };
-    let _slot = state.intake.decode_slot().await?;
-    tokio::task::spawn_blocking(move || media::decode_mono(&bytes, &options, 16_000))
-        .await
-        .map_err(ApiError::internal)?
-        .map(|decoded| decoded.samples)
-        .map_err(ApiError::from)
+/// How a transcription request ended: done here, or queued as a job for a worker.
+pub enum Outcome {
+    Done(Transcription, ResponseFormat),
+    Queued(crate::jobs::JobView),
+}
+
+/// A transcription request whose upload was read: options, permissions, tenant policy,
+/// then (in this order, so no work is done for a request that cannot be served) a
+/// backend check, the decode, and the transcription here or a queued job (`async`, or
+/// audio over the policy's inline threshold).
+pub async fn transcribe_upload(
+    state: &ScaiEcho,
+    principal: &Principal,
+    upload: Upload,
+) -> ApiResult<Outcome> {
+    let options = Options::from_upload(&upload)?;
+    authorize(principal, &options)?;
+    let policy = policy(state, &principal.tenant_id).await?;
+    // Before any work: some backend can take this, here or (queued) on a worker.
+    let usable = state
+        .nodes
+        .usable_for_jobs(state.usable(), "audio.stt.")
+        .await?;
+    policy::resolve(&policy, options.backend_preference, usable)?;
+    let media_type = upload.media_type.as_deref();
+    if options.run_async {
+        // Decoded by the worker: an undecodable upload ends as a `decode failure` job.
+        let job = jobs::create(
+            state,
+            principal,
+            upload.audio.clone(),
+            media_type,
+            &upload.fields,
+            None,
+        )
+        .await?;
+        return Ok(Outcome::Queued(job));
+    }
+    let samples = state
+        .intake
+        .decode_16k(upload.audio.clone(), media_type)
+        .await?;
+    let seconds = samples.len() as f64 / 16_000.0;
+    if seconds > policy.inline_threshold_seconds {
+        let job = jobs::create(
+            state,
+            principal,
+            upload.audio.clone(),
+            media_type,
+            &upload.fields,
+            Some(seconds),
+        )
+        .await?;
+        return Ok(Outcome::Queued(job));
+    }
+    // Inline work runs here: on this process's own backends.
+    let backend = policy::resolve(&policy, options.backend_preference, state.usable())?;
+    let transcription = transcribe(state, Owner::of(principal), samples, &options, backend).await?;
+    Ok(Outcome::Done(transcription, options.response_format))
 }
 
 /// Whose usage a transcription is.
@@ -228,13 +320,13 @@ impl<'a> Owner<'a> {
 
 /// Runs a transcription on the resolved backend, records usage.
 pub async fn transcribe(
-    state: &AppState,
+    state: &ScaiEcho,
     owner: Owner<'_>,
     samples: Vec<f32>,
     options: &Options,
     backend: Backend,
 ) -> ApiResult<Transcription> {
-    let echo = &state.scaiecho;
+    let echo = state;
     let duration = samples.len() as f64 / 16_000.0;
     let mut language = options.language.clone().unwrap_or_else(|| "en".to_owned());
     let segments = match (backend, &echo.local, &echo.relay) {
@@ -359,7 +451,7 @@ pub async fn transcribe(
 }
 
 /// Seconds of audio heard for `owner`, for accounting (under the current request id).
-pub fn record_usage(state: &AppState, owner: &Owner<'_>, seconds: f64) {
+pub fn record_usage(state: &ScaiEcho, owner: &Owner<'_>, seconds: f64) {
     let kind = crate::accounting::subject_kind_of(owner.subject);
     let mut record = UsageRecord::for_subject(owner.tenant_id, kind, owner.subject, MODULE);
     record.audio_seconds = seconds;

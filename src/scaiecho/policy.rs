@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
-pub use crate::services::backends::{Backend, Preference, Usable};
+pub use crate::speech::backends::{Backend, Preference, Usable};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Policy {
@@ -43,7 +43,7 @@ pub struct PolicyPatch {
 impl Policy {
     pub fn apply(mut self, patch: PolicyPatch) -> ApiResult<Policy> {
         if let Some(backends) = patch.allowed_backends {
-            self.allowed_backends = crate::services::backends::allowed(backends)?;
+            self.allowed_backends = crate::speech::backends::allowed(backends)?;
         }
         if let Some(preference) = patch.backend_preference {
             self.backend_preference = preference;
@@ -67,7 +67,7 @@ pub fn resolve(
     requested: Option<Preference>,
     usable: Usable,
 ) -> ApiResult<Backend> {
-    crate::services::backends::pick(
+    crate::speech::backends::pick(
         &policy.allowed_backends,
         requested.unwrap_or(policy.backend_preference),
         usable,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::format::WordOut;
 use crate::config::RelayConfig;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::services::upstream::Upstream;
+use crate::speech::upstream::Upstream;
 
 pub struct Relay {
     upstream: Upstream,

@@ -17,13 +17,13 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::MODULE;
-use super::upload::Upload;
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::speakers::{self, NewSpeaker, SpeakerRow};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::model::Timestamp;
+use crate::records::Timestamp;
+use crate::scaiecho::ScaiEcho;
 use crate::services::modules::require_enabled;
+use crate::speech::upload::Upload;
 use crate::store::ObjectKey;
 
 pub const READ: &str = "scaiecho:speaker.read";
@@ -118,12 +118,14 @@ fn reference_key(tenant_id: &str, id: &str) -> ApiResult<ObjectKey> {
 
 /// Decodes the reference and runs the preflight; 16 kHz mono on success.
 async fn check_reference(
-    state: &AppState,
+    state: &ScaiEcho,
     bytes: Bytes,
     media_type: Option<&str>,
 ) -> ApiResult<(Vec<f32>, Value)> {
-    let (block, samples) =
-        crate::services::reference::check(state, bytes, media_type, thresholds()).await?;
+    let (block, samples) = state
+        .intake
+        .reference_clip(bytes, media_type, thresholds())
+        .await?;
     match samples {
         Some(samples) => Ok((samples, block)),
         None => Err(ApiError::new(
@@ -138,8 +140,8 @@ async fn check_reference(
 }
 
 /// The profile embedding on this process's node, if it has the embedder.
-async fn embed(state: &AppState, samples: Arc<Vec<f32>>) -> Option<ApiResult<Vec<f32>>> {
-    let node = state.node.clone()?;
+async fn embed(state: &ScaiEcho, samples: Arc<Vec<f32>>) -> Option<ApiResult<Vec<f32>>> {
+    let node = state.nodes.local().cloned()?;
     node.embedder.as_ref()?;
     node.vad.as_ref()?;
     let result = tokio::task::spawn_blocking(move || {
@@ -156,14 +158,14 @@ async fn embed(state: &AppState, samples: Arc<Vec<f32>>) -> Option<ApiResult<Vec
 }
 
 /// This process's node id, when it runs engines.
-fn local_node(state: &AppState) -> Option<String> {
-    state.node.as_ref().map(|node| node.info().node_id.clone())
+fn local_node(state: &ScaiEcho) -> Option<String> {
+    state.nodes.local().map(|node| node.info().node_id.clone())
 }
 
 /// Computes the profile on this node and warms it here. `Err(reason)` when this
 /// process cannot take it (no node, no embedder, no speech).
 async fn warm_here(
-    state: &AppState,
+    state: &ScaiEcho,
     row: &SpeakerRow,
     samples: Option<Vec<f32>>,
 ) -> Result<String, String> {
@@ -215,7 +217,7 @@ async fn warm_here(
 
 /// `POST /speakers`: label + reference clip (multipart `file` or raw body).
 pub async fn enroll(
-    state: &AppState,
+    state: &ScaiEcho,
     principal: &Principal,
     upload: Upload,
 ) -> ApiResult<SpeakerView> {
@@ -274,7 +276,7 @@ pub async fn enroll(
     get(state, principal, &id).await
 }
 
-async fn live_row(state: &AppState, principal: &Principal, id: &str) -> ApiResult<SpeakerRow> {
+async fn live_row(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<SpeakerRow> {
     let mut conn = state.db.pool.acquire().await?;
     speakers::get(&mut conn, &principal.tenant_id, id)
         .await?
@@ -282,22 +284,22 @@ async fn live_row(state: &AppState, principal: &Principal, id: &str) -> ApiResul
         .ok_or_else(|| ApiError::not_found("speaker"))
 }
 
-pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult<SpeakerView> {
+pub async fn get(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<SpeakerView> {
     access(principal, READ)?;
     let mut conn = state.db.pool.acquire().await?;
     let row = speakers::get(&mut conn, &principal.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("speaker"))?;
-    let live = state.live_nodes().await?;
+    let live = state.nodes.live().await?;
     let warm = live.keep(speakers::warm_nodes(&mut conn, id).await?);
     Ok(view(row, warm))
 }
 
-pub async fn list(state: &AppState, principal: &Principal) -> ApiResult<Vec<SpeakerView>> {
+pub async fn list(state: &ScaiEcho, principal: &Principal) -> ApiResult<Vec<SpeakerView>> {
     access(principal, READ)?;
     let mut conn = state.db.pool.acquire().await?;
     let rows = speakers::list(&mut conn, &principal.tenant_id).await?;
-    let live = state.live_nodes().await?;
+    let live = state.nodes.live().await?;
     let mut views = Vec::with_capacity(rows.len());
     for row in rows {
         let warm = live.keep(speakers::warm_nodes(&mut conn, &row.id).await?);
@@ -315,13 +317,14 @@ pub struct WarmView {
     pub error_summary: BTreeMap<String, String>,
 }
 
-pub async fn warm_status(state: &AppState, principal: &Principal, id: &str) -> ApiResult<WarmView> {
+pub async fn warm_status(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<WarmView> {
     access(principal, READ)?;
     let row = live_row(state, principal, id).await?;
     let mut conn = state.db.pool.acquire().await?;
     Ok(WarmView {
         warm_node_ids: state
-            .live_nodes()
+            .nodes
+            .live()
             .await?
             .keep(speakers::warm_nodes(&mut conn, id).await?),
         speaker_id: row.id,
@@ -332,7 +335,7 @@ pub async fn warm_status(state: &AppState, principal: &Principal, id: &str) -> A
 
 /// `POST /speakers/{id}/warm`: fans the profile out to the nodes this process reaches
 /// (its own); `ready` once at least one node holds it.
-pub async fn warm(state: &AppState, principal: &Principal, id: &str) -> ApiResult<WarmView> {
+pub async fn warm(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<WarmView> {
     access(principal, WRITE)?;
     let row = live_row(state, principal, id).await?;
     let mut error_summary = BTreeMap::new();
@@ -359,7 +362,7 @@ pub struct Deleted {
 /// `DELETE /speakers/{id}`: tombstone and audit row first (they always happen), then
 /// eviction from every node holding the profile; nodes this process cannot reach are
 /// reported in `error_summary`.
-pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Deleted> {
+pub async fn delete(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<Deleted> {
     access(principal, WRITE)?;
     let row = live_row(state, principal, id).await?;
     let local = local_node(state);
@@ -410,7 +413,7 @@ pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiRes
 }
 
 /// Enrolled `(label, embedding)` profiles warm on this node, for diarization.
-pub async fn enrolled(state: &AppState, tenant_id: &str) -> ApiResult<Vec<(String, Vec<f32>)>> {
+pub async fn enrolled(state: &ScaiEcho, tenant_id: &str) -> ApiResult<Vec<(String, Vec<f32>)>> {
     let Some(node_id) = local_node(state) else {
         return Ok(Vec::new());
     };

@@ -12,9 +12,9 @@ use utoipa::ToSchema;
 
 use super::SaveTo;
 use super::output::Codec;
-use crate::app::AppState;
 use crate::auth::{Principal, Subject};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::scaispeak::ScaiSpeak;
 use crate::store::ObjectKey;
 
 const NAME_MAX: usize = 120;
@@ -63,9 +63,9 @@ pub fn user_id(principal: &Principal) -> ApiResult<&str> {
 }
 
 /// Checks that come before synthesis: a user, a drive, a valid target.
-pub fn check(state: &AppState, principal: &Principal, save_to: &SaveTo) -> ApiResult<()> {
+pub fn check(state: &ScaiSpeak, principal: &Principal, save_to: &SaveTo) -> ApiResult<()> {
     user_id(principal)?;
-    if !state.config.speak.drive {
+    if !state.config.drive {
         return Err(ApiError::new(
             ErrorCode::SCAISPEAK_SCAIDRIVE_NOT_AVAILABLE,
             "no drive is configured for this deployment",
@@ -109,7 +109,7 @@ impl Target {
     }
 
     /// `SCAISPEAK_SCAIDRIVE_CONFLICT` when the file exists and may not be replaced.
-    async fn refuse_conflict(&self, state: &AppState, overwrite: bool) -> ApiResult<()> {
+    async fn refuse_conflict(&self, state: &ScaiSpeak, overwrite: bool) -> ApiResult<()> {
         let exists = state
             .store
             .exists(&self.key)
@@ -133,7 +133,7 @@ impl Target {
 /// may not be replaced) is refused now rather than when the job ends. The job checks
 /// again when it writes.
 pub async fn check_queued(
-    state: &AppState,
+    state: &ScaiSpeak,
     principal: &Principal,
     save_to: &SaveTo,
     codec: Codec,
@@ -148,7 +148,7 @@ pub async fn check_queued(
 
 /// Writes the audio to `user`'s drive; refuses to replace a file unless `overwrite`.
 pub async fn save(
-    state: &AppState,
+    state: &ScaiSpeak,
     tenant_id: &str,
     user: &str,
     save_to: &SaveTo,

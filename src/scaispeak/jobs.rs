@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 
 use super::output::{Codec, Output, OutputRequest};
 use super::{MODULE, SaveTo, Speak, voices};
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::jobs::{self, JobRow, NewJob};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::jobs::JobView;
-use crate::services::backends::Preference;
+use crate::scaispeak::ScaiSpeak;
+use crate::speech::backends::Preference;
 use crate::store::ObjectKey;
 
 pub const KIND: &str = "synth";
@@ -40,7 +40,7 @@ fn output_key(tenant_id: &str, job_id: &str) -> ApiResult<ObjectKey> {
 }
 
 /// Queues a validated request; wakes this process's workers.
-pub async fn create(state: &AppState, principal: &Principal, speak: &Speak) -> ApiResult<JobView> {
+pub async fn create(state: &ScaiSpeak, principal: &Principal, speak: &Speak) -> ApiResult<JobView> {
     let id = jobs::job_id();
     let stored = Stored {
         text: speak.text.clone(),
@@ -55,7 +55,7 @@ pub async fn create(state: &AppState, principal: &Principal, speak: &Speak) -> A
     // The job's object is where its audio will be.
     let key = output_key(&principal.tenant_id, &id)?;
     crate::jobs::queue(
-        state,
+        &state.jobs,
         &NewJob {
             id: &id,
             tenant_id: &principal.tenant_id,
@@ -74,7 +74,7 @@ pub async fn create(state: &AppState, principal: &Principal, speak: &Speak) -> A
 /// Runs a claimed synth job: the audio goes to the object store, or with `save_to` to
 /// the user's drive (a file that appeared since the job was queued fails it with
 /// `SCAISPEAK_SCAIDRIVE_CONFLICT` unless `overwrite`).
-pub async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
+pub async fn run(state: &ScaiSpeak, job: &JobRow) -> ApiResult<(Value, f64)> {
     let stored: Stored = serde_json::from_str(&job.options)
         .map_err(|e| ApiError::internal(format_args!("synth job options: {e}")))?;
     let speak = Speak {
@@ -129,22 +129,22 @@ pub async fn run(state: &AppState, job: &JobRow) -> ApiResult<(Value, f64)> {
     Ok((result, spoken.seconds))
 }
 
-async fn row(state: &AppState, principal: &Principal, id: &str) -> ApiResult<JobRow> {
-    crate::jobs::find(state, &principal.tenant_id, MODULE, id).await
+async fn row(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<JobRow> {
+    crate::jobs::find(&state.jobs, &principal.tenant_id, MODULE, id).await
 }
 
-pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult<JobView> {
+pub async fn get(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<JobView> {
     row(state, principal, id).await.map(JobView::from)
 }
 
-pub async fn list(state: &AppState, principal: &Principal) -> ApiResult<Vec<JobView>> {
-    crate::jobs::list(state, &principal.tenant_id, MODULE).await
+pub async fn list(state: &ScaiSpeak, principal: &Principal) -> ApiResult<Vec<JobView>> {
+    crate::jobs::list(&state.jobs, &principal.tenant_id, MODULE).await
 }
 
 /// A finished job's audio and its content type, streamed from the object store as it
 /// is read; 404 until it has succeeded.
 pub async fn audio(
-    state: &AppState,
+    state: &ScaiSpeak,
     principal: &Principal,
     id: &str,
 ) -> ApiResult<(String, crate::store::ByteChunks)> {
@@ -173,8 +173,8 @@ pub async fn audio(
 }
 
 /// Deletes a job and its audio.
-pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiResult<()> {
-    let job = crate::jobs::remove(state, &principal.tenant_id, MODULE, id).await?;
+pub async fn delete(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<()> {
+    let job = crate::jobs::remove(&state.jobs, &principal.tenant_id, MODULE, id).await?;
     if let Ok(key) = output_key(&job.tenant_id, &job.id) {
         let _ = state.store.delete(&key).await;
     }

@@ -20,29 +20,91 @@ pub mod stream;
 pub mod text;
 pub mod voices;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::accounting::UsageRecord;
-use crate::app::AppState;
+use crate::accounting::{Accounting, UsageRecord};
 use crate::auth::Principal;
+use crate::config::{SpeakConfig, StreamConfig};
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::services::backends::{self, Backend, Preference, Usable};
+use crate::jobs::Jobs;
+use crate::ratelimit::Gate;
 use crate::services::modules::require_enabled;
+use crate::speech::backends::{self, Backend, Preference, Usable};
+use crate::speech::intake::AudioIntake;
+use crate::speech::nodes::Nodes;
+use crate::store::ObjectStore;
 use output::{Codec, Output, OutputRequest};
 
 pub const MODULE: &str = "scaispeak";
 pub const SPEAK: &str = "scaispeak:speak";
 
-/// The backends this process can use.
+/// ScaiSpeak's context: the backends this process can use and the handles its
+/// requests, streams and jobs need (nothing of ScaiEcho, the gateway or the HTTP
+/// surface).
 pub struct ScaiSpeak {
     pub local: Option<local::LocalTts>,
     pub relay: Option<relay::Relay>,
     /// Open speech streams per tenant.
-    pub streams: std::sync::Arc<crate::slots::StreamSlots>,
+    pub streams: Arc<crate::slots::StreamSlots>,
+    /// `[speak]`.
+    config: SpeakConfig,
+    db: Db,
+    store: Arc<dyn ObjectStore>,
+    intake: Arc<AudioIntake>,
+    nodes: Nodes,
+    accounting: Arc<Accounting>,
+    jobs: Arc<Jobs>,
+    gate: Gate,
+    stream: StreamConfig,
 }
 
 impl ScaiSpeak {
+    pub fn new(
+        handles: crate::speech::Handles,
+        config: SpeakConfig,
+        local: Option<local::LocalTts>,
+        relay: Option<relay::Relay>,
+    ) -> ScaiSpeak {
+        let crate::speech::Handles {
+            db,
+            store,
+            intake,
+            nodes,
+            accounting,
+            jobs,
+            gate,
+            stream,
+        } = handles;
+        ScaiSpeak {
+            local,
+            relay,
+            streams: crate::slots::StreamSlots::new("scaigrid_scaispeak_streams_open"),
+            config,
+            db,
+            store,
+            intake,
+            nodes,
+            accounting,
+            jobs,
+            gate,
+            stream,
+        }
+    }
+
+    /// The audio intake (upload budget, decode slots) the HTTP boundary reads into.
+    pub fn intake(&self) -> &AudioIntake {
+        &self.intake
+    }
+
+    /// `[speak]`.
+    pub fn config(&self) -> &SpeakConfig {
+        &self.config
+    }
+
     pub fn usable(&self) -> Usable {
         Usable {
             a: self.local.is_some(),
@@ -111,16 +173,15 @@ pub fn authorize(principal: &Principal) -> ApiResult<()> {
 
 impl Speak {
     pub async fn validate(
-        state: &AppState,
+        state: &ScaiSpeak,
         principal: &Principal,
         request: SpeakRequest,
     ) -> ApiResult<Speak> {
         if let Some(save_to) = &request.save_to {
             drive::check(state, principal, save_to)?;
         }
-        let text = text::validate(&request.text, state.config.speak.max_text_chars)?;
-        let run_async =
-            request.run_async || text.chars().count() > state.config.speak.inline_text_chars;
+        let text = text::validate(&request.text, state.config.max_text_chars)?;
+        let run_async = request.run_async || text.chars().count() > state.config.inline_text_chars;
         let output = Output::from_request(request.output, Codec::Wav)?;
         if let Some(save_to) = request.save_to.as_ref().filter(|_| run_async) {
             drive::check_queued(state, principal, save_to, output.codec).await?;
@@ -149,7 +210,7 @@ pub struct PolicyPatch {
     pub allowed_backends: Vec<Backend>,
 }
 
-pub async fn policy(state: &AppState, tenant_id: &str) -> ApiResult<Policy> {
+pub async fn policy(state: &ScaiSpeak, tenant_id: &str) -> ApiResult<Policy> {
     let mut conn = state.db.pool.acquire().await?;
     let allowed = crate::db::scaispeak::get_allowed(&mut conn, tenant_id)
         .await?
@@ -160,7 +221,7 @@ pub async fn policy(state: &AppState, tenant_id: &str) -> ApiResult<Policy> {
 }
 
 pub async fn patch_policy(
-    state: &AppState,
+    state: &ScaiSpeak,
     principal: &Principal,
     patch: PolicyPatch,
 ) -> ApiResult<Policy> {
@@ -187,7 +248,7 @@ pub async fn patch_policy(
 /// The backend for a request of this tenant. A cloned voice speaks on backend A only
 /// (the relay cannot condition on a reference).
 pub async fn resolve(
-    state: &AppState,
+    state: &ScaiSpeak,
     tenant_id: &str,
     requested: Option<Preference>,
     voice: &voices::Voice,
@@ -200,7 +261,7 @@ pub async fn resolve(
     backends::pick(
         &policy.allowed_backends,
         preference,
-        state.scaispeak.usable(),
+        state.usable(),
         ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE,
         "text to speech",
     )
@@ -211,14 +272,14 @@ pub async fn resolve(
 /// base voice's output. `urgent` puts it ahead of other work on the local engine (a
 /// stream's first audio).
 pub async fn sentence(
-    state: &AppState,
+    state: &ScaiSpeak,
     backend: Backend,
     text: &str,
     speed: f32,
     profile: Option<&engines::conditioning::VoiceProfile>,
     urgent: bool,
 ) -> ApiResult<(Vec<f32>, u32)> {
-    match (backend, &state.scaispeak.local, &state.scaispeak.relay) {
+    match (backend, &state.local, &state.relay) {
         (Backend::A, Some(local), _) => {
             let samples = local.sentence(text.to_owned(), speed, urgent).await?;
             let rate = local.sample_rate();
@@ -256,7 +317,7 @@ pub struct Spoken {
 /// Synthesizes a validated request sentence by sentence, encodes it, records usage for
 /// `subject` of `tenant_id`.
 pub async fn speak(
-    state: &AppState,
+    state: &ScaiSpeak,
     tenant_id: &str,
     subject: &str,
     speak: &Speak,
@@ -308,7 +369,7 @@ pub async fn speak(
 
 /// Characters and audio seconds, for accounting (under the current request id).
 pub fn record_usage(
-    state: &AppState,
+    state: &ScaiSpeak,
     tenant_id: &str,
     subject: &str,
     characters: usize,

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::config::SpeakConfig;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::services::upstream::Upstream;
+use crate::speech::upstream::Upstream;
 
 pub struct Relay {
     upstream: Upstream,

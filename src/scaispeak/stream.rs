@@ -32,11 +32,11 @@ use serde_json::json;
 use super::output::{Codec, OPUS_BITRATE, Output, OutputRequest};
 use super::text::Sentences;
 use super::voices;
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::services::backends::{Backend, Preference};
+use crate::scaispeak::ScaiSpeak;
 use crate::slots::Slot;
+use crate::speech::backends::{Backend, Preference};
 use crate::ws::{self, End, Link};
 
 /// Sentences waiting to be synthesized at most.
@@ -206,7 +206,7 @@ type Running = Pin<Box<dyn Future<Output = (Option<Framer>, ApiResult<Spoken>)> 
 pub struct Session {
     id: String,
     voice: String,
-    state: Arc<AppState>,
+    state: Arc<ScaiSpeak>,
     principal: Arc<Principal>,
     backend: Backend,
     speed: f32,
@@ -235,7 +235,7 @@ pub struct Session {
     _slot: Slot,
 }
 
-pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<String>) {
+pub async fn serve(mut socket: WebSocket, state: Arc<ScaiSpeak>, token: Option<String>) {
     let outcome = match start(&mut socket, &state, token).await {
         Ok(session) => session.run_to_end(&mut socket).await,
         Err(end) => Err(end),
@@ -258,22 +258,22 @@ pub fn parse_open(text: &str) -> ApiResult<OpenFrame> {
 
 /// The checks on the caller before its `open` is read: module, permission, rate limits
 /// and budget.
-pub async fn admit(state: &AppState, principal: &Principal) -> ApiResult<()> {
+pub async fn admit(state: &ScaiSpeak, principal: &Principal) -> ApiResult<()> {
     super::authorize(principal)?;
-    ws::admit(state, principal).await
+    state.gate.admit_stream(principal).await
 }
 
 async fn start(
     socket: &mut WebSocket,
-    state: &Arc<AppState>,
+    state: &Arc<ScaiSpeak>,
     token: Option<String>,
 ) -> Result<Session, End> {
-    let principal = ws::authenticate(state, token).await?;
+    let principal = ws::authenticate(&state.gate.auth, token).await?;
     admit(state, &principal).await?;
     // The slot before `open`: a tenant at its limit is refused at once.
     let slot = take_slot(state, &principal.tenant_id)?;
     let open = loop {
-        match ws::next_message(socket, state.config.stream.idle_timeout).await? {
+        match ws::next_message(socket, state.stream.idle_timeout).await? {
             Message::Text(text) => break parse_open(&text)?,
             Message::Binary(_) => {
                 return Err(ApiError::invalid("send the `open` frame first").into());
@@ -286,18 +286,17 @@ async fn start(
 
 /// One of the tenant's open speech-stream slots (429/4429 `RATE_LIMITED` when all are
 /// taken: `[scaispeak] stream_max_per_tenant`).
-pub fn take_slot(state: &Arc<AppState>, tenant: &str) -> ApiResult<Slot> {
+pub fn take_slot(state: &Arc<ScaiSpeak>, tenant: &str) -> ApiResult<Slot> {
     state
-        .scaispeak
         .streams
-        .take(tenant, state.config.speak.stream_max_per_tenant)
+        .take(tenant, state.config.stream_max_per_tenant)
 }
 
 impl Session {
     /// A stream for an admitted caller's `open`: voice, output, speed and backend
     /// resolved. `lead` is how far ahead of playback a paced stream sends.
     pub async fn open(
-        state: &Arc<AppState>,
+        state: &Arc<ScaiSpeak>,
         principal: Arc<Principal>,
         slot: Slot,
         open: OpenFrame,
@@ -376,14 +375,7 @@ impl Session {
                 self.characters,
                 self.seconds,
             );
-            self.state
-                .limits
-                .charge(
-                    principal,
-                    crate::ratelimit::Dimension::AudioSeconds,
-                    self.seconds,
-                )
-                .await;
+            self.state.gate.charge_audio(principal, self.seconds).await;
         }
         match end {
             End::Done => Ok(json!({
@@ -399,7 +391,7 @@ impl Session {
     }
 
     async fn run(&mut self, socket: &mut impl Link) -> End {
-        let config = self.state.config.stream.clone();
+        let config = self.state.stream.clone();
         let mut keepalive = tokio::time::interval(config.keepalive);
         keepalive.tick().await;
         let mut last_heard = Instant::now();
@@ -468,7 +460,7 @@ impl Session {
     /// `flush` or `close`.
     fn control(&mut self, text: &str) -> ApiResult<Action> {
         let frame = parse_client_frame(text)?;
-        let limit = self.state.config.speak.inline_text_chars;
+        let limit = self.state.config.inline_text_chars;
         match frame.kind.as_str() {
             "text" => {
                 let piece = frame.text.unwrap_or_default();
@@ -480,7 +472,7 @@ impl Session {
                     )
                     .with_field("limit", limit));
                 }
-                let total = self.state.config.speak.stream_max_chars;
+                let total = self.state.config.stream_max_chars;
                 self.received += count;
                 if self.received > total {
                     return Err(ApiError::new(
@@ -599,7 +591,7 @@ impl Session {
     /// 0.23 s) comes from the engine as soon as the encoder and a short span of the
     /// decoder have run, and is framed while the rest is decoded.
     fn start_first_piece(&mut self, sentence: String) {
-        let Some(rate) = self.state.scaispeak.local.as_ref().map(|l| l.sample_rate()) else {
+        let Some(rate) = self.state.local.as_ref().map(|l| l.sample_rate()) else {
             let error = super::backend_unavailable(Backend::A);
             let framer = self.framer.take();
             self.running = Some(Box::pin(async move { (framer, Err(error)) }));
@@ -609,7 +601,7 @@ impl Session {
         let (output, out_rate) = (self.output, self.out_rate);
         let framer = self.framer.take();
         self.running = Some(Box::pin(async move {
-            let local = state.scaispeak.local.as_ref().expect("checked above");
+            let local = state.local.as_ref().expect("checked above");
             let (first, continuation) = match local.first_piece(sentence, speed).await {
                 Ok(piece) => piece,
                 Err(error) => return (framer, Err(error.into())),
@@ -618,7 +610,7 @@ impl Session {
             // this piece is framed and sent.
             let pending: Option<Pending> = continuation.map(|continuation| {
                 tokio::spawn(async move {
-                    let local = state.scaispeak.local.as_ref().expect("checked above");
+                    let local = state.local.as_ref().expect("checked above");
                     Ok(local.rest(continuation).await?)
                 })
             });

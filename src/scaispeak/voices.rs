@@ -18,13 +18,13 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::MODULE;
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::scaispeak::{self as db, NewVoice, VoiceRow};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::model::Timestamp;
-use crate::scaiecho::upload::Upload;
+use crate::records::Timestamp;
+use crate::scaispeak::ScaiSpeak;
 use crate::services::modules::require_enabled;
+use crate::speech::upload::Upload;
 use crate::store::ObjectKey;
 
 pub const READ: &str = "scaispeak:voice.read";
@@ -68,16 +68,16 @@ impl Voice {
     }
 }
 
-fn base_rate(state: &AppState) -> Option<u32> {
+fn base_rate(state: &ScaiSpeak) -> Option<u32> {
     state
-        .node
-        .as_ref()
+        .nodes
+        .local()
         .and_then(|node| node.tts.as_ref())
         .map(|voice| voice.sample_rate())
 }
 
 /// The global voices this process can speak with on backend A.
-pub fn global(state: &AppState) -> Vec<Voice> {
+pub fn global(state: &ScaiSpeak) -> Vec<Voice> {
     let Some(sample_rate) = base_rate(state) else {
         return Vec::new();
     };
@@ -98,7 +98,7 @@ pub fn global(state: &AppState) -> Vec<Voice> {
     }]
 }
 
-fn tenant_voice(state: &AppState, row: VoiceRow, warm: Vec<String>) -> Voice {
+fn tenant_voice(state: &ScaiSpeak, row: VoiceRow, warm: Vec<String>) -> Voice {
     Voice {
         object: "scaispeak.voice",
         name: row.name,
@@ -119,10 +119,10 @@ fn tenant_voice(state: &AppState, row: VoiceRow, warm: Vec<String>) -> Voice {
     }
 }
 
-async fn tenant_voices(state: &AppState, tenant_id: &str) -> ApiResult<Vec<Voice>> {
+async fn tenant_voices(state: &ScaiSpeak, tenant_id: &str) -> ApiResult<Vec<Voice>> {
     let mut conn = state.db.pool.acquire().await?;
     let rows = db::list_voices(&mut conn, tenant_id).await?;
-    let live = state.live_nodes().await?;
+    let live = state.nodes.live().await?;
     let mut voices = Vec::with_capacity(rows.len());
     for row in rows {
         let warm = live.keep(db::voice_warm_nodes(&mut conn, &row.id).await?);
@@ -138,7 +138,7 @@ fn access(principal: &Principal, permission: &str) -> ApiResult<()> {
 
 /// Voices for `GET /voices`, filtered by `scope` and `embedding_status`.
 pub async fn list(
-    state: &AppState,
+    state: &ScaiSpeak,
     principal: &Principal,
     scope: Option<&str>,
     embedding_status: Option<&str>,
@@ -161,20 +161,21 @@ pub async fn list(
         .collect())
 }
 
-async fn tenant_row(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<Option<Voice>> {
+async fn tenant_row(state: &ScaiSpeak, tenant_id: &str, id: &str) -> ApiResult<Option<Voice>> {
     let mut conn = state.db.pool.acquire().await?;
     let Some(row) = db::get_voice(&mut conn, tenant_id, id).await? else {
         return Ok(None);
     };
     let warm = state
-        .live_nodes()
+        .nodes
+        .live()
         .await?
         .keep(db::voice_warm_nodes(&mut conn, id).await?);
     Ok(Some(tenant_voice(state, row, warm)))
 }
 
 /// One voice, global or the tenant's.
-pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Voice> {
+pub async fn get(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<Voice> {
     access(principal, READ)?;
     if let Some(voice) = global(state).into_iter().find(|v| v.id == id) {
         return Ok(voice);
@@ -187,7 +188,7 @@ pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult
 /// The voice a synthesis request names (`None`: the default voice). With no local
 /// voice (a relay-only deployment) the default still resolves: the relay speaks with
 /// its configured voice. A tenant voice must be `ready`.
-pub async fn find(state: &AppState, tenant_id: &str, id: Option<&str>) -> ApiResult<Voice> {
+pub async fn find(state: &ScaiSpeak, tenant_id: &str, id: Option<&str>) -> ApiResult<Voice> {
     let voices = global(state);
     let fallback = || Voice {
         id: "default".to_owned(),
@@ -257,17 +258,20 @@ struct Intake {
 
 /// Decodes and preflights a reference against the contract's voice thresholds.
 async fn check(
-    state: &AppState,
+    state: &ScaiSpeak,
     bytes: Bytes,
     media_type: Option<&str>,
 ) -> ApiResult<(Value, Option<Vec<f32>>)> {
-    crate::services::reference::check(state, bytes, media_type, Thresholds::default()).await
+    state
+        .intake
+        .reference_clip(bytes, media_type, Thresholds::default())
+        .await
 }
 
 /// The profile (and embedding where the node has the embedder) of passed samples;
 /// `Err(reason)` for `embedding_status_reason`.
-async fn intake(state: &AppState, samples: Vec<f32>) -> Result<Intake, String> {
-    let node = state.node.clone();
+async fn intake(state: &ScaiSpeak, samples: Vec<f32>) -> Result<Intake, String> {
+    let node = state.nodes.local().cloned();
     tokio::task::spawn_blocking(move || {
         let profile = engines::conditioning::profile(&samples, 16_000)
             .ok_or_else(|| "reference_unvoiced".to_owned())?;
@@ -286,13 +290,13 @@ async fn intake(state: &AppState, samples: Vec<f32>) -> Result<Intake, String> {
     .map_err(|e| format!("intake_crashed: {e}"))?
 }
 
-fn local_node(state: &AppState) -> Option<String> {
-    state.node.as_ref().map(|node| node.info().node_id.clone())
+fn local_node(state: &ScaiSpeak) -> Option<String> {
+    state.nodes.local().map(|node| node.info().node_id.clone())
 }
 
 /// Runs the intake and stores its outcome.
 async fn finish_intake(
-    state: &AppState,
+    state: &ScaiSpeak,
     tenant_id: &str,
     id: &str,
     samples: Vec<f32>,
@@ -304,7 +308,7 @@ async fn finish_intake(
 /// Stores an intake's outcome with `voice.ready` or `voice.failed` in the same
 /// transaction; a ready voice is warm on this node.
 async fn record_intake(
-    state: &AppState,
+    state: &ScaiSpeak,
     tenant_id: &str,
     id: &str,
     outcome: Result<Intake, String>,
@@ -343,7 +347,7 @@ fn reference_key(tenant_id: &str, id: &str) -> ApiResult<ObjectKey> {
 }
 
 /// `POST /voices`: `name` + reference clip. A clip failing preflight stores nothing.
-pub async fn create(state: &AppState, principal: &Principal, upload: Upload) -> ApiResult<Voice> {
+pub async fn create(state: &ScaiSpeak, principal: &Principal, upload: Upload) -> ApiResult<Voice> {
     access(principal, WRITE)?;
     let name = validate_name(upload.field("name"))?;
     let (block, samples) = check(state, upload.audio.clone(), upload.media_type.as_deref()).await?;
@@ -399,7 +403,7 @@ pub async fn create(state: &AppState, principal: &Principal, upload: Upload) -> 
     get(state, principal, &id).await
 }
 
-async fn owned(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Voice> {
+async fn owned(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<Voice> {
     if global(state).iter().any(|v| v.id == id) {
         return Err(ApiError::new(
             ErrorCode::CONFLICT,
@@ -412,7 +416,7 @@ async fn owned(state: &AppState, principal: &Principal, id: &str) -> ApiResult<V
 }
 
 /// `POST /voices/{id}/repromote`: the intake again, from the staged reference.
-pub async fn repromote(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Voice> {
+pub async fn repromote(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<Voice> {
     access(principal, WRITE)?;
     owned(state, principal, id).await?;
     let mut conn = state.db.pool.acquire().await?;
@@ -450,7 +454,7 @@ pub async fn repromote(state: &AppState, principal: &Principal, id: &str) -> Api
 
 /// `POST /voices/{id}/warm`: a no-op 200 on a ready voice (it is also put on this
 /// node's warm list); 409 otherwise.
-pub async fn warm(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Voice> {
+pub async fn warm(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<Voice> {
     access(principal, WRITE)?;
     let voice = owned(state, principal, id).await?;
     if voice.embedding_status != "ready" {
@@ -467,7 +471,7 @@ pub async fn warm(state: &AppState, principal: &Principal, id: &str) -> ApiResul
 }
 
 /// `POST /voices/{id}/evict`: drops the voice from this node's warm list.
-pub async fn evict(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Voice> {
+pub async fn evict(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<Voice> {
     access(principal, WRITE)?;
     owned(state, principal, id).await?;
     if let Some(node) = local_node(state) {
@@ -491,7 +495,7 @@ pub struct Erased {
 /// `DELETE /voices/{id}`: erasure. The row (profile, embedding) and warm entries go in
 /// one transaction with the audit row; then the reference clip. Nodes this process
 /// cannot reach are named in `error_summary`.
-pub async fn erase(state: &AppState, principal: &Principal, id: &str) -> ApiResult<Erased> {
+pub async fn erase(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<Erased> {
     access(principal, WRITE)?;
     owned(state, principal, id).await?;
     let local = local_node(state);

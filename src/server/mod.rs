@@ -21,7 +21,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
-    let accounting = state.accounting.clone();
+    let accounting = state.gate.accounting.clone();
     let http = state.config.http.clone();
     let router = app::router(state);
     let connections = conn::serve(listener, router, &http, shutdown).await;
@@ -75,7 +75,7 @@ pub async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {bind}: {e}"))?;
     let address = listener.local_addr()?;
-    let _ = state.bound.set(address);
+    let _ = state.webhooks.bound.set(address);
     let workers = crate::worker::spawn(&state, state.config.jobs.workers);
     spawn_background(&state, true);
     tracing::info!("listening on {address}");
@@ -90,11 +90,12 @@ pub async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
 /// the revocation listener.
 pub fn spawn_background(state: &Arc<AppState>, api: bool) {
     crate::memory::spawn_trimmer();
-    crate::webhooks::dispatch::spawn(state);
+    crate::webhooks::dispatch::spawn(&state.webhooks);
     state
+        .gate
         .accounting
         .spawn_flusher(state.config.accounting.flush_interval);
-    if let (Some(cluster), Some(node)) = (&state.cluster, &state.node) {
+    if let (Some(cluster), Some(node)) = (&state.cluster, state.nodes.local()) {
         let node = node.clone();
         crate::cluster::nodes::spawn_heartbeat(
             cluster.clone(),

@@ -8,8 +8,8 @@ use crate::auth::api_key;
 use crate::db::roles::{self as role_db, SubjectKind};
 use crate::db::{Db, api_keys, new_id, now_ms, tenants};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{ApiKeyInfo, RateLimitSpec, Timestamp};
 use crate::rbac;
+use crate::records::{ApiKeyInfo, RateLimitSpec, Timestamp};
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

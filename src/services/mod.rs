@@ -4,14 +4,10 @@
 //! and the audit row.
 
 pub mod api_keys;
-pub mod backends;
-pub mod intake;
 pub mod modules;
-pub mod reference;
 pub mod roles;
 pub mod sessions;
 pub mod tenants;
-pub mod upstream;
 pub mod users;
 
 use crate::auth::Principal;

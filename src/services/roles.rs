@@ -8,7 +8,7 @@ use super::{Actor, admin_tenant, audit, validate_name, validate_permissions};
 use crate::db::roles::{self as role_db, SubjectKind};
 use crate::db::{Db, api_keys, users};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::model::Role;
+use crate::records::Role;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -5,10 +5,10 @@ use utoipa::ToSchema;
 
 use std::net::IpAddr;
 
-use crate::app::AppState;
 use crate::auth::Authenticator;
 use crate::db::{Db, now_ms, refresh_tokens, users};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::ratelimit::Limits;
 
 const REFRESH_PREFIX: &str = "sgr_";
 
@@ -81,14 +81,12 @@ async fn issue(
 /// Email and password to tokens. An unknown email and a wrong password get the same
 /// answer after the same work ([`crate::auth::login`]), and attempts are counted.
 pub async fn login(
-    state: &AppState,
+    (db, auth, limits): (&Db, &Authenticator, &Limits),
+    refresh_ttl_seconds: u64,
     client: IpAddr,
     request: TokenRequest,
 ) -> ApiResult<TokenResponse> {
-    let (db, auth) = (&state.db, &state.auth);
-    auth.login
-        .admit(&state.limits, client, &request.email)
-        .await?;
+    auth.login.admit(limits, client, &request.email).await?;
     // No connection is held while the password waits for its turn on a core.
     let user = {
         let mut conn = db.pool.acquire().await?;
@@ -99,7 +97,7 @@ pub async fn login(
     let user = match (user, matches) {
         (Some(user), true) => user,
         _ => {
-            auth.login.failed(&state.limits, &request.email).await;
+            auth.login.failed(limits, &request.email).await;
             return Err(ApiError::new(
                 ErrorCode::AUTH_TOKEN_INVALID,
                 "invalid email or password",
@@ -115,9 +113,8 @@ pub async fn login(
     // Refuses users of deleted tenants the same way every other request does.
     auth.user_principal(&user.id).await?;
     let family_id = crate::db::new_id("fam");
-    let ttl = state.config.auth.refresh_token_ttl_seconds;
     let mut conn = db.pool.acquire().await?;
-    let (response, _) = issue(&mut conn, auth, ttl, &user, &family_id).await?;
+    let (response, _) = issue(&mut conn, auth, refresh_ttl_seconds, &user, &family_id).await?;
     Ok(response)
 }
 

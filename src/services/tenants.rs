@@ -7,7 +7,7 @@ use super::{Actor, audit, validate_name};
 use crate::config::Config;
 use crate::db::{Db, modules, tenants};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::model::{RateLimitSpec, Tenant};
+use crate::records::{RateLimitSpec, Tenant};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +21,7 @@ pub struct CreateTenant {
 pub struct UpdateTenant {
     pub name: Option<String>,
     /// `null` removes the tenant's limits.
-    #[serde(default, deserialize_with = "crate::model::double_option")]
+    #[serde(default, deserialize_with = "crate::records::double_option")]
     #[schema(value_type = Option<RateLimitSpec>)]
     pub rate_limit: Option<Option<RateLimitSpec>>,
 }

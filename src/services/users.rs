@@ -9,8 +9,8 @@ use crate::auth::password;
 use crate::db::roles::{self as role_db, SubjectKind};
 use crate::db::{Db, tenants, users};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::model::{Timestamp, User};
 use crate::rbac;
+use crate::records::{Timestamp, User};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -10,20 +10,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::AppState;
+use super::Webhooks;
 use crate::db::now_ms;
 use crate::db::webhooks::{self as store, DeliveryRow, OutboxEvent};
-use crate::model::Timestamp;
+use crate::records::Timestamp;
 
 const POLL: Duration = Duration::from_millis(250);
 const BATCH: i64 = 50;
 
 /// Runs the loop for as long as the process does.
-pub fn spawn(state: &Arc<AppState>) {
-    let state = state.clone();
+pub fn spawn(hooks: &Arc<Webhooks>) {
+    let hooks = hooks.clone();
     tokio::spawn(async move {
         loop {
-            if let Err(error) = tick(&state).await {
+            if let Err(error) = tick(&hooks).await {
                 tracing::warn!(%error, "webhook dispatch failed; retrying");
             }
             tokio::time::sleep(POLL).await;
@@ -31,21 +31,21 @@ pub fn spawn(state: &Arc<AppState>) {
     });
 }
 
-async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
-    fan_out(state).await?;
+async fn tick(hooks: &Arc<Webhooks>) -> anyhow::Result<()> {
+    fan_out(hooks).await?;
     let due = {
-        let mut conn = state.db.pool.acquire().await?;
+        let mut conn = hooks.db.pool.acquire().await?;
         store::due(&mut conn, now_ms(), BATCH).await?
     };
-    let lease = state.config.webhooks.timeout.as_millis() as i64 + 30_000;
+    let lease = hooks.config.timeout.as_millis() as i64 + 30_000;
     let mut claimed = Vec::new();
     for delivery in due {
-        let mut conn = state.db.pool.acquire().await?;
+        let mut conn = hooks.db.pool.acquire().await?;
         if store::claim(&mut conn, &delivery, now_ms() + lease).await? {
             claimed.push(delivery);
         }
     }
-    let attempts = claimed.into_iter().map(|d| attempt(state, d));
+    let attempts = claimed.into_iter().map(|d| attempt(hooks, d));
     for result in futures_util::future::join_all(attempts).await {
         result?;
     }
@@ -65,13 +65,13 @@ fn body(event: &OutboxEvent) -> String {
     .to_string()
 }
 
-async fn fan_out(state: &AppState) -> anyhow::Result<()> {
+async fn fan_out(hooks: &Webhooks) -> anyhow::Result<()> {
     let events = {
-        let mut conn = state.db.pool.acquire().await?;
+        let mut conn = hooks.db.pool.acquire().await?;
         store::undelivered_events(&mut conn, BATCH).await?
     };
     for event in events {
-        let mut tx = state.db.begin().await?;
+        let mut tx = hooks.db.begin().await?;
         // Claimed first: of several processes, one fans each event out.
         if !store::mark_event_fanned_out(&mut tx, &event.id).await? {
             continue;
@@ -84,7 +84,7 @@ async fn fan_out(state: &AppState) -> anyhow::Result<()> {
             }
         }
         tx.commit().await?;
-        if let Some(cluster) = &state.cluster
+        if let Some(cluster) = &hooks.cluster
             && let Err(error) = crate::cluster::events::publish(cluster, &event.name, &body).await
         {
             tracing::warn!(%error, event = %event.name, "event not published on the bus");
@@ -99,18 +99,18 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(factor).min(Duration::from_secs(3600))
 }
 
-async fn attempt(state: &AppState, delivery: DeliveryRow) -> anyhow::Result<()> {
-    let config = &state.config.webhooks;
+async fn attempt(hooks: &Webhooks, delivery: DeliveryRow) -> anyhow::Result<()> {
+    let config = &hooks.config;
     let webhook = {
-        let mut conn = state.db.pool.acquire().await?;
+        let mut conn = hooks.db.pool.acquire().await?;
         store::get_any(&mut conn, &delivery.webhook_id).await?
     };
     let Some(webhook) = webhook else {
         return Ok(());
     };
-    let outcome = send(state, &webhook, &delivery).await;
+    let outcome = send(hooks, &webhook, &delivery).await;
     let number = delivery.attempt + 1;
-    let mut tx = state.db.begin().await?;
+    let mut tx = hooks.db.begin().await?;
     match &outcome {
         Ok(code) => {
             store::record_attempt(
@@ -159,18 +159,18 @@ async fn attempt(state: &AppState, delivery: DeliveryRow) -> anyhow::Result<()> 
 
 /// One signed POST. `Ok(status)` on 2xx; `Err((status, reason))` otherwise.
 async fn send(
-    state: &AppState,
+    hooks: &Webhooks,
     webhook: &store::WebhookRow,
     delivery: &DeliveryRow,
 ) -> Result<i64, (Option<i64>, String)> {
-    let config = &state.config.webhooks;
+    let config = &hooks.config;
     let url = reqwest::Url::parse(&webhook.url).map_err(|e| (None, format!("bad URL: {e}")))?;
     // The resolver of `webhook_http` checks the addresses it connects to; this catches
     // what it does not see (an address written in the URL, this server's own port).
     super::target::check(
         &super::target::system_lookup(),
         &url,
-        state.bound.get().copied(),
+        hooks.bound.get().copied(),
         config.allow_private_targets,
     )
     .await
@@ -178,7 +178,7 @@ async fn send(
     let timestamp = now_ms() / 1000;
     let context = crate::vault::context(super::WEBHOOKS, &webhook.id);
     let open = |stored: &str| {
-        state
+        hooks
             .vault
             .open(stored, &context)
             .map_err(|e| (None, format!("signing secret cannot be opened: {e}")))
@@ -191,8 +191,8 @@ async fn send(
     }
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let signature = super::sign::signature(&secrets, timestamp, delivery.payload.as_bytes());
-    let response = state
-        .webhook_http
+    let response = hooks
+        .http
         .post(url)
         .timeout(config.timeout)
         .header("content-type", "application/json")
@@ -205,7 +205,7 @@ async fn send(
         .body(delivery.payload.clone())
         .send()
         .await
-        .map_err(|e| (None, crate::services::upstream::error_text(&e)))?;
+        .map_err(|e| (None, crate::speech::upstream::error_text(&e)))?;
     let code = i64::from(response.status().as_u16());
     match response.status().is_success() {
         true => Ok(code),

@@ -9,17 +9,56 @@ pub mod dispatch;
 pub mod sign;
 pub mod target;
 
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::auth::Principal;
+use crate::cluster::Cluster;
+use crate::config::WebhooksConfig;
+use crate::db::Db;
 use crate::db::webhooks::{self as store, DeliveryRow, WebhookRow};
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
-use crate::model::Timestamp;
+use crate::records::Timestamp;
 use crate::services::audit;
 use crate::vault::context;
+
+/// What webhooks use: the rows, the vault their signing secrets are sealed with, the
+/// delivery client, and (scaled) the event bus.
+pub struct Webhooks {
+    db: Db,
+    vault: Arc<crate::vault::Vault>,
+    config: WebhooksConfig,
+    /// Client for deliveries (no redirects: a receiver cannot bounce a delivery to an
+    /// address the target check refused).
+    http: reqwest::Client,
+    /// Redis of the scaled deployment, where events are also published.
+    cluster: Option<Arc<Cluster>>,
+    /// The address `serve` listens on, once bound (webhooks must not call it).
+    pub bound: OnceLock<SocketAddr>,
+}
+
+impl Webhooks {
+    pub fn new(
+        db: Db,
+        vault: Arc<crate::vault::Vault>,
+        config: WebhooksConfig,
+        cluster: Option<Arc<Cluster>>,
+    ) -> anyhow::Result<Webhooks> {
+        let http = delivery_client(target::system_lookup(), config.allow_private_targets)?;
+        Ok(Webhooks {
+            db,
+            vault,
+            config,
+            http,
+            cluster,
+            bound: OnceLock::new(),
+        })
+    }
+}
 
 /// Event names a webhook may subscribe to (case-sensitive).
 pub const EVENTS: &[&str] = &[
@@ -154,7 +193,7 @@ fn validate_events(events: &[String]) -> ApiResult<()> {
     }
 }
 
-async fn validate_url(state: &AppState, url: &str) -> ApiResult<String> {
+async fn validate_url(hooks: &Webhooks, url: &str) -> ApiResult<String> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|_| ApiError::invalid(format!("`url` `{url}` is not a URL")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -163,11 +202,11 @@ async fn validate_url(state: &AppState, url: &str) -> ApiResult<String> {
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(ApiError::invalid("`url` must not carry credentials"));
     }
-    let config = &state.config.webhooks;
+    let config = &hooks.config;
     target::check(
         &target::system_lookup(),
         &parsed,
-        state.bound.get().copied(),
+        hooks.bound.get().copied(),
         config.allow_private_targets,
     )
     .await
@@ -202,19 +241,19 @@ pub fn delivery_client(
 }
 
 pub async fn create(
-    state: &AppState,
+    hooks: &Webhooks,
     principal: &Principal,
     request: CreateWebhook,
 ) -> ApiResult<WebhookView> {
     let tenant_id = principal.target_tenant(request.tenant_id.as_deref())?;
     require_write(principal, &tenant_id)?;
     validate_events(&request.events)?;
-    let url = validate_url(state, &request.url).await?;
+    let url = validate_url(hooks, &request.url).await?;
     let secret = new_secret(request.secret)?;
     let now = now_ms();
     let id = new_id("wh");
     let row = WebhookRow {
-        secret: state.vault.seal(&secret, &context(WEBHOOKS, &id)),
+        secret: hooks.vault.seal(&secret, &context(WEBHOOKS, &id)),
         id,
         tenant_id: tenant_id.clone(),
         url,
@@ -227,7 +266,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let mut tx = state.db.begin().await?;
+    let mut tx = hooks.db.begin().await?;
     store::insert(&mut tx, &row).await?;
     audit(
         &mut tx,
@@ -242,8 +281,8 @@ pub async fn create(
     Ok(view(row, Some(secret)))
 }
 
-async fn find(state: &AppState, principal: &Principal, id: &str) -> ApiResult<WebhookRow> {
-    let mut conn = state.db.pool.acquire().await?;
+async fn find(hooks: &Webhooks, principal: &Principal, id: &str) -> ApiResult<WebhookRow> {
+    let mut conn = hooks.db.pool.acquire().await?;
     let own = store::get(&mut conn, &principal.tenant_id, id).await?;
     let found = match (own, principal.is_platform_admin()) {
         (Some(row), _) => Some(row),
@@ -265,37 +304,37 @@ async fn find(state: &AppState, principal: &Principal, id: &str) -> ApiResult<We
     found.ok_or_else(|| ApiError::not_found("webhook"))
 }
 
-pub async fn get(state: &AppState, principal: &Principal, id: &str) -> ApiResult<WebhookView> {
+pub async fn get(hooks: &Webhooks, principal: &Principal, id: &str) -> ApiResult<WebhookView> {
     principal.require("webhooks:read")?;
-    find(state, principal, id).await.map(|row| view(row, None))
+    find(hooks, principal, id).await.map(|row| view(row, None))
 }
 
 pub async fn list(
-    state: &AppState,
+    hooks: &Webhooks,
     principal: &Principal,
     tenant_id: Option<&str>,
 ) -> ApiResult<Vec<WebhookView>> {
     principal.require("webhooks:read")?;
     let tenant_id = principal.target_tenant(tenant_id)?;
-    let mut conn = state.db.pool.acquire().await?;
+    let mut conn = hooks.db.pool.acquire().await?;
     let rows = store::list(&mut conn, &tenant_id).await?;
     Ok(rows.into_iter().map(|row| view(row, None)).collect())
 }
 
 pub async fn update(
-    state: &AppState,
+    hooks: &Webhooks,
     principal: &Principal,
     id: &str,
     request: UpdateWebhook,
 ) -> ApiResult<WebhookView> {
-    let mut row = find(state, principal, id).await?;
+    let mut row = find(hooks, principal, id).await?;
     require_write(principal, &row.tenant_id)?;
     if let Some(events) = request.events {
         validate_events(&events)?;
         row.events = serde_json::to_string(&events).map_err(ApiError::internal)?;
     }
     if let Some(url) = request.url {
-        row.url = validate_url(state, &url).await?;
+        row.url = validate_url(hooks, &url).await?;
     }
     match request.status.as_deref() {
         None => {}
@@ -314,7 +353,7 @@ pub async fn update(
             )));
         }
     }
-    let mut tx = state.db.begin().await?;
+    let mut tx = hooks.db.begin().await?;
     store::update(&mut tx, &row).await?;
     audit(
         &mut tx,
@@ -354,12 +393,12 @@ const MAX_OVERLAP_SECONDS: u64 = 7 * 24 * 3600;
 
 /// Replaces the signing secret; the answer carries the new one (only here).
 pub async fn rotate_secret(
-    state: &AppState,
+    hooks: &Webhooks,
     principal: &Principal,
     id: &str,
     request: RotateSecret,
 ) -> ApiResult<WebhookView> {
-    let mut row = find(state, principal, id).await?;
+    let mut row = find(hooks, principal, id).await?;
     require_write(principal, &row.tenant_id)?;
     let overlap = request.overlap_seconds.unwrap_or(24 * 3600);
     if overlap > MAX_OVERLAP_SECONDS {
@@ -369,7 +408,7 @@ pub async fn rotate_secret(
         .with_field("field", "overlap_seconds"));
     }
     let secret = new_secret(request.secret)?;
-    let sealed = state.vault.seal(&secret, &context(WEBHOOKS, id));
+    let sealed = hooks.vault.seal(&secret, &context(WEBHOOKS, id));
     let (previous, until) = match overlap {
         0 => (None, None),
         seconds => (
@@ -377,7 +416,7 @@ pub async fn rotate_secret(
             Some(now_ms() + seconds as i64 * 1000),
         ),
     };
-    let mut tx = state.db.begin().await?;
+    let mut tx = hooks.db.begin().await?;
     store::rotate_secret(&mut tx, id, &sealed, previous.as_deref(), until).await?;
     audit(
         &mut tx,
@@ -395,10 +434,10 @@ pub async fn rotate_secret(
     Ok(view(row, Some(secret)))
 }
 
-pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiResult<()> {
-    let row = find(state, principal, id).await?;
+pub async fn delete(hooks: &Webhooks, principal: &Principal, id: &str) -> ApiResult<()> {
+    let row = find(hooks, principal, id).await?;
     require_write(principal, &row.tenant_id)?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = hooks.db.begin().await?;
     store::delete(&mut tx, &row.tenant_id, id).await?;
     audit(
         &mut tx,
@@ -414,13 +453,13 @@ pub async fn delete(state: &AppState, principal: &Principal, id: &str) -> ApiRes
 }
 
 pub async fn deliveries(
-    state: &AppState,
+    hooks: &Webhooks,
     principal: &Principal,
     id: &str,
 ) -> ApiResult<DeliveryList> {
     principal.require("webhooks:read")?;
-    let row = find(state, principal, id).await?;
-    let mut conn = state.db.pool.acquire().await?;
+    let row = find(hooks, principal, id).await?;
+    let mut conn = hooks.db.pool.acquire().await?;
     let rows = store::deliveries(&mut conn, &row.id, 100).await?;
     Ok(DeliveryList {
         object: "list",

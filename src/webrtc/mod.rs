@@ -35,11 +35,13 @@ use tokio::sync::mpsc;
 #[cfg(feature = "webrtc")]
 use tracing::Instrument;
 
-use crate::app::AppState;
+use crate::auth::Authenticator;
 use crate::auth::Principal;
 use crate::config::IceServer;
+use crate::config::{StreamConfig, WebrtcConfig};
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::model::Timestamp;
+use crate::records::Timestamp;
 use crate::ws::{self, End};
 use crate::{scaiecho, scaispeak};
 
@@ -193,9 +195,41 @@ impl Registry {
     }
 }
 
+/// The WebRTC transport's context: its sessions, and the two products whose stream
+/// sessions it carries.
+pub struct Webrtc {
+    /// This process's sessions.
+    pub registry: Registry,
+    config: WebrtcConfig,
+    stream: StreamConfig,
+    db: Db,
+    auth: Arc<Authenticator>,
+    scaiecho: Arc<scaiecho::ScaiEcho>,
+    scaispeak: Arc<scaispeak::ScaiSpeak>,
+}
+
+impl Webrtc {
+    pub fn new(
+        (config, stream): (WebrtcConfig, StreamConfig),
+        db: Db,
+        auth: Arc<Authenticator>,
+        (scaiecho, scaispeak): (Arc<scaiecho::ScaiEcho>, Arc<scaispeak::ScaiSpeak>),
+    ) -> Webrtc {
+        Webrtc {
+            registry: Registry::default(),
+            config,
+            stream,
+            db,
+            auth,
+            scaiecho,
+            scaispeak,
+        }
+    }
+}
+
 /// Whether this build and configuration can answer offers.
-pub fn available(state: &AppState) -> bool {
-    cfg!(feature = "webrtc") && state.config.webrtc.enabled
+pub fn available(state: &Webrtc) -> bool {
+    cfg!(feature = "webrtc") && state.config.enabled
 }
 
 /// A session as the API shows it.
@@ -219,7 +253,7 @@ pub struct SessionView {
 }
 
 fn view(
-    state: &AppState,
+    state: &Webrtc,
     module: Module,
     id: &str,
     status: &str,
@@ -231,7 +265,7 @@ fn view(
         id: id.to_owned(),
         module,
         status: status.to_owned(),
-        ice_servers: state.config.webrtc.ice_servers.clone(),
+        ice_servers: state.config.ice_servers.clone(),
         webrtc_available: available(state),
         offer_url: format!("{base}/offer"),
         control_url: format!("{base}/control"),
@@ -241,10 +275,10 @@ fn view(
 }
 
 /// The checks of a stream's `open`, before anything else.
-async fn admit(state: &AppState, principal: &Principal, module: Module) -> ApiResult<()> {
+async fn admit(state: &Webrtc, principal: &Principal, module: Module) -> ApiResult<()> {
     match module {
-        Module::Scaiecho => scaiecho::stream::admit(state, principal).await,
-        Module::Scaispeak => scaispeak::stream::admit(state, principal).await,
+        Module::Scaiecho => scaiecho::stream::admit(&state.scaiecho, principal).await,
+        Module::Scaispeak => scaispeak::stream::admit(&state.scaispeak, principal).await,
     }
 }
 
@@ -252,14 +286,14 @@ async fn admit(state: &AppState, principal: &Principal, module: Module) -> ApiRe
 /// `diarize`, `chunk_seconds`, `backend_preference`; ScaiSpeak: `voice`, `speed`,
 /// `backend_preference`), checked and the session prepared.
 pub async fn create(
-    state: &Arc<AppState>,
+    state: &Arc<Webrtc>,
     principal: Arc<Principal>,
     module: Module,
     options: Value,
 ) -> ApiResult<SessionView> {
     admit(state, &principal, module).await?;
     let open = open_frame(module, options)?;
-    let cap = state.config.webrtc.max_sessions_per_tenant;
+    let cap = state.config.max_sessions_per_tenant;
     let prepared = match module {
         Module::Scaiecho => {
             let open = scaiecho::stream::protocol::parse_open(&open.to_string())?;
@@ -267,17 +301,24 @@ pub async fn create(
                 media_type: "audio/opus;transport=webrtc".to_owned(),
                 ..open
             };
-            let slot = scaiecho::stream::take_slot(state, &principal.tenant_id)?;
+            let slot = scaiecho::stream::take_slot(&state.scaiecho, &principal.tenant_id)?;
             Prepared::Echo(Box::new(
-                scaiecho::stream::Session::open(state, principal.clone(), slot, open).await?,
+                scaiecho::stream::Session::open(&state.scaiecho, principal.clone(), slot, open)
+                    .await?,
             ))
         }
         Module::Scaispeak => {
             let open = scaispeak::stream::parse_open(&open.to_string())?;
-            let slot = scaispeak::stream::take_slot(state, &principal.tenant_id)?;
+            let slot = scaispeak::stream::take_slot(&state.scaispeak, &principal.tenant_id)?;
             Prepared::Speak(Box::new(
-                scaispeak::stream::Session::open(state, principal.clone(), slot, open, SPEAK_LEAD)
-                    .await?,
+                scaispeak::stream::Session::open(
+                    &state.scaispeak,
+                    principal.clone(),
+                    slot,
+                    open,
+                    SPEAK_LEAD,
+                )
+                .await?,
             ))
         }
     };
@@ -289,7 +330,7 @@ pub async fn create(
         created_at: crate::db::now_ms(),
         phase: Mutex::new(Phase::Created(Some(prepared))),
     });
-    state.webrtc.insert(entry.clone(), cap)?;
+    state.registry.insert(entry.clone(), cap)?;
     let mut conn = state.db.pool.acquire().await?;
     if let Err(error) = crate::db::webrtc::create(
         &mut conn,
@@ -300,14 +341,14 @@ pub async fn create(
     )
     .await
     {
-        state.webrtc.remove(&id);
+        state.registry.remove(&id);
         return Err(error.into());
     }
     drop(conn);
     tokio::spawn(expire_unanswered(
         state.clone(),
         id.clone(),
-        state.config.webrtc.offer_timeout,
+        state.config.offer_timeout,
     ));
     tracing::info!(session = %id, module = module.as_str(), "webrtc session created");
     Ok(view(state, module, &id, "created", entry.created_at, None))
@@ -349,19 +390,19 @@ fn open_frame(module: Module, options: Value) -> ApiResult<Value> {
 }
 
 /// Drops a session nobody sent an offer for.
-async fn expire_unanswered(state: Arc<AppState>, id: String, after: Duration) {
+async fn expire_unanswered(state: Arc<Webrtc>, id: String, after: Duration) {
     tokio::time::sleep(after).await;
     let waiting = state
-        .webrtc
+        .registry
         .get(&id)
         .is_some_and(|entry| matches!(entry.phase.lock().as_deref(), Ok(Phase::Created(_))));
-    if waiting && state.webrtc.remove(&id).is_some() {
+    if waiting && state.registry.remove(&id).is_some() {
         tracing::info!(session = %id, "webrtc session expired without an offer");
         mark_ended(&state, &id, "offer_timeout").await;
     }
 }
 
-async fn mark_ended(state: &AppState, id: &str, reason: &str) {
+async fn mark_ended(state: &Webrtc, id: &str, reason: &str) {
     let result = async {
         let mut conn = state.db.pool.acquire().await?;
         crate::db::webrtc::set_status(&mut conn, id, "ended", Some(reason)).await
@@ -393,14 +434,9 @@ fn authorize(principal: &Principal, module: Module) -> ApiResult<()> {
     }
 }
 
-async fn find(
-    state: &AppState,
-    principal: &Principal,
-    module: Module,
-    id: &str,
-) -> ApiResult<Found> {
+async fn find(state: &Webrtc, principal: &Principal, module: Module, id: &str) -> ApiResult<Found> {
     authorize(principal, module)?;
-    if let Some(entry) = state.webrtc.get(id)
+    if let Some(entry) = state.registry.get(id)
         && entry.tenant_id == principal.tenant_id
         && entry.module == module
     {
@@ -427,7 +463,7 @@ fn lost(module: Module, id: &str) -> ApiError {
 
 /// `GET /sessions/{id}`.
 pub async fn get(
-    state: &AppState,
+    state: &Webrtc,
     principal: &Principal,
     module: Module,
     id: &str,
@@ -442,7 +478,7 @@ pub async fn get(
 /// `DELETE /sessions/{id}`: ends it (its usage is recorded as the stream ends).
 /// Deleting an ended or lost session is not an error: it is over either way.
 pub async fn delete(
-    state: &AppState,
+    state: &Webrtc,
     principal: &Principal,
     module: Module,
     id: &str,
@@ -453,7 +489,7 @@ pub async fn delete(
                 let _ = inbox.send(Inbound::Stop).await;
             }
             None => {
-                state.webrtc.remove(id);
+                state.registry.remove(id);
                 mark_ended(state, id, "deleted").await;
             }
         },
@@ -474,7 +510,7 @@ pub struct Answer {
 
 /// `POST /sessions/{id}/offer`: answers the browser's offer and starts the session.
 pub async fn offer(
-    state: &Arc<AppState>,
+    state: &Arc<Webrtc>,
     principal: &Principal,
     module: Module,
     id: &str,
@@ -527,13 +563,13 @@ pub async fn offer(
 
 #[cfg(feature = "webrtc")]
 async fn start(
-    state: &Arc<AppState>,
+    state: &Arc<Webrtc>,
     entry: Arc<Entry>,
     prepared: Prepared,
     sdp: &str,
 ) -> ApiResult<Answer> {
     let ips = candidate_ips(state);
-    let (peer, answer) = match peer::accept(sdp, &ips, state.config.webrtc.public_ip).await {
+    let (peer, answer) = match peer::accept(sdp, &ips, state.config.public_ip).await {
         Ok(answered) => answered,
         Err(error) => {
             // A bad offer loses nothing: the session waits for a good one.
@@ -574,7 +610,7 @@ async fn start(
 }
 
 #[cfg(feature = "webrtc")]
-async fn set_active(state: &AppState, id: &str) -> ApiResult<()> {
+async fn set_active(state: &Webrtc, id: &str) -> ApiResult<()> {
     let mut conn = state.db.pool.acquire().await?;
     crate::db::webrtc::set_status(&mut conn, id, "active", None).await?;
     Ok(())
@@ -582,7 +618,7 @@ async fn set_active(state: &AppState, id: &str) -> ApiResult<()> {
 
 #[cfg(not(feature = "webrtc"))]
 async fn start(
-    _state: &Arc<AppState>,
+    _state: &Arc<Webrtc>,
     _entry: Arc<Entry>,
     _prepared: Prepared,
     _sdp: &str,
@@ -591,7 +627,7 @@ async fn start(
 }
 
 /// The session task: the module's stream session over the link, to its end.
-async fn run(state: Arc<AppState>, id: String, prepared: Prepared, mut link: link::RtcLink) {
+async fn run(state: Arc<Webrtc>, id: String, prepared: Prepared, mut link: link::RtcLink) {
     let outcome = match prepared {
         Prepared::Echo(session) => session.run_to_end(&mut link).await,
         Prepared::Speak(session) => session.run_to_end(&mut link).await,
@@ -604,15 +640,15 @@ async fn run(state: Arc<AppState>, id: String, prepared: Prepared, mut link: lin
         Err(End::Error(error)) => error.code.as_str().to_ascii_lowercase(),
     };
     ws::finish(&mut link, outcome).await;
-    state.webrtc.remove(&id);
+    state.registry.remove(&id);
     mark_ended(&state, &id, &reason).await;
     tracing::info!(reason, "webrtc session ended");
 }
 
 /// The IPs host candidates are offered on: the configured ones, else loopback and the
 /// interface of the default route (found by routing a UDP socket; nothing is sent).
-fn candidate_ips(state: &AppState) -> Vec<IpAddr> {
-    if let Some(ips) = &state.config.webrtc.candidate_ips {
+fn candidate_ips(state: &Webrtc) -> Vec<IpAddr> {
+    if let Some(ips) = &state.config.candidate_ips {
         return ips.clone();
     }
     let mut ips = vec![IpAddr::from([127, 0, 0, 1])];
@@ -643,7 +679,7 @@ pub const MAX_CONTROL_MESSAGE_BYTES: usize = 16 << 20;
 /// `session_not_ready`.
 pub async fn control(
     mut socket: WebSocket,
-    state: Arc<AppState>,
+    state: Arc<Webrtc>,
     module: Module,
     id: String,
     token: Option<String>,
@@ -671,7 +707,7 @@ pub async fn control(
         }
         return;
     }
-    let mut keepalive = tokio::time::interval(state.config.stream.keepalive);
+    let mut keepalive = tokio::time::interval(state.stream.keepalive);
     keepalive.tick().await;
     loop {
         tokio::select! {
@@ -727,12 +763,12 @@ pub async fn control(
 
 /// Auth and the session's inbox, for a control socket.
 async fn attach(
-    state: &AppState,
+    state: &Webrtc,
     module: Module,
     id: &str,
     token: Option<String>,
 ) -> Result<mpsc::Sender<Inbound>, End> {
-    let principal = ws::authenticate(state, token).await?;
+    let principal = ws::authenticate(&state.auth, token).await?;
     match find(state, &principal, module, id).await? {
         Found::Live(entry) => entry.inbox().ok_or_else(|| {
             ApiError::new(

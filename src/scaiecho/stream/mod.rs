@@ -28,9 +28,9 @@ use engines::diarize::{DiarizeParams, OnlineSpeakers};
 use engines::endpoint::{EndpointParams, Kind, Snapshot};
 use media::stream::StreamLimits;
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorCode};
+use crate::scaiecho::ScaiEcho;
 use crate::scaiecho::format::WordOut;
 use crate::scaiecho::policy::{self, Backend};
 use crate::scaiecho::{MODULE, local};
@@ -46,11 +46,8 @@ const BUSY_RETRY: Duration = Duration::from_millis(50);
 pub use crate::slots::Slot;
 
 /// One of the tenant's open-stream slots (429/4429 `RATE_LIMITED` when all are taken).
-pub fn take_slot(state: &Arc<AppState>, tenant: &str) -> Result<Slot, ApiError> {
-    state
-        .scaiecho
-        .streams
-        .take(tenant, state.config.stream.max_per_tenant)
+pub fn take_slot(state: &Arc<ScaiEcho>, tenant: &str) -> Result<Slot, ApiError> {
+    state.streams.take(tenant, state.stream.max_per_tenant)
 }
 
 /// A transcribed snapshot: text, and the speaker embedding when diarizing.
@@ -67,7 +64,7 @@ type Running = Pin<Box<dyn Future<Output = (Kind, Result<Heard, ApiError>)> + Se
 
 /// Runs one connection to its end. `token` is the bearer token from the header or
 /// `?token=`.
-pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<String>) {
+pub async fn serve(mut socket: WebSocket, state: Arc<ScaiEcho>, token: Option<String>) {
     let outcome = match start(&mut socket, &state, token).await {
         Ok(session) => session.run_to_end(&mut socket).await,
         Err(end) => Err(end),
@@ -79,15 +76,15 @@ pub async fn serve(mut socket: WebSocket, state: Arc<AppState>, token: Option<St
 /// the stream slot, `open`, the backend.
 async fn start(
     socket: &mut WebSocket,
-    state: &Arc<AppState>,
+    state: &Arc<ScaiEcho>,
     token: Option<String>,
 ) -> Result<Session, End> {
-    let principal = ws::authenticate(state, token).await?;
+    let principal = ws::authenticate(&state.gate.auth, token).await?;
     admit(state, &principal).await?;
     // The slot before `open`: a tenant at its limit is refused at once.
     let slot = take_slot(state, &principal.tenant_id)?;
     let open = loop {
-        match ws::next_message(socket, state.config.stream.idle_timeout).await? {
+        match ws::next_message(socket, state.stream.idle_timeout).await? {
             Message::Text(text) => break protocol::parse_open(&text)?,
             Message::Binary(_) => {
                 return Err(ApiError::invalid("send the `open` frame before any audio").into());
@@ -100,16 +97,16 @@ async fn start(
 
 /// The checks on the caller before its `open` is read: module, permission, rate limits
 /// and budget.
-pub async fn admit(state: &AppState, principal: &Principal) -> Result<(), ApiError> {
+pub async fn admit(state: &ScaiEcho, principal: &Principal) -> Result<(), ApiError> {
     require_enabled(principal, MODULE)?;
     principal.require("scaiecho:transcribe")?;
-    ws::admit(state, principal).await
+    state.gate.admit_stream(principal).await
 }
 
 /// One transcription stream, whatever carries it (a WebSocket or a WebRTC session).
 pub struct Session {
     id: String,
-    state: Arc<AppState>,
+    state: Arc<ScaiEcho>,
     principal: Arc<Principal>,
     _slot: Slot,
     open: Open,
@@ -128,7 +125,7 @@ impl Session {
     /// A stream for an admitted caller's `open` in its stream slot: the backend, the
     /// speaker library when diarizing. [`Session::run_to_end`] sends `ready` first.
     pub async fn open(
-        state: &Arc<AppState>,
+        state: &Arc<ScaiEcho>,
         principal: Arc<Principal>,
         slot: Slot,
         open: Open,
@@ -137,11 +134,7 @@ impl Session {
             principal.require("scaiecho:diarize")?;
         }
         let tenant_policy = crate::scaiecho::policy(state, &principal.tenant_id).await?;
-        let backend = policy::resolve(
-            &tenant_policy,
-            open.backend_preference,
-            state.scaiecho.usable(),
-        )?;
+        let backend = policy::resolve(&tenant_policy, open.backend_preference, state.usable())?;
         let enrolled = match open.diarize {
             true => crate::scaiecho::speakers::enrolled(state, &principal.tenant_id).await?,
             false => Vec::new(),
@@ -178,7 +171,7 @@ impl Session {
     }
 
     fn new(
-        state: Arc<AppState>,
+        state: Arc<ScaiEcho>,
         principal: Arc<Principal>,
         slot: Slot,
         open: Open,
@@ -186,18 +179,17 @@ impl Session {
         enrolled: Vec<(String, Vec<f32>)>,
     ) -> Session {
         let limits = StreamLimits {
-            max_seconds: state.config.stream.max_seconds as f64,
+            max_seconds: state.stream.max_seconds as f64,
             ..StreamLimits::default()
         };
         let params = EndpointParams {
             chunk_ms: (open.chunk_seconds * 1000.0) as u32,
             ..EndpointParams::default()
         };
-        let pipeline = Pipeline::new(open.format, limits, state.node.clone(), params);
+        let pipeline = Pipeline::new(open.format, limits, state.nodes.local().cloned(), params);
         // The relay has no diarization: `diarize` is a no-op there (seed page 002).
         let can_diarize = backend == Backend::A
             && state
-                .scaiecho
                 .local
                 .as_ref()
                 .is_some_and(local::LocalStt::can_diarize);
@@ -220,7 +212,7 @@ impl Session {
     }
 
     async fn run(&mut self, socket: &mut impl Link) -> End {
-        let config = self.state.config.stream.clone();
+        let config = self.state.stream.clone();
         let mut keepalive = tokio::time::interval(config.keepalive);
         keepalive.tick().await;
         let mut last_heard = Instant::now();
@@ -294,7 +286,7 @@ impl Session {
 
     /// One binary frame through the pipeline (on a blocking thread).
     async fn audio(&mut self, socket: &mut impl Link, bytes: &[u8]) -> Result<(), End> {
-        let limit = self.state.config.stream.max_frame_bytes;
+        let limit = self.state.stream.max_frame_bytes;
         if bytes.len() > limit {
             return Err(ApiError::new(
                 ErrorCode::CTX_TOO_LARGE,
@@ -446,27 +438,20 @@ impl Session {
 
 /// Audio seconds received, for accounting and the audio rate limits (whatever way the
 /// stream ended).
-async fn record_usage(state: &AppState, principal: &Principal, seconds: f64) {
+async fn record_usage(state: &ScaiEcho, principal: &Principal, seconds: f64) {
     if seconds <= 0.0 {
         return;
     }
     let owner = crate::scaiecho::Owner::of(principal);
     crate::scaiecho::record_usage(state, &owner, seconds);
-    state
-        .limits
-        .charge(
-            principal,
-            crate::ratelimit::Dimension::AudioSeconds,
-            seconds,
-        )
-        .await;
+    state.gate.charge_audio(principal, seconds).await;
 }
 
 /// Transcribes one snapshot on the session's backend (and embeds its speaker for a
 /// diarized final). A final the local queue refuses waits and retries: finals never
 /// drop; interims are skipped instead.
 async fn transcribe(
-    state: Arc<AppState>,
+    state: Arc<ScaiEcho>,
     backend: Backend,
     language: Option<String>,
     diarize: bool,
@@ -478,7 +463,7 @@ async fn transcribe(
     // result becomes the final once the pause is confirmed).
     let words = words && kind != Kind::Partial;
     let result = async {
-        let echo = &state.scaiecho;
+        let echo = &*state;
         match (backend, &echo.local, &echo.relay) {
             (Backend::A, Some(local), _) => {
                 let options = engines::whisper::Options {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use crate::error::{ApiError, ApiResult};
-use crate::services::intake::UploadReservation;
+use crate::speech::intake::UploadReservation;
 
 pub struct Upload {
     pub audio: Bytes,

@@ -129,6 +129,29 @@ pub fn json_column<T: serde::de::DeserializeOwned>(text: Option<String>) -> Opti
         .ok()
 }
 
+/// What every API key starts with.
+pub const API_KEY_PREFIX: &str = "sgk_";
+
+/// Characters after the prefix, at least.
+const API_KEY_MIN_SECRET_LEN: usize = 24;
+
+/// Whether a string has the shape of an API key (used for operator-supplied bootstrap keys).
+pub fn validate_api_key_format(key: &str) -> Result<(), &'static str> {
+    let Some(secret) = key.strip_prefix(API_KEY_PREFIX) else {
+        return Err("must start with `sgk_`");
+    };
+    if secret.len() < API_KEY_MIN_SECRET_LEN {
+        return Err("needs at least 24 characters after `sgk_`");
+    }
+    if !secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("may contain only letters, digits, `-` and `_` after `sgk_`");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,80 @@
+//! The inference nodes a backend A request may use: this process's node (if engines
+//! are enabled here) and, in a scaled deployment, the live nodes of the registry.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::cluster::Cluster;
+use crate::error::ApiResult;
+use crate::speech::backends::Usable;
+
+#[derive(Clone, Default)]
+pub struct Nodes {
+    /// Redis of the scaled deployment, where the registry lives (`None`: embedded).
+    cluster: Option<Arc<Cluster>>,
+    /// This process's node (`None` when engines are disabled here).
+    local: Option<Arc<engines::node::Node>>,
+}
+
+impl Nodes {
+    pub fn new(cluster: Option<Arc<Cluster>>, local: Option<Arc<engines::node::Node>>) -> Nodes {
+        Nodes { cluster, local }
+    }
+
+    /// This process's node.
+    pub fn local(&self) -> Option<&Arc<engines::node::Node>> {
+        self.local.as_ref()
+    }
+
+    /// This process's node id, if it has a node.
+    pub fn local_id(&self) -> Option<String> {
+        self.local.as_ref().map(|node| node.info().node_id.clone())
+    }
+
+    /// Which nodes are alive, for `warm_node_ids`: in a scaled deployment the ones the
+    /// registry heard from lately (a node that died drops out by itself); all of them in
+    /// the embedded default, where the one node is this process.
+    pub async fn live(&self) -> ApiResult<LiveNodes> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(LiveNodes(None));
+        };
+        let ids = crate::cluster::nodes::list(cluster)
+            .await?
+            .iter()
+            .filter_map(|node| node["node_id"].as_str().map(str::to_owned))
+            .collect();
+        Ok(LiveNodes(Some(ids)))
+    }
+
+    /// Backends for work a worker may run (jobs): this process's, plus backend A when a
+    /// live node of the registry (scaled deployment) has an engine whose id starts with
+    /// `engine_prefix` (`audio.stt.`). An API process without engines queues jobs for
+    /// the workers that have them.
+    pub async fn usable_for_jobs(&self, local: Usable, engine_prefix: &str) -> ApiResult<Usable> {
+        let Some(cluster) = self.cluster.as_ref().filter(|_| !local.a) else {
+            return Ok(local);
+        };
+        let nodes = crate::cluster::nodes::list(cluster).await?;
+        let a = nodes.iter().any(|node| {
+            node["models_loaded"].as_array().is_some_and(|ids| {
+                ids.iter()
+                    .any(|id| id.as_str().is_some_and(|id| id.starts_with(engine_prefix)))
+            })
+        });
+        Ok(Usable { a, b: local.b })
+    }
+}
+
+/// The live nodes (`None`: the embedded default, where every node id is this one).
+#[derive(Debug, Clone, Default)]
+pub struct LiveNodes(Option<HashSet<String>>);
+
+impl LiveNodes {
+    /// `ids` without the nodes that are gone.
+    pub fn keep(&self, mut ids: Vec<String>) -> Vec<String> {
+        if let Some(live) = &self.0 {
+            ids.retain(|id| live.contains(id));
+        }
+        ids
+    }
+}
