@@ -214,7 +214,7 @@ impl AppState {
             "scaispeak" => (self.scaispeak.usable(), "text-to-speech"),
             _ => return None,
         };
-        if usable.a || usable.b {
+        if usable.local || usable.relay {
             return None;
         }
         let node = match self.nodes.local() {

@@ -1,23 +1,20 @@
 //! ScaiGrid: an audio-first real-time media server and multi-tenant AI gateway.
 //!
-//! Layout of this crate (the server; `media/` and `engines/` are separate crates that
-//! know nothing of HTTP):
-//! - [`config`]: the one configuration struct (file < env < flags).
-//! - [`error`]: the code table and the error envelope.
-//! - [`request_id`], [`telemetry`]: request ids, logs, metrics.
-//! - [`db`]: the SQLite/PostgreSQL pool, migrations and repositories.
-//! - [`store`]: the object store trait and its local-folder implementation.
-//! - [`auth`], [`rbac`]: tokens to principals; roles and permissions.
-//! - [`services`]: the admin operations shared by HTTP, CLI and bootstrap.
-//! - [`http`]: routes and thin handlers; [`extract`]: envelope-aware extractors.
-//! - [`app`], [`server`]: state, router assembly, serving and graceful shutdown.
-//! - [`cli`], [`worker`], [`bootstrap`]: the command line and start-up.
-//! - [`gateway`]: models, backends, breakers, chat; [`ratelimit`], [`accounting`]: the
-//!   limits, usage records and budgets every module shares; [`webhooks`]: event delivery.
-//! - [`cluster`]: the scaled deployment's Redis (counters, job stream, node registry,
-//!   revocation broadcast).
-//! - [`webrtc`]: WebRTC sessions carrying the ScaiEcho and ScaiSpeak stream sessions;
-//!   [`ws`]: what every stream transport shares.
+//! The modules sit on layers (`tests/layering.rs` checks that no `crate::` path runs up
+//! a layer or between products; `ARCHITECTURE.md` has the map); `media/` and `engines/`
+//! are separate crates that know nothing of HTTP.
+//!
+//! - Assembly: [`cli`], [`bootstrap`], [`app`] (state and router), [`server`], [`http`]
+//!   (routes and thin handlers), [`extract`], [`worker`].
+//! - Transports: [`webrtc`] (sessions carrying the speech products' streams).
+//! - Products, each with its own context: [`gateway`], [`scaiecho`], [`scaispeak`],
+//!   [`webhooks`].
+//! - Shared: [`speech`] (backends, relay, audio intake, nodes), [`jobs`], [`ratelimit`]
+//!   (and the admission gate), [`accounting`], [`auth`], [`services`] (admin
+//!   operations), [`ws`], [`slots`], [`cluster`] (the scaled deployment's Redis),
+//!   [`telemetry`].
+//! - Base: [`config`], [`error`], [`records`], [`rbac`], [`vault`], [`db`], [`store`],
+//!   [`net`], [`request_id`], [`memory`].
 
 pub mod accounting;
 pub mod app;

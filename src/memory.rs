@@ -9,7 +9,13 @@
 //! A trim holds each arena's lock while it walks it: in that soak the minute in which
 //! about 170 MB came back also had 571 answers slower than 50 ms (up to 270 ms), most
 //! likely the trim; trims with little to return did not show in the slow-answer list.
-#![allow(unsafe_code)] // FFI to glibc's `malloc_trim`; the one call is in `trim` below.
+#![cfg_attr(
+    all(target_os = "linux", target_env = "gnu"),
+    expect(
+        unsafe_code,
+        reason = "FFI to glibc's `malloc_trim`; the one call is in `trim` below"
+    )
+)]
 
 use std::time::Duration;
 

@@ -5,35 +5,93 @@
 
 use serde::Serialize;
 
-/// Permission strings the platform checks, with what each allows.
-pub const PERMISSIONS: &[(&str, &str)] = &[
-    (
-        "platform:admin",
-        "Manage tenants and everything in every tenant",
-    ),
-    (
-        "tenant:admin",
-        "Manage users, roles, API keys and modules of the own tenant",
-    ),
-    ("models:read", "List models"),
-    ("chat:create", "Call chat completions"),
-    ("accounting:read", "Read usage and budgets"),
-    ("webhooks:read", "List webhooks and deliveries"),
-    ("webhooks:write", "Create and change webhooks"),
-    (
-        "scaiecho:transcribe",
-        "Transcribe audio (HTTP, jobs, streams)",
-    ),
-    ("scaiecho:diarize", "Request speaker diarization"),
-    ("scaiecho:speaker.read", "List enrolled speakers"),
-    ("scaiecho:speaker.write", "Enroll, warm and delete speakers"),
-    ("scaispeak:speak", "Synthesize speech"),
-    ("scaispeak:voice.read", "List voices"),
-    (
-        "scaispeak:voice.write",
-        "Create, repromote, warm, evict and delete voices",
-    ),
-];
+/// A permission the platform checks. Grants are strings (with wildcards, see
+/// [`covers`]); what a route requires is one of these, so a typo is a compile error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    PlatformAdmin,
+    TenantAdmin,
+    ModelsRead,
+    ChatCreate,
+    AccountingRead,
+    WebhooksRead,
+    WebhooksWrite,
+    ScaiechoTranscribe,
+    ScaiechoDiarize,
+    ScaiechoSpeakerRead,
+    ScaiechoSpeakerWrite,
+    ScaispeakSpeak,
+    ScaispeakVoiceRead,
+    ScaispeakVoiceWrite,
+}
+
+impl Permission {
+    /// The catalogue, in the order `GET /v1/permissions` lists it.
+    pub const ALL: [Permission; 14] = [
+        Permission::PlatformAdmin,
+        Permission::TenantAdmin,
+        Permission::ModelsRead,
+        Permission::ChatCreate,
+        Permission::AccountingRead,
+        Permission::WebhooksRead,
+        Permission::WebhooksWrite,
+        Permission::ScaiechoTranscribe,
+        Permission::ScaiechoDiarize,
+        Permission::ScaiechoSpeakerRead,
+        Permission::ScaiechoSpeakerWrite,
+        Permission::ScaispeakSpeak,
+        Permission::ScaispeakVoiceRead,
+        Permission::ScaispeakVoiceWrite,
+    ];
+
+    /// The permission string grants are matched against.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Permission::PlatformAdmin => "platform:admin",
+            Permission::TenantAdmin => "tenant:admin",
+            Permission::ModelsRead => "models:read",
+            Permission::ChatCreate => "chat:create",
+            Permission::AccountingRead => "accounting:read",
+            Permission::WebhooksRead => "webhooks:read",
+            Permission::WebhooksWrite => "webhooks:write",
+            Permission::ScaiechoTranscribe => "scaiecho:transcribe",
+            Permission::ScaiechoDiarize => "scaiecho:diarize",
+            Permission::ScaiechoSpeakerRead => "scaiecho:speaker.read",
+            Permission::ScaiechoSpeakerWrite => "scaiecho:speaker.write",
+            Permission::ScaispeakSpeak => "scaispeak:speak",
+            Permission::ScaispeakVoiceRead => "scaispeak:voice.read",
+            Permission::ScaispeakVoiceWrite => "scaispeak:voice.write",
+        }
+    }
+
+    /// What it allows, for the catalogue.
+    pub const fn description(self) -> &'static str {
+        match self {
+            Permission::PlatformAdmin => "Manage tenants and everything in every tenant",
+            Permission::TenantAdmin => {
+                "Manage users, roles, API keys and modules of the own tenant"
+            }
+            Permission::ModelsRead => "List models",
+            Permission::ChatCreate => "Call chat completions",
+            Permission::AccountingRead => "Read usage and budgets",
+            Permission::WebhooksRead => "List webhooks and deliveries",
+            Permission::WebhooksWrite => "Create and change webhooks",
+            Permission::ScaiechoTranscribe => "Transcribe audio (HTTP, jobs, streams)",
+            Permission::ScaiechoDiarize => "Request speaker diarization",
+            Permission::ScaiechoSpeakerRead => "List enrolled speakers",
+            Permission::ScaiechoSpeakerWrite => "Enroll, warm and delete speakers",
+            Permission::ScaispeakSpeak => "Synthesize speech",
+            Permission::ScaispeakVoiceRead => "List voices",
+            Permission::ScaispeakVoiceWrite => "Create, repromote, warm, evict and delete voices",
+        }
+    }
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A built-in role: id, name, permissions. Stored at start-up so custom tooling can read
 /// them from the database like any role.
@@ -45,8 +103,6 @@ pub struct BuiltinRole {
 }
 
 pub const PLATFORM_ADMIN: &str = "platform_admin";
-/// The permission that makes a platform administrator.
-pub const PLATFORM_ADMIN_PERMISSION: &str = "platform:admin";
 pub const TENANT_ADMIN: &str = "tenant_admin";
 pub const MEMBER: &str = "member";
 pub const VIEWER: &str = "viewer";
@@ -197,13 +253,23 @@ mod tests {
                 assert!(is_valid_permission(permission), "{permission}");
                 assert!(
                     *permission == "*"
-                        || PERMISSIONS
+                        || Permission::ALL
                             .iter()
-                            .any(|(known, _)| covers(permission, known)),
+                            .any(|known| covers(permission, known.as_str())),
                     "{permission} of {} covers nothing known",
                     role.name
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_catalogue_is_well_formed_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for permission in Permission::ALL {
+            assert!(is_valid_permission(permission.as_str()), "{permission}");
+            assert!(seen.insert(permission.as_str()), "{permission} twice");
+            assert!(!permission.description().is_empty());
         }
     }
 

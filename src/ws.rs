@@ -162,6 +162,19 @@ pub fn idle_error(idle: Duration) -> ApiError {
     .with_field("reason", "idle_timeout")
 }
 
+/// The `type` of a client text frame (`INVALID_REQUEST` when it is not JSON with one),
+/// read before the frame itself so an unknown or malformed frame is named in the error.
+pub fn frame_type(text: &str) -> Result<String, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_str::<Typed>(text)
+        .map(|t| t.kind)
+        .map_err(|e| ApiError::invalid(format!("text frames are JSON with a `type`: {e}")))
+}
+
 /// The principal of the token sent as a header or `?token=` (4401 when missing or bad).
 pub async fn authenticate(
     auth: &Authenticator,

@@ -13,7 +13,13 @@
 //! The `unsafe` blocks are the calls of the AVX2+FMA builds of these functions, made only
 //! after the CPU was checked to have both features (other CPUs run the same Rust
 //! without them), and the sparse kernel's loads and stores of bounds-checked slices.
-#![allow(unsafe_code)]
+#![cfg_attr(
+    target_arch = "x86_64",
+    expect(
+        unsafe_code,
+        reason = "AVX2+FMA builds called after the CPU check; bounds-checked slices' loads"
+    )
+)]
 
 /// Columns per weight panel (two AVX2 registers).
 const LANES: usize = 16;

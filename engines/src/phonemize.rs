@@ -16,7 +16,10 @@
 //! phonemes: the text is split into clauses here, each clause is phonemised on its own,
 //! and the punctuation that ended it is appended.
 
-#![allow(unsafe_code)] // FFI to libespeak-ng; every call is in `phonemize` below.
+#![expect(
+    unsafe_code,
+    reason = "FFI to libespeak-ng; every call is in `phonemize` below"
+)]
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::Mutex;

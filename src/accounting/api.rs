@@ -10,6 +10,7 @@ use crate::auth::Principal;
 use crate::db::accounting::{GroupBy, UsageTotals};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::rbac::Permission;
 use crate::records::Timestamp;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -102,7 +103,7 @@ pub async fn list_budgets(
     principal: &Principal,
     tenant_id: Option<&str>,
 ) -> ApiResult<BudgetList> {
-    principal.require("accounting:read")?;
+    principal.require(Permission::AccountingRead)?;
     let tenant_id = principal.target_tenant(tenant_id)?;
     Ok(BudgetList {
         object: "list",
@@ -125,7 +126,7 @@ pub async fn usage(
     principal: &Principal,
     query: UsageQuery,
 ) -> ApiResult<UsageReport> {
-    principal.require("accounting:read")?;
+    principal.require(Permission::AccountingRead)?;
     let tenant_id = principal.target_tenant(query.tenant_id.as_deref())?;
     let (name, group_by) = match query.group_by.as_deref().unwrap_or("model") {
         "model" => ("model", GroupBy::Model),

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::error::{ApiError, ApiResult};
+use crate::rbac::Permission;
 use crate::rbac::PermissionSet;
 use crate::records::RateLimitSpec;
 
@@ -47,16 +48,16 @@ impl Principal {
     }
 
     /// Fails with `AUTHZ_PERMISSION_DENIED` unless the permission is held.
-    pub fn require(&self, permission: &str) -> ApiResult<()> {
-        if self.permissions.allows(permission) {
+    pub fn require(&self, permission: Permission) -> ApiResult<()> {
+        if self.permissions.allows(permission.as_str()) {
             Ok(())
         } else {
-            Err(ApiError::permission_denied(permission))
+            Err(ApiError::permission_denied(permission.as_str()))
         }
     }
 
     pub fn is_platform_admin(&self) -> bool {
-        self.permissions.allows("platform:admin")
+        self.permissions.allows(Permission::PlatformAdmin.as_str())
     }
 
     /// The tenant an admin call acts on: the caller's own, or (platform admins only)
@@ -75,7 +76,7 @@ impl Principal {
         if self.is_platform_admin() {
             return Ok(());
         }
-        self.require("tenant:admin")?;
+        self.require(Permission::TenantAdmin)?;
         if tenant_id == self.tenant_id {
             Ok(())
         } else {

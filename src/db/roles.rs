@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{new_id, now_ms};
-use crate::rbac::{BUILTIN_ROLES, PERMISSIONS, PermissionSet};
+use crate::rbac::{BUILTIN_ROLES, Permission, PermissionSet};
 use crate::records::Role;
 
 /// Who holds roles and grants.
@@ -27,13 +27,13 @@ impl SubjectKind {
 /// Writes the permission catalogue and the built-in roles (idempotent; run at start-up
 /// so a new release's built-ins replace the old ones).
 pub async fn seed_builtins(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    for (name, description) in PERMISSIONS {
+    for permission in Permission::ALL {
         sqlx::query(
             "INSERT INTO permissions (name, description) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET description = excluded.description",
         )
-        .bind(*name)
-        .bind(*description)
+        .bind(permission.as_str())
+        .bind(permission.description())
         .execute(&mut *conn)
         .await?;
     }

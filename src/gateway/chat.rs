@@ -30,6 +30,7 @@ use crate::accounting::{Reservation, UsageRecord};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ratelimit::Dimension;
+use crate::rbac::Permission;
 use crate::telemetry::BackendId;
 
 /// Upstream non-streaming bodies larger than this are refused as a backend error.
@@ -199,7 +200,7 @@ pub async fn complete(
     bytes: Bytes,
     admitted: Admitted,
 ) -> ApiResult<Response> {
-    principal.require("chat:create")?;
+    principal.require(Permission::ChatCreate)?;
     let request = parse(&bytes)?;
     let snapshot = gateway.catalog.snapshot().await?;
     let model = snapshot.resolve(&principal.tenant_id, &request.slug)?;

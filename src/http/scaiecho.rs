@@ -19,6 +19,7 @@ use crate::error::ApiResult;
 use crate::extract::Json;
 use crate::jobs::JobView;
 use crate::ratelimit::Consumed;
+use crate::rbac::Permission;
 use crate::scaiecho::format::{self, ResponseFormat, Transcription};
 use crate::scaiecho::jobs;
 use crate::scaiecho::policy::{Policy, PolicyPatch};
@@ -39,7 +40,7 @@ async fn run(
 ) -> ApiResult<Response> {
     // Module and base permission before the body is even read.
     require_enabled(principal, MODULE)?;
-    principal.require("scaiecho:transcribe")?;
+    principal.require(Permission::ScaiechoTranscribe)?;
     let upload = super::upload::read(request, state.scaiecho.intake()).await?;
     let (transcription, format) =
         match scaiecho::transcribe_upload(&state.scaiecho, principal, upload).await? {
@@ -138,30 +139,15 @@ pub async fn patch_policy(
     Auth(principal): Auth,
     Json(patch): Json<PolicyPatch>,
 ) -> ApiResult<Json<Policy>> {
-    require_enabled(&principal, MODULE)?;
-    principal.require_tenant_admin(&principal.tenant_id)?;
-    let updated = scaiecho::policy(&state.scaiecho, &principal.tenant_id)
-        .await?
-        .apply(patch)?;
-    let mut tx = state.db.begin().await?;
-    crate::db::scaiecho::put_policy(&mut tx, &principal.tenant_id, &updated).await?;
-    crate::services::audit(
-        &mut tx,
-        Some(&principal),
-        Some(&principal.tenant_id),
-        "scaiecho.policy.update",
-        ("tenant", &principal.tenant_id),
-        serde_json::to_value(&updated).ok(),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Json(updated))
+    scaiecho::patch_policy(&state.scaiecho, &principal, patch)
+        .await
+        .map(Json)
 }
 
 /// Job routes need the module and the transcribe permission.
 fn job_access(principal: &Principal) -> ApiResult<()> {
     require_enabled(principal, MODULE)?;
-    principal.require("scaiecho:transcribe")
+    principal.require(Permission::ScaiechoTranscribe)
 }
 
 /// The tenant's transcription jobs, newest first (at most 100).

@@ -20,7 +20,7 @@ use crate::jobs::JobView;
 use crate::ratelimit::Consumed;
 use crate::scaispeak::output::{Codec, OutputRequest};
 use crate::scaispeak::voices::{self, Voice};
-use crate::scaispeak::{self, MODULE, Policy, PolicyPatch, Speak, SpeakRequest};
+use crate::scaispeak::{self, MODULE, Outcome, Policy, PolicyPatch, SpeakRequest};
 use crate::services::modules::require_enabled;
 use crate::telemetry::BackendId;
 
@@ -35,44 +35,27 @@ async fn speak_response(
     principal: &Principal,
     request: SpeakRequest,
 ) -> ApiResult<Response> {
-    scaispeak::authorize(principal)?;
-    let speak = Speak::validate(&state.scaispeak, principal, request).await?;
-    if speak.run_async {
-        let job = scaispeak::jobs::create(&state.scaispeak, principal, &speak).await?;
-        return Ok((StatusCode::ACCEPTED, Json(job)).into_response());
-    }
-    let spoken = scaispeak::speak(
-        &state.scaispeak,
-        &principal.tenant_id,
-        principal.subject_id(),
-        &speak,
-    )
-    .await?;
-    if let Some(save_to) = &speak.save_to {
-        let seconds = spoken.seconds;
-        let backend = spoken.backend.as_str();
-        let saved = scaispeak::drive::save(
-            &state.scaispeak,
-            &principal.tenant_id,
-            scaispeak::drive::user_id(principal)?,
-            save_to,
-            speak.output.codec,
-            spoken.content_type,
-            spoken.bytes,
-        )
-        .await?;
-        let body = json!({
-            "object": "scaispeak.saved",
-            "file": saved,
-            "audio_seconds": (seconds * 1000.0).round() / 1000.0,
-            "backend": backend,
-        });
-        let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
-        response.extensions_mut().insert(Consumed {
-            audio_seconds: seconds,
-        });
-        return Ok(response);
-    }
+    let spoken = match scaispeak::speak_request(&state.scaispeak, principal, request).await? {
+        Outcome::Queued(job) => return Ok((StatusCode::ACCEPTED, Json(job)).into_response()),
+        Outcome::Saved {
+            file,
+            seconds,
+            backend,
+        } => {
+            let body = json!({
+                "object": "scaispeak.saved",
+                "file": file,
+                "audio_seconds": (seconds * 1000.0).round() / 1000.0,
+                "backend": backend.as_str(),
+            });
+            let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+            response.extensions_mut().insert(Consumed {
+                audio_seconds: seconds,
+            });
+            return Ok(response);
+        }
+        Outcome::Spoken(spoken) => spoken,
+    };
     let mut response = ([(CONTENT_TYPE, spoken.content_type)], spoken.bytes).into_response();
     if let Ok(seconds) = HeaderValue::from_str(&format!("{:.3}", spoken.seconds)) {
         response.headers_mut().insert(AUDIO_SECONDS, seconds);
@@ -321,11 +304,11 @@ pub async fn module_readyz(State(state): St, Path(id): Path<String>) -> ApiResul
         "scaispeak" => state.scaispeak.usable(),
         _ => return Err(ApiError::not_found("module")),
     };
-    let ready = usable.a || usable.b;
+    let ready = usable.local || usable.relay;
     let body = json!({
         "module": id,
         "status": if ready { "ready" } else { "unavailable" },
-        "backends": { "A": usable.a, "B": usable.b },
+        "backends": { "A": usable.local, "B": usable.relay },
     });
     if !ready {
         return Err(ApiError::new(

@@ -1,6 +1,6 @@
 //! Reading an upload body at the HTTP boundary: its declared size against `[limits]
 //! max_upload_bytes` and the in-memory budget first, then the body (idle and total
-//! deadlines of `server::body`), then its parts (`scaiecho::upload::parse_form`).
+//! deadlines of `server::body`), then its parts (`speech::upload::parse_form`).
 
 use axum::extract::Request;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};

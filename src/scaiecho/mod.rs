@@ -27,6 +27,7 @@ use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::Jobs;
 use crate::ratelimit::Gate;
+use crate::rbac::Permission;
 use crate::services::modules::require_enabled;
 use crate::speech::intake::AudioIntake;
 use crate::speech::nodes::Nodes;
@@ -97,8 +98,8 @@ impl ScaiEcho {
 
     pub fn usable(&self) -> Usable {
         Usable {
-            a: self.local.is_some(),
-            b: self.relay.is_some(),
+            local: self.local.is_some(),
+            relay: self.relay.is_some(),
         }
     }
 }
@@ -232,12 +233,37 @@ pub async fn policy(state: &ScaiEcho, tenant_id: &str) -> ApiResult<Policy> {
         .unwrap_or_default())
 }
 
+/// `PATCH /tenant-policy` (tenant admins): the patched policy, stored with its audit
+/// row in one transaction.
+pub async fn patch_policy(
+    state: &ScaiEcho,
+    principal: &Principal,
+    patch: policy::PolicyPatch,
+) -> ApiResult<Policy> {
+    require_enabled(principal, MODULE)?;
+    principal.require_tenant_admin(&principal.tenant_id)?;
+    let updated = policy(state, &principal.tenant_id).await?.apply(patch)?;
+    let mut tx = state.db.begin().await?;
+    crate::db::scaiecho::put_policy(&mut tx, &principal.tenant_id, &updated).await?;
+    crate::services::audit(
+        &mut tx,
+        Some(principal),
+        Some(&principal.tenant_id),
+        "scaiecho.policy.update",
+        ("tenant", &principal.tenant_id),
+        serde_json::to_value(&updated).ok(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(updated)
+}
+
 /// Checks that come before any work: module, permissions.
 pub fn authorize(principal: &Principal, options: &Options) -> ApiResult<()> {
     require_enabled(principal, MODULE)?;
-    principal.require("scaiecho:transcribe")?;
+    principal.require(Permission::ScaiechoTranscribe)?;
     if options.diarize {
-        principal.require("scaiecho:diarize")?;
+        principal.require(Permission::ScaiechoDiarize)?;
     }
     Ok(())
 }
@@ -330,7 +356,7 @@ pub async fn transcribe(
     let duration = samples.len() as f64 / 16_000.0;
     let mut language = options.language.clone().unwrap_or_else(|| "en".to_owned());
     let segments = match (backend, &echo.local, &echo.relay) {
-        (Backend::A, Some(local), _) => {
+        (Backend::Local, Some(local), _) => {
             let samples = Arc::new(samples);
             let stt_options = engines::whisper::Options {
                 beam_size: 1,
@@ -389,7 +415,7 @@ pub async fn transcribe(
                 })
                 .collect::<Vec<_>>()
         }
-        (Backend::B, _, Some(relay)) => {
+        (Backend::Relay, _, Some(relay)) => {
             let wav = media::encode::wav_s16(&samples, 16_000, 1);
             let words = options.timestamps == Timestamps::Word;
             let result = relay

@@ -24,7 +24,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            allowed_backends: vec![Backend::A, Backend::B],
+            allowed_backends: vec![Backend::Local, Backend::Relay],
             backend_preference: Preference::Any,
             inline_threshold_seconds: 120.0,
         }
@@ -90,9 +90,15 @@ mod tests {
 
     #[test]
     fn preferences_fall_through_and_pins_do_not() {
-        use Backend::*;
-        let both = Usable { a: true, b: true };
-        let no_a = Usable { a: false, b: true };
+        use Backend::{Local as A, Relay as B};
+        let both = Usable {
+            local: true,
+            relay: true,
+        };
+        let no_a = Usable {
+            local: false,
+            relay: true,
+        };
         let ab = policy(&[A, B], Preference::Any);
         assert_eq!(resolve(&ab, None, both).unwrap(), A);
         assert_eq!(resolve(&ab, None, no_a).unwrap(), B);
@@ -118,12 +124,12 @@ mod tests {
     fn patches_validate() {
         let patched = Policy::default()
             .apply(PolicyPatch {
-                allowed_backends: Some(vec![Backend::B]),
+                allowed_backends: Some(vec![Backend::Relay]),
                 inline_threshold_seconds: Some(30.0),
                 ..PolicyPatch::default()
             })
             .unwrap();
-        assert_eq!(patched.allowed_backends, vec![Backend::B]);
+        assert_eq!(patched.allowed_backends, vec![Backend::Relay]);
         assert_eq!(patched.backend_preference, Preference::Any);
         assert!(
             Policy::default()

@@ -20,14 +20,15 @@ use super::MODULE;
 use crate::auth::Principal;
 use crate::db::speakers::{self, NewSpeaker, SpeakerRow};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::rbac::Permission;
 use crate::records::Timestamp;
 use crate::scaiecho::ScaiEcho;
 use crate::services::modules::require_enabled;
 use crate::speech::upload::Upload;
 use crate::store::ObjectKey;
 
-pub const READ: &str = "scaiecho:speaker.read";
-pub const WRITE: &str = "scaiecho:speaker.write";
+pub const READ: Permission = Permission::ScaiechoSpeakerRead;
+pub const WRITE: Permission = Permission::ScaiechoSpeakerWrite;
 const LABEL_MAX: usize = 64;
 /// Why a profile is `pending` when no node could take it.
 const NO_NODE: &str = "no audio.analyze.pyannote node is online; POST /speakers/{id}/warm \
@@ -85,7 +86,7 @@ fn view(row: SpeakerRow, warm_node_ids: Vec<String>) -> SpeakerView {
     }
 }
 
-fn access(principal: &Principal, permission: &str) -> ApiResult<()> {
+fn access(principal: &Principal, permission: Permission) -> ApiResult<()> {
     require_enabled(principal, MODULE)?;
     principal.require(permission)
 }

@@ -32,6 +32,7 @@ use crate::db::Db;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::jobs::Jobs;
 use crate::ratelimit::Gate;
+use crate::rbac::Permission;
 use crate::services::modules::require_enabled;
 use crate::speech::backends::{self, Backend, Preference, Usable};
 use crate::speech::intake::AudioIntake;
@@ -40,7 +41,7 @@ use crate::store::ObjectStore;
 use output::{Codec, Output, OutputRequest};
 
 pub const MODULE: &str = "scaispeak";
-pub const SPEAK: &str = "scaispeak:speak";
+pub const SPEAK: Permission = Permission::ScaispeakSpeak;
 
 /// ScaiSpeak's context: the backends this process can use and the handles its
 /// requests, streams and jobs need (nothing of ScaiEcho, the gateway or the HTTP
@@ -107,8 +108,8 @@ impl ScaiSpeak {
 
     pub fn usable(&self) -> Usable {
         Usable {
-            a: self.local.is_some(),
-            b: self.relay.is_some(),
+            local: self.local.is_some(),
+            relay: self.relay.is_some(),
         }
     }
 }
@@ -214,7 +215,7 @@ pub async fn policy(state: &ScaiSpeak, tenant_id: &str) -> ApiResult<Policy> {
     let mut conn = state.db.pool.acquire().await?;
     let allowed = crate::db::scaispeak::get_allowed(&mut conn, tenant_id)
         .await?
-        .unwrap_or_else(|| vec![Backend::A, Backend::B]);
+        .unwrap_or_else(|| vec![Backend::Local, Backend::Relay]);
     Ok(Policy {
         allowed_backends: allowed,
     })
@@ -280,7 +281,7 @@ pub async fn sentence(
     urgent: bool,
 ) -> ApiResult<(Vec<f32>, u32)> {
     match (backend, &state.local, &state.relay) {
-        (Backend::A, Some(local), _) => {
+        (Backend::Local, Some(local), _) => {
             let samples = local.sentence(text.to_owned(), speed, urgent).await?;
             let rate = local.sample_rate();
             let Some(profile) = profile.cloned() else {
@@ -293,7 +294,7 @@ pub async fn sentence(
             .map_err(ApiError::internal)?;
             Ok((conditioned, rate))
         }
-        (Backend::B, _, Some(relay)) => relay.speak(text, speed).await,
+        (Backend::Relay, _, Some(relay)) => relay.speak(text, speed).await,
         _ => Err(backend_unavailable(backend)),
     }
 }
@@ -314,6 +315,56 @@ pub struct Spoken {
     pub backend: Backend,
 }
 
+/// How a speak request ended.
+pub enum Outcome {
+    /// The audio, to answer inline.
+    Spoken(Spoken),
+    /// The audio was written to the caller's drive (`save_to`).
+    Saved {
+        file: drive::Saved,
+        seconds: f64,
+        backend: Backend,
+    },
+    /// Queued as a synth job (`async: true`, or a long text).
+    Queued(crate::jobs::JobView),
+}
+
+/// `POST /speak` and `/v1/audio/speech`: permissions, validation, then the audio
+/// inline, written to the drive, or a queued job.
+pub async fn speak_request(
+    state: &ScaiSpeak,
+    principal: &Principal,
+    request: SpeakRequest,
+) -> ApiResult<Outcome> {
+    authorize(principal)?;
+    let speak = Speak::validate(state, principal, request).await?;
+    if speak.run_async {
+        return jobs::create(state, principal, &speak)
+            .await
+            .map(Outcome::Queued);
+    }
+    let spoken = self::speak(state, &principal.tenant_id, principal.subject_id(), &speak).await?;
+    let Some(save_to) = &speak.save_to else {
+        return Ok(Outcome::Spoken(spoken));
+    };
+    let (seconds, backend) = (spoken.seconds, spoken.backend);
+    let file = drive::save(
+        state,
+        &principal.tenant_id,
+        drive::user_id(principal)?,
+        save_to,
+        speak.output.codec,
+        spoken.content_type,
+        spoken.bytes,
+    )
+    .await?;
+    Ok(Outcome::Saved {
+        file,
+        seconds,
+        backend,
+    })
+}
+
 /// Synthesizes a validated request sentence by sentence, encodes it, records usage for
 /// `subject` of `tenant_id`.
 pub async fn speak(
@@ -325,8 +376,8 @@ pub async fn speak(
     let backend = resolve(state, tenant_id, speak.backend_preference, &speak.voice).await?;
     // The relay takes the whole text in one call; the local voice one sentence at a time.
     let pieces = match backend {
-        Backend::A => engines::piper::PiperVoice::sentences(&speak.text),
-        Backend::B => vec![speak.text.clone()],
+        Backend::Local => engines::piper::PiperVoice::sentences(&speak.text),
+        Backend::Relay => vec![speak.text.clone()],
     };
     let mut samples = Vec::new();
     let mut rate = 0;

@@ -21,14 +21,15 @@ use super::MODULE;
 use crate::auth::Principal;
 use crate::db::scaispeak::{self as db, NewVoice, VoiceRow};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::rbac::Permission;
 use crate::records::Timestamp;
 use crate::scaispeak::ScaiSpeak;
 use crate::services::modules::require_enabled;
 use crate::speech::upload::Upload;
 use crate::store::ObjectKey;
 
-pub const READ: &str = "scaispeak:voice.read";
-pub const WRITE: &str = "scaispeak:voice.write";
+pub const READ: Permission = Permission::ScaispeakVoiceRead;
+pub const WRITE: Permission = Permission::ScaispeakVoiceWrite;
 const NAME_MAX: usize = 64;
 
 /// Voice names of OpenAI's speech API: all mean "the default voice" here.
@@ -131,7 +132,7 @@ async fn tenant_voices(state: &ScaiSpeak, tenant_id: &str) -> ApiResult<Vec<Voic
     Ok(voices)
 }
 
-fn access(principal: &Principal, permission: &str) -> ApiResult<()> {
+fn access(principal: &Principal, permission: Permission) -> ApiResult<()> {
     require_enabled(principal, MODULE)?;
     principal.require(permission)
 }

@@ -5,7 +5,10 @@
 //! `EMFILE` and then cannot open its database or model files either. At start the soft
 //! limit is raised to the hard one (as Go's runtime does), and the connection cap is
 //! lowered, with a warning, to leave [`RESERVED`] files for everything else.
-#![allow(unsafe_code)] // FFI to getrlimit/setrlimit; the two calls are in `raise` below.
+#![expect(
+    unsafe_code,
+    reason = "FFI to getrlimit/setrlimit; the two calls are in `raise` below"
+)]
 
 /// Files kept for the database, models, object store, Redis, logs and WebRTC sockets.
 const RESERVED: u64 = 256;

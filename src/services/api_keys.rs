@@ -9,6 +9,7 @@ use crate::db::roles::{self as role_db, SubjectKind};
 use crate::db::{Db, api_keys, new_id, now_ms, tenants};
 use crate::error::{ApiError, ApiResult};
 use crate::rbac;
+use crate::rbac::Permission;
 use crate::records::{ApiKeyInfo, RateLimitSpec, Timestamp};
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -53,7 +54,7 @@ pub async fn authorize_assignment(
     let platform_role = roles.iter().any(|r| r == rbac::PLATFORM_ADMIN);
     let platform_wide = requested
         .iter()
-        .any(|p| rbac::covers(p, rbac::PLATFORM_ADMIN_PERMISSION));
+        .any(|p| rbac::covers(p, rbac::Permission::PlatformAdmin.as_str()));
     let in_platform_tenant = match platform_role || platform_wide {
         true => is_platform_tenant(conn, tenant_id).await?,
         false => true,
@@ -184,7 +185,7 @@ async fn find(
     let not_found = || ApiError::not_found("API key");
     match actor {
         Some(principal) if !principal.is_platform_admin() => {
-            principal.require("tenant:admin")?;
+            principal.require(Permission::TenantAdmin)?;
             api_keys::get_in_tenant(conn, &principal.tenant_id, id)
                 .await?
                 .ok_or_else(not_found)

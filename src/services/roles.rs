@@ -52,7 +52,7 @@ pub async fn create(db: &Db, actor: Actor<'_>, request: CreateRole) -> ApiResult
     let platform_wide = request
         .permissions
         .iter()
-        .any(|p| crate::rbac::covers(p, crate::rbac::PLATFORM_ADMIN_PERMISSION));
+        .any(|p| crate::rbac::covers(p, crate::rbac::Permission::PlatformAdmin.as_str()));
     if platform_wide && !super::api_keys::is_platform_tenant(&mut tx, &tenant_id).await? {
         return Err(ApiError::invalid(
             "a role with `*` or `platform:admin` can exist only in the platform tenant",

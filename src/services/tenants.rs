@@ -7,6 +7,7 @@ use super::{Actor, audit, validate_name};
 use crate::config::Config;
 use crate::db::{Db, modules, tenants};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::rbac::Permission;
 use crate::records::{RateLimitSpec, Tenant};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -28,7 +29,7 @@ pub struct UpdateTenant {
 
 fn require_platform(actor: Actor<'_>) -> ApiResult<()> {
     match actor {
-        Some(principal) => principal.require("platform:admin"),
+        Some(principal) => principal.require(Permission::PlatformAdmin),
         None => Ok(()),
     }
 }
@@ -115,7 +116,9 @@ pub async fn update(
         && !principal.is_platform_admin()
     {
         principal.target_tenant(Some(id))?;
-        return Err(ApiError::permission_denied("platform:admin"));
+        return Err(ApiError::permission_denied(
+            Permission::PlatformAdmin.as_str(),
+        ));
     }
     if let Some(name) = &request.name {
         validate_name("name", name, 200)?;
@@ -148,7 +151,9 @@ pub async fn delete(db: &Db, actor: Actor<'_>, id: &str) -> ApiResult<()> {
         && !principal.is_platform_admin()
     {
         principal.target_tenant(Some(id))?;
-        return Err(ApiError::permission_denied("platform:admin"));
+        return Err(ApiError::permission_denied(
+            Permission::PlatformAdmin.as_str(),
+        ));
     }
     let mut tx = db.begin().await?;
     let tenant = tenants::get(&mut tx, id)

@@ -13,17 +13,19 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum Backend {
-    /// The local inference node (self-hosted).
-    A,
-    /// The managed relay (an OpenAI-compatible upstream).
-    B,
+    /// The local inference node (self-hosted); `A` on the wire.
+    #[serde(rename = "A")]
+    Local,
+    /// The managed relay (an OpenAI-compatible upstream); `B` on the wire.
+    #[serde(rename = "B")]
+    Relay,
 }
 
 impl Backend {
     pub fn as_str(self) -> &'static str {
         match self {
-            Backend::A => "A",
-            Backend::B => "B",
+            Backend::Local => "A",
+            Backend::Relay => "B",
         }
     }
 }
@@ -41,10 +43,10 @@ pub enum Preference {
 impl Preference {
     pub fn order(self) -> &'static [Backend] {
         match self {
-            Preference::Any | Preference::PreferSelfHosted => &[Backend::A, Backend::B],
-            Preference::PreferManaged => &[Backend::B, Backend::A],
-            Preference::SelfHosted => &[Backend::A],
-            Preference::Managed => &[Backend::B],
+            Preference::Any | Preference::PreferSelfHosted => &[Backend::Local, Backend::Relay],
+            Preference::PreferManaged => &[Backend::Relay, Backend::Local],
+            Preference::SelfHosted => &[Backend::Local],
+            Preference::Managed => &[Backend::Relay],
         }
     }
 
@@ -61,8 +63,10 @@ impl Preference {
 /// Which backends can serve right now.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Usable {
-    pub a: bool,
-    pub b: bool,
+    /// Backend A, the local node.
+    pub local: bool,
+    /// Backend B, the managed relay.
+    pub relay: bool,
 }
 
 /// The first backend of `preference`'s order that `allowed` contains and that is
@@ -84,8 +88,8 @@ pub fn pick(
         .iter()
         .copied()
         .find(|backend| match backend {
-            Backend::A => usable.a,
-            Backend::B => usable.b,
+            Backend::Local => usable.local,
+            Backend::Relay => usable.relay,
         })
         .ok_or_else(|| {
             let tried: Vec<&str> = candidates.iter().map(|b| b.as_str()).collect();

@@ -51,7 +51,7 @@ impl Nodes {
     /// `engine_prefix` (`audio.stt.`). An API process without engines queues jobs for
     /// the workers that have them.
     pub async fn usable_for_jobs(&self, local: Usable, engine_prefix: &str) -> ApiResult<Usable> {
-        let Some(cluster) = self.cluster.as_ref().filter(|_| !local.a) else {
+        let Some(cluster) = self.cluster.as_ref().filter(|_| !local.local) else {
             return Ok(local);
         };
         let nodes = crate::cluster::nodes::list(cluster).await?;
@@ -61,7 +61,10 @@ impl Nodes {
                     .any(|id| id.as_str().is_some_and(|id| id.starts_with(engine_prefix)))
             })
         });
-        Ok(Usable { a, b: local.b })
+        Ok(Usable {
+            local: a,
+            relay: local.relay,
+        })
     }
 }
 

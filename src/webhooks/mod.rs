@@ -22,6 +22,7 @@ use crate::db::Db;
 use crate::db::webhooks::{self as store, DeliveryRow, WebhookRow};
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::rbac::Permission;
 use crate::records::Timestamp;
 use crate::services::audit;
 use crate::vault::context;
@@ -215,7 +216,7 @@ async fn validate_url(hooks: &Webhooks, url: &str) -> ApiResult<String> {
 }
 
 fn require_write(principal: &Principal, tenant_id: &str) -> ApiResult<()> {
-    principal.require("webhooks:write")?;
+    principal.require(Permission::WebhooksWrite)?;
     if tenant_id != principal.tenant_id && !principal.is_platform_admin() {
         return Err(ApiError::not_found("tenant"));
     }
@@ -305,7 +306,7 @@ async fn find(hooks: &Webhooks, principal: &Principal, id: &str) -> ApiResult<We
 }
 
 pub async fn get(hooks: &Webhooks, principal: &Principal, id: &str) -> ApiResult<WebhookView> {
-    principal.require("webhooks:read")?;
+    principal.require(Permission::WebhooksRead)?;
     find(hooks, principal, id).await.map(|row| view(row, None))
 }
 
@@ -314,7 +315,7 @@ pub async fn list(
     principal: &Principal,
     tenant_id: Option<&str>,
 ) -> ApiResult<Vec<WebhookView>> {
-    principal.require("webhooks:read")?;
+    principal.require(Permission::WebhooksRead)?;
     let tenant_id = principal.target_tenant(tenant_id)?;
     let mut conn = hooks.db.pool.acquire().await?;
     let rows = store::list(&mut conn, &tenant_id).await?;
@@ -457,7 +458,7 @@ pub async fn deliveries(
     principal: &Principal,
     id: &str,
 ) -> ApiResult<DeliveryList> {
-    principal.require("webhooks:read")?;
+    principal.require(Permission::WebhooksRead)?;
     let row = find(hooks, principal, id).await?;
     let mut conn = hooks.db.pool.acquire().await?;
     let rows = store::deliveries(&mut conn, &row.id, 100).await?;

@@ -19,18 +19,23 @@
 // the routes can answer (501 on offers).
 #![cfg_attr(not(feature = "webrtc"), allow(dead_code))]
 
+pub mod control;
 pub mod link;
 #[cfg(feature = "webrtc")]
 pub mod peer;
+pub mod registry;
 
-use std::collections::HashMap;
+pub use control::{MAX_CONTROL_MESSAGE_BYTES, control};
+use registry::{Entry, Phase};
+pub use registry::{Inbound, Outbound, Prepared, Registry};
+
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
 use serde::Serialize;
 use serde_json::{Value, json};
+#[cfg(feature = "webrtc")]
 use tokio::sync::mpsc;
 #[cfg(feature = "webrtc")]
 use tracing::Instrument;
@@ -41,6 +46,7 @@ use crate::config::IceServer;
 use crate::config::{StreamConfig, WebrtcConfig};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::rbac::Permission;
 use crate::records::Timestamp;
 use crate::ws::{self, End};
 use crate::{scaiecho, scaispeak};
@@ -91,107 +97,6 @@ impl Module {
             Module::Scaiecho => ErrorCode::SCAIECHO_WEBRTC_SESSION_STATE_LOST,
             Module::Scaispeak => ErrorCode::SCAISPEAK_WEBRTC_SESSION_STATE_LOST,
         }
-    }
-}
-
-/// What reaches a running session's task.
-pub enum Inbound {
-    /// A JSON frame from the control socket or the data channel.
-    Text(String),
-    /// Received audio: 16 kHz mono s16le.
-    Audio(Vec<u8>),
-    /// A control socket attached: the session's frames go to it from now on.
-    Attach(mpsc::Sender<Message>),
-    /// The peer disconnected.
-    PeerGone,
-    /// `DELETE`: end now.
-    Stop,
-}
-
-/// What a session sends its peer.
-pub enum Outbound {
-    /// One 20 ms Opus packet for the outgoing track.
-    Audio(Vec<u8>),
-    /// A JSON frame for the data channel.
-    Text(String),
-}
-
-/// A stream session prepared at `POST /sessions`, waiting for its offer.
-pub enum Prepared {
-    Echo(Box<scaiecho::stream::Session>),
-    Speak(Box<scaispeak::stream::Session>),
-}
-
-enum Phase {
-    /// Waiting for the offer (`None` while one is being answered).
-    Created(Option<Prepared>),
-    /// Answered: the session task reads this inbox.
-    Active(mpsc::Sender<Inbound>),
-}
-
-struct Entry {
-    id: String,
-    tenant_id: String,
-    module: Module,
-    created_at: i64,
-    phase: Mutex<Phase>,
-}
-
-impl Entry {
-    fn status(&self) -> &'static str {
-        match self.phase.lock().as_deref() {
-            Ok(Phase::Active(_)) => "active",
-            _ => "created",
-        }
-    }
-
-    fn inbox(&self) -> Option<mpsc::Sender<Inbound>> {
-        match self.phase.lock().as_deref() {
-            Ok(Phase::Active(inbox)) => Some(inbox.clone()),
-            _ => None,
-        }
-    }
-}
-
-/// This process's sessions.
-#[derive(Default)]
-pub struct Registry {
-    sessions: Mutex<HashMap<String, Arc<Entry>>>,
-}
-
-impl Registry {
-    fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        self.sessions.lock().ok()?.get(id).cloned()
-    }
-
-    /// Adds a session unless the tenant is at its cap.
-    fn insert(&self, entry: Arc<Entry>, cap: usize) -> ApiResult<()> {
-        let mut sessions = self
-            .sessions
-            .lock()
-            .map_err(|_| ApiError::internal("webrtc registry poisoned"))?;
-        let open = sessions
-            .values()
-            .filter(|other| other.tenant_id == entry.tenant_id)
-            .count();
-        if open >= cap {
-            return Err(ApiError::new(
-                ErrorCode::RATE_LIMITED,
-                format!("the tenant already has {cap} WebRTC sessions"),
-            )
-            .with_field("limit", cap));
-        }
-        sessions.insert(entry.id.clone(), entry);
-        metrics::gauge!("scaigrid_webrtc_sessions").increment(1.0);
-        Ok(())
-    }
-
-    fn remove(&self, id: &str) -> Option<Arc<Entry>> {
-        let removed = self.sessions.lock().ok()?.remove(id);
-        if removed.is_some() {
-            metrics::gauge!("scaigrid_webrtc_sessions").decrement(1.0);
-        }
-        removed
     }
 }
 
@@ -428,7 +333,7 @@ fn authorize(principal: &Principal, module: Module) -> ApiResult<()> {
     match module {
         Module::Scaiecho => {
             crate::services::modules::require_enabled(principal, scaiecho::MODULE)?;
-            principal.require("scaiecho:transcribe")
+            principal.require(Permission::ScaiechoTranscribe)
         }
         Module::Scaispeak => scaispeak::authorize(principal),
     }
@@ -665,119 +570,4 @@ fn candidate_ips(state: &Webrtc) -> Vec<IpAddr> {
         ips.push(ip);
     }
     ips
-}
-
-/// Largest control frame taken (JSON: `close`, or a ScaiSpeak text); larger is 4413.
-pub const MAX_CONTROL_FRAME_BYTES: usize = 64 * 1024;
-
-/// Frames up to this reach [`control`], which answers 4413; larger ones end the
-/// connection in the protocol layer (1009).
-pub const MAX_CONTROL_MESSAGE_BYTES: usize = 16 << 20;
-
-/// The control WebSocket: the session's frames out, text frames in. Before the offer
-/// was answered (or when the peer state is gone) it closes with 4404
-/// `session_not_ready`.
-pub async fn control(
-    mut socket: WebSocket,
-    state: Arc<Webrtc>,
-    module: Module,
-    id: String,
-    token: Option<String>,
-) {
-    let inbox = match attach(&state, module, &id, token).await {
-        Ok(inbox) => inbox,
-        Err(End::Error(error)) if error.code.ws_close_code().is_some_and(|c| c != 4404) => {
-            ws::finish(&mut socket, Err(End::Error(error))).await;
-            return;
-        }
-        Err(End::Error(error)) => {
-            tracing::info!(session = %id, code = error.code.as_str(), "control socket refused");
-            if ws::send_error(&mut socket, &error).await.is_ok() {
-                ws::close(&mut socket, 4404, "session_not_ready").await;
-            }
-            return;
-        }
-        Err(_) => return,
-    };
-    let (frames_tx, mut frames) = mpsc::channel::<Message>(64);
-    if inbox.send(Inbound::Attach(frames_tx)).await.is_err() {
-        let error = ApiError::new(ErrorCode::SESSION_NOT_READY, "the session has ended");
-        if ws::send_error(&mut socket, &error).await.is_ok() {
-            ws::close(&mut socket, 4404, "session_not_ready").await;
-        }
-        return;
-    }
-    let mut keepalive = tokio::time::interval(state.stream.keepalive);
-    keepalive.tick().await;
-    loop {
-        tokio::select! {
-            frame = frames.recv() => match frame {
-                Some(Message::Close(close)) => {
-                    let (code, reason) = close
-                        .map(|frame| (frame.code, frame.reason.to_string()))
-                        .unwrap_or((1000, "done".to_owned()));
-                    ws::close(&mut socket, code, &reason).await;
-                    return;
-                }
-                Some(frame) => {
-                    if ws::Link::send(&mut socket, frame).await.is_err() {
-                        return;
-                    }
-                }
-                // Another control socket took over.
-                None => {
-                    ws::close(&mut socket, 1000, "replaced").await;
-                    return;
-                }
-            },
-            message = ws::Link::recv(&mut socket) => match message {
-                Some(Message::Text(text)) if text.len() > MAX_CONTROL_FRAME_BYTES => {
-                    let error = ApiError::too_large("a control frame", MAX_CONTROL_FRAME_BYTES as u64)
-                        .with_field("limit_unit", "bytes");
-                    ws::finish(&mut socket, Err(End::Error(error))).await;
-                    return;
-                }
-                Some(Message::Text(text)) => {
-                    let _ = inbox.send(Inbound::Text(text.to_string())).await;
-                }
-                Some(Message::Binary(_)) => {
-                    let error = ApiError::invalid(
-                        "audio goes on the WebRTC track; the control socket takes JSON frames",
-                    );
-                    if ws::send_error(&mut socket, &error).await.is_err() {
-                        return;
-                    }
-                }
-                // The socket went away; the session goes on (a new one may attach).
-                None | Some(Message::Close(_)) => return,
-                Some(_) => {}
-            },
-            _ = keepalive.tick() => {
-                if ws::ping(&mut socket).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Auth and the session's inbox, for a control socket.
-async fn attach(
-    state: &Webrtc,
-    module: Module,
-    id: &str,
-    token: Option<String>,
-) -> Result<mpsc::Sender<Inbound>, End> {
-    let principal = ws::authenticate(&state.auth, token).await?;
-    match find(state, &principal, module, id).await? {
-        Found::Live(entry) => entry.inbox().ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::SESSION_NOT_READY,
-                "send the SDP offer first (`POST .../offer`); the control socket opens after the answer",
-            )
-            .into()
-        }),
-        Found::Lost(_) => Err(lost(module, id).into()),
-        Found::Ended(_) => Err(ApiError::new(ErrorCode::SESSION_NOT_READY, "the session has ended").into()),
-    }
 }

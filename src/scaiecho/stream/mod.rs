@@ -30,6 +30,7 @@ use media::stream::StreamLimits;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorCode};
+use crate::rbac::Permission;
 use crate::scaiecho::ScaiEcho;
 use crate::scaiecho::format::WordOut;
 use crate::scaiecho::policy::{self, Backend};
@@ -99,7 +100,7 @@ async fn start(
 /// and budget.
 pub async fn admit(state: &ScaiEcho, principal: &Principal) -> Result<(), ApiError> {
     require_enabled(principal, MODULE)?;
-    principal.require("scaiecho:transcribe")?;
+    principal.require(Permission::ScaiechoTranscribe)?;
     state.gate.admit_stream(principal).await
 }
 
@@ -131,7 +132,7 @@ impl Session {
         open: Open,
     ) -> Result<Session, ApiError> {
         if open.diarize {
-            principal.require("scaiecho:diarize")?;
+            principal.require(Permission::ScaiechoDiarize)?;
         }
         let tenant_policy = crate::scaiecho::policy(state, &principal.tenant_id).await?;
         let backend = policy::resolve(&tenant_policy, open.backend_preference, state.usable())?;
@@ -188,7 +189,7 @@ impl Session {
         };
         let pipeline = Pipeline::new(open.format, limits, state.nodes.local().cloned(), params);
         // The relay has no diarization: `diarize` is a no-op there (seed page 002).
-        let can_diarize = backend == Backend::A
+        let can_diarize = backend == Backend::Local
             && state
                 .local
                 .as_ref()
@@ -465,7 +466,7 @@ async fn transcribe(
     let result = async {
         let echo = &*state;
         match (backend, &echo.local, &echo.relay) {
-            (Backend::A, Some(local), _) => {
+            (Backend::Local, Some(local), _) => {
                 let options = engines::whisper::Options {
                     beam_size: 1,
                     timestamps: false,
@@ -506,7 +507,7 @@ async fn transcribe(
                     words,
                 })
             }
-            (Backend::B, _, Some(relay)) => {
+            (Backend::Relay, _, Some(relay)) => {
                 let wav = media::encode::wav_s16(&snapshot.audio, 16_000, 1);
                 let result = relay.transcribe(wav, language.as_deref(), words).await?;
                 Ok(Heard {

@@ -54,20 +54,9 @@ pub enum Control {
     Close,
 }
 
-fn frame_type(text: &str) -> ApiResult<String> {
-    #[derive(Deserialize)]
-    struct Typed {
-        #[serde(rename = "type")]
-        kind: String,
-    }
-    serde_json::from_str::<Typed>(text)
-        .map(|t| t.kind)
-        .map_err(|e| ApiError::invalid(format!("text frames are JSON with a `type`: {e}")))
-}
-
 /// Parses the first frame, which must be `open`.
 pub fn parse_open(text: &str) -> ApiResult<Open> {
-    let kind = frame_type(text)?;
+    let kind = crate::ws::frame_type(text)?;
     if kind != "open" {
         return Err(ApiError::invalid(format!(
             "the first frame must be `open`, not `{kind}`"
@@ -119,7 +108,7 @@ pub fn parse_open(text: &str) -> ApiResult<Open> {
 
 /// Parses a text frame after `open`.
 pub fn parse_control(text: &str) -> ApiResult<Control> {
-    match frame_type(text)?.as_str() {
+    match crate::ws::frame_type(text)?.as_str() {
         "flush" => Ok(Control::Flush),
         "close" => Ok(Control::Close),
         "open" => Err(ApiError::invalid("the stream is already open")),

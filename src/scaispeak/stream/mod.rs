@@ -17,6 +17,9 @@
 //! is framed 100 ms first), so audio starts sooner. The sentence
 //! queue is bounded (4413 past it), and sends time out on a client that does not read.
 
+pub mod framer;
+pub mod protocol;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -24,19 +27,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
-use media::encode::{OPUS_FRAME, OpusStreamEncoder};
-use media::resample::StreamResampler;
-use serde::Deserialize;
-use serde_json::json;
 
-use super::output::{Codec, OPUS_BITRATE, Output, OutputRequest};
+use super::output::{Codec, Output};
 use super::text::Sentences;
 use super::voices;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::scaispeak::ScaiSpeak;
 use crate::slots::Slot;
-use crate::speech::backends::{Backend, Preference};
+use crate::speech::backends::Backend;
 use crate::ws::{self, End, Link};
 
 /// Sentences waiting to be synthesized at most.
@@ -45,38 +44,10 @@ const MAX_QUEUED: usize = 64;
 const PACE_LEAD: Duration = Duration::from_millis(250);
 const FRAME_MS: u64 = 20;
 
-/// The `open` frame (WebRTC sessions take the same fields as their options).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OpenFrame {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub voice: Option<String>,
-    #[serde(default)]
-    pub output: OutputRequest,
-    pub speed: Option<f32>,
-    pub backend_preference: Option<Preference>,
-    #[serde(default)]
-    pub pace: bool,
-}
+use framer::{Framer, HEAD_MS, Pending, Spoken, frame};
 
-/// A text frame after `open`: `text`, `interrupt`, `flush` or `close`.
-#[derive(Debug, Deserialize)]
-pub struct ClientFrame {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub text: Option<String>,
-    /// On `text`: stop what is being spoken first (barge-in).
-    #[serde(default)]
-    pub interrupt: bool,
-}
-
-/// Parses a text frame after `open` (its kind is matched by the session). Pure; fuzzed
-/// by `fuzz/` `ws_frames`.
-pub fn parse_client_frame(text: &str) -> ApiResult<ClientFrame> {
-    serde_json::from_str(text)
-        .map_err(|e| ApiError::invalid(format!("text frames are JSON with a `type`: {e}")))
-}
+type Running = Pin<Box<dyn Future<Output = (Option<Framer>, ApiResult<Spoken>)> + Send>>;
+pub use protocol::{ClientFrame, OpenFrame, ServerFrame, Usage, parse_client_frame, parse_open};
 
 /// What a control frame asks of the session.
 enum Action {
@@ -85,122 +56,6 @@ enum Action {
     /// Barge-in happened; this many frames were dropped unsent.
     Interrupted(usize),
 }
-
-/// Encodes synthesized audio into the stream's frames.
-struct Framer {
-    resampler: StreamResampler,
-    opus: Option<OpusStreamEncoder>,
-    /// Samples per 20 ms frame at the output rate (PCM).
-    frame_len: usize,
-    pending: Vec<f32>,
-    resampled: Vec<f32>,
-}
-
-impl Framer {
-    /// Samples come at `voice_rate`; frames carry `rate` (what `ready` announced).
-    fn new(output: &Output, voice_rate: u32, rate: u32) -> ApiResult<Framer> {
-        let opus = match output.codec {
-            Codec::Opus => Some(OpusStreamEncoder::new(1, OPUS_BITRATE)?),
-            _ => None,
-        };
-        Ok(Framer {
-            resampler: StreamResampler::new(voice_rate, rate)?,
-            opus,
-            frame_len: match output.codec {
-                Codec::Opus => OPUS_FRAME,
-                _ => rate as usize / 50,
-            },
-            pending: Vec::new(),
-            resampled: Vec::new(),
-        })
-    }
-
-    /// Frames of `samples` (at the voice's rate); `last` drains the filters.
-    fn frames(&mut self, samples: &[f32], last: bool) -> ApiResult<Vec<Vec<u8>>> {
-        self.resampled.clear();
-        self.resampler.push(samples, &mut self.resampled);
-        if last {
-            self.resampler.finish(&mut self.resampled);
-        }
-        let mut frames = Vec::new();
-        match &mut self.opus {
-            Some(encoder) => {
-                encoder.push(&self.resampled, &mut |packet| frames.push(packet.to_vec()))?;
-                if last {
-                    encoder.finish(&mut |packet| frames.push(packet.to_vec()))?;
-                }
-            }
-            None => {
-                self.pending.extend_from_slice(&self.resampled);
-                let whole = self.pending.len() / self.frame_len * self.frame_len;
-                let cut = if last { self.pending.len() } else { whole };
-                for chunk in self.pending[..cut].chunks(self.frame_len) {
-                    frames.push(media::encode::pcm_s16le(chunk));
-                }
-                self.pending.drain(..cut);
-            }
-        }
-        Ok(frames)
-    }
-}
-
-/// A sentence synthesized and framed: its characters, seconds and frames. The framer
-/// travels with the running sentence (one runs at a time) and comes back with it.
-struct Spoken {
-    characters: usize,
-    seconds: f64,
-    frames: Vec<Vec<u8>>,
-    /// Samples still to frame (the rest of a first clause, framed after its head) and
-    /// their rate.
-    rest: Vec<f32>,
-    rate: u32,
-    /// The rest of a first clause still being synthesized, when its first piece came
-    /// ahead of it from the engine.
-    pending: Option<Pending>,
-}
-
-/// The synthesis of a first clause's rest, running on after its first piece.
-type Pending = tokio::task::JoinHandle<ApiResult<Vec<f32>>>;
-
-/// A stream's first clause is framed in two steps, its first 100 ms first, so its first
-/// packet leaves before the whole clause is resampled and encoded (about 4.5 ms for a
-/// 1.3 s clause, a tenth of the time to first audio on the bench).
-const HEAD_MS: usize = 100;
-
-/// Resamples and encodes the first `head` of `samples` on a blocking thread (CPU work,
-/// not the runtime's); the rest comes back unframed. `characters` and `seconds` are the
-/// usage the piece accounts for.
-async fn frame(
-    framer: Option<Framer>,
-    (output, rate, out_rate): (Output, u32, u32),
-    mut samples: Vec<f32>,
-    (characters, seconds): (usize, f64),
-    head: usize,
-) -> (Option<Framer>, ApiResult<Spoken>) {
-    let framed = tokio::task::spawn_blocking(move || {
-        let mut framer = match framer {
-            Some(framer) => framer,
-            None => match Framer::new(&output, rate, out_rate) {
-                Ok(framer) => framer,
-                Err(error) => return (None, Err(error)),
-            },
-        };
-        let rest = samples.split_off(head.min(samples.len()));
-        let spoken = framer.frames(&samples, false).map(|frames| Spoken {
-            characters,
-            seconds,
-            frames,
-            rest,
-            rate,
-            pending: None,
-        });
-        (Some(framer), spoken)
-    })
-    .await;
-    framed.unwrap_or_else(|error| (None, Err(ApiError::internal(error))))
-}
-
-type Running = Pin<Box<dyn Future<Output = (Option<Framer>, ApiResult<Spoken>)> + Send>>;
 
 /// One synthesis stream, whatever carries it (a WebSocket or a WebRTC session).
 pub struct Session {
@@ -241,19 +96,6 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ScaiSpeak>, token: Option<S
         Err(end) => Err(end),
     };
     ws::finish(&mut socket, outcome).await;
-}
-
-/// Parses the `open` frame.
-pub fn parse_open(text: &str) -> ApiResult<OpenFrame> {
-    let frame: OpenFrame =
-        serde_json::from_str(text).map_err(|e| ApiError::invalid(format!("bad `open`: {e}")))?;
-    if frame.kind != "open" {
-        return Err(ApiError::invalid(format!(
-            "the first frame must be `open`, not `{}`",
-            frame.kind
-        )));
-    }
-    Ok(frame)
 }
 
 /// The checks on the caller before its `open` is read: module, permission, rate limits
@@ -346,17 +188,16 @@ impl Session {
 
     /// The `ready` frame.
     pub fn ready_frame(&self) -> String {
-        json!({
-            "type": "ready",
-            "session_id": self.id,
-            "voice": self.voice,
-            "backend": self.backend.as_str(),
-            "codec": self.output.codec,
-            "sample_rate": self.out_rate,
-            "frame_ms": FRAME_MS,
-            "pace": self.pace,
-        })
-        .to_string()
+        ServerFrame::Ready {
+            session_id: self.id.clone(),
+            voice: self.voice.clone(),
+            backend: self.backend.as_str(),
+            codec: self.output.codec,
+            sample_rate: self.out_rate,
+            frame_ms: FRAME_MS,
+            pace: self.pace,
+        }
+        .to_text()
     }
 
     /// Sends `ready`, runs the stream, records its usage; `Ok` is the `done` frame.
@@ -378,14 +219,13 @@ impl Session {
             self.state.gate.charge_audio(principal, self.seconds).await;
         }
         match end {
-            End::Done => Ok(json!({
-                "type": "done",
-                "usage": {
-                    "characters": self.characters,
-                    "audio_seconds": (self.seconds * 1000.0).round() / 1000.0,
+            End::Done => Ok(ServerFrame::Done {
+                usage: Usage {
+                    characters: self.characters,
+                    audio_seconds: (self.seconds * 1000.0).round() / 1000.0,
                 },
-            })
-            .to_string()),
+            }
+            .to_text()),
             other => Err(other),
         }
     }
@@ -430,8 +270,8 @@ impl Session {
                                 Ok(())
                             }
                             Ok(Action::Interrupted(dropped)) => {
-                                let frame = json!({"type": "interrupted", "dropped_frames": dropped});
-                                ws::send_text(socket, frame.to_string()).await
+                                let frame = ServerFrame::Interrupted { dropped_frames: dropped };
+                                ws::send_text(socket, frame.to_text()).await
                             }
                             Err(error) if error.code == ErrorCode::CTX_TOO_LARGE => Err(error.into()),
                             // A bad frame loses nothing: say so, carry on.
@@ -461,9 +301,11 @@ impl Session {
     fn control(&mut self, text: &str) -> ApiResult<Action> {
         let frame = parse_client_frame(text)?;
         let limit = self.state.config.inline_text_chars;
-        match frame.kind.as_str() {
-            "text" => {
-                let piece = frame.text.unwrap_or_default();
+        match frame {
+            ClientFrame::Text {
+                text: piece,
+                interrupt,
+            } => {
                 let count = piece.chars().count();
                 if count > limit {
                     return Err(ApiError::new(
@@ -482,7 +324,7 @@ impl Session {
                     .with_field("limit", total)
                     .with_field("limit_unit", "characters"));
                 }
-                let dropped = frame.interrupt.then(|| self.interrupt());
+                let dropped = interrupt.then(|| self.interrupt());
                 let complete = self.sentences.push(&piece);
                 self.enqueue(complete)?;
                 // Text that never ends a sentence is spoken once it reaches the limit.
@@ -492,20 +334,17 @@ impl Session {
                 }
                 Ok(dropped.map_or(Action::Go, Action::Interrupted))
             }
-            "interrupt" => Ok(Action::Interrupted(self.interrupt())),
-            "flush" => {
+            ClientFrame::Interrupt => Ok(Action::Interrupted(self.interrupt())),
+            ClientFrame::Flush => {
                 let rest = self.sentences.flush();
                 self.enqueue(rest.into_iter().collect())?;
                 Ok(Action::Go)
             }
-            "close" => {
+            ClientFrame::Close => {
                 let rest = self.sentences.flush();
                 self.enqueue(rest.into_iter().collect())?;
                 Ok(Action::Close)
             }
-            other => Err(ApiError::invalid(format!(
-                "unknown frame `{other}` (expected `text`, `interrupt`, `flush` or `close`)"
-            ))),
         }
     }
 
@@ -559,7 +398,7 @@ impl Session {
             self.queue.push_front(tail);
             sentence = head;
         }
-        if urgent && self.backend == Backend::A && self.profile.is_none() {
+        if urgent && self.backend == Backend::Local && self.profile.is_none() {
             self.start_first_piece(sentence);
             return;
         }
@@ -592,7 +431,7 @@ impl Session {
     /// decoder have run, and is framed while the rest is decoded.
     fn start_first_piece(&mut self, sentence: String) {
         let Some(rate) = self.state.local.as_ref().map(|l| l.sample_rate()) else {
-            let error = super::backend_unavailable(Backend::A);
+            let error = super::backend_unavailable(Backend::Local);
             let framer = self.framer.take();
             self.running = Some(Box::pin(async move { (framer, Err(error)) }));
             return;
@@ -708,46 +547,5 @@ impl Session {
             self.send_due(socket).await?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn opus_frames_are_20_ms_packets_that_decode_back() {
-        let output = Output {
-            codec: Codec::Opus,
-            sample_rate: None,
-        };
-        let mut framer = Framer::new(&output, 22_050, 48_000).unwrap();
-        let tone: Vec<f32> = (0..22_050).map(|i| 0.3 * (i as f32 * 0.05).sin()).collect();
-        let mut packets = framer.frames(&tone, false).unwrap();
-        packets.extend(framer.frames(&[], true).unwrap());
-        // One second is 50 packets, plus the encoder's look-ahead flushed at the end.
-        assert!((50..=53).contains(&packets.len()), "{}", packets.len());
-        let mut decoder = media::opus_decode::OpusPacketDecoder::new(1, 0).unwrap();
-        let mut samples = Vec::new();
-        for packet in &packets {
-            samples.extend_from_slice(decoder.decode(packet).unwrap());
-        }
-        assert_eq!(samples.len(), packets.len() * OPUS_FRAME);
-        assert_eq!(media::encode::OPUS_RATE / OPUS_FRAME as u32, 50);
-    }
-
-    #[test]
-    fn pcm_frames_are_20_ms_at_the_asked_rate() {
-        let output = Output {
-            codec: Codec::PcmS16le,
-            sample_rate: Some(16_000),
-        };
-        let mut framer = Framer::new(&output, 22_050, 16_000).unwrap();
-        let tone = vec![0.1f32; 22_050];
-        let mut frames = framer.frames(&tone, false).unwrap();
-        frames.extend(framer.frames(&[], true).unwrap());
-        let total: usize = frames.iter().map(Vec::len).sum();
-        assert_eq!(total, 32_000);
-        assert!(frames[..frames.len() - 1].iter().all(|f| f.len() == 640));
     }
 }
