@@ -3,6 +3,10 @@
 //! windows (a two-hour file; sampled past `MAX_CLUSTERED`), Whisper on a 44 s clip (two_cities.wav), Piper's
 //! time to first audio and real-time factor. `benches/engines_vs_peers.sh` runs
 //! this beside the Python onnxruntime Silero loop in the same command.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use engines::embedder::SpeakerEmbedder;

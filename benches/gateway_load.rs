@@ -6,6 +6,10 @@
 //!
 //! `cargo bench --bench gateway_load -- --gateway http://ADDR --key KEY [--seconds 20]
 //!  [--rate 2000]`
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

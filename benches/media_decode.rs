@@ -3,6 +3,10 @@
 //!
 //! Fixtures come from `media/fixtures/make.sh`. `benches/media_vs_ffmpeg.sh` runs this
 //! with ffmpeg on the same files in the same command and prints the ratios.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use media::preflight::{Thresholds, analyse};

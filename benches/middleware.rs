@@ -3,6 +3,10 @@
 //! `GET /v1/me` with an API key (request id, metrics, panic guard, auth with the key
 //! cache, JSON) against the reference `GET /health/live` through the same stack, so the
 //! ratio is the cost of authentication and the handler.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 use std::sync::Arc;
 

@@ -9,6 +9,10 @@
 //!   before it starts a job), with p50/p99 latency and jobs per second.
 //!
 //! `cargo bench --bench scaled_load -- [--seconds 5] [--jobs 20000]`
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -8,6 +8,10 @@
 //! sessions over the wall time.
 //!
 //! Usage: speak_load --url http://127.0.0.1:PORT --key KEY [--sessions 1,4] [--rounds 5]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -16,6 +16,10 @@
 //!
 //! Usage: stream_load --url http://127.0.0.1:PORT --key KEY [--streams 1,2,4,8]
 //!                    [--frame-ms 40] [--batch true]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -12,6 +12,10 @@
 //! (`/stream/transcribe` with 20 ms PCM frames, `/stream/speak`).
 //!
 //! Usage: webrtc_load --url http://127.0.0.1:PORT --key KEY [--sessions 1,4] [--rounds 3]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -110,7 +110,7 @@ impl AppState {
             db.clone(),
             &config.auth,
             &secret,
-            http,
+            &http,
             cluster.clone(),
         )?);
         let node = match config.engines.enabled {

@@ -199,7 +199,7 @@ mod tests {
     fn tampering_and_truncation_are_refused() {
         let vault = vault(7);
         let sealed = vault.seal("secret", "t:1");
-        let mut flipped = sealed.clone().into_bytes();
+        let mut flipped = sealed.into_bytes();
         let last = flipped.len() - 3;
         flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).unwrap();

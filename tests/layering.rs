@@ -7,6 +7,10 @@
 //! fails on a new one, and on a listed one that is gone (so the list stays true).
 //!
 //! `cargo test --test layering -- --nocapture` prints the module graph.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -53,6 +53,10 @@ pub struct Batcher<Request, Response> {
 
 impl<Request: Send + 'static, Response: Send + 'static> Batcher<Request, Response> {
     /// Starts `threads` workers named `name` sharing one queue of `capacity` jobs.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the batch function is handed over; each worker thread keeps a clone"
+    )]
     pub fn spawn(
         name: &str,
         threads: usize,

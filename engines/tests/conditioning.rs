@@ -1,6 +1,10 @@
 //! Voice conditioning against real speaker embeddings: Piper's base voice, conditioned
 //! on a reference clip, must come out closer to the reference speaker (cosine of the
 //! d-vector embeddings) than the base voice is, for several different references.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod common;
 

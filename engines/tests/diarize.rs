@@ -1,4 +1,8 @@
 //! Diarization of a two-voice conversation with known turns.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod common;
 

@@ -1,5 +1,9 @@
 //! Speaker embeddings: the same voice is closer than a different one, on real speech and
 //! on synthetic (espeak-ng) voices.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod common;
 

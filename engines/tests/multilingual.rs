@@ -1,6 +1,10 @@
 //! Whisper base (multilingual): languages detected from the audio, sentences in German,
 //! Spanish and French transcribed in their language (given or detected), English still
 //! read, and a language the model does not know refused.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod common;
 

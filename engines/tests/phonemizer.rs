@@ -1,5 +1,9 @@
 //! espeak-ng in its own process: a text that aborts the library fails that text alone;
 //! the next text gets a new child; the process that asked goes on.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod common;
 

@@ -1,6 +1,10 @@
 //! Whisper on real and synthetic speech: word error rates against the known texts,
 //! timestamps, long audio through VAD windows, silence, beam search, and batched windows
 //! equal to windows decoded alone.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod common;
 

@@ -1,5 +1,9 @@
 //! Piper synthesis: real speech comes out (VAD), in one consistent voice (embeddings),
 //! and speed changes the length.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod common;
 

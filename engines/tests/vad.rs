@@ -1,4 +1,8 @@
 //! Silero VAD on real speech, silence and noise; batching equals one-by-one.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod common;
 

@@ -1,4 +1,8 @@
 //! Whole-file decode of every format, limits, and broken input.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod fixtures;
 

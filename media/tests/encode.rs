@@ -1,4 +1,8 @@
 //! Encoders checked by decoding their output (ours and ffprobe's view of it).
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod fixtures;
 

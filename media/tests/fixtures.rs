@@ -1,4 +1,8 @@
 //! Shared by the media integration tests: the generated fixture folder.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

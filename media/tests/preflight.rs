@@ -1,4 +1,8 @@
 //! Preflight on clips made to trip each check, and on a clean one.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod fixtures;
 

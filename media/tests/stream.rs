@@ -1,4 +1,8 @@
 //! Streaming decode with random chunk boundaries equals the whole-file decode.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod fixtures;
 

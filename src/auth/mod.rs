@@ -59,7 +59,7 @@ impl Authenticator {
         db: Db,
         config: &AuthConfig,
         jwt_secret: &[u8],
-        http: reqwest::Client,
+        http: &reqwest::Client,
         cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> anyhow::Result<Self> {
         Ok(Authenticator {

@@ -81,7 +81,7 @@ pub(super) fn auth(file: FileAuth, jwt_secret: Option<Secret>) -> anyhow::Result
 }
 
 /// `[limits]`.
-pub(super) fn limits(file: FileLimits) -> anyhow::Result<LimitsConfig> {
+pub(super) fn limits(file: &FileLimits) -> anyhow::Result<LimitsConfig> {
     let max_upload_bytes = file.max_upload_bytes.unwrap_or(100 * 1024 * 1024);
     let limits = LimitsConfig {
         max_json_body_bytes: file.max_json_body_bytes.unwrap_or(1024 * 1024),
@@ -105,7 +105,7 @@ pub(super) fn limits(file: FileLimits) -> anyhow::Result<LimitsConfig> {
 }
 
 /// `[http]`.
-pub(super) fn http(file: FileHttp) -> anyhow::Result<HttpConfig> {
+pub(super) fn http(file: &FileHttp) -> anyhow::Result<HttpConfig> {
     let http = HttpConfig {
         max_connections: positive(
             "http.max_connections",
@@ -254,7 +254,7 @@ pub(super) fn scaispeak(
 }
 
 /// `[jobs]`.
-pub(super) fn jobs(file: FileJobs) -> anyhow::Result<JobsConfig> {
+pub(super) fn jobs(file: &FileJobs) -> anyhow::Result<JobsConfig> {
     Ok(JobsConfig {
         workers: file.workers.unwrap_or(1),
         lease: seconds("jobs.lease_seconds", file.lease_seconds, 60)?,
@@ -351,7 +351,7 @@ pub(super) fn webrtc(file: FileWebrtc) -> anyhow::Result<WebrtcConfig> {
 }
 
 /// `[gateway]`; `DISPATCH_STREAM_TIMEOUT_S` wins over its stream timeout.
-pub(super) fn gateway(file: FileGateway) -> anyhow::Result<GatewayConfig> {
+pub(super) fn gateway(file: &FileGateway) -> anyhow::Result<GatewayConfig> {
     Ok(GatewayConfig {
         stream_timeout: seconds(
             "gateway.stream_timeout_seconds (DISPATCH_STREAM_TIMEOUT_S)",
@@ -385,7 +385,7 @@ pub(super) fn gateway(file: FileGateway) -> anyhow::Result<GatewayConfig> {
 }
 
 /// `[accounting]`.
-pub(super) fn accounting(file: FileAccounting) -> anyhow::Result<AccountingConfig> {
+pub(super) fn accounting(file: &FileAccounting) -> anyhow::Result<AccountingConfig> {
     Ok(AccountingConfig {
         flush_interval: Duration::from_millis(positive(
             "accounting.flush_interval_ms",
@@ -399,7 +399,7 @@ pub(super) fn accounting(file: FileAccounting) -> anyhow::Result<AccountingConfi
 }
 
 /// `[webhooks]`.
-pub(super) fn webhooks(file: FileWebhooks) -> anyhow::Result<WebhooksConfig> {
+pub(super) fn webhooks(file: &FileWebhooks) -> anyhow::Result<WebhooksConfig> {
     Ok(WebhooksConfig {
         max_attempts: positive(
             "webhooks.max_attempts",

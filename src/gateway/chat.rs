@@ -424,7 +424,7 @@ struct StreamTally {
 
 impl StreamTally {
     /// The bytes to send the client for one upstream event.
-    fn event(&mut self, event: sse::Event, slug: &str) -> Option<Vec<u8>> {
+    fn event(&mut self, event: &sse::Event, slug: &str) -> Option<Vec<u8>> {
         if event.comment_only {
             return Some(b": keep-alive\n\n".to_vec());
         }
@@ -523,7 +523,7 @@ fn stream_response(
             };
             let mut out = Vec::new();
             for event in events {
-                if let Some(bytes) = tally.event(event, &slug) {
+                if let Some(bytes) = tally.event(&event, &slug) {
                     out.extend(bytes);
                 }
             }
@@ -604,7 +604,7 @@ mod tests {
         };
         let out = tally
             .event(
-                event(r#"{"model":"up","choices":[{"delta":{"content":"Hello"}}]}"#),
+                &event(r#"{"model":"up","choices":[{"delta":{"content":"Hello"}}]}"#),
                 "v/m",
             )
             .unwrap();
@@ -614,17 +614,17 @@ mod tests {
                 .contains("\"model\":\"v/m\"")
         );
         tally.event(
-            event(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#),
+            &event(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#),
             "v/m",
         );
         assert_eq!(tally.completion_chars, 5);
         assert_eq!(tally.usage, Some((3, 2)));
         assert!(!tally.done);
-        tally.event(event("[DONE]"), "v/m");
+        tally.event(&event("[DONE]"), "v/m");
         assert!(tally.done);
         assert!(
             tally
-                .event(event(r#"{"error":{"message":"boom"}}"#), "v/m")
+                .event(&event(r#"{"error":{"message":"boom"}}"#), "v/m")
                 .is_none()
         );
         assert_eq!(tally.upstream_error.as_deref(), Some("boom"));

@@ -41,6 +41,10 @@ fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 's
 
 /// The answer to a body that could not be read whole: 408 where it did not arrive in
 /// time, 413 where it is over `limit`, 400 otherwise (the client went away mid-body).
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the error is the body's end; its source chain is read as `'static`"
+)]
 pub fn read_error(error: axum::Error, what: &str, limit: usize) -> ApiError {
     if is_timeout(&error) {
         return ApiError::new(ErrorCode::REQUEST_TIMEOUT, error.to_string());

@@ -1,5 +1,9 @@
 //! End-to-end tests: the real server on an ephemeral port, real HTTP clients.
 //! One test binary (link once); one module per area.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or bench fails loudly on a broken fixture or server"
+)]
 
 mod adversarial;
 mod auth;

@@ -632,7 +632,7 @@ impl Whisper {
                 row[*token as usize].exp()
             })
             .collect();
-        let mut ids = text.clone();
+        let mut ids = text;
         ids.push(t.eot);
         let words = align::group_words(t.pieces(&ids));
         Ok(align::word_timings(

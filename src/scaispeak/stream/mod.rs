@@ -326,23 +326,23 @@ impl Session {
                 }
                 let dropped = interrupt.then(|| self.interrupt());
                 let complete = self.sentences.push(&piece);
-                self.enqueue(complete)?;
+                self.enqueue(&complete)?;
                 // Text that never ends a sentence is spoken once it reaches the limit.
                 if self.sentences.pending_chars() > limit {
                     let rest = self.sentences.flush();
-                    self.enqueue(rest.into_iter().collect())?;
+                    self.enqueue(rest.as_slice())?;
                 }
                 Ok(dropped.map_or(Action::Go, Action::Interrupted))
             }
             ClientFrame::Interrupt => Ok(Action::Interrupted(self.interrupt())),
             ClientFrame::Flush => {
                 let rest = self.sentences.flush();
-                self.enqueue(rest.into_iter().collect())?;
+                self.enqueue(rest.as_slice())?;
                 Ok(Action::Go)
             }
             ClientFrame::Close => {
                 let rest = self.sentences.flush();
-                self.enqueue(rest.into_iter().collect())?;
+                self.enqueue(rest.as_slice())?;
                 Ok(Action::Close)
             }
         }
@@ -366,7 +366,7 @@ impl Session {
         dropped
     }
 
-    fn enqueue(&mut self, sentences: Vec<String>) -> ApiResult<()> {
+    fn enqueue(&mut self, sentences: &[String]) -> ApiResult<()> {
         let pieces = sentences
             .iter()
             .flat_map(|sentence| engines::piper::bounded_pieces(sentence));
