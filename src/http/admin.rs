@@ -35,74 +35,76 @@ type St = State<Arc<AppState>>;
 #[utoipa::path(post, path = "/v1/tenants", tag = "admin", request_body = CreateTenant,
     responses((status = 201, body = Tenant)), security(("bearer" = [])))]
 pub async fn create_tenant(
-    State(s): St,
-    Auth(p): Auth,
-    Json(r): Json<CreateTenant>,
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<Tenant>)> {
-    let tenant = tenants::create(&s.db, &s.config, Some(&p), r).await?;
+    let tenant = tenants::create(&state.db, &state.config, Some(&principal), request).await?;
     Ok((StatusCode::CREATED, Json(tenant)))
 }
 
 #[utoipa::path(get, path = "/v1/tenants", tag = "admin",
     responses((status = 200, body = Vec<Tenant>)), security(("bearer" = [])))]
-pub async fn list_tenants(State(s): St, Auth(p): Auth) -> ApiResult<Json<Vec<Tenant>>> {
-    tenants::list(&s.db, Some(&p)).await.map(Json)
+pub async fn list_tenants(State(state): St, Auth(principal): Auth) -> ApiResult<Json<Vec<Tenant>>> {
+    tenants::list(&state.db, Some(&principal)).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{id}", tag = "admin",
     responses((status = 200, body = Tenant)), security(("bearer" = [])))]
 pub async fn get_tenant(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Tenant>> {
-    tenants::get(&s.db, Some(&p), &id).await.map(Json)
+    tenants::get(&state.db, Some(&principal), &id)
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "admin", request_body = UpdateTenant,
     responses((status = 200, body = Tenant)), security(("bearer" = [])))]
 pub async fn update_tenant(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
-    Json(r): Json<UpdateTenant>,
+    Json(request): Json<UpdateTenant>,
 ) -> ApiResult<Json<Tenant>> {
-    let tenant = tenants::update(&s.db, Some(&p), &id, r).await?;
-    s.auth.invalidate().await;
+    let tenant = tenants::update(&state.db, Some(&principal), &id, request).await?;
+    state.auth.invalidate().await;
     Ok(Json(tenant))
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "admin",
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn delete_tenant(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    tenants::delete(&s.db, Some(&p), &id).await?;
-    s.auth.invalidate().await;
+    tenants::delete(&state.db, Some(&principal), &id).await?;
+    state.auth.invalidate().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "admin", request_body = CreateUser,
     responses((status = 201, body = User)), security(("bearer" = [])))]
 pub async fn create_user(
-    State(s): St,
-    Auth(p): Auth,
-    Json(r): Json<CreateUser>,
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    let user = users::create(&s.db, Some(&p), r).await?;
+    let user = users::create(&state.db, Some(&principal), request).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "admin", params(TenantFilter),
     responses((status = 200, body = Vec<User>)), security(("bearer" = [])))]
 pub async fn list_users(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Query(f): Query<TenantFilter>,
 ) -> ApiResult<Json<Vec<User>>> {
-    users::list(&s.db, Some(&p), f.tenant_id.as_deref())
+    users::list(&state.db, Some(&principal), f.tenant_id.as_deref())
         .await
         .map(Json)
 }
@@ -110,32 +112,32 @@ pub async fn list_users(
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "admin",
     responses((status = 200, body = User)), security(("bearer" = [])))]
 pub async fn get_user(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<User>> {
-    users::get(&s.db, Some(&p), &id).await.map(Json)
+    users::get(&state.db, Some(&principal), &id).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/api-keys", tag = "admin", request_body = CreateApiKey,
     responses((status = 201, body = CreatedApiKey)), security(("bearer" = [])))]
 pub async fn create_api_key(
-    State(s): St,
-    Auth(p): Auth,
-    Json(r): Json<CreateApiKey>,
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<CreateApiKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
-    let created = api_keys::create(&s.db, Some(&p), r).await?;
+    let created = api_keys::create(&state.db, Some(&principal), request).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[utoipa::path(get, path = "/v1/api-keys", tag = "admin", params(TenantFilter),
     responses((status = 200, body = Vec<ApiKeyInfo>)), security(("bearer" = [])))]
 pub async fn list_api_keys(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Query(f): Query<TenantFilter>,
 ) -> ApiResult<Json<Vec<ApiKeyInfo>>> {
-    api_keys::list(&s.db, Some(&p), f.tenant_id.as_deref())
+    api_keys::list(&state.db, Some(&principal), f.tenant_id.as_deref())
         .await
         .map(Json)
 }
@@ -143,45 +145,47 @@ pub async fn list_api_keys(
 #[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "admin",
     responses((status = 200, body = ApiKeyInfo)), security(("bearer" = [])))]
 pub async fn get_api_key(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApiKeyInfo>> {
-    api_keys::get(&s.db, Some(&p), &id).await.map(Json)
+    api_keys::get(&state.db, Some(&principal), &id)
+        .await
+        .map(Json)
 }
 
 /// Revoke: the key stops working at once.
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "admin",
     responses((status = 200, body = ApiKeyInfo)), security(("bearer" = [])))]
 pub async fn revoke_api_key(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApiKeyInfo>> {
-    let info = api_keys::revoke(&s.db, Some(&p), &id).await?;
-    s.auth.invalidate().await;
+    let info = api_keys::revoke(&state.db, Some(&principal), &id).await?;
+    state.auth.invalidate().await;
     Ok(Json(info))
 }
 
 #[utoipa::path(post, path = "/v1/roles", tag = "admin", request_body = CreateRole,
     responses((status = 201, body = Role)), security(("bearer" = [])))]
 pub async fn create_role(
-    State(s): St,
-    Auth(p): Auth,
-    Json(r): Json<CreateRole>,
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<CreateRole>,
 ) -> ApiResult<(StatusCode, Json<Role>)> {
-    let role = roles::create(&s.db, Some(&p), r).await?;
+    let role = roles::create(&state.db, Some(&principal), request).await?;
     Ok((StatusCode::CREATED, Json(role)))
 }
 
 #[utoipa::path(get, path = "/v1/roles", tag = "admin", params(TenantFilter),
     responses((status = 200, body = Vec<Role>)), security(("bearer" = [])))]
 pub async fn list_roles(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Query(f): Query<TenantFilter>,
 ) -> ApiResult<Json<Vec<Role>>> {
-    roles::list(&s.db, Some(&p), f.tenant_id.as_deref())
+    roles::list(&state.db, Some(&principal), f.tenant_id.as_deref())
         .await
         .map(Json)
 }
@@ -189,13 +193,13 @@ pub async fn list_roles(
 #[utoipa::path(delete, path = "/v1/roles/{id}", tag = "admin", params(TenantFilter),
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn delete_role(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
     Query(f): Query<TenantFilter>,
 ) -> ApiResult<StatusCode> {
-    roles::delete(&s.db, Some(&p), f.tenant_id.as_deref(), &id).await?;
-    s.auth.invalidate().await;
+    roles::delete(&state.db, Some(&principal), f.tenant_id.as_deref(), &id).await?;
+    state.auth.invalidate().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -203,29 +207,29 @@ pub async fn delete_role(
 #[utoipa::path(post, path = "/v1/grants", tag = "admin", request_body = CreateGrant,
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn create_grant(
-    State(s): St,
-    Auth(p): Auth,
-    Json(r): Json<CreateGrant>,
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<CreateGrant>,
 ) -> ApiResult<StatusCode> {
-    roles::grant(&s.db, Some(&p), r).await?;
-    s.auth.invalidate().await;
+    roles::grant(&state.db, Some(&principal), request).await?;
+    state.auth.invalidate().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/v1/modules", tag = "modules",
     responses((status = 200, body = Vec<ModuleInfo>)), security(("bearer" = [])))]
-pub async fn list_modules(State(s): St, Auth(p): Auth) -> Json<Vec<ModuleInfo>> {
-    Json(modules::list(&p, |id| s.module_error(id)))
+pub async fn list_modules(State(state): St, Auth(principal): Auth) -> Json<Vec<ModuleInfo>> {
+    Json(modules::list(&principal, |id| state.module_error(id)))
 }
 
 #[utoipa::path(get, path = "/v1/modules/{id}", tag = "modules",
     responses((status = 200, body = ModuleInfo)), security(("bearer" = [])))]
 pub async fn get_module(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ModuleInfo>> {
-    modules::get(&p, &id, |id| s.module_error(id)).map(Json)
+    modules::get(&principal, &id, |id| state.module_error(id)).map(Json)
 }
 
 /// The toggle body is optional: empty means "the caller's tenant".
@@ -250,21 +254,21 @@ async fn toggle(
 #[utoipa::path(post, path = "/v1/modules/{id}/enable", tag = "modules", request_body = Option<ModuleToggle>,
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn enable_module(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    toggle(&s, &p, &id, true, body).await
+    toggle(&state, &principal, &id, true, body).await
 }
 
 #[utoipa::path(post, path = "/v1/modules/{id}/disable", tag = "modules", request_body = Option<ModuleToggle>,
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn disable_module(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    toggle(&s, &p, &id, false, body).await
+    toggle(&state, &principal, &id, false, body).await
 }

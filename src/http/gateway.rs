@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -33,52 +35,69 @@ pub struct TenantQuery {
 #[utoipa::path(post, path = "/v1/backends", tag = "gateway", request_body = CreateBackend,
     responses((status = 201, body = BackendView)), security(("bearer" = [])))]
 pub async fn create_backend(
-    State(s): St,
-    Auth(p): Auth,
-    Json(r): Json<CreateBackend>,
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<CreateBackend>,
 ) -> ApiResult<(StatusCode, Json<BackendView>)> {
-    let backend = s.gateway.catalog.create_backend(Some(&p), r).await?;
-    Ok((StatusCode::CREATED, Json(s.gateway.view(&backend))))
+    let backend = state
+        .gateway
+        .catalog
+        .create_backend(Some(&principal), request)
+        .await?;
+    Ok((StatusCode::CREATED, Json(state.gateway.view(&backend))))
 }
 
 #[utoipa::path(get, path = "/v1/backends", tag = "gateway",
     responses((status = 200, body = Vec<BackendView>)), security(("bearer" = [])))]
-pub async fn list_backends(State(s): St, Auth(p): Auth) -> ApiResult<Json<Vec<BackendView>>> {
-    let backends = s.gateway.catalog.backends(Some(&p)).await?;
-    Ok(Json(backends.iter().map(|b| s.gateway.view(b)).collect()))
+pub async fn list_backends(
+    State(state): St,
+    Auth(principal): Auth,
+) -> ApiResult<Json<Vec<BackendView>>> {
+    let backends = state.gateway.catalog.backends(Some(&principal)).await?;
+    Ok(Json(
+        backends.iter().map(|b| state.gateway.view(b)).collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/backends/{id}", tag = "gateway",
     responses((status = 200, body = BackendView)), security(("bearer" = [])))]
 pub async fn get_backend(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<BackendView>> {
-    let backend = s.gateway.catalog.backend(Some(&p), &id).await?;
-    Ok(Json(s.gateway.view(&backend)))
+    let backend = state.gateway.catalog.backend(Some(&principal), &id).await?;
+    Ok(Json(state.gateway.view(&backend)))
 }
 
 #[utoipa::path(patch, path = "/v1/backends/{id}", tag = "gateway", request_body = UpdateBackend,
     responses((status = 200, body = BackendView)), security(("bearer" = [])))]
 pub async fn update_backend(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
-    Json(r): Json<UpdateBackend>,
+    Json(request): Json<UpdateBackend>,
 ) -> ApiResult<Json<BackendView>> {
-    let backend = s.gateway.catalog.update_backend(Some(&p), &id, r).await?;
-    Ok(Json(s.gateway.view(&backend)))
+    let backend = state
+        .gateway
+        .catalog
+        .update_backend(Some(&principal), &id, request)
+        .await?;
+    Ok(Json(state.gateway.view(&backend)))
 }
 
 #[utoipa::path(delete, path = "/v1/backends/{id}", tag = "gateway",
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn delete_backend(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    s.gateway.catalog.delete_backend(Some(&p), &id).await?;
+    state
+        .gateway
+        .catalog
+        .delete_backend(Some(&principal), &id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -86,45 +105,54 @@ pub async fn delete_backend(
 #[utoipa::path(get, path = "/v1/backends/{id}/health", tag = "gateway",
     responses((status = 200, body = HealthReport)), security(("bearer" = [])))]
 pub async fn backend_health(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<HealthReport>> {
-    let backend = s.gateway.catalog.backend(Some(&p), &id).await?;
-    Ok(Json(s.gateway.probe(&backend).await))
+    let backend = state.gateway.catalog.backend(Some(&principal), &id).await?;
+    Ok(Json(state.gateway.probe(&backend).await))
 }
 
 #[utoipa::path(post, path = "/v1/models", tag = "gateway", request_body = CreateModel,
     responses((status = 201, body = ModelView)), security(("bearer" = [])))]
 pub async fn create_model(
-    State(s): St,
-    Auth(p): Auth,
-    Json(r): Json<CreateModel>,
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<CreateModel>,
 ) -> ApiResult<(StatusCode, Json<ModelView>)> {
-    let model = s.gateway.catalog.create_model(Some(&p), r).await?;
+    let model = state
+        .gateway
+        .catalog
+        .create_model(Some(&principal), request)
+        .await?;
     Ok((StatusCode::CREATED, Json(model)))
 }
 
 /// The models the caller's tenant can call, in OpenAI's list shape.
 #[utoipa::path(get, path = "/v1/models", tag = "gateway",
     responses((status = 200, body = ModelList)), security(("bearer" = [])))]
-pub async fn list_models(State(s): St, Auth(p): Auth) -> ApiResult<Json<ModelList>> {
-    s.gateway.catalog.list_models(&p).await.map(Json)
+pub async fn list_models(State(state): St, Auth(principal): Auth) -> ApiResult<Json<ModelList>> {
+    state
+        .gateway
+        .catalog
+        .list_models(&principal)
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/models/{vendor}/{name}", tag = "gateway", params(TenantQuery),
     responses((status = 200, body = ModelView)), security(("bearer" = [])))]
 pub async fn get_model(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path((vendor, name)): Path<(String, String)>,
-    Query(q): Query<TenantQuery>,
+    Query(query): Query<TenantQuery>,
 ) -> ApiResult<Json<ModelView>> {
     let slug = format!("{vendor}/{name}");
-    let model = s
+    let model = state
         .gateway
         .catalog
-        .get_model(&p, &slug, q.tenant_id.as_deref());
+        .get_model(&principal, &slug, query.tenant_id.as_deref());
     model.await.map(Json)
 }
 
@@ -132,33 +160,34 @@ pub async fn get_model(
     request_body = UpdateModel, responses((status = 200, body = ModelView)),
     security(("bearer" = [])))]
 pub async fn update_model(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path((vendor, name)): Path<(String, String)>,
-    Query(q): Query<TenantQuery>,
-    Json(r): Json<UpdateModel>,
+    Query(query): Query<TenantQuery>,
+    Json(request): Json<UpdateModel>,
 ) -> ApiResult<Json<ModelView>> {
     let slug = format!("{vendor}/{name}");
-    let model = s
-        .gateway
-        .catalog
-        .update_model(&p, &slug, q.tenant_id.as_deref(), r);
+    let model =
+        state
+            .gateway
+            .catalog
+            .update_model(&principal, &slug, query.tenant_id.as_deref(), request);
     model.await.map(Json)
 }
 
 #[utoipa::path(delete, path = "/v1/models/{vendor}/{name}", tag = "gateway", params(TenantQuery),
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn delete_model(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path((vendor, name)): Path<(String, String)>,
-    Query(q): Query<TenantQuery>,
+    Query(query): Query<TenantQuery>,
 ) -> ApiResult<StatusCode> {
     let slug = format!("{vendor}/{name}");
-    let deleted = s
+    let deleted = state
         .gateway
         .catalog
-        .delete_model(&p, &slug, q.tenant_id.as_deref());
+        .delete_model(&principal, &slug, query.tenant_id.as_deref());
     deleted.await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -166,11 +195,14 @@ pub async fn delete_model(
 #[utoipa::path(get, path = "/v1/model-access", tag = "gateway", params(TenantQuery),
     responses((status = 200, body = ModelAccessView)), security(("bearer" = [])))]
 pub async fn get_model_access(
-    State(s): St,
-    Auth(p): Auth,
-    Query(q): Query<TenantQuery>,
+    State(state): St,
+    Auth(principal): Auth,
+    Query(query): Query<TenantQuery>,
 ) -> ApiResult<Json<ModelAccessView>> {
-    let access = s.gateway.catalog.model_access(&p, q.tenant_id.as_deref());
+    let access = state
+        .gateway
+        .catalog
+        .model_access(&principal, query.tenant_id.as_deref());
     access.await.map(Json)
 }
 
@@ -178,11 +210,16 @@ pub async fn get_model_access(
 #[utoipa::path(put, path = "/v1/model-access", tag = "gateway", request_body = PutModelAccess,
     responses((status = 200, body = ModelAccessView)), security(("bearer" = [])))]
 pub async fn put_model_access(
-    State(s): St,
-    Auth(p): Auth,
-    Json(r): Json<PutModelAccess>,
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<PutModelAccess>,
 ) -> ApiResult<Json<ModelAccessView>> {
-    s.gateway.catalog.put_model_access(&p, r).await.map(Json)
+    state
+        .gateway
+        .catalog
+        .put_model_access(&principal, request)
+        .await
+        .map(Json)
 }
 
 /// OpenAI-compatible chat completions (`stream: true` answers server-sent events).
@@ -190,27 +227,60 @@ pub async fn put_model_access(
     responses((status = 200, description = "OpenAI's chat completion (plus `status: ok`), or SSE")),
     security(("bearer" = [])))]
 pub async fn chat_completions(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     request: Request,
 ) -> ApiResult<Response> {
-    let admitted = s.gateway.admit()?;
-    let limit = s.config.limits.max_json_body_bytes;
+    let admitted = state.gateway.admit()?;
+    let limit = state.config.limits.max_json_body_bytes;
     let bytes = axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|e| crate::server::body::read_error(e, "request body", limit))?;
-    crate::gateway::chat::complete(s.gateway.clone(), p, bytes, admitted).await
+    let reply =
+        crate::gateway::chat::complete(state.gateway.clone(), principal, bytes, admitted).await?;
+    Ok(chat_response(reply))
+}
+
+/// A chat reply as HTTP: the JSON answer, or the SSE stream (unbuffered by proxies);
+/// either names its backend for the access log and metrics.
+fn chat_response(reply: crate::gateway::chat::Reply) -> Response {
+    use crate::gateway::chat::Reply;
+    let (mut response, backend_id) = match reply {
+        Reply::Answered { body, backend_id } => (
+            axum::Json(serde_json::Value::Object(body)).into_response(),
+            backend_id,
+        ),
+        Reply::Streaming { events, backend_id } => {
+            let body = futures_util::stream::unfold(events, |mut events| async move {
+                events
+                    .recv()
+                    .await
+                    .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), events))
+            });
+            let mut response = Response::new(axum::body::Body::from_stream(body));
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            (response, backend_id)
+        }
+    };
+    response
+        .extensions_mut()
+        .insert(crate::telemetry::BackendId(backend_id));
+    response
 }
 
 #[utoipa::path(post, path = "/v1/accounting/budgets", tag = "accounting",
     request_body = CreateBudget, responses((status = 201, body = BudgetView)),
     security(("bearer" = [])))]
 pub async fn create_budget(
-    State(s): St,
-    Auth(p): Auth,
-    Json(r): Json<CreateBudget>,
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<CreateBudget>,
 ) -> ApiResult<(StatusCode, Json<BudgetView>)> {
-    let budget = api::put_budget(&s.gate.accounting, &s.db, &p, r).await?;
+    let budget = api::put_budget(&state.gate.accounting, &state.db, &principal, request).await?;
     Ok((StatusCode::CREATED, Json(budget)))
 }
 
@@ -218,24 +288,34 @@ pub async fn create_budget(
 #[utoipa::path(get, path = "/v1/accounting/budgets", tag = "accounting", params(TenantQuery),
     responses((status = 200, body = BudgetList)), security(("bearer" = [])))]
 pub async fn list_budgets(
-    State(s): St,
-    Auth(p): Auth,
-    Query(q): Query<TenantQuery>,
+    State(state): St,
+    Auth(principal): Auth,
+    Query(query): Query<TenantQuery>,
 ) -> ApiResult<Json<BudgetList>> {
-    api::list_budgets(&s.gate.accounting, &p, q.tenant_id.as_deref())
-        .await
-        .map(Json)
+    api::list_budgets(
+        &state.gate.accounting,
+        &principal,
+        query.tenant_id.as_deref(),
+    )
+    .await
+    .map(Json)
 }
 
 #[utoipa::path(delete, path = "/v1/accounting/budgets/{id}", tag = "accounting",
     params(TenantQuery), responses((status = 204)), security(("bearer" = [])))]
 pub async fn delete_budget(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
-    Query(q): Query<TenantQuery>,
+    Query(query): Query<TenantQuery>,
 ) -> ApiResult<StatusCode> {
-    api::delete_budget(&s.gate.accounting, &p, &id, q.tenant_id.as_deref()).await?;
+    api::delete_budget(
+        &state.gate.accounting,
+        &principal,
+        &id,
+        query.tenant_id.as_deref(),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -243,9 +323,11 @@ pub async fn delete_budget(
 #[utoipa::path(get, path = "/v1/accounting/usage", tag = "accounting", params(UsageQuery),
     responses((status = 200, body = UsageReport)), security(("bearer" = [])))]
 pub async fn usage(
-    State(s): St,
-    Auth(p): Auth,
-    Query(q): Query<UsageQuery>,
+    State(state): St,
+    Auth(principal): Auth,
+    Query(query): Query<UsageQuery>,
 ) -> ApiResult<Json<UsageReport>> {
-    api::usage(&s.gate.accounting, &p, q).await.map(Json)
+    api::usage(&state.gate.accounting, &principal, query)
+        .await
+        .map(Json)
 }

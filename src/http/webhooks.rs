@@ -20,22 +20,22 @@ type St = State<Arc<AppState>>;
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
     responses((status = 201, body = WebhookView)), security(("bearer" = [])))]
 pub async fn create_webhook(
-    State(s): St,
-    Auth(p): Auth,
-    Json(r): Json<CreateWebhook>,
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<WebhookView>)> {
-    let webhook = webhooks::create(&s.webhooks, &p, r).await?;
+    let webhook = webhooks::create(&state.webhooks, &principal, request).await?;
     Ok((StatusCode::CREATED, Json(webhook)))
 }
 
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(TenantQuery),
     responses((status = 200, body = Vec<WebhookView>)), security(("bearer" = [])))]
 pub async fn list_webhooks(
-    State(s): St,
-    Auth(p): Auth,
-    Query(q): Query<TenantQuery>,
+    State(state): St,
+    Auth(principal): Auth,
+    Query(query): Query<TenantQuery>,
 ) -> ApiResult<Json<Vec<WebhookView>>> {
-    webhooks::list(&s.webhooks, &p, q.tenant_id.as_deref())
+    webhooks::list(&state.webhooks, &principal, query.tenant_id.as_deref())
         .await
         .map(Json)
 }
@@ -43,32 +43,36 @@ pub async fn list_webhooks(
 #[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks",
     responses((status = 200, body = WebhookView)), security(("bearer" = [])))]
 pub async fn get_webhook(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WebhookView>> {
-    webhooks::get(&s.webhooks, &p, &id).await.map(Json)
+    webhooks::get(&state.webhooks, &principal, &id)
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", request_body = UpdateWebhook,
     responses((status = 200, body = WebhookView)), security(("bearer" = [])))]
 pub async fn update_webhook(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
-    Json(r): Json<UpdateWebhook>,
+    Json(request): Json<UpdateWebhook>,
 ) -> ApiResult<Json<WebhookView>> {
-    webhooks::update(&s.webhooks, &p, &id, r).await.map(Json)
+    webhooks::update(&state.webhooks, &principal, &id, request)
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn delete_webhook(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    webhooks::delete(&s.webhooks, &p, &id).await?;
+    webhooks::delete(&state.webhooks, &principal, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -78,12 +82,12 @@ pub async fn delete_webhook(
     request_body = RotateSecret, responses((status = 200, body = WebhookView)),
     security(("bearer" = [])))]
 pub async fn rotate_webhook_secret(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
-    Json(r): Json<RotateSecret>,
+    Json(request): Json<RotateSecret>,
 ) -> ApiResult<Json<WebhookView>> {
-    webhooks::rotate_secret(&s.webhooks, &p, &id, r)
+    webhooks::rotate_secret(&state.webhooks, &principal, &id, request)
         .await
         .map(Json)
 }
@@ -92,9 +96,11 @@ pub async fn rotate_webhook_secret(
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
     responses((status = 200, body = DeliveryList)), security(("bearer" = [])))]
 pub async fn list_deliveries(
-    State(s): St,
-    Auth(p): Auth,
+    State(state): St,
+    Auth(principal): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeliveryList>> {
-    webhooks::deliveries(&s.webhooks, &p, &id).await.map(Json)
+    webhooks::deliveries(&state.webhooks, &principal, &id)
+        .await
+        .map(Json)
 }

@@ -3,10 +3,11 @@
 use std::fmt::Write;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `response_format` of `POST /transcribe` and the OpenAI alias.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ResponseFormat {
     Json,
     /// OpenAI's `verbose_json`: the JSON body with segments (ours always has them).

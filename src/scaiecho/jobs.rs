@@ -18,6 +18,23 @@ use crate::store::ObjectKey;
 
 pub const KIND: &str = "transcription";
 
+/// A job's options as stored in its row: the validated [`Options`] of the request.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    options: Options,
+}
+
+/// The options a job was accepted with. Rows queued before options were stored typed
+/// hold the request's form fields; those are validated again as the request was.
+fn stored_options(text: &str) -> ApiResult<Options> {
+    if let Ok(stored) = serde_json::from_str::<Stored>(text) {
+        return Ok(stored.options);
+    }
+    let fields: HashMap<String, String> = serde_json::from_str(text)
+        .map_err(|e| ApiError::internal(format_args!("job options unreadable: {e}")))?;
+    Options::from_fields(&Fields(&fields))
+}
+
 pub fn input_key(tenant_id: &str, job_id: &str) -> ApiResult<ObjectKey> {
     ObjectKey::new(tenant_id, &format!("scaiecho/jobs/{job_id}/input"))
         .map_err(|e| ApiError::internal(format_args!("object key: {e}")))
@@ -29,19 +46,23 @@ pub async fn create(
     principal: &Principal,
     audio: Bytes,
     media_type: Option<&str>,
-    fields: &HashMap<String, String>,
+    options: &Options,
     audio_seconds: Option<f64>,
 ) -> ApiResult<JobView> {
     let id = jobs::job_id();
     let key = input_key(&principal.tenant_id, &id)?;
     state
+        .handles
         .store
         .put(&key, audio)
         .await
         .map_err(|e| e.api("staging the audio"))?;
-    let options = serde_json::to_string(fields).unwrap_or_else(|_| "{}".into());
+    let options = serde_json::to_string(&Stored {
+        options: options.clone(),
+    })
+    .map_err(ApiError::internal)?;
     crate::jobs::queue(
-        &state.jobs,
+        &state.handles.jobs,
         &NewJob {
             id: &id,
             tenant_id: &principal.tenant_id,
@@ -60,25 +81,25 @@ pub async fn create(
 /// Removes a finished job's staged audio.
 pub async fn cleanup(state: &ScaiEcho, job: &JobRow) {
     if let Ok(key) = input_key(&job.tenant_id, &job.id) {
-        let _ = state.store.delete(&key).await;
+        let _ = state.handles.store.delete(&key).await;
     }
 }
 
 pub async fn get(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<JobView> {
-    crate::jobs::find(&state.jobs, &principal.tenant_id, MODULE, id)
+    crate::jobs::find(&state.handles.jobs, &principal.tenant_id, MODULE, id)
         .await
         .map(JobView::from)
 }
 
 pub async fn list(state: &ScaiEcho, principal: &Principal) -> ApiResult<Vec<JobView>> {
-    crate::jobs::list(&state.jobs, &principal.tenant_id, MODULE).await
+    crate::jobs::list(&state.handles.jobs, &principal.tenant_id, MODULE).await
 }
 
 /// Deletes a job and its staged audio; a worker running it drops its result.
 pub async fn delete(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<()> {
-    let job = crate::jobs::remove(&state.jobs, &principal.tenant_id, MODULE, id).await?;
+    let job = crate::jobs::remove(&state.handles.jobs, &principal.tenant_id, MODULE, id).await?;
     if let Ok(key) = input_key(&job.tenant_id, &job.id) {
-        let _ = state.store.delete(&key).await;
+        let _ = state.handles.store.delete(&key).await;
     }
     Ok(())
 }
@@ -87,13 +108,14 @@ pub async fn delete(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiRes
 pub async fn run(state: &ScaiEcho, job: &JobRow) -> ApiResult<(Value, f64)> {
     let key = input_key(&job.tenant_id, &job.id)?;
     let audio = state
+        .handles
         .store
         .get(&key)
         .await
         .map_err(|e| e.api("staged audio"))?;
-    let fields: HashMap<String, String> = serde_json::from_str(&job.options).unwrap_or_default();
-    let options = Options::from_fields(&Fields(&fields))?;
+    let options = stored_options(&job.options)?;
     let samples = state
+        .handles
         .intake
         .decode_16k(audio, job.media_type.as_deref())
         .await?;
@@ -109,4 +131,37 @@ pub async fn run(state: &ScaiEcho, job: &JobRow) -> ApiResult<(Value, f64)> {
         serde_json::to_value(&transcription).unwrap_or(Value::Null),
         duration,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_round_trip_typed_and_legacy_rows_still_run() {
+        let fields: HashMap<String, String> = [
+            ("language", "de"),
+            ("diarize", "true"),
+            ("timestamps", "word"),
+            ("response_format", "srt"),
+            ("backend_preference", "prefer_managed"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let options = Options::from_fields(&Fields(&fields)).unwrap();
+        let text = serde_json::to_string(&Stored {
+            options: options.clone(),
+        })
+        .unwrap();
+        assert!(text.contains(r#""response_format":"srt""#), "{text}");
+        assert_eq!(stored_options(&text).unwrap(), options);
+        // A row written by an earlier release: its form fields, validated again.
+        let legacy = serde_json::to_string(&fields).unwrap();
+        assert_eq!(stored_options(&legacy).unwrap(), options);
+        // Neither: an internal error, not silent defaults.
+        assert!(stored_options("[1, 2]").is_err());
+        let bad_legacy = r#"{"timestamps":"sometimes"}"#;
+        assert!(stored_options(bad_legacy).is_err());
+    }
 }

@@ -20,19 +20,14 @@ pub mod stream;
 
 use std::sync::Arc;
 
-use crate::accounting::{Accounting, UsageRecord};
+use crate::accounting::UsageRecord;
 use crate::auth::Principal;
-use crate::config::StreamConfig;
-use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::Jobs;
-use crate::ratelimit::Gate;
 use crate::rbac::Permission;
 use crate::services::modules::require_enabled;
 use crate::speech::intake::AudioIntake;
 use crate::speech::nodes::Nodes;
 use crate::speech::upload::Upload;
-use crate::store::ObjectStore;
 use format::{ResponseFormat, SegmentOut, Transcription};
 use policy::{Backend, Policy, Preference, Usable};
 
@@ -45,14 +40,9 @@ pub struct ScaiEcho {
     pub relay: Option<relay::Relay>,
     /// Open WebSocket streams per tenant.
     pub streams: Arc<crate::slots::StreamSlots>,
-    db: Db,
-    store: Arc<dyn ObjectStore>,
-    intake: Arc<AudioIntake>,
-    nodes: Nodes,
-    accounting: Arc<Accounting>,
-    jobs: Arc<Jobs>,
-    gate: Gate,
-    stream: StreamConfig,
+    /// The database, object store, intake, nodes, accounting, jobs, admission gate and
+    /// stream settings.
+    handles: crate::speech::Handles,
 }
 
 impl ScaiEcho {
@@ -61,39 +51,22 @@ impl ScaiEcho {
         local: Option<local::LocalStt>,
         relay: Option<relay::Relay>,
     ) -> ScaiEcho {
-        let crate::speech::Handles {
-            db,
-            store,
-            intake,
-            nodes,
-            accounting,
-            jobs,
-            gate,
-            stream,
-        } = handles;
         ScaiEcho {
             local,
             relay,
             streams: crate::slots::StreamSlots::new("scaigrid_scaiecho_streams_open"),
-            db,
-            store,
-            intake,
-            nodes,
-            accounting,
-            jobs,
-            gate,
-            stream,
+            handles,
         }
     }
 
     /// The audio intake (upload budget, decode slots) the HTTP boundary reads into.
     pub fn intake(&self) -> &AudioIntake {
-        &self.intake
+        &self.handles.intake
     }
 
     /// The inference nodes (this process's, the registry's live ones).
     pub fn nodes(&self) -> &Nodes {
-        &self.nodes
+        &self.handles.nodes
     }
 
     pub fn usable(&self) -> Usable {
@@ -105,7 +78,8 @@ impl ScaiEcho {
 }
 
 /// Segment timestamps (Whisper's timestamp tokens), also word timings, or none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Timestamps {
     Segment,
     Word,
@@ -127,8 +101,9 @@ impl Timestamps {
     }
 }
 
-/// The options of one transcription request, validated.
-#[derive(Debug, Clone)]
+/// The options of one transcription request, validated (a queued job stores them as
+/// they are, so its worker runs exactly what was accepted).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Options {
     pub language: Option<String>,
     pub diarize: bool,
@@ -227,7 +202,7 @@ fn granularities(fields: &Fields<'_>) -> ApiResult<Timestamps> {
 
 /// The tenant's policy (defaults until it is patched).
 pub async fn policy(state: &ScaiEcho, tenant_id: &str) -> ApiResult<Policy> {
-    let mut conn = state.db.pool.acquire().await?;
+    let mut conn = state.handles.db.pool.acquire().await?;
     Ok(crate::db::scaiecho::get_policy(&mut conn, tenant_id)
         .await?
         .unwrap_or_default())
@@ -243,7 +218,7 @@ pub async fn patch_policy(
     require_enabled(principal, MODULE)?;
     principal.require_tenant_admin(&principal.tenant_id)?;
     let updated = policy(state, &principal.tenant_id).await?.apply(patch)?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.handles.db.begin().await?;
     crate::db::scaiecho::put_policy(&mut tx, &principal.tenant_id, &updated).await?;
     crate::services::audit(
         &mut tx,
@@ -288,6 +263,7 @@ pub async fn transcribe_upload(
     let policy = policy(state, &principal.tenant_id).await?;
     // Before any work: some backend can take this, here or (queued) on a worker.
     let usable = state
+        .handles
         .nodes
         .usable_for_jobs(state.usable(), "audio.stt.")
         .await?;
@@ -300,13 +276,14 @@ pub async fn transcribe_upload(
             principal,
             upload.audio.clone(),
             media_type,
-            &upload.fields,
+            &options,
             None,
         )
         .await?;
         return Ok(Outcome::Queued(job));
     }
     let samples = state
+        .handles
         .intake
         .decode_16k(upload.audio.clone(), media_type)
         .await?;
@@ -317,7 +294,7 @@ pub async fn transcribe_upload(
             principal,
             upload.audio.clone(),
             media_type,
-            &upload.fields,
+            &options,
             Some(seconds),
         )
         .await?;
@@ -481,8 +458,8 @@ pub fn record_usage(state: &ScaiEcho, owner: &Owner<'_>, seconds: f64) {
     let kind = crate::accounting::subject_kind_of(owner.subject);
     let mut record = UsageRecord::for_subject(owner.tenant_id, kind, owner.subject, MODULE);
     record.audio_seconds = seconds;
-    record.cost = seconds * state.accounting.prices.audio_second;
-    state.accounting.record(record);
+    record.cost = seconds * state.handles.accounting.prices.audio_second;
+    state.handles.accounting.record(record);
 }
 
 fn round_ms(seconds: f64) -> f64 {

@@ -124,6 +124,7 @@ async fn check_reference(
     media_type: Option<&str>,
 ) -> ApiResult<(Vec<f32>, Value)> {
     let (block, samples) = state
+        .handles
         .intake
         .reference_clip(bytes, media_type, thresholds())
         .await?;
@@ -142,7 +143,7 @@ async fn check_reference(
 
 /// The profile embedding on this process's node, if it has the embedder.
 async fn embed(state: &ScaiEcho, samples: Arc<Vec<f32>>) -> Option<ApiResult<Vec<f32>>> {
-    let node = state.nodes.local().cloned()?;
+    let node = state.handles.nodes.local().cloned()?;
     node.embedder.as_ref()?;
     node.vad.as_ref()?;
     let result = tokio::task::spawn_blocking(move || {
@@ -160,7 +161,11 @@ async fn embed(state: &ScaiEcho, samples: Arc<Vec<f32>>) -> Option<ApiResult<Vec
 
 /// This process's node id, when it runs engines.
 fn local_node(state: &ScaiEcho) -> Option<String> {
-    state.nodes.local().map(|node| node.info().node_id.clone())
+    state
+        .handles
+        .nodes
+        .local()
+        .map(|node| node.info().node_id.clone())
 }
 
 /// Computes the profile on this node and warms it here. `Err(reason)` when this
@@ -179,7 +184,12 @@ async fn warm_here(
                 None => {
                     let key = ObjectKey::new(&row.tenant_id, &row.reference_key)
                         .map_err(|e| e.to_string())?;
-                    let bytes = state.store.get(&key).await.map_err(|e| e.to_string())?;
+                    let bytes = state
+                        .handles
+                        .store
+                        .get(&key)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     let media_type = row.reference_media_type.as_deref();
                     let (samples, _) = check_reference(state, bytes, media_type)
                         .await
@@ -190,7 +200,13 @@ async fn warm_here(
             match embed(state, Arc::new(samples)).await {
                 None => return Err(NO_NODE.replace("{id}", &row.id)),
                 Some(Err(error)) => {
-                    let mut conn = state.db.pool.acquire().await.map_err(|e| e.to_string())?;
+                    let mut conn = state
+                        .handles
+                        .db
+                        .pool
+                        .acquire()
+                        .await
+                        .map_err(|e| e.to_string())?;
                     speakers::set_enrollment(
                         &mut conn,
                         &row.id,
@@ -206,7 +222,13 @@ async fn warm_here(
             }
         }
     };
-    let mut conn = state.db.pool.acquire().await.map_err(|e| e.to_string())?;
+    let mut conn = state
+        .handles
+        .db
+        .pool
+        .acquire()
+        .await
+        .map_err(|e| e.to_string())?;
     speakers::set_enrollment(&mut conn, &row.id, "ready", None, Some(&embedding))
         .await
         .map_err(|e| e.to_string())?;
@@ -229,11 +251,12 @@ pub async fn enroll(
     let id = crate::db::new_id("spkr");
     let key = reference_key(&principal.tenant_id, &id)?;
     state
+        .handles
         .store
         .put(&key, upload.audio.clone())
         .await
         .map_err(|e| e.api("staging the reference"))?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.handles.db.begin().await?;
     let created = speakers::create(
         &mut tx,
         &NewSpeaker {
@@ -249,7 +272,7 @@ pub async fn enroll(
     .await?;
     if !created {
         drop(tx);
-        let _ = state.store.delete(&key).await;
+        let _ = state.handles.store.delete(&key).await;
         return Err(ApiError::new(
             ErrorCode::CONFLICT,
             format!("a speaker labelled `{label}` is already enrolled"),
@@ -266,7 +289,7 @@ pub async fn enroll(
     )
     .await?;
     tx.commit().await?;
-    let mut conn = state.db.pool.acquire().await?;
+    let mut conn = state.handles.db.pool.acquire().await?;
     let row = speakers::get(&mut conn, &principal.tenant_id, &id)
         .await?
         .ok_or_else(|| ApiError::internal("speaker vanished after insert"))?;
@@ -278,7 +301,7 @@ pub async fn enroll(
 }
 
 async fn live_row(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<SpeakerRow> {
-    let mut conn = state.db.pool.acquire().await?;
+    let mut conn = state.handles.db.pool.acquire().await?;
     speakers::get(&mut conn, &principal.tenant_id, id)
         .await?
         .filter(|row| row.deleted_at.is_none())
@@ -287,20 +310,20 @@ async fn live_row(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResul
 
 pub async fn get(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<SpeakerView> {
     access(principal, READ)?;
-    let mut conn = state.db.pool.acquire().await?;
+    let mut conn = state.handles.db.pool.acquire().await?;
     let row = speakers::get(&mut conn, &principal.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("speaker"))?;
-    let live = state.nodes.live().await?;
+    let live = state.handles.nodes.live().await?;
     let warm = live.keep(speakers::warm_nodes(&mut conn, id).await?);
     Ok(view(row, warm))
 }
 
 pub async fn list(state: &ScaiEcho, principal: &Principal) -> ApiResult<Vec<SpeakerView>> {
     access(principal, READ)?;
-    let mut conn = state.db.pool.acquire().await?;
+    let mut conn = state.handles.db.pool.acquire().await?;
     let rows = speakers::list(&mut conn, &principal.tenant_id).await?;
-    let live = state.nodes.live().await?;
+    let live = state.handles.nodes.live().await?;
     let mut views = Vec::with_capacity(rows.len());
     for row in rows {
         let warm = live.keep(speakers::warm_nodes(&mut conn, &row.id).await?);
@@ -321,9 +344,10 @@ pub struct WarmView {
 pub async fn warm_status(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<WarmView> {
     access(principal, READ)?;
     let row = live_row(state, principal, id).await?;
-    let mut conn = state.db.pool.acquire().await?;
+    let mut conn = state.handles.db.pool.acquire().await?;
     Ok(WarmView {
         warm_node_ids: state
+            .handles
             .nodes
             .live()
             .await?
@@ -367,7 +391,7 @@ pub async fn delete(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiRes
     access(principal, WRITE)?;
     let row = live_row(state, principal, id).await?;
     let local = local_node(state);
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.handles.db.begin().await?;
     if !speakers::tombstone(&mut tx, id).await? {
         return Err(ApiError::not_found("speaker"));
     }
@@ -402,7 +426,7 @@ pub async fn delete(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiRes
     tx.commit().await?;
     // The reference clip goes; the tombstone keeps the label and preflight for audits.
     if let Ok(key) = ObjectKey::new(&principal.tenant_id, &row.reference_key) {
-        let _ = state.store.delete(&key).await;
+        let _ = state.handles.store.delete(&key).await;
     }
     Ok(Deleted {
         id: id.to_owned(),
@@ -418,7 +442,7 @@ pub async fn enrolled(state: &ScaiEcho, tenant_id: &str) -> ApiResult<Vec<(Strin
     let Some(node_id) = local_node(state) else {
         return Ok(Vec::new());
     };
-    let mut conn = state.db.pool.acquire().await?;
+    let mut conn = state.handles.db.pool.acquire().await?;
     Ok(speakers::warm_profiles(&mut conn, tenant_id, &node_id).await?)
 }
 

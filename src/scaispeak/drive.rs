@@ -111,6 +111,7 @@ impl Target {
     /// `SCAISPEAK_SCAIDRIVE_CONFLICT` when the file exists and may not be replaced.
     async fn refuse_conflict(&self, state: &ScaiSpeak, overwrite: bool) -> ApiResult<()> {
         let exists = state
+            .handles
             .store
             .exists(&self.key)
             .await
@@ -160,6 +161,7 @@ pub async fn save(
     target.refuse_conflict(state, save_to.overwrite).await?;
     let bytes = audio.len();
     state
+        .handles
         .store
         .put(&target.key, Bytes::from(audio))
         .await

@@ -55,7 +55,7 @@ pub async fn create(state: &ScaiSpeak, principal: &Principal, speak: &Speak) -> 
     // The job's object is where its audio will be.
     let key = output_key(&principal.tenant_id, &id)?;
     crate::jobs::queue(
-        &state.jobs,
+        &state.handles.jobs,
         &NewJob {
             id: &id,
             tenant_id: &principal.tenant_id,
@@ -115,6 +115,7 @@ pub async fn run(state: &ScaiSpeak, job: &JobRow) -> ApiResult<(Value, f64)> {
     let key = output_key(&job.tenant_id, &job.id)?;
     let bytes = spoken.bytes.len();
     state
+        .handles
         .store
         .put(&key, Bytes::from(spoken.bytes))
         .await
@@ -130,7 +131,7 @@ pub async fn run(state: &ScaiSpeak, job: &JobRow) -> ApiResult<(Value, f64)> {
 }
 
 async fn row(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<JobRow> {
-    crate::jobs::find(&state.jobs, &principal.tenant_id, MODULE, id).await
+    crate::jobs::find(&state.handles.jobs, &principal.tenant_id, MODULE, id).await
 }
 
 pub async fn get(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<JobView> {
@@ -138,7 +139,7 @@ pub async fn get(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResul
 }
 
 pub async fn list(state: &ScaiSpeak, principal: &Principal) -> ApiResult<Vec<JobView>> {
-    crate::jobs::list(&state.jobs, &principal.tenant_id, MODULE).await
+    crate::jobs::list(&state.handles.jobs, &principal.tenant_id, MODULE).await
 }
 
 /// A finished job's audio and its content type, streamed from the object store as it
@@ -165,6 +166,7 @@ pub async fn audio(
         .map(str::to_owned)
         .ok_or_else(|| ApiError::not_found("job audio (the job has not succeeded)"))?;
     let chunks = state
+        .handles
         .store
         .get_stream(&output_key(&job.tenant_id, &job.id)?)
         .await
@@ -174,9 +176,9 @@ pub async fn audio(
 
 /// Deletes a job and its audio.
 pub async fn delete(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<()> {
-    let job = crate::jobs::remove(&state.jobs, &principal.tenant_id, MODULE, id).await?;
+    let job = crate::jobs::remove(&state.handles.jobs, &principal.tenant_id, MODULE, id).await?;
     if let Ok(key) = output_key(&job.tenant_id, &job.id) {
-        let _ = state.store.delete(&key).await;
+        let _ = state.handles.store.delete(&key).await;
     }
     Ok(())
 }

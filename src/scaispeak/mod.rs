@@ -25,19 +25,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::accounting::{Accounting, UsageRecord};
+use crate::accounting::UsageRecord;
 use crate::auth::Principal;
-use crate::config::{SpeakConfig, StreamConfig};
-use crate::db::Db;
+use crate::config::SpeakConfig;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::jobs::Jobs;
-use crate::ratelimit::Gate;
 use crate::rbac::Permission;
 use crate::services::modules::require_enabled;
 use crate::speech::backends::{self, Backend, Preference, Usable};
 use crate::speech::intake::AudioIntake;
-use crate::speech::nodes::Nodes;
-use crate::store::ObjectStore;
 use output::{Codec, Output, OutputRequest};
 
 pub const MODULE: &str = "scaispeak";
@@ -53,14 +48,9 @@ pub struct ScaiSpeak {
     pub streams: Arc<crate::slots::StreamSlots>,
     /// `[speak]`.
     config: SpeakConfig,
-    db: Db,
-    store: Arc<dyn ObjectStore>,
-    intake: Arc<AudioIntake>,
-    nodes: Nodes,
-    accounting: Arc<Accounting>,
-    jobs: Arc<Jobs>,
-    gate: Gate,
-    stream: StreamConfig,
+    /// The database, object store, intake, nodes, accounting, jobs, admission gate and
+    /// stream settings.
+    handles: crate::speech::Handles,
 }
 
 impl ScaiSpeak {
@@ -70,35 +60,18 @@ impl ScaiSpeak {
         local: Option<local::LocalTts>,
         relay: Option<relay::Relay>,
     ) -> ScaiSpeak {
-        let crate::speech::Handles {
-            db,
-            store,
-            intake,
-            nodes,
-            accounting,
-            jobs,
-            gate,
-            stream,
-        } = handles;
         ScaiSpeak {
             local,
             relay,
             streams: crate::slots::StreamSlots::new("scaigrid_scaispeak_streams_open"),
             config,
-            db,
-            store,
-            intake,
-            nodes,
-            accounting,
-            jobs,
-            gate,
-            stream,
+            handles,
         }
     }
 
     /// The audio intake (upload budget, decode slots) the HTTP boundary reads into.
     pub fn intake(&self) -> &AudioIntake {
-        &self.intake
+        &self.handles.intake
     }
 
     /// `[speak]`.
@@ -212,7 +185,7 @@ pub struct PolicyPatch {
 }
 
 pub async fn policy(state: &ScaiSpeak, tenant_id: &str) -> ApiResult<Policy> {
-    let mut conn = state.db.pool.acquire().await?;
+    let mut conn = state.handles.db.pool.acquire().await?;
     let allowed = crate::db::scaispeak::get_allowed(&mut conn, tenant_id)
         .await?
         .unwrap_or_else(|| vec![Backend::Local, Backend::Relay]);
@@ -229,7 +202,7 @@ pub async fn patch_policy(
     require_enabled(principal, MODULE)?;
     principal.require_tenant_admin(&principal.tenant_id)?;
     let allowed = backends::allowed(patch.allowed_backends)?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.handles.db.begin().await?;
     crate::db::scaispeak::put_allowed(&mut tx, &principal.tenant_id, &allowed).await?;
     crate::services::audit(
         &mut tx,
@@ -430,7 +403,7 @@ pub fn record_usage(
     let mut record = UsageRecord::for_subject(tenant_id, kind, subject, MODULE);
     record.characters = characters as u64;
     record.audio_seconds = seconds;
-    let prices = state.accounting.prices;
+    let prices = state.handles.accounting.prices;
     record.cost = characters as f64 * prices.character + seconds * prices.audio_second;
-    state.accounting.record(record);
+    state.handles.accounting.record(record);
 }

@@ -71,6 +71,7 @@ impl Voice {
 
 fn base_rate(state: &ScaiSpeak) -> Option<u32> {
     state
+        .handles
         .nodes
         .local()
         .and_then(|node| node.tts.as_ref())
@@ -121,9 +122,9 @@ fn tenant_voice(state: &ScaiSpeak, row: VoiceRow, warm: Vec<String>) -> Voice {
 }
 
 async fn tenant_voices(state: &ScaiSpeak, tenant_id: &str) -> ApiResult<Vec<Voice>> {
-    let mut conn = state.db.pool.acquire().await?;
+    let mut conn = state.handles.db.pool.acquire().await?;
     let rows = db::list_voices(&mut conn, tenant_id).await?;
-    let live = state.nodes.live().await?;
+    let live = state.handles.nodes.live().await?;
     let mut voices = Vec::with_capacity(rows.len());
     for row in rows {
         let warm = live.keep(db::voice_warm_nodes(&mut conn, &row.id).await?);
@@ -163,11 +164,12 @@ pub async fn list(
 }
 
 async fn tenant_row(state: &ScaiSpeak, tenant_id: &str, id: &str) -> ApiResult<Option<Voice>> {
-    let mut conn = state.db.pool.acquire().await?;
+    let mut conn = state.handles.db.pool.acquire().await?;
     let Some(row) = db::get_voice(&mut conn, tenant_id, id).await? else {
         return Ok(None);
     };
     let warm = state
+        .handles
         .nodes
         .live()
         .await?
@@ -264,6 +266,7 @@ async fn check(
     media_type: Option<&str>,
 ) -> ApiResult<(Value, Option<Vec<f32>>)> {
     state
+        .handles
         .intake
         .reference_clip(bytes, media_type, Thresholds::default())
         .await
@@ -272,7 +275,7 @@ async fn check(
 /// The profile (and embedding where the node has the embedder) of passed samples;
 /// `Err(reason)` for `embedding_status_reason`.
 async fn intake(state: &ScaiSpeak, samples: Vec<f32>) -> Result<Intake, String> {
-    let node = state.nodes.local().cloned();
+    let node = state.handles.nodes.local().cloned();
     tokio::task::spawn_blocking(move || {
         let profile = engines::conditioning::profile(&samples, 16_000)
             .ok_or_else(|| "reference_unvoiced".to_owned())?;
@@ -292,7 +295,11 @@ async fn intake(state: &ScaiSpeak, samples: Vec<f32>) -> Result<Intake, String> 
 }
 
 fn local_node(state: &ScaiSpeak) -> Option<String> {
-    state.nodes.local().map(|node| node.info().node_id.clone())
+    state
+        .handles
+        .nodes
+        .local()
+        .map(|node| node.info().node_id.clone())
 }
 
 /// Runs the intake and stores its outcome.
@@ -314,7 +321,7 @@ async fn record_intake(
     id: &str,
     outcome: Result<Intake, String>,
 ) -> ApiResult<()> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.handles.db.begin().await?;
     let (event, reason) = match outcome {
         Ok(done) => {
             db::set_intake(
@@ -363,12 +370,13 @@ pub async fn create(state: &ScaiSpeak, principal: &Principal, upload: Upload) ->
     let id = crate::db::new_id("voice");
     let key = reference_key(&principal.tenant_id, &id)?;
     state
+        .handles
         .store
         .put(&key, upload.audio.clone())
         .await
         .map_err(|e| e.api("staging the reference"))?;
     let created = async {
-        let mut tx = state.db.begin().await?;
+        let mut tx = state.handles.db.begin().await?;
         db::create_voice(
             &mut tx,
             &NewVoice {
@@ -397,7 +405,7 @@ pub async fn create(state: &ScaiSpeak, principal: &Principal, upload: Upload) ->
     .await;
     if let Err(error) = created {
         // No orphan object for a row that does not exist.
-        let _ = state.store.delete(&key).await;
+        let _ = state.handles.store.delete(&key).await;
         return Err(error);
     }
     finish_intake(state, &principal.tenant_id, &id, samples).await?;
@@ -420,13 +428,13 @@ async fn owned(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<
 pub async fn repromote(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<Voice> {
     access(principal, WRITE)?;
     owned(state, principal, id).await?;
-    let mut conn = state.db.pool.acquire().await?;
+    let mut conn = state.handles.db.pool.acquire().await?;
     let row = db::get_voice(&mut conn, &principal.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("voice"))?;
     drop(conn);
     let bytes = match ObjectKey::new(&principal.tenant_id, &row.reference_key) {
-        Ok(key) => state.store.get(&key).await.ok(),
+        Ok(key) => state.handles.store.get(&key).await.ok(),
         Err(_) => None,
     };
     let tenant = principal.tenant_id.as_str();
@@ -465,7 +473,7 @@ pub async fn warm(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResu
         ));
     }
     if let Some(node) = local_node(state) {
-        let mut conn = state.db.pool.acquire().await?;
+        let mut conn = state.handles.db.pool.acquire().await?;
         db::set_voice_warm(&mut conn, id, &node, true).await?;
     }
     get(state, principal, id).await
@@ -476,7 +484,7 @@ pub async fn evict(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiRes
     access(principal, WRITE)?;
     owned(state, principal, id).await?;
     if let Some(node) = local_node(state) {
-        let mut conn = state.db.pool.acquire().await?;
+        let mut conn = state.handles.db.pool.acquire().await?;
         db::set_voice_warm(&mut conn, id, &node, false).await?;
     }
     get(state, principal, id).await
@@ -500,7 +508,7 @@ pub async fn erase(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiRes
     access(principal, WRITE)?;
     owned(state, principal, id).await?;
     let local = local_node(state);
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.handles.db.begin().await?;
     let row = db::get_voice(&mut tx, &principal.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("voice"))?;
@@ -530,7 +538,7 @@ pub async fn erase(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiRes
     .await?;
     tx.commit().await?;
     if let Ok(key) = ObjectKey::new(&principal.tenant_id, &row.reference_key)
-        && let Err(error) = state.store.delete(&key).await
+        && let Err(error) = state.handles.store.delete(&key).await
     {
         error_summary.insert("object_store".to_owned(), error.to_string());
     }

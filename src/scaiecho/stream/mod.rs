@@ -48,7 +48,9 @@ pub use crate::slots::Slot;
 
 /// One of the tenant's open-stream slots (429/4429 `RATE_LIMITED` when all are taken).
 pub fn take_slot(state: &Arc<ScaiEcho>, tenant: &str) -> Result<Slot, ApiError> {
-    state.streams.take(tenant, state.stream.max_per_tenant)
+    state
+        .streams
+        .take(tenant, state.handles.stream.max_per_tenant)
 }
 
 /// A transcribed snapshot: text, and the speaker embedding when diarizing.
@@ -80,12 +82,12 @@ async fn start(
     state: &Arc<ScaiEcho>,
     token: Option<String>,
 ) -> Result<Session, End> {
-    let principal = ws::authenticate(&state.gate.auth, token).await?;
+    let principal = ws::authenticate(&state.handles.gate.auth, token).await?;
     admit(state, &principal).await?;
     // The slot before `open`: a tenant at its limit is refused at once.
     let slot = take_slot(state, &principal.tenant_id)?;
     let open = loop {
-        match ws::next_message(socket, state.stream.idle_timeout).await? {
+        match ws::next_message(socket, state.handles.stream.idle_timeout).await? {
             Message::Text(text) => break protocol::parse_open(&text)?,
             Message::Binary(_) => {
                 return Err(ApiError::invalid("send the `open` frame before any audio").into());
@@ -101,7 +103,7 @@ async fn start(
 pub async fn admit(state: &ScaiEcho, principal: &Principal) -> Result<(), ApiError> {
     require_enabled(principal, MODULE)?;
     principal.require(Permission::ScaiechoTranscribe)?;
-    state.gate.admit_stream(principal).await
+    state.handles.gate.admit_stream(principal).await
 }
 
 /// One transcription stream, whatever carries it (a WebSocket or a WebRTC session).
@@ -180,14 +182,19 @@ impl Session {
         enrolled: Vec<(String, Vec<f32>)>,
     ) -> Session {
         let limits = StreamLimits {
-            max_seconds: state.stream.max_seconds as f64,
+            max_seconds: state.handles.stream.max_seconds as f64,
             ..StreamLimits::default()
         };
         let params = EndpointParams {
             chunk_ms: (open.chunk_seconds * 1000.0) as u32,
             ..EndpointParams::default()
         };
-        let pipeline = Pipeline::new(open.format, limits, state.nodes.local().cloned(), params);
+        let pipeline = Pipeline::new(
+            open.format,
+            limits,
+            state.handles.nodes.local().cloned(),
+            params,
+        );
         // The relay has no diarization: `diarize` is a no-op there (seed page 002).
         let can_diarize = backend == Backend::Local
             && state
@@ -213,7 +220,7 @@ impl Session {
     }
 
     async fn run(&mut self, socket: &mut impl Link) -> End {
-        let config = self.state.stream.clone();
+        let config = self.state.handles.stream.clone();
         let mut keepalive = tokio::time::interval(config.keepalive);
         keepalive.tick().await;
         let mut last_heard = Instant::now();
@@ -287,7 +294,7 @@ impl Session {
 
     /// One binary frame through the pipeline (on a blocking thread).
     async fn audio(&mut self, socket: &mut impl Link, bytes: &[u8]) -> Result<(), End> {
-        let limit = self.state.stream.max_frame_bytes;
+        let limit = self.state.handles.stream.max_frame_bytes;
         if bytes.len() > limit {
             return Err(ApiError::new(
                 ErrorCode::CTX_TOO_LARGE,
@@ -445,7 +452,7 @@ async fn record_usage(state: &ScaiEcho, principal: &Principal, seconds: f64) {
     }
     let owner = crate::scaiecho::Owner::of(principal);
     crate::scaiecho::record_usage(state, &owner, seconds);
-    state.gate.charge_audio(principal, seconds).await;
+    state.handles.gate.charge_audio(principal, seconds).await;
 }
 
 /// Transcribes one snapshot on the session's backend (and embeds its speaker for a

@@ -102,7 +102,7 @@ pub async fn serve(mut socket: WebSocket, state: Arc<ScaiSpeak>, token: Option<S
 /// and budget.
 pub async fn admit(state: &ScaiSpeak, principal: &Principal) -> ApiResult<()> {
     super::authorize(principal)?;
-    state.gate.admit_stream(principal).await
+    state.handles.gate.admit_stream(principal).await
 }
 
 async fn start(
@@ -110,12 +110,12 @@ async fn start(
     state: &Arc<ScaiSpeak>,
     token: Option<String>,
 ) -> Result<Session, End> {
-    let principal = ws::authenticate(&state.gate.auth, token).await?;
+    let principal = ws::authenticate(&state.handles.gate.auth, token).await?;
     admit(state, &principal).await?;
     // The slot before `open`: a tenant at its limit is refused at once.
     let slot = take_slot(state, &principal.tenant_id)?;
     let open = loop {
-        match ws::next_message(socket, state.stream.idle_timeout).await? {
+        match ws::next_message(socket, state.handles.stream.idle_timeout).await? {
             Message::Text(text) => break parse_open(&text)?,
             Message::Binary(_) => {
                 return Err(ApiError::invalid("send the `open` frame first").into());
@@ -216,7 +216,11 @@ impl Session {
                 self.characters,
                 self.seconds,
             );
-            self.state.gate.charge_audio(principal, self.seconds).await;
+            self.state
+                .handles
+                .gate
+                .charge_audio(principal, self.seconds)
+                .await;
         }
         match end {
             End::Done => Ok(ServerFrame::Done {
@@ -231,7 +235,7 @@ impl Session {
     }
 
     async fn run(&mut self, socket: &mut impl Link) -> End {
-        let config = self.state.stream.clone();
+        let config = self.state.handles.stream.clone();
         let mut keepalive = tokio::time::interval(config.keepalive);
         keepalive.tick().await;
         let mut last_heard = Instant::now();

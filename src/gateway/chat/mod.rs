@@ -18,10 +18,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
+
+mod stream;
+
+use stream::{Upstream, open_stream, stream_reply};
 
 use super::Gateway;
 use super::catalog::{BackendSpec, ModelSpec};
@@ -31,7 +34,21 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ratelimit::Dimension;
 use crate::rbac::Permission;
-use crate::telemetry::BackendId;
+
+/// How a chat call ended, for the HTTP layer to render.
+pub enum Reply {
+    /// A complete answer: the OpenAI body with `model` rewritten to the slug.
+    Answered {
+        body: Map<String, Value>,
+        backend_id: String,
+    },
+    /// An answer streaming in: SSE bytes as they are ready (the call settles itself
+    /// however the stream ends, the client going away included).
+    Streaming {
+        events: tokio::sync::mpsc::Receiver<Bytes>,
+        backend_id: String,
+    },
+}
 
 /// Upstream non-streaming bodies larger than this are refused as a backend error.
 const MAX_UPSTREAM_BODY: usize = 32 << 20;
@@ -112,7 +129,7 @@ enum Attempt {
     /// Upstream refused the request itself: the caller's error, no fallback.
     Refused(ApiError),
     /// A complete answer and its usage.
-    Answered(Response, CallUsage),
+    Answered(Map<String, Value>, CallUsage),
     /// An upstream stream whose first bytes have arrived.
     Streaming(reqwest::Response, Bytes),
 }
@@ -199,7 +216,7 @@ pub async fn complete(
     principal: Arc<Principal>,
     bytes: Bytes,
     admitted: Admitted,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply> {
     principal.require(Permission::ChatCreate)?;
     let request = parse(&bytes)?;
     let snapshot = gateway.catalog.snapshot().await?;
@@ -249,22 +266,22 @@ pub async fn complete(
                 gateway.report(&backend.id, Outcome::Neutral);
                 return Err(error);
             }
-            Attempt::Answered(mut response, usage) => {
+            Attempt::Answered(body, usage) => {
                 gateway.report(&backend.id, Outcome::Success);
                 let mut settlement = settlement;
                 settlement.reservation = reservation.take();
                 settlement
                     .settle(usage.tokens, usage.completion_chars)
                     .await;
-                response
-                    .extensions_mut()
-                    .insert(BackendId(backend.id.clone()));
-                return Ok(response);
+                return Ok(Reply::Answered {
+                    body,
+                    backend_id: backend.id.clone(),
+                });
             }
             Attempt::Streaming(upstream, first) => {
                 let mut settlement = settlement;
                 settlement.reservation = reservation.take();
-                return Ok(stream_response(
+                return Ok(stream_reply(
                     gateway.clone(),
                     Upstream {
                         response: upstream,
@@ -361,214 +378,12 @@ async fn call(
     value.insert("model".into(), Value::from(slug));
     value.insert("status".into(), Value::from("ok"));
     Attempt::Answered(
-        axum::Json(Value::Object(value)).into_response(),
+        value,
         CallUsage {
             tokens: usage,
             completion_chars,
         },
     )
-}
-
-/// A stream to pass on: the upstream response after its first bytes.
-struct Upstream {
-    response: reqwest::Response,
-    first: Bytes,
-    backend: Arc<BackendSpec>,
-    slug: String,
-}
-
-async fn open_stream(
-    gateway: &Gateway,
-    backend: &BackendSpec,
-    body: &Map<String, Value>,
-) -> Attempt {
-    let sent = gateway
-        .upstream(reqwest::Method::POST, backend, "/chat/completions")
-        .json(body)
-        .send();
-    let mut response = match tokio::time::timeout(backend.timeout, sent).await {
-        Err(_) => return Attempt::Failed("upstream timed out".to_owned()),
-        Ok(Err(error)) => return Attempt::Failed(upstream_error_text(&error)),
-        Ok(Ok(response)) => response,
-    };
-    let status = response.status();
-    if !status.is_success() {
-        let bytes = read_capped(&mut response, Instant::now() + backend.timeout)
-            .await
-            .unwrap_or_default();
-        return classify(status, &bytes)
-            .unwrap_or_else(|| Attempt::Failed(format!("upstream answered {status}")));
-    }
-    // Nothing has reached the client yet: a stream that dies before its first byte
-    // still falls back to the next backend.
-    let first = match tokio::time::timeout(backend.timeout, response.chunk()).await {
-        Err(_) => return Attempt::Failed("upstream stream sent nothing in time".to_owned()),
-        Ok(Err(error)) => return Attempt::Failed(upstream_error_text(&error)),
-        Ok(Ok(None)) => {
-            return Attempt::Failed("upstream stream ended before any event".to_owned());
-        }
-        Ok(Ok(Some(first))) => first,
-    };
-    Attempt::Streaming(response, first)
-}
-
-/// Rewrites and tallies the events of one streamed completion.
-#[derive(Default)]
-struct StreamTally {
-    usage: Option<(u64, u64)>,
-    completion_chars: usize,
-    done: bool,
-    /// An upstream `error` event (sent on as ours).
-    upstream_error: Option<String>,
-}
-
-impl StreamTally {
-    /// The bytes to send the client for one upstream event.
-    fn event(&mut self, event: &sse::Event, slug: &str) -> Option<Vec<u8>> {
-        if event.comment_only {
-            return Some(b": keep-alive\n\n".to_vec());
-        }
-        if event.data.trim() == "[DONE]" {
-            self.done = true;
-            return Some(sse::data("[DONE]"));
-        }
-        let Ok(mut value) = serde_json::from_str::<Map<String, Value>>(&event.data) else {
-            return Some(sse::data(&event.data));
-        };
-        if event.name.as_deref() == Some("error") || value.contains_key("error") {
-            let message = value
-                .get("error")
-                .and_then(|e| e.get("message").and_then(Value::as_str).or(e.as_str()))
-                .unwrap_or("upstream stream error")
-                .to_owned();
-            self.upstream_error = Some(message);
-            return None;
-        }
-        if let Some(usage) = usage_of(&value) {
-            self.usage = Some(usage);
-        }
-        if let Some(choices) = value.get("choices").and_then(Value::as_array) {
-            self.completion_chars += choices
-                .iter()
-                .filter_map(|c| c.get("delta"))
-                .map(text_length)
-                .sum::<usize>();
-        }
-        if value.contains_key("model") {
-            value.insert("model".into(), Value::from(slug));
-        }
-        Some(sse::data(&Value::Object(value).to_string()))
-    }
-}
-
-fn error_event(message: &str, request_id: Option<&str>) -> Vec<u8> {
-    let payload = serde_json::json!({
-        "status": "error",
-        "error": {"code": "BACKEND_ERROR", "message": message, "request_id": request_id},
-    });
-    sse::named("error", &payload.to_string())
-}
-
-/// The client's SSE response: a task pumps upstream events into it, and settles usage
-/// when the stream ends however it ends.
-fn stream_response(
-    gateway: Arc<Gateway>,
-    upstream: Upstream,
-    settlement: Settlement,
-    admitted: Admitted,
-) -> Response {
-    let Upstream {
-        mut response,
-        first,
-        backend,
-        slug,
-    } = upstream;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
-    let stream_timeout = gateway.config.stream_timeout;
-    let request_id = settlement.request_id.clone();
-    let task_backend = backend.clone();
-    tokio::spawn(async move {
-        let _admitted = admitted;
-        let backend = task_backend;
-        let deadline = Instant::now() + stream_timeout;
-        let mut reader = sse::Reader::default();
-        let mut tally = StreamTally::default();
-        let mut next = Some(first);
-        let failure: Option<String> = loop {
-            let chunk = match next.take() {
-                Some(chunk) => chunk,
-                None => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let wait = left.min(backend.timeout);
-                    match tokio::time::timeout(wait, response.chunk()).await {
-                        Err(_) if left <= backend.timeout => {
-                            break Some(format!(
-                                "stream exceeded DISPATCH_STREAM_TIMEOUT_S ({} s)",
-                                stream_timeout.as_secs()
-                            ));
-                        }
-                        Err(_) => break Some("upstream stream stalled".to_owned()),
-                        Ok(Err(error)) => break Some(upstream_error_text(&error)),
-                        Ok(Ok(None)) if tally.done => break None,
-                        Ok(Ok(None)) => {
-                            break Some("upstream stream ended before [DONE]".to_owned());
-                        }
-                        Ok(Ok(Some(chunk))) => chunk,
-                    }
-                }
-            };
-            let events = match reader.push(&chunk) {
-                Ok(events) => events,
-                Err(reason) => break Some(reason.to_owned()),
-            };
-            let mut out = Vec::new();
-            for event in events {
-                if let Some(bytes) = tally.event(&event, &slug) {
-                    out.extend(bytes);
-                }
-            }
-            if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
-                // The client went away: not the backend's fault.
-                break None;
-            }
-            if let Some(message) = tally.upstream_error.take() {
-                break Some(format!("upstream stream error: {message}"));
-            }
-            if tally.done {
-                break None;
-            }
-        };
-        match &failure {
-            Some(reason) => {
-                tracing::warn!(backend_id = %backend.id, %reason, "stream failed after its first byte");
-                let _ = tx
-                    .send(Bytes::from(error_event(reason, request_id.as_deref())))
-                    .await;
-                gateway.report(&backend.id, Outcome::Failure);
-            }
-            None => gateway.report(&backend.id, Outcome::Success),
-        }
-        drop(tx);
-        settlement.settle(tally.usage, tally.completion_chars).await;
-    });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
-    });
-    let mut response = Response::new(Body::from_stream(body));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-        .extensions_mut()
-        .insert(BackendId(backend.id.clone()));
-    response
 }
 
 #[cfg(test)]
@@ -592,41 +407,5 @@ mod tests {
             "8 characters of content and one message"
         );
         assert_eq!(ok.body["temperature"], 0.2, "unknown fields pass through");
-    }
-
-    #[test]
-    fn stream_events_are_rewritten_and_tallied() {
-        let mut tally = StreamTally::default();
-        let event = |data: &str| sse::Event {
-            name: None,
-            data: data.to_owned(),
-            comment_only: false,
-        };
-        let out = tally
-            .event(
-                &event(r#"{"model":"up","choices":[{"delta":{"content":"Hello"}}]}"#),
-                "v/m",
-            )
-            .unwrap();
-        assert!(
-            String::from_utf8(out)
-                .unwrap()
-                .contains("\"model\":\"v/m\"")
-        );
-        tally.event(
-            &event(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#),
-            "v/m",
-        );
-        assert_eq!(tally.completion_chars, 5);
-        assert_eq!(tally.usage, Some((3, 2)));
-        assert!(!tally.done);
-        tally.event(&event("[DONE]"), "v/m");
-        assert!(tally.done);
-        assert!(
-            tally
-                .event(&event(r#"{"error":{"message":"boom"}}"#), "v/m")
-                .is_none()
-        );
-        assert_eq!(tally.upstream_error.as_deref(), Some("boom"));
     }
 }

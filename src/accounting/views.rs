@@ -1,0 +1,111 @@
+//! Budgets as the API shows them (with what each has spent and holds) and the usage
+//! report, each after the buffered records are written.
+
+use super::budgets::{self, Period};
+use super::{Accounting, BudgetView, store};
+use crate::db::accounting::BudgetRow;
+use crate::db::now_ms;
+use crate::error::{ApiError, ApiResult};
+
+impl Accounting {
+    /// Creates or replaces a budget (validated and authorized by the caller).
+    pub async fn put_budget(
+        &self,
+        tenant_id: &str,
+        scope: &str,
+        scope_id: &str,
+        period: Period,
+        limit: f64,
+    ) -> ApiResult<BudgetView> {
+        let period_name = match period {
+            Period::Day => "day",
+            Period::Month => "month",
+        };
+        let mut conn = self.db.pool.acquire().await?;
+        let row =
+            store::upsert_budget(&mut conn, tenant_id, scope, scope_id, period_name, limit).await?;
+        drop(conn);
+        self.refresh_defs(true).await?;
+        self.view(row).await
+    }
+
+    pub async fn delete_budget(&self, tenant_id: &str, id: &str) -> ApiResult<()> {
+        let mut conn = self.db.pool.acquire().await?;
+        if !store::delete_budget(&mut conn, tenant_id, id).await? {
+            return Err(ApiError::not_found("budget"));
+        }
+        drop(conn);
+        self.refresh_defs(true).await
+    }
+
+    /// A tenant's budgets (all scopes) with what each has spent.
+    pub async fn budgets(&self, tenant_id: &str) -> ApiResult<Vec<BudgetView>> {
+        self.refresh_defs(true).await?;
+        let rows: Vec<BudgetRow> = {
+            let defs = self.defs.read().unwrap_or_else(|e| e.into_inner());
+            let mut rows: Vec<BudgetRow> = defs
+                .by_scope
+                .values()
+                .flatten()
+                .filter(|d| d.row.tenant_id == tenant_id)
+                .map(|d| d.row.clone())
+                .collect();
+            rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            rows
+        };
+        let mut views = Vec::with_capacity(rows.len());
+        for row in rows {
+            views.push(self.view(row).await?);
+        }
+        Ok(views)
+    }
+
+    async fn view(&self, row: BudgetRow) -> ApiResult<BudgetView> {
+        let period = Period::parse(&row.period).unwrap_or(Period::Month);
+        let subject = match row.scope.as_str() {
+            "api_key" => row.scope_id.clone(),
+            _ => String::new(),
+        };
+        self.budgets_of(&row.tenant_id, &subject).await?;
+        let (start, end) = period.bounds(now_ms());
+        let counter = match &self.ledger {
+            Some(ledger) => {
+                let (used, reserved) = ledger
+                    .counter(&ledger.counter_key(&row.id, start))
+                    .await?
+                    .unwrap_or_default();
+                budgets::Counter {
+                    period_start: start,
+                    used,
+                    reserved,
+                }
+            }
+            None => self.lock_counters().get(&row.id).unwrap_or_default(),
+        };
+        Ok(BudgetView {
+            remaining: (row.limit - counter.used).max(0.0),
+            used: counter.used,
+            reserved: counter.reserved,
+            resets_at: crate::records::Timestamp(end),
+            id: row.id,
+            tenant_id: row.tenant_id,
+            scope: row.scope,
+            scope_id: row.scope_id,
+            period: row.period,
+            limit: row.limit,
+        })
+    }
+
+    /// Usage totals of a tenant, after writing what is buffered.
+    pub async fn usage(
+        &self,
+        tenant_id: &str,
+        from: i64,
+        to: i64,
+        group_by: store::GroupBy,
+    ) -> ApiResult<Vec<store::UsageTotals>> {
+        self.flush().await.map_err(ApiError::internal)?;
+        let mut conn = self.db.pool.acquire().await?;
+        Ok(store::totals(&mut conn, tenant_id, from, to, group_by).await?)
+    }
+}
