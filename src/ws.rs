@@ -162,6 +162,22 @@ pub fn idle_error(idle: Duration) -> ApiError {
     .with_field("reason", "idle_timeout")
 }
 
+/// The first text frame of a stream (its `open`), read within `idle`; a binary frame
+/// before it is refused with `refusal` (control frames pass).
+pub async fn open_frame(
+    socket: &mut WebSocket,
+    idle: Duration,
+    refusal: &'static str,
+) -> Result<String, End> {
+    loop {
+        match next_message(socket, idle).await? {
+            Message::Text(text) => return Ok(text.to_string()),
+            Message::Binary(_) => return Err(ApiError::invalid(refusal).into()),
+            _ => continue,
+        }
+    }
+}
+
 /// The `type` of a client text frame (`INVALID_REQUEST` when it is not JSON with one),
 /// read before the frame itself so an unknown or malformed frame is named in the error.
 pub fn frame_type(text: &str) -> Result<String, ApiError> {

@@ -3,8 +3,8 @@
 //! Each top-level module of `src/` sits on one layer; a module may use its own layer's
 //! shared parts and the layers below, never one above (the application state `app`
 //! included), and one product never reaches into another. `tests/layering.allow` lists
-//! the arrows that break this today, each to be removed by the renovation; this test
-//! fails on a new one, and on a listed one that is gone (so the list stays true).
+//! arrows allowed to break this (none since the renovation, #23); this test fails on a
+//! new one, and on a listed one that is gone (so the list stays true).
 //!
 //! `cargo test --test layering -- --nocapture` prints the module graph.
 #![allow(

@@ -269,41 +269,36 @@ pub async fn transcribe_upload(
         .await?;
     policy::resolve(&policy, options.backend_preference, usable)?;
     let media_type = upload.media_type.as_deref();
-    if options.run_async {
+    let audio_seconds = match options.run_async {
         // Decoded by the worker: an undecodable upload ends as a `decode failure` job.
-        let job = jobs::create(
-            state,
-            principal,
-            upload.audio.clone(),
-            media_type,
-            &options,
-            None,
-        )
-        .await?;
-        return Ok(Outcome::Queued(job));
-    }
-    let samples = state
-        .handles
-        .intake
-        .decode_16k(upload.audio.clone(), media_type)
-        .await?;
-    let seconds = samples.len() as f64 / 16_000.0;
-    if seconds > policy.inline_threshold_seconds {
-        let job = jobs::create(
-            state,
-            principal,
-            upload.audio.clone(),
-            media_type,
-            &options,
-            Some(seconds),
-        )
-        .await?;
-        return Ok(Outcome::Queued(job));
-    }
-    // Inline work runs here: on this process's own backends.
-    let backend = policy::resolve(&policy, options.backend_preference, state.usable())?;
-    let transcription = transcribe(state, Owner::of(principal), samples, &options, backend).await?;
-    Ok(Outcome::Done(transcription, options.response_format))
+        true => None,
+        false => {
+            let samples = state
+                .handles
+                .intake
+                .decode_16k(upload.audio.clone(), media_type)
+                .await?;
+            let seconds = samples.len() as f64 / 16_000.0;
+            if seconds <= policy.inline_threshold_seconds {
+                // Inline work runs here: on this process's own backends.
+                let backend = policy::resolve(&policy, options.backend_preference, state.usable())?;
+                let owner = Owner::of(principal);
+                let transcription = transcribe(state, owner, samples, &options, backend).await?;
+                return Ok(Outcome::Done(transcription, options.response_format));
+            }
+            Some(seconds)
+        }
+    };
+    let job = jobs::create(
+        state,
+        principal,
+        upload.audio.clone(),
+        media_type,
+        &options,
+        audio_seconds,
+    )
+    .await?;
+    Ok(Outcome::Queued(job))
 }
 
 /// Whose usage a transcription is.

@@ -86,15 +86,9 @@ async fn start(
     admit(state, &principal).await?;
     // The slot before `open`: a tenant at its limit is refused at once.
     let slot = take_slot(state, &principal.tenant_id)?;
-    let open = loop {
-        match ws::next_message(socket, state.handles.stream.idle_timeout).await? {
-            Message::Text(text) => break protocol::parse_open(&text)?,
-            Message::Binary(_) => {
-                return Err(ApiError::invalid("send the `open` frame before any audio").into());
-            }
-            _ => continue,
-        }
-    };
+    let idle = state.handles.stream.idle_timeout;
+    let text = ws::open_frame(socket, idle, "send the `open` frame before any audio").await?;
+    let open = protocol::parse_open(&text)?;
     Ok(Session::open(state, principal, slot, open).await?)
 }
 
