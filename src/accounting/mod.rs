@@ -15,6 +15,7 @@
 //! (adding their cost to the shared counters) and drains the stream into SQL.
 
 pub mod api;
+mod book;
 pub mod budgets;
 mod flush;
 mod views;
@@ -27,12 +28,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::{Principal, Subject};
-use crate::cluster::ledger::{Admit, CounterRef, Ledger};
+use crate::cluster::ledger::Ledger;
 pub use crate::db::accounting::UsageRecord;
 use crate::db::accounting::{self as store, BudgetRow};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use budgets::{Budget, Counters, Exceeded, Period};
+use book::{Book, Held, LocalBook, SharedBook};
+use budgets::{Budget, Exceeded, Period};
 
 pub const FLUSH_LAG: &str = "scaigrid_accounting_flush_lag_seconds";
 /// Budget definitions are re-read this often (other processes may change them).
@@ -54,16 +56,12 @@ struct Defs {
 pub struct Accounting {
     db: Db,
     pub prices: Prices,
-    /// Shared counters and usage stream (scaled deployment).
-    ledger: Option<Arc<Ledger>>,
+    /// Where the budget counters live and how records reach SQL: this process, or
+    /// (scaled) Redis.
+    book: Box<dyn Book>,
     pending: Mutex<Vec<UsageRecord>>,
-    /// Shared reservations settled by records still in `pending`: given back once those
-    /// records are shipped (and their cost is in `used`), so a budget never shows the
-    /// cost in neither.
-    settled: Mutex<Vec<(Vec<String>, f64)>>,
     /// `budget.exceeded` events waiting for the next flush: (tenant, payload).
     events: Mutex<Vec<(String, serde_json::Value)>>,
-    counters: Mutex<Counters>,
     defs: RwLock<Defs>,
     /// One loader of budget counters at a time (a load flushes, then sums).
     loading: tokio::sync::Mutex<()>,
@@ -135,66 +133,40 @@ pub fn subject_kind_of(subject_id: &str) -> &'static str {
 /// Estimated cost held for one request until it settles.
 pub struct Reservation {
     accounting: Arc<Accounting>,
-    /// Budget ids and period starts (in-process counters).
-    held: Vec<(String, i64)>,
-    /// Counter keys (shared counters).
-    keys: Vec<String>,
+    held: Held,
     estimate: f64,
 }
 
 impl Reservation {
     /// Replaces the estimate with the real usage.
     pub fn settle(mut self, record: UsageRecord) {
-        if !self.keys.is_empty() {
-            let keys = std::mem::take(&mut self.keys);
-            self.accounting
-                .settled
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((keys, self.estimate));
-        }
-        self.give_back();
+        let held = std::mem::replace(&mut self.held, Held::Nothing);
+        self.accounting.book.settle(held, self.estimate);
         self.accounting.record(record);
-    }
-
-    fn give_back(&mut self) {
-        if !self.held.is_empty() {
-            self.accounting
-                .lock_counters()
-                .release(&self.held, self.estimate);
-            self.held.clear();
-        }
-        if let (false, Some(ledger)) = (self.keys.is_empty(), &self.accounting.ledger) {
-            let (ledger, keys, estimate) = (
-                ledger.clone(),
-                std::mem::take(&mut self.keys),
-                self.estimate,
-            );
-            tokio::spawn(async move {
-                if let Err(error) = ledger.give_back(&keys, estimate).await {
-                    tracing::warn!(%error, "budget reservation not given back");
-                }
-            });
-        }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.give_back();
+        let held = std::mem::replace(&mut self.held, Held::Nothing);
+        self.accounting.book.release(held, self.estimate);
     }
 }
 
 impl Accounting {
+    /// Budgets counted in this process, or (with the scaled deployment's `ledger`) in
+    /// Redis for every process.
     pub fn new(db: Db, prices: Prices, ledger: Option<Arc<Ledger>>) -> Self {
+        let book: Box<dyn Book> = match ledger {
+            Some(ledger) => Box::new(SharedBook::new(ledger)),
+            None => Box::new(LocalBook::default()),
+        };
         Accounting {
             db,
             prices,
-            ledger,
+            book,
             pending: Mutex::new(Vec::new()),
-            settled: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
-            counters: Mutex::new(Counters::default()),
             defs: RwLock::new(Defs {
                 by_scope: HashMap::new(),
                 loaded: None,
@@ -204,30 +176,11 @@ impl Accounting {
         }
     }
 
-    fn lock_counters(&self) -> std::sync::MutexGuard<'_, Counters> {
-        self.counters.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Appends a record (written at the next flush) and spends its cost on the budgets
     /// that cover it.
     pub fn record(&self, record: UsageRecord) {
-        // Shared counters are spent when the record is shipped (see `flush`).
-        if record.cost > 0.0 && self.ledger.is_none() {
-            let defs = self.covering(&record.tenant_id, &record.subject_id);
-            let now = now_ms();
-            let budgets: Vec<Budget> = defs.iter().map(|d| d.budget.clone()).collect();
-            let crossed = self.lock_counters().spend(&budgets, record.cost, now);
-            if !crossed.is_empty() {
-                let counters = self.lock_counters();
-                let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-                for def in defs.iter().filter(|d| crossed.contains(&d.row.id)) {
-                    let used = counters
-                        .get(&def.row.id)
-                        .map(|c| c.used)
-                        .unwrap_or_default();
-                    events.push(Self::exceeded_event(def, used));
-                }
-            }
+        if record.cost > 0.0 {
+            self.book.spend_recorded(self, &record);
         }
         self.pending
             .lock()
@@ -280,62 +233,8 @@ impl Accounting {
     async fn budgets_of(&self, tenant_id: &str, subject_id: &str) -> ApiResult<Vec<Def>> {
         self.refresh_defs(false).await?;
         let defs = self.covering(tenant_id, subject_id);
-        let now = now_ms();
-        let missing: Vec<&Def> = {
-            let counters = self.lock_counters();
-            defs.iter()
-                .filter(|d| !counters.is_current(&d.budget, now))
-                .collect()
-        };
-        if let Some(ledger) = &self.ledger {
-            self.install_shared(ledger, &defs, now).await?;
-            return Ok(defs);
-        }
-        if !missing.is_empty() {
-            let _one_loader = self.loading.lock().await;
-            self.flush().await.map_err(ApiError::internal)?;
-            let mut conn = self.db.pool.acquire().await?;
-            for def in missing {
-                let (start, _) = def.budget.period.bounds(now);
-                let used =
-                    store::cost_since(&mut conn, &def.row.scope, &def.row.scope_id, start).await?;
-                self.lock_counters().install(&def.budget, start, used);
-            }
-        }
+        self.book.ensure(self, &defs).await?;
         Ok(defs)
-    }
-
-    /// Installs the shared counters of `defs` missing for the current period, from SQL
-    /// after draining the usage stream into it.
-    async fn install_shared(&self, ledger: &Ledger, defs: &[Def], now: i64) -> ApiResult<()> {
-        let mut drained = false;
-        for def in defs {
-            let (start, end) = def.budget.period.bounds(now);
-            let key = ledger.counter_key(&def.budget.id, start);
-            if ledger.counter(&key).await?.is_some() {
-                continue;
-            }
-            let _one_loader = self.loading.lock().await;
-            if !drained {
-                self.flush().await.map_err(ApiError::internal)?;
-                drained = true;
-            }
-            let mut conn = self.db.pool.acquire().await?;
-            let used =
-                store::cost_since(&mut conn, &def.row.scope, &def.row.scope_id, start).await?;
-            ledger.install(&key, used, end).await?;
-        }
-        Ok(())
-    }
-
-    /// The shared counters covering a tenant and subject at `at`.
-    fn counter_refs(&self, ledger: &Ledger, defs: &[Def], at: i64) -> Vec<CounterRef> {
-        defs.iter()
-            .map(|def| CounterRef {
-                key: ledger.counter_key(&def.budget.id, def.budget.period.bounds(at).0),
-                limit: def.budget.limit,
-            })
-            .collect()
     }
 
     /// Admits a request of estimated cost `estimate` against the principal's budgets,
@@ -345,64 +244,19 @@ impl Accounting {
         principal: &Principal,
         estimate: f64,
     ) -> ApiResult<Reservation> {
-        let defs = match self.ledger {
-            // Shared counters: admission itself says when one is missing.
-            Some(_) => {
-                self.refresh_defs(false).await?;
-                self.covering(&principal.tenant_id, principal.subject_id())
-            }
-            None => {
-                self.budgets_of(&principal.tenant_id, principal.subject_id())
-                    .await?
-            }
-        };
+        self.refresh_defs(false).await?;
+        let defs = self.covering(&principal.tenant_id, principal.subject_id());
         let estimate = estimate.max(0.0);
-        let mut reservation = Reservation {
-            accounting: self.clone(),
-            held: Vec::new(),
-            keys: Vec::new(),
-            estimate,
+        // No budget covers the caller: nothing to hold, nothing to ask the book.
+        let held = match defs.is_empty() {
+            true => Held::Nothing,
+            false => self.book.hold(self, &defs, estimate).await?,
         };
-        // No budget covers the caller: nothing to hold, nothing to ask Redis.
-        if defs.is_empty() {
-            return Ok(reservation);
-        }
-        if let Some(ledger) = &self.ledger {
-            let now = now_ms();
-            let counters = self.counter_refs(ledger, &defs, now);
-            for _ in 0..3 {
-                match ledger.admit(&counters, estimate).await? {
-                    Admit::Reserved => {
-                        reservation.keys = counters.into_iter().map(|c| c.key).collect();
-                        return Ok(reservation);
-                    }
-                    // Expired or a new period began meanwhile: install and try again.
-                    Admit::Missing(_) => self.install_shared(ledger, &defs, now).await?,
-                    Admit::Exceeded(index, used) => {
-                        let def = &defs[index.min(defs.len() - 1)];
-                        return Err(Self::refusal(
-                            &defs,
-                            Exceeded {
-                                budget_id: def.budget.id.clone(),
-                                limit: def.budget.limit,
-                                used,
-                                resets_at: def.budget.period.bounds(now).1,
-                            },
-                        ));
-                    }
-                }
-            }
-            return Err(ApiError::internal("budget counters could not be installed"));
-        }
-        let budgets: Vec<Budget> = defs.iter().map(|d| d.budget.clone()).collect();
-        let held = self.lock_counters().reserve(&budgets, estimate, now_ms());
-        match held {
-            Ok(held) => {
-                reservation.held = held;
-                Ok(reservation)
-            }
-            Err(exceeded) => Err(Self::refusal(&defs, exceeded)),
-        }
+        Ok(Reservation {
+            accounting: self.clone(),
+            held,
+            estimate,
+        })
     }
 
     /// 429 `BUDGET_EXCEEDED` naming the spent budget.
@@ -427,9 +281,10 @@ impl Accounting {
         .with_field("resets_at", resets_at)
     }
 
-    /// The `budget.exceeded` event of a budget that reached its limit.
-    fn exceeded_event(def: &Def, used: f64) -> (String, serde_json::Value) {
-        (
+    /// Queues the `budget.exceeded` event of a budget that reached its limit (written
+    /// with the next flush).
+    fn exceeded(&self, def: &Def, used: f64) {
+        let event = (
             def.row.tenant_id.clone(),
             serde_json::json!({
                 "budget_id": def.row.id,
@@ -439,7 +294,11 @@ impl Accounting {
                 "limit": def.row.limit,
                 "used": used,
             }),
-        )
+        );
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Budgets as the API shows them (with what each has spent and holds) and the usage
 //! report, each after the buffered records are written.
 
-use super::budgets::{self, Period};
+use super::budgets::Period;
 use super::{Accounting, BudgetView, store};
 use crate::db::accounting::BudgetRow;
 use crate::db::now_ms;
@@ -68,20 +68,7 @@ impl Accounting {
         };
         self.budgets_of(&row.tenant_id, &subject).await?;
         let (start, end) = period.bounds(now_ms());
-        let counter = match &self.ledger {
-            Some(ledger) => {
-                let (used, reserved) = ledger
-                    .counter(&ledger.counter_key(&row.id, start))
-                    .await?
-                    .unwrap_or_default();
-                budgets::Counter {
-                    period_start: start,
-                    used,
-                    reserved,
-                }
-            }
-            None => self.lock_counters().get(&row.id).unwrap_or_default(),
-        };
+        let counter = self.book.counter(&row.id, start).await?;
         Ok(BudgetView {
             remaining: (row.limit - counter.used).max(0.0),
             used: counter.used,
