@@ -10,9 +10,10 @@
 //! key and tenant and holds its estimated cost until the [`Reservation`] is settled with
 //! the real usage (or dropped, which gives it back). See [`budgets`] for the rule.
 //!
-//! In a scaled deployment the counters and the way to SQL are shared through Redis
-//! ([`crate::cluster::ledger`]): the flush ships this process's records to a stream
-//! (adding their cost to the shared counters) and drains the stream into SQL.
+//! Where the counters live is the [`book`]'s business: this process in the embedded
+//! default; in a scaled deployment Redis ([`crate::cluster::ledger`]), where the flush
+//! ships this process's records to a stream (adding their cost to the shared counters)
+//! and drains the stream into SQL.
 
 pub mod api;
 mod book;
