@@ -10,7 +10,7 @@
 //! key and tenant and holds its estimated cost until the [`Reservation`] is settled with
 //! the real usage (or dropped, which gives it back). See [`budgets`] for the rule.
 //!
-//! Where the counters live is the [`book`]'s business: this process in the embedded
+//! Where the counters live is the `book`'s business: this process in the embedded
 //! default; in a scaled deployment Redis ([`crate::cluster::ledger`]), where the flush
 //! ships this process's records to a stream (adding their cost to the shared counters)
 //! and drains the stream into SQL.

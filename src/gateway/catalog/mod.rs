@@ -3,7 +3,7 @@
 //!
 //! The snapshot is rebuilt after every local change and re-read every few seconds
 //! (other API processes may change the catalogue); admin writes go to SQL first
-//! ([`admin`]: backends, models and access, validated and audited).
+//! (`admin`: backends, models and access, validated and audited).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};

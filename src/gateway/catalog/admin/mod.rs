@@ -1,5 +1,5 @@
 //! The catalogue's admin operations (platform admins; the CLI as the operator): the
-//! request and view shapes, their validation, and the backends' CRUD ([`models`] has
+//! request and view shapes, their validation, and the backends' CRUD (`models` has
 //! the models' and per-tenant access). Each write is validated, written with its audit
 //! row, and followed by a reload of the snapshot.
 
