@@ -58,8 +58,6 @@ pub struct AppState {
     pub webrtc: Arc<Webrtc>,
     /// The OpenAPI document, rendered once when the router is built.
     pub openapi: OnceLock<String>,
-    /// Seals and opens stored secrets (the contexts hold their own handles).
-    pub vault: Arc<crate::vault::Vault>,
 }
 
 impl AppState {
@@ -194,7 +192,6 @@ impl AppState {
             nodes,
             openapi: OnceLock::new(),
             webrtc,
-            vault,
         }))
     }
 }

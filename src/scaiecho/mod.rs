@@ -26,7 +26,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::rbac::Permission;
 use crate::services::modules::require_enabled;
 use crate::speech::intake::AudioIntake;
-use crate::speech::nodes::Nodes;
 use crate::speech::upload::Upload;
 use format::{ResponseFormat, SegmentOut, Transcription};
 use policy::{Backend, Policy, Preference, Usable};
@@ -62,11 +61,6 @@ impl ScaiEcho {
     /// The audio intake (upload budget, decode slots) the HTTP boundary reads into.
     pub fn intake(&self) -> &AudioIntake {
         &self.handles.intake
-    }
-
-    /// The inference nodes (this process's, the registry's live ones).
-    pub fn nodes(&self) -> &Nodes {
-        &self.handles.nodes
     }
 
     pub fn usable(&self) -> Usable {

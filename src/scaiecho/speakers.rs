@@ -159,13 +159,31 @@ async fn embed(state: &ScaiEcho, samples: Arc<Vec<f32>>) -> Option<ApiResult<Vec
     })
 }
 
-/// This process's node id, when it runs engines.
-fn local_node(state: &ScaiEcho) -> Option<String> {
+/// The speaker's stored reference clip, decoded and checked again.
+async fn stored_reference(state: &ScaiEcho, row: &SpeakerRow) -> Result<Vec<f32>, String> {
+    let key = ObjectKey::new(&row.tenant_id, &row.reference_key).map_err(|e| e.to_string())?;
+    let bytes = state
+        .handles
+        .store
+        .get(&key)
+        .await
+        .map_err(|e| e.to_string())?;
+    let media_type = row.reference_media_type.as_deref();
+    let (samples, _) = check_reference(state, bytes, media_type)
+        .await
+        .map_err(|e| e.message)?;
+    Ok(samples)
+}
+
+/// A database connection, its failure as the reason `warm_here` reports.
+async fn connection(state: &ScaiEcho) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, String> {
     state
         .handles
-        .nodes
-        .local()
-        .map(|node| node.info().node_id.clone())
+        .db
+        .pool
+        .acquire()
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Computes the profile on this node and warms it here. `Err(reason)` when this
@@ -175,38 +193,22 @@ async fn warm_here(
     row: &SpeakerRow,
     samples: Option<Vec<f32>>,
 ) -> Result<String, String> {
-    let node_id = local_node(state).ok_or_else(|| NO_NODE.replace("{id}", &row.id))?;
+    let node_id = state
+        .handles
+        .nodes
+        .local_id()
+        .ok_or_else(|| NO_NODE.replace("{id}", &row.id))?;
     let embedding = match (&row.embedding, samples) {
         (Some(embedding), _) => embedding.clone(),
         (None, samples) => {
             let samples = match samples {
                 Some(samples) => samples,
-                None => {
-                    let key = ObjectKey::new(&row.tenant_id, &row.reference_key)
-                        .map_err(|e| e.to_string())?;
-                    let bytes = state
-                        .handles
-                        .store
-                        .get(&key)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let media_type = row.reference_media_type.as_deref();
-                    let (samples, _) = check_reference(state, bytes, media_type)
-                        .await
-                        .map_err(|e| e.message)?;
-                    samples
-                }
+                None => stored_reference(state, row).await?,
             };
             match embed(state, Arc::new(samples)).await {
                 None => return Err(NO_NODE.replace("{id}", &row.id)),
                 Some(Err(error)) => {
-                    let mut conn = state
-                        .handles
-                        .db
-                        .pool
-                        .acquire()
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let mut conn = connection(state).await?;
                     speakers::set_enrollment(
                         &mut conn,
                         &row.id,
@@ -222,13 +224,7 @@ async fn warm_here(
             }
         }
     };
-    let mut conn = state
-        .handles
-        .db
-        .pool
-        .acquire()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut conn = connection(state).await?;
     speakers::set_enrollment(&mut conn, &row.id, "ready", None, Some(&embedding))
         .await
         .map_err(|e| e.to_string())?;
@@ -365,7 +361,11 @@ pub async fn warm(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResul
     let row = live_row(state, principal, id).await?;
     let mut error_summary = BTreeMap::new();
     if let Err(reason) = warm_here(state, &row, None).await {
-        let node = local_node(state).unwrap_or_else(|| "none".to_owned());
+        let node = state
+            .handles
+            .nodes
+            .local_id()
+            .unwrap_or_else(|| "none".to_owned());
         error_summary.insert(node, reason);
     }
     let mut view = warm_status(state, principal, id).await?;
@@ -390,7 +390,7 @@ pub struct Deleted {
 pub async fn delete(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<Deleted> {
     access(principal, WRITE)?;
     let row = live_row(state, principal, id).await?;
-    let local = local_node(state);
+    let local = state.handles.nodes.local_id();
     let mut tx = state.handles.db.begin().await?;
     if !speakers::tombstone(&mut tx, id).await? {
         return Err(ApiError::not_found("speaker"));
@@ -439,7 +439,7 @@ pub async fn delete(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiRes
 
 /// Enrolled `(label, embedding)` profiles warm on this node, for diarization.
 pub async fn enrolled(state: &ScaiEcho, tenant_id: &str) -> ApiResult<Vec<(String, Vec<f32>)>> {
-    let Some(node_id) = local_node(state) else {
+    let Some(node_id) = state.handles.nodes.local_id() else {
         return Ok(Vec::new());
     };
     let mut conn = state.handles.db.pool.acquire().await?;

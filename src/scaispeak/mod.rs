@@ -74,11 +74,6 @@ impl ScaiSpeak {
         &self.handles.intake
     }
 
-    /// `[speak]`.
-    pub fn config(&self) -> &SpeakConfig {
-        &self.config
-    }
-
     pub fn usable(&self) -> Usable {
         Usable {
             local: self.local.is_some(),

@@ -294,14 +294,6 @@ async fn intake(state: &ScaiSpeak, samples: Vec<f32>) -> Result<Intake, String> 
     .map_err(|e| format!("intake_crashed: {e}"))?
 }
 
-fn local_node(state: &ScaiSpeak) -> Option<String> {
-    state
-        .handles
-        .nodes
-        .local()
-        .map(|node| node.info().node_id.clone())
-}
-
 /// Runs the intake and stores its outcome.
 async fn finish_intake(
     state: &ScaiSpeak,
@@ -333,7 +325,7 @@ async fn record_intake(
                 done.embedding.as_deref(),
             )
             .await?;
-            if let Some(node) = local_node(state) {
+            if let Some(node) = state.handles.nodes.local_id() {
                 db::set_voice_warm(&mut tx, id, &node, true).await?;
             }
             ("voice.ready", None)
@@ -472,7 +464,7 @@ pub async fn warm(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResu
             format!("voice {id} is `{}`, not `ready`", voice.embedding_status),
         ));
     }
-    if let Some(node) = local_node(state) {
+    if let Some(node) = state.handles.nodes.local_id() {
         let mut conn = state.handles.db.pool.acquire().await?;
         db::set_voice_warm(&mut conn, id, &node, true).await?;
     }
@@ -483,7 +475,7 @@ pub async fn warm(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResu
 pub async fn evict(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<Voice> {
     access(principal, WRITE)?;
     owned(state, principal, id).await?;
-    if let Some(node) = local_node(state) {
+    if let Some(node) = state.handles.nodes.local_id() {
         let mut conn = state.handles.db.pool.acquire().await?;
         db::set_voice_warm(&mut conn, id, &node, false).await?;
     }
@@ -507,7 +499,7 @@ pub struct Erased {
 pub async fn erase(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<Erased> {
     access(principal, WRITE)?;
     owned(state, principal, id).await?;
-    let local = local_node(state);
+    let local = state.handles.nodes.local_id();
     let mut tx = state.handles.db.begin().await?;
     let row = db::get_voice(&mut tx, &principal.tenant_id, id)
         .await?

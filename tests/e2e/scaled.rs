@@ -6,23 +6,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{
-    ADMIN_KEY, Options, Server, postgres_database, read, refused_start, service, service_with,
-};
+use crate::support::{ADMIN_KEY, Options, Server, postgres_database, read, service};
 
-const TRANSCRIBE: &str = "/v1/modules/scaiecho/transcribe";
+pub(crate) const TRANSCRIBE: &str = "/v1/modules/scaiecho/transcribe";
 
 /// One deployment's shared services.
-struct Deployment {
-    redis: String,
-    database: String,
-    s3: String,
-    prefix: String,
+pub(crate) struct Deployment {
+    pub(crate) redis: String,
+    pub(crate) database: String,
+    pub(crate) s3: String,
+    pub(crate) prefix: String,
 }
 
 impl Deployment {
     /// `None` only when a service truly cannot start here (said loudly).
-    async fn new() -> Option<Deployment> {
+    pub(crate) async fn new() -> Option<Deployment> {
         let redis = service("redis", "SCAIGRID_TEST_REDIS_URL")?;
         let s3 = service("s3", "SCAIGRID_TEST_S3_ENDPOINT")?;
         let database = postgres_database().await?;
@@ -40,7 +38,7 @@ impl Deployment {
     }
 
     /// `redis_lines`: more lines of the `[redis]` section (its TLS files).
-    fn toml_tls(&self, redis: &str, redis_lines: &str, extra: &str) -> String {
+    pub(crate) fn toml_tls(&self, redis: &str, redis_lines: &str, extra: &str) -> String {
         format!(
             "[redis]\nurl = \"{redis}\"\nkey_prefix = \"{prefix}\"\n{redis_lines}\
              [s3]\nbucket = \"{prefix}\"\nendpoint = \"{s3}\"\nregion = \"us-east-1\"\n\
@@ -56,7 +54,7 @@ impl Deployment {
         self.api_on(&self.redis.clone(), None).await
     }
 
-    async fn api_on(&self, redis: &str, database: Option<&str>) -> Server {
+    pub(crate) async fn api_on(&self, redis: &str, database: Option<&str>) -> Server {
         self.api_with(redis, database, "").await
     }
 
@@ -71,7 +69,7 @@ impl Deployment {
     }
 
     /// A `serve` process with the engines as node `node_id`; `jobs`: its `[jobs]` lines.
-    async fn serve_with_engines(
+    pub(crate) async fn serve_with_engines(
         &self,
         redis: &str,
         database: &str,
@@ -121,7 +119,7 @@ pub fn long_speech() -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
-async fn job(server: &Server, id: &str) -> Value {
+pub(crate) async fn job(server: &Server, id: &str) -> Value {
     let (status, job) = server
         .get(&format!("/v1/modules/scaiecho/jobs/{id}"), Some(ADMIN_KEY))
         .await;
@@ -130,7 +128,7 @@ async fn job(server: &Server, id: &str) -> Value {
 }
 
 /// Polls until `done` holds for the job or `limit` passes (a guard against hangs).
-async fn wait_job(
+pub(crate) async fn wait_job(
     server: &Server,
     id: &str,
     limit: Duration,
@@ -270,164 +268,15 @@ async fn two_apis_and_two_workers_share_jobs_keys_limits_and_nodes() {
     );
 }
 
-#[tokio::test]
-async fn dependency_outages_are_named_fail_fast_and_heal() {
-    let Some(deployment) = Deployment::new().await else {
-        return;
-    };
-    // A Redis and a PostgreSQL of this test's own, to stop and start.
-    let services = tempfile::tempdir().unwrap();
-    // PostgreSQL runs as `postgres` when the tests run as root: it must reach its folder.
-    std::fs::set_permissions(
-        services.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let base = services.path().to_owned();
-    let own = |name: &'static str, port: u16| {
-        let base = base.clone();
-        move |action: &str| {
-            let root = env!("CARGO_MANIFEST_DIR");
-            let output = std::process::Command::new(format!("{root}/scripts/services/{name}"))
-                .arg(action)
-                .env("SCAIGRID_TEST_SERVICES", &base)
-                .env("SCAIGRID_TEST_REDIS_PORT", port.to_string())
-                .env("SCAIGRID_TEST_PG_PORT", port.to_string())
-                .env("SCAIGRID_TEST_S3_PORT", port.to_string())
-                .output()
-                .unwrap();
-            assert!(output.status.success(), "{output:?}");
-            String::from_utf8_lossy(&output.stdout).trim().to_owned()
-        }
-    };
-    let redis = own("redis", free_port());
-    let postgres = own("postgres", free_port());
-    let s3 = own("s3", free_port());
-    let redis_url = redis("start");
-    let Some(database) = crate::support::postgres_database_on(&postgres("start")).await else {
-        panic!("the test's own PostgreSQL did not answer");
-    };
-    let deployment = Deployment {
-        s3: s3("start"),
-        ..deployment
-    };
-    let api = deployment.api_on(&redis_url, Some(&database)).await;
-    // A process with engines and a worker, for a job submitted while Redis is away.
-    let engine_process = deployment
-        .serve_with_engines(
-            &redis_url,
-            &database,
-            "e1",
-            "workers = 1\nlease_seconds = 2\n",
-        )
-        .await;
-    let tenant = api.tenant("outage").await;
-    let (status, key) = api
-        .post(
-            "/v1/api-keys",
-            Some(&tenant.admin_key),
-            json!({"name": "limited", "roles": ["member"], "rate_limit": {"requests_per_minute": 1000}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{key}");
-    let limited = key["key"].as_str().unwrap().to_owned();
-    let limited_request = || {
-        api.http
-            .post(api.url(TRANSCRIBE))
-            .bearer_auth(&limited)
-            .header("content-type", "audio/wav")
-            .body("not audio")
-            .send()
-    };
-    assert_eq!(api.get("/health/ready", None).await.0, 200);
-    // A priced chat model, for usage made while Redis is away.
-    let up = crate::upstream::start("outage", "ko").await;
-    priced_model(&api, &up, "ko", "test/outage").await;
-    let chat = json!({"model": "test/outage", "messages": [{"role": "user", "content": "hi"}]});
-
-    // Redis down: readiness names it; a rate-limited request fails with 503 at once.
-    redis("stop");
-    let (status, body) = wait_ready(&api, 503).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["dependency"], "redis", "{body}");
-    let (status, body) = read(limited_request().await.unwrap()).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
-    // What needs no Redis still works, and its usage waits for Redis: none is lost.
-    for _ in 0..3 {
-        let (status, body) = api
-            .post("/v1/chat/completions", Some(ADMIN_KEY), chat.clone())
-            .await;
-        assert_eq!(status, 200, "{body}");
-    }
-    // A job accepted while Redis is away (its stream entry cannot be added) still runs
-    // once Redis is back: the sweep adds it.
-    let beckett = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
-    let (status, submitted) = read(
-        engine_process
-            .http
-            .post(engine_process.url(&format!("{TRANSCRIBE}?async=true")))
-            .bearer_auth(ADMIN_KEY)
-            .header("content-type", "audio/wav")
-            .body(beckett)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 202, "{submitted}");
-    let job_id = submitted["id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    redis("start");
-    let (status, body) = wait_ready(&api, 200).await;
-    assert_eq!(status, 200, "did not recover: {body}");
-    assert_ne!(read(limited_request().await.unwrap()).await.0, 503);
-    let (status, usage) = api
-        .get("/v1/accounting/usage?group_by=model", Some(ADMIN_KEY))
-        .await;
-    assert_eq!(status, 200, "{usage}");
-    assert_eq!(usage["data"][0]["key"], "test/outage", "{usage}");
-    assert_eq!(usage["data"][0]["requests"], 3, "{usage}");
-    let done = wait_job(&api, &job_id, Duration::from_secs(60), |j| {
-        j["status"] == "succeeded" || j["status"] == "failed"
-    })
-    .await;
-    assert_eq!(done["status"], "succeeded", "{done}");
-    drop(engine_process);
-
-    // PostgreSQL down: the same, and requests that need it fail with 503.
-    postgres("stop");
-    let (status, body) = wait_ready(&api, 503).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["dependency"], "database", "{body}");
-    let (status, body) = api.get("/v1/modules/scaiecho/jobs", Some(ADMIN_KEY)).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
-    postgres("start");
-    let (status, body) = wait_ready(&api, 200).await;
-    assert_eq!(status, 200, "did not recover: {body}");
-    assert_eq!(
-        api.get("/v1/modules/scaiecho/jobs", Some(ADMIN_KEY))
-            .await
-            .0,
-        200
-    );
-
-    // The object store down: readiness names it. (moto keeps buckets in memory, so its
-    // restart is not a recovery to test.)
-    s3("stop");
-    let (status, body) = wait_ready(&api, 503).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["dependency"], "object_store", "{body}");
-    drop(api);
-    postgres("stop");
-    redis("stop");
-}
-
 /// Registers `up` (which takes `key`) as a backend and a chat model `slug` on it, priced
 /// so that the upstream's answer (10 prompt + 5 completion tokens) costs 1.0, as does
 /// the estimate of a short request.
-async fn priced_model(api: &Server, up: &crate::upstream::Upstream, key: &str, slug: &str) {
+pub(crate) async fn priced_model(
+    api: &Server,
+    up: &crate::upstream::Upstream,
+    key: &str,
+    slug: &str,
+) {
     let (status, backend) = api
         .post(
             "/v1/backends",
@@ -448,7 +297,7 @@ async fn priced_model(api: &Server, up: &crate::upstream::Upstream, key: &str, s
 }
 
 /// Polls readiness until it answers `status` (at most 15 s); the last answer.
-async fn wait_ready(api: &Server, status: u16) -> (u16, Value) {
+pub(crate) async fn wait_ready(api: &Server, status: u16) -> (u16, Value) {
     let start = Instant::now();
     loop {
         let answer = api.get("/health/ready", None).await;
@@ -459,7 +308,7 @@ async fn wait_ready(api: &Server, status: u16) -> (u16, Value) {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -648,97 +497,4 @@ async fn warm_node_ids_list_only_live_nodes() {
         assert!(start.elapsed() < Duration::from_secs(20), "{seen}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// TLS to PostgreSQL (`sslmode=verify-full`) and Redis (`rediss://` with a CA file): the
-/// server's connections are encrypted and verified; a CA that did not sign the servers'
-/// certificates is refused (PostgreSQL: the process does not start; Redis: readiness
-/// names it).
-#[tokio::test]
-async fn postgres_and_redis_over_verified_tls() {
-    let Some(deployment) = Deployment::new().await else {
-        return;
-    };
-    let Some(tls) = service("tls", "SCAIGRID_TEST_TLS_DIR") else {
-        return;
-    };
-    let Some(rediss) = service_with("redis", &["tls"], "SCAIGRID_TEST_REDIS_TLS_URL") else {
-        return;
-    };
-    let verified = |ca: &str| {
-        format!(
-            "{}?sslmode=verify-full&sslrootcert={tls}/{ca}.pem",
-            deployment.database
-        )
-    };
-    let redis_ca = |ca: &str| format!("tls_ca_file = \"{tls}/{ca}.pem\"\n");
-    let extra = "[engines]\nenabled = false\n[jobs]\nworkers = 0\n";
-    let api = Server::start_with(Options {
-        database_url: Some(verified("ca")),
-        config_toml: Some(deployment.toml_tls(&rediss, &redis_ca("ca"), extra)),
-        ..Options::default()
-    })
-    .await;
-    let (status, body) = wait_ready(&api, 200).await;
-    assert_eq!(status, 200, "{body}");
-    // Work that needs both: a tenant (PostgreSQL) and a rate-limited key (Redis).
-    let tenant = api.tenant("tls").await;
-    let (status, _) = api.get("/v1/models", Some(&tenant.member_key)).await;
-    assert_eq!(status, 200);
-    // PostgreSQL says the server's connections to this database are TLS.
-    let name = deployment.database.rsplit('/').next().unwrap().to_owned();
-    let base = deployment.database.rsplit_once('/').unwrap().0.to_owned();
-    let (tls_connections, plain_connections) = {
-        use sqlx::{Connection, Row};
-        let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
-            .await
-            .unwrap();
-        let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
-             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = $1",
-        )
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-        (row.get::<i64, _>(0), row.get::<i64, _>(1))
-    };
-    assert!(tls_connections >= 1, "no TLS connection from the server");
-    assert_eq!(plain_connections, 0);
-    drop(api);
-
-    // Redis behind a certificate the CA file did not sign: readiness names Redis.
-    let api = Server::start_with(Options {
-        database_url: Some(verified("ca")),
-        config_toml: Some(deployment.toml_tls(&rediss, &redis_ca("other-ca"), extra)),
-        ..Options::default()
-    })
-    .await;
-    let (status, body) = wait_ready(&api, 503).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["dependency"], "redis", "{body}");
-    drop(api);
-
-    // PostgreSQL behind a certificate the root file did not sign: no start, and why.
-    let temp = tempfile::tempdir().unwrap();
-    let config = temp.path().join("config.toml");
-    std::fs::write(
-        &config,
-        deployment.toml_tls(&rediss, &redis_ca("ca"), extra),
-    )
-    .unwrap();
-    let stderr = refused_start(
-        config,
-        temp.path().join("data"),
-        vec![
-            ("SCAIGRID_DATABASE_URL", verified("other-ca")),
-            (
-                "SCAIGRID_SECRETS_KEY",
-                crate::support::SECRETS_KEY.to_owned(),
-            ),
-        ],
-    )
-    .await
-    .to_lowercase();
-    assert!(stderr.contains("certificate"), "{stderr}");
 }
