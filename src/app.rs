@@ -111,11 +111,14 @@ impl AppState {
             &http,
             cluster.clone(),
         )?);
-        let node = match config.engines.enabled {
-            true => Some(Arc::new(load_node(&config.engines).await?)),
-            false => None,
+        let (vad, engines) = match config.engines.enabled {
+            true => {
+                let (vad, engines) = start_engines(&config).await?;
+                (Some(vad), Some(engines))
+            }
+            false => (None, None),
         };
-        let nodes = Nodes::new(cluster.clone(), node.clone());
+        let nodes = Nodes::new(cluster.clone(), vad.clone(), engines.clone());
         let accounting = Arc::new(crate::accounting::Accounting::new(
             db.clone(),
             config.accounting.prices,
@@ -132,7 +135,7 @@ impl AppState {
         let handles = crate::speech::Handles {
             db: db.clone(),
             store: store.clone(),
-            intake: Arc::new(AudioIntake::new(&config.limits, node.clone())),
+            intake: Arc::new(AudioIntake::new(&config.limits, vad)),
             nodes: nodes.clone(),
             accounting: accounting.clone(),
             jobs: jobs.clone(),
@@ -141,21 +144,13 @@ impl AppState {
         };
         let scaiecho = Arc::new(ScaiEcho::new(
             handles.clone(),
-            match &node {
-                Some(node) => {
-                    crate::scaiecho::local::LocalStt::start(node.clone(), config.engines.stt_queue)?
-                }
-                None => None,
-            },
+            engines.clone(),
             crate::scaiecho::relay::Relay::new(&config.relay)?,
         ));
         let scaispeak = Arc::new(ScaiSpeak::new(
             handles,
             config.speak.clone(),
-            match &node {
-                Some(node) => crate::scaispeak::local::LocalTts::start(node.clone())?,
-                None => None,
-            },
+            engines,
             crate::scaispeak::relay::Relay::new(&config.speak)?,
         ));
         let gateway = Arc::new(Gateway::new(
@@ -214,18 +209,13 @@ impl AppState {
         if usable.local || usable.relay {
             return None;
         }
-        let node = match self.nodes.local() {
+        let node = match self.nodes.engines() {
             None => "engines are disabled in this process".to_owned(),
-            Some(node) => {
-                let failures: Vec<String> = node
-                    .info()
-                    .failures
-                    .iter()
-                    .map(|f| format!("{}: {}", f.engine, f.error))
-                    .collect();
-                match failures.is_empty() {
-                    true => "no local engine for it is loaded".to_owned(),
-                    false => format!("engines failed to load ({})", failures.join("; ")),
+            Some(engines) => {
+                let problems = engines.problems();
+                match problems.is_empty() {
+                    true => "no inference node carries an engine for it".to_owned(),
+                    false => format!("inference nodes report: {}", problems.join("; ")),
                 }
             }
         };
@@ -235,34 +225,30 @@ impl AppState {
     }
 }
 
-/// Loads the local engines on a blocking thread; failures are kept in the node's info
-/// (readiness and `/v1/infra/nodes` report them) rather than stopping the server.
-async fn load_node(config: &crate::config::EnginesConfig) -> anyhow::Result<engines::node::Node> {
-    let node_config = engines::node::NodeConfig {
-        node_id: config.node_id.clone(),
-        models_dir: config.models_dir.clone(),
-        device: config.device,
-        intra_threads: config.intra_threads,
-        multilingual: config.multilingual,
-        phonemizer: phonemizer_command()?,
-    };
-    let node = tokio::task::spawn_blocking(move || engines::node::Node::load(&node_config)).await?;
-    let info = node.info();
-    for failure in &info.failures {
-        tracing::warn!(engine = %failure.engine, error = %failure.error, "engine not loaded");
+/// The edge's voice activity detector, and the inference nodes: started, supervised,
+/// and waited for (a node loads its engines before it answers), so the server is ready
+/// when it starts listening. A node that does not come up is reported by readiness.
+async fn start_engines(
+    config: &Config,
+) -> anyhow::Result<(
+    Arc<engines::node::Node>,
+    Arc<crate::inference::pool::Dispatcher>,
+)> {
+    use crate::inference::{pool::Dispatcher, supervisor};
+    let vad = Arc::new(crate::inference::serve::load(&config.engines, true).await?);
+    let plan = supervisor::plan(&config.engines, &config.data_dir);
+    let engines = Arc::new(Dispatcher::new(plan)?);
+    let max_message = crate::inference::max_message_bytes(config.limits.max_audio_seconds);
+    supervisor::spawn(&config.engines, max_message, engines.members());
+    engines.spawn_probes();
+    if !engines.wait_all_ready(NODE_START).await {
+        tracing::error!(problems = ?engines.problems(), "inference nodes not ready");
     }
-    tracing::info!(status = info.status, models = ?info.models_loaded, "inference node ready");
-    Ok(node)
+    Ok((vad, engines))
 }
 
-/// This executable's hidden `phonemizer` subcommand: espeak-ng runs there, so a fault
-/// in it ends that child, not the server.
-pub fn phonemizer_command() -> anyhow::Result<engines::phonemizer::PhonemizerCommand> {
-    Ok(engines::phonemizer::PhonemizerCommand {
-        program: std::env::current_exe().context("locating this executable")?,
-        args: vec!["phonemizer".to_owned()],
-    })
-}
+/// How long the server waits for its nodes before it starts listening anyway.
+const NODE_START: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// The configured JWT secret, or one generated once into `<data_dir>/jwt_secret` (0600).
 fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {

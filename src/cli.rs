@@ -1,4 +1,4 @@
-//! The command line: `serve`, `worker`, `migrate`, `admin ...`.
+//! The command line: `serve`, `worker`, `node`, `migrate`, `admin ...`.
 //!
 //! `admin` works on the database directly (no running server needed) and goes through
 //! the same services as the HTTP admin surface, so validation and audit are identical.
@@ -40,11 +40,73 @@ pub enum Command {
     /// the server's engines, not by hand.
     #[command(hide = true)]
     Phonemizer,
+    /// Run an inference node: load the engines and serve them over gRPC. `serve`
+    /// starts its own; run this by hand for nodes on other machines.
+    Node(NodeArgs),
     /// Administer tenants, users and API keys directly in the database.
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+/// `scaigrid node`: where it listens, and engine settings over `[engines]`.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// `unix:/path/to/socket` or `host:port`.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: crate::inference::Address,
+    /// This node's id (default: `[engines] node_id`).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    #[arg(long)]
+    pub models_dir: Option<PathBuf>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long)]
+    pub intra_threads: Option<usize>,
+    #[arg(long)]
+    pub multilingual: bool,
+    #[arg(long)]
+    pub stt_queue: Option<usize>,
+    /// Largest request taken (default: `[limits] max_audio_seconds` of PCM).
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// Started by a server: exit when its stdin closes (the server is gone).
+    #[arg(long, hide = true)]
+    pub supervised: bool,
+}
+
+impl NodeArgs {
+    /// The node's options: these flags over the configuration's `[engines]`.
+    pub fn options(self, config: &Config) -> anyhow::Result<crate::inference::serve::NodeOptions> {
+        let mut engines = config.engines.clone();
+        if let Some(id) = self.node_id {
+            engines.node_id = id;
+        }
+        if let Some(dir) = self.models_dir {
+            engines.models_dir = dir;
+        }
+        if let Some(device) = &self.device {
+            engines.device = crate::config::parse_device(device)?;
+        }
+        if let Some(threads) = self.intra_threads {
+            engines.intra_threads = threads.max(1);
+        }
+        engines.multilingual |= self.multilingual;
+        if let Some(queue) = self.stt_queue {
+            engines.stt_queue = queue.max(1);
+        }
+        Ok(crate::inference::serve::NodeOptions {
+            address: self.listen,
+            engines,
+            max_message_bytes: self.max_message_bytes.unwrap_or_else(|| {
+                crate::inference::max_message_bytes(config.limits.max_audio_seconds)
+            }),
+            supervised: self.supervised,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -322,7 +322,8 @@ impl From<media::MediaError> for ApiError {
 
 /// Engine errors at the edge: a model that does not fit → 409 `GPU_INCOMPATIBLE`, out of
 /// memory during inference → 503 `OOM_KILLED` (the node stays up), engines missing or
-/// unusable → 503 `SERVICE_UNAVAILABLE`.
+/// unusable, or the node that was to run it lost → 503 `SERVICE_UNAVAILABLE` (naming
+/// the node in `node_id`).
 impl From<engines::EngineError> for ApiError {
     fn from(error: engines::EngineError) -> Self {
         use engines::EngineError;
@@ -348,6 +349,13 @@ impl From<engines::EngineError> for ApiError {
             | EngineError::ModelUnavailable { .. } => {
                 ApiError::new(ErrorCode::SERVICE_UNAVAILABLE, message)
                     .with_field("dependency", "engines")
+            }
+            EngineError::NodeUnavailable { node, .. } => {
+                tracing::warn!(%message, "inference node unavailable");
+                ApiError::new(ErrorCode::SERVICE_UNAVAILABLE, message)
+                    .with_field("dependency", "engines")
+                    .with_field("node_id", node)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("2"))
             }
             EngineError::Inference(_) => ApiError::internal(message),
         }

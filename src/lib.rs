@@ -28,6 +28,7 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod http;
+pub mod inference;
 pub mod jobs;
 pub mod memory;
 pub mod net;

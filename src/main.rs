@@ -39,6 +39,13 @@ async fn run(cli: Cli) -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve => scaigrid::server::serve(config).await,
         Command::Worker => scaigrid::worker::run(config).await,
+        Command::Node(args) => match args.options(&config) {
+            Ok(options) => {
+                let shutdown = scaigrid::server::shutdown_signal();
+                scaigrid::inference::serve::run(options, shutdown).await
+            }
+            Err(error) => Err(error),
+        },
         Command::Migrate => scaigrid::db::migrate::run_standalone(&config.database).await,
         Command::Admin { command } => scaigrid::cli::admin(config, command).await,
         Command::Phonemizer => Ok(()),

@@ -44,6 +44,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "shared",
         &[
             "speech",
+            "inference",
             "services",
             "accounting",
             "ratelimit",

@@ -42,6 +42,19 @@ impl<Job> Lanes<Job> {
     }
 }
 
+impl<Request, Response> Lanes<Job<Request, Response>> {
+    /// The next job whose caller still waits: one whose caller went away (a client
+    /// that disconnected, a cancelled call) is dropped unrun.
+    fn pop_wanted(&mut self) -> Option<Job<Request, Response>> {
+        loop {
+            let job = self.pop()?;
+            if !job.reply.is_closed() {
+                return Some(job);
+            }
+        }
+    }
+}
+
 struct Queue<Job> {
     lanes: Mutex<Lanes<Job>>,
     ready: Condvar,
@@ -125,6 +138,11 @@ impl<Request: Send + 'static, Response: Send + 'static> Batcher<Request, Respons
         Ok(receiver)
     }
 
+    /// Requests waiting for a worker (not counting the batch being run).
+    pub fn depth(&self) -> usize {
+        self.queue.lanes.lock().map_or(0, |lanes| lanes.len())
+    }
+
     /// Queues a request and waits for its result without blocking the async runtime.
     pub async fn submit(&self, request: Request) -> EngineResult<Response> {
         wait(self.try_submit(request)?).await
@@ -165,7 +183,7 @@ fn worker<Request, Response>(
                 return;
             };
             let first = loop {
-                if let Some(job) = lanes.pop() {
+                if let Some(job) = lanes.pop_wanted() {
                     break job;
                 }
                 if lanes.closed {
@@ -178,7 +196,7 @@ fn worker<Request, Response>(
             };
             let mut jobs = vec![first];
             while jobs.len() < max_batch {
-                match lanes.pop() {
+                match lanes.pop_wanted() {
                     Some(job) => jobs.push(job),
                     None => break,
                 }
@@ -305,5 +323,31 @@ mod tests {
         }
         first.await.unwrap().unwrap();
         assert_eq!(*order.lock().unwrap(), vec![0, 9, 1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_caller_went_away_is_not_run() {
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let (seen, worker_gate) = (ran.clone(), gate.clone());
+        let run: Arc<BatchFn<u32, u32>> = Arc::new(move |batch: Vec<u32>| {
+            drop(worker_gate.lock());
+            seen.lock().unwrap().extend(batch.iter().copied());
+            batch.into_iter().map(Ok).collect()
+        });
+        let batcher = Batcher::spawn("test", 1, 8, 1, run).unwrap();
+        let first = batcher.try_submit(0).unwrap();
+        while batcher.depth() > 0 {
+            std::thread::yield_now();
+        }
+        let gone = batcher.try_submit(1).unwrap();
+        let kept = batcher.try_submit(2).unwrap();
+        assert_eq!(batcher.depth(), 2);
+        drop(gone);
+        drop(held);
+        assert_eq!(kept.await.unwrap().unwrap(), 2);
+        first.await.unwrap().unwrap();
+        assert_eq!(*ran.lock().unwrap(), vec![0, 2]);
     }
 }

@@ -1,5 +1,6 @@
 //! Typed errors of the engines; the server maps `ModelTooLarge` to `GPU_INCOMPATIBLE`,
-//! `OutOfMemory` to `OOM_KILLED`, the rest to `SERVICE_UNAVAILABLE`/`INTERNAL_ERROR`.
+//! `OutOfMemory` to `OOM_KILLED`, `NodeUnavailable` to `SERVICE_UNAVAILABLE` naming the
+//! node, the rest to `SERVICE_UNAVAILABLE`/`INTERNAL_ERROR`.
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
@@ -35,6 +36,10 @@ pub enum EngineError {
     /// Input the engine cannot take (wrong rate, empty batch, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The inference node that was to run it is gone or did not answer (its process
+    /// died, is restarting, or is unreachable).
+    #[error("inference node `{node}` unavailable: {reason}")]
+    NodeUnavailable { node: String, reason: String },
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;

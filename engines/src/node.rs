@@ -97,6 +97,9 @@ pub struct NodeConfig {
     pub multilingual: bool,
     /// How to start the text-to-speech phonemizer's child process.
     pub phonemizer: crate::phonemizer::PhonemizerCommand,
+    /// Load the voice activity detector only: an edge's, for stream segmentation and
+    /// preflight, while the heavy engines run on inference nodes.
+    pub vad_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -190,6 +193,10 @@ impl Node {
                     failures: Vec::new(),
                 };
                 vad = loader.load(silero::ENGINE_ID, |_, models| SileroVad::load(models));
+                if config.vad_only {
+                    let done = (loader.loaded, loader.failures);
+                    return Node::assemble(config, vad, None, None, (None, None), done);
+                }
                 whisper = loader.load(whisper::ENGINE_ID, Whisper::load);
                 if config.multilingual {
                     whisper_multilingual = loader.load(whisper::BASE_ENGINE_ID, Whisper::load_base);
@@ -201,6 +208,24 @@ impl Node {
                 (loader.loaded, loader.failures)
             }
         };
+        Node::assemble(
+            config,
+            vad,
+            whisper,
+            whisper_multilingual,
+            (tts, embedder),
+            (models_loaded, failures),
+        )
+    }
+
+    fn assemble(
+        config: &NodeConfig,
+        vad: Option<SileroVad>,
+        whisper: Option<Whisper>,
+        whisper_multilingual: Option<Whisper>,
+        (tts, embedder): (Option<PiperVoice>, Option<SpeakerEmbedder>),
+        (models_loaded, failures): (Vec<String>, Vec<EngineFailure>),
+    ) -> Node {
         let memory_mb = models_loaded.iter().map(|id| memory_mb(id)).sum();
         let status = match (models_loaded.is_empty(), failures.is_empty()) {
             (true, _) => "offline",
@@ -291,6 +316,7 @@ mod tests {
                 program: "/nonexistent".into(),
                 args: Vec::new(),
             },
+            vad_only: false,
         });
         assert_eq!(node.info().status, "offline");
         assert!(node.info().models_loaded.is_empty());

@@ -333,6 +333,8 @@ pub struct FileEngines {
     pub multilingual: Option<bool>,
     /// Recordings waiting for the speech-to-text thread at most (default 16).
     pub stt_queue: Option<usize>,
+    /// Inference node processes this server starts and supervises (default 1).
+    pub node_processes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,6 +17,7 @@ mod file;
 mod sections;
 
 pub use file::*;
+pub use sections::parse_device;
 
 /// A secret value: usable, never printed.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -140,6 +141,8 @@ pub struct EnginesConfig {
     /// Recordings waiting for the speech-to-text thread at most; one more is
     /// `SERVICE_UNAVAILABLE` with `Retry-After` (a job goes back to the queue).
     pub stt_queue: usize,
+    /// Inference node processes this server starts and supervises (1..=16).
+    pub node_processes: usize,
 }
 
 /// The validated configuration.

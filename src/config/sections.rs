@@ -155,11 +155,15 @@ pub(super) fn engines(
         intra_threads: file.intra_threads.unwrap_or(1),
         multilingual: file.multilingual.unwrap_or(false),
         stt_queue: file.stt_queue.unwrap_or(16).max(1),
+        node_processes: file.node_processes.unwrap_or(1),
         node_id: file
             .node_id
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "local".to_owned()),
     };
+    if !(1..=16).contains(&engines.node_processes) {
+        bail!("engines.node_processes must be within 1..=16");
+    }
     Ok(engines)
 }
 
@@ -423,7 +427,7 @@ fn seconds(name: &str, value: Option<u64>, default: u64) -> anyhow::Result<Durat
     positive(name, value.unwrap_or(default)).map(Duration::from_secs)
 }
 
-fn parse_device(text: &str) -> anyhow::Result<engines::Device> {
+pub fn parse_device(text: &str) -> anyhow::Result<engines::Device> {
     match text {
         "cpu" => Ok(engines::Device::Cpu),
         "cuda" => Ok(engines::Device::Cuda { device_id: 0 }),

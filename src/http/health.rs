@@ -29,16 +29,11 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>>
     if let Some(cluster) = &state.cluster {
         results.push(("redis", cluster.check().await));
     }
-    if let Some(node) = state.nodes.local() {
-        let info = node.info();
-        let engines = match info.failures.is_empty() {
+    if let Some(engines) = state.nodes.engines() {
+        let problems = engines.problems();
+        let engines = match problems.is_empty() {
             true => Ok(()),
-            false => Err(info
-                .failures
-                .iter()
-                .map(|f| format!("{}: {}", f.engine, f.error))
-                .collect::<Vec<_>>()
-                .join("; ")),
+            false => Err(problems.join("; ")),
         };
         results.push(("engines", engines));
     }

@@ -1,6 +1,7 @@
 //! `GET /v1/infra/nodes` (alias `/v1/admin/nodes`): the inference nodes and the engines
-//! each has loaded. In the embedded default the server process is the one node; in a
-//! scaled deployment, every process heard from in the Redis node registry.
+//! each has loaded. In the embedded default, the node processes this server supervises
+//! (with their pid, restarts, queue depth and calls in flight); in a scaled deployment,
+//! every node heard from in the Redis node registry.
 
 use std::sync::Arc;
 
@@ -17,10 +18,9 @@ async fn list(state: &AppState) -> ApiResult<Json<Value>> {
         Some(cluster) => crate::cluster::nodes::list(cluster).await?,
         None => state
             .nodes
-            .local()
-            .into_iter()
-            .map(|node| serde_json::to_value(node.info()).unwrap_or(Value::Null))
-            .collect(),
+            .engines()
+            .map(|engines| engines.members().iter().map(|m| m.view()).collect())
+            .unwrap_or_default(),
     };
     Ok(Json(json!({ "object": "list", "data": nodes })))
 }

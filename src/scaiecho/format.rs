@@ -213,6 +213,16 @@ pub fn render(transcription: &Transcription, format: ResponseFormat) -> String {
     }
 }
 
+/// The label of the turn overlapping `[start, end)` the most, if any does.
+pub fn speaker_for(turns: &[engines::diarize::Turn], start: f32, end: f32) -> Option<String> {
+    turns
+        .iter()
+        .map(|turn| (turn.end.min(end) - turn.start.max(start), turn))
+        .filter(|(overlap, _)| *overlap > 0.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, turn)| turn.label.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,5 +310,18 @@ mod tests {
         assert_eq!(json["segments"][1]["speaker_label"], "spk_1");
         assert!(json["segments"][0].get("speaker_label").is_none());
         assert!("xml".parse::<ResponseFormat>().is_err());
+    }
+
+    #[test]
+    fn a_segment_takes_the_speaker_it_overlaps_most() {
+        let turn = |start, end, label: &str| engines::diarize::Turn {
+            start,
+            end,
+            label: label.into(),
+        };
+        let turns = [turn(0.0, 2.0, "spk_0"), turn(2.0, 5.0, "alice")];
+        assert_eq!(speaker_for(&turns, 1.5, 4.0).as_deref(), Some("alice"));
+        assert_eq!(speaker_for(&turns, 0.0, 2.5).as_deref(), Some("spk_0"));
+        assert_eq!(speaker_for(&turns, 6.0, 7.0), None);
     }
 }

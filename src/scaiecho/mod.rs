@@ -3,7 +3,7 @@
 //! stay thin; everything a request does is here.
 //!
 //! - [`policy`]: tenant policy and the backend resolver.
-//! - [`local`]: backend A (the node's Whisper behind a batching dispatcher).
+//! - backend A is the inference nodes, through [`crate::inference::pool::Dispatcher`].
 //! - [`relay`]: backend B (an OpenAI-compatible upstream).
 //! - [`format`]: json, text, srt, vtt.
 //! - [`jobs`]: async transcription jobs (staged audio, the job view, processing).
@@ -12,7 +12,6 @@
 
 pub mod format;
 pub mod jobs;
-pub mod local;
 pub mod policy;
 pub mod relay;
 pub mod speakers;
@@ -23,6 +22,7 @@ use std::sync::Arc;
 use crate::accounting::UsageRecord;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
+use crate::inference::pool::Dispatcher;
 use crate::rbac::Permission;
 use crate::services::modules::require_enabled;
 use crate::speech::intake::AudioIntake;
@@ -35,7 +35,8 @@ pub const MODULE: &str = "scaiecho";
 /// ScaiEcho's context: the backends this process can use and the handles its requests,
 /// streams and jobs need (nothing of ScaiSpeak, the gateway or the HTTP surface).
 pub struct ScaiEcho {
-    pub local: Option<local::LocalStt>,
+    /// Backend A: the inference nodes.
+    pub local: Option<Arc<Dispatcher>>,
     pub relay: Option<relay::Relay>,
     /// Open WebSocket streams per tenant.
     pub streams: Arc<crate::slots::StreamSlots>,
@@ -47,7 +48,7 @@ pub struct ScaiEcho {
 impl ScaiEcho {
     pub fn new(
         handles: crate::speech::Handles,
-        local: Option<local::LocalStt>,
+        local: Option<Arc<Dispatcher>>,
         relay: Option<relay::Relay>,
     ) -> ScaiEcho {
         ScaiEcho {
@@ -65,7 +66,7 @@ impl ScaiEcho {
 
     pub fn usable(&self) -> Usable {
         Usable {
-            local: self.local.is_some(),
+            local: self.local.as_ref().is_some_and(|d| d.can_transcribe()),
             relay: self.relay.is_some(),
         }
     }
@@ -358,14 +359,14 @@ pub async fn transcribe(
                     end: round_ms(s.end.into()),
                     speaker_label: turns
                         .as_ref()
-                        .and_then(|t| local::speaker_for(t, s.start, s.end)),
+                        .and_then(|t| format::speaker_for(t, s.start, s.end)),
                     words: (options.timestamps == Timestamps::Word).then(|| {
                         s.words
                             .iter()
                             .map(|w| {
                                 let speaker = turns
                                     .as_ref()
-                                    .and_then(|t| local::speaker_for(t, w.start, w.end));
+                                    .and_then(|t| format::speaker_for(t, w.start, w.end));
                                 format::WordOut::from_engine(w, speaker)
                             })
                             .collect()

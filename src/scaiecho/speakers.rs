@@ -141,22 +141,13 @@ async fn check_reference(
     }
 }
 
-/// The profile embedding on this process's node, if it has the embedder.
+/// The profile embedding from a node that carries the embedder, if one does.
 async fn embed(state: &ScaiEcho, samples: Arc<Vec<f32>>) -> Option<ApiResult<Vec<f32>>> {
-    let node = state.handles.nodes.local().cloned()?;
-    node.embedder.as_ref()?;
-    node.vad.as_ref()?;
-    let result = tokio::task::spawn_blocking(move || {
-        let (Some(vad), Some(embedder)) = (&node.vad, &node.embedder) else {
-            return Err(engines::EngineError::Inference("embedder gone".into()));
-        };
-        engines::diarize::profile(&samples, vad, embedder)
-    })
-    .await;
-    Some(match result {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(error) => Err(ApiError::internal(error)),
-    })
+    let engines = state.handles.nodes.engines()?;
+    if !engines.can_diarize() {
+        return None;
+    }
+    Some(engines.profile(&samples).await.map_err(ApiError::from))
 }
 
 /// The speaker's stored reference clip, decoded and checked again.

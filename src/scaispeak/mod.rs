@@ -5,7 +5,7 @@
 //! - [`text`]: cleaning text and cutting it into sentences (also as it streams in).
 //! - [`output`]: codecs and rates, encoding.
 //! - [`voices`]: the voice catalogue (global voices of the node).
-//! - [`local`]: backend A (the node's Piper voice behind a dispatcher).
+//! - backend A is the inference nodes, through [`crate::inference::pool::Dispatcher`].
 //! - [`relay`]: backend B (an OpenAI-compatible `/v1/audio/speech` upstream).
 //! - [`stream`]: the WebSocket `/stream/speak`.
 //! - [`jobs`]: synth jobs for long texts or `async: true`.
@@ -13,7 +13,6 @@
 
 pub mod drive;
 pub mod jobs;
-pub mod local;
 pub mod output;
 pub mod relay;
 pub mod stream;
@@ -29,6 +28,7 @@ use crate::accounting::UsageRecord;
 use crate::auth::Principal;
 use crate::config::SpeakConfig;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::inference::pool::Dispatcher;
 use crate::rbac::Permission;
 use crate::services::modules::require_enabled;
 use crate::speech::backends::{self, Backend, Preference, Usable};
@@ -42,7 +42,8 @@ pub const SPEAK: Permission = Permission::ScaispeakSpeak;
 /// requests, streams and jobs need (nothing of ScaiEcho, the gateway or the HTTP
 /// surface).
 pub struct ScaiSpeak {
-    pub local: Option<local::LocalTts>,
+    /// Backend A: the inference nodes.
+    pub local: Option<Arc<Dispatcher>>,
     pub relay: Option<relay::Relay>,
     /// Open speech streams per tenant.
     pub streams: Arc<crate::slots::StreamSlots>,
@@ -57,7 +58,7 @@ impl ScaiSpeak {
     pub fn new(
         handles: crate::speech::Handles,
         config: SpeakConfig,
-        local: Option<local::LocalTts>,
+        local: Option<Arc<Dispatcher>>,
         relay: Option<relay::Relay>,
     ) -> ScaiSpeak {
         ScaiSpeak {
@@ -76,7 +77,7 @@ impl ScaiSpeak {
 
     pub fn usable(&self) -> Usable {
         Usable {
-            local: self.local.is_some(),
+            local: self.local.as_ref().is_some_and(|d| d.can_speak()),
             relay: self.relay.is_some(),
         }
     }
@@ -251,7 +252,7 @@ pub async fn sentence(
     match (backend, &state.local, &state.relay) {
         (Backend::Local, Some(local), _) => {
             let samples = local.sentence(text.to_owned(), speed, urgent).await?;
-            let rate = local.sample_rate();
+            let rate = local.tts_sample_rate().unwrap_or(22_050);
             let Some(profile) = profile.cloned() else {
                 return Ok((samples, rate));
             };

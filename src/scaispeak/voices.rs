@@ -73,9 +73,8 @@ fn base_rate(state: &ScaiSpeak) -> Option<u32> {
     state
         .handles
         .nodes
-        .local()
-        .and_then(|node| node.tts.as_ref())
-        .map(|voice| voice.sample_rate())
+        .engines()
+        .and_then(|engines| engines.tts_sample_rate())
 }
 
 /// The global voices this process can speak with on backend A.
@@ -275,23 +274,22 @@ async fn check(
 /// The profile (and embedding where the node has the embedder) of passed samples;
 /// `Err(reason)` for `embedding_status_reason`.
 async fn intake(state: &ScaiSpeak, samples: Vec<f32>) -> Result<Intake, String> {
-    let node = state.handles.nodes.local().cloned();
-    tokio::task::spawn_blocking(move || {
-        let profile = engines::conditioning::profile(&samples, 16_000)
-            .ok_or_else(|| "reference_unvoiced".to_owned())?;
-        let embedding = match node.as_ref().map(|n| (&n.vad, &n.embedder)) {
-            Some((Some(vad), Some(embedder))) => {
-                engines::diarize::profile(&samples, vad, embedder).ok()
-            }
-            _ => None,
-        };
-        Ok(Intake {
-            profile: serde_json::to_string(&profile).unwrap_or_default(),
-            embedding: embedding.map(|e| serde_json::to_string(&e).unwrap_or_default()),
-        })
+    let (profile, samples) = tokio::task::spawn_blocking(move || {
+        let profile = engines::conditioning::profile(&samples, 16_000);
+        (profile, samples)
     })
     .await
-    .map_err(|e| format!("intake_crashed: {e}"))?
+    .map_err(|e| format!("intake_crashed: {e}"))?;
+    let profile = profile.ok_or_else(|| "reference_unvoiced".to_owned())?;
+    // The speaker embedding comes from a node that carries the embedder, if any does.
+    let embedding = match state.handles.nodes.engines() {
+        Some(engines) if engines.can_diarize() => engines.profile(&samples).await.ok(),
+        _ => None,
+    };
+    Ok(Intake {
+        profile: serde_json::to_string(&profile).unwrap_or_default(),
+        embedding: embedding.map(|e| serde_json::to_string(&e).unwrap_or_default()),
+    })
 }
 
 /// Runs the intake and stores its outcome.

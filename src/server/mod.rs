@@ -95,13 +95,13 @@ pub fn spawn_background(state: &Arc<AppState>, api: bool) {
         .gate
         .accounting
         .spawn_flusher(state.config.accounting.flush_interval);
-    if let (Some(cluster), Some(node)) = (&state.cluster, state.nodes.local()) {
-        let node = node.clone();
-        crate::cluster::nodes::spawn_heartbeat(
-            cluster.clone(),
-            state.config.engines.node_id.clone(),
-            move || serde_json::to_value(node.info()).unwrap_or_default(),
-        );
+    if let (Some(cluster), Some(engines)) = (&state.cluster, state.nodes.engines()) {
+        for member in engines.members() {
+            let member = member.clone();
+            crate::cluster::nodes::spawn_heartbeat(cluster.clone(), member.id.clone(), move || {
+                member.view()
+            });
+        }
     }
     if api {
         state.gateway.spawn_health_probes();

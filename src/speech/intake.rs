@@ -38,7 +38,7 @@ pub struct AudioIntake {
     max_upload_bytes: usize,
     /// `[limits] max_audio_seconds`: where a transcription's decode stops.
     max_audio_seconds: f64,
-    /// The local node, for its Silero VAD in reference-clip preflights (the energy
+    /// The edge's engines, for their Silero VAD in reference-clip preflights (the energy
     /// detector otherwise).
     node: Option<Arc<engines::node::Node>>,
 }

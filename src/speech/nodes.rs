@@ -1,39 +1,58 @@
-//! The inference nodes a backend A request may use: this process's node (if engines
-//! are enabled here) and, in a scaled deployment, the live nodes of the registry.
+//! The inference nodes a backend A request may use: the nodes this process supervises
+//! (through their [`Dispatcher`], when engines are enabled here) and, in a scaled
+//! deployment, the live nodes of the registry. The edge's own voice activity detector
+//! (stream segmentation, preflight) stays in this process.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::cluster::Cluster;
 use crate::error::ApiResult;
+use crate::inference::pool::Dispatcher;
 use crate::speech::backends::Usable;
 
 #[derive(Clone, Default)]
 pub struct Nodes {
     /// Redis of the scaled deployment, where the registry lives (`None`: embedded).
     cluster: Option<Arc<Cluster>>,
-    /// This process's node (`None` when engines are disabled here).
-    local: Option<Arc<engines::node::Node>>,
+    /// The edge's voice activity detector (`None` when engines are disabled here).
+    vad: Option<Arc<engines::node::Node>>,
+    /// The nodes this process supervises and calls.
+    engines: Option<Arc<Dispatcher>>,
 }
 
 impl Nodes {
-    pub fn new(cluster: Option<Arc<Cluster>>, local: Option<Arc<engines::node::Node>>) -> Nodes {
-        Nodes { cluster, local }
+    pub fn new(
+        cluster: Option<Arc<Cluster>>,
+        vad: Option<Arc<engines::node::Node>>,
+        engines: Option<Arc<Dispatcher>>,
+    ) -> Nodes {
+        Nodes {
+            cluster,
+            vad,
+            engines,
+        }
     }
 
-    /// This process's node.
-    pub fn local(&self) -> Option<&Arc<engines::node::Node>> {
-        self.local.as_ref()
+    /// The edge's engines (the voice activity detector only).
+    pub fn vad(&self) -> Option<&Arc<engines::node::Node>> {
+        self.vad.as_ref()
     }
 
-    /// This process's node id, if it has a node.
+    /// The inference nodes' client.
+    pub fn engines(&self) -> Option<&Arc<Dispatcher>> {
+        self.engines.as_ref()
+    }
+
+    /// The id under which this process's nodes hold warm profiles (its first node's).
     pub fn local_id(&self) -> Option<String> {
-        self.local.as_ref().map(|node| node.info().node_id.clone())
+        let engines = self.engines.as_ref()?;
+        engines.members().first().map(|member| member.id.clone())
     }
 
     /// Which nodes are alive, for `warm_node_ids`: in a scaled deployment the ones the
     /// registry heard from lately (a node that died drops out by itself); all of them in
-    /// the embedded default, where the one node is this process.
+    /// the embedded default, where the nodes are this process's.
     pub async fn live(&self) -> ApiResult<LiveNodes> {
         let Some(cluster) = &self.cluster else {
             return Ok(LiveNodes(None));

@@ -31,10 +31,10 @@ use media::stream::StreamLimits;
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorCode};
 use crate::rbac::Permission;
+use crate::scaiecho::MODULE;
 use crate::scaiecho::ScaiEcho;
 use crate::scaiecho::format::WordOut;
 use crate::scaiecho::policy::{self, Backend};
-use crate::scaiecho::{MODULE, local};
 use crate::services::modules::require_enabled;
 use crate::ws::{self, End, Link};
 use pipeline::Pipeline;
@@ -186,7 +186,7 @@ impl Session {
         let pipeline = Pipeline::new(
             open.format,
             limits,
-            state.handles.nodes.local().cloned(),
+            state.handles.nodes.vad().cloned(),
             params,
         );
         // The relay has no diarization: `diarize` is a no-op there (seed page 002).
@@ -194,7 +194,7 @@ impl Session {
             && state
                 .local
                 .as_ref()
-                .is_some_and(local::LocalStt::can_diarize);
+                .is_some_and(|engines| engines.can_diarize());
         let speakers = (open.diarize && can_diarize)
             .then(|| OnlineSpeakers::new(enrolled, DiarizeParams::default()));
         Session {

@@ -428,7 +428,7 @@ impl Session {
     /// 0.23 s) comes from the engine as soon as the encoder and a short span of the
     /// decoder have run, and is framed while the rest is decoded.
     fn start_first_piece(&mut self, sentence: String) {
-        let Some(rate) = self.state.local.as_ref().map(|l| l.sample_rate()) else {
+        let Some(rate) = self.state.local.as_ref().and_then(|l| l.tts_sample_rate()) else {
             let error = super::backend_unavailable(Backend::Local);
             let framer = self.framer.take();
             self.running = Some(Box::pin(async move { (framer, Err(error)) }));

@@ -1,12 +1,11 @@
-//! Backend A: the local inference node. Speech to text goes through a dispatcher (one
-//! inference thread, a bounded queue, concurrent requests' windows batched in one
-//! decoder run); a full queue is `SERVICE_UNAVAILABLE` with `Retry-After` (async jobs
+//! Speech to text on a node: a dispatcher (one inference thread, a bounded queue,
+//! concurrent requests' windows batched in one decoder run); a full queue is `Busy`,
+//! which the edge answers with `SERVICE_UNAVAILABLE` and `Retry-After` (async jobs
 //! simply wait for their worker).
 
 use std::sync::Arc;
 
 use engines::batcher::Batcher;
-use engines::diarize::{DiarizeParams, Turn};
 use engines::node::Node;
 use engines::whisper::{Options, Transcript, Whisper};
 use engines::{EngineError, EngineResult};
@@ -17,20 +16,19 @@ const MAX_BATCH: usize = 8;
 /// Shared with a diarization running beside it, so the audio is never copied.
 type Request = (Arc<Vec<f32>>, Options);
 
-pub struct LocalStt {
-    node: Arc<Node>,
+pub struct Stt {
     batcher: Batcher<Request, Transcript>,
 }
 
-impl LocalStt {
+impl Stt {
     /// `None` when the node lacks Whisper or the VAD. `queue`: recordings waiting at
     /// most (`[engines] stt_queue`); each holds its decoded audio, up to
     /// `max_upload_bytes` worth, so the queue bounds that memory too.
-    pub fn start(node: Arc<Node>, queue: usize) -> EngineResult<Option<LocalStt>> {
+    pub fn start(node: Arc<Node>, queue: usize) -> EngineResult<Option<Stt>> {
         if (node.whisper.is_none() && node.whisper_multilingual.is_none()) || node.vad.is_none() {
             return Ok(None);
         }
-        let worker_node = node.clone();
+        let worker_node = node;
         let run = move |requests: Vec<Request>| -> Vec<EngineResult<Transcript>> {
             let Some(vad) = &worker_node.vad else {
                 let missing = EngineError::Inference("speech to text not loaded".into());
@@ -67,7 +65,7 @@ impl LocalStt {
                 .collect()
         };
         let batcher = Batcher::spawn("stt", 1, queue, MAX_BATCH, Arc::new(run))?;
-        Ok(Some(LocalStt { node, batcher }))
+        Ok(Some(Stt { batcher }))
     }
 
     pub async fn transcribe(
@@ -78,45 +76,9 @@ impl LocalStt {
         self.batcher.submit((samples, options)).await
     }
 
-    /// Whether diarization can run (the speaker embedder is loaded).
-    pub fn can_diarize(&self) -> bool {
-        self.node.embedder.is_some()
-    }
-
-    /// The speaker embedding of a stretch of speech (one speaker assumed).
-    pub async fn embed(&self, samples: Arc<Vec<f32>>) -> EngineResult<Vec<f32>> {
-        let node = self.node.clone();
-        tokio::task::spawn_blocking(move || {
-            let Some(embedder) = &node.embedder else {
-                return Err(EngineError::Inference("speaker embedder not loaded".into()));
-            };
-            embedder.embed(&samples)
-        })
-        .await
-        .map_err(|e| EngineError::Inference(format!("embedding task: {e}")))?
-    }
-
-    /// Who spoke when; `enrolled` profiles give their labels.
-    pub async fn diarize(
-        &self,
-        samples: Arc<Vec<f32>>,
-        enrolled: Vec<(String, Vec<f32>)>,
-    ) -> EngineResult<Vec<Turn>> {
-        let node = self.node.clone();
-        tokio::task::spawn_blocking(move || {
-            let (Some(vad), Some(embedder)) = (&node.vad, &node.embedder) else {
-                return Err(EngineError::Inference("diarization not loaded".into()));
-            };
-            engines::diarize::diarize(
-                &samples,
-                vad,
-                embedder,
-                &enrolled,
-                &DiarizeParams::default(),
-            )
-        })
-        .await
-        .map_err(|e| EngineError::Inference(format!("diarization task: {e}")))?
+    /// Recordings waiting for the inference thread.
+    pub fn depth(&self) -> usize {
+        self.batcher.depth()
     }
 }
 
@@ -133,33 +95,5 @@ pub fn model_for<'a>(node: &'a Node, language: Option<&str>) -> EngineResult<&'a
              load (`[engines] multilingual = true`)"
         ))),
         (_, None, None) => Err(EngineError::Inference("speech to text not loaded".into())),
-    }
-}
-
-/// The label of the turn overlapping `[start, end)` the most, if any does.
-pub fn speaker_for(turns: &[Turn], start: f32, end: f32) -> Option<String> {
-    turns
-        .iter()
-        .map(|turn| (turn.end.min(end) - turn.start.max(start), turn))
-        .filter(|(overlap, _)| *overlap > 0.0)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, turn)| turn.label.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_segment_takes_the_speaker_it_overlaps_most() {
-        let turn = |start, end, label: &str| Turn {
-            start,
-            end,
-            label: label.into(),
-        };
-        let turns = [turn(0.0, 2.0, "spk_0"), turn(2.0, 5.0, "alice")];
-        assert_eq!(speaker_for(&turns, 1.5, 4.0).as_deref(), Some("alice"));
-        assert_eq!(speaker_for(&turns, 0.0, 2.5).as_deref(), Some("spk_0"));
-        assert_eq!(speaker_for(&turns, 6.0, 7.0), None);
     }
 }

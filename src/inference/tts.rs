@@ -1,6 +1,6 @@
-//! Backend A: the node's Piper voice behind a dispatcher (one synthesis thread, a
-//! bounded queue), so concurrent requests and streams share the engine fairly and a
-//! full queue is back-pressure (`SERVICE_UNAVAILABLE`) rather than unbounded memory.
+//! Text to speech on a node: the Piper voice behind a dispatcher (one synthesis
+//! thread, a bounded queue), so concurrent requests and streams share the engine fairly
+//! and a full queue is back-pressure (`Busy`) rather than unbounded memory.
 
 use std::sync::Arc;
 
@@ -28,14 +28,14 @@ pub struct Continuation(Latent, usize);
 /// Audio, and for a first piece what is left to decode.
 type Response = (Vec<f32>, Option<Continuation>);
 
-pub struct LocalTts {
+pub struct Tts {
     node: Arc<Node>,
     batcher: Batcher<Request, Response>,
 }
 
-impl LocalTts {
+impl Tts {
     /// `None` when the node has no voice loaded.
-    pub fn start(node: Arc<Node>) -> EngineResult<Option<LocalTts>> {
+    pub fn start(node: Arc<Node>) -> EngineResult<Option<Tts>> {
         if node.tts.is_none() {
             return Ok(None);
         }
@@ -51,7 +51,12 @@ impl LocalTts {
         };
         // Piper runs one sentence per call: batches of one, the queue orders them.
         let batcher = Batcher::spawn("tts", 1, QUEUE, 1, Arc::new(run))?;
-        Ok(Some(LocalTts { node, batcher }))
+        Ok(Some(Tts { node, batcher }))
+    }
+
+    /// Sentences waiting for the synthesis thread.
+    pub fn depth(&self) -> usize {
+        self.batcher.depth()
     }
 
     /// The voice's sample rate.
@@ -72,7 +77,7 @@ impl LocalTts {
 
     /// A stream's first audio: the first piece (about 0.23 s) of a sentence, ahead of
     /// other streams' later sentences, and what is left of it. The rest is a separate
-    /// turn on the engine ([`LocalTts::rest`]), so other streams' first pieces waiting
+    /// turn on the engine ([`Tts::rest`]), so other streams' first pieces waiting
     /// in the urgent lane go before it.
     pub async fn first_piece(
         &self,
@@ -84,11 +89,22 @@ impl LocalTts {
             .await
     }
 
-    /// The rest of a sentence after its first piece (urgent: its first piece is
-    /// already playing).
-    pub async fn rest(&self, continuation: Continuation) -> EngineResult<Vec<f32>> {
-        let request = Request::Rest(continuation);
-        Ok(self.batcher.submit_urgent(request).await?.0)
+    /// Queues the rest of a sentence after its first piece (urgent: its first piece is
+    /// already playing) and gives its result to come; dropping that unrun takes the
+    /// request out of the queue.
+    pub fn queue_rest(
+        &self,
+        continuation: Continuation,
+    ) -> EngineResult<impl Future<Output = EngineResult<Vec<f32>>> + Send + 'static> {
+        let receiver = self
+            .batcher
+            .try_submit_urgent(Request::Rest(continuation))?;
+        Ok(async move {
+            let (samples, _) = receiver.await.map_err(|_| {
+                EngineError::Inference("synthesis worker dropped the request".into())
+            })??;
+            Ok(samples)
+        })
     }
 }
 

@@ -1,0 +1,110 @@
+//! The node process, `scaigrid node`: loads the engines, then serves the node API and
+//! the gRPC health service on its address. Started by a server (`--supervised`) it
+//! also watches its stdin, the write end of which only the server holds: when the
+//! server dies, even by SIGKILL, the pipe closes and the node exits (no orphans).
+
+use std::io::Read;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use super::Address;
+use super::proto::node_server::NodeServer;
+use super::service::NodeService;
+use crate::config::EnginesConfig;
+
+/// What a node loads and where it listens.
+pub struct NodeOptions {
+    pub address: Address,
+    pub engines: EnginesConfig,
+    /// Largest request (see [`super::max_message_bytes`]).
+    pub max_message_bytes: usize,
+    /// Exit when stdin closes (the supervising server is gone).
+    pub supervised: bool,
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn run(
+    options: NodeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    if options.supervised {
+        std::thread::Builder::new()
+            .name("parent-watch".into())
+            .spawn(|| {
+                let mut sink = [0u8; 64];
+                // EOF (or an error) means the server that holds the other end is gone.
+                while let Ok(1..) = std::io::stdin().read(&mut sink) {}
+                std::process::exit(0);
+            })
+            .context("starting the parent watch")?;
+    }
+    let node = Arc::new(load(&options.engines, false).await?);
+    let service = NodeService::start(node, options.engines.stt_queue)?;
+    let server = NodeServer::new(service)
+        .max_decoding_message_size(options.max_message_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<NodeServer<NodeService>>().await;
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(server);
+    match &options.address {
+        Address::Unix(path) => {
+            // A socket left by a node that died is in the way of its successor.
+            let _ = std::fs::remove_file(path);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let listener = tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("binding {}", path.display()))?;
+            tracing::info!(address = %options.address, "node listening");
+            router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+                .await?;
+        }
+        Address::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            tracing::info!(address = %listener.local_addr()?, "node listening");
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads the engines on a blocking thread (`vad_only`: the edge's own voice activity
+/// detector, for stream segmentation and preflight). Failures are kept in the node's
+/// info (readiness and `/v1/infra/nodes` report them) rather than stopping the process.
+pub async fn load(config: &EnginesConfig, vad_only: bool) -> anyhow::Result<engines::node::Node> {
+    let node_config = engines::node::NodeConfig {
+        node_id: config.node_id.clone(),
+        models_dir: config.models_dir.clone(),
+        device: config.device,
+        intra_threads: config.intra_threads,
+        multilingual: config.multilingual,
+        phonemizer: phonemizer_command()?,
+        vad_only,
+    };
+    let node = tokio::task::spawn_blocking(move || engines::node::Node::load(&node_config)).await?;
+    let info = node.info();
+    for failure in &info.failures {
+        tracing::warn!(engine = %failure.engine, error = %failure.error, "engine not loaded");
+    }
+    tracing::info!(status = info.status, models = ?info.models_loaded, vad_only, "engines loaded");
+    Ok(node)
+}
+
+/// This executable's hidden `phonemizer` subcommand: espeak-ng runs there, so a fault
+/// in it ends that child, not the node.
+pub fn phonemizer_command() -> anyhow::Result<engines::phonemizer::PhonemizerCommand> {
+    Ok(engines::phonemizer::PhonemizerCommand {
+        program: std::env::current_exe().context("locating this executable")?,
+        args: vec!["phonemizer".to_owned()],
+    })
+}

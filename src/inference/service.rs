@@ -1,0 +1,307 @@
+//! The node's side of the wire: the gRPC service over this process's engines. Each
+//! call checks its input, runs on the engine's dispatcher or a blocking thread, and
+//! answers engine errors as statuses ([`wire::status`]). A call whose client went away
+//! is dropped, and its request leaves the dispatcher's queue unrun.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use engines::diarize::DiarizeParams;
+use engines::node::Node;
+use engines::{EngineError, EngineResult};
+use futures_util::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::proto::{self, node_server};
+use super::stt::Stt;
+use super::tts::Tts;
+use super::wire;
+
+/// Longest text one synthesis request may carry (a sentence; the edge splits texts).
+const MAX_TEXT_BYTES: usize = engines::phonemizer::MAX_TEXT_BYTES;
+/// Profiles and voices a node keeps warm at most; more is refused (`Busy`).
+const MAX_WARM: usize = 100_000;
+/// Longest profile id.
+const MAX_ID: usize = 128;
+
+/// The engines this process serves, and what it counts for `Info`.
+pub struct NodeService {
+    node: Arc<Node>,
+    stt: Option<Stt>,
+    tts: Option<Tts>,
+    in_flight: Arc<AtomicU32>,
+    /// `kind:id` of the speaker profiles and voices held warm here.
+    warm: Mutex<HashSet<String>>,
+}
+
+impl NodeService {
+    /// Starts the dispatchers over a loaded node.
+    pub fn start(node: Arc<Node>, stt_queue: usize) -> EngineResult<NodeService> {
+        Ok(NodeService {
+            stt: Stt::start(node.clone(), stt_queue)?,
+            tts: Tts::start(node.clone())?,
+            node,
+            in_flight: Arc::new(AtomicU32::new(0)),
+            warm: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn into_server(self) -> node_server::NodeServer<NodeService> {
+        node_server::NodeServer::new(self)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    fn busy(&self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.in_flight.clone())
+    }
+
+    fn info(&self) -> proto::InfoReply {
+        let info = self.node.info();
+        let depth =
+            self.stt.as_ref().map_or(0, Stt::depth) + self.tts.as_ref().map_or(0, Tts::depth);
+        let (speakers, voices) = self.warm.lock().map_or((0, 0), |warm| {
+            let speakers = warm.iter().filter(|k| k.starts_with("speaker:")).count();
+            (speakers, warm.len() - speakers)
+        });
+        proto::InfoReply {
+            node_id: info.node_id.clone(),
+            status: info.status.to_owned(),
+            device: info.device.clone(),
+            models_loaded: info.models_loaded.clone(),
+            memory_mb: info.memory_mb,
+            failures: info
+                .failures
+                .iter()
+                .map(|f| proto::EngineFailure {
+                    engine: f.engine.clone(),
+                    error: f.error.clone(),
+                })
+                .collect(),
+            queue_depth: u32::try_from(depth).unwrap_or(u32::MAX),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            tts_sample_rate: self.tts.as_ref().map_or(0, Tts::sample_rate),
+            warm_speakers: u32::try_from(speakers).unwrap_or(u32::MAX),
+            warm_voices: u32::try_from(voices).unwrap_or(u32::MAX),
+            pid: std::process::id(),
+        }
+    }
+
+    /// Runs `work` on the node's speaker engines on a blocking thread.
+    async fn on_speaker_engines<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Node) -> EngineResult<T> + Send + 'static,
+    ) -> Result<T, Status> {
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || work(&node))
+            .await
+            .map_err(|e| Status::internal(format!("speaker task: {e}")))?
+            .map_err(|e| wire::status(&e))
+    }
+}
+
+/// Counts a call in flight while it lives.
+struct InFlight(Arc<AtomicU32>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn invalid(message: &str) -> Status {
+    wire::status(&EngineError::InvalidInput(message.to_owned()))
+}
+
+fn missing(what: &str) -> Status {
+    wire::status(&EngineError::ModelUnavailable {
+        id: what.to_owned(),
+        reason: "not loaded on this node".to_owned(),
+    })
+}
+
+fn audio(pcm: &[u8]) -> Result<Arc<Vec<f32>>, Status> {
+    wire::samples(pcm)
+        .map(Arc::new)
+        .map_err(|e| wire::status(&e))
+}
+
+type PieceStream = Pin<Box<dyn Stream<Item = Result<proto::AudioPiece, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl node_server::Node for NodeService {
+    async fn transcribe(
+        &self,
+        request: Request<proto::TranscribeRequest>,
+    ) -> Result<Response<proto::TranscribeReply>, Status> {
+        let _busy = self.busy();
+        let request = request.into_inner();
+        let options = wire::options(&request).map_err(|e| wire::status(&e))?;
+        let samples = audio(&request.pcm)?;
+        let stt = self.stt.as_ref().ok_or_else(|| missing("speech to text"))?;
+        let transcript = stt
+            .transcribe(samples, options)
+            .await
+            .map_err(|e| wire::status(&e))?;
+        Ok(Response::new(wire::transcript_reply(transcript)))
+    }
+
+    async fn diarize(
+        &self,
+        request: Request<proto::DiarizeRequest>,
+    ) -> Result<Response<proto::DiarizeReply>, Status> {
+        let _busy = self.busy();
+        let request = request.into_inner();
+        let samples = audio(&request.pcm)?;
+        let enrolled: Vec<(String, Vec<f32>)> = request
+            .enrolled
+            .into_iter()
+            .map(|e| (e.label, e.embedding))
+            .collect();
+        let turns = self
+            .on_speaker_engines(move |node| {
+                let (Some(vad), Some(embedder)) = (&node.vad, &node.embedder) else {
+                    return Err(EngineError::Inference("diarization not loaded".into()));
+                };
+                let params = DiarizeParams::default();
+                engines::diarize::diarize(&samples, vad, embedder, &enrolled, &params)
+            })
+            .await?;
+        Ok(Response::new(wire::turns_reply(turns)))
+    }
+
+    async fn embed(
+        &self,
+        request: Request<proto::AudioRequest>,
+    ) -> Result<Response<proto::EmbeddingReply>, Status> {
+        let _busy = self.busy();
+        let samples = audio(&request.into_inner().pcm)?;
+        let embedding = self
+            .on_speaker_engines(move |node| match &node.embedder {
+                Some(embedder) => embedder.embed(&samples),
+                None => Err(EngineError::Inference("speaker embedder not loaded".into())),
+            })
+            .await?;
+        Ok(Response::new(proto::EmbeddingReply { embedding }))
+    }
+
+    async fn profile(
+        &self,
+        request: Request<proto::AudioRequest>,
+    ) -> Result<Response<proto::EmbeddingReply>, Status> {
+        let _busy = self.busy();
+        let samples = audio(&request.into_inner().pcm)?;
+        let embedding = self
+            .on_speaker_engines(move |node| match (&node.vad, &node.embedder) {
+                (Some(vad), Some(embedder)) => engines::diarize::profile(&samples, vad, embedder),
+                _ => Err(EngineError::Inference("speaker embedder not loaded".into())),
+            })
+            .await?;
+        Ok(Response::new(proto::EmbeddingReply { embedding }))
+    }
+
+    type SynthesizeStream = PieceStream;
+
+    async fn synthesize(
+        &self,
+        request: Request<proto::SynthesizeRequest>,
+    ) -> Result<Response<PieceStream>, Status> {
+        let request = request.into_inner();
+        if request.text.len() > MAX_TEXT_BYTES {
+            return Err(invalid("text is longer than one request may carry"));
+        }
+        if !(request.speed.is_finite() && (0.25..=4.0).contains(&request.speed)) {
+            return Err(invalid("speed must be within 0.25..=4"));
+        }
+        let tts = self.tts.as_ref().ok_or_else(|| missing("text to speech"))?;
+        let rate = tts.sample_rate();
+        let piece = move |samples: Vec<f32>| proto::AudioPiece {
+            pcm: wire::pcm(&samples),
+            sample_rate: rate,
+        };
+        let busy = self.busy();
+        let status = |e: EngineError| wire::status(&e);
+        if !request.first_piece {
+            let samples = tts
+                .sentence(request.text, request.speed, request.urgent)
+                .await
+                .map_err(status)?;
+            drop(busy);
+            let only = futures_util::stream::once(std::future::ready(Ok(piece(samples))));
+            return Ok(Response::new(Box::pin(only)));
+        }
+        let (first, rest) = tts
+            .first_piece(request.text, request.speed)
+            .await
+            .map_err(status)?;
+        // The rest is queued now and decoded while the first piece travels; dropped
+        // unrun if the client goes away.
+        let rest = rest
+            .map(|rest| tts.queue_rest(rest))
+            .transpose()
+            .map_err(status)?;
+        let rest = rest.map(|pending| async move {
+            let _busy = busy;
+            pending.await.map(piece).map_err(status)
+        });
+        let first = futures_util::stream::once(std::future::ready(Ok(piece(first))));
+        let rest = futures_util::stream::iter(rest).then(|pending| pending);
+        Ok(Response::new(Box::pin(first.chain(rest))))
+    }
+
+    async fn warm(
+        &self,
+        request: Request<proto::WarmRequest>,
+    ) -> Result<Response<proto::WarmReply>, Status> {
+        let request = request.into_inner();
+        match request.kind.as_str() {
+            "speaker" if !request.embedding.is_empty() => {}
+            "voice" => {}
+            _ => {
+                return Err(invalid(
+                    "kind must be `speaker` (with an embedding) or `voice`",
+                ));
+            }
+        }
+        if request.id.is_empty() || request.id.len() > MAX_ID {
+            return Err(invalid("id must be 1 to 128 bytes"));
+        }
+        let mut warm = self
+            .warm
+            .lock()
+            .map_err(|_| Status::internal("warm set poisoned"))?;
+        let key = format!("{}:{}", request.kind, request.id);
+        if warm.len() >= MAX_WARM && !warm.contains(&key) {
+            return Err(wire::status(&EngineError::Busy));
+        }
+        warm.insert(key);
+        Ok(Response::new(proto::WarmReply {
+            resident: u32::try_from(warm.len()).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn evict(
+        &self,
+        request: Request<proto::EvictRequest>,
+    ) -> Result<Response<proto::EvictReply>, Status> {
+        let request = request.into_inner();
+        let key = format!("{}:{}", request.kind, request.id);
+        let evicted = self
+            .warm
+            .lock()
+            .map_err(|_| Status::internal("warm set poisoned"))?
+            .remove(&key);
+        Ok(Response::new(proto::EvictReply { evicted }))
+    }
+
+    async fn info(
+        &self,
+        _request: Request<proto::InfoRequest>,
+    ) -> Result<Response<proto::InfoReply>, Status> {
+        Ok(Response::new(self.info()))
+    }
+}

@@ -1,0 +1,129 @@
+//! The embedded default's node processes: the server starts `[engines]
+//! node_processes` of them (`scaigrid node --supervised` on a Unix socket in the data
+//! folder), restarts one that dies with a growing backoff, and ends them when it exits.
+//!
+//! Each child's stdin is a pipe whose write end only this process holds: a child whose
+//! server died (also by SIGKILL, which runs no cleanup) reads EOF and exits. On a
+//! normal exit the children are killed as their handles drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Address;
+use super::pool::Member;
+use crate::config::EnginesConfig;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A node that ran this long before dying restarts without waiting.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// The nodes this server will start: `(node id, socket)`. One node keeps the configured
+/// node id; more are `<node_id>-<n>`.
+pub fn plan(config: &EnginesConfig, data_dir: &Path) -> Vec<(String, Address)> {
+    let count = config.node_processes;
+    (0..count)
+        .map(|index| {
+            let id = match count {
+                1 => config.node_id.clone(),
+                _ => format!("{}-{index}", config.node_id),
+            };
+            let socket = socket_dir(data_dir).join(format!("node-{index}.sock"));
+            (id, Address::Unix(socket))
+        })
+        .collect()
+}
+
+/// Where the sockets live: the data folder's `run/` when its path is short enough for
+/// a socket name (108 bytes), else a folder under the system's temporary one.
+fn socket_dir(data_dir: &Path) -> PathBuf {
+    let dir = data_dir.join("run");
+    match dir.as_os_str().len() < 80 {
+        true => dir,
+        false => std::env::temp_dir().join(format!("scaigrid-{}", std::process::id())),
+    }
+}
+
+/// How to start a node: this executable with the engine settings made explicit, so the
+/// child loads exactly what the server's configuration says.
+fn command(
+    (config, max_message_bytes): (&EnginesConfig, usize),
+    id: &str,
+    address: &Address,
+) -> anyhow::Result<tokio::process::Command> {
+    let program = std::env::current_exe()?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg("node")
+        .arg("--listen")
+        .arg(address.to_string())
+        .arg("--node-id")
+        .arg(id)
+        .arg("--supervised")
+        .args(config.multilingual.then_some("--multilingual"))
+        .arg("--models-dir")
+        .arg(&config.models_dir)
+        .arg("--device")
+        .arg(match config.device {
+            engines::Device::Cpu => "cpu".to_owned(),
+            engines::Device::Cuda { device_id } => format!("cuda:{device_id}"),
+        })
+        .arg("--intra-threads")
+        .arg(config.intra_threads.to_string())
+        .arg("--stt-queue")
+        .arg(config.stt_queue.to_string())
+        .arg("--max-message-bytes")
+        .arg(max_message_bytes.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    Ok(command)
+}
+
+/// Starts and watches every member's process, for as long as the server runs.
+/// `max_message_bytes`: the largest request a node takes.
+pub fn spawn(config: &EnginesConfig, max_message_bytes: usize, members: &[Arc<Member>]) {
+    for member in members {
+        let (member, config) = (member.clone(), config.clone());
+        tokio::spawn(async move { watch((&config, max_message_bytes), &member).await });
+    }
+}
+
+async fn watch(config: (&EnginesConfig, usize), member: &Member) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut started_once = false;
+    loop {
+        if started_once {
+            member.restarted();
+        }
+        started_once = true;
+        let started = Instant::now();
+        let spawned = command(config, &member.id, &member.address).and_then(|mut c| Ok(c.spawn()?));
+        let exit = match spawned {
+            Ok(mut child) => {
+                member.set_pid(child.id());
+                tracing::info!(node = %member.id, pid = ?child.id(), "node process started");
+                // Held (not written) for the child's life: its closing tells the child
+                // this server is gone.
+                let _parent = child.stdin.take();
+                let status = child.wait().await;
+                match status {
+                    Ok(status) => format!("node process exited ({status})"),
+                    Err(error) => format!("node process lost: {error}"),
+                }
+            }
+            Err(error) => format!("starting the node process: {error}"),
+        };
+        tracing::error!(node = %member.id, reason = %exit, "inference node down; restarting");
+        member.set_pid(None);
+        member.lost(&exit);
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = FIRST_BACKOFF;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
