@@ -191,6 +191,25 @@ impl ApiError {
         self
     }
 
+    /// The inference node that was to run the work was lost (it died, or did not come
+    /// back in time): the work may go again once a node is ready.
+    pub fn node_lost(&self) -> bool {
+        self.code == ErrorCode::SERVICE_UNAVAILABLE && self.fields.contains_key("node_id")
+    }
+
+    /// A lost node as a stream's backend failure (`code`, close 4502), still naming
+    /// the node; any other error as it is.
+    pub fn in_stream(self, code: ErrorCode) -> ApiError {
+        match self.node_lost() {
+            true => ApiError {
+                code,
+                headers: Vec::new(),
+                ..self
+            },
+            false => self,
+        }
+    }
+
     pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self

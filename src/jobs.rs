@@ -217,10 +217,24 @@ pub async fn process(state: &Jobs, runner: &impl Runner, id: &str) -> ApiResult<
             }
         }
     };
+    // One node per run: a node that dies on the job counts as a crash of its worker
+    // (below), so a poison input fails after MAX_CRASHES deaths.
+    let run = crate::inference::pool::single_attempt(runner.run(&job));
     let outcome = tokio::select! {
-        outcome = runner.run(&job) => outcome,
+        outcome = run => outcome,
         () = renew => Err(ApiError::internal("lease renewal stopped")),
     };
+    if let Err(error) = &outcome
+        && error.node_lost()
+    {
+        tracing::warn!(job_id = %id, error = %error.message, crashes = job.crashes + 1,
+            "the inference node died on the job; requeued");
+        metrics::counter!("scaigrid_jobs_node_lost_total", "module" => job.module.clone())
+            .increment(1);
+        let mut conn = state.db.pool.acquire().await?;
+        jobs::release_crashed(&mut conn, id).await?;
+        return Ok(Processed::Requeued);
+    }
     if let Err(error) = &outcome
         && busy(error)
         && job.attempts < MAX_BUSY_ATTEMPTS

@@ -259,6 +259,20 @@ pub async fn release(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Err
     Ok(())
 }
 
+/// Puts a processing job back in the queue after the node running it died: a crash of
+/// its worker, counted toward failing a poison input.
+pub async fn release_crashed(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', lease_until = NULL, crashes = crashes + 1, \
+         updated_at = $1 WHERE id = $2 AND status = 'processing'",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Ends a processing job; `false` when it is no longer processing (deleted meanwhile).
 pub async fn finish(
     conn: &mut AnyConnection,

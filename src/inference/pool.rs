@@ -32,6 +32,17 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// A probe that takes longer than this counts as the node not answering.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+tokio::task_local! {
+    /// Set while a job runs: the job queue retries a job whose node died (counting it
+    /// toward failing a poison input), so its calls are not retried here as well.
+    static SINGLE_ATTEMPT: ();
+}
+
+/// Runs `work` with one attempt per node call (see [`SINGLE_ATTEMPT`]).
+pub async fn single_attempt<F: Future>(work: F) -> F::Output {
+    SINGLE_ATTEMPT.scope((), work).await
+}
+
 /// Engine ids the dispatcher routes by.
 const STT: &[&str] = &[
     engines::whisper::ENGINE_ID,
@@ -376,12 +387,16 @@ impl Dispatcher {
             let _call = Call(member.clone());
             match call(member.client.clone()).await {
                 Ok(value) => return Ok((member.id.clone(), value)),
-                Err(status) if wire::node_lost(&status) && lost.is_none() => {
+                Err(status) if wire::node_lost(&status) => {
+                    member.lost(status.message());
+                    let retry = lost.is_none() && SINGLE_ATTEMPT.try_with(|()| ()).is_err();
+                    if !retry {
+                        return Err(wire::engine_error(&status, &member.id));
+                    }
                     tracing::warn!(node = %member.id, status = %status.message(),
                         "inference node lost mid-call; trying once more");
                     metrics::counter!("scaigrid_node_retries_total", "node" => member.id.clone())
                         .increment(1);
-                    member.lost(status.message());
                     lost = Some(member.id.clone());
                 }
                 Err(status) => return Err(wire::engine_error(&status, &member.id)),

@@ -11,6 +11,7 @@ mod browser;
 mod connections;
 mod envelope;
 mod gateway;
+mod nodes;
 mod operations;
 mod outages;
 mod scaiecho;

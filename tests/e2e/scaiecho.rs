@@ -35,7 +35,7 @@ fn converted(args: &[&str], extension: &str) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
-async fn post_raw(
+pub(crate) async fn post_raw(
     server: &Server,
     path: &str,
     token: &str,

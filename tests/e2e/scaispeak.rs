@@ -19,7 +19,7 @@ const SPEAK: &str = "/v1/modules/scaispeak/speak";
 const TEXT: &str = "Our meeting has been moved to the second floor. \
     Please call me back when you get this message.";
 
-async fn speak(server: &Server, token: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn speak(server: &Server, token: &str, body: Value) -> reqwest::Response {
     server
         .http
         .post(server.url(SPEAK))
@@ -274,10 +274,10 @@ async fn voices_policy_readiness_and_backend_b() {
     assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect_speak(server: &Server) -> Socket {
+pub(crate) async fn connect_speak(server: &Server) -> Socket {
     let url = format!(
         "{}/v1/modules/scaispeak/stream/speak",
         server.base.replacen("http://", "ws://", 1)
@@ -290,7 +290,7 @@ async fn connect_speak(server: &Server) -> Socket {
     tokio_tungstenite::connect_async(request).await.unwrap().0
 }
 
-async fn text(socket: &mut Socket, value: Value) {
+pub(crate) async fn text(socket: &mut Socket, value: Value) {
     socket
         .send(Message::Text(value.to_string().into()))
         .await
@@ -298,13 +298,13 @@ async fn text(socket: &mut Socket, value: Value) {
 }
 
 /// The next message (text as JSON, binary as bytes), or the close code.
-enum Got {
+pub(crate) enum Got {
     Json(Value),
     Audio(Vec<u8>),
     Closed(Option<u16>),
 }
 
-async fn next(socket: &mut Socket) -> Got {
+pub(crate) async fn next(socket: &mut Socket) -> Got {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(60), socket.next())
             .await

@@ -11,17 +11,17 @@ use crate::support::{ADMIN_KEY, Options, Server};
 
 const STREAM: &str = "/v1/modules/scaiecho/stream/transcribe";
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// How the token travels.
-enum Token<'a> {
+pub(crate) enum Token<'a> {
     Header(&'a str),
     Query(&'a str),
     None,
 }
 
-async fn connect(server: &Server, token: Token<'_>) -> Socket {
+pub(crate) async fn connect(server: &Server, token: Token<'_>) -> Socket {
     let base = server.base.replacen("http://", "ws://", 1);
     let url = match token {
         Token::Query(token) => format!("{base}{STREAM}?token={token}"),
@@ -38,7 +38,7 @@ async fn connect(server: &Server, token: Token<'_>) -> Socket {
 }
 
 /// Every text frame until the server closes, and the close code.
-async fn until_close(socket: &mut Socket) -> (Vec<Value>, Option<u16>) {
+pub(crate) async fn until_close(socket: &mut Socket) -> (Vec<Value>, Option<u16>) {
     let mut frames = Vec::new();
     let deadline = std::time::Duration::from_secs(120);
     loop {
@@ -56,7 +56,7 @@ async fn until_close(socket: &mut Socket) -> (Vec<Value>, Option<u16>) {
     }
 }
 
-async fn next_frame(socket: &mut Socket) -> Value {
+pub(crate) async fn next_frame(socket: &mut Socket) -> Value {
     loop {
         match socket.next().await {
             Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
@@ -67,27 +67,27 @@ async fn next_frame(socket: &mut Socket) -> Value {
     }
 }
 
-async fn send_json(socket: &mut Socket, value: Value) {
+pub(crate) async fn send_json(socket: &mut Socket, value: Value) {
     socket
         .send(Message::Text(value.to_string().into()))
         .await
         .unwrap();
 }
 
-fn pcm_16k(file: &str) -> Vec<u8> {
+pub(crate) fn pcm_16k(file: &str) -> Vec<u8> {
     let bytes = std::fs::read(format!("models/cache/test-audio/{file}")).unwrap();
     let audio = media::decode(&bytes, &media::DecodeOptions::default()).unwrap();
     media::encode::pcm_s16le(&media::resample::to_mono(&audio, 16_000).unwrap())
 }
 
-fn finals(frames: &[Value]) -> Vec<&Value> {
+pub(crate) fn finals(frames: &[Value]) -> Vec<&Value> {
     frames
         .iter()
         .filter(|f| f["type"] == "delta" && f["is_final"] == true)
         .collect()
 }
 
-fn final_text(frames: &[Value]) -> String {
+pub(crate) fn final_text(frames: &[Value]) -> String {
     finals(frames)
         .iter()
         .map(|f| f["text"].as_str().unwrap())
@@ -95,7 +95,7 @@ fn final_text(frames: &[Value]) -> String {
         .join(" ")
 }
 
-fn says_beckett(text: &str) -> bool {
+pub(crate) fn says_beckett(text: &str) -> bool {
     let lower = text.to_lowercase();
     ["ever", "tried", "failed", "matter", "again", "better"]
         .iter()

@@ -491,7 +491,9 @@ impl Session {
         (framer, result): (Option<Framer>, ApiResult<Spoken>),
     ) -> Result<(), End> {
         self.framer = framer;
-        let spoken = result?;
+        // A node lost mid-sentence ends the stream with 4502: the audio cannot resume
+        // mid-sentence on another node.
+        let spoken = result.map_err(|e| e.in_stream(ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE))?;
         self.characters += spoken.characters;
         self.seconds += spoken.seconds;
         self.outbox.extend(spoken.frames);

@@ -1,0 +1,242 @@
+//! Inference nodes as their own processes: `kill -9` of the node during a batch
+//! transcription, a live stream, a speech stream and an async job. The server and its
+//! other requests live on, the supervisor restarts the node, and readiness comes back
+//! by itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::scaiecho::post_raw;
+use crate::scaispeak::{Got, connect_speak, next, text};
+use crate::stream::{Token, connect, final_text, next_frame, pcm_16k, send_json, until_close};
+use crate::support::{ADMIN_KEY, Server, read};
+
+const TRANSCRIBE: &str = "/v1/modules/scaiecho/transcribe";
+
+/// The one node of the embedded default.
+async fn node(server: &Server) -> Value {
+    let (status, nodes) = server.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+    assert_eq!(status, 200, "{nodes}");
+    assert_eq!(nodes["data"].as_array().unwrap().len(), 1, "{nodes}");
+    nodes["data"][0].clone()
+}
+
+fn kill_node(pid: u64) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -9 {pid}");
+}
+
+/// Waits (at most a minute) until the node is back online under a new pid, and checks
+/// that readiness and the metrics say so.
+async fn restarted(server: &Server, old_pid: u64, restarts: u64) {
+    for _ in 0..600 {
+        let node = node(server).await;
+        if node["status"] == "online" && node["pid"].as_u64() != Some(old_pid) {
+            assert!(node["restarts"].as_u64().unwrap() >= restarts, "{node}");
+            let (status, ready) = server.get("/health/ready", None).await;
+            assert_eq!(status, 200, "{ready}");
+            let metrics = server.metrics().await;
+            assert!(
+                metrics.contains("scaigrid_node_restarts_total"),
+                "no restart counter in /metrics"
+            );
+            assert!(
+                metrics.contains("scaigrid_node_queue_depth"),
+                "no queue depth"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the node did not come back: {}", node(server).await);
+}
+
+/// `/v1/me` over and over until stopped: every answer must be 200.
+fn keep_asking(server: &Server) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(usize, usize)>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (http, url, flag) = (server.http.clone(), server.url("/v1/me"), stop.clone());
+    let asked = Arc::new(AtomicUsize::new(0));
+    let task = tokio::spawn(async move {
+        let mut failed = 0;
+        while !flag.load(Ordering::Relaxed) {
+            let response = http.get(&url).bearer_auth(ADMIN_KEY).send().await;
+            if !matches!(&response, Ok(r) if r.status() == 200) {
+                failed += 1;
+            }
+            asked.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (asked.load(Ordering::Relaxed), failed)
+    });
+    (stop, task)
+}
+
+#[tokio::test]
+async fn a_batch_transcription_survives_its_node_being_killed() {
+    let server = Server::start().await;
+    let before = node(&server).await;
+    assert_eq!(before["restarts"], 0, "{before}");
+    let pid = before["pid"].as_u64().unwrap();
+    let wav = std::fs::read("models/cache/test-audio/two_cities.wav").unwrap();
+    let (stop, control) = keep_asking(&server);
+    let request = post_raw(&server, TRANSCRIBE, ADMIN_KEY, "audio/wav", wav);
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        kill_node(pid);
+    };
+    let (response, ()) = tokio::join!(request, killer);
+    let (status, body) = read(response).await;
+    assert_eq!(status, 200, "{body}");
+    let text = body["text"].as_str().unwrap().to_lowercase();
+    assert!(text.contains("best of times"), "{text}");
+    restarted(&server, pid, 1).await;
+    stop.store(true, Ordering::Relaxed);
+    let (asked, failed) = control.await.unwrap();
+    assert!(asked > 0);
+    assert_eq!(failed, 0, "{failed} of {asked} /v1/me calls failed");
+    // The restarted node serves as before.
+    let wav = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
+    let (status, body) =
+        read(post_raw(&server, TRANSCRIBE, ADMIN_KEY, "audio/wav", wav).await).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_live_stream_keeps_its_socket_when_its_node_dies() {
+    let server = Server::start().await;
+    let pid = node(&server).await["pid"].as_u64().unwrap();
+    let audio = pcm_16k("two_cities.wav");
+    let mut socket = connect(&server, Token::Header(ADMIN_KEY)).await;
+    send_json(
+        &mut socket,
+        json!({"type": "open", "media_type": "audio/pcm;rate=16000", "language": "en",
+            "chunk_seconds": 1.0}),
+    )
+    .await;
+    assert_eq!(next_frame(&mut socket).await["type"], "ready");
+    let (head, tail) = audio.split_at((audio.len() / 3) & !1);
+    for chunk in head.chunks(3200) {
+        socket
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .unwrap();
+    }
+    // A final is out: the stream is underway. Then its node dies.
+    let mut frames = Vec::new();
+    loop {
+        let frame = next_frame(&mut socket).await;
+        let is_final = frame["is_final"] == true;
+        frames.push(frame);
+        if is_final {
+            break;
+        }
+    }
+    kill_node(pid);
+    for chunk in tail.chunks(3200) {
+        socket
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .unwrap();
+    }
+    send_json(&mut socket, json!({"type": "close"})).await;
+    let (after, code) = until_close(&mut socket).await;
+    assert_eq!(code, Some(1000), "{after:?}");
+    assert_eq!(after.last().unwrap()["type"], "done", "{after:?}");
+    let later = final_text(&after).to_lowercase();
+    assert!(
+        later.contains("season") || later.contains("despair"),
+        "{later:?}"
+    );
+    restarted(&server, pid, 1).await;
+}
+
+#[tokio::test]
+async fn a_speech_stream_whose_node_dies_ends_with_4502_or_carries_on() {
+    let server = Server::start().await;
+    let pid = node(&server).await["pid"].as_u64().unwrap();
+    let mut socket = connect_speak(&server).await;
+    text(&mut socket, json!({"type": "open"})).await;
+    let Got::Json(ready) = next(&mut socket).await else {
+        panic!("no ready")
+    };
+    assert_eq!(ready["type"], "ready", "{ready}");
+    let long = "The node that speaks this may die at any moment. ".repeat(8);
+    text(&mut socket, json!({"type": "text", "text": long})).await;
+    text(&mut socket, json!({"type": "close"})).await;
+    let mut killed = false;
+    let ending = loop {
+        match next(&mut socket).await {
+            Got::Audio(_) if !killed => {
+                kill_node(pid);
+                killed = true;
+            }
+            Got::Audio(_) => {}
+            Got::Json(frame) if frame["type"] == "error" => {
+                assert_eq!(frame["code"], "SCAISPEAK_BACKEND_UNAVAILABLE", "{frame}");
+                assert!(frame["node_id"].is_string(), "{frame}");
+                let Got::Closed(code) = next(&mut socket).await else {
+                    panic!("no close after the error")
+                };
+                break code;
+            }
+            Got::Json(frame) if frame["type"] == "done" => {
+                let Got::Closed(code) = next(&mut socket).await else {
+                    panic!("no close after done")
+                };
+                break code;
+            }
+            Got::Json(_) => {}
+            Got::Closed(code) => break code,
+        }
+    };
+    assert!(killed, "no audio came before the end");
+    // A sentence cut mid-way cannot resume: 4502. A death between sentences costs
+    // only latency: the next sentence waits for the node and the stream ends normally.
+    assert!(matches!(ending, Some(4502) | Some(1000)), "{ending:?}");
+    restarted(&server, pid, 1).await;
+    let (status, _) = server
+        .post(
+            "/v1/modules/scaispeak/speak",
+            Some(ADMIN_KEY),
+            json!({"text": "Back again."}),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_async_job_whose_node_dies_runs_again_and_succeeds() {
+    let server = Server::start().await;
+    let pid = node(&server).await["pid"].as_u64().unwrap();
+    let wav = std::fs::read("models/cache/test-audio/two_cities.wav").unwrap();
+    let path = format!("{TRANSCRIBE}?async=true");
+    let (status, job) = read(post_raw(&server, &path, ADMIN_KEY, "audio/wav", wav).await).await;
+    assert_eq!(status, 202, "{job}");
+    let job_path = format!("/v1/modules/scaiecho/jobs/{}", job["id"].as_str().unwrap());
+    let mut killed = false;
+    for _ in 0..1200 {
+        let (status, job) = server.get(&job_path, Some(ADMIN_KEY)).await;
+        assert_eq!(status, 200, "{job}");
+        if job["status"] == "processing" && !killed {
+            kill_node(pid);
+            killed = true;
+        }
+        if job["status"] == "succeeded" || job["status"] == "failed" {
+            assert_eq!(job["status"], "succeeded", "{job}");
+            let text = job["result"]["text"].as_str().unwrap().to_lowercase();
+            assert!(text.contains("best of times"), "{text}");
+            restarted(&server, pid, 1).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the job did not end");
+}
