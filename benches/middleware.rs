@@ -32,7 +32,15 @@ fn bench(c: &mut Criterion) {
         jwt_secret: Some(Secret::new("bench-secret-bench-secret-bench-secret")),
         ..Overrides::default()
     };
-    let config = Config::merge(FileConfig::default(), overrides).unwrap();
+    // No engines: the middleware is measured, and node processes would be this bench.
+    let file = FileConfig {
+        engines: scaigrid::config::FileEngines {
+            enabled: Some(false),
+            ..Default::default()
+        },
+        ..FileConfig::default()
+    };
+    let config = Config::merge(file, overrides).unwrap();
     let state: Arc<AppState> = runtime.block_on(AppState::open(config)).unwrap();
     let app = router(state);
 

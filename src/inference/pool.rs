@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use super::proto::node_client::NodeClient;
 use super::{Address, proto, wire};
@@ -42,6 +44,9 @@ tokio::task_local! {
 pub async fn single_attempt<F: Future>(work: F) -> F::Output {
     SINGLE_ATTEMPT.scope((), work).await
 }
+
+/// The node service's name in the gRPC health protocol.
+const SERVICE: &str = "scaigrid.node.v1.Node";
 
 /// Engine ids the dispatcher routes by.
 const STT: &[&str] = &[
@@ -69,6 +74,7 @@ pub struct Member {
     pub id: String,
     pub address: Address,
     client: NodeClient<Channel>,
+    channel: Channel,
     seen: RwLock<Seen>,
     in_flight: AtomicU32,
     restarts: AtomicU64,
@@ -78,13 +84,14 @@ pub struct Member {
 impl Member {
     fn new(id: String, address: Address, changed: Arc<Notify>) -> anyhow::Result<Member> {
         let channel = channel(&address)?;
-        let client = NodeClient::new(channel)
+        let client = NodeClient::new(channel.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         Ok(Member {
             id,
             address,
             client,
+            channel,
             seen: RwLock::new(Seen::default()),
             in_flight: AtomicU32::new(0),
             restarts: AtomicU64::new(0),
@@ -139,8 +146,23 @@ impl Member {
         self.seen.read().is_ok_and(|seen| seen.ready)
     }
 
-    /// Asks the node for its info: ready with it, or lost with why not.
+    /// Asks the node whether it serves (the gRPC health protocol), then for its info:
+    /// ready with it, or lost with why not.
     pub async fn probe(&self) {
+        let mut check = Request::new(HealthCheckRequest {
+            service: SERVICE.to_owned(),
+        });
+        check.set_timeout(PROBE_TIMEOUT);
+        match HealthClient::new(self.channel.clone()).check(check).await {
+            Ok(reply) if reply.get_ref().status == ServingStatus::Serving as i32 => {}
+            Ok(reply) => {
+                let status = reply.get_ref().status;
+                return self.lost(&format!("health: not serving ({status})"));
+            }
+            Err(status) => {
+                return self.lost(&format!("{:?}: {}", status.code(), status.message()));
+            }
+        }
         let mut request = Request::new(proto::InfoRequest {});
         request.set_timeout(PROBE_TIMEOUT);
         match self.client.clone().info(request).await {
@@ -540,21 +562,44 @@ impl Dispatcher {
         }
     }
 
-    /// Asks every node carrying the speaker engines to keep a profile (or a voice)
-    /// warm; the ids of those that did, and why the others did not.
-    pub async fn warm(
+    /// Asks every node carrying the speaker embedder to keep a speaker profile warm;
+    /// the ids of those that did, and why the others did not.
+    pub async fn warm_speaker(
         &self,
-        kind: &str,
         id: &str,
         embedding: &[f32],
     ) -> (Vec<String>, Vec<(String, String)>) {
         let message = proto::WarmRequest {
-            kind: kind.to_owned(),
+            kind: "speaker".to_owned(),
             id: id.to_owned(),
             embedding: embedding.to_vec(),
             profile: bytes::Bytes::new(),
         };
-        self.each(SPEAKER, |mut client| {
+        self.warm(SPEAKER, message).await
+    }
+
+    /// Asks every node carrying the voice to keep a cloned voice's conditioning
+    /// (`profile`, as stored) warm; the ids of those that did, and why others did not.
+    pub async fn warm_voice(
+        &self,
+        id: &str,
+        profile: &str,
+    ) -> (Vec<String>, Vec<(String, String)>) {
+        let message = proto::WarmRequest {
+            kind: "voice".to_owned(),
+            id: id.to_owned(),
+            embedding: Vec::new(),
+            profile: bytes::Bytes::copy_from_slice(profile.as_bytes()),
+        };
+        self.warm(TTS, message).await
+    }
+
+    async fn warm(
+        &self,
+        models: &[&str],
+        message: proto::WarmRequest,
+    ) -> (Vec<String>, Vec<(String, String)>) {
+        self.each(models, |mut client| {
             let request = Request::new(message.clone());
             async move { client.warm(request).await.map(|_| ()) }
         })

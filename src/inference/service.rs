@@ -113,6 +113,22 @@ impl Drop for InFlight {
     }
 }
 
+/// Debug builds only (the end-to-end tests; release builds have no such path): the
+/// node aborts, as a fault in native code would, on a synthesis text containing
+/// `SCAIGRID_TEST_NODE_ABORT_ON` or a transcription in that language.
+#[cfg(debug_assertions)]
+fn test_fault(text: &str, language: &str) {
+    if let Ok(trigger) = std::env::var("SCAIGRID_TEST_NODE_ABORT_ON")
+        && !trigger.is_empty()
+        && (text.contains(&trigger) || language == trigger)
+    {
+        std::process::abort();
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn test_fault(_text: &str, _language: &str) {}
+
 fn invalid(message: &str) -> Status {
     wire::status(&EngineError::InvalidInput(message.to_owned()))
 }
@@ -140,6 +156,7 @@ impl node_server::Node for NodeService {
     ) -> Result<Response<proto::TranscribeReply>, Status> {
         let _busy = self.busy();
         let request = request.into_inner();
+        test_fault("", &request.language);
         let options = wire::options(&request).map_err(|e| wire::status(&e))?;
         let samples = audio(&request.pcm)?;
         let stt = self.stt.as_ref().ok_or_else(|| missing("speech to text"))?;
@@ -211,6 +228,7 @@ impl node_server::Node for NodeService {
         request: Request<proto::SynthesizeRequest>,
     ) -> Result<Response<PieceStream>, Status> {
         let request = request.into_inner();
+        test_fault(&request.text, "");
         if request.text.len() > MAX_TEXT_BYTES {
             return Err(invalid("text is longer than one request may carry"));
         }

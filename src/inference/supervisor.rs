@@ -46,14 +46,18 @@ fn socket_dir(data_dir: &Path) -> PathBuf {
     }
 }
 
-/// How to start a node: this executable with the engine settings made explicit, so the
+/// How to start a node: this executable (or `SCAIGRID_NODE_PROGRAM`, for a process
+/// that is not the `scaigrid` binary) with the engine settings made explicit, so the
 /// child loads exactly what the server's configuration says.
 fn command(
     (config, max_message_bytes): (&EnginesConfig, usize),
     id: &str,
     address: &Address,
 ) -> anyhow::Result<tokio::process::Command> {
-    let program = std::env::current_exe()?;
+    let program = match std::env::var_os("SCAIGRID_NODE_PROGRAM") {
+        Some(program) => program.into(),
+        None => std::env::current_exe()?,
+    };
     let mut command = tokio::process::Command::new(program);
     command
         .arg("node")

@@ -177,17 +177,19 @@ async fn connection(state: &ScaiEcho) -> Result<sqlx::pool::PoolConnection<sqlx:
         .map_err(|e| e.to_string())
 }
 
-/// Computes the profile on this node and warms it here. `Err(reason)` when this
-/// process cannot take it (no node, no embedder, no speech).
+/// Computes the profile on a node and warms it on every node of this process that
+/// carries the embedder (`Warm` RPCs): the nodes that hold it, and why the others do
+/// not. `Err(reason)` when none can take it (no node, no embedder, no speech).
 async fn warm_here(
     state: &ScaiEcho,
     row: &SpeakerRow,
     samples: Option<Vec<f32>>,
-) -> Result<String, String> {
-    let node_id = state
+) -> Result<(Vec<String>, Vec<(String, String)>), String> {
+    let engines = state
         .handles
         .nodes
-        .local_id()
+        .engines()
+        .filter(|engines| engines.can_diarize())
         .ok_or_else(|| NO_NODE.replace("{id}", &row.id))?;
     let embedding = match (&row.embedding, samples) {
         (Some(embedding), _) => embedding.clone(),
@@ -219,10 +221,17 @@ async fn warm_here(
     speakers::set_enrollment(&mut conn, &row.id, "ready", None, Some(&embedding))
         .await
         .map_err(|e| e.to_string())?;
-    speakers::add_warm(&mut conn, &row.id, &node_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(node_id)
+    let (warm, failed) = engines.warm_speaker(&row.id, &embedding).await;
+    for node in &warm {
+        speakers::add_warm(&mut conn, &row.id, node)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if warm.is_empty() {
+        let reasons: Vec<String> = failed.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+        return Err(reasons.join("; "));
+    }
+    Ok((warm, failed))
 }
 
 /// `POST /speakers`: label + reference clip (multipart `file` or raw body).
@@ -351,13 +360,16 @@ pub async fn warm(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResul
     access(principal, WRITE)?;
     let row = live_row(state, principal, id).await?;
     let mut error_summary = BTreeMap::new();
-    if let Err(reason) = warm_here(state, &row, None).await {
-        let node = state
-            .handles
-            .nodes
-            .local_id()
-            .unwrap_or_else(|| "none".to_owned());
-        error_summary.insert(node, reason);
+    match warm_here(state, &row, None).await {
+        Ok((_, failed)) => error_summary.extend(failed),
+        Err(reason) => {
+            let node = state
+                .handles
+                .nodes
+                .local_id()
+                .unwrap_or_else(|| "none".to_owned());
+            error_summary.insert(node, reason);
+        }
     }
     let mut view = warm_status(state, principal, id).await?;
     view.error_summary = error_summary;
@@ -381,7 +393,13 @@ pub struct Deleted {
 pub async fn delete(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult<Deleted> {
     access(principal, WRITE)?;
     let row = live_row(state, principal, id).await?;
-    let local = state.handles.nodes.local_id();
+    // Every node of this process drops the profile (`Evict` RPCs); a node that
+    // cannot is named with why.
+    let (dropped, failed) = match state.handles.nodes.engines() {
+        Some(engines) => engines.evict("speaker", id).await,
+        None => (Vec::new(), Vec::new()),
+    };
+    let failed: BTreeMap<String, String> = failed.into_iter().collect();
     let mut tx = state.handles.db.begin().await?;
     if !speakers::tombstone(&mut tx, id).await? {
         return Err(ApiError::not_found("speaker"));
@@ -390,15 +408,15 @@ pub async fn delete(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiRes
     let mut evicted = Vec::new();
     let mut error_summary = BTreeMap::new();
     for node in holders {
-        if Some(&node) == local.as_ref() {
+        if dropped.contains(&node) {
             speakers::remove_warm(&mut tx, id, &node).await?;
             evicted.push(node);
         } else {
-            error_summary.insert(
-                node,
+            let reason = failed.get(&node).cloned().unwrap_or_else(|| {
                 "node not reachable from this process; the warm registry ages the entry out"
-                    .to_owned(),
-            );
+                    .to_owned()
+            });
+            error_summary.insert(node, reason);
         }
     }
     crate::services::audit(

@@ -303,14 +303,30 @@ async fn finish_intake(
     record_intake(state, tenant_id, id, outcome).await
 }
 
+/// The nodes of this process that took a voice's conditioning warm (`Warm` RPCs).
+async fn warm_on_nodes(state: &ScaiSpeak, id: &str, profile: &str) -> Vec<String> {
+    let Some(engines) = state.handles.nodes.engines() else {
+        return Vec::new();
+    };
+    let (warm, failed) = engines.warm_voice(id, profile).await;
+    for (node, reason) in failed {
+        tracing::warn!(voice = %id, %node, %reason, "voice not warmed on a node");
+    }
+    warm
+}
+
 /// Stores an intake's outcome with `voice.ready` or `voice.failed` in the same
-/// transaction; a ready voice is warm on this node.
+/// transaction; a ready voice is warm on the nodes that took it.
 async fn record_intake(
     state: &ScaiSpeak,
     tenant_id: &str,
     id: &str,
     outcome: Result<Intake, String>,
 ) -> ApiResult<()> {
+    let warm = match &outcome {
+        Ok(done) => warm_on_nodes(state, id, &done.profile).await,
+        Err(_) => Vec::new(),
+    };
     let mut tx = state.handles.db.begin().await?;
     let (event, reason) = match outcome {
         Ok(done) => {
@@ -323,8 +339,8 @@ async fn record_intake(
                 done.embedding.as_deref(),
             )
             .await?;
-            if let Some(node) = state.handles.nodes.local_id() {
-                db::set_voice_warm(&mut tx, id, &node, true).await?;
+            for node in &warm {
+                db::set_voice_warm(&mut tx, id, node, true).await?;
             }
             ("voice.ready", None)
         }
@@ -451,8 +467,8 @@ pub async fn repromote(state: &ScaiSpeak, principal: &Principal, id: &str) -> Ap
     get(state, principal, id).await
 }
 
-/// `POST /voices/{id}/warm`: a no-op 200 on a ready voice (it is also put on this
-/// node's warm list); 409 otherwise.
+/// `POST /voices/{id}/warm`: puts a ready voice on the warm list of every node of this
+/// process that carries the voice (200); 409 on a voice that is not ready.
 pub async fn warm(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<Voice> {
     access(principal, WRITE)?;
     let voice = owned(state, principal, id).await?;
@@ -462,22 +478,47 @@ pub async fn warm(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResu
             format!("voice {id} is `{}`, not `ready`", voice.embedding_status),
         ));
     }
-    if let Some(node) = state.handles.nodes.local_id() {
-        let mut conn = state.handles.db.pool.acquire().await?;
-        db::set_voice_warm(&mut conn, id, &node, true).await?;
+    let profile = voice
+        .profile
+        .as_ref()
+        .and_then(|p| serde_json::to_string(p).ok())
+        .unwrap_or_default();
+    let warm = warm_on_nodes(state, id, &profile).await;
+    let mut conn = state.handles.db.pool.acquire().await?;
+    for node in &warm {
+        db::set_voice_warm(&mut conn, id, node, true).await?;
     }
+    drop(conn);
     get(state, principal, id).await
 }
 
-/// `POST /voices/{id}/evict`: drops the voice from this node's warm list.
+/// `POST /voices/{id}/evict`: drops the voice from the warm list of every node of this
+/// process that confirms it (`Evict` RPCs).
 pub async fn evict(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<Voice> {
     access(principal, WRITE)?;
     owned(state, principal, id).await?;
-    if let Some(node) = state.handles.nodes.local_id() {
-        let mut conn = state.handles.db.pool.acquire().await?;
-        db::set_voice_warm(&mut conn, id, &node, false).await?;
+    let dropped = evict_on_nodes(state, id).await.0;
+    let mut conn = state.handles.db.pool.acquire().await?;
+    for node in &dropped {
+        db::set_voice_warm(&mut conn, id, node, false).await?;
     }
+    drop(conn);
     get(state, principal, id).await
+}
+
+/// `Evict` RPCs to every node of this process: those that dropped the voice, and the
+/// others with why.
+async fn evict_on_nodes(
+    state: &ScaiSpeak,
+    id: &str,
+) -> (Vec<String>, std::collections::BTreeMap<String, String>) {
+    match state.handles.nodes.engines() {
+        Some(engines) => {
+            let (dropped, failed) = engines.evict("voice", id).await;
+            (dropped, failed.into_iter().collect())
+        }
+        None => (Vec::new(), std::collections::BTreeMap::new()),
+    }
 }
 
 /// What an erasure did.
@@ -497,7 +538,7 @@ pub struct Erased {
 pub async fn erase(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResult<Erased> {
     access(principal, WRITE)?;
     owned(state, principal, id).await?;
-    let local = state.handles.nodes.local_id();
+    let (dropped, failed) = evict_on_nodes(state, id).await;
     let mut tx = state.handles.db.begin().await?;
     let row = db::get_voice(&mut tx, &principal.tenant_id, id)
         .await?
@@ -506,13 +547,13 @@ pub async fn erase(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiRes
     let mut evicted = Vec::new();
     let mut error_summary = std::collections::BTreeMap::new();
     for node in holders {
-        match Some(&node) == local.as_ref() {
+        match dropped.contains(&node) {
             true => evicted.push(node),
             false => {
-                error_summary.insert(
-                    node,
-                    "node not reachable from this process; its cached profile ages out".to_owned(),
-                );
+                let reason = failed.get(&node).cloned().unwrap_or_else(|| {
+                    "node not reachable from this process; its cached profile ages out".to_owned()
+                });
+                error_summary.insert(node, reason);
             }
         }
     }

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::scaiecho::post_raw;
 use crate::scaispeak::{Got, connect_speak, next, text};
 use crate::stream::{Token, connect, final_text, next_frame, pcm_16k, send_json, until_close};
-use crate::support::{ADMIN_KEY, Server, read};
+use crate::support::{ADMIN_KEY, Options, Server, read};
 
 const TRANSCRIBE: &str = "/v1/modules/scaiecho/transcribe";
 
@@ -239,4 +239,147 @@ async fn an_async_job_whose_node_dies_runs_again_and_succeeds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the job did not end");
+}
+
+/// The marker that makes a debug build's node abort (see `inference::service`).
+const POISON: &str = "zqx";
+
+fn poisoned_server() -> Options {
+    Options {
+        env: vec![("SCAIGRID_TEST_NODE_ABORT_ON".into(), POISON.into())],
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn a_text_that_kills_the_node_fails_alone_and_its_job_fails_after_three_crashes() {
+    let server = Server::start_with(poisoned_server()).await;
+    let (stop, control) = keep_asking(&server);
+    // Killed twice (the call and its one retry): 503 naming the node.
+    let speak = "/v1/modules/scaispeak/speak";
+    let poison = json!({"text": format!("Say {POISON} now.")});
+    let (status, body) = server.post(speak, Some(ADMIN_KEY), poison).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE", "{body}");
+    assert_eq!(
+        body["error"]["node_id"],
+        node(&server).await["node_id"],
+        "{body}"
+    );
+    // The rest of the server never noticed; speech works again once the node is back.
+    let (status, body) = server
+        .post(speak, Some(ADMIN_KEY), json!({"text": "Hello again."}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    stop.store(true, Ordering::Relaxed);
+    let (asked, failed) = control.await.unwrap();
+    assert_eq!(failed, 0, "{failed} of {asked} /v1/me calls failed");
+    // As a job it kills its node on every run: the third crash fails it.
+    let job = json!({"text": format!("Again {POISON} here."), "async": true});
+    let (status, job) = server.post(speak, Some(ADMIN_KEY), job).await;
+    assert_eq!(status, 202, "{job}");
+    let path = format!("/v1/modules/scaispeak/jobs/{}", job["id"].as_str().unwrap());
+    for _ in 0..1800 {
+        let (_, view) = server.get(&path, Some(ADMIN_KEY)).await;
+        if view["status"] == "failed" || view["status"] == "succeeded" {
+            assert_eq!(view["status"], "failed", "{view}");
+            assert_eq!(view["status_reason"], "worker crashed", "{view}");
+            // 2 deaths for the request, 3 for the job; the last restart may still be
+            // in its backoff.
+            for _ in 0..600 {
+                let node = node(&server).await;
+                if node["restarts"].as_u64().unwrap() >= 5 && node["status"] == "online" {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!(
+                "the node was not restarted five times: {}",
+                node(&server).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the poison job did not end");
+}
+
+#[tokio::test]
+async fn a_stream_utterance_that_kills_the_node_twice_is_dropped_and_the_stream_goes_on() {
+    let server = Server::start_with(poisoned_server()).await;
+    let audio = pcm_16k("beckett.wav");
+    let mut socket = connect(&server, Token::Header(ADMIN_KEY)).await;
+    // No interims: the first transcription is the flushed final.
+    send_json(
+        &mut socket,
+        json!({"type": "open", "media_type": "audio/pcm;rate=16000", "language": POISON,
+            "chunk_seconds": 10.0}),
+    )
+    .await;
+    assert_eq!(next_frame(&mut socket).await["type"], "ready");
+    let three_seconds = &audio[..16_000 * 2 * 3];
+    for chunk in three_seconds.chunks(3200) {
+        socket
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .unwrap();
+    }
+    send_json(&mut socket, json!({"type": "flush"})).await;
+    let error = next_frame(&mut socket).await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["code"], "SERVICE_UNAVAILABLE", "{error}");
+    assert!(error["node_id"].is_string(), "{error}");
+    // The socket is still open and the session answers.
+    send_json(&mut socket, json!({"type": "close"})).await;
+    let (frames, code) = until_close(&mut socket).await;
+    assert_eq!(code, Some(1000), "{frames:?}");
+    assert_eq!(frames.last().unwrap()["type"], "done", "{frames:?}");
+}
+
+#[tokio::test]
+async fn with_two_nodes_a_killed_one_costs_nothing_and_both_are_listed() {
+    let server = Server::start_with(Options {
+        config_toml: Some("[engines]\nnode_processes = 2\nnode_id = \"pair\"\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let (status, nodes) = server.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = nodes["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["pair-0", "pair-1"], "{nodes}");
+    let victim = nodes["data"][0]["pid"].as_u64().unwrap();
+    let wav = std::fs::read("models/cache/test-audio/two_cities.wav").unwrap();
+    let request = post_raw(&server, TRANSCRIBE, ADMIN_KEY, "audio/wav", wav.clone());
+    let second = post_raw(&server, TRANSCRIBE, ADMIN_KEY, "audio/wav", wav);
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        kill_node(victim);
+    };
+    let (first, second, ()) = tokio::join!(request, second, killer);
+    for response in [first, second] {
+        let (status, body) = read(response).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body["text"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("best of times")
+        );
+    }
+    for _ in 0..600 {
+        let (_, nodes) = server.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+        let first = &nodes["data"][0];
+        if first["status"] == "online" && first["pid"].as_u64() != Some(victim) {
+            assert_eq!(first["restarts"], 1, "{first}");
+            assert_eq!(nodes["data"][1]["restarts"], 0, "{nodes}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the killed node did not come back");
 }

@@ -109,6 +109,19 @@ async fn speakers_enroll_warm_list_isolate_and_tombstone() {
              VALUES ('{id}', 'gpu-node-7', 0)"
         ))
         .await;
+    // The node itself holds the profile (its `Warm` RPC), and drops it on delete. The
+    // listing shows each node's info as of its last probe (every second).
+    let warm_on_node = |nodes: Value| nodes["data"][0]["warm_speakers"].as_u64().unwrap();
+    let mut held = 0;
+    for _ in 0..50 {
+        let (_, listed) = server.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+        held = warm_on_node(listed);
+        if held >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(held >= 1, "no profile warm on the node");
     let (status, deleted) = server
         .send(
             reqwest::Method::DELETE,
@@ -123,6 +136,19 @@ async fn speakers_enroll_warm_list_isolate_and_tombstone() {
     assert!(
         deleted["error_summary"]["gpu-node-7"].is_string(),
         "{deleted}"
+    );
+    for _ in 0..50 {
+        let (_, listed) = server.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+        if warm_on_node(listed) == held - 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, listed) = server.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+    assert_eq!(
+        warm_on_node(listed),
+        held - 1,
+        "the node kept the deleted profile"
     );
     // Tombstoned: still readable by id, gone from the list, audited, not deletable twice.
     let (_, one) = server
