@@ -297,10 +297,17 @@ mod tests {
         assert_eq!(batcher.submit(4).await.unwrap().0, 8, "the worker survived");
     }
 
-    #[tokio::test]
-    async fn urgent_requests_overtake_the_waiting_ones() {
-        let gate = Arc::new(Mutex::new(()));
-        let held = gate.lock().unwrap();
+    /// What [`recorder`] gives: the batcher, the order it ran jobs in, and the job it
+    /// is holding at the gate.
+    type Recorder = (
+        Batcher<u32, u32>,
+        Arc<Mutex<Vec<u32>>>,
+        oneshot::Receiver<EngineResult<u32>>,
+    );
+
+    /// A batcher of one-job batches that records the order it ran them in, each held
+    /// at `gate` first; and one job it is already holding there.
+    fn recorder(gate: &Arc<Mutex<()>>) -> Recorder {
         let order = Arc::new(Mutex::new(Vec::new()));
         let (seen, worker_gate) = (order.clone(), gate.clone());
         let run: Arc<BatchFn<u32, u32>> = Arc::new(move |batch: Vec<u32>| {
@@ -309,11 +316,18 @@ mod tests {
             batch.into_iter().map(Ok).collect()
         });
         let batcher = Batcher::spawn("test", 1, 8, 1, run).unwrap();
-        // The first job holds the worker at the gate; wait until it has taken it.
         let first = batcher.try_submit(0).unwrap();
-        while batcher.queue.lanes.lock().unwrap().len() > 0 {
+        while batcher.depth() > 0 {
             std::thread::yield_now();
         }
+        (batcher, order, first)
+    }
+
+    #[tokio::test]
+    async fn urgent_requests_overtake_the_waiting_ones() {
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let (batcher, order, first) = recorder(&gate);
         let normal: Vec<_> = (1..4).map(|x| batcher.try_submit(x).unwrap()).collect();
         let urgent = batcher.try_submit_urgent(9).unwrap();
         drop(held);
@@ -329,18 +343,7 @@ mod tests {
     async fn a_request_whose_caller_went_away_is_not_run() {
         let gate = Arc::new(Mutex::new(()));
         let held = gate.lock().unwrap();
-        let ran = Arc::new(Mutex::new(Vec::new()));
-        let (seen, worker_gate) = (ran.clone(), gate.clone());
-        let run: Arc<BatchFn<u32, u32>> = Arc::new(move |batch: Vec<u32>| {
-            drop(worker_gate.lock());
-            seen.lock().unwrap().extend(batch.iter().copied());
-            batch.into_iter().map(Ok).collect()
-        });
-        let batcher = Batcher::spawn("test", 1, 8, 1, run).unwrap();
-        let first = batcher.try_submit(0).unwrap();
-        while batcher.depth() > 0 {
-            std::thread::yield_now();
-        }
+        let (batcher, ran, first) = recorder(&gate);
         let gone = batcher.try_submit(1).unwrap();
         let kept = batcher.try_submit(2).unwrap();
         assert_eq!(batcher.depth(), 2);

@@ -26,7 +26,7 @@ async fn server_with(extra: &str) -> Server {
 }
 
 /// Registers an upstream as a backend; returns its id.
-async fn backend(server: &Server, upstream: &Upstream, key: &str) -> String {
+pub(crate) async fn backend(server: &Server, upstream: &Upstream, key: &str) -> String {
     let (status, body) = server
         .post(
             "/v1/backends",
@@ -44,7 +44,7 @@ async fn backend(server: &Server, upstream: &Upstream, key: &str) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
 
-async fn model(server: &Server, slug: &str, routes: Value, extra: Value) {
+pub(crate) async fn model(server: &Server, slug: &str, routes: Value, extra: Value) {
     let mut request = json!({"slug": slug, "routing": {"backends": routes}});
     for (k, v) in extra.as_object().unwrap() {
         request[k] = v.clone();
@@ -53,7 +53,7 @@ async fn model(server: &Server, slug: &str, routes: Value, extra: Value) {
     assert_eq!(status, 201, "{body}");
 }
 
-fn chat_body(slug: &str) -> Value {
+pub(crate) fn chat_body(slug: &str) -> Value {
     json!({"model": slug, "messages": [{"role": "user", "content": "Say hello to the tests!!"}],
         "max_tokens": 5})
 }

@@ -11,6 +11,7 @@ use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::gateway::{backend, chat_body, model};
 use crate::scaiecho::post_raw;
 use crate::scaispeak::{Got, connect_speak, next, text};
 use crate::stream::{Token, connect, final_text, next_frame, pcm_16k, send_json, until_close};
@@ -59,10 +60,15 @@ async fn restarted(server: &Server, old_pid: u64, restarts: u64) {
     panic!("the node did not come back: {}", node(server).await);
 }
 
-/// `/v1/me` over and over until stopped: every answer must be 200.
-fn keep_asking(server: &Server) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(usize, usize)>) {
+/// `/v1/me` (and, given a model, a chat completion) over and over until stopped:
+/// every answer must be 200.
+fn keep_asking(
+    server: &Server,
+    chat_model: Option<&str>,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(usize, usize)>) {
     let stop = Arc::new(AtomicBool::new(false));
     let (http, url, flag) = (server.http.clone(), server.url("/v1/me"), stop.clone());
+    let chat = chat_model.map(|slug| (server.url("/v1/chat/completions"), chat_body(slug)));
     let asked = Arc::new(AtomicUsize::new(0));
     let task = tokio::spawn(async move {
         let mut failed = 0;
@@ -70,6 +76,18 @@ fn keep_asking(server: &Server) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(us
             let response = http.get(&url).bearer_auth(ADMIN_KEY).send().await;
             if !matches!(&response, Ok(r) if r.status() == 200) {
                 failed += 1;
+            }
+            if let Some((url, body)) = &chat {
+                let response = http
+                    .post(url)
+                    .bearer_auth(ADMIN_KEY)
+                    .json(body)
+                    .send()
+                    .await;
+                if !matches!(&response, Ok(r) if r.status() == 200) {
+                    failed += 1;
+                }
+                asked.fetch_add(1, Ordering::Relaxed);
             }
             asked.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -85,8 +103,18 @@ async fn a_batch_transcription_survives_its_node_being_killed() {
     let before = node(&server).await;
     assert_eq!(before["restarts"], 0, "{before}");
     let pid = before["pid"].as_u64().unwrap();
+    // Chat completions through the gateway go on beside the speech paths.
+    let upstream = crate::upstream::start("chat", "chat-key").await;
+    let id = backend(&server, &upstream, "chat-key").await;
+    model(
+        &server,
+        "nodes/chat",
+        json!([{"backend_id": id}]),
+        json!({}),
+    )
+    .await;
     let wav = std::fs::read("models/cache/test-audio/two_cities.wav").unwrap();
-    let (stop, control) = keep_asking(&server);
+    let (stop, control) = keep_asking(&server, Some("nodes/chat"));
     let request = post_raw(&server, TRANSCRIBE, ADMIN_KEY, "audio/wav", wav);
     let killer = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -101,7 +129,10 @@ async fn a_batch_transcription_survives_its_node_being_killed() {
     stop.store(true, Ordering::Relaxed);
     let (asked, failed) = control.await.unwrap();
     assert!(asked > 0);
-    assert_eq!(failed, 0, "{failed} of {asked} /v1/me calls failed");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {asked} /v1/me and chat calls failed"
+    );
     // The restarted node serves as before.
     let wav = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
     let (status, body) =
@@ -254,7 +285,7 @@ fn poisoned_server() -> Options {
 #[tokio::test]
 async fn a_text_that_kills_the_node_fails_alone_and_its_job_fails_after_three_crashes() {
     let server = Server::start_with(poisoned_server()).await;
-    let (stop, control) = keep_asking(&server);
+    let (stop, control) = keep_asking(&server, None);
     // Killed twice (the call and its one retry): 503 naming the node.
     let speak = "/v1/modules/scaispeak/speak";
     let poison = json!({"text": format!("Say {POISON} now.")});
