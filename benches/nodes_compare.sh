@@ -5,12 +5,15 @@
 #   - stream_load: final latency p50/p95 of N paced real-time streams, and the batch
 #     figure (a 10-minute recording through POST /transcribe, x real time);
 #   - speak_load: time to first audio of /stream/speak sessions.
-# Usage: benches/nodes_compare.sh REFERENCE_REV [streams, e.g. 1,16]
+# Usage: benches/nodes_compare.sh REFERENCE_REV [streams, e.g. 1,16] [speak rounds]
+# With ONLY=stream or ONLY=speak, just that load runs.
 set -euo pipefail
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/scaigrid/target}"
 cd "$(dirname "$0")/.."
 reference="${1:?usage: benches/nodes_compare.sh REFERENCE_REV [streams]}"
 streams="${2:-1,16}"
+rounds="${3:-5}"
+only="${ONLY:-}"
 models/fetch >/dev/null
 bins="$(mktemp -d)"
 trap 'rm -rf "$bins"; git worktree remove --force "$bins/tree" 2>/dev/null || true' EXIT
@@ -27,9 +30,9 @@ for which in reference current; do
   (
     export SCAIGRID_LOAD_BINARY="$bins/$which"
     . benches/release_server.sh
-    cargo bench --bench stream_load -q -- --url "http://$address" --key "$key" \
-      --streams "$streams" --frame-ms 40
-    cargo bench --bench speak_load -q -- --url "http://$address" --key "$key" \
-      --sessions 1,4 --rounds 5 --stagger-ms 0
+    [ "$only" = speak ] || cargo bench --bench stream_load -q -- --url "http://$address" \
+      --key "$key" --streams "$streams" --frame-ms 40
+    [ "$only" = stream ] || cargo bench --bench speak_load -q -- --url "http://$address" \
+      --key "$key" --sessions 1,4 --rounds "$rounds" --stagger-ms 0
   )
 done

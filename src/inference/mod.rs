@@ -5,12 +5,14 @@
 //! - [`serve`]: the node process (`scaigrid node`): loads engines, serves [`service`].
 //! - [`service`]: the gRPC service over the engines' dispatchers ([`stt`], [`tts`]).
 //! - [`wire`]: what crosses the wire (PCM bytes, messages, errors as statuses).
+//! - [`member`]: one node as the edge knows it (client, probe, last info).
 //! - [`pool`]: the edge's side: the nodes it knows, their health, and the one client
 //!   every speech path calls ([`pool::Dispatcher`]), which retries a retry-safe call
 //!   once when its node is lost.
 //! - [`supervisor`]: the embedded default's node processes, started, watched and
 //!   restarted by the server.
 
+pub mod member;
 pub mod pool;
 pub mod proto;
 pub mod serve;

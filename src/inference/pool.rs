@@ -1,5 +1,5 @@
-//! The edge's side of the nodes: every node it knows ([`Member`]: address, client,
-//! what it last reported), and the [`Dispatcher`] every speech path calls.
+//! The edge's side of the nodes: the [`Dispatcher`] every speech path calls, over the
+//! nodes it knows ([`Member`]s).
 //!
 //! The dispatcher sends a call to a ready node that carries the model (the one with
 //! the fewest calls in flight from here). When that node is lost mid-call (its process
@@ -9,21 +9,19 @@
 //! current.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use engines::diarize::Turn;
 use engines::whisper::{Options, Transcript};
 use engines::{EngineError, EngineResult};
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
 use tokio::sync::Notify;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+use super::member::Call;
+pub use super::member::{Member, Seen};
 use super::proto::node_client::NodeClient;
 use super::{Address, proto, wire};
 
@@ -31,8 +29,6 @@ use super::{Address, proto, wire};
 const READY_WAIT: Duration = Duration::from_secs(60);
 /// How often each node is asked for its info (and so its readiness).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// A probe that takes longer than this counts as the node not answering.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 tokio::task_local! {
     /// Set while a job runs: the job queue retries a job whose node died (counting it
@@ -45,9 +41,6 @@ pub async fn single_attempt<F: Future>(work: F) -> F::Output {
     SINGLE_ATTEMPT.scope((), work).await
 }
 
-/// The node service's name in the gRPC health protocol.
-const SERVICE: &str = "scaigrid.node.v1.Node";
-
 /// Engine ids the dispatcher routes by.
 const STT: &[&str] = &[
     engines::whisper::ENGINE_ID,
@@ -55,192 +48,6 @@ const STT: &[&str] = &[
 ];
 const TTS: &[&str] = &[engines::piper::ENGINE_ID];
 const SPEAKER: &[&str] = &[engines::embedder::ENGINE_ID];
-
-/// What the edge knows of a node.
-#[derive(Debug, Clone, Default)]
-pub struct Seen {
-    /// It answered its last probe.
-    pub ready: bool,
-    /// Its last info (kept while it restarts: what it carries does not change).
-    pub info: Option<proto::InfoReply>,
-    /// Why it is not ready.
-    pub error: Option<String>,
-    /// Its process id, when this server supervises it.
-    pub pid: Option<u32>,
-}
-
-/// One node the edge can call.
-pub struct Member {
-    pub id: String,
-    pub address: Address,
-    client: NodeClient<Channel>,
-    channel: Channel,
-    seen: RwLock<Seen>,
-    in_flight: AtomicU32,
-    restarts: AtomicU64,
-    changed: Arc<Notify>,
-}
-
-impl Member {
-    fn new(id: String, address: Address, changed: Arc<Notify>) -> anyhow::Result<Member> {
-        let channel = channel(&address)?;
-        let client = NodeClient::new(channel.clone())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
-        Ok(Member {
-            id,
-            address,
-            client,
-            channel,
-            seen: RwLock::new(Seen::default()),
-            in_flight: AtomicU32::new(0),
-            restarts: AtomicU64::new(0),
-            changed,
-        })
-    }
-
-    pub fn seen(&self) -> Seen {
-        self.seen.read().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    pub fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Relaxed)
-    }
-
-    /// Called by the supervisor each time it starts the node's process again.
-    pub fn restarted(&self) {
-        self.restarts.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("scaigrid_node_restarts_total", "node" => self.id.clone()).increment(1);
-    }
-
-    pub fn set_pid(&self, pid: Option<u32>) {
-        self.update(|seen| seen.pid = pid);
-    }
-
-    /// The node is not answering (`why`); calls wait for it or go elsewhere.
-    pub fn lost(&self, why: &str) {
-        self.update(|seen| {
-            seen.ready = false;
-            seen.error = Some(why.to_owned());
-        });
-    }
-
-    fn update(&self, change: impl FnOnce(&mut Seen)) {
-        if let Ok(mut seen) = self.seen.write() {
-            change(&mut seen);
-        }
-        self.changed.notify_waiters();
-    }
-
-    fn carries(&self, models: &[&str]) -> bool {
-        self.seen.read().is_ok_and(|seen| {
-            seen.info.as_ref().is_some_and(|info| {
-                info.models_loaded
-                    .iter()
-                    .any(|m| models.contains(&m.as_str()))
-            })
-        })
-    }
-
-    fn ready(&self) -> bool {
-        self.seen.read().is_ok_and(|seen| seen.ready)
-    }
-
-    /// Asks the node whether it serves (the gRPC health protocol), then for its info:
-    /// ready with it, or lost with why not.
-    pub async fn probe(&self) {
-        let mut check = Request::new(HealthCheckRequest {
-            service: SERVICE.to_owned(),
-        });
-        check.set_timeout(PROBE_TIMEOUT);
-        match HealthClient::new(self.channel.clone()).check(check).await {
-            Ok(reply) if reply.get_ref().status == ServingStatus::Serving as i32 => {}
-            Ok(reply) => {
-                let status = reply.get_ref().status;
-                return self.lost(&format!("health: not serving ({status})"));
-            }
-            Err(status) => {
-                return self.lost(&format!("{:?}: {}", status.code(), status.message()));
-            }
-        }
-        let mut request = Request::new(proto::InfoRequest {});
-        request.set_timeout(PROBE_TIMEOUT);
-        match self.client.clone().info(request).await {
-            Ok(reply) => {
-                let info = reply.into_inner();
-                let queue = f64::from(info.queue_depth);
-                metrics::gauge!("scaigrid_node_queue_depth", "node" => self.id.clone()).set(queue);
-                self.update(|seen| {
-                    seen.ready = true;
-                    seen.error = None;
-                    seen.info = Some(info);
-                });
-            }
-            Err(status) => self.lost(&format!("{:?}: {}", status.code(), status.message())),
-        }
-    }
-
-    /// The node's view for `GET /v1/infra/nodes` and readiness.
-    pub fn view(&self) -> Value {
-        let seen = self.seen();
-        let info = seen.info.unwrap_or_default();
-        let status = match seen.ready {
-            true => info.status.as_str(),
-            false => "offline",
-        };
-        json!({
-            "node_id": self.id,
-            "status": status,
-            "address": self.address.to_string(),
-            "device": info.device,
-            "models_loaded": info.models_loaded,
-            "memory_mb": info.memory_mb,
-            "failures": info.failures.iter()
-                .map(|f| json!({ "engine": f.engine, "error": f.error }))
-                .collect::<Vec<_>>(),
-            "queue_depth": info.queue_depth,
-            "in_flight": info.in_flight,
-            "version": info.version,
-            "warm_speakers": info.warm_speakers,
-            "warm_voices": info.warm_voices,
-            "pid": seen.pid,
-            "restarts": self.restarts(),
-            "error": seen.error,
-        })
-    }
-}
-
-/// A lazily connected channel: it connects on the first call and again after the node
-/// restarts.
-fn channel(address: &Address) -> anyhow::Result<Channel> {
-    Ok(match address {
-        Address::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))?
-            .tcp_nodelay(true)
-            .connect_lazy(),
-        Address::Unix(path) => {
-            let path = path.clone();
-            // The URI is required and unused: the connector dials the socket.
-            Endpoint::from_static("http://node.invalid").connect_with_connector_lazy(
-                tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(TokioIo::new(stream))
-                    }
-                }),
-            )
-        }
-    })
-}
-
-/// Counts a call in flight to a member while it lives.
-struct Call(Arc<Member>);
-
-impl Drop for Call {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// Audio seconds of `samples` at 16 kHz, for deadlines.
 fn seconds(samples: &[f32]) -> u64 {
