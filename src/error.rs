@@ -376,6 +376,13 @@ impl From<engines::EngineError> for ApiError {
                     .with_field("node_id", node)
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("2"))
             }
+            // Nothing ran: like a full queue, a job waits in its queue for the node.
+            EngineError::NoNodeReady { nodes } => {
+                ApiError::new(ErrorCode::SERVICE_UNAVAILABLE, message)
+                    .with_field("dependency", "engines")
+                    .with_field("nodes", nodes)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+            }
             EngineError::Inference(_) => ApiError::internal(message),
         }
     }
@@ -474,6 +481,36 @@ mod tests {
             reason: "r".into(),
         };
         assert_eq!(code(missing.into()), ErrorCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn a_lost_node_is_named_and_a_node_not_ready_is_only_a_wait() {
+        let lost: ApiError = engines::EngineError::NodeUnavailable {
+            node: "local".into(),
+            reason: "gone".into(),
+        }
+        .into();
+        assert!(lost.node_lost());
+        assert_eq!(lost.fields["node_id"], "local");
+        let in_stream = lost.in_stream(ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE);
+        assert_eq!(in_stream.code.ws_close_code(), Some(4502));
+        assert_eq!(in_stream.fields["node_id"], "local");
+        // Nothing ran: not a crash of the job, but a wait (Retry-After) like a full queue.
+        let waiting: ApiError = engines::EngineError::NoNodeReady {
+            nodes: "local".into(),
+        }
+        .into();
+        assert!(!waiting.node_lost());
+        assert_eq!(waiting.code, ErrorCode::SERVICE_UNAVAILABLE);
+        assert!(
+            waiting
+                .headers
+                .iter()
+                .any(|(name, _)| name == header::RETRY_AFTER)
+        );
+        // Any other error goes through a stream unchanged.
+        let other = ApiError::invalid("x").in_stream(ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE);
+        assert_eq!(other.code, ErrorCode::INVALID_REQUEST);
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub enum EngineError {
     /// died, is restarting, or is unreachable).
     #[error("inference node `{node}` unavailable: {reason}")]
     NodeUnavailable { node: String, reason: String },
+    /// No node carrying the model became ready in time (they are all restarting or
+    /// unreachable): nothing ran, so the work may simply wait and go again.
+    #[error("no inference node carrying the model is ready ({nodes})")]
+    NoNodeReady { nodes: String },
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;

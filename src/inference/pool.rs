@@ -181,15 +181,14 @@ impl Dispatcher {
         };
         tokio::time::timeout(READY_WAIT, wait)
             .await
-            .map_err(|_| EngineError::NodeUnavailable {
-                node: self
+            .map_err(|_| EngineError::NoNodeReady {
+                nodes: self
                     .members
                     .iter()
                     .filter(|m| m.carries(models))
                     .map(|m| m.id.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-                reason: "no node carrying the model became ready".into(),
             })
     }
 

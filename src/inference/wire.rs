@@ -203,6 +203,7 @@ pub fn status(error: &EngineError) -> Status {
         EngineError::NodeUnavailable { reason, .. } => {
             (Code::Unavailable, "inference", reason.clone())
         }
+        EngineError::NoNodeReady { .. } => (Code::Unavailable, "inference", error.to_string()),
     };
     let mut status = Status::new(code, message);
     if let Ok(value) = kind.parse() {
