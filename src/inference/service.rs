@@ -48,12 +48,6 @@ impl NodeService {
         })
     }
 
-    pub fn into_server(self) -> node_server::NodeServer<NodeService> {
-        node_server::NodeServer::new(self)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX)
-    }
-
     fn busy(&self) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.in_flight.clone())
