@@ -234,12 +234,17 @@ async fn start_engines(
     Arc<engines::node::Node>,
     Arc<crate::inference::pool::Dispatcher>,
 )> {
-    use crate::inference::{pool::Dispatcher, supervisor};
+    use crate::inference::{pool::Dispatcher, supervisor, token::Bearer};
+    anyhow::ensure!(
+        config.engines.node_processes > 0 || config.redis.is_some(),
+        "engines.node_processes = 0 routes to the nodes of the registry: it needs [redis]"
+    );
     let vad = Arc::new(crate::inference::serve::load(&config.engines, true).await?);
     let plan = supervisor::plan(&config.engines, &config.data_dir);
-    let engines = Arc::new(Dispatcher::new(plan)?);
+    let bearer = Bearer::new(config.engines.node_token.as_ref())?;
+    let engines = Arc::new(Dispatcher::new(plan, bearer)?);
     let max_message = crate::inference::max_message_bytes(config.limits.max_audio_seconds);
-    supervisor::spawn(&config.engines, max_message, engines.members());
+    supervisor::spawn(&config.engines, max_message, &engines.members());
     engines.spawn_probes();
     if !engines.wait_all_ready(NODE_START).await {
         tracing::error!(problems = ?engines.problems(), "inference nodes not ready");

@@ -56,7 +56,11 @@ pub struct NodeArgs {
     /// `unix:/path/to/socket` or `host:port`.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: crate::inference::Address,
-    /// This node's id (default: `[engines] node_id`).
+    /// The address edges reach this node at, announced in the registry (`[redis]`);
+    /// default: the listening address.
+    #[arg(long)]
+    pub advertise: Option<crate::inference::Address>,
+    /// This node's id (default: `[engines] node_id`), unique in the deployment.
     #[arg(long)]
     pub node_id: Option<String>,
     #[arg(long)]
@@ -105,6 +109,7 @@ impl NodeArgs {
                 crate::inference::max_message_bytes(config.limits.max_audio_seconds)
             }),
             supervised: self.supervised,
+            registry: config.redis.clone().map(|redis| (redis, self.advertise)),
         })
     }
 }

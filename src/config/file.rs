@@ -62,6 +62,15 @@ pub struct Overrides {
     /// Where `models/fetch` installed ONNX Runtime and the models.
     #[arg(long, env = "SCAIGRID_MODELS_DIR", global = true)]
     pub models_dir: Option<PathBuf>,
+    /// Shared token of the edges and the inference nodes reached over TCP (at least 16
+    /// characters); a node listening beyond loopback refuses to start without one.
+    #[arg(
+        long,
+        env = "SCAIGRID_NODE_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub node_token: Option<Secret>,
     /// ScaiEcho backend B: base URL of the managed OpenAI-compatible relay.
     #[arg(long, env = "SCAIGRID_SCAIECHO_RELAY_URL", global = true)]
     pub scaiecho_relay_url: Option<String>,
@@ -333,8 +342,11 @@ pub struct FileEngines {
     pub multilingual: Option<bool>,
     /// Recordings waiting for the speech-to-text thread at most (default 16).
     pub stt_queue: Option<usize>,
-    /// Inference node processes this server starts and supervises (default 1).
+    /// Inference node processes this server starts and supervises (default 1; 0: an
+    /// edge that only calls the registry's nodes, scaled deployment).
     pub node_processes: Option<usize>,
+    /// See `Overrides::node_token`.
+    pub node_token: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]

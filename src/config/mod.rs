@@ -141,9 +141,16 @@ pub struct EnginesConfig {
     /// Recordings waiting for the speech-to-text thread at most; one more is
     /// `SERVICE_UNAVAILABLE` with `Retry-After` (a job goes back to the queue).
     pub stt_queue: usize,
-    /// Inference node processes this server starts and supervises (1..=16).
+    /// Inference node processes this server starts and supervises (0..=16; 0: an edge
+    /// that calls the nodes of the registry only).
     pub node_processes: usize,
+    /// The token edges present to nodes over TCP, and nodes require (see
+    /// `crate::inference::token`).
+    pub node_token: Option<Secret>,
 }
+
+/// The shortest node token taken.
+pub const NODE_TOKEN_MIN_LEN: usize = 16;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -373,7 +380,7 @@ impl Config {
             auth: sections::auth(file.auth, overrides.jwt_secret)?,
             limits: sections::limits(&file.limits)?,
             http: sections::http(&file.http)?,
-            engines: sections::engines(file.engines, overrides.models_dir)?,
+            engines: sections::engines(file.engines, (overrides.models_dir, overrides.node_token))?,
             relay,
             stream,
             speak,

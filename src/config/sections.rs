@@ -144,7 +144,7 @@ pub(super) fn http(file: &FileHttp) -> anyhow::Result<HttpConfig> {
 /// `[engines]`, with the models folder from the environment or flags first.
 pub(super) fn engines(
     file: FileEngines,
-    models_dir: Option<PathBuf>,
+    (models_dir, node_token): (Option<PathBuf>, Option<Secret>),
 ) -> anyhow::Result<EnginesConfig> {
     let engines = EnginesConfig {
         enabled: file.enabled.unwrap_or(true),
@@ -156,13 +156,22 @@ pub(super) fn engines(
         multilingual: file.multilingual.unwrap_or(false),
         stt_queue: file.stt_queue.unwrap_or(16).max(1),
         node_processes: file.node_processes.unwrap_or(1),
+        node_token: node_token.or(file.node_token),
         node_id: file
             .node_id
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "local".to_owned()),
     };
-    if !(1..=16).contains(&engines.node_processes) {
-        bail!("engines.node_processes must be within 1..=16");
+    if engines.node_processes > 16 {
+        bail!("engines.node_processes must be within 0..=16");
+    }
+    if let Some(token) = &engines.node_token
+        && token.expose().len() < NODE_TOKEN_MIN_LEN
+    {
+        bail!(
+            "engines.node_token must be at least {NODE_TOKEN_MIN_LEN} characters \
+             (`openssl rand -hex 32`)"
+        );
     }
     Ok(engines)
 }

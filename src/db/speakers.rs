@@ -115,25 +115,29 @@ pub async fn list(
         .collect()
 }
 
-/// Live `ready` profiles of the tenant warm on `node_id`: the enrolled labels that
-/// node's diarization uses.
+/// Live `ready` profiles of the tenant warm on one of `node_ids`, each once: the
+/// enrolled labels diarization uses.
 pub async fn warm_profiles(
     conn: &mut AnyConnection,
     tenant_id: &str,
-    node_id: &str,
+    node_ids: &[String],
 ) -> Result<Vec<(String, Vec<f32>)>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT s.label, s.embedding FROM scaiecho_speakers s \
+        "SELECT s.id, s.label, s.embedding, w.node_id FROM scaiecho_speakers s \
          JOIN scaiecho_speaker_warm w ON w.speaker_id = s.id \
-         WHERE s.tenant_id = $1 AND w.node_id = $2 AND s.deleted_at IS NULL \
-         AND s.enrollment_status = 'ready' ORDER BY s.created_at",
+         WHERE s.tenant_id = $1 AND s.deleted_at IS NULL \
+         AND s.enrollment_status = 'ready' ORDER BY s.created_at, s.id",
     )
     .bind(tenant_id)
-    .bind(node_id)
     .fetch_all(conn)
     .await?;
     let mut profiles = Vec::with_capacity(rows.len());
+    let mut seen = std::collections::HashSet::new();
     for row in rows {
+        let node: String = row.try_get("node_id")?;
+        if !node_ids.contains(&node) || !seen.insert(row.try_get::<String, _>("id")?) {
+            continue;
+        }
         let embedding: Option<String> = row.try_get("embedding")?;
         if let Some(embedding) = embedding.and_then(|e| serde_json::from_str(&e).ok()) {
             profiles.push((row.try_get("label")?, embedding));

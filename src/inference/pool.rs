@@ -9,20 +9,18 @@
 //! current.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use engines::diarize::Turn;
 use engines::whisper::{Options, Transcript};
 use engines::{EngineError, EngineResult};
 use tokio::sync::Notify;
-use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-use super::member::Call;
+use super::member::{Call, Client};
 pub use super::member::{Member, Seen};
-use super::proto::node_client::NodeClient;
+use super::token::Bearer;
 use super::{Address, proto, wire};
 
 /// How long a call waits for a node to be ready (a restarted node loads its engines).
@@ -56,29 +54,102 @@ fn seconds(samples: &[f32]) -> u64 {
 
 /// The one client of the nodes that every speech path calls.
 pub struct Dispatcher {
-    members: Vec<Arc<Member>>,
+    /// The nodes it routes to: its own (supervised) ones, then those the registry
+    /// announced. Replaced whole when the registry changes; calls hold their member.
+    members: RwLock<Arc<Vec<Arc<Member>>>>,
+    bearer: Bearer,
     changed: Arc<Notify>,
 }
 
+/// A node announced in the registry, reachable from every edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    pub id: String,
+    pub address: Address,
+}
+
 impl Dispatcher {
-    /// A dispatcher over nodes `(id, address)`; nothing is connected yet.
-    pub fn new(nodes: Vec<(String, Address)>) -> anyhow::Result<Dispatcher> {
+    /// A dispatcher over the nodes `(id, address)` this server supervises; nothing is
+    /// connected yet. `bearer`: the node token every call carries.
+    pub fn new(nodes: Vec<(String, Address)>, bearer: Bearer) -> anyhow::Result<Dispatcher> {
         let changed = Arc::new(Notify::new());
         let members = nodes
             .into_iter()
-            .map(|(id, address)| Member::new(id, address, changed.clone()).map(Arc::new))
+            .map(|node| Member::new(node, true, bearer.clone(), changed.clone()).map(Arc::new))
             .collect::<anyhow::Result<_>>()?;
-        Ok(Dispatcher { members, changed })
+        Ok(Dispatcher {
+            members: RwLock::new(Arc::new(members)),
+            bearer,
+            changed,
+        })
     }
 
-    pub fn members(&self) -> &[Arc<Member>] {
-        &self.members
+    /// The nodes it knows now.
+    pub fn members(&self) -> Arc<Vec<Arc<Member>>> {
+        self.members
+            .read()
+            .map(|members| members.clone())
+            .unwrap_or_default()
+    }
+
+    /// Takes the registry's nodes as they are now: new ones are added (and probed),
+    /// ones that left it (stopped heartbeating) or moved are let go. Supervised nodes
+    /// stay whatever the registry says.
+    pub fn discovered(&self, announced: &[Announced]) {
+        let current = self.members();
+        let known = |a: &Announced| {
+            current
+                .iter()
+                .any(|m| m.id == a.id && (m.supervised || m.address == a.address))
+        };
+        let stays = |m: &Arc<Member>| {
+            m.supervised
+                || announced
+                    .iter()
+                    .any(|a| a.id == m.id && a.address == m.address)
+        };
+        let fresh: Vec<&Announced> = announced.iter().filter(|a| !known(a)).collect();
+        if fresh.is_empty() && current.iter().all(stays) {
+            return;
+        }
+        let mut next: Vec<Arc<Member>> = Vec::new();
+        for member in current.iter() {
+            match stays(member) {
+                true => next.push(member.clone()),
+                false => {
+                    tracing::info!(node = %member.id, "inference node left the registry");
+                    member.forget();
+                }
+            }
+        }
+        for node in fresh {
+            let member = Member::new(
+                (node.id.clone(), node.address.clone()),
+                false,
+                self.bearer.clone(),
+                self.changed.clone(),
+            );
+            match member {
+                Ok(member) => {
+                    tracing::info!(node = %node.id, address = %node.address,
+                        "inference node joined from the registry");
+                    let member = Arc::new(member);
+                    spawn_probe(&member);
+                    next.push(member);
+                }
+                Err(error) => tracing::warn!(node = %node.id, %error, "unusable node address"),
+            }
+        }
+        if let Ok(mut members) = self.members.write() {
+            *members = Arc::new(next);
+        }
+        self.changed.notify_waiters();
     }
 
     /// What is wrong, node by node: engines that failed to load, nodes not answering.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        for member in &self.members {
+        for member in self.members().iter() {
             let seen = member.seen();
             if let Some(error) = seen.error.filter(|_| !seen.ready) {
                 problems.push(format!("node {}: {error}", member.id));
@@ -94,17 +165,11 @@ impl Dispatcher {
         problems
     }
 
-    /// Probes every node every second, for as long as the process runs.
+    /// Probes every node every second, for as long as the process runs (a node the
+    /// registry announces later gets its probe then).
     pub fn spawn_probes(&self) {
-        for member in &self.members {
-            let member = member.clone();
-            tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(PROBE_EVERY);
-                loop {
-                    ticker.tick().await;
-                    member.probe().await;
-                }
-            });
+        for member in self.members().iter() {
+            spawn_probe(member);
         }
     }
 
@@ -113,7 +178,7 @@ impl Dispatcher {
         let all = async {
             loop {
                 let changed = self.changed.notified();
-                if self.members.iter().all(|m| m.ready()) {
+                if self.members().iter().all(|m| m.ready()) {
                     return;
                 }
                 changed.await;
@@ -124,7 +189,7 @@ impl Dispatcher {
 
     /// Whether some node carries one of `models` (ready or restarting).
     fn carried(&self, models: &[&str]) -> bool {
-        self.members.iter().any(|m| m.carries(models))
+        self.members().iter().any(|m| m.carries(models))
     }
 
     pub fn can_transcribe(&self) -> bool {
@@ -141,7 +206,7 @@ impl Dispatcher {
 
     /// The voice's sample rate, from a node that carries it.
     pub fn tts_sample_rate(&self) -> Option<u32> {
-        self.members
+        self.members()
             .iter()
             .filter_map(|m| m.seen().info)
             .map(|info| info.tts_sample_rate)
@@ -158,12 +223,9 @@ impl Dispatcher {
             });
         }
         let pick = || {
-            let ready = || {
-                self.members
-                    .iter()
-                    .filter(|m| m.ready() && m.carries(models))
-            };
-            let least = |m: &&Arc<Member>| m.in_flight.load(Ordering::Relaxed);
+            let members = self.members();
+            let ready = || members.iter().filter(|m| m.ready() && m.carries(models));
+            let least = |m: &&Arc<Member>| m.load();
             ready()
                 .filter(|m| Some(m.id.as_str()) != avoid)
                 .min_by_key(least)
@@ -183,7 +245,7 @@ impl Dispatcher {
             .await
             .map_err(|_| EngineError::NoNodeReady {
                 nodes: self
-                    .members
+                    .members()
                     .iter()
                     .filter(|m| m.carries(models))
                     .map(|m| m.id.as_str())
@@ -196,7 +258,7 @@ impl Dispatcher {
     /// the next ready one (the same node once restarted, in the embedded default).
     async fn call<T, F, Fut>(&self, models: &[&str], call: F) -> EngineResult<T>
     where
-        F: Fn(NodeClient<Channel>) -> Fut,
+        F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         Ok(self.call_on(models, call).await?.1)
@@ -205,14 +267,13 @@ impl Dispatcher {
     /// [`Dispatcher::call`], and the id of the node that answered.
     async fn call_on<T, F, Fut>(&self, models: &[&str], call: F) -> EngineResult<(String, T)>
     where
-        F: Fn(NodeClient<Channel>) -> Fut,
+        F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let mut lost: Option<String> = None;
         loop {
             let member = self.member(models, lost.as_deref()).await?;
-            member.in_flight.fetch_add(1, Ordering::Relaxed);
-            let _call = Call(member.clone());
+            let _call = Call::start(&member);
             match call(member.client.clone()).await {
                 Ok(value) => return Ok((member.id.clone(), value)),
                 Err(status) if wire::node_lost(&status) => {
@@ -428,11 +489,11 @@ impl Dispatcher {
     /// Runs `call` on every node carrying `models` (all nodes when empty).
     async fn each<F, Fut>(&self, models: &[&str], call: F) -> (Vec<String>, Vec<(String, String)>)
     where
-        F: Fn(NodeClient<Channel>) -> Fut,
+        F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<(), Status>>,
     {
-        let targets = self
-            .members
+        let members = self.members();
+        let targets = members
             .iter()
             .filter(|m| models.is_empty() || m.carries(models));
         let results = futures_util::future::join_all(targets.map(|member| {
@@ -452,6 +513,21 @@ impl Dispatcher {
         }
         (done, failed)
     }
+}
+
+/// Probes `member` every second until the dispatcher lets go of it.
+fn spawn_probe(member: &Arc<Member>) {
+    let member = Arc::downgrade(member);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(PROBE_EVERY);
+        loop {
+            ticker.tick().await;
+            match member.upgrade() {
+                Some(member) if !member.is_gone() => member.probe().await,
+                _ => return,
+            }
+        }
+    });
 }
 
 /// The rest of a sentence, coming from the node that made its first piece.

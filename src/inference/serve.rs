@@ -12,7 +12,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 use super::Address;
 use super::proto::node_server::NodeServer;
 use super::service::NodeService;
-use crate::config::EnginesConfig;
+use super::token::Guard;
+use crate::config::{EnginesConfig, RedisConfig};
 
 /// What a node loads and where it listens.
 pub struct NodeOptions {
@@ -22,6 +23,9 @@ pub struct NodeOptions {
     pub max_message_bytes: usize,
     /// Exit when stdin closes (the supervising server is gone).
     pub supervised: bool,
+    /// The scaled deployment's registry, where the node announces itself, and the
+    /// address the edges reach it at (`None`: the listening address).
+    pub registry: Option<(RedisConfig, Option<Address>)>,
 }
 
 /// Serves until `shutdown` resolves.
@@ -40,14 +44,23 @@ pub async fn run(
             })
             .context("starting the parent watch")?;
     }
+    let token = options.engines.node_token.as_ref();
+    if token.is_none() && !options.address.is_local() {
+        anyhow::bail!(
+            "{} is reachable from other machines: set engines.node_token \
+             (SCAIGRID_NODE_TOKEN, the same on the edges; `openssl rand -hex 32`)",
+            options.address
+        );
+    }
     let node = Arc::new(load(&options.engines, false).await?);
-    let service = NodeService::start(node, options.engines.stt_queue)?;
-    let server = NodeServer::new(service)
+    let service = Arc::new(NodeService::start(node, options.engines.stt_queue)?);
+    let server = NodeServer::from_arc(service.clone())
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(usize::MAX);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<NodeServer<NodeService>>().await;
     let router = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(Guard::new(token)))
         .add_service(health)
         .add_service(server);
     match &options.address {
@@ -60,6 +73,7 @@ pub async fn run(
             let listener = tokio::net::UnixListener::bind(path)
                 .with_context(|| format!("binding {}", path.display()))?;
             tracing::info!(address = %options.address, "node listening");
+            announce(&options, &options.address, &service)?;
             router
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
                 .await?;
@@ -68,13 +82,58 @@ pub async fn run(
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
-            tracing::info!(address = %listener.local_addr()?, "node listening");
+            let bound = listener.local_addr()?;
+            tracing::info!(address = %bound, "node listening");
+            let reachable = match bound.ip().is_unspecified() {
+                true => None,
+                false => Some(Address::Tcp(bound.to_string())),
+            };
+            announce(
+                &options,
+                reachable.as_ref().unwrap_or(&options.address),
+                &service,
+            )?;
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await?;
         }
     }
+    Ok(())
+}
+
+/// Announces the node in the scaled deployment's registry every heartbeat (its info
+/// and the address edges reach it at), so every edge routes to it. A supervised node
+/// is its server's alone: that server announces it.
+fn announce(
+    options: &NodeOptions,
+    listening: &Address,
+    service: &Arc<NodeService>,
+) -> anyhow::Result<()> {
+    let Some((redis, advertise)) = options.registry.as_ref().filter(|_| !options.supervised) else {
+        return Ok(());
+    };
+    let address = advertise.clone().unwrap_or_else(|| listening.clone());
+    if let Address::Tcp(text) = &address
+        && text
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_unspecified())
+    {
+        anyhow::bail!(
+            "listening on {address}: give --advertise host:port, the address edges reach \
+             this node at"
+        );
+    }
+    let cluster = Arc::new(crate::cluster::Cluster::open(redis)?);
+    let (id, service) = (options.engines.node_id.clone(), service.clone());
+    tracing::info!(node = %id, %address, "announcing the node in the registry");
+    crate::cluster::nodes::spawn_heartbeat(cluster, id, move || {
+        let mut view = super::member::info_view(&service.info());
+        view.insert("address".into(), address.to_string().into());
+        view.insert("shared".into(), true.into());
+        view.insert("supervised".into(), false.into());
+        serde_json::Value::Object(view)
+    });
     Ok(())
 }
 

@@ -53,7 +53,7 @@ impl NodeService {
         InFlight(self.in_flight.clone())
     }
 
-    fn info(&self) -> proto::InfoReply {
+    pub(super) fn info(&self) -> proto::InfoReply {
         let info = self.node.info();
         let depth =
             self.stt.as_ref().map_or(0, Stt::depth) + self.tts.as_ref().map_or(0, Tts::depth);

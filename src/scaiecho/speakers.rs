@@ -363,12 +363,11 @@ pub async fn warm(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResul
     match warm_here(state, &row, None).await {
         Ok((_, failed)) => error_summary.extend(failed),
         Err(reason) => {
-            let node = state
-                .handles
-                .nodes
-                .local_id()
-                .unwrap_or_else(|| "none".to_owned());
-            error_summary.insert(node, reason);
+            let nodes = state.handles.nodes.node_ids();
+            match nodes.is_empty() {
+                true => error_summary.insert("none".to_owned(), reason),
+                false => error_summary.insert(nodes.join(","), reason),
+            };
         }
     }
     let mut view = warm_status(state, principal, id).await?;
@@ -446,13 +445,15 @@ pub async fn delete(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiRes
     })
 }
 
-/// Enrolled `(label, embedding)` profiles warm on this node, for diarization.
+/// Enrolled `(label, embedding)` profiles warm on a node this process routes to, for
+/// diarization (they travel with the request, so any node can label with them).
 pub async fn enrolled(state: &ScaiEcho, tenant_id: &str) -> ApiResult<Vec<(String, Vec<f32>)>> {
-    let Some(node_id) = state.handles.nodes.local_id() else {
+    let nodes = state.handles.nodes.node_ids();
+    if nodes.is_empty() {
         return Ok(Vec::new());
-    };
+    }
     let mut conn = state.handles.db.pool.acquire().await?;
-    Ok(speakers::warm_profiles(&mut conn, tenant_id, &node_id).await?)
+    Ok(speakers::warm_profiles(&mut conn, tenant_id, &nodes).await?)
 }
 
 #[cfg(test)]

@@ -86,7 +86,8 @@ pub async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
 }
 
 /// The background work of a process: heap trimming, usage flushing, webhook deliveries,
-/// the node's heartbeat (scaled), and for API processes the backends' health probes and
+/// the heartbeat of this process's nodes and the discovery of the registry's (scaled),
+/// and for API processes the backends' health probes and
 /// the revocation listener.
 pub fn spawn_background(state: &Arc<AppState>, api: bool) {
     crate::memory::spawn_trimmer();
@@ -96,7 +97,8 @@ pub fn spawn_background(state: &Arc<AppState>, api: bool) {
         .accounting
         .spawn_flusher(state.config.accounting.flush_interval);
     if let (Some(cluster), Some(engines)) = (&state.cluster, state.nodes.engines()) {
-        for member in engines.members() {
+        state.nodes.spawn_discovery();
+        for member in engines.members().iter().filter(|m| m.supervised) {
             let member = member.clone();
             crate::cluster::nodes::spawn_heartbeat(cluster.clone(), member.id.clone(), move || {
                 member.view()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::cluster::Cluster;
 use crate::error::ApiResult;
-use crate::inference::pool::Dispatcher;
+use crate::inference::pool::{Announced, Dispatcher};
 use crate::speech::backends::Usable;
 
 #[derive(Clone, Default)]
@@ -44,10 +44,31 @@ impl Nodes {
         self.engines.as_ref()
     }
 
-    /// The id under which this process's nodes hold warm profiles (its first node's).
-    pub fn local_id(&self) -> Option<String> {
-        let engines = self.engines.as_ref()?;
-        engines.members().first().map(|member| member.id.clone())
+    /// Keeps the dispatcher's nodes in step with the registry: the nodes that announce
+    /// themselves there (`scaigrid node` with `[redis]`) join, those that stop
+    /// heartbeating leave. Every edge so routes to every node (scaled deployment).
+    pub fn spawn_discovery(&self) {
+        let (Some(cluster), Some(engines)) = (self.cluster.clone(), self.engines.clone()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(crate::cluster::nodes::HEARTBEAT);
+            loop {
+                ticker.tick().await;
+                match crate::cluster::nodes::list(&cluster).await {
+                    Ok(nodes) => engines.discovered(&announced(&nodes)),
+                    Err(error) => tracing::warn!(%error, "reading the node registry failed"),
+                }
+            }
+        });
+    }
+
+    /// The ids of the nodes this process routes to (its own, and the registry's).
+    pub fn node_ids(&self) -> Vec<String> {
+        self.engines
+            .as_ref()
+            .map(|engines| engines.members().iter().map(|m| m.id.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Which nodes are alive, for `warm_node_ids`: in a scaled deployment the ones the
@@ -85,6 +106,21 @@ impl Nodes {
             relay: local.relay,
         })
     }
+}
+
+/// The registry's entries that any edge may call (a server's own supervised nodes are
+/// listed there too, on sockets only that server reaches).
+fn announced(nodes: &[serde_json::Value]) -> Vec<Announced> {
+    nodes
+        .iter()
+        .filter(|node| node["shared"] == true)
+        .filter_map(|node| {
+            Some(Announced {
+                id: node["node_id"].as_str()?.to_owned(),
+                address: node["address"].as_str()?.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 /// The live nodes (`None`: the embedded default, where every node id is this one).

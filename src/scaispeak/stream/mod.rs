@@ -252,7 +252,7 @@ impl Session {
                     if self.running.is_some() =>
                 {
                     self.running = None;
-                    self.synthesized(done)
+                    self.synthesized(socket, done).await
                 }
                 _ = tokio::time::sleep_until(send_at), if !self.outbox.is_empty() => {
                     self.send_due(socket).await
@@ -486,14 +486,33 @@ impl Session {
     }
 
     /// A sentence came back: its frames join the outbox.
-    fn synthesized(
+    async fn synthesized(
         &mut self,
+        socket: &mut impl Link,
         (framer, result): (Option<Framer>, ApiResult<Spoken>),
     ) -> Result<(), End> {
         self.framer = framer;
-        // A node lost mid-sentence ends the stream with 4502: the audio cannot resume
-        // mid-sentence on another node.
-        let spoken = result.map_err(|e| e.in_stream(ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE))?;
+        let spoken = match result {
+            Ok(spoken) => spoken,
+            // A node lost mid-sentence (after the first audio, or twice): that sentence
+            // is lost, the client hears why, and the stream goes on with the next one
+            // on whichever node is ready (another, or this one restarted).
+            Err(error) if error.node_lost() => {
+                let error = error
+                    .in_stream(ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE)
+                    .with_field("resumes", "next_sentence");
+                tracing::warn!(
+                    code = error.code.as_str(),
+                    "stream sentence lost: {}",
+                    error.message
+                );
+                metrics::counter!("scaigrid_scaispeak_sentences_lost_total").increment(1);
+                // Nothing left to play: the next sentence is a first audio again.
+                self.fresh |= self.outbox.is_empty();
+                return ws::send_error(socket, &error).await;
+            }
+            Err(error) => return Err(error.into()),
+        };
         self.characters += spoken.characters;
         self.seconds += spoken.seconds;
         self.outbox.extend(spoken.frames);
