@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "hardening",
         include_str!("migrations/0009_hardening.sql"),
     ),
+    (10, "erasures", include_str!("migrations/0010_erasures.sql")),
 ];
 
 /// Applies every migration not yet recorded. Returns how many ran.

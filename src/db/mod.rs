@@ -10,6 +10,7 @@ pub mod accounting;
 pub mod api_keys;
 pub mod audit;
 pub mod events;
+pub mod evictions;
 pub mod gateway;
 pub mod jobs;
 pub mod migrate;

@@ -1,7 +1,8 @@
 //! `GET /v1/infra/nodes` (alias `/v1/admin/nodes`): the inference nodes and the engines
 //! each has loaded. In the embedded default, the node processes this server supervises
 //! (with their pid, restarts, queue depth and calls in flight); in a scaled deployment,
-//! every node heard from in the Redis node registry.
+//! every node heard from in the Redis node registry. Each shows the evictions it still
+//! owes for speakers and voices deleted while it was away.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use crate::error::ApiResult;
 use crate::extract::Json;
 
 async fn list(state: &AppState) -> ApiResult<Json<Value>> {
-    let nodes: Vec<Value> = match &state.cluster {
+    let mut nodes: Vec<Value> = match &state.cluster {
         Some(cluster) => crate::cluster::nodes::list(cluster).await?,
         None => state
             .nodes
@@ -22,6 +23,16 @@ async fn list(state: &AppState) -> ApiResult<Json<Value>> {
             .map(|engines| engines.members().iter().map(|m| m.view()).collect())
             .unwrap_or_default(),
     };
+    // Evictions each node still owes for deleted speakers and voices (it was away).
+    let mut conn = state.db.pool.acquire().await?;
+    let owed = crate::db::evictions::counts(&mut conn).await?;
+    for node in &mut nodes {
+        let count = owed
+            .iter()
+            .find(|(id, _)| node["node_id"].as_str() == Some(id))
+            .map_or(0, |(_, count)| *count);
+        node["evictions_owed"] = json!(count);
+    }
     Ok(Json(json!({ "object": "list", "data": nodes })))
 }
 

@@ -156,7 +156,7 @@ impl Member {
         })
     }
 
-    pub(super) fn ready(&self) -> bool {
+    pub fn ready(&self) -> bool {
         self.seen.read().is_ok_and(|seen| seen.ready)
     }
 

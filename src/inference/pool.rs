@@ -9,6 +9,7 @@
 //! current.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ use super::{Address, proto, wire};
 
 /// How long a call waits for a node to be ready (a restarted node loads its engines).
 const READY_WAIT: Duration = Duration::from_secs(60);
+/// How long a warm or evict call to one node may take.
+const FAN_OUT_DEADLINE: Duration = Duration::from_secs(10);
 /// How often each node is asked for its info (and so its readiness).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
@@ -58,6 +61,8 @@ pub struct Dispatcher {
     /// announced. Replaced whole when the registry changes; calls hold their member.
     members: RwLock<Arc<Vec<Arc<Member>>>>,
     bearer: Bearer,
+    /// Calls routed so far: the turn that breaks ties between equally busy nodes.
+    turn: AtomicUsize,
     changed: Arc<Notify>,
 }
 
@@ -80,6 +85,7 @@ impl Dispatcher {
         Ok(Dispatcher {
             members: RwLock::new(Arc::new(members)),
             bearer,
+            turn: AtomicUsize::new(0),
             changed,
         })
     }
@@ -222,15 +228,24 @@ impl Dispatcher {
                 reason: "no inference node carries it".into(),
             });
         }
+        // Ties go round: idle nodes take turns (each stays warm, none takes it all).
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let pick = || {
             let members = self.members();
-            let ready = || members.iter().filter(|m| m.ready() && m.carries(models));
-            let least = |m: &&Arc<Member>| m.load();
+            let ready = || {
+                let count = members.len().max(1);
+                members
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| m.ready() && m.carries(models))
+                    .map(move |(index, m)| ((index + count - turn % count) % count, m))
+            };
+            let least = |(order, m): &(usize, &Arc<Member>)| (m.load(), *order);
             ready()
-                .filter(|m| Some(m.id.as_str()) != avoid)
+                .filter(|(_, m)| Some(m.id.as_str()) != avoid)
                 .min_by_key(least)
                 .or_else(|| ready().min_by_key(least))
-                .cloned()
+                .map(|(_, m)| m.clone())
         };
         let wait = async {
             loop {
@@ -486,23 +501,56 @@ impl Dispatcher {
         .await
     }
 
-    /// Runs `call` on every node carrying `models` (all nodes when empty).
+    /// Asks node `node_id` alone to drop a warm profile (the erasure reconciler's
+    /// call for a node that was away at deletion).
+    pub async fn evict_on(&self, node_id: &str, kind: &str, id: &str) -> Result<(), String> {
+        let members = self.members();
+        let member = members
+            .iter()
+            .find(|m| m.id == node_id && m.ready())
+            .ok_or_else(|| format!("node {node_id} is not ready"))?;
+        let mut request = Request::new(proto::EvictRequest {
+            kind: kind.to_owned(),
+            id: id.to_owned(),
+        });
+        request.set_timeout(FAN_OUT_DEADLINE);
+        match member.client.clone().evict(request).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(wire::engine_error(&status, node_id).to_string()),
+        }
+    }
+
+    /// Runs `call` on every node carrying `models` (all nodes when empty); a node
+    /// that is not ready is reported failed without a call.
     async fn each<F, Fut>(&self, models: &[&str], call: F) -> (Vec<String>, Vec<(String, String)>)
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<(), Status>>,
     {
         let members = self.members();
-        let targets = members
+        let (targets, away): (Vec<_>, Vec<_>) = members
             .iter()
-            .filter(|m| models.is_empty() || m.carries(models));
-        let results = futures_util::future::join_all(targets.map(|member| {
-            let call = call(member.client.clone());
-            async move { (member.id.clone(), call.await) }
+            .filter(|m| models.is_empty() || m.carries(models))
+            .partition(|m| m.ready());
+        let results = futures_util::future::join_all(targets.into_iter().map(|member| {
+            let call = tokio::time::timeout(FAN_OUT_DEADLINE, call(member.client.clone()));
+            async move {
+                let result = match call.await {
+                    Ok(result) => result,
+                    Err(_) => Err(Status::unavailable("no answer in time")),
+                };
+                (member.id.clone(), result)
+            }
         }))
         .await;
         let mut done = Vec::new();
-        let mut failed = Vec::new();
+        let mut failed: Vec<(String, String)> = away
+            .into_iter()
+            .map(|m| {
+                let why = m.seen().error.unwrap_or_else(|| "not ready".to_owned());
+                (m.id.clone(), format!("node {} is not ready: {why}", m.id))
+            })
+            .collect();
         for (id, result) in results {
             match result {
                 Ok(()) => done.push(id),
@@ -534,4 +582,48 @@ fn spawn_probe(member: &Arc<Member>) {
 pub struct Continuation {
     node: String,
     pieces: tonic::Streaming<proto::AudioPiece>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announced(id: &str, address: &str) -> Announced {
+        Announced {
+            id: id.to_owned(),
+            address: address.parse().unwrap(),
+        }
+    }
+
+    fn ids(dispatcher: &Dispatcher) -> Vec<String> {
+        dispatcher.members().iter().map(|m| m.id.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_registry_adds_moves_and_removes_nodes_but_never_supervised_ones() {
+        let own = vec![("own".to_owned(), "unix:/tmp/own.sock".parse().unwrap())];
+        let dispatcher = Dispatcher::new(own, Bearer::default()).unwrap();
+        let (a, b) = (
+            announced("a", "10.0.0.1:7070"),
+            announced("b", "10.0.0.2:7070"),
+        );
+        dispatcher.discovered(&[a.clone(), b.clone()]);
+        assert_eq!(ids(&dispatcher), ["own", "a", "b"]);
+        let first_a = dispatcher.members()[1].clone();
+        // Nothing changed: the same members stay (their probes and counts with them).
+        dispatcher.discovered(&[b.clone(), a]);
+        assert!(Arc::ptr_eq(&dispatcher.members()[1], &first_a));
+        // `a` moved: a new member at the new address; the old one is let go.
+        dispatcher.discovered(&[announced("a", "10.0.0.9:7070"), b]);
+        assert_eq!(ids(&dispatcher), ["own", "b", "a"]);
+        assert!(first_a.is_gone() && !first_a.ready());
+        assert_eq!(dispatcher.members()[2].address.to_string(), "10.0.0.9:7070");
+        // The registry forgets everyone: only the supervised node stays.
+        dispatcher.discovered(&[]);
+        assert_eq!(ids(&dispatcher), ["own"]);
+        // The registry's entry for a supervised node's id changes nothing.
+        dispatcher.discovered(&[announced("own", "10.0.0.3:7070")]);
+        assert_eq!(ids(&dispatcher), ["own"]);
+        assert!(dispatcher.members()[0].supervised);
+    }
 }

@@ -236,7 +236,7 @@ pub fn engine_error(status: &Status, node: &str) -> EngineError {
             node: node.to_owned(),
             reason: match status.code() {
                 Code::DeadlineExceeded => "the node did not answer in time".to_owned(),
-                Code::Cancelled => "the call was cancelled".to_owned(),
+                Code::Cancelled => "the connection to the node closed mid-call".to_owned(),
                 _ => format!("{:?}: {message}", status.code()),
             },
         },
@@ -246,11 +246,14 @@ pub fn engine_error(status: &Status, node: &str) -> EngineError {
 /// Whether a failed call may be sent again (to another node, or to this one once it
 /// is back): the node went away or never answered, so no work was done twice that
 /// matters, as opposed to an engine refusing the input or a deadline passing.
+/// `Cancelled` without an engine kind is the transport's word for a connection that
+/// closed under a call (the node died as it was sent): the edge's own cancellations
+/// drop the call's future and never see a status.
 pub fn node_lost(status: &Status) -> bool {
     status.metadata().get(KIND).is_none()
         && matches!(
             status.code(),
-            Code::Unavailable | Code::Unknown | Code::Internal | Code::Aborted
+            Code::Unavailable | Code::Unknown | Code::Internal | Code::Aborted | Code::Cancelled
         )
 }
 
@@ -314,6 +317,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!node_lost(&Status::deadline_exceeded("slow")));
+        // A connection that closed under the call.
+        assert!(node_lost(&Status::cancelled("operation was canceled")));
     }
 
     #[test]

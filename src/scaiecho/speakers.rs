@@ -386,6 +386,10 @@ pub struct Deleted {
     pub error_summary: BTreeMap<String, String>,
 }
 
+/// Why a node holding a deleted profile did not evict it, when no call was made.
+const NOT_REACHED: &str =
+    "node not reachable; the erasure reconciler evicts it when the node is back";
+
 /// `DELETE /speakers/{id}`: tombstone and audit row first (they always happen), then
 /// eviction from every node holding the profile; nodes this process cannot reach are
 /// reported in `error_summary`.
@@ -411,10 +415,13 @@ pub async fn delete(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiRes
             speakers::remove_warm(&mut tx, id, &node).await?;
             evicted.push(node);
         } else {
-            let reason = failed.get(&node).cloned().unwrap_or_else(|| {
-                "node not reachable from this process; the warm registry ages the entry out"
-                    .to_owned()
-            });
+            // Owed: the erasure reconciler evicts it when the node answers again.
+            crate::db::evictions::owe(&mut tx, ("speaker", id), &node, &principal.tenant_id)
+                .await?;
+            let reason = failed
+                .get(&node)
+                .cloned()
+                .unwrap_or_else(|| NOT_REACHED.to_owned());
             error_summary.insert(node, reason);
         }
     }

@@ -550,8 +550,12 @@ pub async fn erase(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiRes
         match dropped.contains(&node) {
             true => evicted.push(node),
             false => {
+                // Owed: the erasure reconciler evicts it when the node answers again.
+                crate::db::evictions::owe(&mut tx, ("voice", id), &node, &principal.tenant_id)
+                    .await?;
                 let reason = failed.get(&node).cloned().unwrap_or_else(|| {
-                    "node not reachable from this process; its cached profile ages out".to_owned()
+                    "node not reachable; the erasure reconciler evicts it when the node is back"
+                        .to_owned()
                 });
                 error_summary.insert(node, reason);
             }

@@ -96,6 +96,9 @@ pub fn spawn_background(state: &Arc<AppState>, api: bool) {
         .gate
         .accounting
         .spawn_flusher(state.config.accounting.flush_interval);
+    if let Some(engines) = state.nodes.engines() {
+        crate::speech::erasure::spawn(state.db.clone(), engines.clone());
+    }
     if let (Some(cluster), Some(engines)) = (&state.cluster, state.nodes.engines()) {
         state.nodes.spawn_discovery();
         for member in engines.members().iter().filter(|m| m.supervised) {

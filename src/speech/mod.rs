@@ -11,6 +11,7 @@
 //! - [`nodes`]: this process's node and the live nodes of the registry.
 
 pub mod backends;
+pub mod erasure;
 pub mod intake;
 pub mod nodes;
 pub mod upload;

@@ -24,6 +24,7 @@ mod stream;
 mod support;
 mod tenancy;
 mod tls;
+mod topology;
 mod upstream;
 mod webhooks;
 mod webrtc;

@@ -30,6 +30,11 @@ impl Drop for Node {
 /// A node on a free loopback port, taking requests of at most `max_message` bytes and
 /// queueing at most `queue` recordings; waits until it answers.
 async fn start(max_message: usize, queue: usize) -> Node {
+    start_with(max_message, queue, None).await
+}
+
+/// [`start`], with a node token (`SCAIGRID_NODE_TOKEN`).
+async fn start_with(max_message: usize, queue: usize, token: Option<&str>) -> Node {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -46,6 +51,8 @@ async fn start(max_message: usize, queue: usize) -> Node {
         ])
         .args(["--stt-queue", &queue.to_string()])
         .env("SCAIGRID_DATA_DIR", tempfile::tempdir().unwrap().keep())
+        .env_remove("SCAIGRID_NODE_TOKEN")
+        .envs(token.map(|token| ("SCAIGRID_NODE_TOKEN", token)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -176,4 +183,65 @@ async fn a_standalone_node_is_healthy_and_refuses_bad_input_without_falling_over
         .into_inner();
     assert_eq!(info.pid, node.child.id());
     assert_eq!(info.in_flight, 0);
+}
+
+#[tokio::test]
+async fn a_node_beyond_loopback_needs_a_token_and_refuses_calls_without_it() {
+    // Listening on every interface without a token: it does not start.
+    let output = tokio::process::Command::new(binary())
+        .args(["node", "--listen", "0.0.0.0:0", "--node-id", "open"])
+        .env("SCAIGRID_DATA_DIR", tempfile::tempdir().unwrap().keep())
+        .env_remove("SCAIGRID_NODE_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("node_token"), "{stderr}");
+    // A short token is refused too.
+    let output = tokio::process::Command::new(binary())
+        .args(["node", "--listen", "127.0.0.1:0"])
+        .env("SCAIGRID_DATA_DIR", tempfile::tempdir().unwrap().keep())
+        .env("SCAIGRID_NODE_TOKEN", "short")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at least 16"));
+
+    // With a token, every call must carry it, the health check included.
+    let token = "node-api-token-0123456789abcdef";
+    let node = start_with(2 * 1024 * 1024, 2, Some(token)).await;
+    let check = || HealthCheckRequest {
+        service: "scaigrid.node.v1.Node".into(),
+    };
+    let refused = HealthClient::new(node.channel.clone())
+        .check(check())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let wrong = scaigrid::config::Secret::new("a-wrong-token-of-enough-length!!");
+    let bearer = |secret: &scaigrid::config::Secret| {
+        scaigrid::inference::token::Bearer::new(Some(secret)).unwrap()
+    };
+    let mut client = NodeClient::with_interceptor(node.channel.clone(), bearer(&wrong));
+    let refused = client.info(proto::InfoRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let right = scaigrid::config::Secret::new(token);
+    let mut health = HealthClient::with_interceptor(node.channel.clone(), bearer(&right));
+    let serving = loop {
+        let status = health.check(check()).await.unwrap().into_inner().status;
+        if status == ServingStatus::Serving as i32 {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(serving, ServingStatus::Serving as i32);
+    let mut client = NodeClient::with_interceptor(node.channel.clone(), bearer(&right));
+    let info = client
+        .info(proto::InfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.node_id, "solo");
 }

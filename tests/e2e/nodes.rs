@@ -215,6 +215,7 @@ async fn a_speech_stream_whose_node_dies_loses_one_sentence_at_most_and_goes_on(
                 assert_eq!(frame["code"], "SCAISPEAK_BACKEND_UNAVAILABLE", "{frame}");
                 assert!(frame["node_id"].is_string(), "{frame}");
                 assert_eq!(frame["resumes"], "next_sentence", "{frame}");
+                println!("sentence lost: {frame}");
                 errors += 1;
             }
             Got::Json(frame) if frame["type"] == "done" => {

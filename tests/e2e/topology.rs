@@ -1,0 +1,358 @@
+//! The scaled topology as processes (not containers): two edges that run no engines of
+//! their own (`node_processes = 0`) and two `scaigrid node`s on loopback TCP with a
+//! node token, on PostgreSQL, Redis and S3. The nodes announce themselves in the
+//! registry, both edges route to both; `kill -9` of a node mid-stream costs the stream
+//! nothing but latency; warm and evict fan out per node, and a node away at a deletion
+//! evicts when it returns (the erasure reconciler).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use scaigrid::inference::proto::{self, node_client::NodeClient};
+use scaigrid::inference::token::Bearer;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::scaispeak::{Got, connect_speak, next, text};
+use crate::scaled::Deployment;
+use crate::stream::{
+    Token, connect, final_text, next_frame, pcm_16k, says_beckett, send_json, until_close,
+};
+use crate::support::{ADMIN_KEY, Options, Server, binary};
+
+const TOKEN: &str = "e2e-node-token-0123456789abcdef";
+const TRANSCRIBE: &str = "/v1/modules/scaiecho/transcribe";
+const SPEAKERS: &str = "/v1/modules/scaiecho/speakers";
+
+/// A `scaigrid node` process on a loopback port, announced in the deployment's registry.
+struct NodeProcess {
+    id: String,
+    port: u16,
+    child: Child,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl NodeProcess {
+    fn start(deployment: &Deployment, id: &str) -> NodeProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap().keep();
+        let config = dir.join("node.toml");
+        let engines = format!("[engines]\nnode_token = \"{TOKEN}\"\n");
+        std::fs::write(
+            &config,
+            deployment.toml_tls(&deployment.redis, "", &engines),
+        )
+        .unwrap();
+        let child = Command::new(binary())
+            .arg("node")
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--node-id", id])
+            .env("SCAIGRID_DATA_DIR", dir.join("data"))
+            .env_remove("SCAIGRID_NODE_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(match std::env::var_os("E2E_SERVER_LOGS") {
+                Some(_) => Stdio::inherit(),
+                None => Stdio::null(),
+            })
+            .spawn()
+            .unwrap();
+        NodeProcess {
+            id: id.to_owned(),
+            port,
+            child,
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status();
+    }
+
+    /// What the node says of itself, asked directly with the token.
+    async fn info(&self) -> Option<proto::InfoReply> {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.port))
+                .unwrap()
+                .connect()
+                .await
+                .ok()?;
+        let bearer = Bearer::new(Some(&scaigrid::config::Secret::new(TOKEN))).unwrap();
+        let mut client = NodeClient::with_interceptor(channel, bearer);
+        let reply = client.info(proto::InfoRequest {}).await.ok()?;
+        Some(reply.into_inner())
+    }
+}
+
+/// An edge: speech goes to the registry's nodes; jobs run here too.
+async fn edge(deployment: &Deployment) -> Server {
+    let extra = format!(
+        "[engines]\nnode_processes = 0\nnode_token = \"{TOKEN}\"\n[jobs]\nlease_seconds = 3\n"
+    );
+    Server::start_with(Options {
+        database_url: Some(deployment.database.clone()),
+        config_toml: Some(deployment.toml_tls(&deployment.redis, "", &extra)),
+        ..Options::default()
+    })
+    .await
+}
+
+fn clip(file: &str) -> Vec<u8> {
+    std::fs::read(format!("models/cache/test-audio/{file}")).unwrap()
+}
+
+async fn transcribe(server: &Server) -> (u16, Value) {
+    server
+        .post_wav_form(TRANSCRIBE, ADMIN_KEY, &[], clip("beckett.wav"))
+        .await
+}
+
+/// Waits (at most two minutes) until the edge has found both nodes: the registry
+/// lists them online, and the edge's speaker fan-out reaches both.
+async fn sees(edge: &Server, nodes: &[&NodeProcess]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, listed) = edge.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+        assert_eq!(status, 200, "{listed}");
+        let online = |id: &str| {
+            listed["data"].as_array().unwrap().iter().any(|node| {
+                node["node_id"] == id && node["status"] == "online" && node["shared"] == true
+            })
+        };
+        if nodes.iter().all(|node| online(&node.id)) && transcribe(edge).await.0 == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge did not find the nodes: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A WS stream of `two_cities.wav`; `kill` runs after the first final. The finals'
+/// text, and the close code.
+async fn two_cities_stream(edge: &Server, kill: Option<&NodeProcess>) -> (String, Option<u16>) {
+    let audio = pcm_16k("two_cities.wav");
+    let mut socket = connect(edge, Token::Header(ADMIN_KEY)).await;
+    send_json(
+        &mut socket,
+        json!({"type": "open", "media_type": "audio/pcm;rate=16000", "language": "en",
+            "chunk_seconds": 1.0}),
+    )
+    .await;
+    assert_eq!(next_frame(&mut socket).await["type"], "ready");
+    let (head, tail) = audio.split_at((audio.len() / 3) & !1);
+    for chunk in head.chunks(3200) {
+        let chunk = Message::Binary(chunk.to_vec().into());
+        socket.send(chunk).await.unwrap();
+    }
+    let mut frames = Vec::new();
+    loop {
+        let frame = next_frame(&mut socket).await;
+        assert_ne!(frame["type"], "error", "{frame}");
+        let is_final = frame["is_final"] == true;
+        frames.push(frame);
+        if is_final {
+            break;
+        }
+    }
+    if let Some(node) = kill {
+        node.signal("KILL");
+    }
+    for chunk in tail.chunks(3200) {
+        let chunk = Message::Binary(chunk.to_vec().into());
+        socket.send(chunk).await.unwrap();
+    }
+    send_json(&mut socket, json!({"type": "close"})).await;
+    let (after, code) = until_close(&mut socket).await;
+    assert!(
+        after.iter().all(|f| f["type"] != "error"),
+        "an utterance was lost: {after:?}"
+    );
+    frames.extend(after);
+    (final_text(&frames).to_lowercase(), code)
+}
+
+/// A short `/stream/speak` session: audio, then `done` and a normal close.
+async fn speak_stream(edge: &Server) {
+    let mut socket = connect_speak(edge).await;
+    text(&mut socket, json!({"type": "open"})).await;
+    let Got::Json(ready) = next(&mut socket).await else {
+        panic!("no ready")
+    };
+    assert_eq!(ready["type"], "ready", "{ready}");
+    let say = json!({"type": "text", "text": "Two edges, two nodes, one voice."});
+    text(&mut socket, say).await;
+    text(&mut socket, json!({"type": "close"})).await;
+    let mut audio = 0;
+    loop {
+        match next(&mut socket).await {
+            Got::Audio(bytes) => audio += bytes.len(),
+            Got::Json(frame) if frame["type"] == "done" => break,
+            Got::Json(frame) => assert_ne!(frame["type"], "error", "{frame}"),
+            Got::Closed(code) => panic!("closed early: {code:?}"),
+        }
+    }
+    assert!(audio > 1000, "no audio");
+    assert!(matches!(next(&mut socket).await, Got::Closed(Some(1000))));
+}
+
+#[tokio::test]
+async fn two_edges_and_two_nodes_serve_speech_and_a_node_death_costs_only_latency() {
+    let Some(deployment) = Deployment::new().await else {
+        return;
+    };
+    let n1 = NodeProcess::start(&deployment, &format!("{}-n1", deployment.prefix));
+    let n2 = NodeProcess::start(&deployment, &format!("{}-n2", deployment.prefix));
+    let (edge1, edge2) = (edge(&deployment).await, edge(&deployment).await);
+    sees(&edge1, &[&n1, &n2]).await;
+    sees(&edge2, &[&n1, &n2]).await;
+
+    // Everything speech does, through either edge.
+    for edge in [&edge1, &edge2] {
+        let (status, body) = transcribe(edge).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(says_beckett(body["text"].as_str().unwrap()), "{body}");
+        let speak = json!({"text": "Served by a node on another process."});
+        let (status, _) = edge
+            .post("/v1/modules/scaispeak/speak", Some(ADMIN_KEY), speak)
+            .await;
+        assert_eq!(status, 200);
+        speak_stream(edge).await;
+    }
+
+    // A speaker profile warms on every node, whichever edge is asked.
+    let (status, speaker) = edge1
+        .post_wav_form(
+            SPEAKERS,
+            ADMIN_KEY,
+            &[("label", "Beckett")],
+            clip("beckett.wav"),
+        )
+        .await;
+    assert_eq!(status, 201, "{speaker}");
+    let mut warm: Vec<&str> = speaker["warm_node_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .collect();
+    warm.sort();
+    assert_eq!(warm, [n1.id.as_str(), n2.id.as_str()], "{speaker}");
+    for node in [&n1, &n2] {
+        assert_eq!(node.info().await.unwrap().warm_speakers, 1);
+    }
+
+    // An undisturbed stream, then the same one with a node killed mid-way: the socket
+    // stays open, no utterance is lost, and the transcript is as good.
+    let reference = include_str!("../../engines/tests/data/two_cities.txt");
+    let (calm, code) = two_cities_stream(&edge2, None).await;
+    assert_eq!(code, Some(1000));
+    let (disturbed, code) = two_cities_stream(&edge2, Some(&n1)).await;
+    assert_eq!(code, Some(1000));
+    let (calm_wer, disturbed_wer) = (
+        engines::wer::wer(reference, &calm),
+        engines::wer::wer(reference, &disturbed),
+    );
+    println!("two cities WER undisturbed {calm_wer:.3}, node killed {disturbed_wer:.3}");
+    assert!(
+        disturbed_wer <= calm_wer + 0.02,
+        "{disturbed_wer} vs {calm_wer}: {disturbed}"
+    );
+
+    // The survivor serves both edges; the dead node leaves the registry by itself.
+    for edge in [&edge1, &edge2] {
+        let (status, body) = transcribe(edge).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, listed) = edge1.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+        let ids: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["node_id"].as_str())
+            .collect();
+        if !ids.contains(&n1.id.as_str()) {
+            assert!(ids.contains(&n2.id.as_str()), "{listed}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dead node is still listed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_away_at_a_deletion_evicts_the_profile_when_it_returns() {
+    let Some(deployment) = Deployment::new().await else {
+        return;
+    };
+    let n1 = NodeProcess::start(&deployment, &format!("{}-n1", deployment.prefix));
+    let n2 = NodeProcess::start(&deployment, &format!("{}-n2", deployment.prefix));
+    let edge = edge(&deployment).await;
+    sees(&edge, &[&n1, &n2]).await;
+    let (status, speaker) = edge
+        .post_wav_form(
+            SPEAKERS,
+            ADMIN_KEY,
+            &[("label", "Nagg")],
+            clip("beckett.wav"),
+        )
+        .await;
+    assert_eq!(status, 201, "{speaker}");
+    assert_eq!(speaker["warm_node_ids"].as_array().unwrap().len(), 2);
+    let id = speaker["id"].as_str().unwrap();
+
+    // n1 stops answering (a partition: the process lives, its memory with it).
+    n1.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (status, deleted) = edge
+        .send(
+            reqwest::Method::DELETE,
+            &format!("{SPEAKERS}/{id}"),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["evicted_node_ids"], json!([n2.id]), "{deleted}");
+    assert!(deleted["error_summary"][&n1.id].is_string(), "{deleted}");
+    assert_eq!(n2.info().await.unwrap().warm_speakers, 0);
+
+    // n1 comes back: it still holds the profile until the reconciler evicts it.
+    n1.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let warm = n1.info().await.map(|info| info.warm_speakers);
+        let (_, listed) = edge.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+        let owed = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == n1.id.as_str())
+            .map(|n| n["evictions_owed"].clone());
+        if warm == Some(0) && owed == Some(json!(0)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n1 still holds the profile ({warm:?}, owed {owed:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
