@@ -16,6 +16,7 @@ pub mod limits;
 pub mod nodes;
 pub mod queue;
 pub mod revocation;
+pub mod streams;
 
 use std::time::Duration;
 

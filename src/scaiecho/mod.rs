@@ -54,7 +54,11 @@ impl ScaiEcho {
         ScaiEcho {
             local,
             relay,
-            streams: crate::slots::StreamSlots::new("scaigrid_scaiecho_streams_open"),
+            streams: crate::slots::StreamSlots::new(
+                "scaigrid_scaiecho_streams_open",
+                "scaiecho",
+                handles.nodes.cluster(),
+            ),
             handles,
         }
     }

@@ -64,7 +64,11 @@ impl ScaiSpeak {
         ScaiSpeak {
             local,
             relay,
-            streams: crate::slots::StreamSlots::new("scaigrid_scaispeak_streams_open"),
+            streams: crate::slots::StreamSlots::new(
+                "scaigrid_scaispeak_streams_open",
+                "scaispeak",
+                handles.nodes.cluster(),
+            ),
             config,
             handles,
         }

@@ -34,6 +34,11 @@ impl Nodes {
         }
     }
 
+    /// Redis of the scaled deployment (`None`: embedded).
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.cluster.clone()
+    }
+
     /// The edge's engines (the voice activity detector only).
     pub fn vad(&self) -> Option<&Arc<engines::node::Node>> {
         self.vad.as_ref()

@@ -206,7 +206,7 @@ pub async fn create(
                 media_type: "audio/opus;transport=webrtc".to_owned(),
                 ..open
             };
-            let slot = scaiecho::stream::take_slot(&state.scaiecho, &principal.tenant_id)?;
+            let slot = scaiecho::stream::take_slot(&state.scaiecho, &principal.tenant_id).await?;
             Prepared::Echo(Box::new(
                 scaiecho::stream::Session::open(&state.scaiecho, principal.clone(), slot, open)
                     .await?,
@@ -214,7 +214,7 @@ pub async fn create(
         }
         Module::Scaispeak => {
             let open = scaispeak::stream::parse_open(&open.to_string())?;
-            let slot = scaispeak::stream::take_slot(&state.scaispeak, &principal.tenant_id)?;
+            let slot = scaispeak::stream::take_slot(&state.scaispeak, &principal.tenant_id).await?;
             Prepared::Speak(Box::new(
                 scaispeak::stream::Session::open(
                     &state.scaispeak,

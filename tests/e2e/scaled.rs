@@ -58,7 +58,7 @@ impl Deployment {
         self.api_with(redis, database, "").await
     }
 
-    async fn api_with(&self, redis: &str, database: Option<&str>, more: &str) -> Server {
+    pub(crate) async fn api_with(&self, redis: &str, database: Option<&str>, more: &str) -> Server {
         let extra = format!("[engines]\nenabled = false\n[jobs]\nlease_seconds = 3\n{more}");
         Server::start_with(Options {
             database_url: Some(database.unwrap_or(&self.database).to_owned()),
@@ -497,4 +497,68 @@ async fn warm_node_ids_list_only_live_nodes() {
         assert!(start.elapsed() < Duration::from_secs(20), "{seen}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A stream socket that took its slot (the slot comes before `open`) and holds it, or
+/// the close code it got instead.
+async fn hold_stream(
+    edge: &Server,
+    path: &str,
+) -> Result<crate::stream::Socket, (Vec<Value>, Option<u16>)> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}{path}", edge.base.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    let bearer = format!("Bearer {ADMIN_KEY}").parse().unwrap();
+    request.headers_mut().insert("authorization", bearer);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // A refused stream says so at once; a held one stays silent until `open`.
+    let first = match tokio::time::timeout(Duration::from_millis(750), socket.next()).await {
+        Err(_) => return Ok(socket),
+        Ok(first) => first,
+    };
+    let mut frames = Vec::new();
+    if let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) = first {
+        frames.push(serde_json::from_str(&text).unwrap());
+    }
+    let (rest, code) = crate::stream::until_close(&mut socket).await;
+    frames.extend(rest);
+    Err((frames, code))
+}
+
+#[tokio::test]
+async fn a_tenants_stream_cap_holds_across_edges() {
+    let Some(deployment) = Deployment::new().await else {
+        return;
+    };
+    let caps = "[scaiecho]\nmax_streams_per_tenant = 2\n\
+                [scaispeak]\nstream_max_per_tenant = 1\n";
+    let edge1 = deployment.api_with(&deployment.redis, None, caps).await;
+    let edge2 = deployment.api_with(&deployment.redis, None, caps).await;
+    let listen = "/v1/modules/scaiecho/stream/transcribe";
+    let first = hold_stream(&edge1, listen).await.expect("first stream");
+    let _second = hold_stream(&edge2, listen).await.expect("second stream");
+    // Two streams open, one on each edge: a third is refused on either.
+    for edge in [&edge1, &edge2] {
+        let (frames, code) = hold_stream(edge, listen).await.expect_err("refused");
+        assert_eq!(code, Some(4429), "{frames:?}");
+        assert_eq!(frames[0]["code"], "RATE_LIMITED", "{frames:?}");
+    }
+    // Closing one on edge 1 frees its slot for edge 2.
+    drop(first);
+    let start = Instant::now();
+    let _third = loop {
+        match hold_stream(&edge2, listen).await {
+            Ok(socket) => break socket,
+            Err(refused) => {
+                assert!(start.elapsed() < Duration::from_secs(10), "{refused:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    // Speech streams have their own cap, shared the same way.
+    let speak = "/v1/modules/scaispeak/stream/speak";
+    let _speaking = hold_stream(&edge1, speak).await.expect("speech stream");
+    let (frames, code) = hold_stream(&edge2, speak).await.expect_err("refused");
+    assert_eq!(code, Some(4429), "{frames:?}");
 }

@@ -47,10 +47,11 @@ const BUSY_RETRY: Duration = Duration::from_millis(50);
 pub use crate::slots::Slot;
 
 /// One of the tenant's open-stream slots (429/4429 `RATE_LIMITED` when all are taken).
-pub fn take_slot(state: &Arc<ScaiEcho>, tenant: &str) -> Result<Slot, ApiError> {
+pub async fn take_slot(state: &Arc<ScaiEcho>, tenant: &str) -> Result<Slot, ApiError> {
     state
         .streams
         .take(tenant, state.handles.stream.max_per_tenant)
+        .await
 }
 
 /// A transcribed snapshot: text, and the speaker embedding when diarizing.
@@ -85,7 +86,7 @@ async fn start(
     let principal = ws::authenticate(&state.handles.gate.auth, token).await?;
     admit(state, &principal).await?;
     // The slot before `open`: a tenant at its limit is refused at once.
-    let slot = take_slot(state, &principal.tenant_id)?;
+    let slot = take_slot(state, &principal.tenant_id).await?;
     let idle = state.handles.stream.idle_timeout;
     let text = ws::open_frame(socket, idle, "send the `open` frame before any audio").await?;
     let open = protocol::parse_open(&text)?;

@@ -113,7 +113,7 @@ async fn start(
     let principal = ws::authenticate(&state.handles.gate.auth, token).await?;
     admit(state, &principal).await?;
     // The slot before `open`: a tenant at its limit is refused at once.
-    let slot = take_slot(state, &principal.tenant_id)?;
+    let slot = take_slot(state, &principal.tenant_id).await?;
     let idle = state.handles.stream.idle_timeout;
     let text = ws::open_frame(socket, idle, "send the `open` frame first").await?;
     let open = parse_open(&text)?;
@@ -122,10 +122,11 @@ async fn start(
 
 /// One of the tenant's open speech-stream slots (429/4429 `RATE_LIMITED` when all are
 /// taken: `[scaispeak] stream_max_per_tenant`).
-pub fn take_slot(state: &Arc<ScaiSpeak>, tenant: &str) -> ApiResult<Slot> {
+pub async fn take_slot(state: &Arc<ScaiSpeak>, tenant: &str) -> ApiResult<Slot> {
     state
         .streams
         .take(tenant, state.config.stream_max_per_tenant)
+        .await
 }
 
 impl Session {
