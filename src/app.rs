@@ -170,6 +170,7 @@ impl AppState {
             db.clone(),
             auth.clone(),
             (scaiecho.clone(), scaispeak.clone()),
+            cluster.clone(),
         ));
         Ok(Arc::new(AppState {
             gateway,

@@ -105,6 +105,8 @@ impl Module {
 pub struct Webrtc {
     /// This process's sessions.
     pub registry: Registry,
+    /// Redis of the scaled deployment: the per-tenant session cap holds across edges.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     config: WebrtcConfig,
     stream: StreamConfig,
     db: Db,
@@ -119,9 +121,11 @@ impl Webrtc {
         db: Db,
         auth: Arc<Authenticator>,
         (scaiecho, scaispeak): (Arc<scaiecho::ScaiEcho>, Arc<scaispeak::ScaiSpeak>),
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Webrtc {
         Webrtc {
             registry: Registry::default(),
+            cluster,
             config,
             stream,
             db,
@@ -227,6 +231,15 @@ pub async fn create(
             ))
         }
     };
+    // Across the deployment: a lease per session (the local count is checked below).
+    let lease = match &state.cluster {
+        Some(cluster) => {
+            let kind = ("webrtc", principal.tenant_id.as_str());
+            let taken = crate::cluster::streams::take(cluster, kind, cap).await?;
+            Some(taken.ok_or_else(|| registry::full(cap))?)
+        }
+        None => None,
+    };
     let id = crate::db::new_id("rtc");
     let entry = Arc::new(Entry {
         id: id.clone(),
@@ -234,6 +247,7 @@ pub async fn create(
         module,
         created_at: crate::db::now_ms(),
         phase: Mutex::new(Phase::Created(Some(prepared))),
+        _lease: lease,
     });
     state.registry.insert(entry.clone(), cap)?;
     let mut conn = state.db.pool.acquire().await?;

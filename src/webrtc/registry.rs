@@ -52,6 +52,8 @@ pub(super) struct Entry {
     pub(super) module: Module,
     pub(super) created_at: i64,
     pub(super) phase: Mutex<Phase>,
+    /// The deployment-wide cap's lease (scaled); given back when the entry goes.
+    pub(super) _lease: Option<crate::cluster::streams::Lease>,
 }
 
 impl Entry {
@@ -68,6 +70,15 @@ impl Entry {
             _ => None,
         }
     }
+}
+
+/// 429 `RATE_LIMITED`: the tenant has `cap` sessions.
+pub(super) fn full(cap: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::RATE_LIMITED,
+        format!("the tenant already has {cap} WebRTC sessions"),
+    )
+    .with_field("limit", cap)
 }
 
 /// This process's sessions.
@@ -92,11 +103,7 @@ impl Registry {
             .filter(|other| other.tenant_id == entry.tenant_id)
             .count();
         if open >= cap {
-            return Err(ApiError::new(
-                ErrorCode::RATE_LIMITED,
-                format!("the tenant already has {cap} WebRTC sessions"),
-            )
-            .with_field("limit", cap));
+            return Err(full(cap));
         }
         sessions.insert(entry.id.clone(), entry);
         metrics::gauge!("scaigrid_webrtc_sessions").increment(1.0);

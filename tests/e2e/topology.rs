@@ -100,7 +100,8 @@ impl NodeProcess {
 /// An edge: speech goes to the registry's nodes; jobs run here too.
 async fn edge(deployment: &Deployment) -> Server {
     let extra = format!(
-        "[engines]\nnode_processes = 0\nnode_token = \"{TOKEN}\"\n[jobs]\nlease_seconds = 3\n"
+        "[engines]\nnode_processes = 0\nnode_token = \"{TOKEN}\"\n[jobs]\nlease_seconds = 3\n\
+         [webrtc]\nmax_sessions_per_tenant = 1\n"
     );
     Server::start_with(Options {
         database_url: Some(deployment.database.clone()),
@@ -233,6 +234,28 @@ async fn two_edges_and_two_nodes_serve_speech_and_a_node_death_costs_only_latenc
             .await;
         assert_eq!(status, 200);
         speak_stream(edge).await;
+    }
+
+    // A tenant's WebRTC sessions are capped across the edges (1 here).
+    let sessions = "/v1/modules/scaispeak/sessions";
+    let (status, created) = edge1.post(sessions, Some(ADMIN_KEY), json!({})).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, refused) = edge2.post(sessions, Some(ADMIN_KEY), json!({})).await;
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["error"]["code"], "RATE_LIMITED", "{refused}");
+    let session = format!("{sessions}/{}", created["id"].as_str().unwrap());
+    let (status, _) = edge1
+        .send(reqwest::Method::DELETE, &session, Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(status, 204);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = edge2.post(sessions, Some(ADMIN_KEY), json!({})).await;
+        if status == 201 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // A speaker profile warms on every node, whichever edge is asked.
