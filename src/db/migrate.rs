@@ -44,8 +44,38 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "erasures", include_str!("migrations/0010_erasures.sql")),
 ];
 
+/// Key of the PostgreSQL advisory lock that migrations run under.
+const LOCK: i64 = 0x5ca1_9a1d_0001;
+
 /// Applies every migration not yet recorded. Returns how many ran.
+///
+/// On PostgreSQL, processes of a deployment start together (compose starts both edges
+/// and the worker at once) and would race to create the same tables; they take turns
+/// under a session advisory lock, so the first one migrates and the others find the
+/// work done. SQLite has one process.
 pub async fn run(db: &Db) -> anyhow::Result<usize> {
+    let mut conn = db.pool.acquire().await?;
+    let postgres = db.kind == super::DbKind::Postgres;
+    if postgres {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(LOCK)
+            .execute(&mut *conn)
+            .await
+            .context("waiting for the migration lock")?;
+    }
+    let applied = apply(db, &mut conn).await;
+    if postgres {
+        // The lock also ends with the connection, should this fail.
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LOCK)
+            .execute(&mut *conn)
+            .await;
+    }
+    applied
+}
+
+async fn apply(db: &Db, conn: &mut sqlx::AnyConnection) -> anyhow::Result<usize> {
+    use sqlx::Connection;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version BIGINT PRIMARY KEY,
@@ -53,11 +83,11 @@ pub async fn run(db: &Db) -> anyhow::Result<usize> {
             applied_at BIGINT NOT NULL
         )",
     )
-    .execute(&db.pool)
+    .execute(&mut *conn)
     .await
     .context("creating schema_migrations")?;
     let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
-        .fetch_all(&db.pool)
+        .fetch_all(&mut *conn)
         .await?
         .iter()
         .map(|row| row.try_get::<i64, _>(0))
@@ -67,7 +97,10 @@ pub async fn run(db: &Db) -> anyhow::Result<usize> {
         if applied.contains(version) {
             continue;
         }
-        let mut tx = db.begin().await?;
+        let mut tx = match db.kind {
+            super::DbKind::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            super::DbKind::Postgres => conn.begin().await?,
+        };
         for statement in statements(sql) {
             sqlx::query(AssertSqlSafe(statement.as_str()))
                 .execute(&mut *tx)

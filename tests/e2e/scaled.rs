@@ -562,3 +562,25 @@ async fn a_tenants_stream_cap_holds_across_edges() {
     let (frames, code) = hold_stream(&edge2, speak).await.expect_err("refused");
     assert_eq!(code, Some(4429), "{frames:?}");
 }
+
+#[tokio::test]
+async fn processes_starting_together_migrate_a_fresh_database_once() {
+    let Some(database) = postgres_database().await else {
+        return;
+    };
+    // Edges and workers of a deployment start at once on an empty database.
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::process::Command::new(crate::support::binary())
+                .arg("migrate")
+                .env("SCAIGRID_DATABASE_URL", &database)
+                .env("SCAIGRID_DATA_DIR", tempfile::tempdir().unwrap().keep())
+                .output()
+        })
+        .collect();
+    for output in futures_util::future::join_all(runs).await {
+        let output = output.unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+    }
+}
