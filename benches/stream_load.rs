@@ -15,7 +15,7 @@
 //! `POST /transcribe`, in x real time.
 //!
 //! Usage: stream_load --url http://127.0.0.1:PORT --key KEY [--streams 1,2,4,8]
-//!                    [--frame-ms 40] [--batch true]
+//!                    [--frame-ms 40] [--batch true] [--batch-parallel 1]
 #![allow(
     clippy::unwrap_used,
     reason = "a test or bench fails loudly on a broken fixture or server"
@@ -42,6 +42,8 @@ struct Args {
     streams: Vec<usize>,
     frame_ms: usize,
     batch: bool,
+    /// Batch recordings sent at once (aggregate throughput across nodes).
+    batch_parallel: usize,
 }
 
 fn args() -> Args {
@@ -51,6 +53,7 @@ fn args() -> Args {
         streams: vec![1, 2, 4, 8],
         frame_ms: 40,
         batch: true,
+        batch_parallel: 1,
     };
     let raw: Vec<String> = std::env::args().collect();
     let mut index = 1;
@@ -62,6 +65,7 @@ fn args() -> Args {
             "--streams" => args.streams = value.split(',').filter_map(|n| n.parse().ok()).collect(),
             "--frame-ms" => args.frame_ms = value.parse().unwrap_or(40),
             "--batch" => args.batch = value == "true",
+            "--batch-parallel" => args.batch_parallel = value.parse().unwrap_or(1).max(1),
             // `cargo bench` adds `--bench`; anything else unknown is ignored too.
             _ => {
                 index += 1;
@@ -294,25 +298,34 @@ async fn batch(args: &Args, samples: &[f32]) {
     ));
     spinner.enable_steady_tick(Duration::from_millis(200));
     let started = Instant::now();
-    let response = http
-        .post(format!("{}/v1/modules/scaiecho/transcribe", args.url))
-        .bearer_auth(&args.key)
-        .header("content-type", "audio/wav")
-        .body(wav)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or_default();
+    let send = |wav: Vec<u8>| {
+        let request = http
+            .post(format!("{}/v1/modules/scaiecho/transcribe", args.url))
+            .bearer_auth(&args.key)
+            .header("content-type", "audio/wav")
+            .body(wav);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or_default();
+            (status, body)
+        }
+    };
+    let answers =
+        futures_util::future::join_all((0..args.batch_parallel).map(|_| send(wav.clone()))).await;
     let took = started.elapsed().as_secs_f64();
     spinner.finish_and_clear();
     let reference = include_str!("../engines/tests/data/two_cities.txt").repeat(14);
-    let error = engines::wer::wer(&reference, body["text"].as_str().unwrap_or(""));
+    for (status, body) in answers {
+        let error = engines::wer::wer(&reference, body["text"].as_str().unwrap_or(""));
+        println!("batch: status {status}, WER {:.1} %", error * 100.0);
+    }
+    let parallel = args.batch_parallel as f64;
     println!(
-        "batch: {:.1} min of audio in {took:.1} s = {:.1}x real time (status {status}, WER {:.1} %)",
+        "batch: {} x {:.1} min of audio in {took:.1} s = {:.1}x real time in all",
+        args.batch_parallel,
         seconds / 60.0,
-        seconds / took,
-        error * 100.0
+        parallel * seconds / took,
     );
 }
 

@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0009_hardening.sql"),
     ),
     (10, "erasures", include_str!("migrations/0010_erasures.sql")),
+    (
+        11,
+        "context_length",
+        include_str!("migrations/0011_context_length.sql"),
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that migrations run under.

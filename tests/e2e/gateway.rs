@@ -957,3 +957,60 @@ async fn call_raw(http: &reqwest::Client, url: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+#[tokio::test]
+async fn a_prompt_over_the_models_context_is_413_with_the_limit() {
+    let server = server().await;
+    let up = upstream::start("ctx", "ctx-key").await;
+    let id = backend(&server, &up, "ctx-key").await;
+    let routes = json!([{"backend_id": id}]);
+    // Context sizes a model could have, and nothing else.
+    for bad in [json!(0), json!(10_000_001), json!(-5), json!("big")] {
+        let request = json!({"slug": "ctx/bad", "routing": {"backends": routes.clone()},
+            "context_length": bad});
+        let (status, body) = server.post("/v1/models", Some(ADMIN_KEY), request).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    model(&server, "ctx/small", routes, json!({"context_length": 64})).await;
+    let (status, listed) = server.get("/v1/models/ctx/small", Some(ADMIN_KEY)).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["context_length"], 64, "{listed}");
+    let long = "word ".repeat(400);
+    let chat = |content: &str, max_tokens: u64| {
+        json!({"model": "ctx/small", "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens})
+    };
+    let (status, body) = server
+        .post("/v1/chat/completions", Some(ADMIN_KEY), chat(&long, 5))
+        .await;
+    assert_error(status, &body, 413, "CTX_TOO_LARGE");
+    assert_eq!(body["error"]["limit"], 64, "{body}");
+    assert!(
+        body["error"]["prompt_tokens"].as_u64().unwrap() > 64,
+        "{body}"
+    );
+    // The completion asked for counts too.
+    let (status, body) = server
+        .post("/v1/chat/completions", Some(ADMIN_KEY), chat("Hi.", 100))
+        .await;
+    assert_error(status, &body, 413, "CTX_TOO_LARGE");
+    let (status, body) = server
+        .post("/v1/chat/completions", Some(ADMIN_KEY), chat("Hi.", 5))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // 0 removes the limit.
+    let (status, body) = server
+        .send(
+            reqwest::Method::PATCH,
+            "/v1/models/ctx/small",
+            Some(ADMIN_KEY),
+            Some(json!({"context_length": 0})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["context_length"], Value::Null, "{body}");
+    let (status, body) = server
+        .post("/v1/chat/completions", Some(ADMIN_KEY), chat(&long, 5))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -70,6 +70,8 @@ pub struct ModelSpec {
     pub capabilities: Vec<String>,
     pub routing: Routing,
     pub pricing: Pricing,
+    /// Tokens of prompt and completion together at most (seed 003's context size).
+    pub context_length: Option<u64>,
     pub created_at: i64,
 }
 
@@ -282,6 +284,7 @@ fn model_spec(row: &ModelRow) -> Option<ModelSpec> {
             Some(text) => serde_json::from_str(text).ok()?,
             None => Pricing::default(),
         },
+        context_length: row.context_length.and_then(|n| u64::try_from(n).ok()),
         created_at: row.created_at,
     })
 }
@@ -298,6 +301,7 @@ fn spec_row(spec: &ModelSpec) -> ApiResult<ModelRow> {
         capabilities: json(&spec.capabilities)?,
         routing: json(&spec.routing)?,
         pricing: Some(json(&spec.pricing)?),
+        context_length: spec.context_length.and_then(|n| i64::try_from(n).ok()),
         created_at: spec.created_at,
         updated_at: now_ms(),
     })

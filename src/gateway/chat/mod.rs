@@ -209,6 +209,30 @@ async fn read_capped(
     }
 }
 
+/// 413 `CTX_TOO_LARGE` with the `limit` when the prompt (estimated) and the completion
+/// asked for exceed the model's context size, before any upstream is called.
+fn fits_context(model: &ModelSpec, request: &ChatRequest) -> ApiResult<()> {
+    let Some(limit) = model.context_length else {
+        return Ok(());
+    };
+    let needed = request.prompt_tokens + request.max_tokens.unwrap_or(0);
+    if needed <= limit {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::CTX_TOO_LARGE,
+        format!(
+            "about {} prompt tokens and {} completion tokens exceed the context of `{}` \
+             ({limit} tokens); shorten the conversation or ask for fewer tokens",
+            request.prompt_tokens,
+            request.max_tokens.unwrap_or(0),
+            model.slug
+        ),
+    )
+    .with_field("limit", limit)
+    .with_field("prompt_tokens", request.prompt_tokens))
+}
+
 /// Handles one chat completion call; `admitted` is held until its answer (or its
 /// stream) ends.
 pub async fn complete(
@@ -221,6 +245,7 @@ pub async fn complete(
     let request = parse(&bytes)?;
     let snapshot = gateway.catalog.snapshot().await?;
     let model = snapshot.resolve(&principal.tenant_id, &request.slug)?;
+    fits_context(&model, &request)?;
     let output_estimate = request
         .max_tokens
         .unwrap_or(gateway.config.default_max_tokens);

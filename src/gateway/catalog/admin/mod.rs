@@ -74,6 +74,9 @@ pub struct CreateModel {
     pub capabilities: Vec<String>,
     pub routing: Routing,
     pub pricing: Option<Pricing>,
+    /// Tokens of prompt and completion together at most (1 to 10,000,000); a request
+    /// over it is 413 `CTX_TOO_LARGE` with the limit. Absent: no limit.
+    pub context_length: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -82,6 +85,8 @@ pub struct UpdateModel {
     pub capabilities: Option<Vec<String>>,
     pub routing: Option<Routing>,
     pub pricing: Option<Pricing>,
+    /// A new context size; `0` removes the limit.
+    pub context_length: Option<u64>,
 }
 
 /// A model in the OpenAI list shape, with ScaiGrid's fields beside.
@@ -98,6 +103,8 @@ pub struct ModelView {
     pub tenant_id: Option<String>,
     pub capabilities: Vec<String>,
     pub pricing: Pricing,
+    /// Tokens of prompt and completion together at most (`null`: no limit).
+    pub context_length: Option<u64>,
     /// Only for platform admins.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routing: Option<Routing>,
@@ -146,6 +153,7 @@ pub fn model_view(model: &ModelSpec, with_routing: bool) -> ModelView {
         tenant_id: model.tenant_id.clone(),
         capabilities: model.capabilities.clone(),
         pricing: model.pricing,
+        context_length: model.context_length,
         routing: with_routing.then(|| model.routing.clone()),
     }
 }

@@ -38,6 +38,16 @@ impl Catalog {
         }
     }
 
+    /// A context size is a count of tokens a real model could have.
+    fn validate_context_length(length: u64) -> ApiResult<()> {
+        match (1..=10_000_000).contains(&length) {
+            true => Ok(()),
+            false => Err(ApiError::invalid(
+                "`context_length` must be 1 to 10000000 tokens",
+            )),
+        }
+    }
+
     pub async fn create_model(
         &self,
         actor: Actor<'_>,
@@ -49,6 +59,9 @@ impl Catalog {
         Self::validate_routing(&snapshot, &request.routing)?;
         let pricing = request.pricing.unwrap_or_default();
         Self::validate_pricing(&pricing)?;
+        if let Some(length) = request.context_length {
+            Self::validate_context_length(length)?;
+        }
         let row = spec_row(&ModelSpec {
             id: new_id("mdl"),
             slug: request.slug.clone(),
@@ -56,6 +69,7 @@ impl Catalog {
             capabilities: request.capabilities,
             routing: request.routing,
             pricing,
+            context_length: request.context_length,
             created_at: now_ms(),
         })?;
         let mut tx = self.db.begin().await?;
@@ -175,6 +189,14 @@ impl Catalog {
             updated.routing = routing;
         }
         Self::validate_routing(&snapshot, &updated.routing)?;
+        match request.context_length {
+            Some(0) => updated.context_length = None,
+            Some(length) => {
+                Self::validate_context_length(length)?;
+                updated.context_length = Some(length);
+            }
+            None => {}
+        }
         if let Some(pricing) = request.pricing {
             updated.pricing = pricing;
         }
