@@ -47,6 +47,8 @@ const STT: &[&str] = &[
     engines::whisper::ENGINE_ID,
     engines::whisper::BASE_ENGINE_ID,
 ];
+/// Other languages than English, and language detection.
+const MULTILINGUAL: &[&str] = &[engines::whisper::BASE_ENGINE_ID];
 const TTS: &[&str] = &[engines::piper::ENGINE_ID];
 const SPEAKER: &[&str] = &[engines::embedder::ENGINE_ID];
 
@@ -316,8 +318,16 @@ impl Dispatcher {
     ) -> EngineResult<Transcript> {
         let message = wire::transcribe_request(&samples, &options);
         let deadline = Duration::from_secs(120 + 2 * seconds(&samples));
+        // Per-model routing: English goes to any speech-to-text node (tiny.en on CPU
+        // nodes is the fastest); another language, or detection, to a node carrying
+        // the multilingual model when one does (else a node explains what is missing).
+        let models = match options.language.as_deref() {
+            Some("en") => STT,
+            _ if self.carried(MULTILINGUAL) => MULTILINGUAL,
+            _ => STT,
+        };
         let reply = self
-            .call(STT, |mut client| {
+            .call(models, |mut client| {
                 let mut request = Request::new(message.clone());
                 request.set_timeout(deadline);
                 async move { client.transcribe(request).await }

@@ -793,7 +793,7 @@ async fn word_timestamps_come_with_each_segment() {
 }
 
 /// Speech made by espeak-ng in one of its voices, as WAV bytes.
-fn espeak_wav(voice: &str, text: &str) -> Vec<u8> {
+pub(crate) fn espeak_wav(voice: &str, text: &str) -> Vec<u8> {
     let output = Command::new("espeak-ng")
         .args(["-v", voice, "--stdout", text])
         .output()

@@ -42,6 +42,11 @@ impl Drop for NodeProcess {
 
 impl NodeProcess {
     fn start(deployment: &Deployment, id: &str) -> NodeProcess {
+        NodeProcess::start_with(deployment, id, &[])
+    }
+
+    /// [`NodeProcess::start`] with more `scaigrid node` flags.
+    fn start_with(deployment: &Deployment, id: &str, flags: &[&str]) -> NodeProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -60,6 +65,7 @@ impl NodeProcess {
             .arg("--config")
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--node-id", id])
+            .args(flags)
             .env("SCAIGRID_DATA_DIR", dir.join("data"))
             .env_remove("SCAIGRID_NODE_TOKEN")
             .stdout(Stdio::null())
@@ -377,5 +383,48 @@ async fn a_node_away_at_a_deletion_evicts_the_profile_when_it_returns() {
             "n1 still holds the profile ({warm:?}, owed {owed:?})"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn each_language_goes_to_a_node_carrying_its_model() {
+    let Some(deployment) = Deployment::new().await else {
+        return;
+    };
+    // An English-only node (the CPU default) and one that also carries Whisper base.
+    let english = NodeProcess::start(&deployment, &format!("{}-en", deployment.prefix));
+    let multilingual = NodeProcess::start_with(
+        &deployment,
+        &format!("{}-multi", deployment.prefix),
+        &["--multilingual"],
+    );
+    let edge = edge(&deployment).await;
+    sees(&edge, &[&english, &multilingual]).await;
+    let spanish = crate::scaiecho::espeak_wav(
+        "es",
+        "Buenos días, me gustaría un café con leche. La biblioteca está cerrada los domingos.",
+    );
+    // Round after round: ties between idle nodes take turns, so without per-model
+    // routing every other Spanish request would land on the English-only node.
+    for _ in 0..4 {
+        let (status, body) = edge
+            .post_wav_form(
+                TRANSCRIBE,
+                ADMIN_KEY,
+                &[("language", "es")],
+                spanish.clone(),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body["text"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("biblioteca"),
+            "{body}"
+        );
+        let (status, body) = transcribe(&edge).await;
+        assert_eq!(status, 200, "{body}");
     }
 }
