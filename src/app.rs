@@ -119,6 +119,7 @@ impl AppState {
             false => (None, None),
         };
         let nodes = Nodes::new(cluster.clone(), vad.clone(), engines.clone());
+        nodes.discover_now(NODE_DISCOVERY).await;
         let accounting = Arc::new(crate::accounting::Accounting::new(
             db.clone(),
             config.accounting.prices,
@@ -252,6 +253,9 @@ async fn start_engines(
     }
     Ok((vad, engines))
 }
+
+/// How long a process waits for the registry's nodes to answer before it serves.
+const NODE_DISCOVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long the server waits for its nodes before it starts listening anyway.
 const NODE_START: std::time::Duration = std::time::Duration::from_secs(180);

@@ -60,12 +60,22 @@ impl Nodes {
             let mut ticker = tokio::time::interval(crate::cluster::nodes::HEARTBEAT);
             loop {
                 ticker.tick().await;
-                match crate::cluster::nodes::list(&cluster).await {
-                    Ok(nodes) => engines.discovered(&announced(&nodes)),
-                    Err(error) => tracing::warn!(%error, "reading the node registry failed"),
-                }
+                discover(&cluster, &engines).await;
             }
         });
+    }
+
+    /// One discovery before the process serves, and the nodes found given up to
+    /// `wait` to answer their first probe: an edge that starts beside running nodes
+    /// does not turn its first requests away for want of a backend.
+    pub async fn discover_now(&self, wait: std::time::Duration) {
+        let (Some(cluster), Some(engines)) = (&self.cluster, &self.engines) else {
+            return;
+        };
+        discover(cluster, engines).await;
+        if !engines.wait_all_ready(wait).await {
+            tracing::warn!(problems = ?engines.problems(), "some nodes of the registry are not ready");
+        }
     }
 
     /// The ids of the nodes this process routes to (its own, and the registry's).
@@ -110,6 +120,14 @@ impl Nodes {
             local: a,
             relay: local.relay,
         })
+    }
+}
+
+/// Reads the registry and hands its nodes to the dispatcher.
+async fn discover(cluster: &Cluster, engines: &Dispatcher) {
+    match crate::cluster::nodes::list(cluster).await {
+        Ok(nodes) => engines.discovered(&announced(&nodes)),
+        Err(error) => tracing::warn!(%error, "reading the node registry failed"),
     }
 }
 

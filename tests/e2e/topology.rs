@@ -335,6 +335,11 @@ async fn a_node_away_at_a_deletion_evicts_the_profile_when_it_returns() {
     let n2 = NodeProcess::start(&deployment, &format!("{}-n2", deployment.prefix));
     let edge = edge(&deployment).await;
     sees(&edge, &[&n1, &n2]).await;
+    // An edge started beside running nodes serves speech from its first request.
+    let late = self::edge(&deployment).await;
+    let (status, body) = transcribe(&late).await;
+    assert_eq!(status, 200, "{body}");
+    drop(late);
     let (status, speaker) = edge
         .post_wav_form(
             SPEAKERS,
