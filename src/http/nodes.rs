@@ -1,8 +1,9 @@
 //! `GET /v1/infra/nodes` (alias `/v1/admin/nodes`): the inference nodes and the engines
 //! each has loaded. In the embedded default, the node processes this server supervises
 //! (with their pid, restarts, queue depth and calls in flight); in a scaled deployment,
-//! every node heard from in the Redis node registry. Each shows the evictions it still
-//! owes for speakers and voices deleted while it was away.
+//! every node heard from in the Redis node registry, with whether this process reaches
+//! it (`reachable`, `unreachable_because`) and its `load` as routing sees it. Each
+//! shows the evictions it still owes for speakers and voices deleted while it was away.
 
 use std::sync::Arc;
 
@@ -23,6 +24,23 @@ async fn list(state: &AppState) -> ApiResult<Json<Value>> {
             .map(|engines| engines.members().iter().map(|m| m.view()).collect())
             .unwrap_or_default(),
     };
+    // In a scaled deployment the registry says what each node reports of itself; this
+    // process adds whether it reaches the node (a wrong token or a firewall shows
+    // here, not there) and the load it routes by.
+    if let (Some(_), Some(engines)) = (&state.cluster, state.nodes.engines()) {
+        let members = engines.members();
+        for node in &mut nodes {
+            let id = node["node_id"].as_str().unwrap_or_default().to_owned();
+            if let Some(member) = members.iter().find(|m| m.id == id) {
+                let seen = member.seen();
+                node["reachable"] = json!(seen.ready);
+                node["load"] = json!(member.load());
+                if let Some(error) = seen.error.filter(|_| !seen.ready) {
+                    node["unreachable_because"] = json!(error);
+                }
+            }
+        }
+    }
     // Evictions each node still owes for deleted speakers and voices (it was away).
     let mut conn = state.db.pool.acquire().await?;
     let owed = crate::db::evictions::counts(&mut conn).await?;

@@ -104,7 +104,7 @@ impl Member {
 
     /// How busy it is: calls from here in flight now, and the other edges' share of
     /// what it reported in flight. Routing picks the least.
-    pub(super) fn load(&self) -> u32 {
+    pub fn load(&self) -> u32 {
         let own = self.in_flight.load(Ordering::Relaxed);
         let others = self.seen.read().map_or(0, |seen| {
             let reported = seen.info.as_ref().map_or(0, |info| info.in_flight);

@@ -21,19 +21,52 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// The nodes this server will start: `(node id, socket)`. One node keeps the configured
-/// node id; more are `<node_id>-<n>`.
+/// node id; more are `<node_id>-<n>`. Sockets are named after this process
+/// (`node-<pid>-<n>.sock`), so two servers sharing a data folder do not take each
+/// other's; those left by servers that are gone are removed.
 pub fn plan(config: &EnginesConfig, data_dir: &Path) -> Vec<(String, Address)> {
     let count = config.node_processes;
+    let dir = socket_dir(data_dir);
+    remove_stale_sockets(&dir);
+    let pid = std::process::id();
     (0..count)
         .map(|index| {
             let id = match count {
                 1 => config.node_id.clone(),
                 _ => format!("{}-{index}", config.node_id),
             };
-            let socket = socket_dir(data_dir).join(format!("node-{index}.sock"));
+            let socket = dir.join(socket_name(pid, index));
             (id, Address::Unix(socket))
         })
         .collect()
+}
+
+fn socket_name(pid: u32, index: usize) -> String {
+    format!("node-{pid}-{index}.sock")
+}
+
+/// The server process a socket name belongs to (`None`: not one of ours).
+fn socket_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("node-")?.strip_suffix(".sock")?;
+    let (pid, index) = rest.split_once('-')?;
+    index.parse::<usize>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes the sockets in `dir` whose server process no longer runs.
+fn remove_stale_sockets(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = socket_owner(&name.to_string_lossy()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{owner}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Where the sockets live: the data folder's `run/` when its path is short enough for
@@ -129,5 +162,29 @@ async fn watch(config: (&EnginesConfig, usize), member: &Member) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_are_named_after_their_server_and_only_dead_ones_are_removed() {
+        assert_eq!(socket_owner(&socket_name(42, 3)), Some(42));
+        for other in ["node-0.sock", "node-x-1.sock", "node-1-2.txt", "db.sqlite"] {
+            assert_eq!(socket_owner(other), None, "{other}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join(socket_name(std::process::id(), 0));
+        // A pid above the kernel's maximum never runs.
+        let dead = dir.path().join(socket_name(u32::MAX - 1, 0));
+        let unrelated = dir.path().join("notes.txt");
+        for path in [&mine, &dead, &unrelated] {
+            std::fs::write(path, b"").unwrap();
+        }
+        remove_stale_sockets(dir.path());
+        assert!(mine.exists() && unrelated.exists());
+        assert!(!dead.exists());
     }
 }

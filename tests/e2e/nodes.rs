@@ -14,7 +14,10 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::gateway::{backend, chat_body, model};
 use crate::scaiecho::post_raw;
 use crate::scaispeak::{Got, connect_speak, next, text};
-use crate::stream::{Token, connect, final_text, next_frame, pcm_16k, send_json, until_close};
+use crate::stream::{
+    Token, connect, final_text, finish_pcm, next_frame, pcm_16k, send_json, two_cities_underway,
+    until_close,
+};
 use crate::support::{ADMIN_KEY, Options, Server, read};
 
 const TRANSCRIBE: &str = "/v1/modules/scaiecho/transcribe";
@@ -144,41 +147,10 @@ async fn a_batch_transcription_survives_its_node_being_killed() {
 async fn a_live_stream_keeps_its_socket_when_its_node_dies() {
     let server = Server::start().await;
     let pid = node(&server).await["pid"].as_u64().unwrap();
-    let audio = pcm_16k("two_cities.wav");
-    let mut socket = connect(&server, Token::Header(ADMIN_KEY)).await;
-    send_json(
-        &mut socket,
-        json!({"type": "open", "media_type": "audio/pcm;rate=16000", "language": "en",
-            "chunk_seconds": 1.0}),
-    )
-    .await;
-    assert_eq!(next_frame(&mut socket).await["type"], "ready");
-    let (head, tail) = audio.split_at((audio.len() / 3) & !1);
-    for chunk in head.chunks(3200) {
-        socket
-            .send(Message::Binary(chunk.to_vec().into()))
-            .await
-            .unwrap();
-    }
     // A final is out: the stream is underway. Then its node dies.
-    let mut frames = Vec::new();
-    loop {
-        let frame = next_frame(&mut socket).await;
-        let is_final = frame["is_final"] == true;
-        frames.push(frame);
-        if is_final {
-            break;
-        }
-    }
+    let (mut socket, _, rest) = two_cities_underway(&server).await;
     kill_node(pid);
-    for chunk in tail.chunks(3200) {
-        socket
-            .send(Message::Binary(chunk.to_vec().into()))
-            .await
-            .unwrap();
-    }
-    send_json(&mut socket, json!({"type": "close"})).await;
-    let (after, code) = until_close(&mut socket).await;
+    let (after, code) = finish_pcm(&mut socket, &rest).await;
     assert_eq!(code, Some(1000), "{after:?}");
     assert_eq!(after.last().unwrap()["type"], "done", "{after:?}");
     let later = final_text(&after).to_lowercase();

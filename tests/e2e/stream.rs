@@ -37,6 +37,47 @@ pub(crate) async fn connect(server: &Server, token: Token<'_>) -> Socket {
     socket
 }
 
+/// `two_cities.wav` as 16 kHz PCM over a stream of `server`, split in two: the first
+/// third is sent and its first final received, and the rest waits ([`finish_pcm`]).
+/// The socket, the frames so far (none an error), and the rest of the audio.
+pub(crate) async fn two_cities_underway(server: &Server) -> (Socket, Vec<Value>, Vec<u8>) {
+    let audio = pcm_16k("two_cities.wav");
+    let mut socket = connect(server, Token::Header(ADMIN_KEY)).await;
+    send_json(
+        &mut socket,
+        json!({"type": "open", "media_type": "audio/pcm;rate=16000", "language": "en",
+            "chunk_seconds": 1.0}),
+    )
+    .await;
+    assert_eq!(next_frame(&mut socket).await["type"], "ready");
+    let (head, tail) = audio.split_at((audio.len() / 3) & !1);
+    for chunk in head.chunks(3200) {
+        let chunk = Message::Binary(chunk.to_vec().into());
+        socket.send(chunk).await.unwrap();
+    }
+    let mut frames = Vec::new();
+    loop {
+        let frame = next_frame(&mut socket).await;
+        assert_ne!(frame["type"], "error", "{frame}");
+        let is_final = frame["is_final"] == true;
+        frames.push(frame);
+        if is_final {
+            return (socket, frames, tail.to_vec());
+        }
+    }
+}
+
+/// Sends the rest of a stream's PCM and `close`: the frames until the server closes,
+/// and the close code.
+pub(crate) async fn finish_pcm(socket: &mut Socket, rest: &[u8]) -> (Vec<Value>, Option<u16>) {
+    for chunk in rest.chunks(3200) {
+        let chunk = Message::Binary(chunk.to_vec().into());
+        socket.send(chunk).await.unwrap();
+    }
+    send_json(socket, json!({"type": "close"})).await;
+    until_close(socket).await
+}
+
 /// Every text frame until the server closes, and the close code.
 pub(crate) async fn until_close(socket: &mut Socket) -> (Vec<Value>, Option<u16>) {
     let mut frames = Vec::new();

@@ -8,17 +8,13 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::SinkExt;
 use scaigrid::inference::proto::{self, node_client::NodeClient};
 use scaigrid::inference::token::Bearer;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::scaispeak::{Got, connect_speak, next, text};
 use crate::scaled::Deployment;
-use crate::stream::{
-    Token, connect, final_text, next_frame, pcm_16k, says_beckett, send_json, until_close,
-};
+use crate::stream::{final_text, finish_pcm, says_beckett, two_cities_underway};
 use crate::support::{ADMIN_KEY, Options, Server, binary};
 
 const TOKEN: &str = "e2e-node-token-0123456789abcdef";
@@ -105,8 +101,13 @@ impl NodeProcess {
 
 /// An edge: speech goes to the registry's nodes; jobs run here too.
 async fn edge(deployment: &Deployment) -> Server {
+    edge_with_token(deployment, TOKEN).await
+}
+
+/// [`edge`] presenting `token` to the nodes.
+async fn edge_with_token(deployment: &Deployment, token: &str) -> Server {
     let extra = format!(
-        "[engines]\nnode_processes = 0\nnode_token = \"{TOKEN}\"\n[jobs]\nlease_seconds = 3\n\
+        "[engines]\nnode_processes = 0\nnode_token = \"{token}\"\n[jobs]\nlease_seconds = 3\n\
          [webrtc]\nmax_sessions_per_tenant = 1\n"
     );
     Server::start_with(Options {
@@ -153,39 +154,11 @@ async fn sees(edge: &Server, nodes: &[&NodeProcess]) {
 /// A WS stream of `two_cities.wav`; `kill` runs after the first final. The finals'
 /// text, and the close code.
 async fn two_cities_stream(edge: &Server, kill: Option<&NodeProcess>) -> (String, Option<u16>) {
-    let audio = pcm_16k("two_cities.wav");
-    let mut socket = connect(edge, Token::Header(ADMIN_KEY)).await;
-    send_json(
-        &mut socket,
-        json!({"type": "open", "media_type": "audio/pcm;rate=16000", "language": "en",
-            "chunk_seconds": 1.0}),
-    )
-    .await;
-    assert_eq!(next_frame(&mut socket).await["type"], "ready");
-    let (head, tail) = audio.split_at((audio.len() / 3) & !1);
-    for chunk in head.chunks(3200) {
-        let chunk = Message::Binary(chunk.to_vec().into());
-        socket.send(chunk).await.unwrap();
-    }
-    let mut frames = Vec::new();
-    loop {
-        let frame = next_frame(&mut socket).await;
-        assert_ne!(frame["type"], "error", "{frame}");
-        let is_final = frame["is_final"] == true;
-        frames.push(frame);
-        if is_final {
-            break;
-        }
-    }
+    let (mut socket, mut frames, rest) = two_cities_underway(edge).await;
     if let Some(node) = kill {
         node.signal("KILL");
     }
-    for chunk in tail.chunks(3200) {
-        let chunk = Message::Binary(chunk.to_vec().into());
-        socket.send(chunk).await.unwrap();
-    }
-    send_json(&mut socket, json!({"type": "close"})).await;
-    let (after, code) = until_close(&mut socket).await;
+    let (after, code) = finish_pcm(&mut socket, &rest).await;
     assert!(
         after.iter().all(|f| f["type"] != "error"),
         "an utterance was lost: {after:?}"
@@ -340,6 +313,18 @@ async fn a_node_away_at_a_deletion_evicts_the_profile_when_it_returns() {
     let (status, body) = transcribe(&late).await;
     assert_eq!(status, 200, "{body}");
     drop(late);
+    // An edge with the wrong token: the registry says the nodes are online, this edge
+    // says it cannot reach them, and why; its speech gets no node.
+    let stranger = edge_with_token(&deployment, "a-wrong-node-token-0123456789").await;
+    let (_, listed) = stranger.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+    for node in listed["data"].as_array().unwrap() {
+        assert_eq!(node["status"], "online", "{listed}");
+        assert_eq!(node["reachable"], false, "{listed}");
+        let why = node["unreachable_because"].as_str().unwrap_or_default();
+        assert!(why.contains("Unauthenticated"), "{listed}");
+    }
+    assert_ne!(transcribe(&stranger).await.0, 200);
+    drop(stranger);
     let (status, speaker) = edge
         .post_wav_form(
             SPEAKERS,
