@@ -5,7 +5,7 @@
 //! atomically in a script. A live stream renews its lease; an edge that dies without
 //! giving its leases back loses them within [`LEASE`].
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::Script;
@@ -41,6 +41,10 @@ end
 return 0
 ";
 
+/// The scripts, hashed once (they run by `EVALSHA`, loaded on first use).
+static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE));
+static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SCRIPT));
+
 /// A stream's lease; dropping it gives it back.
 pub struct Lease {
     cluster: Arc<Cluster>,
@@ -57,7 +61,7 @@ pub async fn take(
 ) -> Result<Option<Lease>, ApiError> {
     let key = cluster.key(&format!("streams:{kind}:{tenant}"));
     let id = uuid::Uuid::now_v7().simple().to_string();
-    let taken: i64 = Script::new(TAKE)
+    let taken: i64 = TAKE_SCRIPT
         .key(&key)
         .arg(cap)
         .arg(LEASE.as_millis() as u64)
@@ -74,7 +78,7 @@ pub async fn take(
             ticker.tick().await;
             loop {
                 ticker.tick().await;
-                let renewed: redis::RedisResult<i64> = Script::new(RENEW_SCRIPT)
+                let renewed: redis::RedisResult<i64> = RENEW_LEASE
                     .key(&key)
                     .arg(LEASE.as_millis() as u64)
                     .arg(&id)

@@ -41,15 +41,20 @@ async fn list(state: &AppState) -> ApiResult<Json<Value>> {
             }
         }
     }
-    // Evictions each node still owes for deleted speakers and voices (it was away).
-    let mut conn = state.db.pool.acquire().await?;
-    let owed = crate::db::evictions::counts(&mut conn).await?;
-    for node in &mut nodes {
-        let count = owed
-            .iter()
-            .find(|(id, _)| node["node_id"].as_str() == Some(id))
-            .map_or(0, |(_, count)| *count);
-        node["evictions_owed"] = json!(count);
+    // Evictions each node still owes for deleted speakers and voices (it was away);
+    // best effort: the nodes' view must not depend on the database being up.
+    let owed = match state.db.pool.acquire().await {
+        Ok(mut conn) => crate::db::evictions::counts(&mut conn).await.ok(),
+        Err(_) => None,
+    };
+    if let Some(owed) = owed {
+        for node in &mut nodes {
+            let count = owed
+                .iter()
+                .find(|(id, _)| node["node_id"].as_str() == Some(id))
+                .map_or(0, |(_, count)| *count);
+            node["evictions_owed"] = json!(count);
+        }
     }
     Ok(Json(json!({ "object": "list", "data": nodes })))
 }
