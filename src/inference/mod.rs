@@ -9,10 +9,12 @@
 //! - [`pool`]: the edge's side: the nodes it knows, their health, and the one client
 //!   every speech path calls ([`pool::Dispatcher`]), which retries a retry-safe call
 //!   once when its node is lost.
+//! - [`fanout`]: warm and evict on every node, an owed eviction on one.
 //! - [`supervisor`]: the embedded default's node processes, started, watched and
 //!   restarted by the server.
 //! - [`token`]: the shared token that edges present and nodes require.
 
+pub mod fanout;
 pub mod member;
 pub mod pool;
 pub mod proto;

@@ -1,8 +1,11 @@
 //! The edge's side of the nodes: the [`Dispatcher`] every speech path calls, over the
 //! nodes it knows ([`Member`]s).
 //!
-//! The dispatcher sends a call to a ready node that carries the model (the one with
-//! the fewest calls in flight from here). When that node is lost mid-call (its process
+//! The dispatcher sends a call to a ready node that carries the model: the least
+//! loaded (its calls in flight from here and the other edges' share of what it
+//! reported), ties taking turns. Its nodes are the ones this server supervises and,
+//! in a scaled deployment, those the registry announces ([`Dispatcher::discovered`]).
+//! When that node is lost mid-call (its process
 //! died, the connection broke), a retry-safe call waits for a node to be ready again
 //! (another one, or this one restarted) and is sent once more; a second loss is
 //! `NodeUnavailable` naming the node. A probe per node keeps its readiness and info
@@ -26,8 +29,6 @@ use super::{Address, proto, wire};
 
 /// How long a call waits for a node to be ready (a restarted node loads its engines).
 const READY_WAIT: Duration = Duration::from_secs(60);
-/// How long a warm or evict call to one node may take.
-const FAN_OUT_DEADLINE: Duration = Duration::from_secs(10);
 /// How often each node is asked for its info (and so its readiness).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
@@ -49,8 +50,8 @@ const STT: &[&str] = &[
 ];
 /// Other languages than English, and language detection.
 const MULTILINGUAL: &[&str] = &[engines::whisper::BASE_ENGINE_ID];
-const TTS: &[&str] = &[engines::piper::ENGINE_ID];
-const SPEAKER: &[&str] = &[engines::embedder::ENGINE_ID];
+pub(super) const TTS: &[&str] = &[engines::piper::ENGINE_ID];
+pub(super) const SPEAKER: &[&str] = &[engines::embedder::ENGINE_ID];
 
 /// Audio seconds of `samples` at 16 kHz, for deadlines.
 fn seconds(samples: &[f32]) -> u64 {
@@ -452,124 +453,6 @@ impl Dispatcher {
                 Err(status) => return Err(wire::engine_error(&status, &node)),
             }
         }
-    }
-
-    /// Asks every node carrying the speaker embedder to keep a speaker profile warm;
-    /// the ids of those that did, and why the others did not.
-    pub async fn warm_speaker(
-        &self,
-        id: &str,
-        embedding: &[f32],
-    ) -> (Vec<String>, Vec<(String, String)>) {
-        let message = proto::WarmRequest {
-            kind: "speaker".to_owned(),
-            id: id.to_owned(),
-            embedding: embedding.to_vec(),
-            profile: bytes::Bytes::new(),
-        };
-        self.warm(SPEAKER, message).await
-    }
-
-    /// Asks every node carrying the voice to keep a cloned voice's conditioning
-    /// (`profile`, as stored) warm; the ids of those that did, and why others did not.
-    pub async fn warm_voice(
-        &self,
-        id: &str,
-        profile: &str,
-    ) -> (Vec<String>, Vec<(String, String)>) {
-        let message = proto::WarmRequest {
-            kind: "voice".to_owned(),
-            id: id.to_owned(),
-            embedding: Vec::new(),
-            profile: bytes::Bytes::copy_from_slice(profile.as_bytes()),
-        };
-        self.warm(TTS, message).await
-    }
-
-    async fn warm(
-        &self,
-        models: &[&str],
-        message: proto::WarmRequest,
-    ) -> (Vec<String>, Vec<(String, String)>) {
-        self.each(models, |mut client| {
-            let request = Request::new(message.clone());
-            async move { client.warm(request).await.map(|_| ()) }
-        })
-        .await
-    }
-
-    /// Asks every node to drop a warm profile; the ids that did, and why others did not.
-    pub async fn evict(&self, kind: &str, id: &str) -> (Vec<String>, Vec<(String, String)>) {
-        let message = proto::EvictRequest {
-            kind: kind.to_owned(),
-            id: id.to_owned(),
-        };
-        self.each(&[], |mut client| {
-            let request = Request::new(message.clone());
-            async move { client.evict(request).await.map(|_| ()) }
-        })
-        .await
-    }
-
-    /// Asks node `node_id` alone to drop a warm profile (the erasure reconciler's
-    /// call for a node that was away at deletion).
-    pub async fn evict_on(&self, node_id: &str, kind: &str, id: &str) -> Result<(), String> {
-        let members = self.members();
-        let member = members
-            .iter()
-            .find(|m| m.id == node_id && m.ready())
-            .ok_or_else(|| format!("node {node_id} is not ready"))?;
-        let mut request = Request::new(proto::EvictRequest {
-            kind: kind.to_owned(),
-            id: id.to_owned(),
-        });
-        request.set_timeout(FAN_OUT_DEADLINE);
-        match member.client.clone().evict(request).await {
-            Ok(_) => Ok(()),
-            Err(status) => Err(wire::engine_error(&status, node_id).to_string()),
-        }
-    }
-
-    /// Runs `call` on every node carrying `models` (all nodes when empty); a node
-    /// that is not ready is reported failed without a call.
-    async fn each<F, Fut>(&self, models: &[&str], call: F) -> (Vec<String>, Vec<(String, String)>)
-    where
-        F: Fn(Client) -> Fut,
-        Fut: Future<Output = Result<(), Status>>,
-    {
-        let members = self.members();
-        let (targets, away): (Vec<_>, Vec<_>) = members
-            .iter()
-            .filter(|m| models.is_empty() || m.carries(models))
-            .partition(|m| m.ready());
-        let results = futures_util::future::join_all(targets.into_iter().map(|member| {
-            let call = tokio::time::timeout(FAN_OUT_DEADLINE, call(member.client.clone()));
-            async move {
-                let result = match call.await {
-                    Ok(result) => result,
-                    Err(_) => Err(Status::unavailable("no answer in time")),
-                };
-                (member.id.clone(), result)
-            }
-        }))
-        .await;
-        let mut done = Vec::new();
-        let mut failed: Vec<(String, String)> = away
-            .into_iter()
-            .map(|m| {
-                let why = m.seen().error.unwrap_or_else(|| "not ready".to_owned());
-                (m.id.clone(), format!("node {} is not ready: {why}", m.id))
-            })
-            .collect();
-        for (id, result) in results {
-            match result {
-                Ok(()) => done.push(id),
-                Err(status) => {
-                    failed.push((id.clone(), wire::engine_error(&status, &id).to_string()))
-                }
-            }
-        }
-        (done, failed)
     }
 }
 
