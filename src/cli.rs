@@ -72,6 +72,15 @@ pub struct NodeArgs {
     pub intra_threads: Option<usize>,
     #[arg(long)]
     pub multilingual: bool,
+    /// The engines to load at start, by id (comma separated; default `[engines]
+    /// models`, else all but Whisper base). Others can be loaded later
+    /// (`POST /v1/infra/nodes/{id}/models`).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Option<Vec<String>>,
+    /// Memory this node may fill with models, in MB (default `[engines]
+    /// memory_limit_mb`; 0: the device's free memory).
+    #[arg(long)]
+    pub memory_limit_mb: Option<u64>,
     #[arg(long)]
     pub stt_queue: Option<usize>,
     /// Largest request taken (default: `[limits] max_audio_seconds` of PCM).
@@ -99,6 +108,13 @@ impl NodeArgs {
             engines.intra_threads = threads.max(1);
         }
         engines.multilingual |= self.multilingual;
+        if let Some(models) = self.models {
+            engines::node::with_needs(&models).map_err(|e| anyhow::anyhow!("--models: {e}"))?;
+            engines.models = Some(models);
+        }
+        if let Some(limit) = self.memory_limit_mb {
+            engines.memory_limit_mb = limit;
+        }
         if let Some(queue) = self.stt_queue {
             engines.stt_queue = queue.max(1);
         }

@@ -348,9 +348,20 @@ impl From<engines::EngineError> for ApiError {
         use engines::EngineError;
         let message = error.to_string();
         match error {
-            EngineError::ModelTooLarge { .. } => {
-                ApiError::new(ErrorCode::GPU_INCOMPATIBLE, message)
+            EngineError::ModelTooLarge {
+                id,
+                needed_mb,
+                available_mb,
+            } => ApiError::new(ErrorCode::GPU_INCOMPATIBLE, message)
+                .with_field("model", id)
+                .with_field("needed_mb", needed_mb)
+                .with_field("available_mb", available_mb),
+            EngineError::ModelNotFound { id, .. } => {
+                ApiError::new(ErrorCode::MODEL_NOT_FOUND, message).with_field("model", id)
             }
+            EngineError::InUse { id, by } => ApiError::new(ErrorCode::CONFLICT, message)
+                .with_field("model", id)
+                .with_field("needed_by", by),
             EngineError::OutOfMemory => ApiError::new(ErrorCode::OOM_KILLED, message),
             EngineError::Busy => ApiError::new(ErrorCode::SERVICE_UNAVAILABLE, message)
                 .with_field("dependency", "engines")
@@ -471,7 +482,10 @@ mod tests {
             needed_mb: 2,
             available_mb: 1,
         };
-        assert_eq!(code(too_big.into()), ErrorCode::GPU_INCOMPATIBLE);
+        let too_big: ApiError = too_big.into();
+        assert_eq!(too_big.code, ErrorCode::GPU_INCOMPATIBLE);
+        assert_eq!(too_big.fields["needed_mb"], 2);
+        assert_eq!(too_big.fields["available_mb"], 1);
         assert_eq!(
             code(engines::EngineError::OutOfMemory.into()),
             ErrorCode::OOM_KILLED

@@ -13,6 +13,12 @@ pub enum EngineError {
     /// A model file is missing (run `models/fetch`) or unusable.
     #[error("model `{id}` unavailable: {reason}")]
     ModelUnavailable { id: String, reason: String },
+    /// No such engine, or (unloading) not loaded on this node.
+    #[error("model `{id}`: {reason}")]
+    ModelNotFound { id: String, reason: String },
+    /// An engine others loaded beside it need (unload those first).
+    #[error("model `{id}` is needed by {by}: unload those first")]
+    InUse { id: String, by: String },
     /// The model's declared memory need exceeds the device's free memory.
     #[error("model `{id}` needs {needed_mb} MB, the device has {available_mb} MB")]
     ModelTooLarge {

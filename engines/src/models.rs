@@ -15,6 +15,11 @@ impl ModelDir {
         ModelDir { root: root.into() }
     }
 
+    /// The folder the models are installed in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// `$SCAIGRID_MODELS_DIR`, else `models/cache` of the repository the running test or
     /// bench belongs to (found from the runtime `CARGO_MANIFEST_DIR` upwards: a binary
     /// built in another clone sharing the target folder carries that clone's

@@ -340,6 +340,11 @@ pub struct FileEngines {
     pub node_id: Option<String>,
     /// Also load Whisper base (multilingual, language detection; about 700 MB).
     pub multilingual: Option<bool>,
+    /// The engines a node loads at start (engine ids; default: all but Whisper base,
+    /// which `multilingual` adds). What they need comes with them.
+    pub models: Option<Vec<String>>,
+    /// Memory a node may fill with models, in MB (default 0: the device's free memory).
+    pub memory_limit_mb: Option<u64>,
     /// Recordings waiting for the speech-to-text thread at most (default 16).
     pub stt_queue: Option<usize>,
     /// Inference node processes this server starts and supervises (default 1; 0: an

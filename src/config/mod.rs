@@ -138,6 +138,12 @@ pub struct EnginesConfig {
     pub intra_threads: usize,
     pub node_id: String,
     pub multilingual: bool,
+    /// The engines a node loads at start (`None`: the default set, see
+    /// [`EnginesConfig::boot_models`]).
+    pub models: Option<Vec<String>>,
+    /// Memory a node may fill with models, in MB (0: the device's free memory); a
+    /// model that does not fit is refused (`GPU_INCOMPATIBLE`).
+    pub memory_limit_mb: u64,
     /// Recordings waiting for the speech-to-text thread at most; one more is
     /// `SERVICE_UNAVAILABLE` with `Retry-After` (a job goes back to the queue).
     pub stt_queue: usize,
@@ -147,6 +153,17 @@ pub struct EnginesConfig {
     /// The token edges present to nodes over TCP, and nodes require (see
     /// `crate::inference::token`).
     pub node_token: Option<Secret>,
+}
+
+impl EnginesConfig {
+    /// The engines a node loads at start: `models`, or the default set (with Whisper
+    /// base when `multilingual`).
+    pub fn boot_models(&self) -> Vec<String> {
+        match &self.models {
+            Some(models) => models.clone(),
+            None => engines::node::default_models(self.multilingual),
+        }
+    }
 }
 
 /// The shortest node token taken.

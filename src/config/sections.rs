@@ -154,6 +154,8 @@ pub(super) fn engines(
         device: parse_device(file.device.as_deref().unwrap_or("cpu"))?,
         intra_threads: file.intra_threads.unwrap_or(1),
         multilingual: file.multilingual.unwrap_or(false),
+        models: file.models,
+        memory_limit_mb: file.memory_limit_mb.unwrap_or(0),
         stt_queue: file.stt_queue.unwrap_or(16).max(1),
         node_processes: file.node_processes.unwrap_or(1),
         node_token: node_token.or(file.node_token),
@@ -162,6 +164,9 @@ pub(super) fn engines(
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "local".to_owned()),
     };
+    if let Some(models) = &engines.models {
+        engines::node::with_needs(models).map_err(|e| anyhow::anyhow!("engines.models: {e}"))?;
+    }
     if engines.node_processes > 16 {
         bail!("engines.node_processes must be within 0..=16");
     }

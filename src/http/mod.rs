@@ -100,6 +100,8 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(webhooks::rotate_webhook_secret))
         .routes(routes!(nodes::infra_nodes))
         .routes(routes!(nodes::admin_nodes))
+        .routes(routes!(nodes::load_model))
+        .routes(routes!(nodes::unload_model))
         .routes(routes!(scaiecho::transcribe))
         .routes(routes!(scaiecho::openai_transcriptions))
         .routes(routes!(scaiecho::get_policy, scaiecho::patch_policy))

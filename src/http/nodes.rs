@@ -7,13 +7,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::auth::Auth;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
+use crate::inference::member::Member;
+use crate::rbac::Permission;
 
 async fn list(state: &AppState) -> ApiResult<Json<Value>> {
     let mut nodes: Vec<Value> = match &state.cluster {
@@ -77,4 +81,77 @@ pub async fn admin_nodes(
     _caller: Auth,
 ) -> ApiResult<Json<Value>> {
     list(&state).await
+}
+
+/// `POST /v1/infra/nodes/{id}/models`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadModel {
+    /// An engine id (`audio.stt.whisper-base`).
+    pub model: String,
+}
+
+/// The node `id` among those this process calls. One this process has not found yet
+/// (it announced itself since the last discovery) is looked for once more.
+async fn member(state: &AppState, id: &str) -> ApiResult<Arc<Member>> {
+    let find = || {
+        state
+            .nodes
+            .engines()
+            .and_then(|engines| engines.members().iter().find(|m| m.id == id).cloned())
+    };
+    if let Some(member) = find() {
+        return Ok(member);
+    }
+    state.nodes.discover_now(DISCOVERY_WAIT).await;
+    find().ok_or_else(|| ApiError::not_found(&format!("node `{id}`")))
+}
+
+/// How long a node found by [`member`]'s discovery may take to answer its first probe.
+const DISCOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a node carries after a change, with the change named.
+async fn changed(member: &Member, model: &str, load: bool) -> ApiResult<Json<Value>> {
+    member.change_model(model, load).await?;
+    let mut view = member.view();
+    view["changed"] = json!({ "model": model, "loaded": load });
+    Ok(Json(view))
+}
+
+/// Loads an engine on a node (and what it needs), admitted against the memory free
+/// on its device within its limit: 409 `GPU_INCOMPATIBLE` with `needed_mb` and
+/// `available_mb` when it does not fit, 404 `MODEL_NOT_FOUND` for an unknown engine.
+/// Loading what is loaded changes nothing. Platform admins only.
+#[utoipa::path(post, path = "/v1/infra/nodes/{id}/models", tag = "operations",
+    request_body = LoadModel,
+    responses((status = 200, description = "the node with the model loaded"),
+        (status = 409, description = "GPU_INCOMPATIBLE")),
+    security(("bearer" = [])))]
+pub async fn load_model(
+    State(state): State<Arc<AppState>>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+    Json(request): Json<LoadModel>,
+) -> ApiResult<Json<Value>> {
+    principal.require(Permission::PlatformAdmin)?;
+    let member = member(&state, &id).await?;
+    tracing::info!(node = %id, model = %request.model, "loading a model on a node");
+    changed(&member, &request.model, true).await
+}
+
+/// Unloads an engine from a node; calls already running on it finish. 404
+/// `MODEL_NOT_FOUND` when the node does not carry it, 409 `CONFLICT` while other
+/// loaded engines need it. Platform admins only.
+#[utoipa::path(delete, path = "/v1/infra/nodes/{id}/models/{model}", tag = "operations",
+    responses((status = 200, description = "the node without the model")),
+    security(("bearer" = [])))]
+pub async fn unload_model(
+    State(state): State<Arc<AppState>>,
+    Auth(principal): Auth,
+    Path((id, model)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    principal.require(Permission::PlatformAdmin)?;
+    let member = member(&state, &id).await?;
+    tracing::info!(node = %id, %model, "unloading a model from a node");
+    changed(&member, &model, false).await
 }

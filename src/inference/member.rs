@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use engines::EngineResult;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -28,6 +29,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a TCP connection to a node is pinged, and how long a ping may go
 /// unanswered before the connection counts as broken.
 const KEEPALIVE: Duration = Duration::from_secs(4);
+
+/// How long a model load or unload may take on the node.
+pub const MODEL_CHANGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The node service's name in the gRPC health protocol.
 const SERVICE: &str = "scaigrid.node.v1.Node";
@@ -197,6 +201,26 @@ impl Member {
         }
     }
 
+    /// Loads (`load`) or unloads `model` on the node, and takes its new info at once
+    /// (routing sees the change without waiting for the next probe). Loading a large
+    /// model takes seconds: [`MODEL_CHANGE_TIMEOUT`].
+    pub async fn change_model(&self, model: &str, load: bool) -> EngineResult<proto::InfoReply> {
+        let mut request = Request::new(proto::ModelRequest {
+            model: model.to_owned(),
+        });
+        request.set_timeout(MODEL_CHANGE_TIMEOUT);
+        let mut client = self.client.clone();
+        let reply = match load {
+            true => client.load(request).await,
+            false => client.unload(request).await,
+        };
+        let info = reply
+            .map_err(|status| super::wire::engine_error(&status, &self.id))?
+            .into_inner();
+        self.update(|seen| seen.info = Some(info.clone()));
+        Ok(info)
+    }
+
     /// The node's view for `GET /v1/infra/nodes` and readiness.
     pub fn view(&self) -> Value {
         let seen = self.seen();
@@ -236,6 +260,8 @@ pub fn info_view(info: &proto::InfoReply) -> serde_json::Map<String, Value> {
         ("device", json!(info.device)),
         ("models_loaded", json!(info.models_loaded)),
         ("memory_mb", json!(info.memory_mb)),
+        ("memory_limit_mb", json!(info.memory_limit_mb)),
+        ("memory_available_mb", json!(info.memory_available_mb)),
         ("failures", json!(failures)),
         ("queue_depth", json!(info.queue_depth)),
         ("in_flight", json!(info.in_flight)),

@@ -50,6 +50,7 @@ const STT: &[&str] = &[
 ];
 /// Other languages than English, and language detection.
 const MULTILINGUAL: &[&str] = &[engines::whisper::BASE_ENGINE_ID];
+const ENGLISH: &[&str] = &[engines::whisper::ENGINE_ID];
 pub(super) const TTS: &[&str] = &[engines::piper::ENGINE_ID];
 pub(super) const SPEAKER: &[&str] = &[engines::embedder::ENGINE_ID];
 
@@ -201,6 +202,13 @@ impl Dispatcher {
         self.members().iter().any(|m| m.carries(models))
     }
 
+    /// Some node carrying one of `models` is ready now.
+    fn ready_with(&self, models: &[&str]) -> bool {
+        self.members()
+            .iter()
+            .any(|m| m.ready() && m.carries(models))
+    }
+
     pub fn can_transcribe(&self) -> bool {
         self.carried(STT)
     }
@@ -319,10 +327,12 @@ impl Dispatcher {
     ) -> EngineResult<Transcript> {
         let message = wire::transcribe_request(&samples, &options);
         let deadline = Duration::from_secs(120 + 2 * seconds(&samples));
-        // Per-model routing: English goes to any speech-to-text node (tiny.en on CPU
-        // nodes is the fastest); another language, or detection, to a node carrying
-        // the multilingual model when one does (else a node explains what is missing).
+        // Per-model routing: English goes to a node carrying tiny.en (the fastest) when
+        // one is ready, else to any speech-to-text node; another language, or
+        // detection, to a node carrying the multilingual model when one does (else a
+        // node explains what is missing).
         let models = match options.language.as_deref() {
+            Some("en") if self.ready_with(ENGLISH) => ENGLISH,
             Some("en") => STT,
             _ if self.carried(MULTILINGUAL) => MULTILINGUAL,
             _ => STT,

@@ -146,9 +146,12 @@ pub async fn load(config: &EnginesConfig, vad_only: bool) -> anyhow::Result<engi
         models_dir: config.models_dir.clone(),
         device: config.device,
         intra_threads: config.intra_threads,
-        multilingual: config.multilingual,
+        models: match vad_only {
+            true => vec![engines::silero::ENGINE_ID.to_owned()],
+            false => config.boot_models(),
+        },
+        memory_limit_mb: config.memory_limit_mb,
         phonemizer: phonemizer_command()?,
-        vad_only,
     };
     let node = tokio::task::spawn_blocking(move || engines::node::Node::load(&node_config)).await?;
     let info = node.info();

@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use engines::diarize::DiarizeParams;
 use engines::node::Node;
@@ -26,26 +27,61 @@ const MAX_WARM: usize = 100_000;
 /// Longest profile id.
 const MAX_ID: usize = 128;
 
-/// The engines this process serves, and what it counts for `Info`.
-pub struct NodeService {
+/// The engines in service at one moment, with their dispatchers. Loading or
+/// unloading a model replaces it whole; calls hold the one they started on, so they
+/// finish there, and its dispatchers stop once their queues are empty.
+struct Engines {
     node: Arc<Node>,
     stt: Option<Stt>,
     tts: Option<Tts>,
+}
+
+impl Engines {
+    fn start(node: Arc<Node>, stt_queue: usize) -> EngineResult<Engines> {
+        Ok(Engines {
+            stt: Stt::start(node.clone(), stt_queue)?,
+            tts: Tts::start(node.clone())?,
+            node,
+        })
+    }
+}
+
+/// How long a reading of the device's free memory is reused (`nvidia-smi` is a
+/// process start; `Info` is asked every couple of seconds by each edge).
+const FREE_MEMORY_FRESH: Duration = Duration::from_secs(5);
+
+/// The engines this process serves, and what it counts for `Info`.
+pub struct NodeService {
+    engines: Arc<RwLock<Arc<Engines>>>,
+    /// One load or unload at a time.
+    changing: Arc<tokio::sync::Mutex<()>>,
+    stt_queue: usize,
     in_flight: Arc<AtomicU32>,
     /// `kind:id` of the speaker profiles and voices held warm here.
     warm: Mutex<HashSet<String>>,
+    /// The last reading of what one more model may take, and when it was made.
+    available: Arc<Mutex<Option<(Instant, u64)>>>,
 }
 
 impl NodeService {
     /// Starts the dispatchers over a loaded node.
     pub fn start(node: Arc<Node>, stt_queue: usize) -> EngineResult<NodeService> {
         Ok(NodeService {
-            stt: Stt::start(node.clone(), stt_queue)?,
-            tts: Tts::start(node.clone())?,
-            node,
+            engines: Arc::new(RwLock::new(Arc::new(Engines::start(node, stt_queue)?))),
+            changing: Arc::new(tokio::sync::Mutex::new(())),
+            stt_queue,
             in_flight: Arc::new(AtomicU32::new(0)),
             warm: Mutex::new(HashSet::new()),
+            available: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// The engines now in service.
+    fn engines(&self) -> Arc<Engines> {
+        match self.engines.read() {
+            Ok(engines) => engines.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     fn busy(&self) -> InFlight {
@@ -53,10 +89,27 @@ impl NodeService {
         InFlight(self.in_flight.clone())
     }
 
+    /// What one more model may take now (see [`Node::available_mb`]), read at most
+    /// every [`FREE_MEMORY_FRESH`].
+    fn available_mb(&self, node: &Node) -> u64 {
+        let Ok(mut last) = self.available.lock() else {
+            return node.available_mb();
+        };
+        match *last {
+            Some((at, mb)) if at.elapsed() < FREE_MEMORY_FRESH => mb,
+            _ => {
+                let mb = node.available_mb();
+                *last = Some((Instant::now(), mb));
+                mb
+            }
+        }
+    }
+
     pub(super) fn info(&self) -> proto::InfoReply {
-        let info = self.node.info();
+        let engines = self.engines();
+        let info = engines.node.info();
         let depth =
-            self.stt.as_ref().map_or(0, Stt::depth) + self.tts.as_ref().map_or(0, Tts::depth);
+            engines.stt.as_ref().map_or(0, Stt::depth) + engines.tts.as_ref().map_or(0, Tts::depth);
         let (speakers, voices) = self.warm.lock().map_or((0, 0), |warm| {
             let speakers = warm.iter().filter(|k| k.starts_with("speaker:")).count();
             (speakers, warm.len() - speakers)
@@ -78,11 +131,58 @@ impl NodeService {
             queue_depth: u32::try_from(depth).unwrap_or(u32::MAX),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            tts_sample_rate: self.tts.as_ref().map_or(0, Tts::sample_rate),
+            tts_sample_rate: engines.tts.as_ref().map_or(0, Tts::sample_rate),
             warm_speakers: u32::try_from(speakers).unwrap_or(u32::MAX),
             warm_voices: u32::try_from(voices).unwrap_or(u32::MAX),
             pid: std::process::id(),
+            memory_limit_mb: info.memory_limit_mb,
+            memory_available_mb: self.available_mb(&engines.node),
         }
+    }
+
+    /// Loads (`load`) or unloads a model: the node with it or without it is made on a
+    /// blocking thread, its dispatchers started, and it replaces the engines in
+    /// service. Runs to its end even when the caller goes away, so a load is never
+    /// half done; one change at a time.
+    async fn change(&self, model: String, load: bool) -> Result<proto::InfoReply, Status> {
+        if model.is_empty() || model.len() > MAX_ID {
+            return Err(invalid("model must be 1 to 128 bytes"));
+        }
+        let (engines, changing) = (self.engines.clone(), self.changing.clone());
+        let (available, stt_queue) = (self.available.clone(), self.stt_queue);
+        let task = tokio::spawn(async move {
+            let _one_at_a_time = changing.lock_owned().await;
+            let current = match engines.read() {
+                Ok(engines) => engines.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            let next = tokio::task::spawn_blocking(move || {
+                let node = match load {
+                    true => current.node.with_model(&model)?,
+                    false => current.node.without_model(&model)?,
+                };
+                if node.info().models_loaded == current.node.info().models_loaded {
+                    return Ok(None);
+                }
+                tracing::info!(%model, load, models = ?node.info().models_loaded, "engines changed");
+                Engines::start(Arc::new(node), stt_queue).map(Some)
+            })
+            .await
+            .map_err(|e| EngineError::Inference(format!("loading task: {e}")))??;
+            if let Some(next) = next
+                && let Ok(mut engines) = engines.write()
+            {
+                *engines = Arc::new(next);
+            }
+            if let Ok(mut available) = available.lock() {
+                *available = None;
+            }
+            Ok::<(), EngineError>(())
+        });
+        task.await
+            .map_err(|e| Status::internal(format!("model change: {e}")))?
+            .map_err(|e| wire::status(&e))?;
+        Ok(self.info())
     }
 
     /// Runs `work` on the node's speaker engines on a blocking thread.
@@ -90,7 +190,7 @@ impl NodeService {
         &self,
         work: impl FnOnce(&Node) -> EngineResult<T> + Send + 'static,
     ) -> Result<T, Status> {
-        let node = self.node.clone();
+        let node = self.engines().node.clone();
         tokio::task::spawn_blocking(move || work(&node))
             .await
             .map_err(|e| Status::internal(format!("speaker task: {e}")))?
@@ -153,7 +253,11 @@ impl node_server::Node for NodeService {
         test_fault("", &request.language);
         let options = wire::options(&request).map_err(|e| wire::status(&e))?;
         let samples = audio(&request.pcm)?;
-        let stt = self.stt.as_ref().ok_or_else(|| missing("speech to text"))?;
+        let engines = self.engines();
+        let stt = engines
+            .stt
+            .as_ref()
+            .ok_or_else(|| missing("speech to text"))?;
         let transcript = stt
             .transcribe(samples, options)
             .await
@@ -229,7 +333,11 @@ impl node_server::Node for NodeService {
         if !(request.speed.is_finite() && (0.25..=4.0).contains(&request.speed)) {
             return Err(invalid("speed must be within 0.25..=4"));
         }
-        let tts = self.tts.as_ref().ok_or_else(|| missing("text to speech"))?;
+        let engines = self.engines();
+        let tts = engines
+            .tts
+            .as_ref()
+            .ok_or_else(|| missing("text to speech"))?;
         let rate = tts.sample_rate();
         let piece = move |samples: Vec<f32>| proto::AudioPiece {
             pcm: wire::pcm(&samples),
@@ -315,5 +423,21 @@ impl node_server::Node for NodeService {
         _request: Request<proto::InfoRequest>,
     ) -> Result<Response<proto::InfoReply>, Status> {
         Ok(Response::new(self.info()))
+    }
+
+    async fn load(
+        &self,
+        request: Request<proto::ModelRequest>,
+    ) -> Result<Response<proto::InfoReply>, Status> {
+        let info = self.change(request.into_inner().model, true).await?;
+        Ok(Response::new(info))
+    }
+
+    async fn unload(
+        &self,
+        request: Request<proto::ModelRequest>,
+    ) -> Result<Response<proto::InfoReply>, Status> {
+        let info = self.change(request.into_inner().model, false).await?;
+        Ok(Response::new(info))
     }
 }

@@ -192,11 +192,22 @@ pub fn status(error: &EngineError) -> Status {
             "model_unavailable",
             format!("{id}: {reason}"),
         ),
-        EngineError::ModelTooLarge { .. } => (
-            Code::FailedPrecondition,
-            "model_unavailable",
-            error.to_string(),
+        // The figures travel as `id:needed:available`, for the edge's 409.
+        EngineError::ModelTooLarge {
+            id,
+            needed_mb,
+            available_mb,
+        } => (
+            Code::ResourceExhausted,
+            "too_large",
+            format!("{id}:{needed_mb}:{available_mb}"),
         ),
+        EngineError::ModelNotFound { id, reason } => {
+            (Code::NotFound, "not_found", format!("{id}: {reason}"))
+        }
+        EngineError::InUse { id, by } => {
+            (Code::FailedPrecondition, "in_use", format!("{id}: {by}"))
+        }
         EngineError::Runtime(m) => (Code::Internal, "runtime", m.clone()),
         EngineError::DeviceUnavailable(m) => (Code::Internal, "device", m.clone()),
         EngineError::Inference(m) => (Code::Internal, "inference", m.clone()),
@@ -227,6 +238,24 @@ pub fn engine_error(status: &Status, node: &str) -> EngineError {
             EngineError::ModelUnavailable {
                 id: id.to_owned(),
                 reason: reason.to_owned(),
+            }
+        }
+        Some("too_large") => {
+            let mut parts = message.rsplitn(3, ':');
+            let (available, needed) = (parts.next(), parts.next());
+            let figure = |part: Option<&str>| part.and_then(|p| p.parse().ok()).unwrap_or(0);
+            EngineError::ModelTooLarge {
+                id: parts.next().unwrap_or_default().to_owned(),
+                needed_mb: figure(needed),
+                available_mb: figure(available),
+            }
+        }
+        Some(kind @ ("not_found" | "in_use")) => {
+            let (id, rest) = message.split_once(": ").unwrap_or(("", &message));
+            let (id, rest) = (id.to_owned(), rest.to_owned());
+            match kind {
+                "not_found" => EngineError::ModelNotFound { id, reason: rest },
+                _ => EngineError::InUse { id, by: rest },
             }
         }
         Some("runtime") => EngineError::Runtime(message),
@@ -304,6 +333,19 @@ mod tests {
                 reason: "missing".into(),
             },
             EngineError::Inference("boom".into()),
+            EngineError::ModelTooLarge {
+                id: "audio.stt.whisper-base".into(),
+                needed_mb: 700,
+                available_mb: 412,
+            },
+            EngineError::ModelNotFound {
+                id: "audio.stt.nope".into(),
+                reason: "no such engine".into(),
+            },
+            EngineError::InUse {
+                id: "audio.vad.silero".into(),
+                by: "audio.stt.whisper-tiny-en".into(),
+            },
         ];
         for error in errors {
             let status = status(&error);

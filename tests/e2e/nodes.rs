@@ -393,3 +393,140 @@ async fn with_two_nodes_a_killed_one_costs_nothing_and_both_are_listed() {
     }
     panic!("the killed node did not come back");
 }
+
+/// Loads (`POST`) or unloads (`DELETE`) a model on a node through the admin API.
+async fn change_model(
+    server: &Server,
+    token: &str,
+    node: &str,
+    model: &str,
+    load: bool,
+) -> (u16, Value) {
+    match load {
+        true => {
+            let path = format!("/v1/infra/nodes/{node}/models");
+            server
+                .post(&path, Some(token), json!({ "model": model }))
+                .await
+        }
+        false => {
+            let path = format!("/v1/infra/nodes/{node}/models/{model}");
+            server
+                .send(reqwest::Method::DELETE, &path, Some(token), None)
+                .await
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_admin_loads_and_unloads_models_on_a_node_within_its_memory() {
+    // Speech to text only at start, and 600 MB for models: 316 taken, 284 free.
+    let server = Server::start_with(Options {
+        config_toml: Some(
+            "[engines]\nnode_id = \"slots\"\nmemory_limit_mb = 600\n\
+             models = [\"audio.stt.whisper-tiny-en\"]\n"
+                .into(),
+        ),
+        ..Options::default()
+    })
+    .await;
+    let listed = node(&server).await;
+    let id = listed["node_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        listed["models_loaded"],
+        json!(["audio.vad.silero", "audio.stt.whisper-tiny-en"]),
+        "{listed}"
+    );
+    assert_eq!(listed["memory_limit_mb"], 600, "{listed}");
+    let speak = |text: &'static str| {
+        let server = &server;
+        async move {
+            let body = json!({ "text": text });
+            server
+                .post("/v1/modules/scaispeak/speak", Some(ADMIN_KEY), body)
+                .await
+        }
+    };
+    let (status, body) = speak("Nothing speaks yet.").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "SCAISPEAK_BACKEND_UNAVAILABLE");
+
+    // Loaded: routing sees it at once, and the node speaks.
+    let (status, loaded) = change_model(&server, ADMIN_KEY, &id, "audio.tts.piper-joe", true).await;
+    assert_eq!(status, 200, "{loaded}");
+    assert!(
+        loaded["models_loaded"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("audio.tts.piper-joe")),
+        "{loaded}"
+    );
+    assert_eq!(loaded["memory_mb"], 566, "{loaded}");
+    assert_eq!(loaded["status"], "online", "{loaded}");
+    let (status, body) = speak("Now it speaks.").await;
+    assert_eq!(status, 200, "{body}");
+
+    // 34 MB left: the speaker embedder (64 MB) does not fit, and says so.
+    let (status, refused) =
+        change_model(&server, ADMIN_KEY, &id, "audio.analyze.pyannote", true).await;
+    assert_eq!(status, 409, "{refused}");
+    let error = &refused["error"];
+    assert_eq!(error["code"], "GPU_INCOMPATIBLE", "{refused}");
+    assert_eq!(error["needed_mb"], 64, "{refused}");
+    assert!(error["available_mb"].as_u64().unwrap() <= 34, "{refused}");
+    assert_eq!(error["model"], "audio.analyze.pyannote", "{refused}");
+
+    // The detector under speech to text stays; unknown engines and nodes are 404.
+    let (status, body) = change_model(&server, ADMIN_KEY, &id, "audio.vad.silero", false).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "CONFLICT", "{body}");
+    let (status, body) =
+        change_model(&server, ADMIN_KEY, &id, "audio.stt.whisper-huge", true).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "MODEL_NOT_FOUND", "{body}");
+    let (status, body) =
+        change_model(&server, ADMIN_KEY, "elsewhere", "audio.tts.piper-joe", true).await;
+    assert_eq!(status, 404, "{body}");
+    // Platform admins only; a tenant admin is refused before anything happens.
+    let tenant = server.tenant("slots-tenant").await;
+    for key in [&tenant.admin_key, &tenant.member_key] {
+        let (status, body) = change_model(&server, key, &id, "audio.tts.piper-joe", false).await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let (status, body) = server
+        .post(
+            &format!("/v1/infra/nodes/{id}/models"),
+            Some(ADMIN_KEY),
+            json!({ "model": "audio.tts.piper-joe", "replicas": 3 }),
+        )
+        .await;
+    assert!(status == 400 || status == 422, "{status} {body}");
+
+    // Unloaded: speech has no backend again, transcription never stopped, and the
+    // embedder fits now.
+    let (status, unloaded) =
+        change_model(&server, ADMIN_KEY, &id, "audio.tts.piper-joe", false).await;
+    assert_eq!(status, 200, "{unloaded}");
+    assert_eq!(unloaded["memory_mb"], 316, "{unloaded}");
+    let (status, body) = speak("Silent again.").await;
+    assert_eq!(status, 502, "{body}");
+    let (status, body) = change_model(&server, ADMIN_KEY, &id, "audio.tts.piper-joe", false).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) =
+        change_model(&server, ADMIN_KEY, &id, "audio.analyze.pyannote", true).await;
+    assert_eq!(status, 200, "{body}");
+    let wav = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
+    let (status, body) =
+        read(post_raw(&server, TRANSCRIBE, ADMIN_KEY, "audio/wav", wav).await).await;
+    assert_eq!(status, 200, "{body}");
+    let listed = node(&server).await;
+    assert_eq!(
+        listed["models_loaded"],
+        json!([
+            "audio.vad.silero",
+            "audio.stt.whisper-tiny-en",
+            "audio.analyze.pyannote"
+        ]),
+        "{listed}"
+    );
+}

@@ -377,34 +377,68 @@ async fn a_node_away_at_a_deletion_evicts_the_profile_when_it_returns() {
 }
 
 #[tokio::test]
-async fn each_language_goes_to_a_node_carrying_its_model() {
+async fn each_language_goes_to_a_node_carrying_its_model_loaded_by_an_admin() {
     let Some(deployment) = Deployment::new().await else {
         return;
     };
-    // An English-only node (the CPU default) and one that also carries Whisper base.
-    let english = NodeProcess::start(&deployment, &format!("{}-en", deployment.prefix));
-    let multilingual = NodeProcess::start_with(
+    // A node with every default engine in 700 MB (630 taken), and one that carries
+    // speech to text only and has room to spare (a GPU node's part).
+    let english = NodeProcess::start_with(
         &deployment,
-        &format!("{}-multi", deployment.prefix),
-        &["--multilingual"],
+        &format!("{}-en", deployment.prefix),
+        &["--memory-limit-mb", "700"],
+    );
+    let roomy = NodeProcess::start_with(
+        &deployment,
+        &format!("{}-roomy", deployment.prefix),
+        &["--models", "audio.stt.whisper-tiny-en"],
     );
     let edge = edge(&deployment).await;
-    sees(&edge, &[&english, &multilingual]).await;
+    sees(&edge, &[&english, &roomy]).await;
     let spanish = crate::scaiecho::espeak_wav(
         "es",
         "Buenos días, me gustaría un café con leche. La biblioteca está cerrada los domingos.",
     );
+    let in_spanish = || {
+        edge.post_wav_form(
+            TRANSCRIBE,
+            ADMIN_KEY,
+            &[("language", "es")],
+            spanish.clone(),
+        )
+    };
+    let (status, body) = in_spanish().await;
+    assert_eq!(
+        status, 400,
+        "no node carries the multilingual model yet: {body}"
+    );
+
+    let base = "audio.stt.whisper-base";
+    let load = |node: &str| {
+        let path = format!("/v1/infra/nodes/{node}/models");
+        let edge = &edge;
+        async move {
+            edge.post(&path, Some(ADMIN_KEY), json!({ "model": base }))
+                .await
+        }
+    };
+    let (status, refused) = load(&english.id).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "GPU_INCOMPATIBLE", "{refused}");
+    assert_eq!(refused["error"]["needed_mb"], 700, "{refused}");
+    assert!(
+        refused["error"]["available_mb"].as_u64().unwrap() <= 70,
+        "{refused}"
+    );
+    let (status, loaded) = load(&roomy.id).await;
+    assert_eq!(status, 200, "{loaded}");
+    let carried = roomy.info().await.unwrap().models_loaded;
+    assert!(carried.iter().any(|m| m == base), "{carried:?}");
+
     // Round after round: ties between idle nodes take turns, so without per-model
     // routing every other Spanish request would land on the English-only node.
     for _ in 0..4 {
-        let (status, body) = edge
-            .post_wav_form(
-                TRANSCRIBE,
-                ADMIN_KEY,
-                &[("language", "es")],
-                spanish.clone(),
-            )
-            .await;
+        let (status, body) = in_spanish().await;
         assert_eq!(status, 200, "{body}");
         assert!(
             body["text"]
@@ -417,4 +451,14 @@ async fn each_language_goes_to_a_node_carrying_its_model() {
         let (status, body) = transcribe(&edge).await;
         assert_eq!(status, 200, "{body}");
     }
+
+    let path = format!("/v1/infra/nodes/{}/models/{base}", roomy.id);
+    let (status, unloaded) = edge
+        .send(reqwest::Method::DELETE, &path, Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(status, 200, "{unloaded}");
+    let (status, body) = in_spanish().await;
+    assert_eq!(status, 400, "the multilingual model is gone again: {body}");
+    let (status, body) = transcribe(&edge).await;
+    assert_eq!(status, 200, "{body}");
 }
