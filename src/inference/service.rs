@@ -248,12 +248,13 @@ impl node_server::Node for NodeService {
         &self,
         request: Request<proto::TranscribeRequest>,
     ) -> Result<Response<proto::TranscribeReply>, Status> {
+        // The engines first: a call counted in flight holds the ones it runs on.
+        let engines = self.engines();
         let _busy = self.busy();
         let request = request.into_inner();
         test_fault("", &request.language);
         let options = wire::options(&request).map_err(|e| wire::status(&e))?;
         let samples = audio(&request.pcm)?;
-        let engines = self.engines();
         let stt = engines
             .stt
             .as_ref()
@@ -439,5 +440,75 @@ impl node_server::Node for NodeService {
     ) -> Result<Response<proto::InfoReply>, Status> {
         let info = self.change(request.into_inner().model, false).await?;
         Ok(Response::new(info))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use node_server::Node as _;
+
+    const TINY: &str = engines::whisper::ENGINE_ID;
+
+    fn transcribe_request() -> proto::TranscribeRequest {
+        let models = engines::models::ModelDir::from_env();
+        let path = models.root().join("test-audio/two_cities.wav");
+        let bytes = std::fs::read(&path).unwrap();
+        let decoded =
+            media::decode::decode_mono(&bytes, &media::decode::DecodeOptions::default(), 16_000)
+                .unwrap();
+        proto::TranscribeRequest {
+            pcm: wire::pcm(&decoded.samples),
+            language: "en".into(),
+            ..proto::TranscribeRequest::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_model_unloaded_under_a_running_call_lets_it_finish_and_refuses_the_next() {
+        let node = Node::load(&engines::node::NodeConfig {
+            node_id: "swap".into(),
+            models_dir: engines::models::ModelDir::from_env().root().to_path_buf(),
+            device: engines::Device::Cpu,
+            intra_threads: 1,
+            models: vec![TINY.into()],
+            memory_limit_mb: 0,
+            phonemizer: engines::phonemizer::PhonemizerCommand {
+                program: "/nonexistent".into(),
+                args: Vec::new(),
+            },
+        });
+        let service = Arc::new(NodeService::start(Arc::new(node), 4).unwrap());
+        let request = transcribe_request();
+        let running = {
+            let (service, request) = (service.clone(), request.clone());
+            tokio::spawn(async move { service.transcribe(Request::new(request)).await })
+        };
+        while service.in_flight.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let info = service.change(TINY.into(), false).await.unwrap();
+        assert_eq!(info.models_loaded, [engines::silero::ENGINE_ID]);
+        let finished = running.await.unwrap().unwrap().into_inner();
+        assert!(
+            finished.text.to_lowercase().contains("best of times"),
+            "{}",
+            finished.text
+        );
+        let refused = service
+            .transcribe(Request::new(request.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            wire::engine_error(&refused, "swap"),
+            EngineError::ModelUnavailable { .. }
+        ));
+        // And back.
+        let info = service.change(TINY.into(), true).await.unwrap();
+        assert!(info.models_loaded.iter().any(|m| m == TINY));
+        let again = service.transcribe(Request::new(request)).await.unwrap();
+        assert!(!again.into_inner().text.is_empty());
+        let status = service.change(String::new(), true).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
     }
 }
