@@ -12,6 +12,12 @@ pub struct Overrides {
     /// Address to listen on, e.g. `127.0.0.1:0` for an ephemeral port.
     #[arg(long, env = "SCAIGRID_BIND", global = true)]
     pub bind: Option<String>,
+    /// The URL other edges reach this process at (`http://edge1:8080`): a WebRTC
+    /// session's requests that land on another edge are forwarded to the one that
+    /// holds it. Default: the bound address, or this host's name when bound to all
+    /// interfaces.
+    #[arg(long, env = "SCAIGRID_ADVERTISE_URL", global = true)]
+    pub advertise_url: Option<String>,
     /// Folder of the embedded database and object store.
     #[arg(long, env = "SCAIGRID_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
@@ -118,6 +124,8 @@ pub struct Overrides {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub bind: Option<String>,
+    /// See `Overrides::advertise_url`.
+    pub advertise_url: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<Secret>,
     pub object_store_dir: Option<PathBuf>,

@@ -173,6 +173,9 @@ pub const NODE_TOKEN_MIN_LEN: usize = 16;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// The URL other edges reach this process at (`None`: derived from the bound
+    /// address, see [`Config::edge_url`]).
+    pub advertise_url: Option<String>,
     pub data_dir: PathBuf,
     pub database: DatabaseConfig,
     pub object_store_dir: PathBuf,
@@ -300,6 +303,25 @@ pub const LOCAL_ISSUER: &str = "scaigrid";
 pub const KNOWN_MODULES: &[&str] = &["scaiecho", "scaispeak"];
 
 impl Config {
+    /// The URL other edges reach this process at, once it listens on `bound`:
+    /// `advertise_url`, else the bound address, else (bound to all interfaces) this
+    /// host's name with the port.
+    pub fn edge_url(&self, bound: SocketAddr) -> String {
+        if let Some(url) = &self.advertise_url {
+            return url.clone();
+        }
+        if !bound.ip().is_unspecified() {
+            return format!("http://{bound}");
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("http://{host}:{}", bound.port())
+    }
+
     /// Reads the optional file, applies the overrides, validates.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
         let file_config = match file {
@@ -324,6 +346,12 @@ impl Config {
         let bind: SocketAddr = bind_text.parse().with_context(|| {
             format!("bind: `{bind_text}` is not an address like 127.0.0.1:8080")
         })?;
+        let advertise_url = overrides.advertise_url.or(file.advertise_url);
+        if let Some(url) = &advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("advertise_url (SCAIGRID_ADVERTISE_URL): `{url}` is not an http(s) URL");
+        }
         let data_dir = overrides
             .data_dir
             .or(file.data_dir)
@@ -387,6 +415,7 @@ impl Config {
                 overrides.secrets_previous_keys,
             )?,
             bind,
+            advertise_url: advertise_url.map(|url| url.trim_end_matches('/').to_owned()),
             data_dir,
             database,
             object_store_dir,
@@ -440,6 +469,21 @@ mod tests {
         let config = Config::merge(file, overrides).unwrap();
         assert_eq!(config.bind.port(), 0);
         assert_eq!(config.data_dir, PathBuf::from("/srv/a"));
+    }
+
+    #[test]
+    fn the_edge_url_is_the_advertised_one_or_the_bound_address() {
+        let config =
+            |text: &str| Config::merge(toml::from_str(text).unwrap(), Overrides::default());
+        let bound: SocketAddr = "10.0.0.5:8080".parse().unwrap();
+        let plain = config("").unwrap();
+        assert_eq!(plain.edge_url(bound), "http://10.0.0.5:8080");
+        let everywhere: SocketAddr = "0.0.0.0:8081".parse().unwrap();
+        let url = plain.edge_url(everywhere);
+        assert!(url.starts_with("http://") && url.ends_with(":8081") && !url.contains("0.0.0.0"));
+        let advertised = config("advertise_url = \"http://edge1:8080/\"").unwrap();
+        assert_eq!(advertised.edge_url(bound), "http://edge1:8080");
+        assert!(config("advertise_url = \"edge1:8080\"").is_err());
     }
 
     #[test]

@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "context_length",
         include_str!("migrations/0011_context_length.sql"),
     ),
+    (
+        12,
+        "webrtc_edge",
+        include_str!("migrations/0012_webrtc_edge.sql"),
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that migrations run under.

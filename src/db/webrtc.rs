@@ -19,21 +19,34 @@ pub async fn create(
     id: &str,
     tenant_id: &str,
     module: &str,
-    subject: &str,
+    (subject, edge_url): (&str, Option<&str>),
 ) -> Result<(), sqlx::Error> {
     let now = now_ms();
     sqlx::query(
         "INSERT INTO webrtc_sessions (id, tenant_id, module, subject, status, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, 'created', $5, $5)",
+         updated_at, edge_url) VALUES ($1, $2, $3, $4, 'created', $5, $5, $6)",
     )
     .bind(id)
     .bind(tenant_id)
     .bind(module)
     .bind(subject)
     .bind(now)
+    .bind(edge_url)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The URL of the edge that holds a session's peer state, while the session is not
+/// over (scaled deployment; `None` in the embedded default). By id alone: the edge it
+/// names checks the caller.
+pub async fn edge_url(conn: &mut AnyConnection, id: &str) -> Result<Option<String>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT edge_url FROM webrtc_sessions WHERE id = $1 AND status <> 'ended'")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.and_then(|row| row.try_get::<Option<String>, _>("edge_url").ok().flatten()))
 }
 
 /// A tenant's session by id.

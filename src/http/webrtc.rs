@@ -1,13 +1,14 @@
 //! WebRTC session routes of ScaiEcho and ScaiSpeak (`/v1/modules/{id}/sessions...`) and
-//! the demo page. Handlers unpack the request and call `webrtc`.
+//! the demo page. Handlers unpack the request and call `webrtc`; a request for a
+//! session another edge holds goes there (`webrtc::forward`).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::Value;
 use tracing::Instrument;
@@ -16,6 +17,7 @@ use crate::app::AppState;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::Json;
+use crate::webrtc::forward::{self, Unreachable};
 use crate::webrtc::{self, Answer, Module, SessionView};
 
 type St = State<Arc<AppState>>;
@@ -60,11 +62,35 @@ pub async fn get_session(
     State(state): St,
     Auth(principal): Auth,
     Path((module, id)): Path<(String, String)>,
-) -> ApiResult<Json<SessionView>> {
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let module = Module::parse(&module)?;
-    webrtc::get(&state.webrtc, &principal, module, &id)
-        .await
-        .map(Json)
+    let request = (Method::GET, &uri, &headers, Bytes::new());
+    if let Some(answer) = forwarded(&state, &id, request).await {
+        return Ok(answer);
+    }
+    let view = webrtc::get(&state.webrtc, &principal, module, &id).await?;
+    Ok(Json(view).into_response())
+}
+
+/// The answer of the edge that holds session `id`, when another one does and answers
+/// (else the session is handled here: held here, or lost).
+async fn forwarded(
+    state: &AppState,
+    id: &str,
+    (method, uri, headers, body): (Method, &axum::http::Uri, &HeaderMap, Bytes),
+) -> Option<Response> {
+    let edge = state.webrtc.elsewhere(id, headers).await?;
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let client = &state.webrtc.forwarder;
+    match forward::http(client, &edge, (method, path), headers, body).await {
+        Ok(answer) => Some(answer),
+        Err(Unreachable(why)) => {
+            tracing::warn!(session = %id, %why, "the edge holding the session is unreachable");
+            None
+        }
+    }
 }
 
 /// Ends a session (its usage is recorded); deleting an ended one is a no-op.
@@ -75,10 +101,16 @@ pub async fn delete_session(
     State(state): St,
     Auth(principal): Auth,
     Path((module, id)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let module = Module::parse(&module)?;
+    let request = (Method::DELETE, &uri, &headers, Bytes::new());
+    if let Some(answer) = forwarded(&state, &id, request).await {
+        return Ok(answer);
+    }
     webrtc::delete(&state.webrtc, &principal, module, &id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// The SDP offer (`{"type":"offer","sdp":...}` as JSON, or `application/sdp`) → the
@@ -93,9 +125,10 @@ pub async fn offer(
     State(state): St,
     Auth(principal): Auth,
     Path((module, id)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Answer>> {
+) -> ApiResult<Response> {
     let module = Module::parse(&module)?;
     if body.len() > MAX_OFFER_BYTES {
         return Err(
@@ -105,9 +138,12 @@ pub async fn offer(
         );
     }
     let sdp = offer_sdp(&headers, &body)?;
-    webrtc::offer(&state.webrtc, &principal, module, &id, &sdp)
-        .await
-        .map(Json)
+    let request = (Method::POST, &uri, &headers, body);
+    if let Some(answer) = forwarded(&state, &id, request).await {
+        return Ok(answer);
+    }
+    let answer = webrtc::offer(&state.webrtc, &principal, module, &id, &sdp).await?;
+    Ok(Json(answer).into_response())
 }
 
 /// The SDP text of an offer body.
@@ -149,6 +185,7 @@ pub struct ControlQuery {
 pub async fn control(
     State(state): St,
     Path((module, id)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     Query(query): Query<ControlQuery>,
     upgrade: WebSocketUpgrade,
@@ -157,6 +194,36 @@ pub async fn control(
     let token = crate::ws::token(&headers, query.token);
     let request_id = crate::request_id::current().unwrap_or_else(crate::request_id::generate);
     let span = tracing::Span::current();
+    // Held by another edge: a caller this edge accepts is passed on there (the token
+    // in a header, not the URL); the owner checks the rest.
+    let elsewhere = match state.webrtc.elsewhere(&id, &headers).await {
+        Some(edge)
+            if crate::ws::authenticate(&state.auth, token.clone())
+                .await
+                .is_ok() =>
+        {
+            Some(edge)
+        }
+        _ => None,
+    };
+    if let Some(edge) = elsewhere {
+        let path = uri.path().to_owned();
+        return Ok(upgrade
+            .max_message_size(webrtc::MAX_CONTROL_MESSAGE_BYTES)
+            .max_frame_size(webrtc::MAX_CONTROL_MESSAGE_BYTES)
+            .on_upgrade(move |socket| {
+                let piped = async move {
+                    match forward::connect(&edge, &path, token.as_deref()).await {
+                        Ok(upstream) => forward::pipe(socket, upstream).await,
+                        Err(Unreachable(why)) => {
+                            tracing::warn!(session = %id, %why, "the edge holding the session is unreachable");
+                            webrtc::control(socket, state.webrtc.clone(), module, id, token).await;
+                        }
+                    }
+                };
+                crate::request_id::scope(request_id, piped.instrument(span))
+            }));
+    }
     Ok(upgrade
         .max_message_size(webrtc::MAX_CONTROL_MESSAGE_BYTES)
         .max_frame_size(webrtc::MAX_CONTROL_MESSAGE_BYTES)

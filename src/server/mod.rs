@@ -76,6 +76,7 @@ pub async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("binding {bind}: {e}"))?;
     let address = listener.local_addr()?;
     let _ = state.webhooks.bound.set(address);
+    state.webrtc.listening_at(state.config.edge_url(address));
     let workers = crate::worker::spawn(&state, state.config.jobs.workers);
     spawn_background(&state, true);
     tracing::info!("listening on {address}");

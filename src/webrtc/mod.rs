@@ -13,13 +13,15 @@
 //! The peer state lives in this process. A database row outlives it, so an offer or a
 //! control socket for a session whose process restarted gets 410
 //! `..._WEBRTC_SESSION_STATE_LOST` (or close 4404), not a 404. In a scaled deployment
-//! route each session's requests to the API process that created it.
+//! the row names the edge that holds the session, and the other edges forward its
+//! requests there ([`forward`]).
 
 // Without the `webrtc` feature the peer half is gone; the session bookkeeping stays so
 // the routes can answer (501 on offers).
 #![cfg_attr(not(feature = "webrtc"), allow(dead_code))]
 
 pub mod control;
+pub mod forward;
 pub mod link;
 #[cfg(feature = "webrtc")]
 pub mod peer;
@@ -113,6 +115,10 @@ pub struct Webrtc {
     auth: Arc<Authenticator>,
     scaiecho: Arc<scaiecho::ScaiEcho>,
     scaispeak: Arc<scaispeak::ScaiSpeak>,
+    /// The URL other edges reach this one at, once it listens (scaled deployment).
+    edge: std::sync::OnceLock<String>,
+    /// Passes a session's requests to the edge that holds it.
+    pub(crate) forwarder: reqwest::Client,
 }
 
 impl Webrtc {
@@ -132,7 +138,30 @@ impl Webrtc {
             auth,
             scaiecho,
             scaispeak,
+            edge: std::sync::OnceLock::new(),
+            forwarder: forward::client(),
         }
+    }
+
+    /// Where other edges reach this one (set once, by `serve`, when it listens);
+    /// sessions created here are recorded with it.
+    pub fn listening_at(&self, url: String) {
+        let _ = self.edge.set(url);
+    }
+
+    /// The URL of another edge that holds session `id`, when a request for it should
+    /// go there: a scaled deployment, not held here, its row naming another edge, and
+    /// the request not already forwarded.
+    pub async fn elsewhere(&self, id: &str, headers: &axum::http::HeaderMap) -> Option<String> {
+        if self.cluster.is_none()
+            || forward::is_forwarded(headers)
+            || self.registry.get(id).is_some()
+        {
+            return None;
+        }
+        let mut conn = self.db.pool.acquire().await.ok()?;
+        let url = crate::db::webrtc::edge_url(&mut conn, id).await.ok()??;
+        (self.edge.get() != Some(&url)).then_some(url)
     }
 }
 
@@ -256,7 +285,14 @@ pub async fn create(
         &id,
         &principal.tenant_id,
         module.as_str(),
-        principal.subject_id(),
+        (
+            principal.subject_id(),
+            state
+                .edge
+                .get()
+                .filter(|_| state.cluster.is_some())
+                .map(String::as_str),
+        ),
     )
     .await
     {

@@ -8,9 +8,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::SinkExt;
 use scaigrid::inference::proto::{self, node_client::NodeClient};
 use scaigrid::inference::token::Bearer;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::scaispeak::{Got, connect_speak, next, text};
 use crate::scaled::Deployment;
@@ -461,4 +463,93 @@ async fn each_language_goes_to_a_node_carrying_its_model_loaded_by_an_admin() {
     assert_eq!(status, 400, "the multilingual model is gone again: {body}");
     let (status, body) = transcribe(&edge).await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn webrtc_sessions_run_through_either_edge_and_one_edge_forwards_to_the_other() {
+    let Some(deployment) = Deployment::new().await else {
+        return;
+    };
+    let node = NodeProcess::start(&deployment, &format!("{}-rtc", deployment.prefix));
+    let (first, mut second) = (edge(&deployment).await, edge(&deployment).await);
+    sees(&first, &[&node]).await;
+    sees(&second, &[&node]).await;
+
+    // A browser's microphone through each edge's own page: the node transcribes it.
+    let dir = tempfile::tempdir().unwrap();
+    let (microphone, speech_end_ms) = crate::webrtc::microphone_file(dir.path());
+    let browser = crate::browser::Browser::start(&microphone).await;
+    for edge in [&first, &second] {
+        let heard = crate::webrtc::echo_from_the_page(&browser, edge, speech_end_ms).await;
+        assert_eq!(heard["last"]["type"], "done", "{heard}");
+        let text = crate::webrtc::finals_text(&heard["frames"]);
+        assert!(says_beckett(&text), "through {}: {text}", edge.base);
+        ended(edge, &format!("{ECHO}/{}", heard["id"].as_str().unwrap())).await;
+    }
+
+    // A session made on the first edge, answered, watched and ended through the second.
+    let (status, session) = first.post(ECHO, Some(ADMIN_KEY), json!({})).await;
+    assert_eq!(status, 201, "{session}");
+    let at = format!("{ECHO}/{}", session["id"].as_str().unwrap());
+    let (status, body) = second.get(&at, Some(ADMIN_KEY)).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("created")),
+        "{body}"
+    );
+    let offer = json!({"type": "offer", "sdp": crate::webrtc::str0m_offer()});
+    let (status, answer) = second
+        .post(&format!("{at}/offer"), Some(ADMIN_KEY), offer)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["sdp"].as_str().unwrap().contains("a=candidate"),
+        "{answer}"
+    );
+    let (_, body) = first.get(&at, Some(ADMIN_KEY)).await;
+    assert_eq!(body["status"], "active", "the first edge holds it: {body}");
+    // The owner checks the caller: a wrong key is refused, through either edge.
+    let (status, body) = second.get(&at, Some("sgk_wrong")).await;
+    assert_eq!(status, 401, "{body}");
+    let mut control = crate::webrtc::control_socket(&second, &session, ADMIN_KEY).await;
+    control
+        .send(Message::Text(json!({"type": "close"}).to_string().into()))
+        .await
+        .unwrap();
+    let (last, code, _) = crate::webrtc::refused(&mut control).await;
+    assert_eq!((code, &last["type"]), (1000, &json!("done")), "{last}");
+    ended(&second, &at).await;
+
+    // An edge that dies takes its sessions with it: the other says they are lost.
+    let (status, session) = second.post(ECHO, Some(ADMIN_KEY), json!({})).await;
+    assert_eq!(status, 201, "{session}");
+    let at = format!("{ECHO}/{}", session["id"].as_str().unwrap());
+    let metrics = second.metrics().await;
+    assert!(
+        metrics.contains("scaigrid_webrtc_forwarded_total{kind=\"control\"}"),
+        "no forwarding counted"
+    );
+    second.kill();
+    let (status, body) = first.get(&at, Some(ADMIN_KEY)).await;
+    assert_eq!((status, &body["status"]), (200, &json!("lost")), "{body}");
+    let offer = json!({"type": "offer", "sdp": crate::webrtc::str0m_offer()});
+    let (status, body) = first
+        .post(&format!("{at}/offer"), Some(ADMIN_KEY), offer)
+        .await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"]["code"], "SCAIECHO_WEBRTC_SESSION_STATE_LOST");
+}
+
+const ECHO: &str = "/v1/modules/scaiecho/sessions";
+
+/// Waits (at most ten seconds) until the session at `at` says it ended.
+async fn ended(edge: &Server, at: &str) {
+    for _ in 0..100 {
+        let (_, body) = edge.get(at, Some(ADMIN_KEY)).await;
+        if body["status"] == "ended" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{at} did not end");
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::browser::Browser;
+use crate::stream::says_beckett;
 use crate::support::{ADMIN_KEY, Options, Server, assert_error};
 
 const ECHO: &str = "/v1/modules/scaiecho/sessions";
@@ -17,18 +18,9 @@ const SPEAK: &str = "/v1/modules/scaispeak/sessions";
 /// Silence before the speech in the fake microphone: the peer connects meanwhile.
 const LEAD_MS: usize = 3000;
 
-fn says_beckett(text: &str) -> bool {
-    let lower = text.to_lowercase();
-    ["ever", "tried", "failed", "matter", "again", "better"]
-        .iter()
-        .filter(|word| lower.contains(*word))
-        .count()
-        >= 5
-}
-
 /// beckett.wav at 16 kHz mono with `LEAD_MS` of silence before it and one second after;
 /// and where its speech ends (ms from the file's start).
-fn microphone_file(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+pub(crate) fn microphone_file(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
     let bytes = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
     let audio = media::decode(&bytes, &media::DecodeOptions::default()).unwrap();
     let speech = media::resample::to_mono(&audio, 16_000).unwrap();
@@ -46,7 +38,7 @@ fn microphone_file(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
     (path, LEAD_MS + (last_loud + 1) * 20)
 }
 
-async fn control_socket(
+pub(crate) async fn control_socket(
     server: &Server,
     session: &Value,
     token: &str,
@@ -60,7 +52,7 @@ async fn control_socket(
 }
 
 /// The error frame and close code a control socket ends with.
-async fn refused(
+pub(crate) async fn refused(
     socket: &mut tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
@@ -80,16 +72,16 @@ async fn refused(
     }
 }
 
-#[tokio::test]
-async fn a_browser_microphone_is_transcribed_and_a_spoken_text_comes_back_as_audio() {
-    let server = Server::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (microphone, speech_end_ms) = microphone_file(dir.path());
-    let browser = Browser::start(&microphone).await;
+/// A ScaiEcho session from the demo page of `server`: the microphone plays the file
+/// once; wait for it to end, then `close`. The session's frames, its last frame and
+/// what came on the data channel.
+pub(crate) async fn echo_from_the_page(
+    browser: &Browser,
+    server: &Server,
+    speech_end_ms: usize,
+) -> Value {
     browser.open(&server.url("/webrtc-demo")).await;
-
-    // ScaiEcho: the microphone plays the file once; wait for it to end, then `close`.
-    let heard = browser
+    browser
         .run(
             "const s = await scaigrid.echo(args.token, {});
              const wait = s.captureStart + args.until_ms - performance.now();
@@ -99,7 +91,28 @@ async fn a_browser_microphone_is_transcribed_and_a_spoken_text_comes_back_as_aud
                       channelFrames: s.channelFrames };",
             json!({"token": ADMIN_KEY, "until_ms": speech_end_ms + 2500}),
         )
-        .await;
+        .await
+}
+
+/// The finals' text of a session's frames.
+pub(crate) fn finals_text(frames: &Value) -> String {
+    frames
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["type"] == "delta" && f["is_final"] == true)
+        .map(|f| f["text"].as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test]
+async fn a_browser_microphone_is_transcribed_and_a_spoken_text_comes_back_as_audio() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (microphone, speech_end_ms) = microphone_file(dir.path());
+    let browser = Browser::start(&microphone).await;
+    let heard = echo_from_the_page(&browser, &server, speech_end_ms).await;
     let frames = heard["frames"].as_array().unwrap();
     assert_eq!(frames[0]["type"], "ready", "{heard}");
     assert_eq!(heard["last"]["type"], "done", "{heard}");
@@ -107,11 +120,7 @@ async fn a_browser_microphone_is_transcribed_and_a_spoken_text_comes_back_as_aud
         .iter()
         .filter(|f| f["type"] == "delta" && f["is_final"] == true)
         .collect();
-    let text = finals
-        .iter()
-        .map(|f| f["text"].as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let text = finals_text(&heard["frames"]);
     assert!(says_beckett(&text), "transcript: {text}");
     // The data channel the page opened got the same finals.
     let on_channel: Vec<&Value> = heard["channelFrames"]
@@ -397,7 +406,7 @@ async fn a_restart_loses_the_peer_state_and_says_so() {
 }
 
 /// An SDP offer with one audio line, made by str0m (no browser needed for the answer).
-fn str0m_offer() -> String {
+pub(crate) fn str0m_offer() -> String {
     use str0m::media::{Direction, MediaKind};
     let mut rtc = str0m::Rtc::new(std::time::Instant::now());
     let candidate = str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap();
