@@ -56,6 +56,8 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     /// This process's WebRTC sessions and what they carry.
     pub webrtc: Arc<Webrtc>,
+    /// Model instances on the nodes.
+    pub instances: Arc<crate::instances::Instances>,
     /// The OpenAPI document, rendered once when the router is built.
     pub openapi: OnceLock<String>,
 }
@@ -173,7 +175,13 @@ impl AppState {
             (scaiecho.clone(), scaispeak.clone()),
             cluster.clone(),
         ));
+        let instances = Arc::new(crate::instances::Instances::new(
+            db.clone(),
+            nodes.clone(),
+            config.instances.clone(),
+        ));
         Ok(Arc::new(AppState {
+            instances,
             gateway,
             gate,
             cluster,

@@ -81,6 +81,16 @@ pub struct NodeArgs {
     /// memory_limit_mb`; 0: the device's free memory).
     #[arg(long)]
     pub memory_limit_mb: Option<u64>,
+    /// Where this node runs (default `[engines] region`), for instance placement.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// This node's class of capacity (default `[engines] capacity_tier`).
+    #[arg(long)]
+    pub capacity_tier: Option<String>,
+    /// An instance's price per hour here, in cost units (default `[engines]
+    /// price_per_hour`).
+    #[arg(long)]
+    pub price_per_hour: Option<f64>,
     #[arg(long)]
     pub stt_queue: Option<usize>,
     /// Largest request taken (default: `[limits] max_audio_seconds` of PCM).
@@ -115,6 +125,11 @@ impl NodeArgs {
         if let Some(limit) = self.memory_limit_mb {
             engines.memory_limit_mb = limit;
         }
+        let labels = &mut engines.labels;
+        labels.region = self.region.unwrap_or(labels.region.clone());
+        labels.capacity_tier = self.capacity_tier.unwrap_or(labels.capacity_tier.clone());
+        labels.price_per_hour = self.price_per_hour.unwrap_or(labels.price_per_hour);
+        labels.check()?;
         if let Some(queue) = self.stt_queue {
             engines.stt_queue = queue.max(1);
         }

@@ -29,6 +29,7 @@ pub mod extract;
 pub mod gateway;
 pub mod http;
 pub mod inference;
+pub mod instances;
 pub mod jobs;
 pub mod memory;
 pub mod net;

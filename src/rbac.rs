@@ -23,11 +23,13 @@ pub enum Permission {
     ScaispeakSpeak,
     ScaispeakVoiceRead,
     ScaispeakVoiceWrite,
+    InstancesRead,
+    InstancesWrite,
 }
 
 impl Permission {
     /// The catalogue, in the order `GET /v1/permissions` lists it.
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 16] = [
         Permission::PlatformAdmin,
         Permission::TenantAdmin,
         Permission::ModelsRead,
@@ -42,6 +44,8 @@ impl Permission {
         Permission::ScaispeakSpeak,
         Permission::ScaispeakVoiceRead,
         Permission::ScaispeakVoiceWrite,
+        Permission::InstancesRead,
+        Permission::InstancesWrite,
     ];
 
     /// The permission string grants are matched against.
@@ -61,6 +65,8 @@ impl Permission {
             Permission::ScaispeakSpeak => "scaispeak:speak",
             Permission::ScaispeakVoiceRead => "scaispeak:voice.read",
             Permission::ScaispeakVoiceWrite => "scaispeak:voice.write",
+            Permission::InstancesRead => "instances:read",
+            Permission::InstancesWrite => "instances:write",
         }
     }
 
@@ -83,6 +89,8 @@ impl Permission {
             Permission::ScaispeakSpeak => "Synthesize speech",
             Permission::ScaispeakVoiceRead => "List voices",
             Permission::ScaispeakVoiceWrite => "Create, repromote, warm, evict and delete voices",
+            Permission::InstancesRead => "List model instances and why they failed",
+            Permission::InstancesWrite => "Launch, start, stop and delete model instances",
         }
     }
 }
@@ -126,6 +134,7 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
             "webhooks:*",
             "scaiecho:*",
             "scaispeak:*",
+            "instances:*",
         ],
     },
     BuiltinRole {
@@ -153,6 +162,7 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
             "accounting:read",
             "scaiecho:speaker.read",
             "scaispeak:voice.read",
+            "instances:read",
         ],
     },
 ];

@@ -38,7 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "products",
-        &["gateway", "scaiecho", "scaispeak", "webhooks"],
+        &["gateway", "instances", "scaiecho", "scaispeak", "webhooks"],
     ),
     (
         "shared",

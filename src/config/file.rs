@@ -161,6 +161,20 @@ pub struct FileConfig {
     pub webrtc: FileWebrtc,
     #[serde(default)]
     pub secrets: FileSecrets,
+    #[serde(default)]
+    pub instances: FileInstances,
+}
+
+/// Model instances on nodes (`/v1/instances`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileInstances {
+    /// A node that has not loaded an instance's model after this long fails the launch
+    /// with `PROVIDER_TIMEOUT` (default 120).
+    pub launch_timeout_seconds: Option<u64>,
+    /// A node of a running instance that does not answer for this long fails it with
+    /// `NODE_LOST` (default 15).
+    pub node_grace_seconds: Option<u64>,
 }
 
 /// Sealing of stored secrets at rest (see `vault`).
@@ -353,6 +367,12 @@ pub struct FileEngines {
     pub models: Option<Vec<String>>,
     /// Memory a node may fill with models, in MB (default 0: the device's free memory).
     pub memory_limit_mb: Option<u64>,
+    /// Where the node runs, for instance placement (default `local`).
+    pub region: Option<String>,
+    /// The node's class of capacity, for instance placement (default `standard`).
+    pub capacity_tier: Option<String>,
+    /// What an instance on this node costs per hour, in cost units (default 0).
+    pub price_per_hour: Option<f64>,
     /// Recordings waiting for the speech-to-text thread at most (default 16).
     pub stt_queue: Option<usize>,
     /// Inference node processes this server starts and supervises (default 1; 0: an

@@ -144,6 +144,8 @@ pub struct EnginesConfig {
     /// Memory a node may fill with models, in MB (0: the device's free memory); a
     /// model that does not fit is refused (`GPU_INCOMPATIBLE`).
     pub memory_limit_mb: u64,
+    /// The node's labels, for instance placement (`crate::instances`).
+    pub labels: NodeLabels,
     /// Recordings waiting for the speech-to-text thread at most; one more is
     /// `SERVICE_UNAVAILABLE` with `Retry-After` (a job goes back to the queue).
     pub stt_queue: usize,
@@ -153,6 +155,49 @@ pub struct EnginesConfig {
     /// The token edges present to nodes over TCP, and nodes require (see
     /// `crate::inference::token`).
     pub node_token: Option<Secret>,
+}
+
+/// What a node declares for instance placement: where it runs, its class of
+/// capacity, and its price.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeLabels {
+    pub region: String,
+    pub capacity_tier: String,
+    /// Cost units per hour of an instance on this node.
+    pub price_per_hour: f64,
+}
+
+impl Default for NodeLabels {
+    fn default() -> Self {
+        NodeLabels {
+            region: "local".to_owned(),
+            capacity_tier: "standard".to_owned(),
+            price_per_hour: 0.0,
+        }
+    }
+}
+
+impl NodeLabels {
+    /// Labels are short lowercase words; the price is finite and not negative.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for (name, value) in [
+            ("region", &self.region),
+            ("capacity_tier", &self.capacity_tier),
+        ] {
+            let word = !value.is_empty()
+                && value.len() <= 64
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+            if !word {
+                bail!("engines.{name}: `{value}` must be 1 to 64 of a-z, 0-9, `-`, `_`, `.`");
+            }
+        }
+        if !(self.price_per_hour.is_finite() && self.price_per_hour >= 0.0) {
+            bail!("engines.price_per_hour must be a number of cost units, 0 or more");
+        }
+        Ok(())
+    }
 }
 
 impl EnginesConfig {
@@ -200,6 +245,14 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub webrtc: WebrtcConfig,
     pub secrets: SecretsConfig,
+    pub instances: InstancesConfig,
+}
+
+/// `[instances]`.
+#[derive(Debug, Clone)]
+pub struct InstancesConfig {
+    pub launch_timeout: std::time::Duration,
+    pub node_grace: std::time::Duration,
 }
 
 /// Prices of the speech modules, in cost units (chat prices are per model).
@@ -437,6 +490,16 @@ impl Config {
             accounting: sections::accounting(&file.accounting)?,
             webhooks: sections::webhooks(&file.webhooks)?,
             webrtc: sections::webrtc(file.webrtc)?,
+            instances: InstancesConfig {
+                launch_timeout: std::time::Duration::from_secs(sections::positive(
+                    "instances.launch_timeout_seconds",
+                    file.instances.launch_timeout_seconds.unwrap_or(120),
+                )?),
+                node_grace: std::time::Duration::from_secs(sections::positive(
+                    "instances.node_grace_seconds",
+                    file.instances.node_grace_seconds.unwrap_or(15),
+                )?),
+            },
         })
     }
 }

@@ -156,6 +156,14 @@ pub(super) fn engines(
         multilingual: file.multilingual.unwrap_or(false),
         models: file.models,
         memory_limit_mb: file.memory_limit_mb.unwrap_or(0),
+        labels: {
+            let defaults = crate::config::NodeLabels::default();
+            crate::config::NodeLabels {
+                region: file.region.unwrap_or(defaults.region),
+                capacity_tier: file.capacity_tier.unwrap_or(defaults.capacity_tier),
+                price_per_hour: file.price_per_hour.unwrap_or(defaults.price_per_hour),
+            }
+        },
         stt_queue: file.stt_queue.unwrap_or(16).max(1),
         node_processes: file.node_processes.unwrap_or(1),
         node_token: node_token.or(file.node_token),
@@ -167,6 +175,7 @@ pub(super) fn engines(
     if let Some(models) = &engines.models {
         engines::node::with_needs(models).map_err(|e| anyhow::anyhow!("engines.models: {e}"))?;
     }
+    engines.labels.check()?;
     if engines.node_processes > 16 {
         bail!("engines.node_processes must be within 0..=16");
     }

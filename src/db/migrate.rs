@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webrtc_edge",
         include_str!("migrations/0012_webrtc_edge.sql"),
     ),
+    (
+        13,
+        "instances",
+        include_str!("migrations/0013_instances.sql"),
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that migrations run under.

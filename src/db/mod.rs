@@ -12,6 +12,7 @@ pub mod audit;
 pub mod events;
 pub mod evictions;
 pub mod gateway;
+pub mod instances;
 pub mod jobs;
 pub mod migrate;
 pub mod modules;

@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod gateway;
 mod health;
+mod instances;
 mod nodes;
 mod scaiecho;
 mod scaispeak;
@@ -102,6 +103,10 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(nodes::admin_nodes))
         .routes(routes!(nodes::load_model))
         .routes(routes!(nodes::unload_model))
+        .routes(routes!(instances::launch, instances::list))
+        .routes(routes!(instances::get, instances::delete))
+        .routes(routes!(instances::start))
+        .routes(routes!(instances::stop))
         .routes(routes!(scaiecho::transcribe))
         .routes(routes!(scaiecho::openai_transcriptions))
         .routes(routes!(scaiecho::get_policy, scaiecho::patch_policy))

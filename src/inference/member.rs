@@ -150,7 +150,7 @@ impl Member {
         self.changed.notify_waiters();
     }
 
-    pub(super) fn carries(&self, models: &[&str]) -> bool {
+    pub fn carries(&self, models: &[&str]) -> bool {
         self.seen.read().is_ok_and(|seen| {
             seen.info.as_ref().is_some_and(|info| {
                 info.models_loaded
@@ -262,6 +262,9 @@ pub fn info_view(info: &proto::InfoReply) -> serde_json::Map<String, Value> {
         ("memory_mb", json!(info.memory_mb)),
         ("memory_limit_mb", json!(info.memory_limit_mb)),
         ("memory_available_mb", json!(info.memory_available_mb)),
+        ("region", json!(info.region)),
+        ("capacity_tier", json!(info.capacity_tier)),
+        ("price_per_hour", json!(info.price_per_hour)),
         ("failures", json!(failures)),
         ("queue_depth", json!(info.queue_depth)),
         ("in_flight", json!(info.in_flight)),

@@ -53,7 +53,11 @@ pub async fn run(
         );
     }
     let node = Arc::new(load(&options.engines, false).await?);
-    let service = Arc::new(NodeService::start(node, options.engines.stt_queue)?);
+    let service = Arc::new(NodeService::start(
+        node,
+        options.engines.stt_queue,
+        options.engines.labels.clone(),
+    )?);
     let server = NodeServer::from_arc(service.clone())
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(usize::MAX);

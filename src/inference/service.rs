@@ -19,6 +19,7 @@ use super::proto::{self, node_server};
 use super::stt::Stt;
 use super::tts::Tts;
 use super::wire;
+use crate::config::NodeLabels;
 
 /// Longest text one synthesis request may carry (a sentence; the edge splits texts).
 const MAX_TEXT_BYTES: usize = engines::phonemizer::MAX_TEXT_BYTES;
@@ -61,11 +62,16 @@ pub struct NodeService {
     warm: Mutex<HashSet<String>>,
     /// The last reading of what one more model may take, and when it was made.
     available: Arc<Mutex<Option<(Instant, u64)>>>,
+    labels: NodeLabels,
 }
 
 impl NodeService {
     /// Starts the dispatchers over a loaded node.
-    pub fn start(node: Arc<Node>, stt_queue: usize) -> EngineResult<NodeService> {
+    pub fn start(
+        node: Arc<Node>,
+        stt_queue: usize,
+        labels: NodeLabels,
+    ) -> EngineResult<NodeService> {
         Ok(NodeService {
             engines: Arc::new(RwLock::new(Arc::new(Engines::start(node, stt_queue)?))),
             changing: Arc::new(tokio::sync::Mutex::new(())),
@@ -73,6 +79,7 @@ impl NodeService {
             in_flight: Arc::new(AtomicU32::new(0)),
             warm: Mutex::new(HashSet::new()),
             available: Arc::new(Mutex::new(None)),
+            labels,
         })
     }
 
@@ -137,6 +144,9 @@ impl NodeService {
             pid: std::process::id(),
             memory_limit_mb: info.memory_limit_mb,
             memory_available_mb: self.available_mb(&engines.node),
+            region: self.labels.region.clone(),
+            capacity_tier: self.labels.capacity_tier.clone(),
+            price_per_hour: self.labels.price_per_hour,
         }
     }
 
@@ -478,7 +488,8 @@ mod tests {
                 args: Vec::new(),
             },
         });
-        let service = Arc::new(NodeService::start(Arc::new(node), 4).unwrap());
+        let service =
+            Arc::new(NodeService::start(Arc::new(node), 4, NodeLabels::default()).unwrap());
         let request = transcribe_request();
         let running = {
             let (service, request) = (service.clone(), request.clone());

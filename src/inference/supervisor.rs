@@ -103,6 +103,12 @@ fn command(
         .arg(config.boot_models().join(","))
         .arg("--memory-limit-mb")
         .arg(config.memory_limit_mb.to_string())
+        .args(["--region", &config.labels.region])
+        .args(["--capacity-tier", &config.labels.capacity_tier])
+        .args([
+            "--price-per-hour",
+            &config.labels.price_per_hour.to_string(),
+        ])
         .arg("--models-dir")
         .arg(&config.models_dir)
         .arg("--device")

@@ -110,6 +110,7 @@ pub fn spawn_background(state: &Arc<AppState>, api: bool) {
         }
     }
     if api {
+        state.instances.spawn_monitor();
         state.gateway.spawn_health_probes();
         if let Some(cluster) = &state.cluster {
             crate::cluster::revocation::spawn_listener(cluster.clone(), state.auth.clone());

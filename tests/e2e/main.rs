@@ -11,6 +11,7 @@ mod browser;
 mod connections;
 mod envelope;
 mod gateway;
+mod instances;
 mod node_api;
 mod nodes;
 mod operations;

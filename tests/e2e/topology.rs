@@ -110,7 +110,7 @@ async fn edge(deployment: &Deployment) -> Server {
 async fn edge_with_token(deployment: &Deployment, token: &str) -> Server {
     let extra = format!(
         "[engines]\nnode_processes = 0\nnode_token = \"{token}\"\n[jobs]\nlease_seconds = 3\n\
-         [webrtc]\nmax_sessions_per_tenant = 1\n"
+         [webrtc]\nmax_sessions_per_tenant = 1\n[instances]\nnode_grace_seconds = 3\n"
     );
     Server::start_with(Options {
         database_url: Some(deployment.database.clone()),
@@ -552,4 +552,96 @@ async fn ended(edge: &Server, at: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{at} did not end");
+}
+
+#[tokio::test]
+async fn an_instance_whose_node_dies_fails_with_the_reason_and_starts_again_elsewhere() {
+    let Some(deployment) = Deployment::new().await else {
+        return;
+    };
+    // Two speech-to-text nodes with labels: the cheap one in eu, the dear one in us.
+    let stt = "audio.stt.whisper-tiny-en";
+    let cheap = NodeProcess::start_with(
+        &deployment,
+        &format!("{}-cheap", deployment.prefix),
+        &["--models", stt, "--region", "eu", "--price-per-hour", "1"],
+    );
+    let dear = NodeProcess::start_with(
+        &deployment,
+        &format!("{}-dear", deployment.prefix),
+        &["--models", stt, "--region", "us", "--price-per-hour", "3"],
+    );
+    let edge = edge(&deployment).await;
+    sees(&edge, &[&cheap, &dear]).await;
+    let (_, nodes) = edge.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+    let labels: Vec<(Value, Value)> = nodes["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["region"].clone(), n["price_per_hour"].clone()))
+        .collect();
+    assert!(labels.contains(&(json!("eu"), json!(1.0))), "{nodes}");
+    assert!(labels.contains(&(json!("us"), json!(3.0))), "{nodes}");
+
+    // Nothing under 0.5 an hour; in us, the dear node; unconstrained, the cheap one.
+    let piper = "audio.tts.piper-joe";
+    let launch = json!({"model": piper, "smart": {"max_price": 0.5}});
+    let (status, refused) = edge.post("/v1/instances", Some(ADMIN_KEY), launch).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "SMART_NO_MATCH", "{refused}");
+    assert_eq!(refused["error"]["constraint"], "max_price", "{refused}");
+    let launch = json!({"model": piper});
+    let (status, started) = edge.post("/v1/instances", Some(ADMIN_KEY), launch).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["node_ids"], json!([cheap.id]), "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    let running = crate::instances::settled(&edge, ADMIN_KEY, &id).await;
+    assert_eq!(running["state"], "running", "{running}");
+    let speak = json!({"text": "Placed on the cheap node."});
+    let (status, body) = edge
+        .post("/v1/modules/scaispeak/speak", Some(ADMIN_KEY), speak)
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The node dies: the instance fails, says why, and starts again on the other.
+    cheap.signal("KILL");
+    let at = format!("/v1/instances/{id}");
+    let mut failed = Value::Null;
+    for _ in 0..300 {
+        failed = edge.get(&at, Some(ADMIN_KEY)).await.1;
+        if failed["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["failure_reason"], "NODE_LOST", "{failed}");
+    assert!(
+        failed["failure_detail"]
+            .as_str()
+            .unwrap()
+            .contains(&cheap.id),
+        "{failed}"
+    );
+    assert!(failed["remediation"].is_string(), "{failed}");
+    let (status, restarted) = edge
+        .post(&format!("{at}/start"), Some(ADMIN_KEY), json!({}))
+        .await;
+    assert_eq!(status, 202, "{restarted}");
+    assert_eq!(restarted["node_ids"], json!([dear.id]), "{restarted}");
+    let running = crate::instances::settled(&edge, ADMIN_KEY, &id).await;
+    assert_eq!(running["state"], "running", "{running}");
+    let carried = dear.info().await.unwrap().models_loaded;
+    assert!(carried.iter().any(|m| m == piper), "{carried:?}");
+    // Stopped: the model leaves the node it was loaded on.
+    let (status, stopped) = edge
+        .post(&format!("{at}/stop"), Some(ADMIN_KEY), json!({}))
+        .await;
+    assert_eq!(
+        (status, &stopped["state"]),
+        (200, &json!("stopped")),
+        "{stopped}"
+    );
+    let carried = dear.info().await.unwrap().models_loaded;
+    assert!(!carried.iter().any(|m| m == piper), "{carried:?}");
 }

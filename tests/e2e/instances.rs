@@ -1,0 +1,263 @@
+//! Model instances on the embedded default's node (seed 003's launch flow): a launch
+//! that no node satisfies fails with its documented code and keeps the failed instance
+//! with its reason and hint; one that fits runs (the node carries the model, speech
+//! works), stops (the model is unloaded again, a node's own models stay), and a node
+//! that does not load in time fails it with `PROVIDER_TIMEOUT`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_KEY, Options, Server};
+
+const INSTANCES: &str = "/v1/instances";
+const PIPER: &str = "audio.tts.piper-joe";
+
+/// Polls an instance until it leaves `starting` (at most two minutes).
+pub(crate) async fn settled(server: &Server, key: &str, id: &str) -> Value {
+    for _ in 0..1200 {
+        let (status, instance) = server.get(&format!("{INSTANCES}/{id}"), Some(key)).await;
+        assert_eq!(status, 200, "{instance}");
+        if !["pending", "starting"].contains(&instance["state"].as_str().unwrap()) {
+            return instance;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("instance {id} never settled");
+}
+
+async fn models_loaded(server: &Server) -> Vec<String> {
+    let (_, nodes) = server.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+    serde_json::from_value(nodes["data"][0]["models_loaded"].clone()).unwrap()
+}
+
+async fn speak(server: &Server) -> u16 {
+    let body = json!({ "text": "Instances speak." });
+    server
+        .post("/v1/modules/scaispeak/speak", Some(ADMIN_KEY), body)
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn instances_launch_run_stop_and_fail_with_their_reasons() {
+    // Speech to text only at start; 700 MB for models (316 taken, 384 free); a launch
+    // gets 8 s to load.
+    let server = Server::start_with(Options {
+        config_toml: Some(
+            "[engines]\nnode_id = \"inst\"\nmemory_limit_mb = 700\nregion = \"eu-west\"\n\
+             price_per_hour = 1.5\nmodels = [\"audio.stt.whisper-tiny-en\"]\n\
+             [instances]\nlaunch_timeout_seconds = 8\n"
+                .into(),
+        ),
+        ..Options::default()
+    })
+    .await;
+    let (_, nodes) = server.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
+    let node = &nodes["data"][0];
+    assert_eq!(node["region"], "eu-west", "{node}");
+    assert_eq!(node["capacity_tier"], "standard", "{node}");
+    assert_eq!(node["price_per_hour"], 1.5, "{node}");
+
+    // Nothing in that region: SMART_NO_MATCH names it, and the instance is kept failed.
+    let launch = json!({"model": PIPER, "smart": {"region": "us-east"}});
+    let (status, refused) = server.post(INSTANCES, Some(ADMIN_KEY), launch).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "SMART_NO_MATCH", "{refused}");
+    assert_eq!(refused["error"]["constraint"], "region", "{refused}");
+    let id = refused["error"]["instance_id"].as_str().unwrap();
+    let (_, failed) = server
+        .get(&format!("{INSTANCES}/{id}"), Some(ADMIN_KEY))
+        .await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["failure_reason"], "SMART_NO_MATCH", "{failed}");
+    assert!(
+        failed["remediation"].as_str().unwrap().contains("Loosen"),
+        "{failed}"
+    );
+    let too_dear = json!({"model": PIPER, "smart": {"max_price": 1.0}});
+    let (status, refused) = server.post(INSTANCES, Some(ADMIN_KEY), too_dear).await;
+    assert_eq!(
+        (status, &refused["error"]["constraint"]),
+        (409, &json!("max_price")),
+        "{refused}"
+    );
+
+    // Whisper base (700 MB) fits nowhere: GPU_INCOMPATIBLE with the need and the room.
+    let big = json!({"model": "audio.stt.whisper-base"});
+    let (status, refused) = server.post(INSTANCES, Some(ADMIN_KEY), big).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "GPU_INCOMPATIBLE", "{refused}");
+    assert_eq!(refused["error"]["needed_mb"], 700, "{refused}");
+    assert!(
+        refused["error"]["available_mb"].as_u64().unwrap() <= 384,
+        "{refused}"
+    );
+
+    // Piper fits: the instance runs, the node carries it, speech works.
+    assert_eq!(speak(&server).await, 502);
+    let launch = json!({"model": PIPER, "smart": {"region": "eu-west", "max_price": 2}});
+    let (status, started) = server.post(INSTANCES, Some(ADMIN_KEY), launch).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["state"], "starting", "{started}");
+    assert_eq!(started["node_ids"], json!(["inst"]), "{started}");
+    let piper = started["id"].as_str().unwrap().to_owned();
+    let running = settled(&server, ADMIN_KEY, &piper).await;
+    assert_eq!(running["state"], "running", "{running}");
+    assert!(running["started_at"].is_string(), "{running}");
+    assert!(models_loaded(&server).await.contains(&PIPER.to_owned()));
+    assert_eq!(speak(&server).await, 200);
+
+    // An instance of a model the node carries of its own: stopping it leaves it there.
+    let own = json!({"model": "audio.stt.whisper-tiny-en"});
+    let (status, started) = server.post(INSTANCES, Some(ADMIN_KEY), own).await;
+    assert_eq!(status, 202, "{started}");
+    let tiny = started["id"].as_str().unwrap().to_owned();
+    assert_eq!(settled(&server, ADMIN_KEY, &tiny).await["state"], "running");
+
+    // A live instance is not deleted; a stopped one is. Stopping unloads what the
+    // launch loaded, and only that.
+    let at = format!("{INSTANCES}/{piper}");
+    let (status, body) = server
+        .send(reqwest::Method::DELETE, &at, Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("CONFLICT")),
+        "{body}"
+    );
+    for id in [&piper, &tiny] {
+        let (status, stopped) = server
+            .post(
+                &format!("{INSTANCES}/{id}/stop"),
+                Some(ADMIN_KEY),
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            (status, &stopped["state"]),
+            (200, &json!("stopped")),
+            "{stopped}"
+        );
+    }
+    let loaded = models_loaded(&server).await;
+    assert!(!loaded.contains(&PIPER.to_owned()), "{loaded:?}");
+    assert!(
+        loaded.contains(&"audio.stt.whisper-tiny-en".to_owned()),
+        "{loaded:?}"
+    );
+    assert_eq!(speak(&server).await, 502);
+    let (status, _) = server
+        .send(reqwest::Method::DELETE, &at, Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = server.get(&at, Some(ADMIN_KEY)).await;
+    assert_eq!(status, 404);
+
+    // A node that does not answer while it should load: PROVIDER_TIMEOUT after 8 s.
+    let pid = nodes["data"][0]["pid"].as_u64().unwrap();
+    signal(pid, "STOP");
+    let launch = json!({"model": PIPER});
+    let (status, started) = server.post(INSTANCES, Some(ADMIN_KEY), launch).await;
+    let id = started["id"].as_str().map(str::to_owned);
+    let ended = match id {
+        Some(id) => settled(&server, ADMIN_KEY, &id).await,
+        None => Value::Null,
+    };
+    signal(pid, "CONT");
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert_eq!(ended["failure_reason"], "PROVIDER_TIMEOUT", "{ended}");
+    assert!(
+        ended["remediation"].as_str().unwrap().contains("re-route"),
+        "{ended}"
+    );
+    // Started again once the node answers: placed anew, and running.
+    let id = ended["id"].as_str().unwrap();
+    let mut restarted = Value::Null;
+    for _ in 0..50 {
+        let path = format!("{INSTANCES}/{id}/start");
+        let (status, body) = server.post(&path, Some(ADMIN_KEY), json!({})).await;
+        if status == 202 {
+            restarted = settled(&server, ADMIN_KEY, id).await;
+            break;
+        }
+        // The node may still count as not answering for a moment.
+        assert_eq!(body["error"]["code"], "SMART_NO_MATCH", "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(restarted["state"], "running", "{restarted}");
+    assert_eq!(restarted["failure_reason"], Value::Null, "{restarted}");
+}
+
+#[tokio::test]
+async fn instances_are_the_tenants_own_and_launches_are_checked() {
+    let server = Server::start().await;
+    let tenant = server.tenant("inst-tenant").await;
+    let other = server.tenant("inst-other").await;
+    // A member may not launch; a tenant admin may.
+    let launch = json!({"model": "audio.vad.silero"});
+    let (status, body) = server
+        .post(INSTANCES, Some(&tenant.member_key), launch.clone())
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, started) = server
+        .post(INSTANCES, Some(&tenant.admin_key), launch)
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().unwrap();
+    assert_eq!(
+        settled(&server, &tenant.admin_key, id).await["state"],
+        "running"
+    );
+    // Another tenant sees nothing of it.
+    let (status, _) = server
+        .get(&format!("{INSTANCES}/{id}"), Some(&other.admin_key))
+        .await;
+    assert_eq!(status, 404);
+    let (_, listed) = server.get(INSTANCES, Some(&other.admin_key)).await;
+    assert_eq!(listed["data"], json!([]), "{listed}");
+    let (_, listed) = server.get(INSTANCES, Some(&tenant.admin_key)).await;
+    assert_eq!(listed["data"][0]["id"], id, "{listed}");
+    let path = format!("{INSTANCES}/{id}/stop");
+    let (status, _) = server.post(&path, Some(&other.admin_key), json!({})).await;
+    assert_eq!(status, 404);
+    // Bad launches are refused before anything is kept.
+    for (body, code) in [
+        (json!({"model": "audio.stt.nope"}), "MODEL_NOT_FOUND"),
+        (
+            json!({"model": "audio.vad.silero", "replicas": 0}),
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"model": "audio.vad.silero", "replicas": 17}),
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"model": "audio.vad.silero", "smart": {"max_price": -1}}),
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"model": "audio.vad.silero", "smart": {"gpu": "a100"}}),
+            "INVALID_REQUEST",
+        ),
+    ] {
+        let (status, refused) = server.post(INSTANCES, Some(&tenant.admin_key), body).await;
+        assert_eq!(refused["error"]["code"], code, "{status} {refused}");
+    }
+    let (_, listed) = server.get(INSTANCES, Some(&tenant.admin_key)).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    // Two replicas on a one-node deployment: too few nodes.
+    let two = json!({"model": "audio.vad.silero", "replicas": 2});
+    let (status, refused) = server.post(INSTANCES, Some(&tenant.admin_key), two).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["constraint"], "replicas", "{refused}");
+}
+
+fn signal(pid: u64, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
