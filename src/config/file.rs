@@ -175,6 +175,11 @@ pub struct FileInstances {
     /// A node of a running instance that does not answer for this long fails it with
     /// `NODE_LOST` (default 15).
     pub node_grace_seconds: Option<u64>,
+    /// A tenant's balance must be at least this to launch (cost units, default 0);
+    /// below it a launch is 402 `BILLING_BELOW_MINIMUM`.
+    pub launch_minimum: Option<f64>,
+    /// Running instances are billed every this many seconds (default 60).
+    pub billing_interval_seconds: Option<u64>,
 }
 
 /// Sealing of stored secrets at rest (see `vault`).

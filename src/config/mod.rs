@@ -253,6 +253,9 @@ pub struct Config {
 pub struct InstancesConfig {
     pub launch_timeout: std::time::Duration,
     pub node_grace: std::time::Duration,
+    /// Cost units a balance needs to launch.
+    pub launch_minimum: f64,
+    pub billing_interval: std::time::Duration,
 }
 
 /// Prices of the speech modules, in cost units (chat prices are per model).
@@ -498,6 +501,14 @@ impl Config {
                 node_grace: std::time::Duration::from_secs(sections::positive(
                     "instances.node_grace_seconds",
                     file.instances.node_grace_seconds.unwrap_or(15),
+                )?),
+                launch_minimum: match file.instances.launch_minimum.unwrap_or(0.0) {
+                    minimum if minimum.is_finite() && minimum >= 0.0 => minimum,
+                    _ => bail!("instances.launch_minimum must be 0 or more cost units"),
+                },
+                billing_interval: std::time::Duration::from_secs(sections::positive(
+                    "instances.billing_interval_seconds",
+                    file.instances.billing_interval_seconds.unwrap_or(60),
                 )?),
             },
         })

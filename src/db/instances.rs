@@ -23,11 +23,15 @@ pub struct InstanceRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub started_at: Option<i64>,
+    /// What it costs per hour (its nodes' prices at placement).
+    pub hourly_cost: f64,
+    /// Up to when it has been billed (set when it starts running).
+    pub billed_until: Option<i64>,
 }
 
 const COLUMNS: &str = "id, tenant_id, model, smart, replicas, state, node_ids, \
     loaded_node_ids, failure_reason, failure_detail, created_by, created_at, updated_at, \
-    started_at";
+    started_at, hourly_cost, billed_until";
 
 fn ids(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
@@ -49,6 +53,8 @@ fn row(row: &sqlx::any::AnyRow) -> Result<InstanceRow, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         started_at: row.try_get("started_at")?,
+        hourly_cost: row.try_get("hourly_cost")?,
+        billed_until: row.try_get("billed_until")?,
     })
 }
 
@@ -131,7 +137,9 @@ pub struct Change<'a> {
     pub loaded_node_ids: Option<&'a [String]>,
     /// `(reason, detail)` of a failure; cleared on any other change.
     pub failure: Option<(&'a str, &'a str)>,
+    /// It starts running now: `started_at` and `billed_until` are now.
     pub started: bool,
+    pub hourly_cost: Option<f64>,
 }
 
 /// Moves the instance to `to` if it is in one of `from`; whether it moved.
@@ -143,12 +151,14 @@ pub async fn transition(
 ) -> Result<bool, sqlx::Error> {
     let now = now_ms();
     let json = |ids: Option<&[String]>| ids.map(|ids| serde_json::json!(ids).to_string());
-    let marks: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 9)).collect();
+    let marks: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 10)).collect();
     let sql = format!(
         "UPDATE instances SET state = $1, updated_at = $2, \
          node_ids = COALESCE($3, node_ids), loaded_node_ids = COALESCE($4, loaded_node_ids), \
          failure_reason = $5, failure_detail = $6, \
-         started_at = CASE WHEN $7 = 1 THEN $2 ELSE started_at END \
+         started_at = CASE WHEN $7 = 1 THEN $2 ELSE started_at END, \
+         billed_until = CASE WHEN $7 = 1 THEN $2 ELSE billed_until END, \
+         hourly_cost = COALESCE($9, hourly_cost) \
          WHERE id = $8 AND state IN ({})",
         marks.join(", ")
     );
@@ -161,11 +171,41 @@ pub async fn transition(
         .bind(reason)
         .bind(detail)
         .bind(i64::from(change.started))
-        .bind(id);
+        .bind(id)
+        .bind(change.hourly_cost);
     for state in from {
         query = query.bind(*state);
     }
     Ok(query.execute(conn).await?.rows_affected() == 1)
+}
+
+/// Moves an instance's `billed_until` from `from` to `to`, unless another process
+/// billed it first; whether this one did.
+pub async fn billed(
+    conn: &mut AnyConnection,
+    id: &str,
+    (from, to): (i64, i64),
+) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE instances SET billed_until = $1 WHERE id = $2 AND billed_until = $3")
+            .bind(to)
+            .bind(id)
+            .bind(from)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What a tenant's running instances cost per hour.
+pub async fn running_cost(conn: &mut AnyConnection, tenant_id: &str) -> Result<f64, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT hourly_cost FROM instances WHERE tenant_id = $1 AND state = 'running'")
+            .bind(tenant_id)
+            .fetch_all(conn)
+            .await?;
+    rows.iter()
+        .map(|row| row.try_get::<f64, _>("hourly_cost"))
+        .sum()
 }
 
 /// Deletes a tenant's instance that is over (`stopped` or `failed`); whether it went.

@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "instances",
         include_str!("migrations/0013_instances.sql"),
     ),
+    (14, "balances", include_str!("migrations/0014_balances.sql")),
 ];
 
 /// Key of the PostgreSQL advisory lock that migrations run under.

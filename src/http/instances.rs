@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 use crate::auth::Auth;
 use crate::error::ApiResult;
-use crate::extract::Json;
-use crate::instances::{InstanceView, Launch};
+use crate::extract::{Json, Query};
+use crate::instances::{BalanceView, InstanceView, Launch, TopUp};
 
 type St = State<Arc<AppState>>;
 
@@ -87,4 +87,39 @@ pub async fn stop(
     Path(id): Path<String>,
 ) -> ApiResult<Json<InstanceView>> {
     state.instances.stop(&principal, &id).await.map(Json)
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct BalanceQuery {
+    /// Another tenant's (platform admins).
+    tenant_id: Option<String>,
+}
+
+/// The tenant's prepaid balance, what its running instances cost per hour, and the
+/// latest movements (top-ups, instance debits).
+#[utoipa::path(get, path = "/v1/accounting/balance", tag = "instances",
+    params(BalanceQuery), responses((status = 200, body = BalanceView)),
+    security(("bearer" = [])))]
+pub async fn balance(
+    State(state): St,
+    Auth(principal): Auth,
+    Query(query): Query<BalanceQuery>,
+) -> ApiResult<Json<BalanceView>> {
+    state
+        .instances
+        .balance(&principal, query.tenant_id.as_deref())
+        .await
+        .map(Json)
+}
+
+/// Adds cost units to a tenant's balance (platform admins).
+#[utoipa::path(post, path = "/v1/accounting/balance/top-up", tag = "instances",
+    request_body = TopUp, responses((status = 200, body = BalanceView)),
+    security(("bearer" = [])))]
+pub async fn top_up(
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<TopUp>,
+) -> ApiResult<Json<BalanceView>> {
+    state.instances.top_up(&principal, request).await.map(Json)
 }

@@ -107,6 +107,8 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(instances::get, instances::delete))
         .routes(routes!(instances::start))
         .routes(routes!(instances::stop))
+        .routes(routes!(instances::balance))
+        .routes(routes!(instances::top_up))
         .routes(routes!(scaiecho::transcribe))
         .routes(routes!(scaiecho::openai_transcriptions))
         .routes(routes!(scaiecho::get_policy, scaiecho::patch_policy))

@@ -12,6 +12,13 @@
 //! (`NODE_LOST`) or stopped carrying the model (`MODEL_UNLOADED`); starting it again
 //! places it anew, on the nodes that are up. Stopping unloads the model where the
 //! launch loaded it, unless another instance still runs it there.
+//!
+//! Billing: a tenant's prepaid balance (`GET /v1/accounting/balance`, topped up by a
+//! platform admin) must be at least `[instances] launch_minimum` to launch, and more
+//! than 0 for a priced placement (else 402 `BILLING_BELOW_MINIMUM`). A running
+//! instance is debited its nodes' `price_per_hour` every `billing_interval_seconds`
+//! and for the rest when it ends; a balance run out fails the tenant's priced
+//! instances (`BALANCE_EXHAUSTED`).
 
 pub mod placement;
 
@@ -26,6 +33,7 @@ use utoipa::ToSchema;
 use crate::auth::Principal;
 use crate::config::InstancesConfig;
 use crate::db::Db;
+use crate::db::balances;
 use crate::db::instances::{self, Change, InstanceRow};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::inference::member::Member;
@@ -66,8 +74,9 @@ pub struct InstanceView {
     pub state: String,
     /// The nodes its replicas run on (or were placed on).
     pub node_ids: Vec<String>,
-    /// Why it failed: `SMART_NO_MATCH`, `GPU_INCOMPATIBLE`, `PROVIDER_TIMEOUT`,
-    /// `PROVIDER_ERROR`, `OOM_KILLED`, `NODE_LOST` or `MODEL_UNLOADED`.
+    /// Why it failed: `SMART_NO_MATCH`, `GPU_INCOMPATIBLE`, `BILLING_BELOW_MINIMUM`,
+    /// `PROVIDER_TIMEOUT`, `PROVIDER_ERROR`, `OOM_KILLED`, `NODE_LOST`,
+    /// `MODEL_UNLOADED` or `BALANCE_EXHAUSTED`.
     pub failure_reason: Option<String>,
     /// One line on what happened.
     pub failure_detail: Option<String>,
@@ -76,6 +85,8 @@ pub struct InstanceView {
     pub created_at: String,
     pub updated_at: String,
     pub started_at: Option<String>,
+    /// What it costs per hour while it runs (its nodes' `price_per_hour`).
+    pub hourly_cost: f64,
 }
 
 /// The remediation hint of a failure reason (seed 003's words where it has them).
@@ -102,6 +113,12 @@ pub fn remediation(reason: &str) -> Option<&'static str> {
         "MODEL_UNLOADED" => {
             "A node stopped carrying the model (it restarted, or an admin unloaded it). Start the instance again."
         }
+        "BILLING_BELOW_MINIMUM" => {
+            "Account balance is below the launch threshold. Top up and retry."
+        }
+        "BALANCE_EXHAUSTED" => {
+            "The balance ran out while the instance ran. Top up, then start the instance again."
+        }
         _ => return None,
     })
 }
@@ -121,6 +138,7 @@ fn view(row: InstanceRow) -> InstanceView {
         created_at: Timestamp(row.created_at).to_rfc3339(),
         updated_at: Timestamp(row.updated_at).to_rfc3339(),
         started_at: row.started_at.map(|at| Timestamp(at).to_rfc3339()),
+        hourly_cost: row.hourly_cost,
     }
 }
 
@@ -267,9 +285,13 @@ impl Instances {
         .await?;
         drop(conn);
         tracing::info!(instance = %id, model = %launch.model, replicas, "instance launched");
-        self.place(&id, &launch.model, (&launch.smart, replicas))
-            .await
-            .map_err(|error| error.with_field("instance_id", id.clone()))?;
+        self.place(
+            (&id, &principal.tenant_id),
+            &launch.model,
+            (&launch.smart, replicas),
+        )
+        .await
+        .map_err(|error| error.with_field("instance_id", id.clone()))?;
         self.reread(principal, &id).await
     }
 
@@ -277,7 +299,7 @@ impl Instances {
     /// background), or `failed` with the refusal.
     async fn place(
         self: &Arc<Self>,
-        id: &str,
+        (id, tenant_id): (&str, &str),
         model: &str,
         (smart, replicas): (&Smart, usize),
     ) -> ApiResult<()> {
@@ -298,9 +320,34 @@ impl Instances {
             .filter(|c| c.carries && chosen.contains(&c.node_id))
             .map(|c| c.node_id.clone())
             .collect();
+        let hourly_cost: f64 = candidates
+            .iter()
+            .filter(|c| chosen.contains(&c.node_id))
+            .map(|c| c.price_per_hour)
+            .sum();
         let mut conn = self.db.pool.acquire().await?;
+        let balance = balances::get(&mut conn, tenant_id).await?;
+        let minimum = self.config.launch_minimum;
+        if balance < minimum || (hourly_cost > 0.0 && balance <= 0.0) {
+            drop(conn);
+            let detail = format!(
+                "the balance is {balance} cost units; a launch needs {} (this placement costs \
+                 {hourly_cost} an hour)",
+                match minimum > 0.0 {
+                    true => format!("at least {minimum}"),
+                    false => "more than 0".to_owned(),
+                }
+            );
+            self.fail(id, &["pending"], "BILLING_BELOW_MINIMUM", &detail)
+                .await?;
+            return Err(ApiError::new(ErrorCode::BILLING_BELOW_MINIMUM, detail)
+                .with_field("balance", balance)
+                .with_field("minimum", minimum)
+                .with_field("hourly_cost", hourly_cost));
+        }
         let change = Change {
             node_ids: Some(&chosen),
+            hourly_cost: Some(hourly_cost),
             ..Change::default()
         };
         if !instances::transition(&mut conn, id, (&["pending"], "starting"), change).await? {
@@ -485,7 +532,7 @@ impl Instances {
         drop(conn);
         let smart: Smart = serde_json::from_str(&row.smart).unwrap_or_default();
         let replicas = usize::try_from(row.replicas).unwrap_or(1);
-        self.place(id, &row.model, (&smart, replicas))
+        self.place((id, &row.tenant_id), &row.model, (&smart, replicas))
             .await
             .map_err(|error| error.with_field("instance_id", id))?;
         self.reread(principal, id).await
@@ -508,6 +555,7 @@ impl Instances {
             ));
         }
         drop(conn);
+        self.bill(&row, true).await?;
         self.unload(id, &row.model, &row.loaded_node_ids).await;
         let mut conn = self.db.pool.acquire().await?;
         instances::transition(&mut conn, id, (&["stopping"], "stopped"), Change::default()).await?;
@@ -588,13 +636,139 @@ impl Instances {
                     break;
                 }
             }
-            if let Some((reason, detail)) = failure
-                && self.fail(&row.id, &["running"], reason, &detail).await?
-            {
-                self.unload(&row.id, &row.model, &row.loaded_node_ids).await;
+            if let Some((reason, detail)) = failure {
+                self.end(&row, reason, &detail).await?;
+                continue;
+            }
+            if self.bill(&row, false).await? {
+                self.exhausted(&row.tenant_id).await?;
             }
         }
         Ok(())
+    }
+
+    /// Fails a running instance: billed up to now, its model unloaded.
+    async fn end(&self, row: &InstanceRow, reason: &str, detail: &str) -> ApiResult<()> {
+        if self.fail(&row.id, &["running"], reason, detail).await? {
+            self.bill(row, true).await?;
+            self.unload(&row.id, &row.model, &row.loaded_node_ids).await;
+        }
+        Ok(())
+    }
+
+    /// Debits a running instance's cost since it was last billed: whole billing
+    /// intervals, or (`to_now`, it ends) everything up to now. Whether the balance is
+    /// now spent.
+    async fn bill(&self, row: &InstanceRow, to_now: bool) -> ApiResult<bool> {
+        // At the end, from where it stands now (a monitor may have billed meanwhile).
+        let fresh = match to_now {
+            true => {
+                let mut conn = self.db.pool.acquire().await?;
+                instances::get(&mut conn, &row.tenant_id, &row.id).await?
+            }
+            false => None,
+        };
+        let row = fresh.as_ref().unwrap_or(row);
+        let Some(from) = row.billed_until.filter(|_| row.hourly_cost > 0.0) else {
+            return Ok(false);
+        };
+        let now = crate::db::now_ms();
+        let interval = i64::try_from(self.config.billing_interval.as_millis()).unwrap_or(60_000);
+        let to = match to_now {
+            true => now,
+            false => from + (now - from) / interval * interval,
+        };
+        if to <= from {
+            return Ok(false);
+        }
+        let amount = row.hourly_cost * (to - from) as f64 / 3_600_000.0;
+        let mut tx = self.db.begin().await?;
+        // Another process billed this stretch already: nothing to do.
+        if !instances::billed(&mut tx, &row.id, (from, to)).await? {
+            return Ok(false);
+        }
+        let detail = format!(
+            "{} ms of `{}` at {} an hour",
+            to - from,
+            row.model,
+            row.hourly_cost
+        );
+        let balance = balances::add(
+            &mut tx,
+            &row.tenant_id,
+            -amount,
+            ("instance", Some(&row.id), &detail),
+        )
+        .await?;
+        tx.commit().await?;
+        metrics::counter!("scaigrid_instances_billed_ms_total").increment((to - from) as u64);
+        Ok(balance <= 0.0)
+    }
+
+    /// The tenant's balance is spent: its priced running instances fail.
+    async fn exhausted(&self, tenant_id: &str) -> ApiResult<()> {
+        let mut conn = self.db.pool.acquire().await?;
+        let running = instances::in_state(&mut conn, "running").await?;
+        let balance = balances::get(&mut conn, tenant_id).await?;
+        drop(conn);
+        let detail = format!("the balance ran out ({balance} cost units)");
+        for row in running
+            .iter()
+            .filter(|row| row.tenant_id == tenant_id && row.hourly_cost > 0.0)
+        {
+            self.end(row, "BALANCE_EXHAUSTED", &detail).await?;
+        }
+        Ok(())
+    }
+
+    /// `GET /v1/accounting/balance`: the caller's tenant's (a platform admin may name
+    /// another), with what its running instances cost and the latest movements.
+    pub async fn balance(
+        &self,
+        principal: &Principal,
+        tenant_id: Option<&str>,
+    ) -> ApiResult<BalanceView> {
+        principal.require(Permission::InstancesRead)?;
+        let tenant_id = principal.target_tenant(tenant_id)?;
+        let mut conn = self.db.pool.acquire().await?;
+        Ok(BalanceView {
+            object: "balance",
+            balance: balances::get(&mut conn, &tenant_id).await?,
+            launch_minimum: self.config.launch_minimum,
+            running_cost_per_hour: instances::running_cost(&mut conn, &tenant_id).await?,
+            entries: balances::entries(&mut conn, &tenant_id, ENTRIES).await?,
+            tenant_id,
+        })
+    }
+
+    /// `POST /v1/accounting/balance/top-up` (platform admins): adds to a tenant's
+    /// balance.
+    pub async fn top_up(&self, principal: &Principal, top_up: TopUp) -> ApiResult<BalanceView> {
+        principal.require(Permission::PlatformAdmin)?;
+        if !(top_up.amount.is_finite() && top_up.amount > 0.0 && top_up.amount <= MAX_TOP_UP) {
+            return Err(ApiError::invalid(format!(
+                "amount must be more than 0 and at most {MAX_TOP_UP}"
+            ))
+            .with_field("field", "amount"));
+        }
+        let mut conn = self.db.pool.acquire().await?;
+        if crate::db::tenants::get(&mut conn, &top_up.tenant_id)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::not_found("tenant"));
+        }
+        let detail = format!("top-up by {}", principal.subject_id());
+        balances::add(
+            &mut conn,
+            &top_up.tenant_id,
+            top_up.amount,
+            ("top_up", None, &detail),
+        )
+        .await?;
+        drop(conn);
+        tracing::info!(tenant = %top_up.tenant_id, amount = top_up.amount, "balance topped up");
+        self.balance(principal, Some(&top_up.tenant_id)).await
     }
 
     fn heard(&self, id: &str, node: &str) {
@@ -613,6 +787,36 @@ impl Instances {
                     .elapsed()
             })
     }
+}
+
+/// Movements a balance view lists.
+const ENTRIES: i64 = 50;
+/// The largest single top-up.
+const MAX_TOP_UP: f64 = 1e12;
+
+/// A tenant's prepaid balance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceView {
+    /// Always `balance`.
+    pub object: &'static str,
+    pub tenant_id: String,
+    /// Cost units left.
+    pub balance: f64,
+    /// What a launch needs (`[instances] launch_minimum`).
+    pub launch_minimum: f64,
+    /// What the tenant's running instances cost per hour.
+    pub running_cost_per_hour: f64,
+    /// The latest movements, newest first.
+    pub entries: Vec<balances::Entry>,
+}
+
+/// `POST /v1/accounting/balance/top-up`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopUp {
+    pub tenant_id: String,
+    /// Cost units to add.
+    pub amount: f64,
 }
 
 /// A node as the scheduler sees it, from what it last reported.

@@ -58,6 +58,13 @@ async fn instances_launch_run_stop_and_fail_with_their_reasons() {
     assert_eq!(node["region"], "eu-west", "{node}");
     assert_eq!(node["capacity_tier"], "standard", "{node}");
     assert_eq!(node["price_per_hour"], 1.5, "{node}");
+    // The node is priced: the platform tenant needs a balance to launch on it.
+    let (_, me) = server.get("/v1/me", Some(ADMIN_KEY)).await;
+    let top_up = json!({"tenant_id": me["tenant"]["id"], "amount": 100});
+    let (status, topped) = server
+        .post("/v1/accounting/balance/top-up", Some(ADMIN_KEY), top_up)
+        .await;
+    assert_eq!(status, 200, "{topped}");
 
     // Nothing in that region: SMART_NO_MATCH names it, and the instance is kept failed.
     let launch = json!({"model": PIPER, "smart": {"region": "us-east"}});
@@ -260,4 +267,127 @@ fn signal(pid: u64, name: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -{name} {pid}");
+}
+
+#[tokio::test]
+async fn a_running_instance_debits_the_balance_and_fails_when_it_runs_out() {
+    // A node at 3,600 cost units an hour (one a second), billed every second; a
+    // launch needs a balance of 1.
+    let server = Server::start_with(Options {
+        config_toml: Some(
+            "[engines]\nprice_per_hour = 3600\n\
+             [instances]\nlaunch_minimum = 1\nbilling_interval_seconds = 1\n"
+                .into(),
+        ),
+        ..Options::default()
+    })
+    .await;
+    let tenant = server.tenant("inst-billing").await;
+    let balance = |key: &str| {
+        let (server, key) = (&server, key.to_owned());
+        async move {
+            let (status, balance) = server.get("/v1/accounting/balance", Some(&key)).await;
+            assert_eq!(status, 200, "{balance}");
+            balance
+        }
+    };
+    assert_eq!(balance(&tenant.admin_key).await["balance"], 0.0);
+
+    // Below the launch threshold: 402, and the instance is kept, failed, with the hint.
+    let launch = json!({"model": "audio.vad.silero"});
+    let (status, refused) = server
+        .post(INSTANCES, Some(&tenant.admin_key), launch.clone())
+        .await;
+    assert_eq!(status, 402, "{refused}");
+    assert_eq!(
+        refused["error"]["code"], "BILLING_BELOW_MINIMUM",
+        "{refused}"
+    );
+    assert_eq!(refused["error"]["minimum"], 1.0, "{refused}");
+    let id = refused["error"]["instance_id"].as_str().unwrap();
+    let (_, failed) = server
+        .get(&format!("{INSTANCES}/{id}"), Some(&tenant.admin_key))
+        .await;
+    assert_eq!(
+        failed["failure_reason"], "BILLING_BELOW_MINIMUM",
+        "{failed}"
+    );
+    assert!(
+        failed["remediation"].as_str().unwrap().contains("Top up"),
+        "{failed}"
+    );
+
+    // Only a platform admin tops up, by a positive amount, a tenant that exists.
+    let top_up = "/v1/accounting/balance/top-up";
+    let (status, _) = server
+        .post(
+            top_up,
+            Some(&tenant.admin_key),
+            json!({"tenant_id": tenant.id, "amount": 5}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    for amount in [json!(-5), json!(0), json!(1e13)] {
+        let body = json!({"tenant_id": tenant.id, "amount": amount});
+        let (status, refused) = server.post(top_up, Some(ADMIN_KEY), body).await;
+        assert_eq!(status, 400, "{refused}");
+    }
+    let (status, _) = server
+        .post(
+            top_up,
+            Some(ADMIN_KEY),
+            json!({"tenant_id": "tnt_nope", "amount": 5}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let body = json!({"tenant_id": tenant.id, "amount": 2.5});
+    let (status, topped) = server.post(top_up, Some(ADMIN_KEY), body).await;
+    assert_eq!((status, &topped["balance"]), (200, &json!(2.5)), "{topped}");
+
+    // Running, it costs 3,600 an hour; billed each second, the 2.5 last about 2.5 s.
+    let (status, started) = server
+        .post(INSTANCES, Some(&tenant.admin_key), launch)
+        .await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["hourly_cost"], 3600.0, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        settled(&server, &tenant.admin_key, &id).await["state"],
+        "running"
+    );
+    assert_eq!(
+        balance(&tenant.admin_key).await["running_cost_per_hour"],
+        3600.0
+    );
+    let mut ended = Value::Null;
+    for _ in 0..150 {
+        let (_, instance) = server
+            .get(&format!("{INSTANCES}/{id}"), Some(&tenant.admin_key))
+            .await;
+        if instance["state"] == "failed" {
+            ended = instance;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ended["failure_reason"], "BALANCE_EXHAUSTED", "{ended}");
+    let account = balance(&tenant.admin_key).await;
+    let left = account["balance"].as_f64().unwrap();
+    assert!((-1.5..=0.0).contains(&left), "{account}");
+    assert_eq!(account["running_cost_per_hour"], 0.0, "{account}");
+    let entries = account["entries"].as_array().unwrap();
+    let debits: f64 = entries
+        .iter()
+        .filter(|e| e["kind"] == "instance" && e["instance_id"] == id.as_str())
+        .map(|e| e["amount"].as_f64().unwrap())
+        .sum();
+    assert!((debits - (left - 2.5)).abs() < 1e-6, "{account}");
+    assert!(entries.iter().any(|e| e["kind"] == "top_up"), "{account}");
+    // Another tenant's balance is not this one's business.
+    let other = server.tenant("inst-billing-other").await;
+    let path = format!("/v1/accounting/balance?tenant_id={}", tenant.id);
+    let (status, _) = server.get(&path, Some(&other.admin_key)).await;
+    assert_eq!(status, 404);
+    let (status, seen) = server.get(&path, Some(ADMIN_KEY)).await;
+    assert_eq!((status, &seen["balance"]), (200, &json!(left)), "{seen}");
 }

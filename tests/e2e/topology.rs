@@ -583,7 +583,15 @@ async fn an_instance_whose_node_dies_fails_with_the_reason_and_starts_again_else
     assert!(labels.contains(&(json!("eu"), json!(1.0))), "{nodes}");
     assert!(labels.contains(&(json!("us"), json!(3.0))), "{nodes}");
 
-    // Nothing under 0.5 an hour; in us, the dear node; unconstrained, the cheap one.
+    // Priced nodes: the platform tenant needs a balance.
+    let (_, me) = edge.get("/v1/me", Some(ADMIN_KEY)).await;
+    let top_up = json!({"tenant_id": me["tenant"]["id"], "amount": 100});
+    let (status, topped) = edge
+        .post("/v1/accounting/balance/top-up", Some(ADMIN_KEY), top_up)
+        .await;
+    assert_eq!(status, 200, "{topped}");
+
+    // Nothing under 0.5 an hour; unconstrained, the cheap one.
     let piper = "audio.tts.piper-joe";
     let launch = json!({"model": piper, "smart": {"max_price": 0.5}});
     let (status, refused) = edge.post("/v1/instances", Some(ADMIN_KEY), launch).await;
