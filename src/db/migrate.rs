@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0013_instances.sql"),
     ),
     (14, "balances", include_str!("migrations/0014_balances.sql")),
+    (
+        15,
+        "balancers",
+        include_str!("migrations/0015_balancers.sql"),
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that migrations run under.

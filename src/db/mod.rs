@@ -9,6 +9,7 @@
 pub mod accounting;
 pub mod api_keys;
 pub mod audit;
+pub mod balancers;
 pub mod balances;
 pub mod events;
 pub mod evictions;

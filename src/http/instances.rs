@@ -11,6 +11,7 @@ use crate::app::AppState;
 use crate::auth::Auth;
 use crate::error::ApiResult;
 use crate::extract::{Json, Query};
+use crate::instances::balancers::{BalancerView, CreateBalancer};
 use crate::instances::{BalanceView, InstanceView, Launch, TopUp};
 
 type St = State<Arc<AppState>>;
@@ -122,4 +123,47 @@ pub async fn top_up(
     Json(request): Json<TopUp>,
 ) -> ApiResult<Json<BalanceView>> {
     state.instances.top_up(&principal, request).await.map(Json)
+}
+
+/// Groups instances of one model behind a name that speech requests give as their
+/// `model` (201).
+#[utoipa::path(post, path = "/v1/balancers", tag = "instances", request_body = CreateBalancer,
+    responses((status = 201, body = BalancerView)), security(("bearer" = [])))]
+pub async fn create_balancer(
+    State(state): St,
+    Auth(principal): Auth,
+    Json(request): Json<CreateBalancer>,
+) -> ApiResult<(StatusCode, Json<BalancerView>)> {
+    let balancer = state.instances.create_balancer(&principal, request).await?;
+    Ok((StatusCode::CREATED, Json(balancer)))
+}
+
+/// The tenant's balancers, each member with its state and health.
+#[utoipa::path(get, path = "/v1/balancers", tag = "instances",
+    responses((status = 200, body = Vec<BalancerView>)), security(("bearer" = [])))]
+pub async fn list_balancers(State(state): St, Auth(principal): Auth) -> ApiResult<Json<Value>> {
+    let balancers = state.instances.balancers(&principal).await?;
+    Ok(Json(json!({ "object": "list", "data": balancers })))
+}
+
+#[utoipa::path(get, path = "/v1/balancers/{id}", tag = "instances",
+    params(("id" = String, Path)), responses((status = 200, body = BalancerView)),
+    security(("bearer" = [])))]
+pub async fn get_balancer(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BalancerView>> {
+    state.instances.balancer(&principal, &id).await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/balancers/{id}", tag = "instances",
+    params(("id" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+pub async fn delete_balancer(
+    State(state): St,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.instances.delete_balancer(&principal, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -109,6 +109,11 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(instances::stop))
         .routes(routes!(instances::balance))
         .routes(routes!(instances::top_up))
+        .routes(routes!(
+            instances::create_balancer,
+            instances::list_balancers
+        ))
+        .routes(routes!(instances::get_balancer, instances::delete_balancer))
         .routes(routes!(scaiecho::transcribe))
         .routes(routes!(scaiecho::openai_transcriptions))
         .routes(routes!(scaiecho::get_policy, scaiecho::patch_policy))

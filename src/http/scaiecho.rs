@@ -17,6 +17,7 @@ use crate::app::AppState;
 use crate::auth::{Auth, Principal};
 use crate::error::ApiResult;
 use crate::extract::Json;
+use crate::inference::pool::{observed, within};
 use crate::jobs::JobView;
 use crate::ratelimit::Consumed;
 use crate::rbac::Permission;
@@ -42,16 +43,31 @@ async fn run(
     require_enabled(principal, MODULE)?;
     principal.require(Permission::ScaiechoTranscribe)?;
     let upload = super::upload::read(request, state.scaiecho.intake()).await?;
-    let (transcription, format) =
-        match scaiecho::transcribe_upload(&state.scaiecho, principal, upload).await? {
-            Outcome::Queued(job) => return Ok(accepted(job)),
-            Outcome::Done(transcription, format) => (transcription, format),
-        };
+    // A `model` that names one of the tenant's balancers binds the work to the nodes
+    // of one of its instances.
+    let nodes = match upload.field("model") {
+        Some(model) => state.instances.resolve(principal, model).await?,
+        None => None,
+    };
+    let work = scaiecho::transcribe_upload(&state.scaiecho, principal, upload);
+    let (outcome, served) = match nodes {
+        Some(nodes) => observed(within(nodes, work)).await,
+        None => observed(work).await,
+    };
+    let (transcription, format) = match outcome? {
+        Outcome::Queued(job) => return Ok(accepted(job)),
+        Outcome::Done(transcription, format) => (transcription, format),
+    };
     let mut response = respond(
         render(&transcription, format),
         format,
         &transcription.backend,
     );
+    if let Ok(value) = HeaderValue::from_str(&served.join(","))
+        && !served.is_empty()
+    {
+        response.headers_mut().insert(NODE, value);
+    }
     if let Ok(value) = HeaderValue::from_str(&format!("{:.3}", transcription.duration)) {
         response.headers_mut().insert(AUDIO_SECONDS, value);
     }
@@ -60,6 +76,9 @@ async fn run(
     });
     Ok(response)
 }
+
+/// The inference nodes that served a transcription.
+const NODE: HeaderName = HeaderName::from_static("x-scaigrid-node");
 
 /// The seconds of audio transcribed (what accounting and the audio limits count).
 const AUDIO_SECONDS: HeaderName = HeaderName::from_static("x-scaigrid-audio-seconds");

@@ -36,6 +36,46 @@ tokio::task_local! {
     /// Set while a job runs: the job queue retries a job whose node died (counting it
     /// toward failing a poison input), so its calls are not retried here as well.
     static SINGLE_ATTEMPT: ();
+    /// Set while a request is bound to some nodes (a balancer's instances): calls go
+    /// to those nodes only.
+    static ONLY: Arc<[String]>;
+    /// Set while a request's calls are watched ([`observed`]): the nodes that served.
+    static SERVED: std::sync::Mutex<Vec<String>>;
+}
+
+/// Runs `work` with its node calls bound to `nodes` (a balancer's instances).
+pub async fn within<F: Future>(nodes: Vec<String>, work: F) -> F::Output {
+    ONLY.scope(nodes.into(), work).await
+}
+
+/// Runs `work` and names the nodes that served its calls (each once, in order), for
+/// the response's `X-Scaigrid-Node`.
+pub async fn observed<F: Future>(work: F) -> (F::Output, Vec<String>) {
+    SERVED
+        .scope(std::sync::Mutex::new(Vec::new()), async {
+            let output = work.await;
+            let served = SERVED
+                .try_with(|served| served.lock().map(|s| s.clone()).unwrap_or_default())
+                .unwrap_or_default();
+            (output, served)
+        })
+        .await
+}
+
+/// Whether calls made here may go to `member` (see [`within`]).
+fn in_scope(member: &Member) -> bool {
+    ONLY.try_with(|only| only.contains(&member.id))
+        .unwrap_or(true)
+}
+
+fn served_by(node: &str) {
+    let _ = SERVED.try_with(|served| {
+        if let Ok(mut served) = served.lock()
+            && !served.iter().any(|n| n == node)
+        {
+            served.push(node.to_owned());
+        }
+    });
 }
 
 /// Runs `work` with one attempt per node call (see [`SINGLE_ATTEMPT`]).
@@ -199,14 +239,16 @@ impl Dispatcher {
 
     /// Whether some node carries one of `models` (ready or restarting).
     fn carried(&self, models: &[&str]) -> bool {
-        self.members().iter().any(|m| m.carries(models))
+        self.members()
+            .iter()
+            .any(|m| in_scope(m) && m.carries(models))
     }
 
     /// Some node carrying one of `models` is ready now.
     fn ready_with(&self, models: &[&str]) -> bool {
         self.members()
             .iter()
-            .any(|m| m.ready() && m.carries(models))
+            .any(|m| in_scope(m) && m.ready() && m.carries(models))
     }
 
     pub fn can_transcribe(&self) -> bool {
@@ -248,7 +290,7 @@ impl Dispatcher {
                 members
                     .iter()
                     .enumerate()
-                    .filter(|(_, m)| m.ready() && m.carries(models))
+                    .filter(|(_, m)| in_scope(m) && m.ready() && m.carries(models))
                     .map(move |(index, m)| ((index + count - turn % count) % count, m))
             };
             let least = |(order, m): &(usize, &Arc<Member>)| (m.load(), *order);
@@ -273,7 +315,7 @@ impl Dispatcher {
                 nodes: self
                     .members()
                     .iter()
-                    .filter(|m| m.carries(models))
+                    .filter(|m| in_scope(m) && m.carries(models))
                     .map(|m| m.id.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
@@ -301,7 +343,10 @@ impl Dispatcher {
             let member = self.member(models, lost.as_deref()).await?;
             let _call = Call::start(&member);
             match call(member.client.clone()).await {
-                Ok(value) => return Ok((member.id.clone(), value)),
+                Ok(value) => {
+                    served_by(&member.id);
+                    return Ok((member.id.clone(), value));
+                }
                 Err(status) if wire::node_lost(&status) => {
                     member.lost(status.message());
                     let retry = lost.is_none() && SINGLE_ATTEMPT.try_with(|()| ()).is_err();

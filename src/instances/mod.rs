@@ -20,6 +20,7 @@
 //! and for the rest when it ends; a balance run out fails the tenant's priced
 //! instances (`BALANCE_EXHAUSTED`).
 
+pub mod balancers;
 pub mod placement;
 
 use std::collections::HashMap;

@@ -391,3 +391,151 @@ async fn a_running_instance_debits_the_balance_and_fails_when_it_runs_out() {
     let (status, seen) = server.get(&path, Some(ADMIN_KEY)).await;
     assert_eq!((status, &seen["balance"]), (200, &json!(left)), "{seen}");
 }
+
+/// A transcription of beckett.wav with form `fields`: the status, the body and the
+/// nodes that served it (`X-Scaigrid-Node`).
+async fn transcribe(server: &Server, fields: &[(&str, &str)]) -> (u16, Value, String) {
+    let wav = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
+    let part = reqwest::multipart::Part::bytes(wav)
+        .file_name("a.wav")
+        .mime_str("audio/wav")
+        .unwrap();
+    let mut form = reqwest::multipart::Form::new().part("file", part);
+    for (name, value) in fields {
+        form = form.text(name.to_string(), value.to_string());
+    }
+    let response = server
+        .http
+        .post(server.url("/v1/modules/scaiecho/transcribe"))
+        .bearer_auth(ADMIN_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let node = response
+        .headers()
+        .get("x-scaigrid-node")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let (status, body) = crate::support::read(response).await;
+    (status, body, node)
+}
+
+#[tokio::test]
+async fn a_balancer_binds_transcriptions_to_its_instances_nodes() {
+    let server = Server::start_with(Options {
+        config_toml: Some("[engines]\nnode_processes = 2\nnode_id = \"bal\"\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let tiny = "audio.stt.whisper-tiny-en";
+    let (status, started) = server
+        .post(INSTANCES, Some(ADMIN_KEY), json!({"model": tiny}))
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    let node = started["node_ids"][0].as_str().unwrap().to_owned();
+    assert_eq!(settled(&server, ADMIN_KEY, &id).await["state"], "running");
+    let body = json!({"name": "english", "instances": [{"instance_id": id}]});
+    let (status, balancer) = server.post("/v1/balancers", Some(ADMIN_KEY), body).await;
+    assert_eq!(status, 201, "{balancer}");
+    assert_eq!(balancer["model"], tiny, "{balancer}");
+    assert_eq!(balancer["healthy"], 1, "{balancer}");
+    assert_eq!(balancer["members"][0]["weight"], 1, "{balancer}");
+
+    // Through the balancer, every call goes to its instance's node; without it, ties
+    // between the two idle nodes take turns.
+    for _ in 0..6 {
+        let (status, body, served) = transcribe(&server, &[("model", "english")]).await;
+        assert_eq!((status, served.as_str()), (200, node.as_str()), "{body}");
+    }
+    let mut elsewhere = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let (status, body, served) = transcribe(&server, &[("model", "whisper-1")]).await;
+        assert_eq!(status, 200, "{body}");
+        elsewhere.insert(served);
+    }
+    assert_eq!(elsewhere.len(), 2, "{elsewhere:?}");
+
+    // Its only instance stopped: the balancer has nothing healthy and says so.
+    let path = format!("{INSTANCES}/{id}/stop");
+    let (status, _) = server.post(&path, Some(ADMIN_KEY), json!({})).await;
+    assert_eq!(status, 200);
+    let at = format!("/v1/balancers/{}", balancer["id"].as_str().unwrap());
+    let (_, view) = server.get(&at, Some(ADMIN_KEY)).await;
+    assert_eq!(view["healthy"], 0, "{view}");
+    assert_eq!(view["members"][0]["state"], "stopped", "{view}");
+    let (status, body, _) = transcribe(&server, &[("model", "english")]).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "MODEL_UNAVAILABLE", "{body}");
+    assert_eq!(body["error"]["balancer"], "english", "{body}");
+
+    // Bad balancers are refused; another tenant's instances are not found.
+    let vad = server
+        .post(
+            INSTANCES,
+            Some(ADMIN_KEY),
+            json!({"model": "audio.vad.silero"}),
+        )
+        .await
+        .1;
+    let vad = vad["id"].as_str().unwrap();
+    let other = server.tenant("bal-other").await;
+    for (body, status, code) in [
+        (
+            json!({"name": "english", "instances": [{"instance_id": id}]}),
+            409,
+            "CONFLICT",
+        ),
+        (
+            json!({"name": "Bad Name", "instances": [{"instance_id": id}]}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"name": "none", "instances": []}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"name": "twice", "instances": [{"instance_id": id}, {"instance_id": id}]}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"name": "zero", "instances": [{"instance_id": id, "weight": 0}]}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"name": "mixed", "instances": [{"instance_id": id}, {"instance_id": vad}]}),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"name": "ghost", "instances": [{"instance_id": "inst_nope"}]}),
+            404,
+            "NOT_FOUND",
+        ),
+    ] {
+        let (got, refused) = server.post("/v1/balancers", Some(ADMIN_KEY), body).await;
+        assert_eq!(
+            (got, &refused["error"]["code"]),
+            (status, &json!(code)),
+            "{refused}"
+        );
+    }
+    let theirs = json!({"name": "theirs", "instances": [{"instance_id": id}]});
+    let (status, _) = server
+        .post("/v1/balancers", Some(&other.admin_key), theirs)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = server.get(&at, Some(&other.admin_key)).await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .send(reqwest::Method::DELETE, &at, Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = server.get(&at, Some(ADMIN_KEY)).await;
+    assert_eq!(status, 404);
+}
