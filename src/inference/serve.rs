@@ -97,7 +97,11 @@ pub async fn run(
                 reachable.as_ref().unwrap_or(&options.address),
                 &service,
             )?;
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            // Without TCP_NODELAY a reply's headers, body and trailers wait on the
+            // peer's delayed ACK: a small call over loopback took 6.5 ms instead of
+            // 0.8 ms (`benches/routing.rs`).
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await?;
