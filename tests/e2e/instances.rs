@@ -26,6 +26,16 @@ pub(crate) async fn settled(server: &Server, key: &str, id: &str) -> Value {
     panic!("instance {id} never settled");
 }
 
+/// Deletes what is at `at` (204), which is then gone (404).
+async fn deleted(server: &Server, at: &str) {
+    let (status, body) = server
+        .send(reqwest::Method::DELETE, at, Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = server.get(at, Some(ADMIN_KEY)).await;
+    assert_eq!(status, 404);
+}
+
 async fn models_loaded(server: &Server) -> Vec<String> {
     let (_, nodes) = server.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
     serde_json::from_value(nodes["data"][0]["models_loaded"].clone()).unwrap()
@@ -154,12 +164,7 @@ async fn instances_launch_run_stop_and_fail_with_their_reasons() {
         "{loaded:?}"
     );
     assert_eq!(speak(&server).await, 502);
-    let (status, _) = server
-        .send(reqwest::Method::DELETE, &at, Some(ADMIN_KEY), None)
-        .await;
-    assert_eq!(status, 204);
-    let (status, _) = server.get(&at, Some(ADMIN_KEY)).await;
-    assert_eq!(status, 404);
+    deleted(&server, &at).await;
 
     // A node that does not answer while it should load: PROVIDER_TIMEOUT after 8 s.
     let pid = nodes["data"][0]["pid"].as_u64().unwrap();
@@ -532,10 +537,5 @@ async fn a_balancer_binds_transcriptions_to_its_instances_nodes() {
     assert_eq!(status, 404);
     let (status, _) = server.get(&at, Some(&other.admin_key)).await;
     assert_eq!(status, 404);
-    let (status, _) = server
-        .send(reqwest::Method::DELETE, &at, Some(ADMIN_KEY), None)
-        .await;
-    assert_eq!(status, 204);
-    let (status, _) = server.get(&at, Some(ADMIN_KEY)).await;
-    assert_eq!(status, 404);
+    deleted(&server, &at).await;
 }
