@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::cluster::queue::Queue;
 use crate::db::Db;
-use crate::db::jobs::{self, JobRow, NewJob};
+use crate::db::jobs::{self, Failure, JobRow, NewJob};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::records::Timestamp;
 
@@ -73,6 +73,12 @@ pub struct JobView {
     pub object: String,
     pub status: String,
     pub status_reason: Option<String>,
+    /// A failed job's stable reason: `DECODE_FAILED`, `TOO_LARGE`,
+    /// `BACKEND_UNAVAILABLE`, `QUOTA_EXCEEDED`, `DRIVE_CONFLICT`, `WORKER_CRASHED` or
+    /// `INTERNAL_ERROR`.
+    pub failure_reason: Option<String>,
+    /// One line on what happened.
+    pub failure_detail: Option<String>,
     pub audio_seconds: Option<f64>,
     pub attempts: i64,
     pub created_at: String,
@@ -92,6 +98,8 @@ impl From<JobRow> for JobView {
             object: format!("{}.job", row.kind),
             status: row.status,
             status_reason: row.status_reason,
+            failure_reason: row.failure_reason,
+            failure_detail: row.failure_detail,
             audio_seconds: row.audio_seconds,
             attempts: row.attempts,
             created_at: time(row.created_at),
@@ -162,19 +170,39 @@ fn busy(error: &ApiError) -> bool {
             .any(|(name, _)| name == axum::http::header::RETRY_AFTER)
 }
 
-/// The documented `status_reason` of a failure.
-fn reason(error: &ApiError) -> String {
-    match error.code {
+/// How an error fails a job: the documented `status_reason` and the stable
+/// `failure_reason`, with the error's message as the detail.
+fn failure(error: &ApiError) -> Failure {
+    let (status_reason, reason) = match error.code {
         ErrorCode::AUDIO_DECODE_FAILED | ErrorCode::AUDIO_FORMAT_UNSUPPORTED => {
-            "decode failure".into()
+            ("decode failure".to_owned(), "DECODE_FAILED")
         }
-        ErrorCode::CTX_TOO_LARGE => "too large".into(),
+        ErrorCode::CTX_TOO_LARGE => ("too large".to_owned(), "TOO_LARGE"),
         ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE
         | ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE
-        | ErrorCode::SERVICE_UNAVAILABLE => "backend unavailable".into(),
-        ErrorCode::BUDGET_EXCEEDED => "quota exceeded".into(),
-        ErrorCode::SCAISPEAK_SCAIDRIVE_CONFLICT => "drive conflict".into(),
-        _ => format!("internal error ({})", error.code.as_str()),
+        | ErrorCode::SERVICE_UNAVAILABLE => {
+            ("backend unavailable".to_owned(), "BACKEND_UNAVAILABLE")
+        }
+        ErrorCode::BUDGET_EXCEEDED => ("quota exceeded".to_owned(), "QUOTA_EXCEEDED"),
+        ErrorCode::SCAISPEAK_SCAIDRIVE_CONFLICT => ("drive conflict".to_owned(), "DRIVE_CONFLICT"),
+        _ => (
+            format!("internal error ({})", error.code.as_str()),
+            "INTERNAL_ERROR",
+        ),
+    };
+    Failure {
+        status_reason,
+        reason,
+        detail: one_line(&error.message),
+    }
+}
+
+/// The first line of a message, at most 300 characters.
+fn one_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or_default();
+    match line.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
     }
 }
 
@@ -204,7 +232,16 @@ pub async fn process(state: &Jobs, runner: &impl Runner, id: &str) -> ApiResult<
         tracing::error!(job_id = %id, crashes = job.crashes, "job failed: its workers crashed");
         metrics::counter!("scaigrid_jobs_poisoned_total", "module" => job.module.clone())
             .increment(1);
-        return end(state, runner, &job, Err(WORKER_CRASHED.to_owned())).await;
+        let crashed = Failure {
+            status_reason: WORKER_CRASHED.to_owned(),
+            reason: "WORKER_CRASHED",
+            detail: format!(
+                "the worker running it died {} times (a fault on this input, or a node lost \
+                 under it)",
+                job.crashes
+            ),
+        };
+        return end(state, runner, &job, Err(crashed)).await;
     }
     let lease = state.lease;
     let renew = async {
@@ -250,7 +287,7 @@ pub async fn process(state: &Jobs, runner: &impl Runner, id: &str) -> ApiResult<
     }
     let outcome = outcome.map_err(|error| {
         tracing::warn!(job_id = %id, code = error.code.as_str(), error = %error.message, "job failed");
-        reason(&error)
+        failure(&error)
     });
     end(state, runner, &job, outcome).await
 }
@@ -260,32 +297,25 @@ async fn end(
     state: &Jobs,
     runner: &impl Runner,
     job: &JobRow,
-    outcome: Result<(Value, f64), String>,
+    outcome: Result<(Value, f64), Failure>,
 ) -> ApiResult<Processed> {
     let id = job.id.as_str();
-    let (status, reason, result, seconds) = match &outcome {
+    let (status, failure, result, seconds) = match &outcome {
         Ok((result, seconds)) => ("succeeded", None, Some(result.to_string()), Some(*seconds)),
-        Err(reason) => ("failed", Some(reason.clone()), None, None),
+        Err(failure) => ("failed", Some(failure), None, None),
     };
     let event = match status {
         "succeeded" => format!("{}.job.completed", job.kind),
         _ => format!("{}.job.failed", job.kind),
     };
     let mut tx = state.db.begin().await?;
-    let ended = jobs::finish(
-        &mut tx,
-        id,
-        status,
-        reason.as_deref(),
-        result.as_deref(),
-        seconds,
-    )
-    .await?;
+    let ended = jobs::finish(&mut tx, id, status, failure, result.as_deref(), seconds).await?;
     if ended {
         let payload = json!({
             "job_id": id,
             "status": status,
-            "status_reason": reason,
+            "status_reason": failure.map(|f| &f.status_reason),
+            "failure_reason": failure.map(|f| f.reason),
             "audio_seconds": seconds,
         });
         crate::db::events::emit(&mut tx, &job.tenant_id, &event, &payload).await?;
@@ -297,4 +327,45 @@ async fn end(
     }
     tracing::info!(job_id = %id, status, kind = %job.kind, "job ended");
     Ok(Processed::Ended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_keep_the_seed_words_and_a_stable_reason() {
+        let cases = [
+            (
+                ErrorCode::AUDIO_DECODE_FAILED,
+                "decode failure",
+                "DECODE_FAILED",
+            ),
+            (ErrorCode::CTX_TOO_LARGE, "too large", "TOO_LARGE"),
+            (
+                ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE,
+                "backend unavailable",
+                "BACKEND_UNAVAILABLE",
+            ),
+            (
+                ErrorCode::BUDGET_EXCEEDED,
+                "quota exceeded",
+                "QUOTA_EXCEEDED",
+            ),
+            (
+                ErrorCode::INTERNAL_ERROR,
+                "internal error (INTERNAL_ERROR)",
+                "INTERNAL_ERROR",
+            ),
+        ];
+        for (code, words, reason) in cases {
+            let failed = failure(&ApiError::new(code, "first line\nsecond line"));
+            assert_eq!(failed.status_reason, words);
+            assert_eq!(failed.reason, reason);
+            assert_eq!(failed.detail, "first line");
+        }
+        let long = one_line(&"é".repeat(400));
+        assert_eq!(long.chars().count(), 301);
+        assert!(long.ends_with('…'));
+    }
 }

@@ -15,6 +15,10 @@ pub struct JobRow {
     pub kind: String,
     pub status: String,
     pub status_reason: Option<String>,
+    /// A failed job's stable reason (`DECODE_FAILED`, `BACKEND_UNAVAILABLE`, ...) and
+    /// its one-line explanation.
+    pub failure_reason: Option<String>,
+    pub failure_detail: Option<String>,
     pub subject: String,
     pub options: String,
     pub input_key: Option<String>,
@@ -30,9 +34,9 @@ pub struct JobRow {
     pub finished_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, tenant_id, module, kind, status, status_reason, subject, options, \
-    input_key, media_type, result, audio_seconds, attempts, crashes, created_at, updated_at, \
-    started_at, finished_at";
+const COLUMNS: &str = "id, tenant_id, module, kind, status, status_reason, failure_reason, \
+    failure_detail, subject, options, input_key, media_type, result, audio_seconds, attempts, \
+    crashes, created_at, updated_at, started_at, finished_at";
 
 fn from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
     Ok(JobRow {
@@ -42,6 +46,8 @@ fn from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
         kind: row.try_get("kind")?,
         status: row.try_get("status")?,
         status_reason: row.try_get("status_reason")?,
+        failure_reason: row.try_get("failure_reason")?,
+        failure_detail: row.try_get("failure_detail")?,
         subject: row.try_get("subject")?,
         options: row.try_get("options")?,
         input_key: row.try_get("input_key")?,
@@ -55,6 +61,15 @@ fn from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
     })
+}
+
+/// How a job failed: the documented `status_reason` (seed 002's words), the stable
+/// `failure_reason` enum and a one-line detail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub status_reason: String,
+    pub reason: &'static str,
+    pub detail: String,
 }
 
 pub struct NewJob<'a> {
@@ -278,7 +293,7 @@ pub async fn finish(
     conn: &mut AnyConnection,
     id: &str,
     status: &str,
-    reason: Option<&str>,
+    failure: Option<&Failure>,
     result: Option<&str>,
     audio_seconds: Option<f64>,
 ) -> Result<bool, sqlx::Error> {
@@ -286,14 +301,17 @@ pub async fn finish(
     let done = sqlx::query(
         "UPDATE jobs SET status = $1, status_reason = $2, result = $3, \
          audio_seconds = COALESCE($4, audio_seconds), finished_at = $5, updated_at = $5, \
-         lease_until = NULL WHERE id = $6 AND status = 'processing'",
+         lease_until = NULL, failure_reason = $7, failure_detail = $8 \
+         WHERE id = $6 AND status = 'processing'",
     )
     .bind(status)
-    .bind(reason)
+    .bind(failure.map(|f| f.status_reason.as_str()))
     .bind(result)
     .bind(audio_seconds)
     .bind(now)
     .bind(id)
+    .bind(failure.map(|f| f.reason))
+    .bind(failure.map(|f| f.detail.as_str()))
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "balancers",
         include_str!("migrations/0015_balancers.sql"),
     ),
+    (
+        16,
+        "failure_reasons",
+        include_str!("migrations/0016_failure_reasons.sql"),
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that migrations run under.

@@ -282,6 +282,7 @@ pub struct DeliveryRow {
     pub next_attempt_at: Option<i64>,
     pub status_code: Option<i64>,
     pub error: Option<String>,
+    pub failure_reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -298,6 +299,7 @@ fn delivery_row(row: &sqlx::any::AnyRow) -> Result<DeliveryRow, sqlx::Error> {
         next_attempt_at: row.try_get("next_attempt_at")?,
         status_code: row.try_get("status_code")?,
         error: row.try_get("error")?,
+        failure_reason: row.try_get("failure_reason")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -344,15 +346,15 @@ pub async fn claim(
 pub async fn record_attempt(
     conn: &mut AnyConnection,
     id: &str,
-    status: &str,
-    attempt: i64,
+    (status, attempt): (&str, i64),
     status_code: Option<i64>,
-    error: Option<&str>,
+    failure: Option<(&str, &str)>,
     next_attempt_at: Option<i64>,
 ) -> Result<(), sqlx::Error> {
+    let (reason, error) = failure.unzip();
     sqlx::query(
         "UPDATE webhook_deliveries SET status = $2, attempt = $3, status_code = $4, error = $5, \
-         next_attempt_at = $6, updated_at = $7 WHERE id = $1",
+         next_attempt_at = $6, updated_at = $7, failure_reason = $8 WHERE id = $1",
     )
     .bind(id)
     .bind(status)
@@ -361,6 +363,7 @@ pub async fn record_attempt(
     .bind(error)
     .bind(next_attempt_at)
     .bind(now_ms())
+    .bind(reason)
     .execute(conn)
     .await?;
     Ok(())

@@ -299,7 +299,7 @@ pub enum Outcome {
         backend: Backend,
     },
     /// Queued as a synth job (`async: true`, or a long text).
-    Queued(crate::jobs::JobView),
+    Queued(Box<crate::jobs::JobView>),
 }
 
 /// `POST /speak` and `/v1/audio/speech`: permissions, validation, then the audio
@@ -314,7 +314,7 @@ pub async fn speak_request(
     if speak.run_async {
         return jobs::create(state, principal, &speak)
             .await
-            .map(Outcome::Queued);
+            .map(|job| Outcome::Queued(Box::new(job)));
     }
     let spoken = self::speak(state, &principal.tenant_id, principal.subject_id(), &speak).await?;
     let Some(save_to) = &speak.save_to else {

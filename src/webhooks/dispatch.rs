@@ -116,8 +116,7 @@ async fn attempt(hooks: &Webhooks, delivery: DeliveryRow) -> anyhow::Result<()> 
             store::record_attempt(
                 &mut tx,
                 &delivery.id,
-                "succeeded",
-                number,
+                ("succeeded", number),
                 Some(*code),
                 None,
                 None,
@@ -125,7 +124,7 @@ async fn attempt(hooks: &Webhooks, delivery: DeliveryRow) -> anyhow::Result<()> 
             .await?;
             store::count_attempt(&mut tx, &webhook.id, true).await?;
         }
-        Err((code, error)) => {
+        Err((code, reason, error)) => {
             let (status, next) = match number >= i64::from(config.max_attempts) {
                 true => ("failed", None),
                 false => {
@@ -136,10 +135,9 @@ async fn attempt(hooks: &Webhooks, delivery: DeliveryRow) -> anyhow::Result<()> 
             store::record_attempt(
                 &mut tx,
                 &delivery.id,
-                status,
-                number,
+                (status, number),
                 *code,
-                Some(error),
+                Some((reason, error)),
                 next,
             )
             .await?;
@@ -157,14 +155,19 @@ async fn attempt(hooks: &Webhooks, delivery: DeliveryRow) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// One signed POST. `Ok(status)` on 2xx; `Err((status, reason))` otherwise.
+/// Why a delivery attempt failed (the stable `failure_reason`), with the status the
+/// receiver answered and a line of detail.
+type Failed = (Option<i64>, &'static str, String);
+
+/// One signed POST. `Ok(status)` on 2xx; `Err` with the failure otherwise.
 async fn send(
     hooks: &Webhooks,
     webhook: &store::WebhookRow,
     delivery: &DeliveryRow,
-) -> Result<i64, (Option<i64>, String)> {
+) -> Result<i64, Failed> {
     let config = &hooks.config;
-    let url = reqwest::Url::parse(&webhook.url).map_err(|e| (None, format!("bad URL: {e}")))?;
+    let url = reqwest::Url::parse(&webhook.url)
+        .map_err(|e| (None, "BAD_URL", format!("bad URL: {e}")))?;
     // The resolver of `webhook_http` checks the addresses it connects to; this catches
     // what it does not see (an address written in the URL, this server's own port).
     super::target::check(
@@ -174,14 +177,14 @@ async fn send(
         config.allow_private_targets,
     )
     .await
-    .map_err(|reason| (None, format!("target refused: {reason}")))?;
+    .map_err(|reason| (None, "TARGET_REFUSED", format!("target refused: {reason}")))?;
     let timestamp = now_ms() / 1000;
     let context = crate::vault::context(super::WEBHOOKS, &webhook.id);
     let open = |stored: &str| {
-        hooks
-            .vault
-            .open(stored, &context)
-            .map_err(|e| (None, format!("signing secret cannot be opened: {e}")))
+        hooks.vault.open(stored, &context).map_err(|e| {
+            let detail = format!("signing secret cannot be opened: {e}");
+            (None, "SECRET_UNAVAILABLE", detail)
+        })
     };
     let mut secrets = vec![open(&webhook.secret)?];
     if let (Some(previous), Some(until)) = (&webhook.previous_secret, webhook.previous_secret_until)
@@ -205,12 +208,20 @@ async fn send(
         .body(delivery.payload.clone())
         .send()
         .await
-        .map_err(|e| (None, crate::speech::upstream::error_text(&e)))?;
+        .map_err(|e| {
+            let reason = match (e.is_timeout(), e.is_connect()) {
+                (true, _) => "TIMEOUT",
+                (false, true) => "CONNECT_FAILED",
+                (false, false) => "REQUEST_FAILED",
+            };
+            (None, reason, crate::speech::upstream::error_text(&e))
+        })?;
     let code = i64::from(response.status().as_u16());
     match response.status().is_success() {
         true => Ok(code),
         false => Err((
             Some(code),
+            "RECEIVER_ERROR",
             format!("receiver answered {}", response.status()),
         )),
     }

@@ -126,7 +126,13 @@ pub struct DeliveryView {
     pub attempt: i64,
     /// The receiver's HTTP status of the last attempt.
     pub status_code: Option<i64>,
+    /// The last attempt's failure in a line (also `failure_detail`).
     pub error: Option<String>,
+    /// The last attempt's stable reason: `RECEIVER_ERROR` (a non-2xx answer),
+    /// `TIMEOUT`, `CONNECT_FAILED`, `REQUEST_FAILED`, `TARGET_REFUSED`, `BAD_URL` or
+    /// `SECRET_UNAVAILABLE`.
+    pub failure_reason: Option<String>,
+    pub failure_detail: Option<String>,
     pub next_attempt_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -174,7 +180,9 @@ fn delivery_view(row: DeliveryRow) -> DeliveryView {
         status: row.status,
         attempt: row.attempt,
         status_code: row.status_code,
+        failure_detail: row.error.clone(),
         error: row.error,
+        failure_reason: row.failure_reason,
         created_at: Timestamp(row.created_at),
         updated_at: Timestamp(row.updated_at),
     }

@@ -472,6 +472,11 @@ async fn a_job_that_kills_its_workers_fails_after_three_and_the_next_job_runs() 
     let job = wait_for_job(&server, &path, ended).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["status_reason"], "worker crashed", "{job}");
+    assert_eq!(job["failure_reason"], "WORKER_CRASHED", "{job}");
+    assert!(
+        job["failure_detail"].as_str().unwrap().contains("died"),
+        "{job}"
+    );
     let beckett = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
     let next = submit(beckett).await;
     let job = wait_for_job(&server, &format!("/v1/modules/scaiecho/jobs/{next}"), ended).await;

@@ -551,6 +551,9 @@ async fn async_jobs_run_are_listed_isolated_and_deleted() {
         (Some("failed"), Some("decode failure")),
         "{job}"
     );
+    // Seed 003: the stable reason and a line of detail beside the seed-002 words.
+    assert_eq!(job["failure_reason"], "DECODE_FAILED", "{job}");
+    assert!(!job["failure_detail"].as_str().unwrap().is_empty(), "{job}");
     let outbox = events(&server).await;
     assert!(
         outbox.contains(&"transcription.job.completed".to_owned()),

@@ -970,6 +970,7 @@ async fn a_file_that_appears_while_a_save_to_job_waits_fails_the_job() {
     let done = finished_job(&server, &jwt, &id).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["status_reason"], "drive conflict", "{done}");
+    assert_eq!(done["failure_reason"], "DRIVE_CONFLICT", "{done}");
     assert_eq!(
         std::fs::read(&file).unwrap(),
         before,

@@ -294,6 +294,8 @@ async fn repeated_failures_disable_a_webhook() {
     assert_eq!(list["data"][0]["attempt"], 2);
     assert_eq!(list["data"][0]["status_code"], 500);
     assert!(list["data"][0]["error"].as_str().unwrap().contains("500"));
+    assert_eq!(list["data"][0]["failure_reason"], "RECEIVER_ERROR");
+    assert_eq!(list["data"][0]["failure_detail"], list["data"][0]["error"]);
     add_event(&server, "evt_b", &tenant.id, "transcription.job.completed").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let shown = loop {
