@@ -158,7 +158,7 @@ pub async fn transition(
          failure_reason = $5, failure_detail = $6, \
          started_at = CASE WHEN $7 = 1 THEN $2 ELSE started_at END, \
          billed_until = CASE WHEN $7 = 1 THEN $2 ELSE billed_until END, \
-         hourly_cost = COALESCE($9, hourly_cost) \
+         hourly_cost = CASE WHEN $9 < 0 THEN hourly_cost ELSE $9 END \
          WHERE id = $8 AND state IN ({})",
         marks.join(", ")
     );
@@ -172,7 +172,10 @@ pub async fn transition(
         .bind(detail)
         .bind(i64::from(change.started))
         .bind(id)
-        .bind(change.hourly_cost);
+        // Never a NULL here: on PostgreSQL through the Any driver, a NULL bound for
+        // this parameter and a number later on the same connection's cached
+        // statement failed with "incorrect binary data format in bind parameter 9".
+        .bind(change.hourly_cost.unwrap_or(-1.0));
     for state in from {
         query = query.bind(*state);
     }

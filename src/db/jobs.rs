@@ -300,14 +300,16 @@ pub async fn finish(
     let now = now_ms();
     let done = sqlx::query(
         "UPDATE jobs SET status = $1, status_reason = $2, result = $3, \
-         audio_seconds = COALESCE($4, audio_seconds), finished_at = $5, updated_at = $5, \
+         audio_seconds = CASE WHEN $4 < 0 THEN audio_seconds ELSE $4 END, \
+         finished_at = $5, updated_at = $5, \
          lease_until = NULL, failure_reason = $7, failure_detail = $8 \
          WHERE id = $6 AND status = 'processing'",
     )
     .bind(status)
     .bind(failure.map(|f| f.status_reason.as_str()))
     .bind(result)
-    .bind(audio_seconds)
+    // A number every time (-1: keep the column): see `db::instances::transition`.
+    .bind(audio_seconds.unwrap_or(-1.0))
     .bind(now)
     .bind(id)
     .bind(failure.map(|f| f.reason))

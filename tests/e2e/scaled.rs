@@ -584,3 +584,50 @@ async fn processes_starting_together_migrate_a_fresh_database_once() {
         assert!(output.status.success(), "{stderr}");
     }
 }
+
+/// An instance's state changes on one PostgreSQL connection, with and without a new
+/// hourly cost: the cached statement must take both (a NULL there once made the next
+/// number fail with "incorrect binary data format in bind parameter 9").
+#[tokio::test]
+async fn instance_state_changes_reuse_their_statement_on_postgres() {
+    use scaigrid::db::instances::{self, Change};
+    use sqlx::Connection;
+    let Some(url) = crate::support::postgres_database().await else {
+        return;
+    };
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    for sql in [
+        include_str!("../../src/db/migrations/0013_instances.sql"),
+        include_str!("../../src/db/migrations/0014_balances.sql"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    instances::create(&mut conn, ("inst_pg", "tnt", "key"), ("m", "{}", 1))
+        .await
+        .unwrap();
+    let steps: [(&str, &str, Option<f64>); 4] = [
+        ("pending", "failed", None),
+        ("failed", "pending", None),
+        ("pending", "starting", Some(1.5)),
+        ("starting", "failed", None),
+    ];
+    for (from, to, hourly_cost) in steps {
+        let change = Change {
+            hourly_cost,
+            ..Change::default()
+        };
+        let moved = instances::transition(&mut conn, "inst_pg", (&[from], to), change)
+            .await
+            .unwrap();
+        assert!(moved, "{from} -> {to}");
+    }
+    let row = instances::get(&mut conn, "tnt", "inst_pg")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.state.as_str(), row.hourly_cost), ("failed", 1.5));
+}
