@@ -96,15 +96,29 @@ impl NodeService {
         InFlight(self.in_flight.clone())
     }
 
-    /// What one more model may take now (see [`Node::available_mb`]), read at most
-    /// every [`FREE_MEMORY_FRESH`].
-    fn available_mb(&self, node: &Node) -> u64 {
+    /// What one more model may take now (see [`Node::available_mb`]). Reading it
+    /// starts `nvidia-smi` on a GPU, so it is never read on the async runtime after
+    /// the first time: a reading older than [`FREE_MEMORY_FRESH`] is refreshed on a
+    /// blocking thread and the last one answers meanwhile.
+    fn available_mb(&self, node: &Arc<Node>) -> u64 {
         let Ok(mut last) = self.available.lock() else {
-            return node.available_mb();
+            return 0;
         };
         match *last {
             Some((at, mb)) if at.elapsed() < FREE_MEMORY_FRESH => mb,
-            _ => {
+            Some((_, mb)) => {
+                // Marked fresh now, so one refresh runs at a time.
+                *last = Some((Instant::now(), mb));
+                let (node, available) = (node.clone(), self.available.clone());
+                tokio::task::spawn_blocking(move || {
+                    let mb = node.available_mb();
+                    if let Ok(mut last) = available.lock() {
+                        *last = Some((Instant::now(), mb));
+                    }
+                });
+                mb
+            }
+            None => {
                 let mb = node.available_mb();
                 *last = Some((Instant::now(), mb));
                 mb
@@ -166,16 +180,18 @@ impl NodeService {
                 Ok(engines) => engines.clone(),
                 Err(poisoned) => poisoned.into_inner().clone(),
             };
-            let next = tokio::task::spawn_blocking(move || {
+            let (next, free) = tokio::task::spawn_blocking(move || {
                 let node = match load {
                     true => current.node.with_model(&model)?,
                     false => current.node.without_model(&model)?,
                 };
+                // The room left after the change, read here, off the async runtime.
+                let free = node.available_mb();
                 if node.info().models_loaded == current.node.info().models_loaded {
-                    return Ok(None);
+                    return Ok((None, free));
                 }
                 tracing::info!(%model, load, models = ?node.info().models_loaded, "engines changed");
-                Engines::start(Arc::new(node), stt_queue).map(Some)
+                Engines::start(Arc::new(node), stt_queue).map(|next| (Some(next), free))
             })
             .await
             .map_err(|e| EngineError::Inference(format!("loading task: {e}")))??;
@@ -185,7 +201,7 @@ impl NodeService {
                 *engines = Arc::new(next);
             }
             if let Ok(mut available) = available.lock() {
-                *available = None;
+                *available = Some((Instant::now(), free));
             }
             Ok::<(), EngineError>(())
         });
