@@ -100,8 +100,9 @@ error_codes! {
     MODEL_NOT_FOUND => 404, None;
     /// The model exists but `/v1/model-access` denies it for this tenant.
     MODEL_ACCESS_DENIED => 403, None;
-    /// Every backend of the model is circuit-broken or unhealthy.
-    MODEL_UNAVAILABLE => 503, None;
+    /// Every backend of the model is circuit-broken or unhealthy (or no instance behind
+    /// a balancer is healthy; a stream closes 4502).
+    MODEL_UNAVAILABLE => 503, Some(4502);
     /// The upstream failed (also sent as an SSE error event mid-stream).
     BACKEND_ERROR => 502, None;
     /// A rate limit was hit; `Retry-After` and the rate-limit headers say when to retry.

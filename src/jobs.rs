@@ -180,9 +180,8 @@ fn failure(error: &ApiError) -> Failure {
         ErrorCode::CTX_TOO_LARGE => ("too large".to_owned(), "TOO_LARGE"),
         ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE
         | ErrorCode::SCAISPEAK_BACKEND_UNAVAILABLE
-        | ErrorCode::SERVICE_UNAVAILABLE => {
-            ("backend unavailable".to_owned(), "BACKEND_UNAVAILABLE")
-        }
+        | ErrorCode::SERVICE_UNAVAILABLE
+        | ErrorCode::MODEL_UNAVAILABLE => ("backend unavailable".to_owned(), "BACKEND_UNAVAILABLE"),
         ErrorCode::BUDGET_EXCEEDED => ("quota exceeded".to_owned(), "QUOTA_EXCEEDED"),
         ErrorCode::SCAISPEAK_SCAIDRIVE_CONFLICT => ("drive conflict".to_owned(), "DRIVE_CONFLICT"),
         _ => (

@@ -206,9 +206,10 @@ pub async fn running_cost(conn: &mut AnyConnection, tenant_id: &str) -> Result<f
             .bind(tenant_id)
             .fetch_all(conn)
             .await?;
+    // From +0.0: an empty sum of floats is -0.0, which JSON would show.
     rows.iter()
         .map(|row| row.try_get::<f64, _>("hourly_cost"))
-        .sum()
+        .try_fold(0.0, |sum, cost| cost.map(|cost| sum + cost))
 }
 
 /// Deletes a tenant's instance that is over (`stopped` or `failed`); whether it went.

@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::auth::{Auth, Principal};
 use crate::error::ApiResult;
 use crate::extract::Json;
-use crate::inference::pool::{observed, within};
+use crate::inference::pool::observed;
 use crate::jobs::JobView;
 use crate::ratelimit::Consumed;
 use crate::rbac::Permission;
@@ -43,17 +43,8 @@ async fn run(
     require_enabled(principal, MODULE)?;
     principal.require(Permission::ScaiechoTranscribe)?;
     let upload = super::upload::read(request, state.scaiecho.intake()).await?;
-    // A `model` that names one of the tenant's balancers binds the work to the nodes
-    // of one of its instances.
-    let nodes = match upload.field("model") {
-        Some(model) => state.instances.resolve(principal, model).await?,
-        None => None,
-    };
     let work = scaiecho::transcribe_upload(&state.scaiecho, principal, upload);
-    let (outcome, served) = match nodes {
-        Some(nodes) => observed(within(nodes, work)).await,
-        None => observed(work).await,
-    };
+    let (outcome, served) = observed(work).await;
     let (transcription, format) = match outcome? {
         Outcome::Queued(job) => return Ok(accepted(job)),
         Outcome::Done(transcription, format) => (transcription, format),

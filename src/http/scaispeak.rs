@@ -85,11 +85,13 @@ pub async fn speak(
     speak_response(&state, &principal, request).await
 }
 
-/// OpenAI's `POST /v1/audio/speech` body. `model` and `instructions` are accepted and
-/// ignored (the tenant policy picks the backend; no voice here takes instructions).
+/// OpenAI's `POST /v1/audio/speech` body. `model` binds the synthesis to a balancer
+/// of that name and is otherwise ignored (OpenAI's `tts-1`: the tenant policy picks the
+/// backend); `instructions` is accepted and ignored (no voice here takes instructions).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct OpenAiSpeech {
     pub input: String,
+    pub model: Option<String>,
     pub voice: Option<String>,
     pub response_format: Option<String>,
     pub speed: Option<f32>,
@@ -133,6 +135,7 @@ pub async fn openai_speech(
         backend_preference: None,
         run_async: false,
         save_to: None,
+        model: body.model,
     };
     speak_response(&state, &principal, request).await
 }

@@ -48,6 +48,14 @@ pub async fn within<F: Future>(nodes: Vec<String>, work: F) -> F::Output {
     ONLY.scope(nodes.into(), work).await
 }
 
+/// Runs `work` bound to `nodes` when there are some (see [`within`]), else as it is.
+pub async fn bound<F: Future>(nodes: Option<Vec<String>>, work: F) -> F::Output {
+    match nodes {
+        Some(nodes) => within(nodes, work).await,
+        None => work.await,
+    }
+}
+
 /// Runs `work` and names the nodes that served its calls (each once, in order), for
 /// the response's `X-Scaigrid-Node`.
 pub async fn observed<F: Future>(work: F) -> (F::Output, Vec<String>) {
@@ -345,6 +353,8 @@ impl Dispatcher {
             match call(member.client.clone()).await {
                 Ok(value) => {
                     served_by(&member.id);
+                    metrics::counter!("scaigrid_node_calls_total", "node" => member.id.clone())
+                        .increment(1);
                     return Ok((member.id.clone(), value));
                 }
                 Err(status) if wire::node_lost(&status) => {

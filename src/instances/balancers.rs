@@ -1,8 +1,8 @@
-//! Balancers: instances of one model behind one name. A speech request whose `model`
-//! names a balancer of the caller's tenant runs on the nodes of one of its healthy
-//! instances (running, every node answering and carrying the model), picked by
-//! weight; none healthy is 503 `MODEL_UNAVAILABLE`. A name that is no balancer
-//! leaves the request as it was (OpenAI clients send `whisper-1`).
+//! Balancers: instances of one model behind one name, created, listed and deleted
+//! here. A speech request whose `model` names a balancer of the caller's tenant runs
+//! on the nodes of one of its healthy instances (running, every node answering and
+//! carrying the model), picked by weight: `speech::balancers::resolve`, which every
+//! speech path calls.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,10 +10,11 @@ use utoipa::ToSchema;
 use super::{Instances, remediation};
 use crate::auth::Principal;
 use crate::db::balancers::{self, BalancerRow, Member};
-use crate::db::instances::{self, InstanceRow};
+use crate::db::instances;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::rbac::Permission;
 use crate::records::Timestamp;
+use crate::speech::balancers::{healthy, valid_name};
 
 /// Instances one balancer may group.
 const MAX_MEMBERS: usize = 16;
@@ -57,35 +58,16 @@ pub struct BalancerView {
     pub created_at: String,
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-}
-
 impl Instances {
-    /// Whether an instance takes requests now.
-    fn healthy(&self, instance: &InstanceRow) -> bool {
-        let members = self.members();
-        instance.state == "running"
-            && !instance.node_ids.is_empty()
-            && instance.node_ids.iter().all(|node| {
-                members
-                    .iter()
-                    .any(|m| &m.id == node && m.ready() && m.carries(&[instance.model.as_str()]))
-            })
-    }
-
     async fn balancer_view(&self, row: BalancerRow) -> ApiResult<BalancerView> {
         let mut conn = self.db.pool.acquire().await?;
+        let live = self.members();
         let mut members = Vec::new();
         for member in row.members {
             let instance = instances::get(&mut conn, &row.tenant_id, &member.instance_id).await?;
             members.push(match instance {
                 Some(instance) => MemberView {
-                    healthy: self.healthy(&instance),
+                    healthy: healthy(&live, &instance),
                     remediation: instance.failure_reason.as_deref().and_then(remediation),
                     instance_id: member.instance_id,
                     weight: member.weight,
@@ -226,48 +208,5 @@ impl Instances {
             true => Ok(()),
             false => Err(ApiError::not_found("balancer")),
         }
-    }
-
-    /// The nodes a request naming `model` runs on when `model` is one of the tenant's
-    /// balancers: those of a healthy member, picked by weight. `None`: no balancer
-    /// has that name.
-    pub async fn resolve(
-        &self,
-        principal: &Principal,
-        model: &str,
-    ) -> ApiResult<Option<Vec<String>>> {
-        if !valid_name(model) {
-            return Ok(None);
-        }
-        let mut conn = self.db.pool.acquire().await?;
-        let Some(balancer) = balancers::get(&mut conn, &principal.tenant_id, (model, true)).await?
-        else {
-            return Ok(None);
-        };
-        let mut healthy: Vec<(u32, Vec<String>)> = Vec::new();
-        for member in &balancer.members {
-            if let Some(instance) =
-                instances::get(&mut conn, &principal.tenant_id, &member.instance_id).await?
-                && self.healthy(&instance)
-            {
-                healthy.push((member.weight, instance.node_ids));
-            }
-        }
-        let total: u32 = healthy.iter().map(|(weight, _)| weight).sum();
-        if total == 0 {
-            return Err(ApiError::new(
-                ErrorCode::MODEL_UNAVAILABLE,
-                format!("no instance behind balancer `{model}` is running and healthy"),
-            )
-            .with_field("balancer", model));
-        }
-        let mut pick = rand::random_range(0..total);
-        for (weight, nodes) in healthy {
-            if pick < weight {
-                return Ok(Some(nodes));
-            }
-            pick -= weight;
-        }
-        Ok(None)
     }
 }

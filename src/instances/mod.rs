@@ -28,7 +28,7 @@ pub use billing::{BalanceView, TopUp};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -50,7 +50,8 @@ use placement::{Candidate, Refusal, Smart};
 const MAX_REPLICAS: usize = 16;
 /// Instances one list shows.
 const LIST_LIMIT: i64 = 500;
-/// How often the monitor looks at running instances.
+/// How often the monitor looks at running instances (and bills them: more often when
+/// the billing interval is shorter).
 const MONITOR_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `POST /v1/instances`.
@@ -591,7 +592,8 @@ impl Instances {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(MONITOR_EVERY);
+            let every = MONITOR_EVERY.min(this.config.billing_interval);
+            let mut ticker = tokio::time::interval(every.max(Duration::from_millis(100)));
             loop {
                 ticker.tick().await;
                 if let Err(error) = this.watch().await {

@@ -119,13 +119,19 @@ pub async fn run(state: &ScaiEcho, job: &JobRow) -> ApiResult<(Value, f64)> {
         .intake
         .decode_16k(audio, job.media_type.as_deref())
         .await?;
+    // A balancer is asked again now: the instance picked at the request may be gone.
+    let nodes = state
+        .bound(&job.tenant_id, options.model.as_deref())
+        .await?;
     let policy = super::policy(state, &job.tenant_id).await?;
-    let backend = policy::resolve(&policy, options.backend_preference, state.usable())?;
+    let preference = crate::speech::balancers::preference(&nodes, options.backend_preference);
+    let backend = policy::resolve(&policy, preference, state.usable())?;
     let owner = Owner {
         tenant_id: &job.tenant_id,
         subject: &job.subject,
     };
-    let transcription = super::transcribe(state, owner, samples, &options, backend).await?;
+    let work = super::transcribe(state, owner, samples, &options, backend);
+    let transcription = crate::inference::pool::bound(nodes, work).await?;
     let duration = transcription.duration;
     Ok((
         serde_json::to_value(&transcription).unwrap_or(Value::Null),

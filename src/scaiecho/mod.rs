@@ -25,6 +25,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::inference::pool::Dispatcher;
 use crate::rbac::Permission;
 use crate::services::modules::require_enabled;
+use crate::speech::balancers;
 use crate::speech::intake::AudioIntake;
 use crate::speech::upload::Upload;
 use format::{ResponseFormat, SegmentOut, Transcription};
@@ -66,6 +67,17 @@ impl ScaiEcho {
     /// The audio intake (upload budget, decode slots) the HTTP boundary reads into.
     pub fn intake(&self) -> &AudioIntake {
         &self.handles.intake
+    }
+
+    /// The nodes a request naming `model` is bound to (a balancer of the tenant's).
+    pub async fn bound(
+        &self,
+        tenant_id: &str,
+        model: Option<&str>,
+    ) -> ApiResult<Option<Vec<String>>> {
+        let handles = &self.handles;
+        let serves = balancers::Serves::Transcription;
+        balancers::resolve(&handles.db, &handles.nodes, tenant_id, model, serves).await
     }
 
     pub fn usable(&self) -> Usable {
@@ -110,6 +122,11 @@ pub struct Options {
     pub response_format: ResponseFormat,
     pub backend_preference: Option<Preference>,
     pub run_async: bool,
+    /// The request's `model`: a balancer's name binds the work to its instances' nodes
+    /// (`speech::balancers`); any other name is OpenAI's (`whisper-1`) and changes
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// Option fields (form fields or query parameters), empty values dropped.
@@ -170,6 +187,7 @@ impl Options {
                 .map(Preference::parse)
                 .transpose()?,
             run_async: flag(fields, "async")?,
+            model: fields.get("model").map(str::to_owned),
         })
     }
 }
@@ -259,6 +277,11 @@ pub async fn transcribe_upload(
 ) -> ApiResult<Outcome> {
     let options = Options::from_upload(&upload)?;
     authorize(principal, &options)?;
+    // Bound to a balancer's instance before any work; a queued job asks again when it
+    // runs.
+    let nodes = state
+        .bound(&principal.tenant_id, options.model.as_deref())
+        .await?;
     let policy = policy(state, &principal.tenant_id).await?;
     // Before any work: some backend can take this, here or (queued) on a worker.
     let usable = state
@@ -279,10 +302,13 @@ pub async fn transcribe_upload(
                 .await?;
             let seconds = samples.len() as f64 / 16_000.0;
             if seconds <= policy.inline_threshold_seconds {
-                // Inline work runs here: on this process's own backends.
-                let backend = policy::resolve(&policy, options.backend_preference, state.usable())?;
+                // Inline work runs here: on this process's own backends (the nodes of a
+                // balancer's instance, when bound to one).
+                let preference = balancers::preference(&nodes, options.backend_preference);
+                let backend = policy::resolve(&policy, preference, state.usable())?;
                 let owner = Owner::of(principal);
-                let transcription = transcribe(state, owner, samples, &options, backend).await?;
+                let work = transcribe(state, owner, samples, &options, backend);
+                let transcription = crate::inference::pool::bound(nodes, work).await?;
                 return Ok(Outcome::Done(transcription, options.response_format));
             }
             Some(seconds)

@@ -32,6 +32,9 @@ struct Stored {
     /// The user's drive instead of the job's own object (the job's subject is the user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     save_to: Option<SaveTo>,
+    /// A balancer's name: the job binds to one of its instances when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
 }
 
 fn output_key(tenant_id: &str, job_id: &str) -> ApiResult<ObjectKey> {
@@ -50,6 +53,7 @@ pub async fn create(state: &ScaiSpeak, principal: &Principal, speak: &Speak) -> 
         speed: speak.speed,
         backend_preference: speak.backend_preference,
         save_to: speak.save_to.clone(),
+        model: speak.model.clone(),
     };
     let options = serde_json::to_string(&stored).map_err(ApiError::internal)?;
     // The job's object is where its audio will be.
@@ -91,6 +95,9 @@ pub async fn run(state: &ScaiSpeak, job: &JobRow) -> ApiResult<(Value, f64)> {
         backend_preference: stored.backend_preference,
         run_async: false,
         save_to: None,
+        // Asked again now: the instance picked at the request may be gone.
+        nodes: state.bound(&job.tenant_id, stored.model.as_deref()).await?,
+        model: stored.model,
     };
     let spoken = super::speak(state, &job.tenant_id, &job.subject, &speak).await?;
     let characters = speak.text.chars().count();

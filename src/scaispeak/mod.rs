@@ -32,6 +32,7 @@ use crate::inference::pool::Dispatcher;
 use crate::rbac::Permission;
 use crate::services::modules::require_enabled;
 use crate::speech::backends::{self, Backend, Preference, Usable};
+use crate::speech::balancers;
 use crate::speech::intake::AudioIntake;
 use output::{Codec, Output, OutputRequest};
 
@@ -79,6 +80,17 @@ impl ScaiSpeak {
         &self.handles.intake
     }
 
+    /// The nodes a request naming `model` is bound to (a balancer of the tenant's).
+    pub async fn bound(
+        &self,
+        tenant_id: &str,
+        model: Option<&str>,
+    ) -> ApiResult<Option<Vec<String>>> {
+        let handles = &self.handles;
+        let serves = balancers::Serves::Speech;
+        balancers::resolve(&handles.db, &handles.nodes, tenant_id, model, serves).await
+    }
+
     pub fn usable(&self) -> Usable {
         Usable {
             local: self.local.as_ref().is_some_and(|d| d.can_speak()),
@@ -112,6 +124,9 @@ pub struct SpeakRequest {
     #[serde(default, rename = "async")]
     pub run_async: bool,
     pub save_to: Option<SaveTo>,
+    /// A balancer's name binds the synthesis to one of its instances' nodes
+    /// (`/v1/balancers`); any other name (OpenAI's `tts-1`) changes nothing.
+    pub model: Option<String>,
 }
 
 /// A request, validated.
@@ -126,6 +141,10 @@ pub struct Speak {
     pub run_async: bool,
     /// Write the audio to the user's drive instead of answering it.
     pub save_to: Option<SaveTo>,
+    /// The request's `model` (a queued job binds to the balancer again when it runs).
+    pub model: Option<String>,
+    /// The nodes of the balancer's instance it runs on, when `model` names one.
+    pub nodes: Option<Vec<String>>,
 }
 
 pub fn check_speed(speed: Option<f32>) -> ApiResult<f32> {
@@ -160,9 +179,14 @@ impl Speak {
         if let Some(save_to) = request.save_to.as_ref().filter(|_| run_async) {
             drive::check_queued(state, principal, save_to, output.codec).await?;
         }
+        let nodes = state
+            .bound(&principal.tenant_id, request.model.as_deref())
+            .await?;
         Ok(Speak {
             run_async,
             save_to: request.save_to,
+            model: request.model,
+            nodes,
             text,
             voice: voices::find(state, &principal.tenant_id, request.voice.as_deref()).await?,
             output,
@@ -280,6 +304,38 @@ pub fn backend_unavailable(backend: Backend) -> ApiError {
     )
 }
 
+/// The whole text on `backend`: the relay takes it in one call, the local voice one
+/// sentence at a time.
+async fn synthesize(
+    state: &ScaiSpeak,
+    backend: Backend,
+    speak: &Speak,
+) -> ApiResult<(Vec<f32>, u32)> {
+    let pieces = match backend {
+        Backend::Local => engines::piper::PiperVoice::sentences(&speak.text),
+        Backend::Relay => vec![speak.text.clone()],
+    };
+    let mut samples = Vec::new();
+    let mut rate = 0;
+    for piece in &pieces {
+        let (audio, piece_rate) = sentence(
+            state,
+            backend,
+            piece,
+            speak.speed,
+            speak.voice.profile.as_ref(),
+            false,
+        )
+        .await?;
+        if rate != 0 && piece_rate != rate {
+            return Err(ApiError::internal("sentences came back at different rates"));
+        }
+        rate = piece_rate;
+        samples.extend(audio);
+    }
+    Ok((samples, rate.max(1)))
+}
+
 /// Finished audio of a `/speak` request.
 pub struct Spoken {
     pub bytes: Vec<u8>,
@@ -346,31 +402,10 @@ pub async fn speak(
     subject: &str,
     speak: &Speak,
 ) -> ApiResult<Spoken> {
-    let backend = resolve(state, tenant_id, speak.backend_preference, &speak.voice).await?;
-    // The relay takes the whole text in one call; the local voice one sentence at a time.
-    let pieces = match backend {
-        Backend::Local => engines::piper::PiperVoice::sentences(&speak.text),
-        Backend::Relay => vec![speak.text.clone()],
-    };
-    let mut samples = Vec::new();
-    let mut rate = 0;
-    for piece in &pieces {
-        let (audio, piece_rate) = sentence(
-            state,
-            backend,
-            piece,
-            speak.speed,
-            speak.voice.profile.as_ref(),
-            false,
-        )
-        .await?;
-        if rate != 0 && piece_rate != rate {
-            return Err(ApiError::internal("sentences came back at different rates"));
-        }
-        rate = piece_rate;
-        samples.extend(audio);
-    }
-    let rate = rate.max(1);
+    let preference = balancers::preference(&speak.nodes, speak.backend_preference);
+    let backend = resolve(state, tenant_id, preference, &speak.voice).await?;
+    let work = synthesize(state, backend, speak);
+    let (samples, rate) = crate::inference::pool::bound(speak.nodes.clone(), work).await?;
     let seconds = samples.len() as f64 / f64::from(rate);
     let output = speak.output;
     let bytes = tokio::task::spawn_blocking(move || output::encode(&samples, rate, &output))

@@ -9,8 +9,10 @@
 //!   clips (speaker enrollment, voice cloning) measured by the preflight.
 //! - [`upload`]: a multipart or raw upload split into audio and option fields.
 //! - [`nodes`]: this process's node and the live nodes of the registry.
+//! - [`balancers`]: the nodes a request naming one of its tenant's balancers runs on.
 
 pub mod backends;
+pub mod balancers;
 pub mod erasure;
 pub mod intake;
 pub mod nodes;

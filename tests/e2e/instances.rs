@@ -208,7 +208,7 @@ async fn instances_are_the_tenants_own_and_launches_are_checked() {
     let tenant = server.tenant("inst-tenant").await;
     let other = server.tenant("inst-other").await;
     // A member may not launch; a tenant admin may.
-    let launch = json!({"model": "audio.vad.silero"});
+    let launch = json!({"model": "audio.stt.whisper-tiny-en"});
     let (status, body) = server
         .post(INSTANCES, Some(&tenant.member_key), launch.clone())
         .await;
@@ -275,7 +275,9 @@ fn signal(pid: u64, name: &str) {
 }
 
 #[tokio::test]
-async fn a_running_instance_debits_the_balance_and_fails_when_it_runs_out() {
+async fn a_running_instance_serves_through_a_balancer_debits_the_balance_and_fails_when_it_runs_out()
+ {
+    const TOPPED: f64 = 6.0;
     // A node at 3,600 cost units an hour (one a second), billed every second; a
     // launch needs a balance of 1.
     let server = Server::start_with(Options {
@@ -299,7 +301,7 @@ async fn a_running_instance_debits_the_balance_and_fails_when_it_runs_out() {
     assert_eq!(balance(&tenant.admin_key).await["balance"], 0.0);
 
     // Below the launch threshold: 402, and the instance is kept, failed, with the hint.
-    let launch = json!({"model": "audio.vad.silero"});
+    let launch = json!({"model": "audio.stt.whisper-tiny-en"});
     let (status, refused) = server
         .post(INSTANCES, Some(&tenant.admin_key), launch.clone())
         .await;
@@ -345,11 +347,16 @@ async fn a_running_instance_debits_the_balance_and_fails_when_it_runs_out() {
         )
         .await;
     assert_eq!(status, 404);
-    let body = json!({"tenant_id": tenant.id, "amount": 2.5});
+    let body = json!({"tenant_id": tenant.id, "amount": TOPPED});
     let (status, topped) = server.post(top_up, Some(ADMIN_KEY), body).await;
-    assert_eq!((status, &topped["balance"]), (200, &json!(2.5)), "{topped}");
+    assert_eq!(
+        (status, &topped["balance"]),
+        (200, &json!(TOPPED)),
+        "{topped}"
+    );
 
-    // Running, it costs 3,600 an hour; billed each second, the 2.5 last about 2.5 s.
+    // Running, it costs 3,600 an hour; billed each second, the balance lasts about
+    // six seconds, in which it serves through a balancer.
     let (status, started) = server
         .post(INSTANCES, Some(&tenant.admin_key), launch)
         .await;
@@ -364,8 +371,28 @@ async fn a_running_instance_debits_the_balance_and_fails_when_it_runs_out() {
         balance(&tenant.admin_key).await["running_cost_per_hour"],
         3600.0
     );
+    let enable = server
+        .http
+        .post(server.url("/v1/modules/scaiecho/enable"))
+        .bearer_auth(&tenant.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enable.status(), 204);
+    let body = json!({"name": "paid", "instances": [{"instance_id": id}]});
+    let (status, balancer) = server
+        .post("/v1/balancers", Some(&tenant.admin_key), body)
+        .await;
+    assert_eq!(status, 201, "{balancer}");
+    let paid = [("model", "paid")];
+    let (status, body, node) = transcribe_as(&server, &tenant.admin_key, &paid).await;
+    assert_eq!(
+        (status, node.as_str()),
+        (200, started["node_ids"][0].as_str().unwrap()),
+        "{body}"
+    );
     let mut ended = Value::Null;
-    for _ in 0..150 {
+    for _ in 0..300 {
         let (_, instance) = server
             .get(&format!("{INSTANCES}/{id}"), Some(&tenant.admin_key))
             .await;
@@ -378,7 +405,9 @@ async fn a_running_instance_debits_the_balance_and_fails_when_it_runs_out() {
     assert_eq!(ended["failure_reason"], "BALANCE_EXHAUSTED", "{ended}");
     let account = balance(&tenant.admin_key).await;
     let left = account["balance"].as_f64().unwrap();
-    assert!((-1.5..=0.0).contains(&left), "{account}");
+    // Overdrawn by less than two intervals' worth: the last whole interval billed, and
+    // what ran of the next until the instance was stopped.
+    assert!((-2.0..=0.0).contains(&left), "{account}");
     assert_eq!(account["running_cost_per_hour"], 0.0, "{account}");
     let entries = account["entries"].as_array().unwrap();
     let debits: f64 = entries
@@ -386,7 +415,10 @@ async fn a_running_instance_debits_the_balance_and_fails_when_it_runs_out() {
         .filter(|e| e["kind"] == "instance" && e["instance_id"] == id.as_str())
         .map(|e| e["amount"].as_f64().unwrap())
         .sum();
-    assert!((debits - (left - 2.5)).abs() < 1e-6, "{account}");
+    assert!((debits - (left - TOPPED)).abs() < 1e-6, "{account}");
+    // Its balancer has nothing left to serve with.
+    let (status, body, _) = transcribe_as(&server, &tenant.admin_key, &paid).await;
+    crate::support::assert_error(status, &body, 503, "MODEL_UNAVAILABLE");
     assert!(entries.iter().any(|e| e["kind"] == "top_up"), "{account}");
     // Another tenant's balance is not this one's business.
     let other = server.tenant("inst-billing-other").await;
@@ -400,6 +432,15 @@ async fn a_running_instance_debits_the_balance_and_fails_when_it_runs_out() {
 /// A transcription of beckett.wav with form `fields`: the status, the body and the
 /// nodes that served it (`X-Scaigrid-Node`).
 async fn transcribe(server: &Server, fields: &[(&str, &str)]) -> (u16, Value, String) {
+    transcribe_as(server, ADMIN_KEY, fields).await
+}
+
+/// [`transcribe`] with the key of another tenant.
+async fn transcribe_as(
+    server: &Server,
+    key: &str,
+    fields: &[(&str, &str)],
+) -> (u16, Value, String) {
     let wav = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
     let part = reqwest::multipart::Part::bytes(wav)
         .file_name("a.wav")
@@ -412,7 +453,7 @@ async fn transcribe(server: &Server, fields: &[(&str, &str)]) -> (u16, Value, St
     let response = server
         .http
         .post(server.url("/v1/modules/scaiecho/transcribe"))
-        .bearer_auth(ADMIN_KEY)
+        .bearer_auth(key)
         .multipart(form)
         .send()
         .await
@@ -538,4 +579,173 @@ async fn a_balancer_binds_transcriptions_to_its_instances_nodes() {
     let (status, _) = server.get(&at, Some(&other.admin_key)).await;
     assert_eq!(status, 404);
     deleted(&server, &at).await;
+}
+
+/// Calls each node has answered for the edge so far (`scaigrid_node_calls_total`).
+async fn node_calls(server: &Server) -> std::collections::BTreeMap<String, f64> {
+    let text = server.metrics().await;
+    text.lines()
+        .filter_map(|line| line.strip_prefix("scaigrid_node_calls_total{node=\""))
+        .filter_map(|rest| rest.split_once("\"} "))
+        .map(|(node, count)| (node.to_owned(), count.trim().parse().unwrap()))
+        .collect()
+}
+
+/// The nodes whose call counts grew between two readings.
+fn grew(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> Vec<String> {
+    after
+        .iter()
+        .filter(|(node, count)| before.get(*node).copied().unwrap_or(0.0) < **count)
+        .map(|(node, _)| node.clone())
+        .collect()
+}
+
+/// Polls a job until it ends (at most two minutes).
+async fn job_ended(server: &Server, path: &str) -> Value {
+    for _ in 0..1200 {
+        let (status, job) = server.get(path, Some(ADMIN_KEY)).await;
+        assert_eq!(status, 200, "{job}");
+        if ["succeeded", "failed"].contains(&job["status"].as_str().unwrap()) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {path} never ended");
+}
+
+/// Launches one instance of `model` and puts it behind a balancer named `name`: the
+/// instance id and its node.
+async fn balanced(server: &Server, model: &str, name: &str) -> (String, String) {
+    let (status, started) = server
+        .post(INSTANCES, Some(ADMIN_KEY), json!({"model": model}))
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    assert_eq!(settled(server, ADMIN_KEY, &id).await["state"], "running");
+    let body = json!({"name": name, "instances": [{"instance_id": id}]});
+    let (status, balancer) = server.post("/v1/balancers", Some(ADMIN_KEY), body).await;
+    assert_eq!(status, 201, "{balancer}");
+    let node = started["node_ids"][0].as_str().unwrap().to_owned();
+    (id, node)
+}
+
+#[tokio::test]
+async fn a_balancer_binds_jobs_streams_speech_and_sessions_to_its_instances_nodes() {
+    use crate::scaispeak::{Got, connect_speak, next, text};
+    use crate::stream::{Token, connect, final_text, finish_pcm, next_frame, pcm_16k, send_json};
+
+    let server = Server::start_with(Options {
+        config_toml: Some("[engines]\nnode_processes = 2\nnode_id = \"every\"\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let (ears, ears_node) = balanced(&server, "audio.stt.whisper-tiny-en", "ears").await;
+    let (_, voice_node) = balanced(&server, PIPER, "voice").await;
+
+    // Transcription: a queued job (bound again when it runs) and a live stream.
+    let before = node_calls(&server).await;
+    let (status, job, _) = transcribe(&server, &[("model", "ears"), ("async", "true")]).await;
+    assert_eq!(status, 202, "{job}");
+    let path = format!("/v1/modules/scaiecho/jobs/{}", job["id"].as_str().unwrap());
+    let job = job_ended(&server, &path).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let mut socket = connect(&server, Token::Header(ADMIN_KEY)).await;
+    let open = json!({"type": "open", "media_type": "audio/pcm;rate=16000", "language": "en",
+        "model": "ears"});
+    send_json(&mut socket, open).await;
+    assert_eq!(next_frame(&mut socket).await["type"], "ready");
+    let (frames, code) = finish_pcm(&mut socket, &pcm_16k("beckett.wav")).await;
+    assert_eq!(code, Some(1000), "{frames:?}");
+    assert!(!final_text(&frames).is_empty(), "{frames:?}");
+    assert_eq!(
+        grew(&before, &node_calls(&server).await),
+        [ears_node.as_str()]
+    );
+
+    // Speech: inline, queued, OpenAI's alias and a stream.
+    let before = node_calls(&server).await;
+    let speak = "/v1/modules/scaispeak/speak";
+    let body = json!({"text": "Bound to a balancer.", "model": "voice"});
+    let (status, spoken) = server.post(speak, Some(ADMIN_KEY), body).await;
+    assert_eq!(status, 200, "{spoken}");
+    let body = json!({"text": "Queued and bound.", "model": "voice", "async": true});
+    let (status, job) = server.post(speak, Some(ADMIN_KEY), body).await;
+    assert_eq!(status, 202, "{job}");
+    let path = format!("/v1/modules/scaispeak/jobs/{}", job["id"].as_str().unwrap());
+    assert_eq!(job_ended(&server, &path).await["status"], "succeeded");
+    let body = json!({"input": "The alias.", "model": "voice"});
+    let (status, spoken) = server.post("/v1/audio/speech", Some(ADMIN_KEY), body).await;
+    assert_eq!(status, 200, "{spoken}");
+    let mut socket = connect_speak(&server).await;
+    text(&mut socket, json!({"type": "open", "model": "voice"})).await;
+    let Got::Json(ready) = next(&mut socket).await else {
+        panic!("no ready")
+    };
+    assert_eq!(ready["type"], "ready", "{ready}");
+    text(
+        &mut socket,
+        json!({"type": "text", "text": "A bound stream."}),
+    )
+    .await;
+    text(&mut socket, json!({"type": "close"})).await;
+    let mut audio = 0;
+    let code = loop {
+        match next(&mut socket).await {
+            Got::Audio(bytes) => audio += bytes.len(),
+            Got::Json(frame) => assert_ne!(frame["type"], "error", "{frame}"),
+            Got::Closed(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(1000));
+    assert!(audio > 0);
+    assert_eq!(
+        grew(&before, &node_calls(&server).await),
+        [voice_node.as_str()]
+    );
+
+    // A balancer of the other kind is a bad request; a name that is no balancer
+    // (OpenAI's) changes nothing.
+    let body = json!({"text": "Wrong kind.", "model": "ears"});
+    let (status, refused) = server.post(speak, Some(ADMIN_KEY), body).await;
+    crate::support::assert_error(status, &refused, 400, "INVALID_REQUEST");
+    assert_eq!(refused["error"]["field"], "model", "{refused}");
+    let body = json!({"input": "OpenAI's name.", "model": "tts-1"});
+    assert_eq!(
+        server
+            .post("/v1/audio/speech", Some(ADMIN_KEY), body)
+            .await
+            .0,
+        200
+    );
+    let mut socket = connect(&server, Token::Header(ADMIN_KEY)).await;
+    send_json(&mut socket, json!({"type": "open", "model": "voice"})).await;
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(frame["code"], "INVALID_REQUEST", "{frame}");
+
+    // The transcription balancer's instance stopped: nothing healthy behind it, said
+    // at once by every path (a WebRTC session at its creation).
+    let path = format!("{INSTANCES}/{ears}/stop");
+    assert_eq!(server.post(&path, Some(ADMIN_KEY), json!({})).await.0, 200);
+    let (status, body, _) = transcribe(&server, &[("model", "ears"), ("async", "true")]).await;
+    crate::support::assert_error(status, &body, 503, "MODEL_UNAVAILABLE");
+    let mut socket = connect(&server, Token::Header(ADMIN_KEY)).await;
+    let open = json!({"type": "open", "media_type": "audio/pcm;rate=16000", "model": "ears"});
+    send_json(&mut socket, open).await;
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(frame["code"], "MODEL_UNAVAILABLE", "{frame}");
+    assert_eq!(frame["balancer"], "ears", "{frame}");
+    let (_, code) = crate::stream::until_close(&mut socket).await;
+    assert_eq!(code, Some(4502));
+    let sessions = "/v1/modules/scaiecho/sessions";
+    let (status, body) = server
+        .post(sessions, Some(ADMIN_KEY), json!({"model": "ears"}))
+        .await;
+    crate::support::assert_error(status, &body, 503, "MODEL_UNAVAILABLE");
+    let (status, body) = server
+        .post(sessions, Some(ADMIN_KEY), json!({"model": "whisper-1"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
 }

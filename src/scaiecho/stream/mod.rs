@@ -117,6 +117,8 @@ pub struct Session {
     final_since: HashMap<u64, Instant>,
     speakers: Option<OnlineSpeakers>,
     finals: u64,
+    /// The nodes of a balancer's instance every utterance runs on (`open.model`).
+    nodes: Option<Vec<String>>,
 }
 
 impl Session {
@@ -131,14 +133,19 @@ impl Session {
         if open.diarize {
             principal.require(Permission::ScaiechoDiarize)?;
         }
+        let nodes = state
+            .bound(&principal.tenant_id, open.model.as_deref())
+            .await?;
         let tenant_policy = crate::scaiecho::policy(state, &principal.tenant_id).await?;
-        let backend = policy::resolve(&tenant_policy, open.backend_preference, state.usable())?;
+        let preference = crate::speech::balancers::preference(&nodes, open.backend_preference);
+        let backend = policy::resolve(&tenant_policy, preference, state.usable())?;
         let enrolled = match open.diarize {
             true => crate::scaiecho::speakers::enrolled(state, &principal.tenant_id).await?,
             false => Vec::new(),
         };
-        let session = Session::new(state.clone(), principal, slot, open, backend, enrolled);
-        tracing::info!(session = %session.id, backend = backend.as_str(), "stream open");
+        let mut session = Session::new(state.clone(), principal, slot, open, backend, enrolled);
+        tracing::info!(session = %session.id, backend = backend.as_str(), nodes = ?nodes, "stream open");
+        session.nodes = nodes;
         Ok(session)
     }
 
@@ -158,7 +165,10 @@ impl Session {
     pub async fn run_to_end(mut self, socket: &mut impl Link) -> Result<String, End> {
         metrics::counter!("scaigrid_scaiecho_streams_total").increment(1);
         let end = match ws::send_text(socket, self.ready_frame()).await {
-            Ok(()) => self.run(socket).await,
+            Ok(()) => {
+                let nodes = self.nodes.clone();
+                crate::inference::pool::bound(nodes, self.run(socket)).await
+            }
             Err(end) => end,
         };
         record_usage(&self.state, &self.principal, self.audio_seconds()).await;
@@ -211,6 +221,7 @@ impl Session {
             final_since: HashMap::new(),
             speakers,
             finals: 0,
+            nodes: None,
         }
     }
 

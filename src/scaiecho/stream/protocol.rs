@@ -26,6 +26,7 @@ struct OpenFrame {
     chunk_seconds: Option<f64>,
     backend_preference: Option<String>,
     timestamps: Option<String>,
+    model: Option<String>,
 }
 
 fn default_media_type() -> String {
@@ -43,6 +44,9 @@ pub struct Open {
     pub backend_preference: Option<Preference>,
     /// `timestamps: "word"`: finals carry their words.
     pub words: bool,
+    /// A balancer's name binds the stream to one of its instances (see
+    /// `speech::balancers`).
+    pub model: Option<String>,
 }
 
 /// A client text frame after `open`.
@@ -103,6 +107,7 @@ pub fn parse_open(text: &str) -> ApiResult<Open> {
             .as_deref()
             .map(Preference::parse)
             .transpose()?,
+        model: frame.model,
     })
 }
 

@@ -64,6 +64,8 @@ pub struct Session {
     state: Arc<ScaiSpeak>,
     principal: Arc<Principal>,
     backend: Backend,
+    /// The nodes of a balancer's instance every sentence runs on (`open.model`).
+    nodes: Option<Vec<String>>,
     speed: f32,
     /// A cloned voice's conditioning profile.
     profile: Option<engines::conditioning::VoiceProfile>,
@@ -151,8 +153,11 @@ impl Session {
             );
         }
         let speed = super::check_speed(open.speed)?;
-        let backend =
-            super::resolve(state, &principal.tenant_id, open.backend_preference, &voice).await?;
+        let nodes = state
+            .bound(&principal.tenant_id, open.model.as_deref())
+            .await?;
+        let preference = crate::speech::balancers::preference(&nodes, open.backend_preference);
+        let backend = super::resolve(state, &principal.tenant_id, preference, &voice).await?;
         let rate = output.rate(voice.sample_rate);
         Ok(Session {
             id: format!("spk_{}", uuid::Uuid::now_v7().simple()),
@@ -160,6 +165,7 @@ impl Session {
             state: state.clone(),
             principal,
             backend,
+            nodes,
             speed,
             profile: voice.profile.clone(),
             pace: open.pace,
@@ -199,7 +205,10 @@ impl Session {
     pub async fn run_to_end(mut self, socket: &mut impl Link) -> Result<String, End> {
         metrics::counter!("scaigrid_scaispeak_streams_total").increment(1);
         let end = match ws::send_text(socket, self.ready_frame()).await {
-            Ok(()) => self.run(socket).await,
+            Ok(()) => {
+                let nodes = self.nodes.clone();
+                crate::inference::pool::bound(nodes, self.run(socket)).await
+            }
             Err(end) => end,
         };
         if self.characters > 0 {

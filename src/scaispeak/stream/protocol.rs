@@ -22,6 +22,9 @@ pub struct OpenFrame {
     pub backend_preference: Option<Preference>,
     #[serde(default)]
     pub pace: bool,
+    /// A balancer's name binds the stream to one of its instances (see
+    /// `speech::balancers`).
+    pub model: Option<String>,
 }
 
 /// A text frame after `open`.
