@@ -124,7 +124,7 @@ impl AppState {
         nodes.discover_now(NODE_DISCOVERY).await;
         let accounting = Arc::new(crate::accounting::Accounting::new(
             db.clone(),
-            config.accounting.prices,
+            &config.accounting,
             cluster
                 .clone()
                 .map(|cluster| Arc::new(crate::cluster::ledger::Ledger::new(cluster))),

@@ -41,6 +41,7 @@ pub const FLUSH_LAG: &str = "scaigrid_accounting_flush_lag_seconds";
 /// Budget definitions are re-read this often (other processes may change them).
 const DEFS_TTL: Duration = Duration::from_secs(5);
 
+use crate::config::AccountingConfig;
 pub use crate::config::Prices;
 
 #[derive(Debug, Clone)]
@@ -57,6 +58,9 @@ struct Defs {
 pub struct Accounting {
     db: Db,
     pub prices: Prices,
+    /// How often a live stream records its usage (`[accounting]
+    /// stream_checkpoint_seconds`; see `speech::meter`).
+    pub stream_checkpoint: Duration,
     /// Where the budget counters live and how records reach SQL: this process, or
     /// (scaled) Redis.
     book: Box<dyn Book>,
@@ -157,14 +161,15 @@ impl Drop for Reservation {
 impl Accounting {
     /// Budgets counted in this process, or (with the scaled deployment's `ledger`) in
     /// Redis for every process.
-    pub fn new(db: Db, prices: Prices, ledger: Option<Arc<Ledger>>) -> Self {
+    pub fn new(db: Db, config: &AccountingConfig, ledger: Option<Arc<Ledger>>) -> Self {
         let book: Box<dyn Book> = match ledger {
             Some(ledger) => Box::new(SharedBook::new(ledger)),
             None => Box::new(LocalBook::default()),
         };
         Accounting {
             db,
-            prices,
+            prices: config.prices,
+            stream_checkpoint: config.stream_checkpoint,
             book,
             pending: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),

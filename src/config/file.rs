@@ -285,6 +285,12 @@ pub struct FileAccounting {
     pub audio_second_cost: Option<f64>,
     /// Cost of one character synthesized (ScaiSpeak) (0).
     pub character_cost: Option<f64>,
+    /// A live stream records its usage every this many seconds (of audio, or of wall
+    /// time when audio comes slower) and holds the next stretch's cost ahead (5).
+    pub stream_checkpoint_seconds: Option<f64>,
+    /// Usage records one process keeps in memory while SQL (or, scaled, Redis) is
+    /// unreachable; older ones go to the spill file in the data folder (10000).
+    pub max_buffered_records: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -341,6 +341,8 @@ pub struct GatewayConfig {
 pub struct AccountingConfig {
     pub flush_interval: std::time::Duration,
     pub prices: Prices,
+    pub stream_checkpoint: std::time::Duration,
+    pub max_buffered_records: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -422,6 +422,17 @@ pub(super) fn accounting(file: &FileAccounting) -> anyhow::Result<AccountingConf
             audio_second: non_negative("accounting.audio_second_cost", file.audio_second_cost)?,
             character: non_negative("accounting.character_cost", file.character_cost)?,
         },
+        stream_checkpoint: {
+            let seconds = file.stream_checkpoint_seconds.unwrap_or(5.0);
+            if !(0.5..=300.0).contains(&seconds) {
+                bail!("accounting.stream_checkpoint_seconds must be within 0.5..=300");
+            }
+            Duration::from_secs_f64(seconds)
+        },
+        max_buffered_records: positive(
+            "accounting.max_buffered_records",
+            file.max_buffered_records.unwrap_or(10_000),
+        )? as usize,
     })
 }
 

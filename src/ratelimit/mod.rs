@@ -195,6 +195,27 @@ impl Limits {
         Ok(tightest)
     }
 
+    /// Refuses with 429 when `dimension` is in debt at any level, taking nothing: a
+    /// running stream's next stretch.
+    pub async fn check(&self, principal: &Principal, dimension: Dimension) -> Result<(), ApiError> {
+        for (scope, id, spec) in Self::levels(principal) {
+            let Some(limit) = dimension.limit(spec) else {
+                continue;
+            };
+            let key = format!("{id}:{}", dimension.as_str());
+            let decision = self.store.peek(&key, limit).await?;
+            if !decision.allowed {
+                let admission = Admission {
+                    decision,
+                    scope,
+                    dimension,
+                };
+                return Err(admission.refusal());
+            }
+        }
+        Ok(())
+    }
+
     /// Takes one request from a named counter (`limit` per minute), or refuses with 429.
     pub async fn take_named(
         &self,

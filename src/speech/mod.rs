@@ -9,12 +9,15 @@
 //!   clips (speaker enrollment, voice cloning) measured by the preflight.
 //! - [`upload`]: a multipart or raw upload split into audio and option fields.
 //! - [`nodes`]: this process's node and the live nodes of the registry.
+//! - [`meter`]: a live stream's usage, recorded at checkpoints and allowed a stretch at a
+//!   time.
 //! - [`balancers`]: the nodes a request naming one of its tenant's balancers runs on.
 
 pub mod backends;
 pub mod balancers;
 pub mod erasure;
 pub mod intake;
+pub mod meter;
 pub mod nodes;
 pub mod upload;
 pub mod upstream;

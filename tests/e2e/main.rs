@@ -12,6 +12,7 @@ mod connections;
 mod envelope;
 mod gateway;
 mod instances;
+mod metering;
 mod node_api;
 mod nodes;
 mod operations;

@@ -278,15 +278,18 @@ pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub(crate) async fn connect_speak(server: &Server) -> Socket {
+    connect_speak_as(server, ADMIN_KEY).await
+}
+
+pub(crate) async fn connect_speak_as(server: &Server, key: &str) -> Socket {
     let url = format!(
         "{}/v1/modules/scaispeak/stream/speak",
         server.base.replacen("http://", "ws://", 1)
     );
     let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {ADMIN_KEY}").parse().unwrap(),
-    );
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
     tokio_tungstenite::connect_async(request).await.unwrap().0
 }
 

@@ -36,6 +36,7 @@ use crate::scaiecho::ScaiEcho;
 use crate::scaiecho::format::WordOut;
 use crate::scaiecho::policy::{self, Backend};
 use crate::services::modules::require_enabled;
+use crate::speech::meter::{Meter, Used};
 use crate::ws::{self, End, Link};
 use pipeline::Pipeline;
 use protocol::{Control, Delta, Open, ServerFrame, Usage};
@@ -119,6 +120,8 @@ pub struct Session {
     finals: u64,
     /// The nodes of a balancer's instance every utterance runs on (`open.model`).
     nodes: Option<Vec<String>>,
+    /// Usage recorded while the stream runs (set when it starts).
+    meter: Option<Meter>,
 }
 
 impl Session {
@@ -164,6 +167,9 @@ impl Session {
     /// Sends `ready`, runs the stream, records its usage; `Ok` is the `done` frame.
     pub async fn run_to_end(mut self, socket: &mut impl Link) -> Result<String, End> {
         metrics::counter!("scaigrid_scaiecho_streams_total").increment(1);
+        let gate = &self.state.handles.gate;
+        let principal = self.principal.clone();
+        self.meter = Some(Meter::start(gate, principal, MODULE, &self.id, false).await?);
         let end = match ws::send_text(socket, self.ready_frame()).await {
             Ok(()) => {
                 let nodes = self.nodes.clone();
@@ -171,7 +177,9 @@ impl Session {
             }
             Err(end) => end,
         };
-        record_usage(&self.state, &self.principal, self.audio_seconds()).await;
+        if let Some(meter) = self.meter.take() {
+            meter.finish(self.used()).await;
+        }
         match end {
             End::Done => Ok(self.done_frame().to_json()),
             other => Err(other),
@@ -222,6 +230,7 @@ impl Session {
             speakers,
             finals: 0,
             nodes: None,
+            meter: None,
         }
     }
 
@@ -316,7 +325,14 @@ impl Session {
                 move |pipeline| pipeline.push(&bytes)
             })
             .await?;
-        self.offer(socket, snapshots).await
+        self.offer(socket, snapshots).await?;
+        // What was heard so far: a checkpoint when one is due, and the next stretch
+        // must be allowed (else the stream drains and closes 4429).
+        let used = self.used();
+        match self.meter.as_mut() {
+            Some(meter) => Ok(meter.update(used).await?),
+            None => Ok(()),
+        }
     }
 
     /// End of audio (`close`): drain the decoder, end the utterance.
@@ -440,6 +456,13 @@ impl Session {
         self.pipeline.as_ref().map_or(0.0, Pipeline::seconds)
     }
 
+    fn used(&self) -> Used {
+        Used {
+            audio_seconds: self.audio_seconds(),
+            characters: 0,
+        }
+    }
+
     fn done_frame(&self) -> ServerFrame {
         ServerFrame::Done {
             usage: Usage {
@@ -452,15 +475,6 @@ impl Session {
 
 /// Audio seconds received, for accounting and the audio rate limits (whatever way the
 /// stream ended).
-async fn record_usage(state: &ScaiEcho, principal: &Principal, seconds: f64) {
-    if seconds <= 0.0 {
-        return;
-    }
-    let owner = crate::scaiecho::Owner::of(principal);
-    crate::scaiecho::record_usage(state, &owner, seconds);
-    state.handles.gate.charge_audio(principal, seconds).await;
-}
-
 /// Transcribes one snapshot on the session's backend (and embeds its speaker for a
 /// diarized final). A final the local queue refuses waits and retries: finals never
 /// drop; interims are skipped instead.

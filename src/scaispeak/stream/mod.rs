@@ -33,9 +33,10 @@ use super::text::Sentences;
 use super::voices;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::scaispeak::ScaiSpeak;
+use crate::scaispeak::{MODULE, ScaiSpeak};
 use crate::slots::Slot;
 use crate::speech::backends::Backend;
+use crate::speech::meter::{Meter, Used};
 use crate::ws::{self, End, Link};
 
 /// Sentences waiting to be synthesized at most.
@@ -66,6 +67,8 @@ pub struct Session {
     backend: Backend,
     /// The nodes of a balancer's instance every sentence runs on (`open.model`).
     nodes: Option<Vec<String>>,
+    /// Usage recorded while the stream runs (set when it starts).
+    meter: Option<Meter>,
     speed: f32,
     /// A cloned voice's conditioning profile.
     profile: Option<engines::conditioning::VoiceProfile>,
@@ -166,6 +169,7 @@ impl Session {
             principal,
             backend,
             nodes,
+            meter: None,
             speed,
             profile: voice.profile.clone(),
             pace: open.pace,
@@ -204,6 +208,9 @@ impl Session {
     /// Sends `ready`, runs the stream, records its usage; `Ok` is the `done` frame.
     pub async fn run_to_end(mut self, socket: &mut impl Link) -> Result<String, End> {
         metrics::counter!("scaigrid_scaispeak_streams_total").increment(1);
+        let gate = &self.state.handles.gate;
+        let principal = self.principal.clone();
+        self.meter = Some(Meter::start(gate, principal, MODULE, &self.id, true).await?);
         let end = match ws::send_text(socket, self.ready_frame()).await {
             Ok(()) => {
                 let nodes = self.nodes.clone();
@@ -211,20 +218,8 @@ impl Session {
             }
             Err(end) => end,
         };
-        if self.characters > 0 {
-            let principal = &self.principal;
-            super::record_usage(
-                &self.state,
-                &principal.tenant_id,
-                principal.subject_id(),
-                self.characters,
-                self.seconds,
-            );
-            self.state
-                .handles
-                .gate
-                .charge_audio(principal, self.seconds)
-                .await;
+        if let Some(meter) = self.meter.take() {
+            meter.finish(self.used()).await;
         }
         match end {
             End::Done => Ok(ServerFrame::Done {
@@ -525,6 +520,12 @@ impl Session {
         };
         self.characters += spoken.characters;
         self.seconds += spoken.seconds;
+        // What was spoken so far: a checkpoint when one is due, and the next stretch
+        // must be allowed (else the stream ends, 4429).
+        let used = self.used();
+        if let Some(meter) = self.meter.as_mut() {
+            meter.update(used).await?;
+        }
         self.outbox.extend(spoken.frames);
         if let Some(pending) = spoken.pending {
             self.frame_pending(pending, spoken.rate);
@@ -532,6 +533,13 @@ impl Session {
             self.frame_rest(spoken.rest, spoken.rate);
         }
         Ok(())
+    }
+
+    fn used(&self) -> Used {
+        Used {
+            audio_seconds: self.seconds,
+            characters: self.characters as u64,
+        }
     }
 
     /// When the next frame may leave: now, or its playback time minus the lead.

@@ -1,0 +1,243 @@
+//! Streams metered while they run (#26): usage recorded at checkpoints, the budget and
+//! the audio rate limit enforced mid-stream (an `error` frame, close 4429), and a
+//! killed server keeping every checkpoint it wrote, once.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::scaispeak::{Got, connect_speak_as, next};
+use crate::stream::{Socket, Token, connect, next_frame, pcm_16k, send_json};
+use crate::support::{ADMIN_KEY, Options, Server, TestTenant};
+
+/// One cost unit per second of audio (and 0.01 a character), checkpoints every second.
+const PRICED: &str = "[accounting]\naudio_second_cost = 1.0\ncharacter_cost = 0.01\n\
+                      stream_checkpoint_seconds = 1.0\n";
+
+/// A tenant with both speech modules and a daily budget of `limit`.
+async fn budgeted(server: &Server, slug: &str, limit: f64) -> TestTenant {
+    let tenant = server.tenant(slug).await;
+    for module in ["scaiecho", "scaispeak"] {
+        let enabled = server
+            .http
+            .post(server.url(&format!("/v1/modules/{module}/enable")))
+            .bearer_auth(&tenant.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(enabled.status(), 204);
+    }
+    let body = json!({"scope": "tenant", "scope_id": tenant.id, "period": "day", "limit": limit});
+    let (status, budget) = server
+        .post("/v1/accounting/budgets", Some(&tenant.admin_key), body)
+        .await;
+    assert_eq!(status, 201, "{budget}");
+    tenant
+}
+
+/// The tenant's usage of `module` so far: (audio seconds, characters, cost).
+async fn usage_of(server: &Server, key: &str, module: &str) -> (f64, u64, f64) {
+    let (status, usage) = server
+        .get("/v1/accounting/usage?group_by=module", Some(key))
+        .await;
+    assert_eq!(status, 200, "{usage}");
+    let rows = usage["data"].as_array().unwrap();
+    rows.iter()
+        .find(|row| row["key"] == module)
+        .map(|row| {
+            (
+                row["audio_seconds"].as_f64().unwrap(),
+                row["characters"].as_u64().unwrap(),
+                row["cost"].as_f64().unwrap(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// Sends 16 kHz PCM as fast as the server takes it (0.1 s a frame) while reading its
+/// frames: every text frame and the close code once the server closes.
+async fn pour(socket: Socket, pcm: Vec<u8>) -> (Vec<Value>, Option<u16>) {
+    let (mut sink, mut source) = socket.split();
+    let writer = tokio::spawn(async move {
+        for chunk in pcm.chunks(3200) {
+            let frame = Message::Binary(chunk.to_vec().into());
+            if sink.send(frame).await.is_err() {
+                return;
+            }
+        }
+        let close = json!({"type": "close"}).to_string();
+        let _ = sink.send(Message::Text(close.into())).await;
+    });
+    let mut frames = Vec::new();
+    let deadline = std::time::Duration::from_secs(120);
+    let code = loop {
+        match tokio::time::timeout(deadline, source.next()).await.unwrap() {
+            Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => break None,
+        }
+    };
+    writer.abort();
+    (frames, code)
+}
+
+async fn open_pcm(server: &Server, key: &str) -> Socket {
+    let mut socket = connect(server, Token::Header(key)).await;
+    let open = json!({"type": "open", "media_type": "audio/pcm;rate=16000", "language": "en"});
+    send_json(&mut socket, open).await;
+    let ready = next_frame(&mut socket).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    socket
+}
+
+#[tokio::test]
+async fn streams_past_their_budget_or_audio_limit_close_with_4429_within_a_checkpoint() {
+    let server = Server::start_with(Options {
+        config_toml: Some(PRICED.into()),
+        ..Options::default()
+    })
+    .await;
+    // 30 s of audio for four streams of 44 s each, poured as fast as the server takes it.
+    let limit = 30.0;
+    let tenant = budgeted(&server, "metered", limit).await;
+    let audio = pcm_16k("two_cities.wav");
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let socket = open_pcm(&server, &tenant.admin_key).await;
+        streams.push(tokio::spawn(pour(socket, audio.clone())));
+    }
+    for stream in streams {
+        let (frames, code) = stream.await.unwrap();
+        assert_eq!(code, Some(4429), "{frames:?}");
+        let error = frames.iter().find(|f| f["type"] == "error").unwrap();
+        assert_eq!(error["code"], "BUDGET_EXCEEDED", "{error}");
+    }
+    // What was heard until then is recorded: at least what the holds let through, at
+    // most the limit plus one checkpoint (and a frame) a stream.
+    let (seconds, _, cost) = usage_of(&server, &tenant.admin_key, "scaiecho").await;
+    eprintln!("metering: four streams on a budget of {limit} recorded {seconds:.2} s");
+    assert!(
+        (limit - 4.0..=limit + 4.0 * 1.1).contains(&seconds),
+        "{seconds}"
+    );
+    assert!((cost - seconds).abs() < 1e-6, "{cost} {seconds}");
+    // Spent: the next stream is refused before `ready`.
+    let mut socket = connect(&server, Token::Header(&tenant.admin_key)).await;
+    let (frames, code) = crate::stream::until_close(&mut socket).await;
+    assert_eq!(code, Some(4429), "{frames:?}");
+
+    // A speech stream fed text without end: closed the same way; its characters and
+    // seconds count.
+    let limit = 8.0;
+    let speaker = budgeted(&server, "metered-speech", limit).await;
+    let mut socket = connect_speak_as(&server, &speaker.admin_key).await;
+    let open = json!({"type": "open", "output": {"codec": "pcm_s16le"}});
+    socket
+        .send(Message::Text(open.to_string().into()))
+        .await
+        .unwrap();
+    let mut sent = 0;
+    let mut frames = Vec::new();
+    // A sentence every 300 ms: more than the voice speaks, fewer than the queue holds.
+    let mut last = std::time::Instant::now() - std::time::Duration::from_secs(1);
+    let code = loop {
+        if sent < 100 && last.elapsed().as_millis() >= 300 {
+            last = std::time::Instant::now();
+            let text = json!({"type": "text", "text": "The meter runs on. "});
+            socket
+                .send(Message::Text(text.to_string().into()))
+                .await
+                .unwrap();
+            sent += 1;
+        }
+        match tokio::time::timeout(std::time::Duration::from_millis(50), next(&mut socket)).await {
+            Ok(Got::Json(frame)) => frames.push(frame),
+            Ok(Got::Audio(_)) | Err(_) => {}
+            Ok(Got::Closed(code)) => break code,
+        }
+    };
+    assert_eq!(code, Some(4429), "{frames:?}");
+    let error = frames.iter().find(|f| f["type"] == "error").unwrap();
+    assert_eq!(error["code"], "BUDGET_EXCEEDED", "{error}");
+    let (seconds, characters, cost) = usage_of(&server, &speaker.admin_key, "scaispeak").await;
+    eprintln!("metering: a speech stream on a budget of {limit} cost {cost:.2}");
+    assert!(characters > 0 && seconds > 0.0, "{seconds} {characters}");
+    assert!(
+        (cost - (seconds + characters as f64 * 0.01)).abs() < 1e-6,
+        "{cost}"
+    );
+    // One stream: at most the limit plus one stretch (a sentence of about 1.5 s here).
+    assert!((limit - 2.0..=limit + 3.0).contains(&cost), "{cost}");
+
+    // An audio rate limit of 5 s a minute on a key: the stream that hears more closes
+    // with 4429 `RATE_LIMITED` at the checkpoint after it.
+    let (status, key) = server
+        .post(
+            "/v1/api-keys",
+            Some(ADMIN_KEY),
+            json!({"name": "slow", "roles": ["member"],
+                "rate_limit": {"audio_seconds_per_minute": 5}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let key = key["key"].as_str().unwrap();
+    let socket = open_pcm(&server, key).await;
+    let (frames, code) = pour(socket, audio).await;
+    assert_eq!(code, Some(4429), "{frames:?}");
+    let error = frames.iter().find(|f| f["type"] == "error").unwrap();
+    assert_eq!(error["code"], "RATE_LIMITED", "{error}");
+    assert_eq!(error["dimension"], "audio_seconds", "{error}");
+}
+
+#[tokio::test]
+async fn a_killed_server_keeps_each_checkpoint_of_a_running_stream_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let options = || Options {
+        data_dir: Some(temp.path().join("data")),
+        config_toml: Some(PRICED.into()),
+        ..Options::default()
+    };
+    let mut server = Server::start_with(options()).await;
+    let mut socket = open_pcm(&server, ADMIN_KEY).await;
+    // Six and a half seconds heard, the stream left open: six checkpoints.
+    let audio = pcm_16k("two_cities.wav");
+    for chunk in audio[..6 * 32_000 + 16_000].chunks(3200) {
+        let frame = Message::Binary(chunk.to_vec().into());
+        socket.send(frame).await.unwrap();
+    }
+    let query = "SELECT COUNT(*) FROM usage_records WHERE module = 'scaiecho'";
+    for _ in 0..200 {
+        if server.sql_count(query).await >= 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // What the flusher wrote by the time the server dies (the lag is a second at most).
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let written = server
+        .sql_texts("SELECT CAST(SUM(audio_seconds) AS TEXT) FROM usage_records")
+        .await;
+    let written: f64 = written[0].as_deref().unwrap().parse().unwrap();
+    server.kill();
+    drop(socket);
+
+    // Every checkpoint written is there after the restart, once; together they are
+    // all that was heard but the last unfinished stretch.
+    let server = Server::start_with(options()).await;
+    let (seconds, _, cost) = usage_of(&server, ADMIN_KEY, "scaiecho").await;
+    assert!((seconds - written).abs() < 1e-6, "{seconds} {written}");
+    assert!((5.5..=6.5).contains(&seconds), "{seconds}");
+    assert!((cost - seconds).abs() < 1e-6, "{cost}");
+    // One record a checkpoint, named by the stream and its number.
+    let ids = server
+        .sql_texts("SELECT id FROM usage_records WHERE module = 'scaiecho' ORDER BY id")
+        .await;
+    let ids: Vec<String> = ids.into_iter().map(Option::unwrap).collect();
+    assert!((6..=7).contains(&ids.len()), "{ids:?}");
+    let stream = ids[0].strip_suffix("_000000").unwrap();
+    assert!(stream.starts_with("use_strm_"), "{ids:?}");
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(*id, format!("{stream}_{n:06}"));
+    }
+}
