@@ -123,6 +123,7 @@ impl UsageRecord {
             cost: 0.0,
             request_id: crate::request_id::current(),
             created_at: now_ms(),
+            continues: false,
         }
     }
 }

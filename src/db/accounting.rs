@@ -24,9 +24,13 @@ pub struct UsageRecord {
     pub cost: f64,
     pub request_id: Option<String>,
     pub created_at: i64,
+    /// A later checkpoint of a live stream: its usage counts, but the stream was
+    /// counted as a request by its first record.
+    #[serde(default)]
+    pub continues: bool,
 }
 
-const COLUMNS: usize = 14;
+const COLUMNS: usize = 15;
 
 /// Rows per multi-row insert.
 const BATCH_ROWS: usize = 200;
@@ -51,7 +55,7 @@ pub async fn insert_batch(
         let mut sql = String::from(
             "INSERT INTO usage_records (id, tenant_id, subject_kind, subject_id, module, model, \
              backend_id, input_tokens, output_tokens, audio_seconds, characters, cost, \
-             request_id, created_at) VALUES ",
+             request_id, created_at, continues) VALUES ",
         );
         for row in 0..chunk.len() {
             if row > 0 {
@@ -86,7 +90,8 @@ pub async fn insert_batch(
                 .bind(record.characters as i64)
                 .bind(record.cost)
                 .bind(record.request_id.clone())
-                .bind(record.created_at);
+                .bind(record.created_at)
+                .bind(i64::from(record.continues));
         }
         query.execute(&mut *conn).await?;
     }
@@ -132,7 +137,8 @@ pub async fn totals(
         GroupBy::Day => "(created_at / 86400000)",
     };
     let sql = format!(
-        "SELECT CAST({key} AS TEXT) AS k, COUNT(*) AS requests, \
+        "SELECT CAST({key} AS TEXT) AS k, \
+         CAST(COUNT(*) - COALESCE(SUM(continues), 0) AS BIGINT) AS requests, \
          CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
          CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
          CAST(COALESCE(SUM(audio_seconds), 0) AS DOUBLE PRECISION) AS audio_seconds, \
@@ -291,6 +297,7 @@ mod tests {
             cost: 0.5,
             request_id: None,
             created_at: now_ms(),
+            continues: false,
         }
     }
 

@@ -68,6 +68,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "failure_reasons",
         include_str!("migrations/0016_failure_reasons.sql"),
     ),
+    (
+        17,
+        "usage_continues",
+        include_str!("migrations/0017_usage_continues.sql"),
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that migrations run under.

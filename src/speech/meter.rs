@@ -130,6 +130,7 @@ impl Meter {
         let accounting = &self.gate.accounting;
         let mut record = UsageRecord::of(&self.principal, self.module);
         record.id = format!("use_{}_{:06}", self.stream_id, self.checkpoints);
+        record.continues = self.checkpoints > 0;
         record.audio_seconds = stretch.audio_seconds;
         record.characters = stretch.characters;
         record.cost = stretch.audio_seconds * accounting.prices.audio_second

@@ -122,6 +122,14 @@ async fn streams_past_their_budget_or_audio_limit_close_with_4429_within_a_check
         "{seconds}"
     );
     assert!((cost - seconds).abs() < 1e-6, "{cost} {seconds}");
+    // Many checkpoints, four requests.
+    let (_, usage) = server
+        .get(
+            "/v1/accounting/usage?group_by=module",
+            Some(&tenant.admin_key),
+        )
+        .await;
+    assert_eq!(usage["data"][0]["requests"], 4, "{usage}");
     // Spent: the next stream is refused before `ready`.
     let mut socket = connect(&server, Token::Header(&tenant.admin_key)).await;
     let (frames, code) = crate::stream::until_close(&mut socket).await;
