@@ -90,10 +90,10 @@ pub async fn put_budget(
     accounting
         .put_budget(
             &tenant_id,
-            &request.scope,
-            &request.scope_id,
+            (&request.scope, &request.scope_id),
             period,
             request.limit,
+            principal.is_platform_admin(),
         )
         .await
 }
@@ -118,7 +118,9 @@ pub async fn delete_budget(
     tenant_id: Option<&str>,
 ) -> ApiResult<()> {
     let tenant_id = crate::services::admin_tenant(Some(principal), tenant_id)?;
-    accounting.delete_budget(&tenant_id, id).await
+    accounting
+        .delete_budget(&tenant_id, id, principal.is_platform_admin())
+        .await
 }
 
 pub async fn usage(

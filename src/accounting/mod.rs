@@ -84,6 +84,9 @@ pub struct BudgetView {
     /// `day` or `month` (UTC).
     pub period: String,
     pub limit: f64,
+    /// `platform` (a platform admin set it; the tenant's admins may read and lower it,
+    /// not raise or delete it) or `tenant`.
+    pub set_by: String,
     pub used: f64,
     /// Cost held by requests in flight on this process.
     pub reserved: f64,
@@ -251,8 +254,19 @@ impl Accounting {
         principal: &Principal,
         estimate: f64,
     ) -> ApiResult<Reservation> {
+        self.reserve_for(&principal.tenant_id, principal.subject_id(), estimate)
+            .await
+    }
+
+    /// [`Accounting::reserve`] for a subject of a tenant (a job's, run by a worker).
+    pub async fn reserve_for(
+        self: &Arc<Self>,
+        tenant_id: &str,
+        subject_id: &str,
+        estimate: f64,
+    ) -> ApiResult<Reservation> {
         self.refresh_defs(false).await?;
-        let defs = self.covering(&principal.tenant_id, principal.subject_id());
+        let defs = self.covering(tenant_id, subject_id);
         let estimate = estimate.max(0.0);
         // No budget covers the caller: nothing to hold, nothing to ask the book.
         let held = match defs.is_empty() {

@@ -5,32 +5,61 @@ use super::budgets::Period;
 use super::{Accounting, BudgetView, store};
 use crate::db::accounting::BudgetRow;
 use crate::db::now_ms;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 
 impl Accounting {
     /// Creates or replaces a budget (validated and authorized by the caller).
+    /// `by_platform`: a platform admin sets it, and the tenant's admins may then lower
+    /// it but not raise it (nor delete it).
     pub async fn put_budget(
         &self,
         tenant_id: &str,
-        scope: &str,
-        scope_id: &str,
+        (scope, scope_id): (&str, &str),
         period: Period,
         limit: f64,
+        by_platform: bool,
     ) -> ApiResult<BudgetView> {
         let period_name = match period {
             Period::Day => "day",
             Period::Month => "month",
         };
         let mut conn = self.db.pool.acquire().await?;
-        let row =
-            store::upsert_budget(&mut conn, tenant_id, scope, scope_id, period_name, limit).await?;
+        let set_by = match store::budget_of(&mut conn, scope, scope_id, period_name).await? {
+            _ if by_platform => PLATFORM,
+            Some(platform) if platform.set_by == PLATFORM => {
+                if limit > platform.limit {
+                    return Err(set_by_platform("raised"));
+                }
+                PLATFORM
+            }
+            _ => "tenant",
+        };
+        let row = store::upsert_budget(
+            &mut conn,
+            tenant_id,
+            scope,
+            scope_id,
+            period_name,
+            (limit, set_by),
+        )
+        .await?;
         drop(conn);
         self.refresh_defs(true).await?;
         self.view(row).await
     }
 
-    pub async fn delete_budget(&self, tenant_id: &str, id: &str) -> ApiResult<()> {
+    /// Deletes a budget; one a platform admin set only `by_platform`.
+    pub async fn delete_budget(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        by_platform: bool,
+    ) -> ApiResult<()> {
         let mut conn = self.db.pool.acquire().await?;
+        let row = store::budget(&mut conn, tenant_id, id).await?;
+        if row.is_some_and(|row| row.set_by == PLATFORM) && !by_platform {
+            return Err(set_by_platform("deleted"));
+        }
         if !store::delete_budget(&mut conn, tenant_id, id).await? {
             return Err(ApiError::not_found("budget"));
         }
@@ -80,6 +109,7 @@ impl Accounting {
             scope_id: row.scope_id,
             period: row.period,
             limit: row.limit,
+            set_by: row.set_by,
         })
     }
 
@@ -95,4 +125,19 @@ impl Accounting {
         let mut conn = self.db.pool.acquire().await?;
         Ok(store::totals(&mut conn, tenant_id, from, to, group_by).await?)
     }
+}
+
+/// `set_by` of a budget a platform admin set.
+const PLATFORM: &str = "platform";
+
+/// 403 for a tenant admin changing a platform budget the way it may not.
+fn set_by_platform(how: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::AUTHZ_PERMISSION_DENIED,
+        format!(
+            "this budget was set by the platform: a tenant admin may read and lower it, \
+             not have it {how}"
+        ),
+    )
+    .with_field("set_by", PLATFORM)
 }

@@ -207,6 +207,9 @@ pub struct BudgetRow {
     pub period: String,
     pub limit: f64,
     pub created_at: i64,
+    /// `platform` (a platform admin set it: the tenant's admins may lower it, not raise
+    /// or delete it) or `tenant`.
+    pub set_by: String,
 }
 
 fn budget_row(row: &sqlx::any::AnyRow) -> Result<BudgetRow, sqlx::Error> {
@@ -218,7 +221,39 @@ fn budget_row(row: &sqlx::any::AnyRow) -> Result<BudgetRow, sqlx::Error> {
         period: row.try_get("period")?,
         limit: row.try_get("limit_cost")?,
         created_at: row.try_get("created_at")?,
+        set_by: row.try_get("set_by")?,
     })
+}
+
+/// The budget of a scope and period, if one is set.
+pub async fn budget_of(
+    conn: &mut AnyConnection,
+    scope: &str,
+    scope_id: &str,
+    period: &str,
+) -> Result<Option<BudgetRow>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT * FROM budgets WHERE scope = $1 AND scope_id = $2 AND period = $3")
+            .bind(scope)
+            .bind(scope_id)
+            .bind(period)
+            .fetch_optional(conn)
+            .await?;
+    row.as_ref().map(budget_row).transpose()
+}
+
+/// A tenant's budget by id.
+pub async fn budget(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Option<BudgetRow>, sqlx::Error> {
+    let row = sqlx::query("SELECT * FROM budgets WHERE id = $1 AND tenant_id = $2")
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(budget_row).transpose()
 }
 
 /// Creates a budget or replaces the limit of the one with the same scope and period.
@@ -228,13 +263,14 @@ pub async fn upsert_budget(
     scope: &str,
     scope_id: &str,
     period: &str,
-    limit: f64,
+    (limit, set_by): (f64, &str),
 ) -> Result<BudgetRow, sqlx::Error> {
     let now = now_ms();
     sqlx::query(
         "INSERT INTO budgets (id, tenant_id, scope, scope_id, period, limit_cost, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-         ON CONFLICT (scope, scope_id, period) DO UPDATE SET limit_cost = $6, updated_at = $7",
+         updated_at, set_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
+         ON CONFLICT (scope, scope_id, period) DO UPDATE SET limit_cost = $6, updated_at = $7, \
+         set_by = $8",
     )
     .bind(new_id("bud"))
     .bind(tenant_id)
@@ -243,16 +279,12 @@ pub async fn upsert_budget(
     .bind(period)
     .bind(limit)
     .bind(now)
+    .bind(set_by)
     .execute(&mut *conn)
     .await?;
-    let row =
-        sqlx::query("SELECT * FROM budgets WHERE scope = $1 AND scope_id = $2 AND period = $3")
-            .bind(scope)
-            .bind(scope_id)
-            .bind(period)
-            .fetch_one(conn)
-            .await?;
-    budget_row(&row)
+    budget_of(conn, scope, scope_id, period)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
 }
 
 pub async fn all_budgets(conn: &mut AnyConnection) -> Result<Vec<BudgetRow>, sqlx::Error> {

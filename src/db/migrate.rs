@@ -68,11 +68,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "failure_reasons",
         include_str!("migrations/0016_failure_reasons.sql"),
     ),
-    (
-        17,
-        "usage_continues",
-        include_str!("migrations/0017_usage_continues.sql"),
-    ),
+    (17, "metering", include_str!("migrations/0017_metering.sql")),
 ];
 
 /// Key of the PostgreSQL advisory lock that migrations run under.

@@ -351,6 +351,13 @@ pub async fn transcribe(
 ) -> ApiResult<Transcription> {
     let echo = state;
     let duration = samples.len() as f64 / 16_000.0;
+    // Its cost held on the budgets before any work (a job's when a worker runs it:
+    // spent meanwhile, it fails with `quota exceeded`), settled with the real usage.
+    let accounting = &state.handles.accounting;
+    let estimate = duration * accounting.prices.audio_second;
+    let held = accounting
+        .reserve_for(owner.tenant_id, owner.subject, estimate)
+        .await?;
     let mut language = options.language.clone().unwrap_or_else(|| "en".to_owned());
     let segments = match (backend, &echo.local, &echo.relay) {
         (Backend::Local, Some(local), _) => {
@@ -463,7 +470,7 @@ pub async fn transcribe(
         .map(|s| s.text.as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    record_usage(state, &owner, duration);
+    held.settle(usage_record(state, &owner, duration));
     Ok(Transcription {
         text,
         language,
@@ -473,13 +480,13 @@ pub async fn transcribe(
     })
 }
 
-/// Seconds of audio heard for `owner`, for accounting (under the current request id).
-pub fn record_usage(state: &ScaiEcho, owner: &Owner<'_>, seconds: f64) {
+/// Seconds of audio heard for `owner`, as a usage record (under the current request id).
+fn usage_record(state: &ScaiEcho, owner: &Owner<'_>, seconds: f64) -> UsageRecord {
     let kind = crate::accounting::subject_kind_of(owner.subject);
     let mut record = UsageRecord::for_subject(owner.tenant_id, kind, owner.subject, MODULE);
     record.audio_seconds = seconds;
     record.cost = seconds * state.handles.accounting.prices.audio_second;
-    state.handles.accounting.record(record);
+    record
 }
 
 fn round_ms(seconds: f64) -> f64 {

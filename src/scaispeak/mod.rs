@@ -404,6 +404,13 @@ pub async fn speak(
 ) -> ApiResult<Spoken> {
     let preference = balancers::preference(&speak.nodes, speak.backend_preference);
     let backend = resolve(state, tenant_id, preference, &speak.voice).await?;
+    // Its cost held on the budgets before any work (a job's when a worker runs it:
+    // spent meanwhile, it fails with `quota exceeded`), settled with the real usage.
+    let characters = speak.text.chars().count();
+    let accounting = &state.handles.accounting;
+    let prices = accounting.prices;
+    let estimate = characters as f64 * (prices.character + prices.audio_second / 15.0);
+    let held = accounting.reserve_for(tenant_id, subject, estimate).await?;
     let work = synthesize(state, backend, speak);
     let (samples, rate) = crate::inference::pool::bound(speak.nodes.clone(), work).await?;
     let seconds = samples.len() as f64 / f64::from(rate);
@@ -411,13 +418,12 @@ pub async fn speak(
     let bytes = tokio::task::spawn_blocking(move || output::encode(&samples, rate, &output))
         .await
         .map_err(ApiError::internal)??;
-    record_usage(
+    held.settle(usage_record(
         state,
         tenant_id,
         subject,
-        speak.text.chars().count(),
-        seconds,
-    );
+        (characters, seconds),
+    ));
     Ok(Spoken {
         bytes,
         content_type: speak.output.content_type(rate),
@@ -426,19 +432,18 @@ pub async fn speak(
     })
 }
 
-/// Characters and audio seconds, for accounting (under the current request id).
-pub fn record_usage(
+/// Characters and audio seconds as a usage record (under the current request id).
+fn usage_record(
     state: &ScaiSpeak,
     tenant_id: &str,
     subject: &str,
-    characters: usize,
-    seconds: f64,
-) {
+    (characters, seconds): (usize, f64),
+) -> UsageRecord {
     let kind = crate::accounting::subject_kind_of(subject);
     let mut record = UsageRecord::for_subject(tenant_id, kind, subject, MODULE);
     record.characters = characters as u64;
     record.audio_seconds = seconds;
     let prices = state.handles.accounting.prices;
     record.cost = characters as f64 * prices.character + seconds * prices.audio_second;
-    state.handles.accounting.record(record);
+    record
 }

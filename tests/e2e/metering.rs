@@ -249,3 +249,178 @@ async fn a_killed_server_keeps_each_checkpoint_of_a_running_stream_once() {
         assert_eq!(*id, format!("{stream}_{n:06}"));
     }
 }
+
+/// Queues an async transcription of beckett.wav: its id.
+async fn queue_job(server: &Server, key: &str, query: &str) -> String {
+    let wav = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
+    let response = server
+        .http
+        .post(server.url(&format!(
+            "/v1/modules/scaiecho/transcribe?async=true{query}"
+        )))
+        .bearer_auth(key)
+        .header("content-type", "audio/wav")
+        .body(wav)
+        .send()
+        .await
+        .unwrap();
+    let (status, job) = crate::support::read(response).await;
+    assert_eq!(status, 202, "{job}");
+    job["id"].as_str().unwrap().to_owned()
+}
+
+async fn ended_job(server: &Server, key: &str, id: &str) -> Value {
+    for _ in 0..1200 {
+        let (status, job) = server
+            .get(&format!("/v1/modules/scaiecho/jobs/{id}"), Some(key))
+            .await;
+        assert_eq!(status, 200, "{job}");
+        if ["succeeded", "failed"].contains(&job["status"].as_str().unwrap()) {
+            return job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("job {id} never ended");
+}
+
+#[tokio::test]
+async fn jobs_spent_or_unservable_by_the_time_they_run_fail_with_their_reasons() {
+    // Jobs wait in the queue (no workers here) until a worker process starts.
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let config = format!("{PRICED}[jobs]\nworkers = 0\n");
+    let server = Server::start_with(Options {
+        data_dir: Some(data.clone()),
+        config_toml: Some(config),
+        ..Options::default()
+    })
+    .await;
+    // One tenant's budget is spent between enqueue and dispatch (its admin lowers it
+    // to nothing); another tenant's policy leaves its job no backend it may use.
+    let spent = budgeted(&server, "job-spent", 100.0).await;
+    let quota = queue_job(&server, &spent.admin_key, "").await;
+    let body = json!({"scope": "tenant", "scope_id": spent.id, "period": "day", "limit": 0.0});
+    let (status, budget) = server
+        .post("/v1/accounting/budgets", Some(&spent.admin_key), body)
+        .await;
+    assert_eq!(status, 201, "{budget}");
+    let pinned = budgeted(&server, "job-pinned", 100.0).await;
+    let backend = queue_job(
+        &server,
+        &pinned.admin_key,
+        "&backend_preference=self_hosted",
+    )
+    .await;
+    let (status, policy) = server
+        .send(
+            reqwest::Method::PATCH,
+            "/v1/modules/scaiecho/tenant-policy",
+            Some(&pinned.admin_key),
+            Some(json!({"allowed_backends": ["B"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{policy}");
+
+    let _worker = Server::start_with(Options {
+        command: "worker",
+        data_dir: Some(data),
+        config_toml: Some(format!("{PRICED}[jobs]\nworkers = 1\n")),
+        bootstrap_key: false,
+        ..Options::default()
+    })
+    .await;
+    let job = ended_job(&server, &spent.admin_key, &quota).await;
+    assert_eq!(
+        (
+            &job["status"],
+            &job["status_reason"],
+            &job["failure_reason"]
+        ),
+        (
+            &json!("failed"),
+            &json!("quota exceeded"),
+            &json!("QUOTA_EXCEEDED")
+        ),
+        "{job}"
+    );
+    let job = ended_job(&server, &pinned.admin_key, &backend).await;
+    assert_eq!(
+        (
+            &job["status"],
+            &job["status_reason"],
+            &job["failure_reason"]
+        ),
+        (
+            &json!("failed"),
+            &json!("backend unavailable"),
+            &json!("BACKEND_UNAVAILABLE")
+        ),
+        "{job}"
+    );
+    // Neither cost anything.
+    for key in [&spent.admin_key, &pinned.admin_key] {
+        assert_eq!(usage_of(&server, key, "scaiecho").await, (0.0, 0, 0.0));
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_admin_reads_and_lowers_a_platform_budget_but_never_raises_or_deletes_it() {
+    let server = Server::start().await;
+    let tenant = server.tenant("under-platform").await;
+    let budgets = "/v1/accounting/budgets";
+    let body = |limit: f64| json!({"scope": "tenant", "scope_id": tenant.id, "period": "month", "limit": limit});
+    let (status, set) = server.post(budgets, Some(ADMIN_KEY), body(50.0)).await;
+    assert_eq!((status, &set["set_by"]), (201, &json!("platform")), "{set}");
+    let (status, seen) = server.get(budgets, Some(&tenant.admin_key)).await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["data"][0]["set_by"], "platform", "{seen}");
+    assert_eq!(seen["data"][0]["limit"], 50.0, "{seen}");
+
+    let (status, refused) = server
+        .post(budgets, Some(&tenant.admin_key), body(60.0))
+        .await;
+    crate::support::assert_error(status, &refused, 403, "AUTHZ_PERMISSION_DENIED");
+    assert_eq!(refused["error"]["set_by"], "platform", "{refused}");
+    let (status, lowered) = server
+        .post(budgets, Some(&tenant.admin_key), body(40.0))
+        .await;
+    assert_eq!(status, 201, "{lowered}");
+    assert_eq!(
+        (&lowered["limit"], &lowered["set_by"]),
+        (&json!(40.0), &json!("platform"))
+    );
+    let (status, refused) = server
+        .post(budgets, Some(&tenant.admin_key), body(45.0))
+        .await;
+    crate::support::assert_error(status, &refused, 403, "AUTHZ_PERMISSION_DENIED");
+    let at = format!("{budgets}/{}", set["id"].as_str().unwrap());
+    let (status, refused) = server
+        .send(reqwest::Method::DELETE, &at, Some(&tenant.admin_key), None)
+        .await;
+    crate::support::assert_error(status, &refused, 403, "AUTHZ_PERMISSION_DENIED");
+    // A member reads nothing it may not; the platform deletes its own.
+    let (status, _) = server
+        .post(budgets, Some(&tenant.member_key), body(1.0))
+        .await;
+    assert_eq!(status, 403);
+    let platform_at = format!("{at}?tenant_id={}", tenant.id);
+    let (status, _) = server
+        .send(reqwest::Method::DELETE, &platform_at, Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(status, 204);
+
+    // The tenant's own budget is its own to raise and delete.
+    let (status, own) = server
+        .post(budgets, Some(&tenant.admin_key), body(10.0))
+        .await;
+    assert_eq!((status, &own["set_by"]), (201, &json!("tenant")), "{own}");
+    let (status, raised) = server
+        .post(budgets, Some(&tenant.admin_key), body(20.0))
+        .await;
+    assert_eq!((status, &raised["limit"]), (201, &json!(20.0)), "{raised}");
+    let at = format!("{budgets}/{}", own["id"].as_str().unwrap());
+    let (status, _) = server
+        .send(reqwest::Method::DELETE, &at, Some(&tenant.admin_key), None)
+        .await;
+    assert_eq!(status, 204);
+}
