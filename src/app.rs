@@ -125,6 +125,7 @@ impl AppState {
         let accounting = Arc::new(crate::accounting::Accounting::new(
             db.clone(),
             &config.accounting,
+            &config.data_dir,
             cluster
                 .clone()
                 .map(|cluster| Arc::new(crate::cluster::ledger::Ledger::new(cluster))),

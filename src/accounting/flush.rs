@@ -1,7 +1,8 @@
 //! The way of usage records to SQL: buffered records and `budget.exceeded` events
 //! written in one transaction per flush; scaled, shipped to the Redis usage stream first
 //! (spending the shared counters) and drained from it into SQL. The flush lag is
-//! exported as `scaigrid_accounting_flush_lag_seconds`.
+//! exported as `scaigrid_accounting_flush_lag_seconds` (the oldest record not yet in
+//! SQL, the spill file's included).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +14,23 @@ impl Accounting {
     /// Writes buffered records and events to SQL (scaled: ships them to the usage
     /// stream, then drains the stream into SQL). On failure they stay buffered (or in
     /// the stream) for the next attempt. Returns the records written to SQL.
+    ///
+    /// Then, when it worked, records spilled to disk are replayed; when it did not, the
+    /// buffer's oldest records beyond its cap are spilled (see `spill`).
     pub async fn flush(&self) -> anyhow::Result<usize> {
         let _one_flusher = self.flushing.lock().await;
-        self.book.flush(self).await
+        let result = match self.book.flush(self).await {
+            Ok(written) => self
+                .replay_spilled()
+                .await
+                .map(|replayed| written + replayed),
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            self.spill_excess().await;
+        }
+        metrics::gauge!(super::spill::BUFFERED).set(self.buffered() as f64);
+        result
     }
 
     /// The buffered records, taken for a flush.
@@ -76,6 +91,7 @@ impl Accounting {
         local
             .into_iter()
             .chain(shared)
+            .chain(self.spill.oldest())
             .min()
             .map(|oldest| (now_ms() - oldest).max(0) as f64 / 1000.0)
             .unwrap_or(0.0)

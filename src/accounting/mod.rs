@@ -19,6 +19,7 @@ pub mod api;
 mod book;
 pub mod budgets;
 mod flush;
+pub mod spill;
 mod views;
 
 use std::collections::HashMap;
@@ -71,6 +72,8 @@ pub struct Accounting {
     /// One loader of budget counters at a time (a load flushes, then sums).
     loading: tokio::sync::Mutex<()>,
     flushing: tokio::sync::Mutex<()>,
+    /// Where records go while SQL is away and the buffer is full.
+    spill: spill::Spill,
 }
 
 /// A budget with what it has spent, as `GET /v1/accounting/budgets` shows it.
@@ -165,7 +168,12 @@ impl Drop for Reservation {
 impl Accounting {
     /// Budgets counted in this process, or (with the scaled deployment's `ledger`) in
     /// Redis for every process.
-    pub fn new(db: Db, config: &AccountingConfig, ledger: Option<Arc<Ledger>>) -> Self {
+    pub fn new(
+        db: Db,
+        config: &AccountingConfig,
+        data_dir: &std::path::Path,
+        ledger: Option<Arc<Ledger>>,
+    ) -> Self {
         let book: Box<dyn Book> = match ledger {
             Some(ledger) => Box::new(SharedBook::new(ledger)),
             None => Box::new(LocalBook::default()),
@@ -183,6 +191,7 @@ impl Accounting {
             }),
             loading: tokio::sync::Mutex::new(()),
             flushing: tokio::sync::Mutex::new(()),
+            spill: spill::Spill::new(data_dir, config.max_buffered_records),
         }
     }
 
