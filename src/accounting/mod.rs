@@ -74,6 +74,8 @@ pub struct Accounting {
     flushing: tokio::sync::Mutex<()>,
     /// Where records go while SQL is away and the buffer is full.
     spill: spill::Spill,
+    /// A background refresh of the budget definitions is under way.
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 /// A budget with what it has spent, as `GET /v1/accounting/budgets` shows it.
@@ -192,6 +194,7 @@ impl Accounting {
             loading: tokio::sync::Mutex::new(()),
             flushing: tokio::sync::Mutex::new(()),
             spill: spill::Spill::new(data_dir, config.max_buffered_records),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -205,6 +208,37 @@ impl Accounting {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(record);
+    }
+
+    /// Budget definitions for admission: loaded once, then a stale cache is refreshed
+    /// in the background while the loaded definitions serve, so a database that is
+    /// away (or slow) never holds a request or a stream's checkpoint up.
+    async fn fresh_defs(self: &Arc<Self>) -> ApiResult<()> {
+        let (loaded, stale) = {
+            let defs = self.defs.read().unwrap_or_else(|e| e.into_inner());
+            (
+                defs.loaded.is_some(),
+                defs.loaded.is_none_or(|at| at.elapsed() > DEFS_TTL),
+            )
+        };
+        if !loaded {
+            return self.refresh_defs(true).await;
+        }
+        if stale
+            && !self
+                .refreshing
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(error) = this.refresh_defs(true).await {
+                    tracing::warn!(error = %error.message, "budget definitions not refreshed");
+                }
+                this.refreshing
+                    .store(false, std::sync::atomic::Ordering::Release);
+            });
+        }
+        Ok(())
     }
 
     /// The budget definitions covering a tenant and a subject (from the cache).
@@ -274,7 +308,7 @@ impl Accounting {
         subject_id: &str,
         estimate: f64,
     ) -> ApiResult<Reservation> {
-        self.refresh_defs(false).await?;
+        self.fresh_defs().await?;
         let defs = self.covering(tenant_id, subject_id);
         let estimate = estimate.max(0.0);
         // No budget covers the caller: nothing to hold, nothing to ask the book.

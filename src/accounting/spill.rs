@@ -57,7 +57,9 @@ impl Spill {
                 .lines()
                 .map_while(Result::ok)
                 .filter_map(|line| serde_json::from_str::<UsageRecord>(&line).ok())
-                .fold((0, i64::MAX), |(n, oldest), r| (n + 1, oldest.min(r.created_at))),
+                .fold((0, i64::MAX), |(n, oldest), r| {
+                    (n + 1, oldest.min(r.created_at))
+                }),
             Err(_) => (0, i64::MAX),
         };
         metrics::gauge!(SPILLED).set(count as f64);
@@ -94,7 +96,11 @@ impl Spill {
         })
         .await
         .map_err(std::io::Error::other)??;
-        let oldest = records.iter().map(|r| r.created_at).min().unwrap_or(i64::MAX);
+        let oldest = records
+            .iter()
+            .map(|r| r.created_at)
+            .min()
+            .unwrap_or(i64::MAX);
         self.oldest.fetch_min(oldest, Ordering::Relaxed);
         let count = self.count.fetch_add(records.len(), Ordering::Relaxed) + records.len();
         metrics::gauge!(SPILLED).set(count as f64);

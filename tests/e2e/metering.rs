@@ -424,3 +424,133 @@ async fn a_tenant_admin_reads_and_lowers_a_platform_budget_but_never_raises_or_d
         .await;
     assert_eq!(status, 204);
 }
+
+/// Sends 16 kHz PCM at `speed` times real time while reading the stream's frames: the
+/// `done` frame's audio seconds (`None` when the stream ended otherwise).
+async fn pace(socket: Socket, pcm: Vec<u8>, speed: f64) -> Option<f64> {
+    let (mut sink, mut source) = socket.split();
+    let writer = tokio::spawn(async move {
+        let every = std::time::Duration::from_secs_f64(0.1 / speed);
+        for chunk in pcm.chunks(3200) {
+            let frame = Message::Binary(chunk.to_vec().into());
+            if sink.send(frame).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+        let close = json!({"type": "close"}).to_string();
+        let _ = sink.send(Message::Text(close.into())).await;
+    });
+    let deadline = std::time::Duration::from_secs(120);
+    let done = loop {
+        match tokio::time::timeout(deadline, source.next()).await.unwrap() {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                assert_ne!(frame["type"], "error", "{frame}");
+                if frame["type"] == "done" {
+                    break frame["usage"]["audio_seconds"].as_f64();
+                }
+            }
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => break None,
+        }
+    };
+    writer.abort();
+    done
+}
+
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn usage_heard_while_the_database_is_down_spills_to_disk_and_is_all_written_after() {
+    // A PostgreSQL of this test's own, to stop and start.
+    let services = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        services.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let port = crate::scaled::free_port().to_string();
+    let postgres = |action: &str| {
+        let root = env!("CARGO_MANIFEST_DIR");
+        std::process::Command::new(format!("{root}/scripts/services/postgres"))
+            .arg(action)
+            .env("SCAIGRID_TEST_SERVICES", services.path())
+            .env("SCAIGRID_TEST_PG_PORT", &port)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    };
+    let Some(base) = postgres("start") else {
+        eprintln!("\n!!!!!!!! SKIPPED: PostgreSQL could not start on this machine !!!!!!!!\n");
+        return;
+    };
+    let database = crate::support::postgres_database_on(&base).await.unwrap();
+    // Four records in memory at most: the rest of an outage goes to the spill file.
+    let server = Server::start_with(Options {
+        database_url: Some(database),
+        config_toml: Some(format!("{PRICED}max_buffered_records = 4\n")),
+        ..Options::default()
+    })
+    .await;
+    let spill = server.data_dir.join("accounting-spill.jsonl");
+    let audio = pcm_16k("two_cities.wav");
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let socket = open_pcm(&server, ADMIN_KEY).await;
+        streams.push(tokio::spawn(pace(socket, audio.clone(), 3.0)));
+    }
+    let rss_before = rss_kib(server.pid());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    // Fifteen seconds without the database, under three streams' checkpoints.
+    postgres("stop").unwrap();
+    let mut buffered: f64 = 0.0;
+    let mut spilled: f64 = 0.0;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let metrics = server.metrics().await;
+        buffered = buffered.max(gauge(&metrics, "scaigrid_accounting_buffered_records"));
+        spilled = spilled.max(gauge(&metrics, "scaigrid_accounting_spilled_records"));
+    }
+    assert!(spill.exists());
+    assert!(spilled > 10.0, "{spilled}");
+    // The cap, and what one flush interval of three streams adds (4 checkpoints a
+    // second each).
+    assert!(buffered <= 4.0 + 3.0 * 4.0 + 2.0, "{buffered}");
+    let rss_outage = rss_kib(server.pid());
+    postgres("start").unwrap();
+
+    let mut heard = 0.0;
+    for stream in streams {
+        heard += stream.await.unwrap().expect("every stream ends with done");
+    }
+    // Everything heard is written, once; the file is gone.
+    let (seconds, _, cost) = usage_of(&server, ADMIN_KEY, "scaiecho").await;
+    assert!((seconds - heard).abs() < 0.01, "{seconds} of {heard}");
+    assert!((cost - seconds).abs() < 1e-6);
+    assert!(!spill.exists());
+    let metrics = server.metrics().await;
+    assert_eq!(gauge(&metrics, "scaigrid_accounting_spilled_records"), 0.0);
+    eprintln!(
+        "metering: {spilled} records spilled at most, {buffered} buffered at most; \
+         RSS {rss_before} KiB before the outage, {rss_outage} KiB in it"
+    );
+    drop(server);
+    postgres("stop");
+}
