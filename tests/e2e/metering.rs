@@ -554,3 +554,42 @@ async fn usage_heard_while_the_database_is_down_spills_to_disk_and_is_all_writte
     drop(server);
     postgres("stop");
 }
+
+#[tokio::test]
+async fn streams_on_two_edges_share_one_budget_through_redis() {
+    let Some(deployment) = crate::scaled::Deployment::new().await else {
+        return;
+    };
+    let lines =
+        "workers = 0\n[accounting]\naudio_second_cost = 1.0\nstream_checkpoint_seconds = 1.0\n";
+    let (redis, database) = (deployment.redis.clone(), deployment.database.clone());
+    let one = deployment
+        .serve_with_engines(&redis, &database, "meter-a", lines)
+        .await;
+    let two = deployment
+        .serve_with_engines(&redis, &database, "meter-b", lines)
+        .await;
+    let limit = 20.0;
+    let tenant = budgeted(&one, "metered-scaled", limit).await;
+    let audio = pcm_16k("two_cities.wav");
+    let mut streams = Vec::new();
+    for edge in [&one, &two, &one, &two] {
+        let socket = open_pcm(edge, &tenant.admin_key).await;
+        streams.push(tokio::spawn(pour(socket, audio.clone())));
+    }
+    for stream in streams {
+        let (frames, code) = stream.await.unwrap();
+        assert_eq!(code, Some(4429), "{frames:?}");
+        let error = frames.iter().find(|f| f["type"] == "error").unwrap();
+        assert_eq!(error["code"], "BUDGET_EXCEEDED", "{error}");
+    }
+    // Both edges' records reach SQL; together within four stretches of the limit.
+    let (mut seen_one, _, _) = usage_of(&one, &tenant.admin_key, "scaiecho").await;
+    let (seen_two, _, _) = usage_of(&two, &tenant.admin_key, "scaiecho").await;
+    seen_one = seen_one.max(seen_two);
+    eprintln!("metering: four streams on two edges, budget {limit}: {seen_one:.2} s");
+    assert!(
+        (limit - 4.0..=limit + 4.0 * 1.1).contains(&seen_one),
+        "{seen_one}"
+    );
+}
