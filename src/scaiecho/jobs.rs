@@ -14,6 +14,7 @@ use crate::db::jobs::{self, JobRow, NewJob};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::JobView;
 use crate::scaiecho::ScaiEcho;
+use crate::speech::balancers::Serves;
 use crate::store::ObjectKey;
 
 pub const KIND: &str = "transcription";
@@ -120,8 +121,10 @@ pub async fn run(state: &ScaiEcho, job: &JobRow) -> ApiResult<(Value, f64)> {
         .decode_16k(audio, job.media_type.as_deref())
         .await?;
     // A balancer is asked again now: the instance picked at the request may be gone.
+    let model = options.model.as_deref();
     let nodes = state
-        .bound(&job.tenant_id, options.model.as_deref())
+        .handles
+        .bound(&job.tenant_id, model, Serves::Transcription)
         .await?;
     let policy = super::policy(state, &job.tenant_id).await?;
     let preference = crate::speech::balancers::preference(&nodes, options.backend_preference);

@@ -25,7 +25,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::inference::pool::Dispatcher;
 use crate::rbac::Permission;
 use crate::services::modules::require_enabled;
-use crate::speech::balancers;
+use crate::speech::balancers::{self, Serves};
 use crate::speech::intake::AudioIntake;
 use crate::speech::upload::Upload;
 use format::{ResponseFormat, SegmentOut, Transcription};
@@ -67,17 +67,6 @@ impl ScaiEcho {
     /// The audio intake (upload budget, decode slots) the HTTP boundary reads into.
     pub fn intake(&self) -> &AudioIntake {
         &self.handles.intake
-    }
-
-    /// The nodes a request naming `model` is bound to (a balancer of the tenant's).
-    pub async fn bound(
-        &self,
-        tenant_id: &str,
-        model: Option<&str>,
-    ) -> ApiResult<Option<Vec<String>>> {
-        let handles = &self.handles;
-        let serves = balancers::Serves::Transcription;
-        balancers::resolve(&handles.db, &handles.nodes, tenant_id, model, serves).await
     }
 
     pub fn usable(&self) -> Usable {
@@ -279,8 +268,10 @@ pub async fn transcribe_upload(
     authorize(principal, &options)?;
     // Bound to a balancer's instance before any work; a queued job asks again when it
     // runs.
+    let model = options.model.as_deref();
     let nodes = state
-        .bound(&principal.tenant_id, options.model.as_deref())
+        .handles
+        .bound(&principal.tenant_id, model, Serves::Transcription)
         .await?;
     let policy = policy(state, &principal.tenant_id).await?;
     // Before any work: some backend can take this, here or (queued) on a worker.

@@ -16,6 +16,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::jobs::JobView;
 use crate::scaispeak::ScaiSpeak;
 use crate::speech::backends::Preference;
+use crate::speech::balancers::Serves;
 use crate::store::ObjectKey;
 
 pub const KIND: &str = "synth";
@@ -96,7 +97,10 @@ pub async fn run(state: &ScaiSpeak, job: &JobRow) -> ApiResult<(Value, f64)> {
         run_async: false,
         save_to: None,
         // Asked again now: the instance picked at the request may be gone.
-        nodes: state.bound(&job.tenant_id, stored.model.as_deref()).await?,
+        nodes: state
+            .handles
+            .bound(&job.tenant_id, stored.model.as_deref(), Serves::Speech)
+            .await?,
         model: stored.model,
     };
     let spoken = super::speak(state, &job.tenant_id, &job.subject, &speak).await?;

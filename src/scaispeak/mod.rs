@@ -32,7 +32,7 @@ use crate::inference::pool::Dispatcher;
 use crate::rbac::Permission;
 use crate::services::modules::require_enabled;
 use crate::speech::backends::{self, Backend, Preference, Usable};
-use crate::speech::balancers;
+use crate::speech::balancers::{self, Serves};
 use crate::speech::intake::AudioIntake;
 use output::{Codec, Output, OutputRequest};
 
@@ -78,17 +78,6 @@ impl ScaiSpeak {
     /// The audio intake (upload budget, decode slots) the HTTP boundary reads into.
     pub fn intake(&self) -> &AudioIntake {
         &self.handles.intake
-    }
-
-    /// The nodes a request naming `model` is bound to (a balancer of the tenant's).
-    pub async fn bound(
-        &self,
-        tenant_id: &str,
-        model: Option<&str>,
-    ) -> ApiResult<Option<Vec<String>>> {
-        let handles = &self.handles;
-        let serves = balancers::Serves::Speech;
-        balancers::resolve(&handles.db, &handles.nodes, tenant_id, model, serves).await
     }
 
     pub fn usable(&self) -> Usable {
@@ -179,8 +168,10 @@ impl Speak {
         if let Some(save_to) = request.save_to.as_ref().filter(|_| run_async) {
             drive::check_queued(state, principal, save_to, output.codec).await?;
         }
+        let model = request.model.as_deref();
         let nodes = state
-            .bound(&principal.tenant_id, request.model.as_deref())
+            .handles
+            .bound(&principal.tenant_id, model, Serves::Speech)
             .await?;
         Ok(Speak {
             run_async,

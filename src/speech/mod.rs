@@ -46,3 +46,16 @@ pub struct Handles {
     /// Stream timers and limits (`[stream]`).
     pub stream: StreamConfig,
 }
+
+impl Handles {
+    /// The nodes a request of `tenant_id` naming `model` is bound to, when `model` is
+    /// one of the tenant's balancers for what the route `serves` (see [`balancers`]).
+    pub async fn bound(
+        &self,
+        tenant_id: &str,
+        model: Option<&str>,
+        serves: balancers::Serves,
+    ) -> crate::error::ApiResult<Option<Vec<String>>> {
+        balancers::resolve(&self.db, &self.nodes, tenant_id, model, serves).await
+    }
+}

@@ -371,14 +371,7 @@ async fn a_running_instance_serves_through_a_balancer_debits_the_balance_and_fai
         balance(&tenant.admin_key).await["running_cost_per_hour"],
         3600.0
     );
-    let enable = server
-        .http
-        .post(server.url("/v1/modules/scaiecho/enable"))
-        .bearer_auth(&tenant.admin_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(enable.status(), 204);
+    server.enable_module(&tenant.admin_key, "scaiecho").await;
     let body = json!({"name": "paid", "instances": [{"instance_id": id}]});
     let (status, balancer) = server
         .post("/v1/balancers", Some(&tenant.admin_key), body)

@@ -18,14 +18,7 @@ const PRICED: &str = "[accounting]\naudio_second_cost = 1.0\ncharacter_cost = 0.
 async fn budgeted(server: &Server, slug: &str, limit: f64) -> TestTenant {
     let tenant = server.tenant(slug).await;
     for module in ["scaiecho", "scaispeak"] {
-        let enabled = server
-            .http
-            .post(server.url(&format!("/v1/modules/{module}/enable")))
-            .bearer_auth(&tenant.admin_key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(enabled.status(), 204);
+        server.enable_module(&tenant.admin_key, module).await;
     }
     let body = json!({"scope": "tenant", "scope_id": tenant.id, "period": "day", "limit": limit});
     let (status, budget) = server
@@ -57,12 +50,24 @@ async fn usage_of(server: &Server, key: &str, module: &str) -> (f64, u64, f64) {
 /// Sends 16 kHz PCM as fast as the server takes it (0.1 s a frame) while reading its
 /// frames: every text frame and the close code once the server closes.
 async fn pour(socket: Socket, pcm: Vec<u8>) -> (Vec<Value>, Option<u16>) {
+    send_while_reading(socket, pcm, None).await
+}
+
+/// [`pour`] at `speed` times real time, or as fast as the server takes it.
+async fn send_while_reading(
+    socket: Socket,
+    pcm: Vec<u8>,
+    speed: Option<f64>,
+) -> (Vec<Value>, Option<u16>) {
     let (mut sink, mut source) = socket.split();
     let writer = tokio::spawn(async move {
         for chunk in pcm.chunks(3200) {
             let frame = Message::Binary(chunk.to_vec().into());
             if sink.send(frame).await.is_err() {
                 return;
+            }
+            if let Some(speed) = speed {
+                tokio::time::sleep(std::time::Duration::from_secs_f64(0.1 / speed)).await;
             }
         }
         let close = json!({"type": "close"}).to_string();
@@ -80,6 +85,22 @@ async fn pour(socket: Socket, pcm: Vec<u8>) -> (Vec<Value>, Option<u16>) {
     };
     writer.abort();
     (frames, code)
+}
+
+/// A stream on each of `servers` pours `pcm` at once: every one is closed with 4429
+/// after an `error` frame `BUDGET_EXCEEDED`.
+async fn all_refused(servers: &[&Server], key: &str, pcm: &[u8]) {
+    let mut streams = Vec::new();
+    for server in servers {
+        let socket = open_pcm(server, key).await;
+        streams.push(tokio::spawn(pour(socket, pcm.to_vec())));
+    }
+    for stream in streams {
+        let (frames, code) = stream.await.unwrap();
+        assert_eq!(code, Some(4429), "{frames:?}");
+        let error = frames.iter().find(|f| f["type"] == "error").unwrap();
+        assert_eq!(error["code"], "BUDGET_EXCEEDED", "{error}");
+    }
 }
 
 async fn open_pcm(server: &Server, key: &str) -> Socket {
@@ -102,17 +123,7 @@ async fn streams_past_their_budget_or_audio_limit_close_with_4429_within_a_check
     let limit = 30.0;
     let tenant = budgeted(&server, "metered", limit).await;
     let audio = pcm_16k("two_cities.wav");
-    let mut streams = Vec::new();
-    for _ in 0..4 {
-        let socket = open_pcm(&server, &tenant.admin_key).await;
-        streams.push(tokio::spawn(pour(socket, audio.clone())));
-    }
-    for stream in streams {
-        let (frames, code) = stream.await.unwrap();
-        assert_eq!(code, Some(4429), "{frames:?}");
-        let error = frames.iter().find(|f| f["type"] == "error").unwrap();
-        assert_eq!(error["code"], "BUDGET_EXCEEDED", "{error}");
-    }
+    all_refused(&[&server; 4], &tenant.admin_key, &audio).await;
     // What was heard until then is recorded: at least what the holds let through, at
     // most the limit plus one checkpoint (and a frame) a stream.
     let (seconds, _, cost) = usage_of(&server, &tenant.admin_key, "scaiecho").await;
@@ -428,35 +439,10 @@ async fn a_tenant_admin_reads_and_lowers_a_platform_budget_but_never_raises_or_d
 /// Sends 16 kHz PCM at `speed` times real time while reading the stream's frames: the
 /// `done` frame's audio seconds (`None` when the stream ended otherwise).
 async fn pace(socket: Socket, pcm: Vec<u8>, speed: f64) -> Option<f64> {
-    let (mut sink, mut source) = socket.split();
-    let writer = tokio::spawn(async move {
-        let every = std::time::Duration::from_secs_f64(0.1 / speed);
-        for chunk in pcm.chunks(3200) {
-            let frame = Message::Binary(chunk.to_vec().into());
-            if sink.send(frame).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(every).await;
-        }
-        let close = json!({"type": "close"}).to_string();
-        let _ = sink.send(Message::Text(close.into())).await;
-    });
-    let deadline = std::time::Duration::from_secs(120);
-    let done = loop {
-        match tokio::time::timeout(deadline, source.next()).await.unwrap() {
-            Some(Ok(Message::Text(text))) => {
-                let frame: Value = serde_json::from_str(&text).unwrap();
-                assert_ne!(frame["type"], "error", "{frame}");
-                if frame["type"] == "done" {
-                    break frame["usage"]["audio_seconds"].as_f64();
-                }
-            }
-            Some(Ok(_)) => {}
-            None | Some(Err(_)) => break None,
-        }
-    };
-    writer.abort();
-    done
+    let (frames, _) = send_while_reading(socket, pcm, Some(speed)).await;
+    assert!(frames.iter().all(|f| f["type"] != "error"), "{frames:?}");
+    let done = frames.iter().find(|f| f["type"] == "done")?;
+    done["usage"]["audio_seconds"].as_f64()
 }
 
 fn gauge(metrics: &str, name: &str) -> f64 {
@@ -572,17 +558,7 @@ async fn streams_on_two_edges_share_one_budget_through_redis() {
     let limit = 20.0;
     let tenant = budgeted(&one, "metered-scaled", limit).await;
     let audio = pcm_16k("two_cities.wav");
-    let mut streams = Vec::new();
-    for edge in [&one, &two, &one, &two] {
-        let socket = open_pcm(edge, &tenant.admin_key).await;
-        streams.push(tokio::spawn(pour(socket, audio.clone())));
-    }
-    for stream in streams {
-        let (frames, code) = stream.await.unwrap();
-        assert_eq!(code, Some(4429), "{frames:?}");
-        let error = frames.iter().find(|f| f["type"] == "error").unwrap();
-        assert_eq!(error["code"], "BUDGET_EXCEEDED", "{error}");
-    }
+    all_refused(&[&one, &two, &one, &two], &tenant.admin_key, &audio).await;
     // Both edges' records reach SQL; together within four stretches of the limit.
     let (mut seen_one, _, _) = usage_of(&one, &tenant.admin_key, "scaiecho").await;
     let (seen_two, _, _) = usage_of(&two, &tenant.admin_key, "scaiecho").await;

@@ -346,6 +346,18 @@ impl Server {
         }
     }
 
+    /// Enables a module for the tenant of `admin_key` (204).
+    pub async fn enable_module(&self, admin_key: &str, module: &str) {
+        let enabled = self
+            .http
+            .post(self.url(&format!("/v1/modules/{module}/enable")))
+            .bearer_auth(admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(enabled.status(), 204);
+    }
+
     /// Creates a user (password `correct horse battery`) with roles in a tenant.
     pub async fn user(&self, tenant_id: &str, email: &str, roles: &[&str]) -> Value {
         let (status, user) = self

@@ -36,6 +36,7 @@ use crate::scaiecho::ScaiEcho;
 use crate::scaiecho::format::WordOut;
 use crate::scaiecho::policy::{self, Backend};
 use crate::services::modules::require_enabled;
+use crate::speech::balancers::Serves;
 use crate::speech::meter::{Meter, Used};
 use crate::ws::{self, End, Link};
 use pipeline::Pipeline;
@@ -136,8 +137,10 @@ impl Session {
         if open.diarize {
             principal.require(Permission::ScaiechoDiarize)?;
         }
+        let model = open.model.as_deref();
         let nodes = state
-            .bound(&principal.tenant_id, open.model.as_deref())
+            .handles
+            .bound(&principal.tenant_id, model, Serves::Transcription)
             .await?;
         let tenant_policy = crate::scaiecho::policy(state, &principal.tenant_id).await?;
         let preference = crate::speech::balancers::preference(&nodes, open.backend_preference);

@@ -36,6 +36,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::scaispeak::{MODULE, ScaiSpeak};
 use crate::slots::Slot;
 use crate::speech::backends::Backend;
+use crate::speech::balancers::Serves;
 use crate::speech::meter::{Meter, Used};
 use crate::ws::{self, End, Link};
 
@@ -156,8 +157,10 @@ impl Session {
             );
         }
         let speed = super::check_speed(open.speed)?;
+        let model = open.model.as_deref();
         let nodes = state
-            .bound(&principal.tenant_id, open.model.as_deref())
+            .handles
+            .bound(&principal.tenant_id, model, Serves::Speech)
             .await?;
         let preference = crate::speech::balancers::preference(&nodes, open.backend_preference);
         let backend = super::resolve(state, &principal.tenant_id, preference, &voice).await?;
