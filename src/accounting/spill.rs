@@ -107,6 +107,26 @@ impl Spill {
         Ok(())
     }
 
+    /// Appends the records of `lines` to the file, one at a time.
+    fn keep(&self, lines: impl Iterator<Item = std::io::Result<String>>) -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        let mut out = std::io::BufWriter::new(file);
+        for line in lines.map_while(Result::ok) {
+            let Ok(record) = serde_json::from_str::<UsageRecord>(&line) else {
+                continue;
+            };
+            writeln!(out, "{line}")?;
+            self.oldest.fetch_min(record.created_at, Ordering::Relaxed);
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+        metrics::gauge!(SPILLED).set(self.count.load(Ordering::Relaxed) as f64);
+        Ok(())
+    }
+
     /// Takes every record out of the file (which is removed), `cap` at a time to
     /// `each`; when `each` fails, the records not yet given to it go back to the file.
     async fn drain<F, Fut>(&self, mut each: F) -> anyhow::Result<usize>
@@ -140,12 +160,9 @@ impl Spill {
             }
             let count = batch.len();
             if let Err(error) = each(batch).await {
-                // The rest of the file waits for the next try.
-                let rest: Vec<UsageRecord> = lines
-                    .map_while(Result::ok)
-                    .filter_map(|line| serde_json::from_str(&line).ok())
-                    .collect();
-                self.append(&rest).await?;
+                // The rest of the file waits for the next try (copied line by line:
+                // a long outage's file is never read into memory whole).
+                self.keep(lines)?;
                 std::fs::remove_file(&replaying)?;
                 return Err(error);
             }

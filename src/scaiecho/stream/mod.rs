@@ -150,7 +150,8 @@ impl Session {
             false => Vec::new(),
         };
         let mut session = Session::new(state.clone(), principal, slot, open, backend, enrolled);
-        tracing::info!(session = %session.id, backend = backend.as_str(), nodes = ?nodes, "stream open");
+        let (id, backend_name) = (&session.id, backend.as_str());
+        tracing::info!(session = %id, backend = backend_name, nodes = ?nodes, "stream open");
         session.nodes = nodes;
         Ok(session)
     }
@@ -476,8 +477,6 @@ impl Session {
     }
 }
 
-/// Audio seconds received, for accounting and the audio rate limits (whatever way the
-/// stream ended).
 /// Transcribes one snapshot on the session's backend (and embeds its speaker for a
 /// diarized final). A final the local queue refuses waits and retries: finals never
 /// drop; interims are skipped instead.

@@ -523,13 +523,17 @@ impl Session {
         };
         self.characters += spoken.characters;
         self.seconds += spoken.seconds;
-        // What was spoken so far: a checkpoint when one is due, and the next stretch
-        // must be allowed (else the stream ends, 4429).
-        let used = self.used();
-        if let Some(meter) = self.meter.as_mut() {
-            meter.update(used).await?;
-        }
         self.outbox.extend(spoken.frames);
+        // What was spoken so far: a checkpoint when one is due, and the next stretch
+        // must be allowed. Else what was framed (and is billed) still plays, and the
+        // stream ends with the refusal (4429); nothing more is synthesized.
+        let used = self.used();
+        if let Some(meter) = self.meter.as_mut()
+            && let Err(refusal) = meter.update(used).await
+        {
+            self.drain(socket).await?;
+            return Err(refusal.into());
+        }
         if let Some(pending) = spoken.pending {
             self.frame_pending(pending, spoken.rate);
         } else if !spoken.rest.is_empty() {
