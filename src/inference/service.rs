@@ -63,6 +63,8 @@ pub struct NodeService {
     /// The last reading of what one more model may take, and when it was made.
     available: Arc<Mutex<Option<(Instant, u64)>>>,
     labels: NodeLabels,
+    /// Recent runtime out-of-memory failures, reported in the info (the last 16).
+    ooms: Ooms,
 }
 
 impl NodeService {
@@ -78,6 +80,7 @@ impl NodeService {
             stt_queue,
             in_flight: Arc::new(AtomicU32::new(0)),
             warm: Mutex::new(HashSet::new()),
+            ooms: Arc::new(Mutex::new(std::collections::VecDeque::new())),
             available: Arc::new(Mutex::new(None)),
             labels,
         })
@@ -161,7 +164,19 @@ impl NodeService {
             region: self.labels.region.clone(),
             capacity_tier: self.labels.capacity_tier.clone(),
             price_per_hour: self.labels.price_per_hour,
+            oom_events: self
+                .ooms
+                .lock()
+                .map(|ooms| ooms.iter().cloned().collect())
+                .unwrap_or_default(),
         }
+    }
+
+    /// The wire status of an engine error of the kind whose engine ids start with
+    /// `prefix` (see [`failed`]).
+    fn failed(&self, prefix: &'static str, error: &EngineError) -> Status {
+        let loaded = self.engines().node.info().models_loaded.clone();
+        failed(&self.ooms, (&loaded, prefix), error)
     }
 
     /// Loads (`load`) or unloads a model: the node with it or without it is made on a
@@ -249,6 +264,45 @@ fn test_fault(text: &str, language: &str) {
 #[cfg(not(debug_assertions))]
 fn test_fault(_text: &str, _language: &str) {}
 
+/// Recent runtime out-of-memory failures of a node.
+type Ooms = Arc<Mutex<std::collections::VecDeque<proto::OomEvent>>>;
+
+/// The wire status of an engine error; a runtime out-of-memory is remembered against
+/// each `loaded` engine of the kind (`prefix`) for the info's `oom_events`.
+fn failed(ooms: &Ooms, (loaded, prefix): (&[String], &str), error: &EngineError) -> Status {
+    if matches!(error, EngineError::OutOfMemory)
+        && let Ok(mut ooms) = ooms.lock()
+    {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+            });
+        for engine in loaded.iter().filter(|m| m.starts_with(prefix)) {
+            tracing::error!(engine, "an inference ran out of memory");
+            let engine = engine.clone();
+            ooms.push_back(proto::OomEvent { engine, at_ms });
+        }
+        while ooms.len() > 16 {
+            ooms.pop_front();
+        }
+    }
+    wire::status(error)
+}
+
+/// Debug builds only: a synthesis text containing `SCAIGRID_TEST_NODE_OOM_ON` fails as
+/// an inference that ran out of device memory would (what a GPU does under pressure).
+#[cfg(debug_assertions)]
+fn test_out_of_memory(text: &str) -> bool {
+    std::env::var("SCAIGRID_TEST_NODE_OOM_ON")
+        .is_ok_and(|trigger| !trigger.is_empty() && text.contains(&trigger))
+}
+
+#[cfg(not(debug_assertions))]
+fn test_out_of_memory(_text: &str) -> bool {
+    false
+}
+
 fn invalid(message: &str) -> Status {
     wire::status(&EngineError::InvalidInput(message.to_owned()))
 }
@@ -288,7 +342,7 @@ impl node_server::Node for NodeService {
         let transcript = stt
             .transcribe(samples, options)
             .await
-            .map_err(|e| wire::status(&e))?;
+            .map_err(|e| self.failed("audio.stt.", &e))?;
         Ok(Response::new(wire::transcript_reply(transcript)))
     }
 
@@ -354,6 +408,9 @@ impl node_server::Node for NodeService {
     ) -> Result<Response<PieceStream>, Status> {
         let request = request.into_inner();
         test_fault(&request.text, "");
+        if test_out_of_memory(&request.text) {
+            return Err(self.failed("audio.tts.", &EngineError::OutOfMemory));
+        }
         if request.text.len() > MAX_TEXT_BYTES {
             return Err(invalid("text is longer than one request may carry"));
         }
@@ -371,7 +428,8 @@ impl node_server::Node for NodeService {
             sample_rate: rate,
         };
         let busy = self.busy();
-        let status = |e: EngineError| wire::status(&e);
+        let (ooms, loaded) = (self.ooms.clone(), engines.node.info().models_loaded.clone());
+        let status = move |e: EngineError| failed(&ooms, (&loaded, "audio.tts."), &e);
         if !request.first_piece {
             let samples = tts
                 .sentence(request.text, request.speed, request.urgent)
@@ -384,13 +442,13 @@ impl node_server::Node for NodeService {
         let (first, rest) = tts
             .first_piece(request.text, request.speed)
             .await
-            .map_err(status)?;
+            .map_err(status.clone())?;
         // The rest is queued now and decoded while the first piece travels; dropped
         // unrun if the client goes away.
         let rest = rest
             .map(|rest| tts.queue_rest(rest))
             .transpose()
-            .map_err(status)?;
+            .map_err(status.clone())?;
         let rest = rest.map(|pending| async move {
             let _busy = busy;
             pending.await.map(piece).map_err(status)

@@ -214,6 +214,19 @@ pub struct Instances {
     silent_since: Mutex<HashMap<(String, String), Instant>>,
 }
 
+/// Whether `member` reported a runtime out-of-memory of the instance's model since it
+/// started running.
+fn ran_out_of_memory(member: &Member, row: &InstanceRow) -> bool {
+    let Some(started) = row.started_at else {
+        return false;
+    };
+    member.seen().info.is_some_and(|info| {
+        info.oom_events
+            .iter()
+            .any(|event| event.engine == row.model && event.at_ms >= started)
+    })
+}
+
 impl Instances {
     pub fn new(db: Db, nodes: Nodes, config: InstancesConfig) -> Instances {
         Instances {
@@ -622,6 +635,14 @@ impl Instances {
                             failure = Some((
                                 "MODEL_UNLOADED",
                                 format!("node `{node}` no longer carries `{}`", row.model),
+                            ));
+                        } else if ran_out_of_memory(member, &row) {
+                            failure = Some((
+                                "OOM_KILLED",
+                                format!(
+                                    "an inference of `{}` ran out of memory on node `{node}`",
+                                    row.model
+                                ),
                             ));
                         }
                     }

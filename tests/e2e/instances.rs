@@ -742,3 +742,48 @@ async fn a_balancer_binds_jobs_streams_speech_and_sessions_to_its_instances_node
         .await;
     assert_eq!(status, 201, "{body}");
 }
+
+#[tokio::test]
+async fn an_inference_out_of_memory_fails_its_instance_with_oom_killed_and_the_node_lives_on() {
+    // Debug builds fail a synthesis of this word as a device out of memory would.
+    let server = Server::start_with(Options {
+        env: vec![("SCAIGRID_TEST_NODE_OOM_ON".into(), "ballast".into())],
+        ..Options::default()
+    })
+    .await;
+    let (status, started) = server
+        .post(INSTANCES, Some(ADMIN_KEY), json!({"model": PIPER}))
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    assert_eq!(settled(&server, ADMIN_KEY, &id).await["state"], "running");
+    assert_eq!(speak(&server).await, 200);
+
+    let body = json!({ "text": "Too much ballast." });
+    let (status, refused) = server
+        .post("/v1/modules/scaispeak/speak", Some(ADMIN_KEY), body)
+        .await;
+    crate::support::assert_error(status, &refused, 503, "OOM_KILLED");
+    let mut failed = Value::Null;
+    for _ in 0..100 {
+        let (_, instance) = server
+            .get(&format!("{INSTANCES}/{id}"), Some(ADMIN_KEY))
+            .await;
+        if instance["state"] == "failed" {
+            failed = instance;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(failed["failure_reason"], "OOM_KILLED", "{failed}");
+    assert!(
+        failed["remediation"].as_str().unwrap().contains("memory"),
+        "{failed}"
+    );
+    assert!(
+        failed["failure_detail"].as_str().unwrap().contains(PIPER),
+        "{failed}"
+    );
+    // The request failed, not the node: speech goes on.
+    assert_eq!(speak(&server).await, 200);
+}
