@@ -401,11 +401,12 @@ impl Instances {
             let member = members.iter().find(|m| &m.id == node).cloned();
             async move {
                 let Some(member) = member else {
-                    return (node.clone(), Err(("NODE_LOST", format!("node `{node}` left"))));
+                    let lost = Err(("NODE_LOST", format!("node `{node}` left")));
+                    return (node.clone(), lost, false);
                 };
-                let outcome = match tokio::time::timeout(timeout, member.change_model(model, true))
-                    .await
-                {
+                let change = tokio::time::timeout(timeout, member.change_model(model, true)).await;
+                let timed_out = change.is_err();
+                let outcome = match change {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(engines::EngineError::ModelTooLarge {
                         needed_mb,
@@ -433,16 +434,25 @@ impl Instances {
                         ),
                     )),
                 };
-                (node.clone(), outcome)
+                (node.clone(), outcome, timed_out)
             }
         });
         let outcomes = futures_util::future::join_all(loads).await;
         let loaded: Vec<String> = outcomes
             .iter()
-            .filter(|(_, outcome)| outcome.is_ok())
-            .map(|(node, _)| node.clone())
+            .filter(|(_, outcome, _)| outcome.is_ok())
+            .map(|(node, _, _)| node.clone())
             .collect();
-        let failed = outcomes.into_iter().find_map(|(_, outcome)| outcome.err());
+        // A load that timed out still runs on its node (a change is never left half
+        // done) and lands later: the cleanup unloads it there too, after it.
+        let late: Vec<String> = outcomes
+            .iter()
+            .filter(|(_, _, timed_out)| *timed_out)
+            .map(|(node, _, _)| node.clone())
+            .collect();
+        let failed = outcomes
+            .into_iter()
+            .find_map(|(_, outcome, _)| outcome.err());
         let mut conn = self.db.pool.acquire().await?;
         let moved = match &failed {
             None => {
@@ -469,18 +479,22 @@ impl Instances {
             tracing::info!(instance = %id, "instance running");
             metrics::counter!("scaigrid_instances_started_total").increment(1);
         } else {
-            // Failed, or stopped while it was coming up: what this launch loaded goes.
-            self.unload(id, model, &loaded).await;
+            // Failed, or stopped while it was coming up: what this launch loaded (or is
+            // still loading) goes.
+            let cleanup: Vec<String> = loaded.into_iter().chain(late).collect();
+            self.unload(id, model, &cleanup).await;
         }
         Ok(())
     }
 
-    /// Unloads `model` from `nodes` (best effort) where no other live instance runs it.
+    /// Unloads `model` from `nodes` (best effort) where no live instance runs it: not
+    /// another, nor this one when it was started again meanwhile (a late cleanup must
+    /// not take the model from under its own restart).
     async fn unload(&self, id: &str, model: &str, nodes: &[String]) {
         let members = self.members();
         for node in nodes {
             let others = match self.db.pool.acquire().await {
-                Ok(mut conn) => instances::others_on(&mut conn, (model, node), id)
+                Ok(mut conn) => instances::others_on(&mut conn, (model, node), "")
                     .await
                     .unwrap_or(true),
                 Err(_) => true,

@@ -184,6 +184,14 @@ async fn instances_launch_run_stop_and_fail_with_their_reasons() {
         ended["remediation"].as_str().unwrap().contains("re-route"),
         "{ended}"
     );
+    // The load the node got while it did not answer is undone once it does.
+    for _ in 0..100 {
+        if !models_loaded(&server).await.contains(&PIPER.to_owned()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!models_loaded(&server).await.contains(&PIPER.to_owned()));
     // Started again once the node answers: placed anew, and running.
     let id = ended["id"].as_str().unwrap();
     let mut restarted = Value::Null;
