@@ -11,7 +11,7 @@ use crate::stream::{Socket, Token, connect, next_frame, pcm_16k, send_json};
 use crate::support::{ADMIN_KEY, Options, Server, TestTenant};
 
 /// One cost unit per second of audio (and 0.01 a character), checkpoints every second.
-const PRICED: &str = "[accounting]\naudio_second_cost = 1.0\ncharacter_cost = 0.01\n\
+pub(crate) const PRICED: &str = "[accounting]\naudio_second_cost = 1.0\ncharacter_cost = 0.01\n\
                       stream_checkpoint_seconds = 1.0\n";
 
 /// A tenant with both speech modules and a daily budget of `limit`.

@@ -475,3 +475,56 @@ async fn viewers_cannot_touch_sessions_and_oversized_control_frames_close_4413()
     let (status, me) = server.get("/v1/me", Some(&tenant.admin_key)).await;
     assert_eq!(status, 200, "{me}");
 }
+
+#[tokio::test]
+async fn a_webrtc_session_past_its_budget_ends_with_the_refusal_and_its_usage_kept() {
+    // A cost unit a second of audio, checkpoints every second, four units a day.
+    let server = Server::start_with(Options {
+        config_toml: Some(crate::metering::PRICED.into()),
+        ..Options::default()
+    })
+    .await;
+    let (_, me) = server.get("/v1/me", Some(ADMIN_KEY)).await;
+    let tenant = me["tenant"]["id"].as_str().unwrap();
+    let budget = json!({"scope": "tenant", "scope_id": tenant, "period": "day", "limit": 4.0});
+    let (status, body) = server
+        .post("/v1/accounting/budgets", Some(ADMIN_KEY), budget)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let dir = tempfile::tempdir().unwrap();
+    let (microphone, speech_end_ms) = microphone_file(dir.path());
+    let browser = Browser::start(&microphone).await;
+    let heard = echo_from_the_page(&browser, &server, speech_end_ms).await;
+    // The microphone plays 14 s; the session ends at the budget with the refusal on
+    // the control socket and the data channel.
+    assert_eq!(heard["last"]["type"], "error", "{heard}");
+    assert_eq!(heard["last"]["code"], "BUDGET_EXCEEDED", "{heard}");
+    let on_channel = heard["channelFrames"].as_array().unwrap();
+    assert!(
+        on_channel.iter().any(|f| f["code"] == "BUDGET_EXCEEDED"),
+        "{on_channel:?}"
+    );
+    let path = format!("{ECHO}/{}", heard["id"].as_str().unwrap());
+    let mut session = Value::Null;
+    for _ in 0..50 {
+        session = server.get(&path, Some(ADMIN_KEY)).await.1;
+        if session["status"] == "ended" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(session["end_reason"], "budget_exceeded", "{session}");
+    // What it heard until then is recorded, within a checkpoint of the limit.
+    let (_, usage) = server
+        .get("/v1/accounting/usage?group_by=module", Some(ADMIN_KEY))
+        .await;
+    let row = usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["key"] == "scaiecho")
+        .cloned()
+        .unwrap_or_default();
+    let seconds = row["audio_seconds"].as_f64().unwrap_or_default();
+    assert!((3.0..=5.2).contains(&seconds), "{usage}");
+}
