@@ -341,6 +341,12 @@ mod tests {
                 "DECODE_FAILED",
             ),
             (ErrorCode::CTX_TOO_LARGE, "too large", "TOO_LARGE"),
+            // A balancer with nothing healthy behind it when the job runs.
+            (
+                ErrorCode::MODEL_UNAVAILABLE,
+                "backend unavailable",
+                "BACKEND_UNAVAILABLE",
+            ),
             (
                 ErrorCode::SCAIECHO_BACKEND_UNAVAILABLE,
                 "backend unavailable",
