@@ -107,54 +107,43 @@ impl Spill {
         Ok(())
     }
 
-    /// Appends the records of `lines` to the file, one at a time.
-    fn keep(&self, lines: impl Iterator<Item = std::io::Result<String>>) -> std::io::Result<()> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        let mut out = std::io::BufWriter::new(file);
-        for line in lines.map_while(Result::ok) {
-            let Ok(record) = serde_json::from_str::<UsageRecord>(&line) else {
-                continue;
-            };
-            writeln!(out, "{line}")?;
-            self.oldest.fetch_min(record.created_at, Ordering::Relaxed);
-            self.count.fetch_add(1, Ordering::Relaxed);
-        }
-        out.into_inner().map_err(|e| e.into_error())?.sync_data()?;
-        metrics::gauge!(SPILLED).set(self.count.load(Ordering::Relaxed) as f64);
-        Ok(())
-    }
-
     /// Takes every record out of the file (which is removed), `cap` at a time to
     /// `each`; when `each` fails, the records not yet given to it go back to the file.
+    /// The file is read on blocking threads, a batch at a time.
     async fn drain<F, Fut>(&self, mut each: F) -> anyhow::Result<usize>
     where
         F: FnMut(Vec<UsageRecord>) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<()>>,
     {
-        if !self.path.exists() {
-            return Ok(0);
-        }
+        let (path, cap) = (self.path.clone(), self.cap);
+        let replaying = path.with_extension("replaying");
         // The file is renamed first: records spilled meanwhile start a new one.
-        let replaying = self.path.with_extension("replaying");
-        std::fs::rename(&self.path, &replaying)?;
+        let opened = {
+            let replaying = replaying.clone();
+            blocking(move || {
+                if !path.exists() {
+                    return Ok(None);
+                }
+                std::fs::rename(&path, &replaying)?;
+                Ok(Some(
+                    std::io::BufReader::new(std::fs::File::open(&replaying)?).lines(),
+                ))
+            })
+            .await?
+        };
+        let Some(mut lines) = opened else {
+            return Ok(0);
+        };
         self.count.store(0, Ordering::Relaxed);
         self.oldest.store(i64::MAX, Ordering::Relaxed);
-        let mut lines = std::io::BufReader::new(std::fs::File::open(&replaying)?).lines();
         let mut replayed = 0;
         loop {
-            let mut batch = Vec::with_capacity(self.cap);
-            for line in lines.by_ref() {
-                // A torn last line (a crash mid-append) is skipped.
-                if let Ok(record) = serde_json::from_str::<UsageRecord>(&line?) {
-                    batch.push(record);
-                }
-                if batch.len() >= self.cap {
-                    break;
-                }
-            }
+            let (rest, batch) = blocking(move || {
+                let batch = read_batch(&mut lines, cap)?;
+                Ok((lines, batch))
+            })
+            .await?;
+            lines = rest;
             if batch.is_empty() {
                 break;
             }
@@ -162,17 +151,72 @@ impl Spill {
             if let Err(error) = each(batch).await {
                 // The rest of the file waits for the next try (copied line by line:
                 // a long outage's file is never read into memory whole).
-                self.keep(lines)?;
-                std::fs::remove_file(&replaying)?;
+                let path = self.path.clone();
+                let replaying = replaying.clone();
+                let (kept, oldest) = blocking(move || {
+                    let kept = keep(&path, lines)?;
+                    std::fs::remove_file(&replaying)?;
+                    Ok(kept)
+                })
+                .await?;
+                self.oldest.fetch_min(oldest, Ordering::Relaxed);
+                let count = self.count.fetch_add(kept, Ordering::Relaxed) + kept;
+                metrics::gauge!(SPILLED).set(count as f64);
                 return Err(error);
             }
             replayed += count;
         }
-        std::fs::remove_file(&replaying)?;
+        blocking(move || std::fs::remove_file(&replaying)).await?;
         let left = self.count.load(Ordering::Relaxed);
         metrics::gauge!(SPILLED).set(left as f64);
         Ok(replayed)
     }
+}
+
+type Lines = std::io::Lines<std::io::BufReader<std::fs::File>>;
+
+/// Runs file work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Up to `cap` records from `lines`; a torn line (a crash mid-append) is skipped.
+fn read_batch(lines: &mut Lines, cap: usize) -> std::io::Result<Vec<UsageRecord>> {
+    let mut batch = Vec::with_capacity(cap);
+    for line in lines.by_ref() {
+        if let Ok(record) = serde_json::from_str::<UsageRecord>(&line?) {
+            batch.push(record);
+        }
+        if batch.len() >= cap {
+            break;
+        }
+    }
+    Ok(batch)
+}
+
+/// Appends the records of `lines` to the file at `path`, one at a time: how many, and
+/// the oldest one's time.
+fn keep(path: &Path, lines: Lines) -> std::io::Result<(usize, i64)> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut out = std::io::BufWriter::new(file);
+    let (mut kept, mut oldest) = (0, i64::MAX);
+    for line in lines.map_while(Result::ok) {
+        let Ok(record) = serde_json::from_str::<UsageRecord>(&line) else {
+            continue;
+        };
+        writeln!(out, "{line}")?;
+        oldest = oldest.min(record.created_at);
+        kept += 1;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+    Ok((kept, oldest))
 }
 
 impl Accounting {

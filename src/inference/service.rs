@@ -175,8 +175,7 @@ impl NodeService {
     /// The wire status of an engine error of the kind whose engine ids start with
     /// `prefix` (see [`failed`]).
     fn failed(&self, prefix: &'static str, error: &EngineError) -> Status {
-        let loaded = self.engines().node.info().models_loaded.clone();
-        failed(&self.ooms, (&loaded, prefix), error)
+        failed(&self.ooms, (&self.engines().node, prefix), error)
     }
 
     /// Loads (`load`) or unloads a model: the node with it or without it is made on a
@@ -268,8 +267,8 @@ fn test_fault(_text: &str, _language: &str) {}
 type Ooms = Arc<Mutex<std::collections::VecDeque<proto::OomEvent>>>;
 
 /// The wire status of an engine error; a runtime out-of-memory is remembered against
-/// each `loaded` engine of the kind (`prefix`) for the info's `oom_events`.
-fn failed(ooms: &Ooms, (loaded, prefix): (&[String], &str), error: &EngineError) -> Status {
+/// each engine of the kind (`prefix`) loaded on `node`, for the info's `oom_events`.
+fn failed(ooms: &Ooms, (node, prefix): (&Node, &str), error: &EngineError) -> Status {
     if matches!(error, EngineError::OutOfMemory)
         && let Ok(mut ooms) = ooms.lock()
     {
@@ -278,7 +277,8 @@ fn failed(ooms: &Ooms, (loaded, prefix): (&[String], &str), error: &EngineError)
             .map_or(0, |since| {
                 i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
             });
-        for engine in loaded.iter().filter(|m| m.starts_with(prefix)) {
+        let info = node.info();
+        for engine in info.models_loaded.iter().filter(|m| m.starts_with(prefix)) {
             tracing::error!(engine, "an inference ran out of memory");
             let engine = engine.clone();
             ooms.push_back(proto::OomEvent { engine, at_ms });
@@ -428,8 +428,8 @@ impl node_server::Node for NodeService {
             sample_rate: rate,
         };
         let busy = self.busy();
-        let (ooms, loaded) = (self.ooms.clone(), engines.node.info().models_loaded.clone());
-        let status = move |e: EngineError| failed(&ooms, (&loaded, "audio.tts."), &e);
+        let (ooms, node) = (self.ooms.clone(), engines.node.clone());
+        let status = move |e: EngineError| failed(&ooms, (&node, "audio.tts."), &e);
         if !request.first_piece {
             let samples = tts
                 .sentence(request.text, request.speed, request.urgent)

@@ -19,6 +19,9 @@ use crate::inference::pool::Member;
 use crate::speech::backends::Preference;
 use crate::speech::nodes::Nodes;
 
+/// The longest `model` a speech request may name (it is stored with a queued job).
+const MAX_MODEL_BYTES: usize = 256;
+
 /// What a route does with the nodes, so a balancer of the other kind is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Serves {
@@ -74,9 +77,8 @@ pub fn healthy(members: &[Arc<Member>], instance: &InstanceRow) -> bool {
 }
 
 /// The item whose share of the weights' sum holds `roll` (each weight at least 1).
-fn pick<T>(mut weighted: Vec<(u32, T)>, mut roll: u32) -> Option<T> {
-    while !weighted.is_empty() {
-        let (weight, item) = weighted.remove(0);
+fn pick<T>(weighted: Vec<(u32, T)>, mut roll: u32) -> Option<T> {
+    for (weight, item) in weighted {
         if roll < weight {
             return Some(item);
         }
@@ -95,6 +97,12 @@ pub async fn resolve(
     model: Option<&str>,
     serves: Serves,
 ) -> ApiResult<Option<Vec<String>>> {
+    if model.is_some_and(|model| model.len() > MAX_MODEL_BYTES) {
+        return Err(
+            ApiError::invalid(format!("model must be at most {MAX_MODEL_BYTES} bytes"))
+                .with_field("field", "model"),
+        );
+    }
     let Some(model) = model.filter(|model| valid_name(model)) else {
         return Ok(None);
     };

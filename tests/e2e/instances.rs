@@ -713,6 +713,13 @@ async fn a_balancer_binds_jobs_streams_speech_and_sessions_to_its_instances_node
     let (status, refused) = server.post(speak, Some(ADMIN_KEY), body).await;
     crate::support::assert_error(status, &refused, 400, "INVALID_REQUEST");
     assert_eq!(refused["error"]["field"], "model", "{refused}");
+    // A model name past 256 bytes is refused before anything is stored.
+    let long = "m".repeat(300);
+    let body = json!({"text": "Too long a name.", "model": long, "async": true});
+    let (status, refused) = server.post(speak, Some(ADMIN_KEY), body).await;
+    crate::support::assert_error(status, &refused, 400, "INVALID_REQUEST");
+    let (status, refused, _) = transcribe(&server, &[("model", &long), ("async", "true")]).await;
+    crate::support::assert_error(status, &refused, 400, "INVALID_REQUEST");
     let body = json!({"input": "OpenAI's name.", "model": "tts-1"});
     assert_eq!(
         server
