@@ -191,6 +191,14 @@ pub enum AdminCommand {
     RevokeKey { id: String },
 }
 
+/// The largest page: the CLI lists what an operator asked for at once.
+fn all() -> crate::db::page::Page {
+    crate::db::page::Page {
+        limit: crate::db::page::MAX_LIMIT,
+        after: None,
+    }
+}
+
 fn non_empty(values: Vec<String>) -> Option<Vec<String>> {
     (!values.is_empty()).then_some(values)
 }
@@ -266,9 +274,10 @@ pub async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> 
             )
         }
         AdminCommand::ListKeys { tenant_id } => print_json(
-            &services::api_keys::list(&db, None, Some(&tenant_id))
+            &services::api_keys::list(&db, None, Some(&tenant_id), None, &all())
                 .await
-                .map_err(err)?,
+                .map_err(err)?
+                .0,
         ),
         AdminCommand::RevokeKey { id } => print_json(
             &services::api_keys::revoke(&db, None, &id)

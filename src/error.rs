@@ -61,6 +61,9 @@ error_codes! {
     AUTH_IDENTITY_NOT_FOUND => 404, Some(4401);
     /// Authenticated, but a required permission is missing.
     AUTHZ_PERMISSION_DENIED => 403, Some(4403);
+    /// A console request carried the session cookie without the matching CSRF token
+    /// (`X-CSRF-Token`), or the console session endpoint was called without its cookie.
+    AUTH_CSRF_FAILED => 403, Some(4403);
     // The seed page 003 names the same three auth failures in another order. SPEC's names
     // are the ones emitted; these stay in the table so clients written against the seed
     // page can match them in documentation and SDK enums.
@@ -163,6 +166,137 @@ error_codes! {
     SCAISPEAK_WEBRTC_UNAVAILABLE => 501, None;
     /// The peer state of a WebRTC session is gone (e.g. after a restart).
     SCAISPEAK_WEBRTC_SESSION_STATE_LOST => 410, Some(4404);
+}
+
+impl ErrorCode {
+    /// What to do about it: one line, shown by the console beside the code and listed by
+    /// `GET /v1/errors`. Exhaustive, so a new code cannot go without one.
+    pub fn remediation(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            AUTH_TOKEN_MISSING | AUTH_MISSING_TOKEN => {
+                "Send `Authorization: Bearer <API key or access token>` (WebSockets: also `?token=`)."
+            }
+            AUTH_TOKEN_INVALID | AUTH_INVALID_TOKEN => {
+                "Check the token: an `sgk_` key as created, or a JWT from `/v1/auth/token` or a configured issuer."
+            }
+            AUTH_TOKEN_EXPIRED => {
+                "Refresh it with `/v1/auth/refresh` (or log in again); expired keys need a new key."
+            }
+            AUTH_TOKEN_REVOKED | AUTH_REVOKED_TOKEN => {
+                "The key, login, user or tenant was revoked or deleted: ask an admin for a new credential."
+            }
+            AUTH_IDENTITY_NOT_FOUND => {
+                "No user has this email here: an admin creates the user first (`POST /v1/users`)."
+            }
+            AUTHZ_PERMISSION_DENIED => {
+                "Ask a tenant admin to grant the permission named in the message (`POST /v1/grants`)."
+            }
+            AUTH_CSRF_FAILED => {
+                "Reload the console and sign in again; scripts call the API with a bearer token instead of the cookie."
+            }
+            INVALID_REQUEST => {
+                "Fix the field named in the message; `/openapi.json` has every shape."
+            }
+            NOT_FOUND => "Check the id and the tenant: resources of other tenants are not visible.",
+            METHOD_NOT_ALLOWED => "Use a method this path has (see `/openapi.json`).",
+            CONFLICT => {
+                "The name is taken or the resource is busy: pick another name or retry after it settles."
+            }
+            REQUEST_TIMEOUT => {
+                "Send the body faster, or raise `[http]` body timeouts for slow clients."
+            }
+            UNSUPPORTED_MEDIA_TYPE => {
+                "Send the Content-Type the route accepts (JSON, multipart or a named audio type)."
+            }
+            CTX_TOO_LARGE => {
+                "Send less than the `limit` in the error (split audio, shorten text) or raise `[limits]`."
+            }
+            AUDIO_FORMAT_UNSUPPORTED => {
+                "Convert to WAV, FLAC, MP3, Ogg/Opus, WebM or M4A/AAC, or declare raw PCM with its rate."
+            }
+            AUDIO_DECODE_FAILED => {
+                "The file is damaged or not what it claims: re-export it and check it plays."
+            }
+            INTERNAL_ERROR => {
+                "A server fault: report the `request_id`; the log line with it has the detail."
+            }
+            SERVICE_UNAVAILABLE => {
+                "A dependency (database, Redis, object store or inference node) is down: check `/readyz`."
+            }
+            MODEL_NOT_FOUND => {
+                "Use a slug from `GET /v1/models`, or register the model (`POST /v1/models`)."
+            }
+            MODEL_ACCESS_DENIED => {
+                "A platform admin allows the model for this tenant (`PUT /v1/model-access`)."
+            }
+            MODEL_UNAVAILABLE => {
+                "Every backend is down or its breaker open: check the backend, then probe it now."
+            }
+            BACKEND_ERROR => {
+                "The upstream failed: check its logs and credentials; the breaker opens if it keeps failing."
+            }
+            RATE_LIMITED => {
+                "Wait for `Retry-After` seconds, or raise the key's or tenant's `rate_limit`."
+            }
+            BUDGET_EXCEEDED => {
+                "The budget's period is spent: raise it (`POST /v1/accounting/budgets`) or wait for `resets_at`."
+            }
+            MODULE_NOT_ENABLED => {
+                "A tenant admin enables the module (`POST /v1/modules/{id}/enable`)."
+            }
+            BILLING_BELOW_MINIMUM => {
+                "Top up the balance (`POST /v1/accounting/balance/top-up`) to at least the minimum."
+            }
+            GPU_INCOMPATIBLE => "Pick a smaller model or a node whose device has the memory free.",
+            SMART_NO_MATCH => {
+                "Relax the placement constraints (region, tier, price) or add a node that meets them."
+            }
+            PROVIDER_TIMEOUT => {
+                "No node loaded the model in time: retry, or check the nodes' logs and memory."
+            }
+            SPEECH_TEXT_REJECTED => "Change the text (very long joined symbols) and retry.",
+            OOM_KILLED => {
+                "The inference ran out of memory: use shorter input or a node with more memory."
+            }
+            FIREWALL_BLOCKED => {
+                "The text matched a block rule (`matched_rules`): change it or ask for the policy to change."
+            }
+            JUDGE_UNREACHABLE => {
+                "The firewall's judge model is down: check its backend, or set the policy to audit."
+            }
+            SESSION_NOT_READY => {
+                "Open the control socket after the offer is answered, while the session lives."
+            }
+            SCAIECHO_BACKEND_UNAVAILABLE | SCAISPEAK_BACKEND_UNAVAILABLE => {
+                "No allowed speech backend works: check the nodes (`GET /v1/admin/nodes`) and the module policy."
+            }
+            SCAIECHO_SPEAKER_PREFLIGHT_FAILED | SCAISPEAK_VOICE_PREFLIGHT_FAILED => {
+                "Record a cleaner clip: `preflight` says which check failed (length, level, noise, speech)."
+            }
+            SCAIECHO_WEBRTC_UNAVAILABLE | SCAISPEAK_WEBRTC_UNAVAILABLE => {
+                "This build has no WebRTC: build with the default features, or use the WebSocket routes."
+            }
+            SCAIECHO_WEBRTC_SESSION_STATE_LOST | SCAISPEAK_WEBRTC_SESSION_STATE_LOST => {
+                "The server restarted under the session: create a new session and offer again."
+            }
+            SCAISPEAK_SAVE_TO_REQUIRES_JWT => {
+                "Call with a user's JWT (log in), not an API key, to save to the drive."
+            }
+            SCAISPEAK_SAVE_TO_EXCHANGE_FAILED => {
+                "The drive refused the token exchange: check `[scaispeak.drive]` and the user's access."
+            }
+            SCAISPEAK_SCAIDRIVE_CONFLICT => {
+                "The file exists: pick another path or send `overwrite: true`."
+            }
+            SCAISPEAK_SCAIDRIVE_NOT_AVAILABLE => {
+                "ScaiDrive is not configured: set `[scaispeak.drive]` or omit `save_to`."
+            }
+            SCAISPEAK_VOICE_NOT_READY_FOR_WARMING => {
+                "Wait until the voice is `ready` (or repromote it), then warm it."
+            }
+        }
+    }
 }
 
 /// The error every handler and service of the server returns.

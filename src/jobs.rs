@@ -140,14 +140,52 @@ pub async fn find(state: &Jobs, tenant_id: &str, module: &str, id: &str) -> ApiR
         .ok_or_else(|| ApiError::not_found("job"))
 }
 
-/// The tenant's jobs in `module`, newest first (at most 100).
-pub async fn list(state: &Jobs, tenant_id: &str, module: &str) -> ApiResult<Vec<JobView>> {
+/// A page of the tenant's jobs in `module` (of one status, if given), newest first;
+/// the cursor of the next page when there is one.
+pub async fn list(
+    state: &Jobs,
+    tenant_id: &str,
+    module: &str,
+    filter: &JobFilter,
+) -> ApiResult<(Vec<JobView>, Option<String>)> {
+    let page = filter.page()?;
+    if let Some(status) = filter.status.as_deref()
+        && !["queued", "processing", "succeeded", "failed"].contains(&status)
+    {
+        return Err(ApiError::invalid(
+            "`status` must be queued, processing, succeeded or failed",
+        ));
+    }
     let mut conn = state.db.pool.acquire().await?;
-    Ok(jobs::list(&mut conn, tenant_id, module, 100)
-        .await?
-        .into_iter()
-        .map(JobView::from)
-        .collect())
+    let rows = jobs::list(
+        &mut conn,
+        tenant_id,
+        module,
+        filter.status.as_deref(),
+        &page,
+    )
+    .await?;
+    let (rows, next) = page.split(rows, |row| &row.id);
+    Ok((rows.into_iter().map(JobView::from).collect(), next))
+}
+
+/// `GET .../jobs` query: a status, and the page.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JobFilter {
+    /// `queued`, `processing`, `succeeded` or `failed`.
+    pub status: Option<String>,
+    /// Jobs a page holds, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `next_after` of the previous page.
+    pub after: Option<String>,
+}
+
+impl JobFilter {
+    pub fn page(&self) -> ApiResult<crate::db::page::Page> {
+        crate::db::page::Page::new(self.limit, self.after.clone())
+            .ok_or_else(|| ApiError::invalid("`limit` must be 1 to 1000"))
+    }
 }
 
 /// Deletes a job of `module` (checked before anything is deleted); the deleted row,

@@ -8,7 +8,7 @@
 //!   (routes and thin handlers), [`extract`], [`worker`].
 //! - Transports: [`webrtc`] (sessions carrying the speech products' streams).
 //! - Products, each with its own context: [`gateway`], [`scaiecho`], [`scaispeak`],
-//!   [`webhooks`].
+//!   [`webhooks`], [`instances`], and the web [`console`].
 //! - Shared: [`speech`] (backends, relay, audio intake, nodes), [`jobs`], [`ratelimit`]
 //!   (and the admission gate), [`accounting`], [`auth`], [`services`] (admin
 //!   operations), [`ws`], [`slots`], [`cluster`] (the scaled deployment's Redis),
@@ -23,6 +23,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod error;
 pub mod extract;

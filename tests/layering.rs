@@ -38,7 +38,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "products",
-        &["gateway", "instances", "scaiecho", "scaispeak", "webhooks"],
+        &[
+            "gateway",
+            "instances",
+            "scaiecho",
+            "scaispeak",
+            "webhooks",
+            "console",
+        ],
     ),
     (
         "shared",

@@ -82,6 +82,14 @@ impl LoginGuard {
             .await
     }
 
+    /// Counts a sign-in with an API key from `client` (the console's key login), as
+    /// guessing keys there must cost what guessing passwords costs.
+    pub async fn admit_ip(&self, limits: &Limits, client: IpAddr) -> ApiResult<()> {
+        limits
+            .take_named(&ip_key(client), "login_ip", self.per_ip)
+            .await
+    }
+
     /// Counts a failed attempt against `email`.
     pub async fn failed(&self, limits: &Limits, email: &str) {
         limits.charge_named(&email_key(email), self.per_email).await;

@@ -6,6 +6,7 @@
 
 pub mod api_key;
 pub mod cache;
+pub mod console;
 pub mod jwks;
 pub mod jwt;
 pub mod login;
@@ -34,6 +35,8 @@ pub struct Authenticator {
     external: Vec<ExternalVerifier>,
     cache: PrincipalCache,
     pub login: login::LoginGuard,
+    /// The key of the console session's CSRF tokens.
+    pub csrf: console::CsrfKey,
     /// Where invalidations are broadcast to the other processes (scaled deployment).
     cluster: Option<Arc<crate::cluster::Cluster>>,
 }
@@ -72,6 +75,7 @@ impl Authenticator {
                 .collect(),
             cache: PrincipalCache::new(Duration::from_secs(config.key_cache_ttl_seconds)),
             login: login::LoginGuard::new(config)?,
+            csrf: console::CsrfKey::derive(jwt_secret),
             cluster,
         })
     }
@@ -90,6 +94,18 @@ impl Authenticator {
     /// Forget this process's cached principals (another process changed something).
     pub fn invalidate_local(&self) {
         self.cache.invalidate();
+    }
+
+    /// The request's credential: `Authorization: Bearer`, else the console's session
+    /// cookie with its CSRF token (403 `AUTH_CSRF_FAILED` without it); neither is 401
+    /// `AUTH_TOKEN_MISSING`.
+    pub fn credential<'h>(&self, headers: &'h HeaderMap) -> ApiResult<&'h str> {
+        if !headers.contains_key(axum::http::header::AUTHORIZATION)
+            && let Some(token) = console::session_token(&self.csrf, headers, None)?
+        {
+            return Ok(token);
+        }
+        bearer_token(headers)
     }
 
     /// Resolves a bearer token.
@@ -188,6 +204,15 @@ impl Authenticator {
         if key.revoked_at.is_some() {
             return Err(error(ErrorCode::AUTH_TOKEN_REVOKED, REVOKED_KEY));
         }
+        // Off the request's path: a slow write must not slow the call it serves.
+        let (db, id) = (self.db.clone(), key.id.clone());
+        tokio::spawn(async move {
+            if let Ok(mut conn) = db.pool.acquire().await
+                && let Err(error) = api_keys::touch(&mut conn, &id).await
+            {
+                tracing::warn!(%error, key = %id, "last use of the key not recorded");
+            }
+        });
         let subject = Subject::ApiKey {
             id: key.id,
             name: key.name,
@@ -212,7 +237,12 @@ impl Authenticator {
         let user = users::get(&mut conn, user_id)
             .await?
             .filter(|u| u.status == users::ACTIVE)
-            .ok_or_else(|| error(ErrorCode::AUTH_TOKEN_REVOKED, "the user no longer exists"))?;
+            .ok_or_else(|| {
+                error(
+                    ErrorCode::AUTH_TOKEN_REVOKED,
+                    "the user was disabled or deleted",
+                )
+            })?;
         let parts = PrincipalParts {
             subject: Subject::User {
                 id: user.id,
@@ -315,8 +345,9 @@ impl<S: AuthState> FromRequestParts<S> for Auth {
             tracing::Span::current().record("subject", principal.subject_id());
             return Ok(Auth(principal.clone()));
         }
-        let token = bearer_token(&parts.headers)?;
-        let principal = state.authenticator().authenticate(token).await?;
+        let authenticator = state.authenticator();
+        let token = authenticator.credential(&parts.headers)?;
+        let principal = authenticator.authenticate(token).await?;
         tracing::Span::current().record("subject", principal.subject_id());
         Ok(Auth(principal))
     }

@@ -5,6 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::now_ms;
+use super::page::{Order, Page};
 use crate::records::{RateLimitSpec, json_column};
 
 #[derive(Debug, Clone)]
@@ -18,10 +19,10 @@ pub struct ApiKeyRow {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
 }
 
-const COLUMNS: &str =
-    "id, tenant_id, name, key_prefix, created_by, rate_limit, created_at, expires_at, revoked_at";
+const COLUMNS: &str = "id, tenant_id, name, key_prefix, created_by, rate_limit, created_at, expires_at, revoked_at, last_used_at";
 
 fn from_row(row: &AnyRow) -> Result<ApiKeyRow, sqlx::Error> {
     Ok(ApiKeyRow {
@@ -34,6 +35,7 @@ fn from_row(row: &AnyRow) -> Result<ApiKeyRow, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        last_used_at: row.try_get("last_used_at")?,
     })
 }
 
@@ -54,8 +56,8 @@ pub async fn insert(
 ) -> Result<ApiKeyRow, sqlx::Error> {
     let row = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, created_by, \
-         rate_limit, created_at, expires_at, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL) RETURNING {COLUMNS}"
+         rate_limit, created_at, expires_at, revoked_at, last_used_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL) RETURNING {COLUMNS}"
     )))
     .bind(key.id)
     .bind(key.tenant_id)
@@ -120,16 +122,22 @@ pub async fn get_in_tenant(
 pub async fn list(
     conn: &mut AnyConnection,
     tenant_id: &str,
+    revoked: Option<bool>,
+    page: &Page,
 ) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
-    sqlx::query(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
-    )))
-    .bind(tenant_id)
-    .fetch_all(conn)
-    .await?
-    .iter()
-    .map(from_row)
-    .collect()
+    let mut sql = format!("SELECT {COLUMNS} FROM api_keys WHERE tenant_id = $1");
+    match revoked {
+        Some(true) => sql.push_str(" AND revoked_at IS NOT NULL"),
+        Some(false) => sql.push_str(" AND revoked_at IS NULL"),
+        None => {}
+    }
+    sql.push_str(&page.sql("api_keys", 2, Order::Oldest));
+    page.bind(sqlx::query(AssertSqlSafe(sql)).bind(tenant_id))
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
 }
 
 /// Revokes a key of the tenant. Returns whether an unrevoked key was revoked.
@@ -147,4 +155,14 @@ pub async fn revoke(
     .execute(conn)
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// Notes that the key authenticated now.
+pub async fn touch(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+        .bind(super::now_ms())
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

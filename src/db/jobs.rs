@@ -144,16 +144,22 @@ pub async fn list(
     conn: &mut AnyConnection,
     tenant_id: &str,
     module: &str,
-    limit: i64,
+    status: Option<&str>,
+    page: &super::page::Page,
 ) -> Result<Vec<JobRow>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM jobs WHERE tenant_id = $1 AND module = $2 \
-         ORDER BY created_at DESC, id DESC LIMIT $3"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    let mut sql = format!("SELECT {COLUMNS} FROM jobs WHERE tenant_id = $1 AND module = $2");
+    if status.is_some() {
+        sql.push_str(" AND status = $3");
+    }
+    let next = 3 + usize::from(status.is_some());
+    sql.push_str(&page.sql("jobs", next, super::page::Order::Newest));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant_id)
-        .bind(module)
-        .bind(limit)
+        .bind(module);
+    if let Some(status) = status {
+        query = query.bind(status);
+    }
+    page.bind(query)
         .fetch_all(conn)
         .await?
         .iter()

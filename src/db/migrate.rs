@@ -69,6 +69,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0016_failure_reasons.sql"),
     ),
     (17, "metering", include_str!("migrations/0017_metering.sql")),
+    (18, "console", include_str!("migrations/0018_console.sql")),
 ];
 
 /// Key of the PostgreSQL advisory lock that migrations run under.

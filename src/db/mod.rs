@@ -18,6 +18,7 @@ pub mod instances;
 pub mod jobs;
 pub mod migrate;
 pub mod modules;
+pub mod page;
 pub mod refresh_tokens;
 pub mod roles;
 pub mod scaiecho;

@@ -98,3 +98,15 @@ pub async fn revoke_family(conn: &mut AnyConnection, family_id: &str) -> Result<
     .await?;
     Ok(result.rows_affected())
 }
+
+/// Ends every login of a user (disabled, deleted, or a new password).
+pub async fn revoke_user(conn: &mut AnyConnection, user_id: &str) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(now_ms())
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}

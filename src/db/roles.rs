@@ -317,3 +317,90 @@ pub async fn delete_custom(
         .await?;
     Ok(true)
 }
+
+/// Changes a custom role of the tenant: its description and/or its permissions (all
+/// replaced). Returns whether it existed.
+pub async fn update_custom(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    role_id: &str,
+    description: Option<&str>,
+    permissions: Option<&[String]>,
+) -> Result<bool, sqlx::Error> {
+    let exists =
+        sqlx::query("SELECT id FROM roles WHERE id = $1 AND tenant_id = $2 AND builtin = 0")
+            .bind(role_id)
+            .bind(tenant_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if exists.is_none() {
+        return Ok(false);
+    }
+    if let Some(description) = description {
+        sqlx::query("UPDATE roles SET description = $1 WHERE id = $2")
+            .bind(description)
+            .bind(role_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(permissions) = permissions {
+        sqlx::query("DELETE FROM role_permissions WHERE role_id = $1")
+            .bind(role_id)
+            .execute(&mut *conn)
+            .await?;
+        for permission in permissions {
+            sqlx::query(
+                "INSERT INTO role_permissions (role_id, permission) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(role_id)
+            .bind(permission)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(true)
+}
+
+/// Takes roles and direct grants away from a subject.
+pub async fn unassign(
+    conn: &mut AnyConnection,
+    kind: SubjectKind,
+    subject_id: &str,
+    role_ids: &[String],
+    permissions: &[String],
+) -> Result<(), sqlx::Error> {
+    for role_id in role_ids {
+        sqlx::query(
+            "DELETE FROM subject_roles WHERE subject_kind = $1 AND subject_id = $2 AND role_id = $3",
+        )
+        .bind(kind.as_str())
+        .bind(subject_id)
+        .bind(role_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for permission in permissions {
+        sqlx::query(
+            "DELETE FROM grants WHERE subject_kind = $1 AND subject_id = $2 AND permission = $3",
+        )
+        .bind(kind.as_str())
+        .bind(subject_id)
+        .bind(permission)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A role by id as seen from a tenant (its own or a built-in).
+pub async fn get(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    role_id: &str,
+) -> Result<Option<Role>, sqlx::Error> {
+    Ok(list(conn, tenant_id)
+        .await?
+        .into_iter()
+        .find(|role| role.id == role_id))
+}

@@ -4,6 +4,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use super::page::{Order, Page};
 use super::{new_id, now_ms};
 
 pub const ACTIVE: &str = "active";
@@ -82,15 +83,79 @@ pub async fn get_by_email(
     row.as_ref().map(from_row).transpose()
 }
 
-/// Users of one tenant, oldest first.
-pub async fn list(conn: &mut AnyConnection, tenant_id: &str) -> Result<Vec<UserRow>, sqlx::Error> {
-    sqlx::query(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY created_at, id"
-    )))
-    .bind(tenant_id)
-    .fetch_all(conn)
-    .await?
-    .iter()
-    .map(from_row)
-    .collect()
+/// A page of the users of one tenant (of one `status`, if given), oldest first.
+pub async fn list(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    status: Option<&str>,
+    page: &Page,
+) -> Result<Vec<UserRow>, sqlx::Error> {
+    let mut sql = format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1");
+    if status.is_some() {
+        sql.push_str(" AND status = $2");
+    }
+    sql.push_str(&page.sql("users", 2 + usize::from(status.is_some()), Order::Oldest));
+    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(tenant_id);
+    if let Some(status) = status {
+        query = query.bind(status);
+    }
+    page.bind(query)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+pub const DISABLED: &str = "disabled";
+
+/// Sets `active` or `disabled`.
+pub async fn set_status(
+    conn: &mut AnyConnection,
+    id: &str,
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET status = $1, updated_at = $2 WHERE id = $3")
+        .bind(status)
+        .bind(now_ms())
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_password(
+    conn: &mut AnyConnection,
+    id: &str,
+    password_hash: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+        .bind(password_hash)
+        .bind(now_ms())
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes a user with its logins, role assignments and direct grants (the audit log
+/// keeps its id).
+pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    for table in ["subject_roles", "grants"] {
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE subject_kind = 'user' AND subject_id = $1"
+        )))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

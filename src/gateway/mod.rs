@@ -56,6 +56,8 @@ impl Health {
 struct BackendState {
     breaker: Breaker,
     health: Health,
+    /// The last probe's answer (the console shows why a backend is unhealthy).
+    last_probe: Option<HealthReport>,
     /// Whether the breaker gauge has been exported once.
     exported: bool,
 }
@@ -161,6 +163,7 @@ impl Gateway {
                         self.config.breaker_open,
                     ),
                     health: Health::Unknown,
+                    last_probe: None,
                     exported: false,
                 }))
             })
@@ -214,8 +217,12 @@ impl Gateway {
     }
 
     pub fn view(&self, backend: &BackendSpec) -> BackendView {
-        let (breaker, health) = self.with_state(&backend.id, |s| {
-            (s.breaker.name(Instant::now()), s.health.as_str())
+        let (breaker, health, last_probe) = self.with_state(&backend.id, |s| {
+            (
+                s.breaker.name(Instant::now()),
+                s.health.as_str(),
+                s.last_probe.clone(),
+            )
         });
         BackendView {
             id: backend.id.clone(),
@@ -226,6 +233,7 @@ impl Gateway {
             timeout_s: backend.timeout.as_secs(),
             breaker,
             health,
+            last_probe,
             created_at: Timestamp(backend.created_at),
             updated_at: Timestamp(backend.updated_at),
         }
@@ -267,7 +275,8 @@ impl Gateway {
             Err(error) => Some(upstream_error_text(&error)),
         };
         let healthy = error.is_none();
-        let breaker = self.with_state(&backend.id, |s| {
+        let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        let report = self.with_state(&backend.id, |s| {
             s.health = match healthy {
                 true => Health::Healthy,
                 false => Health::Unhealthy,
@@ -275,21 +284,23 @@ impl Gateway {
             if healthy {
                 s.breaker.success();
             }
-            s.breaker.name(Instant::now())
+            let report = HealthReport {
+                backend_id: backend.id.clone(),
+                status: if healthy { "healthy" } else { "unhealthy" },
+                breaker: s.breaker.name(Instant::now()),
+                latency_ms,
+                error,
+                checked_at: Timestamp(crate::db::now_ms()),
+            };
+            s.last_probe = Some(report.clone());
+            report
         });
         metrics::gauge!(BACKEND_HEALTHY, "backend_id" => backend.id.clone()).set(if healthy {
             1.0
         } else {
             0.0
         });
-        HealthReport {
-            backend_id: backend.id.clone(),
-            status: if healthy { "healthy" } else { "unhealthy" },
-            breaker,
-            latency_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-            error,
-            checked_at: Timestamp(crate::db::now_ms()),
-        }
+        report
     }
 
     /// Probes every backend every `health_interval`, for as long as the process runs.

@@ -16,6 +16,7 @@ use crate::extract::Json;
 use crate::rbac::PermissionSet;
 use crate::server::client_ip::client_ip;
 use crate::services::sessions::{self, RefreshRequest, TokenRequest, TokenResponse};
+use crate::services::users::{self, SetPassword};
 
 /// Log in with email and password: a short-lived access JWT and a refresh token.
 #[utoipa::path(post, path = "/v1/auth/token", tag = "auth", request_body = TokenRequest,
@@ -77,6 +78,18 @@ pub struct MeResponse {
     roles: Vec<String>,
     #[schema(value_type = Vec<String>)]
     permissions: PermissionSet,
+}
+
+/// Change one's own password (users, with the current one); other logins end.
+#[utoipa::path(post, path = "/v1/me/password", tag = "auth", request_body = SetPassword,
+    responses((status = 204)), security(("bearer" = [])))]
+pub async fn change_password(
+    State(state): State<Arc<AppState>>,
+    Auth(principal): Auth,
+    Json(request): Json<SetPassword>,
+) -> ApiResult<StatusCode> {
+    users::change_own_password(&state.db, &state.auth.login, &principal, request).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The caller's identity, tenant, roles and effective permissions.

@@ -5,12 +5,15 @@
 
 mod admin;
 mod auth;
+mod console;
+mod errors;
 mod gateway;
 mod health;
 mod instances;
 mod nodes;
 mod scaiecho;
 mod scaispeak;
+mod stats;
 mod upload;
 mod webhooks;
 mod webrtc;
@@ -43,16 +46,69 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// A page of a list in the `{"object": "list"}` shape: `has_more` and the cursor of the
+/// next page (`next_after`, sent back as `after`).
+fn page_of<T: serde::Serialize>(data: &[T], next: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "object": "list",
+        "data": data,
+        "has_more": next.is_some(),
+        "next_after": next,
+    })
+}
+
+/// A page of a list answered as a bare array (kept for the clients written against it):
+/// the cursor of the next page goes in `X-Next-After` and a `Link: rel="next"`.
+fn paged<T: serde::Serialize>(
+    uri: &axum::http::Uri,
+    data: Vec<T>,
+    next: Option<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = crate::extract::Json(data).into_response();
+    if let Some(next) = next
+        && let Ok(value) = axum::http::HeaderValue::from_str(&next)
+    {
+        let mut query: Vec<(String, String)> = uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        query.retain(|(name, _)| name != "after");
+        query.push(("after".into(), next.clone()));
+        let query = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        let link = format!("<{}?{query}>; rel=\"next\"", uri.path());
+        let headers = response.headers_mut();
+        headers.insert("x-next-after", value);
+        if let Ok(link) = axum::http::HeaderValue::from_str(&link) {
+            headers.insert(axum::http::header::LINK, link);
+        }
+    }
+    response
+}
+
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))
         .routes(routes!(health::openapi))
+        .routes(routes!(errors::list))
+        .routes(routes!(stats::stats))
+        .routes(routes!(console::index))
+        .routes(routes!(console::asset))
+        .routes(routes!(
+            console::sign_in,
+            console::current,
+            console::sign_out
+        ))
+        .routes(routes!(console::refresh))
         .routes(routes!(auth::token))
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
+        .routes(routes!(auth::change_password))
         .routes(routes!(admin::create_tenant, admin::list_tenants))
         .routes(routes!(
             admin::get_tenant,
@@ -60,12 +116,18 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
             admin::delete_tenant
         ))
         .routes(routes!(admin::create_user, admin::list_users))
-        .routes(routes!(admin::get_user))
+        .routes(routes!(
+            admin::get_user,
+            admin::update_user,
+            admin::delete_user
+        ))
+        .routes(routes!(admin::reset_password))
         .routes(routes!(admin::create_api_key, admin::list_api_keys))
         .routes(routes!(admin::get_api_key, admin::revoke_api_key))
         .routes(routes!(admin::create_role, admin::list_roles))
-        .routes(routes!(admin::delete_role))
+        .routes(routes!(admin::delete_role, admin::update_role))
         .routes(routes!(admin::create_grant))
+        .routes(routes!(admin::revoke_grant))
         .routes(routes!(admin::list_modules))
         .routes(routes!(admin::get_module))
         .routes(routes!(admin::enable_module))

@@ -18,7 +18,7 @@ use crate::auth::{Auth, Principal};
 use crate::error::ApiResult;
 use crate::extract::Json;
 use crate::inference::pool::observed;
-use crate::jobs::JobView;
+use crate::jobs::{JobFilter, JobView};
 use crate::ratelimit::Consumed;
 use crate::rbac::Permission;
 use crate::scaiecho::format::{self, ResponseFormat, Transcription};
@@ -160,16 +160,18 @@ fn job_access(principal: &Principal) -> ApiResult<()> {
     principal.require(Permission::ScaiechoTranscribe)
 }
 
-/// The tenant's transcription jobs, newest first (at most 100).
-#[utoipa::path(get, path = "/v1/modules/scaiecho/jobs", tag = "scaiecho",
+/// The tenant's transcription jobs, newest first, a page at a time (`has_more` and
+/// `next_after` lead to the next).
+#[utoipa::path(get, path = "/v1/modules/scaiecho/jobs", tag = "scaiecho", params(JobFilter),
     responses((status = 200, body = Vec<JobView>)), security(("bearer" = [])))]
 pub async fn list_jobs(
     State(state): St,
     Auth(principal): Auth,
+    crate::extract::Query(filter): crate::extract::Query<JobFilter>,
 ) -> ApiResult<Json<serde_json::Value>> {
     job_access(&principal)?;
-    let jobs = jobs::list(&state.scaiecho, &principal).await?;
-    Ok(Json(json!({ "object": "list", "data": jobs })))
+    let (jobs, next) = jobs::list(&state.scaiecho, &principal, &filter).await?;
+    Ok(Json(super::page_of(&jobs, next.as_deref())))
 }
 
 /// One job; `result` holds the transcription once `succeeded`.

@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::auth::{Auth, Principal};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::Json;
-use crate::jobs::JobView;
+use crate::jobs::{JobFilter, JobView};
 use crate::ratelimit::Consumed;
 use crate::scaispeak::output::{Codec, OutputRequest};
 use crate::scaispeak::voices::{self, Voice};
@@ -327,13 +327,17 @@ fn job_access(principal: &Principal) -> ApiResult<()> {
     scaispeak::authorize(principal)
 }
 
-/// The tenant's synth jobs, newest first (at most 100).
-#[utoipa::path(get, path = "/v1/modules/scaispeak/jobs", tag = "scaispeak",
+/// The tenant's synth jobs, newest first, a page at a time (`has_more`, `next_after`).
+#[utoipa::path(get, path = "/v1/modules/scaispeak/jobs", tag = "scaispeak", params(JobFilter),
     responses((status = 200, body = Vec<JobView>)), security(("bearer" = [])))]
-pub async fn list_jobs(State(state): St, Auth(principal): Auth) -> ApiResult<Json<Value>> {
+pub async fn list_jobs(
+    State(state): St,
+    Auth(principal): Auth,
+    crate::extract::Query(filter): crate::extract::Query<JobFilter>,
+) -> ApiResult<Json<Value>> {
     job_access(&principal)?;
-    let data = scaispeak::jobs::list(&state.scaispeak, &principal).await?;
-    Ok(Json(json!({ "object": "list", "data": data })))
+    let (data, next) = scaispeak::jobs::list(&state.scaispeak, &principal, &filter).await?;
+    Ok(Json(super::page_of(&data, next.as_deref())))
 }
 
 /// One synth job; `result.audio_url` once `succeeded`.

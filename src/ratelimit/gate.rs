@@ -52,7 +52,7 @@ pub async fn middleware(State(gate): State<Gate>, mut request: Request, next: Ne
     let Some(dimensions) = dimensions else {
         return next.run(request).await;
     };
-    let principal = match crate::auth::bearer_token(request.headers()) {
+    let principal = match gate.auth.credential(request.headers()) {
         Ok(token) => gate.auth.authenticate(token).await.ok(),
         Err(_) => None,
     };

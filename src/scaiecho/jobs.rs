@@ -12,7 +12,7 @@ use super::{Fields, MODULE, Options, Owner, policy};
 use crate::auth::Principal;
 use crate::db::jobs::{self, JobRow, NewJob};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::JobView;
+use crate::jobs::{JobFilter, JobView};
 use crate::scaiecho::ScaiEcho;
 use crate::speech::balancers::Serves;
 use crate::store::ObjectKey;
@@ -92,8 +92,12 @@ pub async fn get(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult
         .map(JobView::from)
 }
 
-pub async fn list(state: &ScaiEcho, principal: &Principal) -> ApiResult<Vec<JobView>> {
-    crate::jobs::list(&state.handles.jobs, &principal.tenant_id, MODULE).await
+pub async fn list(
+    state: &ScaiEcho,
+    principal: &Principal,
+    filter: &JobFilter,
+) -> ApiResult<(Vec<JobView>, Option<String>)> {
+    crate::jobs::list(&state.handles.jobs, &principal.tenant_id, MODULE, filter).await
 }
 
 /// Deletes a job and its staged audio; a worker running it drops its result.

@@ -13,7 +13,7 @@ use super::{MODULE, SaveTo, Speak, voices};
 use crate::auth::Principal;
 use crate::db::jobs::{self, JobRow, NewJob};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::jobs::JobView;
+use crate::jobs::{JobFilter, JobView};
 use crate::scaispeak::ScaiSpeak;
 use crate::speech::backends::Preference;
 use crate::speech::balancers::Serves;
@@ -149,8 +149,12 @@ pub async fn get(state: &ScaiSpeak, principal: &Principal, id: &str) -> ApiResul
     row(state, principal, id).await.map(JobView::from)
 }
 
-pub async fn list(state: &ScaiSpeak, principal: &Principal) -> ApiResult<Vec<JobView>> {
-    crate::jobs::list(&state.handles.jobs, &principal.tenant_id, MODULE).await
+pub async fn list(
+    state: &ScaiSpeak,
+    principal: &Principal,
+    filter: &JobFilter,
+) -> ApiResult<(Vec<JobView>, Option<String>)> {
+    crate::jobs::list(&state.handles.jobs, &principal.tenant_id, MODULE, filter).await
 }
 
 /// A finished job's audio and its content type, streamed from the object store as it

@@ -5,6 +5,7 @@ use utoipa::ToSchema;
 
 use super::{Actor, admin_tenant, audit, ensure_covered, validate_name, validate_permissions};
 use crate::auth::api_key;
+use crate::db::page::Page;
 use crate::db::roles::{self as role_db, SubjectKind};
 use crate::db::{Db, api_keys, new_id, now_ms, tenants};
 use crate::error::{ApiError, ApiResult};
@@ -158,22 +159,34 @@ async fn info(conn: &mut sqlx::AnyConnection, row: api_keys::ApiKeyRow) -> ApiRe
         created_at: Timestamp(row.created_at),
         expires_at: row.expires_at.map(Timestamp),
         revoked_at: row.revoked_at.map(Timestamp),
+        last_used_at: row.last_used_at.map(Timestamp),
     })
 }
 
+/// A page of a tenant's keys (`active` or `revoked` ones, if `status` says), oldest
+/// first; the cursor of the next page when there is one.
 pub async fn list(
     db: &Db,
     actor: Actor<'_>,
     tenant_id: Option<&str>,
-) -> ApiResult<Vec<ApiKeyInfo>> {
+    status: Option<&str>,
+    page: &Page,
+) -> ApiResult<(Vec<ApiKeyInfo>, Option<String>)> {
     let tenant_id = admin_tenant(actor, tenant_id)?;
+    let revoked = match status {
+        None => None,
+        Some("active") => Some(false),
+        Some("revoked") => Some(true),
+        Some(_) => return Err(ApiError::invalid("`status` must be `active` or `revoked`")),
+    };
     let mut conn = db.pool.acquire().await?;
-    let rows = api_keys::list(&mut conn, &tenant_id).await?;
+    let rows = api_keys::list(&mut conn, &tenant_id, revoked, page).await?;
+    let (rows, next) = page.split(rows, |row| &row.id);
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         out.push(info(&mut conn, row).await?);
     }
-    Ok(out)
+    Ok((out, next))
 }
 
 /// Finds a key by id within the tenants the actor administers.

@@ -104,10 +104,31 @@ fn known(id: &str) -> ApiResult<&'static str> {
 /// Every module with its status for the caller's tenant; `init_error` says why a
 /// module could not initialise in this process.
 pub fn list(principal: &Principal, init_error: impl Fn(&str) -> Option<String>) -> Vec<ModuleInfo> {
+    statuses(&principal.modules, init_error)
+}
+
+/// Every module with its status for another tenant (platform admins; a tenant admin
+/// naming their own tenant gets what [`list`] gives).
+pub async fn list_for(
+    db: &crate::db::Db,
+    principal: &Principal,
+    tenant_id: &str,
+    init_error: impl Fn(&str) -> Option<String>,
+) -> ApiResult<Vec<ModuleInfo>> {
+    if tenant_id == principal.tenant_id {
+        return Ok(list(principal, init_error));
+    }
+    let tenant_id = super::admin_tenant(Some(principal), Some(tenant_id))?;
+    let mut conn = db.pool.acquire().await?;
+    let enabled = crate::db::modules::enabled_for(&mut conn, &tenant_id).await?;
+    Ok(statuses(&enabled, init_error))
+}
+
+fn statuses(enabled: &[String], init_error: impl Fn(&str) -> Option<String>) -> Vec<ModuleInfo> {
     MODULES
         .iter()
         .map(|spec| {
-            let enabled = principal.modules.iter().any(|e| e == spec.id);
+            let enabled = enabled.iter().any(|e| e == spec.id);
             let last_error = init_error(spec.id);
             ModuleInfo {
                 id: spec.id,

@@ -99,8 +99,13 @@ pub async fn delete(db: &Db, actor: Actor<'_>, tenant_id: Option<&str>, id: &str
     Ok(())
 }
 
-/// Adds roles and/or direct permissions to a user or key of the actor's tenant.
-pub async fn grant(db: &Db, actor: Actor<'_>, request: CreateGrant) -> ApiResult<()> {
+/// The subject of a grant and its tenant, which the actor must administer (404 for
+/// subjects of other tenants).
+async fn grant_subject(
+    conn: &mut sqlx::AnyConnection,
+    actor: Actor<'_>,
+    request: &CreateGrant,
+) -> ApiResult<(SubjectKind, String)> {
     let kind = match request.subject_kind.as_str() {
         "user" => SubjectKind::User,
         "api_key" => SubjectKind::ApiKey,
@@ -110,15 +115,14 @@ pub async fn grant(db: &Db, actor: Actor<'_>, request: CreateGrant) -> ApiResult
             ));
         }
     };
-    let mut tx = db.begin().await?;
     let subject_tenant = match kind {
-        SubjectKind::User => users::get(&mut tx, &request.subject_id)
+        SubjectKind::User => users::get(&mut *conn, &request.subject_id)
             .await?
             .map(|u| u.tenant_id),
         SubjectKind::ApiKey => {
             let row = sqlx::query("SELECT tenant_id FROM api_keys WHERE id = $1")
                 .bind(&request.subject_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await?;
             row.map(|r| sqlx::Row::try_get::<String, _>(&r, "tenant_id"))
                 .transpose()?
@@ -138,10 +142,17 @@ pub async fn grant(db: &Db, actor: Actor<'_>, request: CreateGrant) -> ApiResult
             })?;
     }
     if kind == SubjectKind::ApiKey {
-        api_keys::get_in_tenant(&mut tx, &tenant_id, &request.subject_id)
+        api_keys::get_in_tenant(&mut *conn, &tenant_id, &request.subject_id)
             .await?
             .ok_or_else(not_found)?;
     }
+    Ok((kind, tenant_id))
+}
+
+/// Adds roles and/or direct permissions to a user or key of the actor's tenant.
+pub async fn grant(db: &Db, actor: Actor<'_>, request: CreateGrant) -> ApiResult<()> {
+    let mut tx = db.begin().await?;
+    let (kind, tenant_id) = grant_subject(&mut tx, actor, &request).await?;
     let role_ids = authorize_assignment(
         &mut tx,
         actor,
@@ -164,4 +175,105 @@ pub async fn grant(db: &Db, actor: Actor<'_>, request: CreateGrant) -> ApiResult
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Takes roles and/or direct permissions away from a user or key of the actor's tenant
+/// (what it does not hold is ignored; an unknown role name is 400).
+pub async fn revoke(db: &Db, actor: Actor<'_>, request: CreateGrant) -> ApiResult<()> {
+    let mut tx = db.begin().await?;
+    let (kind, tenant_id) = grant_subject(&mut tx, actor, &request).await?;
+    let role_ids = match role_db::resolve(&mut tx, &tenant_id, &request.roles).await? {
+        Ok(found) => found.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
+        Err(unknown) => return Err(ApiError::invalid(format!("unknown role `{unknown}`"))),
+    };
+    role_db::unassign(
+        &mut tx,
+        kind,
+        &request.subject_id,
+        &role_ids,
+        &request.permissions,
+    )
+    .await?;
+    let detail = serde_json::json!({ "roles": request.roles, "permissions": request.permissions });
+    audit(
+        &mut tx,
+        actor,
+        Some(&tenant_id),
+        "grant.revoke",
+        (kind.as_str(), &request.subject_id),
+        Some(detail),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRole {
+    pub description: Option<String>,
+    /// Replaces the role's permissions (the actor must hold each).
+    pub permissions: Option<Vec<String>>,
+}
+
+/// Changes a custom role of the tenant; built-in roles cannot change (404 as if absent
+/// from the tenant's custom roles, 409 for a built-in).
+pub async fn update(
+    db: &Db,
+    actor: Actor<'_>,
+    tenant_id: Option<&str>,
+    id: &str,
+    request: UpdateRole,
+) -> ApiResult<Role> {
+    let tenant_id = admin_tenant(actor, tenant_id)?;
+    if request.description.as_ref().is_some_and(|d| d.len() > 1000) {
+        return Err(ApiError::invalid(
+            "`description` is longer than 1000 characters",
+        ));
+    }
+    if let Some(permissions) = &request.permissions {
+        validate_permissions(permissions)?;
+        super::ensure_covered(actor, permissions)?;
+        let platform_wide = permissions
+            .iter()
+            .any(|p| crate::rbac::covers(p, crate::rbac::Permission::PlatformAdmin.as_str()));
+        let mut conn = db.pool.acquire().await?;
+        if platform_wide && !super::api_keys::is_platform_tenant(&mut conn, &tenant_id).await? {
+            return Err(ApiError::invalid(
+                "a role with `*` or `platform:admin` can exist only in the platform tenant",
+            ));
+        }
+    }
+    let mut tx = db.begin().await?;
+    let changed = role_db::update_custom(
+        &mut tx,
+        &tenant_id,
+        id,
+        request.description.as_deref(),
+        request.permissions.as_deref(),
+    )
+    .await?;
+    if !changed {
+        let builtin = role_db::get(&mut tx, &tenant_id, id)
+            .await?
+            .is_some_and(|role| role.builtin);
+        return Err(match builtin {
+            true => ApiError::new(ErrorCode::CONFLICT, "built-in roles cannot change"),
+            false => ApiError::not_found("role"),
+        });
+    }
+    audit(
+        &mut tx,
+        actor,
+        Some(&tenant_id),
+        "role.update",
+        ("role", id),
+        None,
+    )
+    .await?;
+    let role = role_db::get(&mut tx, &tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("role"))?;
+    tx.commit().await?;
+    Ok(role)
 }

@@ -71,6 +71,30 @@ impl<const L: usize> HistogramVec<L> {
         }
     }
 
+    /// The bucket bounds (seconds).
+    pub fn bounds(&self) -> &'static [f64] {
+        self.bounds
+    }
+
+    /// Every series: its label values and per-bucket (not cumulative) counts, the last
+    /// one `+Inf`.
+    pub fn snapshot(&self) -> Vec<([String; L], Vec<u64>)> {
+        let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+        series
+            .values()
+            .flatten()
+            .map(|series| {
+                let labels = series.labels.clone().map(String::from);
+                let counts = series
+                    .buckets
+                    .iter()
+                    .map(|bucket| bucket.load(Ordering::Relaxed))
+                    .collect();
+                (labels, counts)
+            })
+            .collect()
+    }
+
     /// Appends the family in Prometheus text format (series sorted by labels, so the
     /// output is stable between scrapes). Nothing is written before a first observation.
     pub fn render(&self, out: &mut String) {

@@ -2,6 +2,7 @@
 //! that times every request by route, status and backend.
 
 mod histogram;
+pub mod stats;
 
 use std::sync::{LazyLock, OnceLock};
 use std::time::Instant;
@@ -87,10 +88,19 @@ pub fn render(handle: &PrometheusHandle) -> String {
 /// whose client went away (its future dropped mid-handler) is not counted forever.
 struct InFlight(metrics::Gauge);
 
+/// The gauge's value, readable here (the recorder's gauges cannot be read back).
+static IN_FLIGHT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Requests this process is answering now.
+pub fn in_flight() -> u64 {
+    IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl InFlight {
     fn enter() -> Self {
         let gauge = metrics::gauge!(REQUESTS_IN_FLIGHT);
         gauge.increment(1.0);
+        IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self(gauge)
     }
 }
@@ -98,6 +108,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.decrement(1.0);
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -33,6 +33,15 @@ fn find(names: &[&str]) -> String {
 impl Browser {
     /// A browser whose microphone plays `microphone` once (then silence).
     pub async fn start(microphone: &Path) -> Browser {
+        Browser::start_with(Some(microphone)).await
+    }
+
+    /// A browser with the fake devices' own microphone (a beep).
+    pub async fn start_plain() -> Browser {
+        Browser::start_with(None).await
+    }
+
+    async fn start_with(microphone: Option<&Path>) -> Browser {
         let chromium = find(&["chromium", "chromium-browser"]);
         let chromedriver = find(&["chromedriver"]);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -57,19 +66,32 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--use-fake-device-for-media-stream".into(),
+            "--use-fake-ui-for-media-stream".into(),
+            "--autoplay-policy=no-user-gesture-required".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--no-first-run".into(),
+            "--disable-dev-shm-usage".into(),
+            "--window-size=1360,900".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        if let Some(microphone) = microphone {
+            args.push(format!(
+                "--use-file-for-fake-audio-capture={}%noloop",
+                microphone.display()
+            ));
+        }
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": chromium,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu",
-                    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                    format!("--use-file-for-fake-audio-capture={}%noloop", microphone.display()),
-                    "--autoplay-policy=no-user-gesture-required",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
+                "args": args,
             },
         }}});
         let response: Value = http
@@ -110,6 +132,24 @@ impl Browser {
             .await
             .unwrap();
         response["value"].clone()
+    }
+
+    /// Writes a PNG of the window to `path`.
+    pub async fn screenshot(&self, path: &Path) {
+        let response: Value = self
+            .http
+            .get(format!("{}/session/{}/screenshot", self.base, self.session))
+            .send()
+            .await
+            .expect("chromedriver answers")
+            .json()
+            .await
+            .unwrap();
+        use base64::Engine;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(response["value"].as_str().expect("a screenshot"))
+            .expect("base64");
+        std::fs::write(path, png).unwrap();
     }
 
     pub async fn open(&self, url: &str) {

@@ -9,6 +9,7 @@ mod adversarial;
 mod auth;
 mod browser;
 mod connections;
+mod console;
 mod envelope;
 mod gateway;
 mod instances;

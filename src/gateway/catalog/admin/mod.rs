@@ -59,6 +59,8 @@ pub struct BackendView {
     pub breaker: &'static str,
     /// `healthy`, `unhealthy` or `unknown` (not probed yet).
     pub health: &'static str,
+    /// The last health probe in this process: latency, and the error when unhealthy.
+    pub last_probe: Option<crate::gateway::HealthReport>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
