@@ -183,8 +183,7 @@ pub struct JobFilter {
 
 impl JobFilter {
     pub fn page(&self) -> ApiResult<crate::db::page::Page> {
-        crate::db::page::Page::new(self.limit, self.after.clone())
-            .ok_or_else(|| ApiError::invalid("`limit` must be 1 to 1000"))
+        crate::db::page::Page::parse(self.limit, self.after.clone())
     }
 }
 

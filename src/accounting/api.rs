@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::budgets::Period;
 use super::{Accounting, BudgetView};
 use crate::auth::Principal;
-use crate::db::accounting::{GroupBy, UsageTotals};
+use crate::db::accounting::{GroupBy, UsageFilter, UsageTotals};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::rbac::Permission;
@@ -37,6 +37,16 @@ pub struct UsageQuery {
     pub to: Option<String>,
     /// Another tenant (platform admins only).
     pub tenant_id: Option<String>,
+    /// Only this model's usage.
+    pub model: Option<String>,
+    /// Only this module's usage (`gateway`, `scaiecho`, `scaispeak`).
+    pub module: Option<String>,
+    /// Only this API key's usage.
+    pub api_key_id: Option<String>,
+    /// Groups a page holds, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `next_after` of the previous page (a group's key).
+    pub after: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -47,6 +57,9 @@ pub struct UsageReport {
     pub from: Timestamp,
     pub to: Timestamp,
     pub data: Vec<UsageTotals>,
+    pub has_more: bool,
+    /// The cursor of the next page (send it back as `after`).
+    pub next_after: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -153,7 +166,16 @@ pub async fn usage(
     if from >= to {
         return Err(ApiError::invalid("`from` must be before `to`"));
     }
-    let data = accounting.usage(&tenant_id, from, to, group_by).await?;
+    let page = crate::db::page::Page::parse(query.limit, query.after)?;
+    let filter = UsageFilter {
+        model: query.model,
+        module: query.module,
+        api_key_id: query.api_key_id,
+    };
+    let data = accounting
+        .usage(&tenant_id, (from, to), group_by, &filter)
+        .await?;
+    let (data, next) = page.slice(data, |row| row.key.as_deref().unwrap_or(""));
     Ok(UsageReport {
         object: "list",
         tenant_id,
@@ -161,5 +183,7 @@ pub async fn usage(
         from: Timestamp(from),
         to: Timestamp(to),
         data,
+        has_more: next.is_some(),
+        next_after: next,
     })
 }

@@ -117,13 +117,13 @@ impl Accounting {
     pub async fn usage(
         &self,
         tenant_id: &str,
-        from: i64,
-        to: i64,
+        range: (i64, i64),
         group_by: store::GroupBy,
+        filter: &store::UsageFilter,
     ) -> ApiResult<Vec<store::UsageTotals>> {
         self.flush().await.map_err(ApiError::internal)?;
         let mut conn = self.db.pool.acquire().await?;
-        Ok(store::totals(&mut conn, tenant_id, from, to, group_by).await?)
+        Ok(store::totals(&mut conn, tenant_id, range, group_by, filter).await?)
     }
 }
 

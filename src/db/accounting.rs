@@ -122,12 +122,20 @@ pub enum GroupBy {
 }
 
 /// Usage of a tenant in `[from, to)` milliseconds, grouped.
+/// Which records a usage report counts, beyond its tenant and time range.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub model: Option<String>,
+    pub module: Option<String>,
+    pub api_key_id: Option<String>,
+}
+
 pub async fn totals(
     conn: &mut AnyConnection,
     tenant_id: &str,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
     group_by: GroupBy,
+    filter: &UsageFilter,
 ) -> Result<Vec<UsageTotals>, sqlx::Error> {
     // Days are grouped in Rust: date arithmetic differs between SQLite and PostgreSQL.
     let key = match group_by {
@@ -144,15 +152,32 @@ pub async fn totals(
          CAST(COALESCE(SUM(audio_seconds), 0) AS DOUBLE PRECISION) AS audio_seconds, \
          CAST(COALESCE(SUM(characters), 0) AS BIGINT) AS characters, \
          CAST(COALESCE(SUM(cost), 0) AS DOUBLE PRECISION) AS cost \
-         FROM usage_records WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 \
-         GROUP BY {key} ORDER BY {key}"
+         FROM usage_records WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let mut sql = sql;
+    let mut binds = Vec::new();
+    for (column, value) in [
+        ("model", &filter.model),
+        ("module", &filter.module),
+        ("subject_id", &filter.api_key_id),
+    ] {
+        if let Some(value) = value {
+            binds.push(value.as_str());
+            sql.push_str(&format!(" AND {column} = ${}", 3 + binds.len()));
+            if column == "subject_id" {
+                sql.push_str(" AND subject_kind = 'api_key'");
+            }
+        }
+    }
+    sql.push_str(&format!(" GROUP BY {key} ORDER BY {key}"));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant_id)
         .bind(from)
-        .bind(to)
-        .fetch_all(conn)
-        .await?;
+        .bind(to);
+    for value in binds {
+        query = query.bind(value);
+    }
+    let rows = query.fetch_all(conn).await?;
     rows.iter()
         .map(|row| {
             let key: Option<String> = row.try_get("k")?;

@@ -45,6 +45,32 @@ impl Page {
         Some(Page { limit, after })
     }
 
+    /// [`Page::new`] for a request's query: 400 `INVALID_REQUEST` for a limit out of range.
+    pub fn parse(limit: Option<u32>, after: Option<String>) -> crate::error::ApiResult<Page> {
+        Page::new(limit, after).ok_or_else(|| {
+            crate::error::ApiError::invalid(format!("`limit` must be 1 to {MAX_LIMIT}"))
+                .with_field("field", "limit")
+        })
+    }
+
+    /// The page of a list already in memory (in its order): the rows after the one whose
+    /// id is `after` (none when that row is not there), and the next page's cursor.
+    pub fn slice<T>(&self, rows: Vec<T>, id: impl Fn(&T) -> &str) -> (Vec<T>, Option<String>) {
+        let start = match &self.after {
+            None => 0,
+            Some(after) => rows
+                .iter()
+                .position(|row| id(row) == after)
+                .map_or(rows.len(), |at| at + 1),
+        };
+        let rows: Vec<T> = rows
+            .into_iter()
+            .skip(start)
+            .take(self.limit as usize + 1)
+            .collect();
+        self.split(rows, id)
+    }
+
     /// The tail of a `SELECT ... FROM {table} WHERE ...` whose binds so far end at
     /// `$(next - 1)`: the cursor condition, the order and the limit. Bind with [`Page::bind`].
     pub fn sql(&self, table: &str, next: usize, order: Order) -> String {
@@ -122,6 +148,26 @@ mod tests {
         );
         let first = Page::default().sql("jobs", 3, Order::Newest);
         assert_eq!(first, " ORDER BY created_at DESC, id DESC LIMIT $3");
+    }
+
+    #[test]
+    fn lists_in_memory_page_after_their_cursor() {
+        fn id(s: &String) -> &str {
+            s
+        }
+        let rows = || ["a", "b", "c", "d"].map(String::from).to_vec();
+        let first = Page::new(Some(2), None).unwrap();
+        assert_eq!(
+            first.slice(rows(), id),
+            (vec!["a".into(), "b".into()], Some("b".into()))
+        );
+        let second = Page::new(Some(2), Some("b".into())).unwrap();
+        assert_eq!(
+            second.slice(rows(), id),
+            (vec!["c".into(), "d".into()], None)
+        );
+        let gone = Page::new(Some(2), Some("x".into())).unwrap();
+        assert_eq!(gone.slice(rows(), id), (vec![], None));
     }
 
     #[test]

@@ -369,18 +369,23 @@ pub async fn record_attempt(
     Ok(())
 }
 
+/// A page of a webhook's deliveries (of one `status`, if given), newest first.
 pub async fn deliveries(
     conn: &mut AnyConnection,
     webhook_id: &str,
-    limit: i64,
+    status: Option<&str>,
+    page: &super::page::Page,
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT * FROM webhook_deliveries WHERE webhook_id = $1 \
-         ORDER BY created_at DESC, id DESC LIMIT $2",
-    )
-    .bind(webhook_id)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+    let mut sql = "SELECT * FROM webhook_deliveries WHERE webhook_id = $1".to_owned();
+    if status.is_some() {
+        sql.push_str(" AND status = $2");
+    }
+    let next = 2 + usize::from(status.is_some());
+    sql.push_str(&page.sql("webhook_deliveries", next, super::page::Order::Newest));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(webhook_id);
+    if let Some(status) = status {
+        query = query.bind(status);
+    }
+    let rows = page.bind(query).fetch_all(conn).await?;
     rows.iter().map(delivery_row).collect()
 }

@@ -48,8 +48,7 @@ pub struct ListFilter {
 
 impl ListFilter {
     fn page(&self) -> ApiResult<Page> {
-        Page::new(self.limit, self.after.clone())
-            .ok_or_else(|| ApiError::invalid("`limit` must be 1 to 1000"))
+        Page::parse(self.limit, self.after.clone())
     }
 }
 

@@ -258,15 +258,35 @@ pub async fn create_speaker(
     Ok((StatusCode::CREATED, Json(speaker)))
 }
 
-/// The tenant's live speakers.
-#[utoipa::path(get, path = "/v1/modules/scaiecho/speakers", tag = "scaiecho",
+/// `GET /speakers` query.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SpeakerFilter {
+    /// `pending`, `ready` or `failed`.
+    enrollment_status: Option<String>,
+    /// Speakers a page holds, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The `next_after` of the previous page.
+    after: Option<String>,
+}
+
+/// The tenant's live speakers, a page at a time (`has_more`, `next_after`).
+#[utoipa::path(get, path = "/v1/modules/scaiecho/speakers", tag = "scaiecho", params(SpeakerFilter),
     responses((status = 200, body = Vec<SpeakerView>)), security(("bearer" = [])))]
 pub async fn list_speakers(
     State(state): St,
     Auth(principal): Auth,
+    crate::extract::Query(filter): crate::extract::Query<SpeakerFilter>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let data = speakers::list(&state.scaiecho, &principal).await?;
-    Ok(Json(json!({ "object": "list", "data": data })))
+    let page = crate::db::page::Page::parse(filter.limit, filter.after)?;
+    let data = speakers::list(
+        &state.scaiecho,
+        &principal,
+        filter.enrollment_status.as_deref(),
+    )
+    .await?;
+    let (data, next) = page.slice(data, |speaker| &speaker.id);
+    Ok(Json(super::page_of(&data, next.as_deref())))
 }
 
 /// One speaker with its `enrollment_status` (tombstoned ones show `deleted_at`).

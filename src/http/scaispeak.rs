@@ -146,6 +146,10 @@ pub struct VoiceFilter {
     scope: Option<String>,
     /// `ready`, `processing` or `failed`.
     embedding_status: Option<String>,
+    /// Voices a page holds, 1 to 1000 (default 100).
+    limit: Option<u32>,
+    /// The `next_after` of the previous page.
+    after: Option<String>,
 }
 
 /// Voices this tenant can speak with: global ones and its cloned ones.
@@ -154,8 +158,9 @@ pub struct VoiceFilter {
 pub async fn list_voices(
     State(state): St,
     Auth(principal): Auth,
-    Query(filter): Query<VoiceFilter>,
+    crate::extract::Query(filter): crate::extract::Query<VoiceFilter>,
 ) -> ApiResult<Json<Value>> {
+    let page = crate::db::page::Page::parse(filter.limit, filter.after)?;
     let data = voices::list(
         &state.scaispeak,
         &principal,
@@ -163,7 +168,8 @@ pub async fn list_voices(
         filter.embedding_status.as_deref(),
     )
     .await?;
-    Ok(Json(json!({ "object": "list", "data": data })))
+    let (data, next) = page.slice(data, |voice| &voice.id);
+    Ok(Json(super::page_of(&data, next.as_deref())))
 }
 
 /// Voice-cloning intake: `name` plus a reference clip (multipart `file`, or the raw body

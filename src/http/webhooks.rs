@@ -11,7 +11,7 @@ use crate::auth::Auth;
 use crate::error::ApiResult;
 use crate::extract::{Json, Query};
 use crate::webhooks::{
-    self, CreateWebhook, DeliveryList, RotateSecret, UpdateWebhook, WebhookView,
+    self, CreateWebhook, DeliveryFilter, DeliveryList, RotateSecret, UpdateWebhook, WebhookView,
 };
 
 type St = State<Arc<AppState>>;
@@ -93,14 +93,15 @@ pub async fn rotate_webhook_secret(
 }
 
 /// The latest deliveries with status code, error and attempt.
-#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", params(DeliveryFilter),
     responses((status = 200, body = DeliveryList)), security(("bearer" = [])))]
 pub async fn list_deliveries(
     State(state): St,
     Auth(principal): Auth,
     Path(id): Path<String>,
+    Query(filter): Query<DeliveryFilter>,
 ) -> ApiResult<Json<DeliveryList>> {
-    webhooks::deliveries(&state.webhooks, &principal, &id)
+    webhooks::deliveries(&state.webhooks, &principal, &id, &filter)
         .await
         .map(Json)
 }

@@ -315,10 +315,26 @@ pub async fn get(state: &ScaiEcho, principal: &Principal, id: &str) -> ApiResult
     Ok(view(row, warm))
 }
 
-pub async fn list(state: &ScaiEcho, principal: &Principal) -> ApiResult<Vec<SpeakerView>> {
+/// The tenant's live speakers (of one `enrollment_status`, if given), oldest first.
+pub async fn list(
+    state: &ScaiEcho,
+    principal: &Principal,
+    status: Option<&str>,
+) -> ApiResult<Vec<SpeakerView>> {
     access(principal, READ)?;
+    if let Some(status) = status
+        && !["pending", "ready", "failed"].contains(&status)
+    {
+        return Err(ApiError::invalid(
+            "`enrollment_status` must be pending, ready or failed",
+        ));
+    }
     let mut conn = state.handles.db.pool.acquire().await?;
-    let rows = speakers::list(&mut conn, &principal.tenant_id).await?;
+    let rows: Vec<_> = speakers::list(&mut conn, &principal.tenant_id)
+        .await?
+        .into_iter()
+        .filter(|row| status.is_none_or(|s| s == row.enrollment_status))
+        .collect();
     let live = state.handles.nodes.live().await?;
     let mut views = Vec::with_capacity(rows.len());
     for row in rows {

@@ -142,6 +142,9 @@ pub struct DeliveryView {
 pub struct DeliveryList {
     pub object: &'static str,
     pub data: Vec<DeliveryView>,
+    pub has_more: bool,
+    /// The cursor of the next page (send it back as `after`).
+    pub next_after: Option<String>,
 }
 
 /// The table whose rows' secrets are sealed (the vault's context): `secret` and
@@ -465,13 +468,37 @@ pub async fn deliveries(
     hooks: &Webhooks,
     principal: &Principal,
     id: &str,
+    filter: &DeliveryFilter,
 ) -> ApiResult<DeliveryList> {
     principal.require(Permission::WebhooksRead)?;
+    let page = crate::db::page::Page::parse(filter.limit, filter.after.clone())?;
+    if let Some(status) = filter.status.as_deref()
+        && !["pending", "succeeded", "failed"].contains(&status)
+    {
+        return Err(ApiError::invalid(
+            "`status` must be pending, succeeded or failed",
+        ));
+    }
     let row = find(hooks, principal, id).await?;
     let mut conn = hooks.db.pool.acquire().await?;
-    let rows = store::deliveries(&mut conn, &row.id, 100).await?;
+    let rows = store::deliveries(&mut conn, &row.id, filter.status.as_deref(), &page).await?;
+    let (rows, next) = page.split(rows, |row| &row.id);
     Ok(DeliveryList {
         object: "list",
         data: rows.into_iter().map(delivery_view).collect(),
+        has_more: next.is_some(),
+        next_after: next,
     })
+}
+
+/// `GET /v1/webhooks/{id}/deliveries` query.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryFilter {
+    /// `pending`, `succeeded` or `failed`.
+    pub status: Option<String>,
+    /// Deliveries a page holds, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `next_after` of the previous page.
+    pub after: Option<String>,
 }

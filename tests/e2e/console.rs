@@ -141,6 +141,9 @@ async fn an_operator_runs_a_tenant_from_the_console() {
         "await show('tenants');
          await submit('create-tenant', { slug: 'acme', name: 'Acme Inc.' });
          if (!row('acme')) throw new Error('the tenant is not listed');
+         const choice = [...document.querySelector('#tenant-limits select').options].find((o) => o.text === 'acme');
+         await submit('tenant-limits', { tenant: choice.value, requests_per_minute: '600' });
+         if (!cell('acme', 'Rate limit').includes('600 req/min')) throw new Error(`limit ${cell('acme', 'Rate limit')}`);
          const picker = document.getElementById('tenant-picker');
          const acme = [...picker.options].find((o) => o.text === 'acme');
          picker.value = acme.value;
@@ -294,6 +297,20 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     )
     .await;
     let spoken = spoken.as_str().unwrap().to_lowercase();
+    // A typed text comes back as audio the page can play.
+    let seconds = run(
+        &browser,
+        "const form = document.getElementById('speak');
+         form.elements.input.value = 'Hello from the console.';
+         form.requestSubmit();
+         const audio = await wait(() => document.querySelector('#speech') || document.querySelector('main .failure'), 'the speech', 60000);
+         if (audio.classList.contains('failure')) throw new Error(audio.innerText);
+         await wait(() => audio.readyState >= 1, 'the audio to load');
+         return audio.duration;",
+        json!({}),
+    )
+    .await;
+    assert!(seconds.as_f64().unwrap() > 0.5, "{seconds}");
     let words = |t: &str| {
         t.split(|c: char| !c.is_alphanumeric())
             .filter(|w| w.len() > 3)
@@ -346,7 +363,9 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     let (status, body) = server.get("/v1/me", Some(&acme_key)).await;
     assert_error(status, &body, 401, "AUTH_TOKEN_REVOKED");
 
-    for page in ["tenants", "users", "roles", "nodes"] {
+    for page in [
+        "tenants", "users", "roles", "voices", "webhooks", "nodes", "overview",
+    ] {
         run(&browser, "await show(args.page);", json!({"page": page})).await;
         snap(&browser, page).await;
     }
@@ -714,7 +733,11 @@ async fn markup_in_names_renders_as_text_and_a_viewer_sees_no_admin_pages() {
 
 #[tokio::test]
 async fn the_admin_api_the_console_uses_pages_filters_and_changes_everything() {
-    let server = Server::start().await;
+    let server = Server::start_with(crate::support::Options {
+        config_toml: Some("[webhooks]\nallow_private_targets = true\n".into()),
+        ..crate::support::Options::default()
+    })
+    .await;
     let acme = server.tenant("acme").await;
     let admin = acme.admin_key.as_str();
     let client = reqwest::Client::new();
@@ -1017,6 +1040,115 @@ async fn the_admin_api_the_console_uses_pages_filters_and_changes_everything() {
         "{stats}"
     );
     assert!(me_route["p99_ms"].as_f64().unwrap() > 0.0, "{stats}");
+
+    // Usage: filtered and paged by group key.
+    let up = upstream::start("alpha", "up-key").await;
+    let backend = crate::gateway::backend(&server, &up, "up-key").await;
+    crate::gateway::model(
+        &server,
+        "acme/chat",
+        json!([{"backend_id": backend, "upstream_model": "up-model"}]),
+        json!({}),
+    )
+    .await;
+    for key in [&acme.admin_key, &acme.member_key] {
+        let (status, body) = server
+            .post(
+                "/v1/chat/completions",
+                Some(key),
+                crate::gateway::chat_body("acme/chat"),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, first) = server
+        .get("/v1/accounting/usage?group_by=api_key&limit=1", Some(admin))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["data"].as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first["has_more"], true, "{first}");
+    let after = first["next_after"].as_str().unwrap();
+    let (_, second) = server
+        .get(
+            &format!("/v1/accounting/usage?group_by=api_key&limit=1&after={after}"),
+            Some(admin),
+        )
+        .await;
+    assert_eq!(second["has_more"], false, "{second}");
+    assert_ne!(
+        second["data"][0]["key"], first["data"][0]["key"],
+        "{second}"
+    );
+    let one_key = first["data"][0]["key"].as_str().unwrap();
+    let (_, filtered) = server
+        .get(
+            &format!("/v1/accounting/usage?group_by=model&api_key_id={one_key}"),
+            Some(admin),
+        )
+        .await;
+    assert_eq!(filtered["data"][0]["requests"], 1, "{filtered}");
+    let (_, none) = server
+        .get("/v1/accounting/usage?module=scaispeak", Some(admin))
+        .await;
+    assert_eq!(none["data"], json!([]), "{none}");
+
+    // Voices, speakers and deliveries: pages and filters too.
+    server.enable_module(admin, "scaispeak").await;
+    let (status, voices) = server
+        .get("/v1/modules/scaispeak/voices?limit=1", Some(admin))
+        .await;
+    assert_eq!(status, 200, "{voices}");
+    assert_eq!(voices["data"].as_array().unwrap().len(), 1, "{voices}");
+    if voices["has_more"] == true {
+        let after = voices["next_after"].as_str().unwrap();
+        let (_, next) = server
+            .get(
+                &format!("/v1/modules/scaispeak/voices?limit=1&after={after}"),
+                Some(admin),
+            )
+            .await;
+        assert_ne!(next["data"][0]["id"], voices["data"][0]["id"], "{next}");
+    }
+    let (status, speakers) = server
+        .get(
+            "/v1/modules/scaiecho/speakers?enrollment_status=ready",
+            Some(admin),
+        )
+        .await;
+    assert_eq!(
+        (status, speakers["has_more"].clone()),
+        (200, json!(false)),
+        "{speakers}"
+    );
+    let (status, hook) = server
+        .post(
+            "/v1/webhooks",
+            Some(admin),
+            json!({"url": "http://10.255.255.1/in", "events": ["transcription.job.completed"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let deliveries = format!("/v1/webhooks/{}/deliveries", hook["id"].as_str().unwrap());
+    let (status, list) = server
+        .get(&format!("{deliveries}?status=failed&limit=5"), Some(admin))
+        .await;
+    assert_eq!(
+        (status, list["has_more"].clone()),
+        (200, json!(false)),
+        "{list}"
+    );
+    for bad in [
+        "/v1/modules/scaispeak/voices?limit=0",
+        "/v1/modules/scaiecho/speakers?enrollment_status=asleep",
+        "/v1/accounting/usage?limit=5000",
+    ] {
+        let (status, body) = server.get(bad, Some(admin)).await;
+        assert_error(status, &body, 400, "INVALID_REQUEST");
+    }
+    let (status, body) = server
+        .get(&format!("{deliveries}?status=lost"), Some(admin))
+        .await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
 
     // The code table with its fixes, for the console and anyone else.
     let (status, codes) = server.get("/v1/errors", None).await;

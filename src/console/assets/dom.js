@@ -50,9 +50,9 @@ export function table(columns, rows, empty = 'Nothing here yet.') {
 /** A status as a coloured pill. */
 export function pill(text, tone) {
   const tones = {
-    ok: ['active', 'enabled', 'healthy', 'closed', 'succeeded', 'ready', 'running'],
-    warn: ['queued', 'processing', 'half_open', 'pending', 'unknown', 'available', 'starting'],
-    bad: ['failed', 'error', 'open', 'unhealthy', 'disabled', 'revoked', 'deleted', 'stopped'],
+    ok: ['active', 'enabled', 'healthy', 'closed', 'succeeded', 'ready', 'running', 'online'],
+    warn: ['queued', 'processing', 'half_open', 'pending', 'unknown', 'available', 'starting', 'degraded'],
+    bad: ['failed', 'error', 'open', 'unhealthy', 'disabled', 'revoked', 'deleted', 'stopped', 'offline'],
   };
   const found = tone || Object.keys(tones).find((key) => tones[key].includes(text)) || '';
   return h('span', { class: `pill ${found}` }, text ?? '—');
@@ -101,9 +101,9 @@ export function list(text) {
 }
 
 /** A horizontal bar chart of `[label, value]` pairs, drawn as SVG. */
-export function bars(pairs, { unit = '', width = 640, tone } = {}) {
+export function bars(pairs, { unit = '', width = 960, tone } = {}) {
   const row = 22;
-  const left = 170;
+  const left = 260;
   const height = Math.max(pairs.length, 1) * row + 10;
   const max = Math.max(...pairs.map(([, value]) => value), 1e-9);
   const svg = document.createElementNS(SVG, 'svg');
@@ -115,7 +115,7 @@ export function bars(pairs, { unit = '', width = 640, tone } = {}) {
     const name = document.createElementNS(SVG, 'text');
     name.setAttribute('x', 6);
     name.setAttribute('y', y + 14);
-    name.textContent = String(label).slice(0, 26);
+    name.textContent = String(label).slice(0, 40);
     const bar = document.createElementNS(SVG, 'rect');
     bar.setAttribute('x', left);
     bar.setAttribute('y', y + 3);

@@ -34,7 +34,10 @@ function act(ctx, label, action, { danger = false, confirmText } = {}) {
     onclick: async (event) => {
       if (confirmText && !window.confirm(confirmText)) return;
       event.target.disabled = true;
-      const done = await ctx.attempt(async () => (await action()) || `${label}: done`);
+      const done = await ctx.attempt(async () => {
+        const said = await action();
+        return typeof said === 'string' ? said : `${label}: done`;
+      });
       if (done) { ctx.toast(done); await ctx.render(); } else { event.target.disabled = false; }
     },
   }, label);
@@ -72,6 +75,44 @@ async function filtered(ctx, path, statuses, columns, empty, tenantScoped = true
 
 function scoped(ctx, path, extra = {}) {
   return `${path}${api.query({ ...ctx.scope(), ...extra })}`;
+}
+
+/** A rate limit in a line (`—`: none of its own). */
+function limits(spec) {
+  if (!spec) return '—';
+  const parts = [
+    spec.requests_per_minute && `${number(spec.requests_per_minute, 0)} req/min`,
+    spec.tokens_per_minute && `${number(spec.tokens_per_minute, 0)} tokens/min`,
+    spec.audio_seconds_per_minute && `${number(spec.audio_seconds_per_minute, 0)} audio s/min`,
+  ].filter(Boolean);
+  return parts.join(', ') || '—';
+}
+
+/** The fix for a job's or delivery's failure reason, from the code table where one fits. */
+const REASONS = {
+  DECODE_FAILED: 'AUDIO_DECODE_FAILED',
+  TOO_LARGE: 'CTX_TOO_LARGE',
+  BACKEND_UNAVAILABLE: 'SCAIECHO_BACKEND_UNAVAILABLE',
+  QUOTA_EXCEEDED: 'BUDGET_EXCEEDED',
+  DRIVE_CONFLICT: 'SCAISPEAK_SCAIDRIVE_CONFLICT',
+  WORKER_CRASHED: 'INTERNAL_ERROR',
+  INTERNAL_ERROR: 'INTERNAL_ERROR',
+};
+const DELIVERY_FIXES = {
+  RECEIVER_ERROR: 'The receiver answered with an error: check its logs; deliveries retry with backoff.',
+  TIMEOUT: 'The receiver took too long: answer 2xx first and work after.',
+  CONNECT_FAILED: 'Nothing answered at the URL: check the host, port and firewall.',
+  REQUEST_FAILED: 'The request failed on the way (TLS, reset): check the receiver\'s TLS and proxy.',
+  TARGET_REFUSED: 'The URL resolves to an address webhooks may not reach (private or loopback).',
+  BAD_URL: 'Fix the webhook\'s URL.',
+  SECRET_UNAVAILABLE: 'The signing secret cannot be unsealed: check `secrets.key`, then rotate the secret.',
+};
+
+function reasonFix(reason) {
+  const line = h('div', { class: 'fix' });
+  const code = REASONS[reason];
+  if (code) api.remediation(code).then((text) => { line.textContent = text; });
+  return line;
 }
 
 function rolesOf(row) {
@@ -113,7 +154,7 @@ const overview = {
         cards.append(stat('Backends down', `${down} of ${backends.length}`));
       }));
       tasks.push(api.get('/v1/admin/nodes').then((nodes) => {
-        const ready = nodes.data.filter((node) => node.status === 'ready' || node.reachable).length;
+        const ready = nodes.data.filter((node) => ['online', 'degraded'].includes(node.status)).length;
         cards.append(stat('Inference nodes', `${ready} ready of ${nodes.data.length}`));
       }));
     }
@@ -158,10 +199,24 @@ const tenants = {
       ctx.toast('Tenant created');
       await ctx.render();
     }));
+    view.append(form(ctx, 'tenant-limits', [
+      choice('Tenant', 'tenant', rows.map((t) => [t.id, t.slug])),
+      field('Requests / min', { name: 'requests_per_minute', type: 'number', min: 1 }),
+      field('Tokens / min', { name: 'tokens_per_minute', type: 'number', min: 1 }),
+      field('Audio s / min', { name: 'audio_seconds_per_minute', type: 'number', min: 1 }),
+    ], 'Set rate limit', async (data) => {
+      const spec = {};
+      for (const name of ['requests_per_minute', 'tokens_per_minute', 'audio_seconds_per_minute']) {
+        if (data[name]) spec[name] = Number(data[name]);
+      }
+      await api.patch(`/v1/tenants/${data.tenant}`, { rate_limit: Object.keys(spec).length ? spec : null });
+      await ctx.render();
+    }));
     view.append(table([
       ['Slug', (t) => h('code', null, t.slug)],
       ['Name', (t) => t.name],
       ['Status', (t) => pill(t.status)],
+      ['Rate limit', (t) => limits(t.rate_limit)],
       ['Created', (t) => when(t.created_at)],
       ['', (t) => (t.id === ctx.me.tenant.id ? h('span', { class: 'muted' }, 'yours')
         : act(ctx, 'Delete', () => api.del(`/v1/tenants/${t.id}`), { danger: true, confirmText: `Delete tenant ${t.slug}?` }))],
@@ -229,6 +284,7 @@ const keys = {
       ['Name', (k) => k.name],
       ['Prefix', (k) => h('code', null, k.key_prefix)],
       ['Roles and permissions', rolesOf],
+      ['Rate limit', (k) => limits(k.rate_limit)],
       ['Created', (k) => when(k.created_at)],
       ['Last used', (k) => when(k.last_used_at)],
       ['Status', (k) => pill(k.revoked_at ? 'revoked' : 'active')],
@@ -410,13 +466,28 @@ async function usageExplorer(view, ctx) {
     choice('Group by', 'group_by', ['model', 'api_key', 'module', 'day'], 'day'),
     field('From', { name: 'from', type: 'date', value: month.toISOString().slice(0, 10) }),
     field('To (exclusive)', { name: 'to', type: 'date' }),
+    field('Model', { name: 'model', placeholder: 'any' }),
+    choice('Module', 'module', [['', 'any'], 'gateway', 'scaiecho', 'scaispeak'], ''),
+    field('API key id', { name: 'api_key_id', placeholder: 'any' }),
     h('button', { class: 'primary', type: 'submit' }, 'Show'));
   view.append(h('h2', null, 'Usage'), h('div', { class: 'card' }, controls), out);
   const show = async () => {
     const data = values(controls);
-    const params = { group_by: data.group_by, from: data.from ? `${data.from}T00:00:00Z` : undefined, to: data.to ? `${data.to}T00:00:00Z` : undefined };
+    const params = {
+      group_by: data.group_by,
+      from: data.from ? `${data.from}T00:00:00Z` : undefined,
+      to: data.to ? `${data.to}T00:00:00Z` : undefined,
+      model: data.model, module: data.module, api_key_id: data.api_key_id, limit: 1000,
+    };
     try {
-      const usage = await api.get(scoped(ctx, '/v1/accounting/usage', params));
+      // Every group (a page holds up to 1000): the chart and the CSV show them all.
+      const usage = { data: [] };
+      let after;
+      do {
+        const page = await api.get(scoped(ctx, '/v1/accounting/usage', { ...params, after }));
+        usage.data.push(...page.data);
+        after = page.next_after;
+      } while (after);
       const columns = ['key', 'requests', 'input_tokens', 'output_tokens', 'audio_seconds', 'characters', 'cost'];
       const csv = [columns.join(','), ...usage.data.map((row) => columns.map((c) => JSON.stringify(row[c] ?? '')).join(','))].join('\n');
       replace(out,
@@ -454,7 +525,7 @@ const jobs = {
     if (failed.length) {
       view.append(h('h2', null, 'Failures'), table([
         ['Job', (j) => h('code', null, j.id)],
-        ['Reason', (j) => h('span', null, pill(j.failure_reason || 'failed', 'bad'), ' ', j.status_reason || '')],
+        ['Reason', (j) => h('span', null, pill(j.failure_reason || 'failed', 'bad'), ' ', j.status_reason || '', reasonFix(j.failure_reason))],
         ['Detail', (j) => j.failure_detail || '—'],
         ['When', (j) => when(j.finished_at || j.updated_at)],
       ], failed));
@@ -467,6 +538,101 @@ const jobs = {
       ['Created', (j) => when(j.created_at)],
       ['', (j) => act(ctx, 'Delete', () => api.del(`${ECHO_JOBS}/${j.id}`), { danger: true })],
     ], 'No jobs yet.', false));
+  },
+};
+
+/** A preflight block (`passed`, `fail_reasons`, `metrics`) in a line. */
+function preflight(block) {
+  if (!block || typeof block !== 'object' || block.passed === undefined) return '—';
+  const m = block.metrics || {};
+  const measured = `${number(m.duration_seconds, 1)} s, SNR ${number(m.snr_db, 1)} dB, speech ${number(100 * (m.voice_activity_ratio || 0), 0)} %`;
+  return block.passed
+    ? h('span', null, pill('passed', 'ok'), ' ', h('span', { class: 'muted' }, measured))
+    : h('span', null, pill('failed', 'bad'), ' ', (block.fail_reasons || []).join(', '), h('div', { class: 'muted' }, measured));
+}
+
+const voices = {
+  id: 'voices',
+  title: 'Voices and speakers',
+  visible: (ctx) => (ctx.me.tenant.modules.includes('scaispeak') && ctx.can('scaispeak:voice.read'))
+    || (ctx.me.tenant.modules.includes('scaiecho') && ctx.can('scaiecho:speaker.read')),
+  async render(view, ctx) {
+    const modules = ctx.me.tenant.modules;
+    if (modules.includes('scaispeak') && ctx.can('scaispeak:voice.read')) {
+      const base = '/v1/modules/scaispeak/voices';
+      const rows = (await api.get(base)).data;
+      const write = ctx.can('scaispeak:voice.write');
+      view.append(h('h2', null, 'Voices'), table([
+        ['Voice', (v) => h('div', null, v.name, ' ', h('code', { class: 'muted' }, v.id))],
+        ['Scope', (v) => v.scope],
+        ['Status', (v) => h('span', null, pill(v.embedding_status), ' ', v.embedding_status_reason || '')],
+        ['Preflight', (v) => (v.preflight ? preflight(v.preflight) : '—')],
+        ['Warm on', (v) => (v.warm_node_ids || []).join(', ') || '—'],
+        ['', (v) => (!write || v.scope !== 'tenant' ? '' : h('div', { class: 'actions' },
+          act(ctx, 'Repromote', () => api.post(`${base}/${v.id}/repromote`)),
+          act(ctx, 'Warm', () => api.post(`${base}/${v.id}/warm`)),
+          act(ctx, 'Evict', () => api.post(`${base}/${v.id}/evict`)),
+          act(ctx, 'Delete', () => api.del(`${base}/${v.id}`), { danger: true, confirmText: `Delete voice ${v.name}?` })))],
+      ], rows, 'No voices.'));
+    }
+    if (modules.includes('scaiecho') && ctx.can('scaiecho:speaker.read')) {
+      const base = '/v1/modules/scaiecho/speakers';
+      const rows = (await api.get(base)).data;
+      const write = ctx.can('scaiecho:speaker.write');
+      view.append(h('h2', null, 'Speakers'), table([
+        ['Speaker', (s) => h('div', null, s.label, ' ', h('code', { class: 'muted' }, s.id))],
+        ['Enrollment', (s) => h('span', null, pill(s.enrollment_status), ' ', s.status_reason || s.note || '')],
+        ['Preflight', (s) => preflight(s.preflight)],
+        ['Warm on', (s) => s.warm_node_ids.join(', ') || '—'],
+        ['', (s) => (!write ? '' : h('div', { class: 'actions' },
+          act(ctx, 'Warm', () => api.post(`${base}/${s.id}/warm`)),
+          act(ctx, 'Delete', () => api.del(`${base}/${s.id}`), { danger: true, confirmText: `Delete speaker ${s.label}?` })))],
+      ], rows, 'No enrolled speakers.'));
+    }
+  },
+};
+
+const webhooks = {
+  id: 'webhooks',
+  title: 'Webhooks',
+  visible: (ctx) => ctx.can('webhooks:read'),
+  async render(view, ctx) {
+    const rows = await api.get(scoped(ctx, '/v1/webhooks'));
+    const created = h('div');
+    if (ctx.can('webhooks:write')) {
+      view.append(form(ctx, 'create-webhook', [
+        field('URL', { name: 'url', required: true, placeholder: 'https://example.com/hooks/scaigrid' }),
+        field('Events (comma separated)', { name: 'events', required: true, placeholder: 'transcription.job.completed' }),
+      ], 'Add webhook', async (data) => {
+        const hook = await api.post('/v1/webhooks', { url: data.url, events: list(data.events), ...ctx.scope() });
+        await ctx.render();
+        replace(created, h('div', { class: 'secret', id: 'new-secret' }, h('strong', null, 'Signing secret (shown once): '), h('code', null, hook.secret)));
+        document.querySelector('#main section h1').after(created);
+      }));
+    }
+    view.append(table([
+      ['URL', (w) => h('code', null, w.url)],
+      ['Events', (w) => w.events.join(', ')],
+      ['Status', (w) => h('span', null, pill(w.status), ' ', w.disabled_reason || '')],
+      ['Failures in a row', (w) => w.consecutive_failures],
+      ['', (w) => (!ctx.can('webhooks:write') ? '' : h('div', { class: 'actions' },
+        w.status === 'active'
+          ? act(ctx, 'Pause', () => api.patch(`/v1/webhooks/${w.id}`, { status: 'disabled' }))
+          : act(ctx, 'Re-enable', () => api.patch(`/v1/webhooks/${w.id}`, { status: 'active' })),
+        act(ctx, 'Delete', () => api.del(`/v1/webhooks/${w.id}`), { danger: true, confirmText: `Delete the webhook to ${w.url}?` })))],
+    ], rows, 'No webhooks.'));
+    for (const hook of rows) {
+      const deliveries = (await api.get(`/v1/webhooks/${hook.id}/deliveries`)).data;
+      view.append(h('h2', null, 'Deliveries to ', h('code', null, hook.url)), table([
+        ['Event', (d) => h('code', null, d.event)],
+        ['Status', (d) => pill(d.status === 'succeeded' ? 'succeeded' : d.status === 'failed' ? 'failed' : 'pending')],
+        ['Attempts', (d) => d.attempt],
+        ['HTTP', (d) => d.status_code ?? '—'],
+        ['Failure', (d) => (d.failure_reason ? h('span', null, h('code', null, d.failure_reason), ' ', d.failure_detail || d.error || '',
+          h('div', { class: 'fix' }, DELIVERY_FIXES[d.failure_reason] || '')) : '—')],
+        ['When', (d) => when(d.updated_at)],
+      ], deliveries, 'No deliveries yet.'));
+    }
   },
 };
 
@@ -541,7 +707,9 @@ function microphone(ctx) {
   let live = null;
   const show = (frames) => {
     const finals = frames.filter((f) => f.type === 'delta' && f.is_final).map((f) => f.text.trim());
-    const partial = [...frames].reverse().find((f) => f.type === 'delta' && !f.is_final);
+    // A partial shows only until its final arrives.
+    const last = [...frames].reverse().find((f) => f.type === 'delta');
+    const partial = last && !last.is_final ? last : null;
     replace(transcript, finals.join(' '), partial ? h('span', { class: 'muted' }, ` ${partial.text}`) : null);
   };
   start.addEventListener('click', () => ctx.attempt(async () => {
@@ -593,4 +761,4 @@ function microphone(ctx) {
   return box;
 }
 
-export const PAGES = [overview, tenants, users, keys, roles, modules, models, budgets, jobs, nodes, playground];
+export const PAGES = [overview, tenants, users, keys, roles, modules, models, budgets, jobs, voices, webhooks, nodes, playground];
