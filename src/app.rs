@@ -58,6 +58,8 @@ pub struct AppState {
     pub webrtc: Arc<Webrtc>,
     /// Model instances on the nodes.
     pub instances: Arc<crate::instances::Instances>,
+    /// Firewall policies and their checks.
+    pub firewall: Arc<crate::firewall::Firewall>,
     /// The OpenAPI document, rendered once when the router is built.
     pub openapi: OnceLock<String>,
 }
@@ -157,11 +159,13 @@ impl AppState {
             engines,
             crate::scaispeak::relay::Relay::new(&config.speak)?,
         ));
+        let firewall = crate::firewall::Firewall::new(db.clone());
         let gateway = Arc::new(Gateway::new(
             db.clone(),
             config.gateway.clone(),
             vault.clone(),
             (accounting, gate.limits.clone()),
+            firewall.clone(),
         )?);
         let webhooks = Arc::new(Webhooks::new(
             db.clone(),
@@ -183,6 +187,7 @@ impl AppState {
         ));
         Ok(Arc::new(AppState {
             instances,
+            firewall,
             gateway,
             gate,
             cluster,

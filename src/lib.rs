@@ -27,6 +27,7 @@ pub mod console;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod firewall;
 pub mod gateway;
 pub mod http;
 pub mod inference;

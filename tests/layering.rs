@@ -53,6 +53,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "speech",
             "inference",
             "services",
+            "firewall",
             "accounting",
             "ratelimit",
             "auth",

@@ -407,10 +407,12 @@ fn word_timestamps_land_on_the_words() {
         mean(&start_errors),
         mean(&end_errors)
     );
-    // Measured: 0.080-0.085 s and 0.060-0.065 s; without the VAD clip the ends were
-    // 0.19-0.20 s off (the last word of a sentence stretched over the pause).
-    assert!(mean(&start_errors) <= 0.12, "{start_errors:?}");
-    assert!(mean(&end_errors) <= 0.12, "{end_errors:?}");
+    // Measured over runs: starts 0.08-0.12 s, ends 0.06-0.08 s off. The phrases differ
+    // from run to run (the voice samples noise), so one run's mean moves by ~0.04 s;
+    // without the VAD clip the ends were 0.19-0.20 s off (the last word of a sentence
+    // stretched over the pause), which these bounds still catch.
+    assert!(mean(&start_errors) <= 0.15, "{start_errors:?}");
+    assert!(mean(&end_errors) <= 0.15, "{end_errors:?}");
 }
 
 /// The stretch of `audio` from its first to its last 10 ms frame within 45 dB of its

@@ -13,6 +13,7 @@ pub mod balancers;
 pub mod balances;
 pub mod events;
 pub mod evictions;
+pub mod firewall;
 pub mod gateway;
 pub mod instances;
 pub mod jobs;

@@ -95,6 +95,8 @@ pub struct Gateway {
     accounting: Arc<Accounting>,
     /// The token rate limits chat calls are charged to.
     limits: Arc<Limits>,
+    /// Guards chat input and output.
+    pub firewall: Arc<crate::firewall::Firewall>,
 }
 
 /// A chat call's place among those in flight, given back when dropped (for a stream,
@@ -107,6 +109,7 @@ impl Gateway {
         config: GatewayConfig,
         vault: Arc<crate::vault::Vault>,
         (accounting, limits): (Arc<Accounting>, Arc<Limits>),
+        firewall: Arc<crate::firewall::Firewall>,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("scaigrid/", env!("CARGO_PKG_VERSION")))
@@ -121,6 +124,7 @@ impl Gateway {
             config,
             accounting,
             limits,
+            firewall,
         })
     }
 

@@ -245,12 +245,21 @@ pub async fn chat_completions(
 /// either names its backend for the access log and metrics.
 fn chat_response(reply: crate::gateway::chat::Reply) -> Response {
     use crate::gateway::chat::Reply;
-    let (mut response, backend_id) = match reply {
-        Reply::Answered { body, backend_id } => (
+    let (mut response, backend_id, model) = match reply {
+        Reply::Answered {
+            body,
+            backend_id,
+            model,
+        } => (
             axum::Json(serde_json::Value::Object(body)).into_response(),
             backend_id,
+            model,
         ),
-        Reply::Streaming { events, backend_id } => {
+        Reply::Streaming {
+            events,
+            backend_id,
+            model,
+        } => {
             let body = futures_util::stream::unfold(events, |mut events| async move {
                 events
                     .recv()
@@ -263,12 +272,12 @@ fn chat_response(reply: crate::gateway::chat::Reply) -> Response {
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
             headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            (response, backend_id)
+            (response, backend_id, model)
         }
     };
-    response
-        .extensions_mut()
-        .insert(crate::telemetry::BackendId(backend_id));
+    let extensions = response.extensions_mut();
+    extensions.insert(crate::telemetry::BackendId(backend_id));
+    extensions.insert(crate::telemetry::ModelSlug(model));
     response
 }
 

@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod console;
 mod errors;
+mod firewall;
 mod gateway;
 mod health;
 mod instances;
@@ -96,6 +97,10 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(health::openapi))
         .routes(routes!(errors::list))
         .routes(routes!(stats::stats))
+        .routes(routes!(firewall::create, firewall::list))
+        .routes(routes!(firewall::get, firewall::replace, firewall::delete))
+        .routes(routes!(firewall::test))
+        .routes(routes!(firewall::test_alias))
         .routes(routes!(console::index))
         .routes(routes!(console::asset))
         .routes(routes!(

@@ -18,12 +18,13 @@ pub use histogram::HistogramVec;
 
 pub const REQUESTS_IN_FLIGHT: &str = "scaigrid_http_requests_in_flight";
 
-/// Every request's duration by route, status and the backend it was dispatched to.
-pub static REQUEST_DURATION: LazyLock<HistogramVec<3>> = LazyLock::new(|| {
+/// Every request's duration by route, status, the backend it was dispatched to and the
+/// gateway model it named.
+pub static REQUEST_DURATION: LazyLock<HistogramVec<4>> = LazyLock::new(|| {
     HistogramVec::new(
         "scaigrid_request_duration_seconds",
-        "Time from request to response head, by route, status and backend.",
-        ["route", "status", "backend_id"],
+        "Time from request to response head, by route, status, backend and model.",
+        ["route", "status", "backend_id", "model"],
         &[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             30.0, 60.0,
@@ -45,6 +46,10 @@ pub static STREAM_FINAL: LazyLock<HistogramVec<0>> = LazyLock::new(|| {
 /// duration is also broken down by `backend_id`.
 #[derive(Debug, Clone)]
 pub struct BackendId(pub String);
+
+/// Set on a chat response: the model's slug, so latency is also broken down by model.
+#[derive(Debug, Clone)]
+pub struct ModelSlug(pub String);
 
 /// Installs the global subscriber (once; later calls are no-ops).
 pub fn init_logging(format: LogFormat) {
@@ -130,11 +135,13 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         tracing::info!(target: "scaigrid::access", status, micros = elapsed.as_micros() as u64, "request");
     }
     let backend_id = response.extensions().get::<BackendId>();
+    let model = response.extensions().get::<ModelSlug>();
     REQUEST_DURATION.observe(
         [
             route.as_ref().map_or("unmatched", |r| r.as_str()),
             response.status().as_str(),
             backend_id.map_or("", |b| b.0.as_str()),
+            model.map_or("", |m| m.0.as_str()),
         ],
         elapsed.as_secs_f64(),
     );

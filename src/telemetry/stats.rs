@@ -5,12 +5,15 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// One route (and the backend it dispatched to, if any) since the process started.
+/// One route (with the backend it dispatched to and the model it named, if any) since
+/// the process started.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct RouteStats {
     pub route: String,
     /// Empty when the route does not dispatch to a backend.
     pub backend_id: String,
+    /// The gateway model (chat); empty for other routes.
+    pub model: String,
     pub requests: u64,
     /// Answered 5xx.
     pub server_errors: u64,
@@ -21,44 +24,57 @@ pub struct RouteStats {
     pub p99_ms: f64,
 }
 
-/// Rows of a `(route, status, backend_id)` histogram snapshot, busiest first.
-pub fn by_route(bounds: &[f64], series: &[([String; 3], Vec<u64>)]) -> Vec<RouteStats> {
-    let mut rows: Vec<(String, String, Vec<u64>, u64, u64)> = Vec::new();
-    for ([route, status, backend], counts) in series {
-        let index = match rows
-            .iter()
-            .position(|(r, b, ..)| r == route && b == backend)
-        {
+/// Counts of one `(route, backend, model)`, summed over statuses.
+struct Tally {
+    key: [String; 3],
+    counts: Vec<u64>,
+    server_errors: u64,
+    client_errors: u64,
+}
+
+/// Rows of a `(route, status, backend_id, model)` histogram snapshot, busiest first.
+pub fn by_route(bounds: &[f64], series: &[([String; 4], Vec<u64>)]) -> Vec<RouteStats> {
+    let mut tallies: Vec<Tally> = Vec::new();
+    for ([route, status, backend, model], counts) in series {
+        let key = [route.clone(), backend.clone(), model.clone()];
+        let index = match tallies.iter().position(|tally| tally.key == key) {
             Some(index) => index,
             None => {
-                rows.push((route.clone(), backend.clone(), vec![0; counts.len()], 0, 0));
-                rows.len() - 1
+                tallies.push(Tally {
+                    key,
+                    counts: vec![0; counts.len()],
+                    server_errors: 0,
+                    client_errors: 0,
+                });
+                tallies.len() - 1
             }
         };
-        let row = &mut rows[index];
-        let total: u64 = counts.iter().sum();
-        for (sum, count) in row.2.iter_mut().zip(counts) {
+        let tally = &mut tallies[index];
+        for (sum, count) in tally.counts.iter_mut().zip(counts) {
             *sum += count;
         }
+        let total: u64 = counts.iter().sum();
         match status.as_bytes().first() {
-            Some(b'5') => row.3 += total,
-            Some(b'4') => row.4 += total,
+            Some(b'5') => tally.server_errors += total,
+            Some(b'4') => tally.client_errors += total,
             _ => {}
         }
     }
-    let mut out: Vec<RouteStats> = rows
+    let mut out: Vec<RouteStats> = tallies
         .into_iter()
-        .map(
-            |(route, backend_id, counts, server_errors, client_errors)| RouteStats {
+        .map(|tally| {
+            let [route, backend_id, model] = tally.key;
+            RouteStats {
                 route,
                 backend_id,
-                requests: counts.iter().sum(),
-                server_errors,
-                client_errors,
-                p50_ms: quantile(bounds, &counts, 0.50) * 1e3,
-                p99_ms: quantile(bounds, &counts, 0.99) * 1e3,
-            },
-        )
+                model,
+                requests: tally.counts.iter().sum(),
+                server_errors: tally.server_errors,
+                client_errors: tally.client_errors,
+                p50_ms: quantile(bounds, &tally.counts, 0.50) * 1e3,
+                p99_ms: quantile(bounds, &tally.counts, 0.99) * 1e3,
+            }
+        })
         .collect();
     out.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.route.cmp(&b.route)));
     out
@@ -108,23 +124,22 @@ mod tests {
 
     #[test]
     fn statuses_are_summed_per_route_and_backend() {
+        let chat = |status: &str, model: &str| -> [String; 4] {
+            ["/v1/chat".into(), status.into(), "b1".into(), model.into()]
+        };
         let series = vec![
+            (chat("200", "m1"), vec![3, 0, 0, 0]),
+            (chat("502", "m1"), vec![0, 1, 0, 0]),
+            (chat("429", "m1"), vec![1, 0, 0, 0]),
+            (chat("200", "m2"), vec![0, 0, 1, 0]),
             (
-                ["/v1/chat".into(), "200".into(), "b1".into()],
-                vec![3, 0, 0, 0],
-            ),
-            (
-                ["/v1/chat".into(), "502".into(), "b1".into()],
-                vec![0, 1, 0, 0],
-            ),
-            (
-                ["/v1/chat".into(), "429".into(), "b1".into()],
+                ["/v1/me".into(), "200".into(), "".into(), "".into()],
                 vec![1, 0, 0, 0],
             ),
-            (["/v1/me".into(), "200".into(), "".into()], vec![1, 0, 0, 0]),
         ];
         let rows = by_route(BOUNDS, &series);
-        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].model, "m1");
         assert_eq!(rows[0].route, "/v1/chat");
         assert_eq!(
             (

@@ -70,6 +70,7 @@ pub const EVENTS: &[&str] = &[
     "synth.job.completed",
     "synth.job.failed",
     "budget.exceeded",
+    "firewall.matched",
 ];
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1092,6 +1092,18 @@ async fn the_admin_api_the_console_uses_pages_filters_and_changes_everything() {
         .await;
     assert_eq!(none["data"], json!([]), "{none}");
 
+    // Chat latency is broken down by model too.
+    let (_, stats) = server.get("/v1/stats", Some(ADMIN_KEY)).await;
+    let chat = stats["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "/v1/chat/completions" && r["model"] == "acme/chat")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(chat["requests"], 2, "{stats}");
+    assert_eq!(chat["backend_id"], backend.as_str(), "{stats}");
+
     // Voices, speakers and deliveries: pages and filters too.
     server.enable_module(admin, "scaispeak").await;
     let (status, voices) = server

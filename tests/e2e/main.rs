@@ -11,6 +11,7 @@ mod browser;
 mod connections;
 mod console;
 mod envelope;
+mod firewall;
 mod gateway;
 mod instances;
 mod metering;

@@ -167,11 +167,12 @@ const overview = {
         const requests = busy.reduce((sum, r) => sum + r.requests, 0);
         const failed = busy.reduce((sum, r) => sum + r.server_errors, 0);
         cards.append(stat('Server error rate', requests ? `${number((100 * failed) / requests, 2)} %` : '—'));
-        const label = (r) => `${r.route}${r.backend_id ? ` → ${r.backend_id}` : ''}`;
-        view.append(h('h2', null, 'p99 latency by route and backend (ms, since start)'),
+        const label = (r) => (r.model ? `${r.model} → ${r.backend_id}` : `${r.route}${r.backend_id ? ` → ${r.backend_id}` : ''}`);
+        view.append(h('h2', null, 'p99 latency by model, route and backend (ms, since start)'),
           busy.length ? bars(busy.map((r) => [label(r), r.p99_ms]), { unit: ' ms' }) : h('p', { class: 'muted' }, 'No requests yet.'),
           table([
             ['Route', (r) => h('code', null, r.route)],
+            ['Model', (r) => r.model || '—'],
             ['Backend', (r) => r.backend_id || '—'],
             ['Requests', (r) => number(r.requests, 0)],
             ['Errors 5xx / 4xx', (r) => `${number(r.server_errors, 0)} / ${number(r.client_errors, 0)}`],

@@ -32,6 +32,7 @@ use super::{Admitted, Outcome, routing, sse, upstream_error_text};
 use crate::accounting::{Reservation, UsageRecord};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::firewall::Stage;
 use crate::ratelimit::Dimension;
 use crate::rbac::Permission;
 
@@ -41,12 +42,15 @@ pub enum Reply {
     Answered {
         body: Map<String, Value>,
         backend_id: String,
+        /// The model's slug (for the per-model latency).
+        model: String,
     },
     /// An answer streaming in: SSE bytes as they are ready (the call settles itself
     /// however the stream ends, the client going away included).
     Streaming {
         events: tokio::sync::mpsc::Receiver<Bytes>,
         backend_id: String,
+        model: String,
     },
 }
 
@@ -120,6 +124,61 @@ fn parse(bytes: &[u8]) -> ApiResult<ChatRequest> {
         prompt_tokens,
         max_tokens,
     })
+}
+
+/// The text parts of a chat message (`content` as a string, or its `text` parts).
+fn message_texts(message: &mut Value) -> Vec<&mut String> {
+    match message.get_mut("content") {
+        Some(Value::String(text)) => vec![text],
+        Some(Value::Array(parts)) => parts
+            .iter_mut()
+            .filter_map(|part| match part.get_mut("text") {
+                Some(Value::String(text)) => Some(text),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The firewall over the request's messages (redactions written back into them).
+async fn guard_input(
+    gateway: &Gateway,
+    principal: &Principal,
+    slug: &str,
+    body: &mut Map<String, Value>,
+) -> ApiResult<()> {
+    let Some(Value::Array(messages)) = body.get_mut("messages") else {
+        return Ok(());
+    };
+    let mut texts: Vec<&mut String> = messages.iter_mut().flat_map(message_texts).collect();
+    gateway
+        .firewall
+        .guard(principal, Some(slug), Stage::ChatInput, &mut texts)
+        .await
+        .map(drop)
+}
+
+/// The firewall over a complete answer's choices.
+async fn guard_output(
+    gateway: &Gateway,
+    principal: &Principal,
+    slug: &str,
+    body: &mut Map<String, Value>,
+) -> ApiResult<()> {
+    let Some(Value::Array(choices)) = body.get_mut("choices") else {
+        return Ok(());
+    };
+    let mut texts: Vec<&mut String> = choices
+        .iter_mut()
+        .filter_map(|choice| choice.get_mut("message"))
+        .flat_map(message_texts)
+        .collect();
+    gateway
+        .firewall
+        .guard(principal, Some(slug), Stage::ChatOutput, &mut texts)
+        .await
+        .map(drop)
 }
 
 /// Why one backend did not answer.
@@ -242,9 +301,26 @@ pub async fn complete(
     admitted: Admitted,
 ) -> ApiResult<Reply> {
     principal.require(Permission::ChatCreate)?;
-    let request = parse(&bytes)?;
+    let mut request = parse(&bytes)?;
     let snapshot = gateway.catalog.snapshot().await?;
     let model = snapshot.resolve(&principal.tenant_id, &request.slug)?;
+    guard_input(&gateway, &principal, &model.slug, &mut request.body).await?;
+    let output_guard = match request.stream {
+        true => {
+            let policies = gateway
+                .firewall
+                .guarding(&principal, Some(&model.slug), Stage::ChatOutput)
+                .await?;
+            (!policies.is_empty()).then(|| stream::OutputGuard {
+                firewall: gateway.firewall.clone(),
+                principal: principal.clone(),
+                model: model.slug.clone(),
+                policies,
+            })
+        }
+        false => None,
+    };
+    let mut output_guard = output_guard;
     fits_context(&model, &request)?;
     let output_estimate = request
         .max_tokens
@@ -291,16 +367,20 @@ pub async fn complete(
                 gateway.report(&backend.id, Outcome::Neutral);
                 return Err(error);
             }
-            Attempt::Answered(body, usage) => {
+            Attempt::Answered(mut body, usage) => {
                 gateway.report(&backend.id, Outcome::Success);
                 let mut settlement = settlement;
                 settlement.reservation = reservation.take();
                 settlement
                     .settle(usage.tokens, usage.completion_chars)
                     .await;
+                // The answer was made (and is billed); the firewall decides whether
+                // the caller sees it.
+                guard_output(&gateway, &principal, &model.slug, &mut body).await?;
                 return Ok(Reply::Answered {
                     body,
                     backend_id: backend.id.clone(),
+                    model: model.slug.clone(),
                 });
             }
             Attempt::Streaming(upstream, first) => {
@@ -315,7 +395,7 @@ pub async fn complete(
                         slug: model.slug.clone(),
                     },
                     settlement,
-                    admitted,
+                    (admitted, output_guard.take()),
                 ));
             }
         }

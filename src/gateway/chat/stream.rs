@@ -48,6 +48,35 @@ pub(super) async fn open_stream(
     Attempt::Streaming(response, first)
 }
 
+/// The firewall over a streamed answer: the policies that guard its output, checked
+/// on the text said so far before each chunk goes out.
+pub(crate) struct OutputGuard {
+    pub firewall: Arc<crate::firewall::Firewall>,
+    pub principal: Arc<crate::auth::Principal>,
+    pub model: String,
+    pub policies: Vec<crate::firewall::Policy>,
+}
+
+/// What a streamed answer's check looks at: the last this many bytes of what was said
+/// (a match is found while it is being said; the check costs the same on long answers).
+const GUARD_WINDOW: usize = 64 << 10;
+
+impl OutputGuard {
+    /// The verdict on what was said so far.
+    fn check(&self, said: &str) -> crate::firewall::Verdict {
+        let mut start = said.len().saturating_sub(GUARD_WINDOW);
+        while !said.is_char_boundary(start) {
+            start += 1;
+        }
+        crate::firewall::policy::evaluate(&self.policies, &said[start..])
+    }
+
+    /// Streamed text cannot be taken back: a redact rule's match ends it like a block.
+    fn stops(verdict: &crate::firewall::Verdict) -> bool {
+        verdict.blocked || verdict.redacted.is_some()
+    }
+}
+
 /// Rewrites and tallies the events of one streamed completion.
 #[derive(Default)]
 struct StreamTally {
@@ -56,6 +85,8 @@ struct StreamTally {
     done: bool,
     /// An upstream `error` event (sent on as ours).
     upstream_error: Option<String>,
+    /// The text said so far, kept when a firewall guards the output.
+    said: Option<String>,
 }
 
 impl StreamTally {
@@ -89,12 +120,34 @@ impl StreamTally {
                 .filter_map(|c| c.get("delta"))
                 .map(text_length)
                 .sum::<usize>();
+            if let Some(said) = &mut self.said {
+                for content in choices
+                    .iter()
+                    .filter_map(|c| c.get("delta")?.get("content")?.as_str())
+                {
+                    said.push_str(content);
+                }
+            }
         }
         if value.contains_key("model") {
             value.insert("model".into(), Value::from(slug));
         }
         Some(sse::data(&Value::Object(value).to_string()))
     }
+}
+
+/// The SSE error event of a stream the firewall cut.
+fn firewall_event(refusal: &crate::error::ApiError, request_id: Option<&str>) -> Vec<u8> {
+    let mut error = serde_json::json!({
+        "code": refusal.code.as_str(),
+        "message": refusal.message,
+        "request_id": request_id,
+    });
+    for (name, value) in &refusal.fields {
+        error[name] = value.clone();
+    }
+    let payload = serde_json::json!({ "status": "error", "error": error });
+    sse::named("error", &payload.to_string())
 }
 
 fn error_event(message: &str, request_id: Option<&str>) -> Vec<u8> {
@@ -111,7 +164,7 @@ pub(super) fn stream_reply(
     gateway: Arc<Gateway>,
     upstream: Upstream,
     settlement: Settlement,
-    admitted: Admitted,
+    (admitted, guard): (Admitted, Option<OutputGuard>),
 ) -> Reply {
     let Upstream {
         mut response,
@@ -119,6 +172,7 @@ pub(super) fn stream_reply(
         backend,
         slug,
     } = upstream;
+    let model = slug.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
     let stream_timeout = gateway.config.stream_timeout;
     let request_id = settlement.request_id.clone();
@@ -128,7 +182,12 @@ pub(super) fn stream_reply(
         let backend = task_backend;
         let deadline = Instant::now() + stream_timeout;
         let mut reader = sse::Reader::default();
-        let mut tally = StreamTally::default();
+        let mut tally = StreamTally {
+            said: guard.as_ref().map(|_| String::new()),
+            ..StreamTally::default()
+        };
+        let mut checked = 0;
+        let mut last_verdict = None;
         let mut next = Some(first);
         let failure: Option<String> = loop {
             let chunk = match next.take() {
@@ -163,6 +222,30 @@ pub(super) fn stream_reply(
                     out.extend(bytes);
                 }
             }
+            if let (Some(guard), Some(said)) = (&guard, &tally.said)
+                && said.len() > checked
+            {
+                checked = said.len();
+                let verdict = guard.check(said);
+                if OutputGuard::stops(&verdict) {
+                    // What tripped the rule never reaches the client.
+                    let _ = guard
+                        .firewall
+                        .record(
+                            &guard.principal,
+                            Some(&guard.model),
+                            Stage::ChatOutput,
+                            &verdict,
+                        )
+                        .await;
+                    let refusal = crate::firewall::blocked(&verdict);
+                    let _ = tx
+                        .send(Bytes::from(firewall_event(&refusal, request_id.as_deref())))
+                        .await;
+                    break None;
+                }
+                last_verdict = Some(verdict);
+            }
             if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
                 // The client went away: not the backend's fault.
                 break None;
@@ -185,11 +268,25 @@ pub(super) fn stream_reply(
             None => gateway.report(&backend.id, Outcome::Success),
         }
         drop(tx);
+        if let (Some(guard), Some(verdict)) = (&guard, &last_verdict)
+            && !verdict.matches.is_empty()
+        {
+            let _ = guard
+                .firewall
+                .record(
+                    &guard.principal,
+                    Some(&guard.model),
+                    Stage::ChatOutput,
+                    verdict,
+                )
+                .await;
+        }
         settlement.settle(tally.usage, tally.completion_chars).await;
     });
     Reply::Streaming {
         events: rx,
         backend_id: backend.id.clone(),
+        model,
     }
 }
 
