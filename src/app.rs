@@ -138,6 +138,7 @@ impl AppState {
             accounting: accounting.clone(),
         };
         let jobs = Arc::new(Jobs::new(db.clone(), queue, config.jobs.lease));
+        let firewall = crate::firewall::Firewall::new(db.clone());
         let handles = crate::speech::Handles {
             db: db.clone(),
             store: store.clone(),
@@ -147,6 +148,7 @@ impl AppState {
             jobs: jobs.clone(),
             gate: gate.clone(),
             stream: config.stream.clone(),
+            firewall: firewall.clone(),
         };
         let scaiecho = Arc::new(ScaiEcho::new(
             handles.clone(),
@@ -159,7 +161,6 @@ impl AppState {
             engines,
             crate::scaispeak::relay::Relay::new(&config.speak)?,
         ));
-        let firewall = crate::firewall::Firewall::new(db.clone());
         let gateway = Arc::new(Gateway::new(
             db.clone(),
             config.gateway.clone(),

@@ -299,7 +299,8 @@ pub async fn transcribe_upload(
                 let backend = policy::resolve(&policy, preference, state.usable())?;
                 let owner = Owner::of(principal);
                 let work = transcribe(state, owner, samples, &options, backend);
-                let transcription = crate::inference::pool::bound(nodes, work).await?;
+                let mut transcription = crate::inference::pool::bound(nodes, work).await?;
+                guard(state, principal, model, &mut transcription).await?;
                 return Ok(Outcome::Done(transcription, options.response_format));
             }
             Some(seconds)
@@ -315,6 +316,39 @@ pub async fn transcribe_upload(
     )
     .await?;
     Ok(Outcome::Queued(job))
+}
+
+/// The firewall over a transcript before it is returned: blocked, 403 (the work was
+/// done and is billed; the text is withheld); redacted, the text and every segment's
+/// text carry `[REDACTED:<slug>]`, and the segments lose their words and decoder
+/// details (a match can span words, and tokens spell what was said).
+async fn guard(
+    state: &ScaiEcho,
+    principal: &Principal,
+    model: Option<&str>,
+    transcription: &mut Transcription,
+) -> ApiResult<()> {
+    let format::Transcription { text, segments, .. } = transcription;
+    let mut texts: Vec<&mut String> = std::iter::once(text)
+        .chain(segments.iter_mut().map(|segment| &mut segment.text))
+        .collect();
+    let verdict = state
+        .handles
+        .firewall
+        .guard(
+            principal,
+            model,
+            crate::firewall::Stage::Transcript,
+            &mut texts,
+        )
+        .await?;
+    if verdict.redacted.is_some() {
+        for segment in &mut transcription.segments {
+            segment.words = None;
+            segment.decoding = None;
+        }
+    }
+    Ok(())
 }
 
 /// Whose usage a transcription is.

@@ -357,7 +357,18 @@ pub async fn speak_request(
     request: SpeakRequest,
 ) -> ApiResult<Outcome> {
     authorize(principal)?;
-    let speak = Speak::validate(state, principal, request).await?;
+    let mut speak = Speak::validate(state, principal, request).await?;
+    // The text as the firewall lets it through (blocked: 403; redacted: spoken so).
+    state
+        .handles
+        .firewall
+        .guard(
+            principal,
+            speak.model.as_deref(),
+            crate::firewall::Stage::SpeechInput,
+            &mut [&mut speak.text],
+        )
+        .await?;
     if speak.run_async {
         return jobs::create(state, principal, &speak)
             .await

@@ -45,6 +45,8 @@ pub struct Handles {
     pub gate: Gate,
     /// Stream timers and limits (`[stream]`).
     pub stream: StreamConfig,
+    /// Guards texts to speak and transcripts.
+    pub firewall: Arc<crate::firewall::Firewall>,
 }
 
 impl Handles {

@@ -329,3 +329,88 @@ async fn policies_that_are_wrong_or_not_yours_are_refused() {
     let (_, listed) = server.get(POLICIES, Some(admin)).await;
     assert_eq!(listed, json!([]));
 }
+
+#[tokio::test]
+async fn texts_to_speak_and_transcripts_are_guarded() {
+    let server = Server::start().await;
+    let acme = server.tenant("acme").await;
+    let admin = acme.admin_key.as_str();
+    server.enable_module(admin, "scaiecho").await;
+    server.enable_module(admin, "scaispeak").await;
+    policy(
+        &server,
+        admin,
+        json!({"name": "cards", "mode": "block", "stages": ["speech_input"],
+            "rules": [{"slug": "card", "kind": "pii", "detectors": ["payment_card"]}]}),
+    )
+    .await;
+    let speak = |text: &str| {
+        server.post(
+            "/v1/audio/speech",
+            Some(admin),
+            json!({"input": text, "response_format": "wav"}),
+        )
+    };
+    let (status, body) = speak("Read my card: 4111 1111 1111 1111.").await;
+    assert_error(status, &body, 403, "FIREWALL_BLOCKED");
+    assert_eq!(body["error"]["matched_rules"], json!(["card"]), "{body}");
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/audio/speech"))
+        .bearer_auth(admin)
+        .json(&json!({"input": "Hello there.", "response_format": "wav"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // beckett.wav: "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
+    let (_, created) = server
+        .post(
+            POLICIES,
+            Some(admin),
+            json!({"name": "failures", "mode": "redact", "stages": ["transcript"],
+                "rules": [{"slug": "fail", "kind": "regex", "patterns": ["(?i)\\bfail\\w*"]}]}),
+        )
+        .await;
+    let wav = std::fs::read("models/cache/test-audio/beckett.wav").unwrap();
+    let transcribe = |fields: &'static [(&'static str, &'static str)]| {
+        server.post_wav_form(
+            "/v1/modules/scaiecho/transcribe",
+            admin,
+            fields,
+            wav.clone(),
+        )
+    };
+    let (status, body) = transcribe(&[("timestamps", "word")]).await;
+    assert_eq!(status, 200, "{body}");
+    let text = body["text"].as_str().unwrap();
+    assert!(text.contains("[REDACTED:fail]"), "{body}");
+    assert!(!text.to_lowercase().contains("fail "), "{body}");
+    for segment in body["segments"].as_array().unwrap() {
+        assert!(
+            !segment["text"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("failed"),
+            "{segment}"
+        );
+        assert!(segment.get("words").is_none(), "{segment}");
+    }
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = server
+        .send(
+            reqwest::Method::PUT,
+            &format!("{POLICIES}/{id}"),
+            Some(admin),
+            Some(
+                json!({"name": "failures", "mode": "block", "stages": ["transcript"],
+                "rules": [{"slug": "fail", "kind": "regex", "patterns": ["(?i)\\bfail\\w*"]}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = transcribe(&[]).await;
+    assert_error(status, &body, 403, "FIREWALL_BLOCKED");
+    assert!(!body.to_string().contains("Ever tried"), "{body}");
+}
