@@ -199,11 +199,27 @@ impl Firewall {
             return Err(blocked(&verdict));
         }
         if verdict.redacted.is_some() {
+            // Redact matches found text by text; fewer than in the joined text means a
+            // match spans two texts (e.g. two chat messages), which no text can be
+            // redacted for in place: that blocks rather than passes.
+            let redacting = |verdict: &Verdict| -> usize {
+                verdict
+                    .matches
+                    .iter()
+                    .filter(|m| m.mode == Mode::Redact)
+                    .map(|m| m.count)
+                    .sum()
+            };
+            let mut found = 0;
             for text in texts.iter_mut() {
-                if let Some(redacted) = policy::evaluate(applicable.iter().copied(), text).redacted
-                {
+                let alone = policy::evaluate(applicable.iter().copied(), text);
+                found += redacting(&alone);
+                if let Some(redacted) = alone.redacted {
                     **text = redacted;
                 }
+            }
+            if found < redacting(&verdict) {
+                return Err(blocked(&verdict));
             }
         }
         Ok(verdict)

@@ -105,6 +105,28 @@ async fn policies_block_audit_and_redact_chat_and_cut_a_streamed_answer() {
         .await;
     assert!(events >= 1, "no event");
 
+    // A redact rule whose match spans two messages cannot be redacted in place: refused.
+    policy(
+        &server,
+        admin,
+        json!({"name": "split", "mode": "redact", "stages": ["chat_input"],
+            "rules": [{"slug": "pair", "kind": "regex", "patterns": ["alpha\\sbeta"]}]}),
+    )
+    .await;
+    let (status, body) = chat(&server, member, "alpha beta in one").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .post(
+            "/v1/chat/completions",
+            Some(member),
+            json!({"model": "acme/chat", "messages": [
+                {"role": "user", "content": "say alpha"},
+                {"role": "user", "content": "beta now"}]}),
+        )
+        .await;
+    assert_error(status, &body, 403, "FIREWALL_BLOCKED");
+    assert_eq!(body["error"]["matched_rules"], json!(["pair"]), "{body}");
+
     // Redact on output: the answer comes back with the e-mail replaced.
     let redact = policy(
         &server,
