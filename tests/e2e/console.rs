@@ -595,6 +595,55 @@ async fn the_console_session_refuses_forgery_other_tenants_and_viewers() {
     assert_eq!(tenants.as_array().unwrap().len(), 1, "{tenants}");
     assert_eq!(tenants[0]["id"], acme.id.as_str(), "{tenants}");
 
+    // A new tab asks for the token of its cookie; a renewal rotates both.
+    let (status, current) =
+        with_session(&server, &admin, Method::GET, "/console/session", None, None).await;
+    assert_eq!(
+        (status, current["csrf_token"].as_str()),
+        (200, Some(admin.csrf.as_str()))
+    );
+    let renewed = reqwest::Client::new()
+        .post(server.url("/console/session/refresh"))
+        .header("cookie", &admin.cookie)
+        .header("x-csrf-token", &admin.csrf)
+        .send()
+        .await
+        .unwrap();
+    let cookies: Vec<String> = renewed
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect();
+    let (status, body) = crate::support::read(renewed).await;
+    assert_eq!(status, 200, "{body}");
+    let fresh = Session {
+        cookie: cookies.join("; "),
+        csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+    };
+    assert_ne!(fresh.csrf, admin.csrf);
+    let (status, me) = with_session(
+        &server,
+        &fresh,
+        Method::GET,
+        "/v1/me",
+        Some(&fresh.csrf),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{me}");
+    let (status, body) = with_session(
+        &server,
+        &fresh,
+        Method::GET,
+        "/v1/me",
+        Some(&admin.csrf),
+        None,
+    )
+    .await;
+    assert_error(status, &body, 403, "AUTH_CSRF_FAILED");
+    let admin = fresh;
+
     // Sign-out ends the login: the refresh cookie no longer renews it.
     let (status, body) = with_session(
         &server,
