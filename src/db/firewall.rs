@@ -108,22 +108,6 @@ pub async fn get(
     row.as_ref().map(from_row).transpose()
 }
 
-/// A policy by id or by name within the tenant.
-pub async fn find(
-    conn: &mut AnyConnection,
-    tenant_id: &str,
-    id_or_name: &str,
-) -> Result<Option<PolicyRow>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT * FROM firewall_policies WHERE tenant_id = $1 AND (id = $2 OR name = $2)",
-    )
-    .bind(tenant_id)
-    .bind(id_or_name)
-    .fetch_optional(conn)
-    .await?;
-    row.as_ref().map(from_row).transpose()
-}
-
 /// Every policy of a tenant, oldest first.
 pub async fn list(
     conn: &mut AnyConnection,
