@@ -143,10 +143,13 @@ const overview = {
       }));
     }
     if (ctx.me.tenant.modules.includes('scaiecho') && ctx.can('scaiecho:transcribe')) {
-      tasks.push(api.get(ECHO_JOBS).then((jobs) => {
-        const backlog = jobs.data.filter((job) => ['queued', 'processing'].includes(job.status)).length;
-        cards.append(stat('Transcription backlog', number(backlog, 0)));
-      }));
+      // Counted by status (a page of up to 1000 each), not from the latest jobs alone.
+      tasks.push(Promise.all(['queued', 'processing'].map((status) => api.get(`${ECHO_JOBS}?status=${status}&limit=1000`)))
+        .then((pages) => {
+          const backlog = pages.reduce((sum, page) => sum + page.data.length, 0);
+          const more = pages.some((page) => page.has_more) ? '+' : '';
+          cards.append(stat('Transcription backlog', `${number(backlog, 0)}${more}`));
+        }));
     }
     if (ctx.platform) {
       tasks.push(api.get('/v1/backends').then((backends) => {
