@@ -14,6 +14,7 @@
 //! of waiting for their lease to lapse.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,21 +28,41 @@ use crate::config::Config;
 use crate::db::jobs::{Claim, JobRow};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::Processed;
+use crate::records::Timestamp;
 
 const POLL: Duration = Duration::from_secs(1);
 /// Longest blocking read of the job stream (also how quickly a stop is noticed).
 const BLOCK: Duration = Duration::from_secs(1);
 /// A consumer (a worker process) quiet this long with nothing pending has stopped.
 const CONSUMER_IDLE: Duration = Duration::from_secs(3600);
+/// How often a worker process writes its row ([`crate::db::workers`]).
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A worker row not written for this long is a process that stopped without a word.
+pub const HEARTBEAT_LOST: Duration = Duration::from_secs(20);
+/// ... and after this long its row goes.
+const HEARTBEAT_FORGOTTEN: Duration = Duration::from_secs(3600);
 
-/// Jobs running in this process: job id → its stream entry (scaled deployment).
-type InFlight = Arc<Mutex<HashMap<String, Option<String>>>>;
+/// What this process's workers are doing.
+#[derive(Default)]
+struct Tracker {
+    /// Jobs running now: job id → its stream entry (scaled deployment).
+    jobs: Mutex<HashMap<String, Option<String>>>,
+    /// Jobs taken and let go since the process started.
+    handled: AtomicI64,
+    /// A job started or ended: the heartbeat writes at once, so the list agrees with
+    /// the jobs' statuses.
+    changed: tokio::sync::Notify,
+}
+
+type InFlight = Arc<Tracker>;
 
 /// The running workers of this process.
 pub struct Workers {
     state: Arc<AppState>,
     in_flight: InFlight,
     stop: watch::Sender<bool>,
+    /// Writes its row in the worker list (when it runs jobs at all); removes it at the stop.
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts `count` workers on the current runtime (none when `count` is 0, or when this
@@ -59,15 +80,23 @@ pub fn spawn(state: &Arc<AppState>, count: usize) -> Workers {
              set `[jobs] workers = 0` to say so, or enable the engines"
         );
     }
+    let mut heartbeat_task = None;
     if count > 0 && runnable {
+        let consumer = format!(
+            "{}-{}-{}",
+            state.config.engines.node_id,
+            std::process::id(),
+            &hex::encode(rand::random::<[u8; 3]>())
+        );
+        heartbeat_task = Some(tokio::spawn(heartbeat(
+            state.clone(),
+            consumer.clone(),
+            count,
+            in_flight.clone(),
+            stopped.clone(),
+        )));
         match state.jobs.stream().cloned() {
             Some(queue) => {
-                let consumer = format!(
-                    "{}-{}-{}",
-                    state.config.engines.node_id,
-                    std::process::id(),
-                    &hex::encode(rand::random::<[u8; 3]>())
-                );
                 tokio::spawn(consume(
                     state.clone(),
                     queue,
@@ -93,14 +122,73 @@ pub fn spawn(state: &Arc<AppState>, count: usize) -> Workers {
         state: state.clone(),
         in_flight,
         stop,
+        heartbeat: heartbeat_task,
+    }
+}
+
+/// Writes this process's row in the worker list every [`HEARTBEAT`] until the stop,
+/// then removes it; drops rows of processes gone for an hour.
+async fn heartbeat(
+    state: Arc<AppState>,
+    id: String,
+    capacity: usize,
+    in_flight: InFlight,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut row = crate::db::workers::WorkerRow {
+        id,
+        node_id: state.config.engines.node_id.clone(),
+        host: crate::config::host_name(),
+        pid: i64::from(std::process::id()),
+        capacity: capacity as i64,
+        busy: 0,
+        jobs_handled: 0,
+        started_at: Timestamp(crate::db::now_ms()),
+        seen_at: Timestamp(0),
+    };
+    while !*stop.borrow() {
+        row.busy = in_flight
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len() as i64;
+        row.jobs_handled = in_flight.handled.load(Ordering::Relaxed);
+        let written = async {
+            let mut conn = state.db.pool.acquire().await?;
+            crate::db::workers::beat(&mut conn, &row).await?;
+            let forgotten = crate::db::now_ms() - HEARTBEAT_FORGOTTEN.as_millis() as i64;
+            crate::db::workers::prune(&mut conn, forgotten).await
+        }
+        .await;
+        if let Err(error) = written {
+            tracing::warn!(%error, "worker heartbeat not written");
+        }
+        let _ = tokio::time::timeout(HEARTBEAT, async {
+            tokio::select! {
+                _ = stop.changed() => {}
+                () = in_flight.changed.notified() => {}
+            }
+        })
+        .await;
+    }
+    let removed = async {
+        let mut conn = state.db.pool.acquire().await?;
+        crate::db::workers::remove(&mut conn, &row.id).await
+    }
+    .await;
+    if let Err(error) = removed {
+        tracing::warn!(%error, "worker row not removed; it ages out");
     }
 }
 
 impl Workers {
     /// Takes no new job; waits up to `grace` for running jobs, then puts the rest back
     /// in the queue.
-    pub async fn stop(self, grace: Duration) {
+    pub async fn stop(mut self, grace: Duration) {
         let _ = self.stop.send(true);
+        if let Some(task) = self.heartbeat.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && !self.running().is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -131,7 +219,11 @@ impl Workers {
     }
 
     fn running(&self) -> Vec<(String, Option<String>)> {
-        let map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self
+            .in_flight
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
@@ -145,9 +237,11 @@ struct Running {
 impl Running {
     fn new(in_flight: &InFlight, job_id: &str, entry: Option<&str>) -> Running {
         in_flight
+            .jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(job_id.to_owned(), entry.map(str::to_owned));
+        in_flight.changed.notify_one();
         Running {
             in_flight: in_flight.clone(),
             job_id: job_id.to_owned(),
@@ -158,9 +252,12 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.in_flight
+            .jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.job_id);
+        self.in_flight.handled.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.changed.notify_one();
     }
 }
 

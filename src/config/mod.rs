@@ -360,6 +360,16 @@ pub const LOCAL_ISSUER: &str = "scaigrid";
 /// Module ids this build knows; `default_modules` may name only these.
 pub const KNOWN_MODULES: &[&str] = &["scaiecho", "scaispeak"];
 
+/// This host's name (`HOSTNAME`, else the kernel's), or `localhost`.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 impl Config {
     /// The URL other edges reach this process at, once it listens on `bound`:
     /// `advertise_url`, else the bound address, else (bound to all interfaces) this
@@ -371,13 +381,7 @@ impl Config {
         if !bound.ip().is_unspecified() {
             return format!("http://{bound}");
         }
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-            .map(|name| name.trim().to_owned())
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| "localhost".to_owned());
-        format!("http://{host}:{}", bound.port())
+        format!("http://{}:{}", host_name(), bound.port())
     }
 
     /// Reads the optional file, applies the overrides, validates.

@@ -71,6 +71,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (17, "metering", include_str!("migrations/0017_metering.sql")),
     (18, "console", include_str!("migrations/0018_console.sql")),
     (19, "firewall", include_str!("migrations/0019_firewall.sql")),
+    (20, "workers", include_str!("migrations/0020_workers.sql")),
 ];
 
 /// Key of the PostgreSQL advisory lock that migrations run under.

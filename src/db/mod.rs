@@ -30,6 +30,7 @@ pub mod tenants;
 pub mod users;
 pub mod webhooks;
 pub mod webrtc;
+pub mod workers;
 
 use std::path::PathBuf;
 use std::time::Duration;

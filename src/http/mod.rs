@@ -18,6 +18,7 @@ mod stats;
 mod upload;
 mod webhooks;
 mod webrtc;
+mod workers;
 
 use std::sync::Arc;
 
@@ -168,6 +169,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(webhooks::rotate_webhook_secret))
         .routes(routes!(nodes::infra_nodes))
         .routes(routes!(nodes::admin_nodes))
+        .routes(routes!(workers::list))
         .routes(routes!(nodes::load_model))
         .routes(routes!(nodes::unload_model))
         .routes(routes!(instances::launch, instances::list))

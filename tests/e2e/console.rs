@@ -339,7 +339,9 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     run(
         &browser,
         "await show('jobs');
-         if (!row(args.id)) throw new Error('the job is not listed');",
+         if (!row(args.id)) throw new Error('the job is not listed');
+         const workers = document.getElementById('workers').innerText;
+         if (!/\\d+ of 1\\s*Workers busy/.test(workers)) throw new Error('workers: ' + workers);",
         json!({"id": job_id}),
     )
     .await;

@@ -326,3 +326,45 @@ async fn missing_models_make_readiness_name_the_engines() {
     let (_, nodes) = api_only.get("/v1/infra/nodes", Some(ADMIN_KEY)).await;
     assert_eq!(nodes["data"], json!([]));
 }
+
+/// A process that runs jobs lists itself among the workers, with its capacity, while it
+/// runs, and takes its row away when it stops.
+#[tokio::test]
+async fn the_worker_list_shows_this_process_until_it_stops() {
+    let mut server = Server::start_with(Options {
+        config_toml: Some("[jobs]\nworkers = 2\n".into()),
+        ..Options::default()
+    })
+    .await;
+    let mut list = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = server.get("/v1/infra/workers", Some(ADMIN_KEY)).await;
+        assert_eq!(status, 200, "{body}");
+        list = body;
+        if list["data"].as_array().is_some_and(|rows| !rows.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = list["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{list}");
+    assert_eq!(rows[0]["status"], "alive", "{list}");
+    assert_eq!(rows[0]["pid"], server.pid(), "{list}");
+    assert_eq!(rows[0]["capacity"], 2, "{list}");
+    assert_eq!(rows[0]["busy"], 0, "{list}");
+    assert_eq!(
+        (&list["capacity"], &list["idle"]),
+        (&json!(2), &json!(2)),
+        "{list}"
+    );
+    let (status, body) = server.get("/v1/infra/workers", None).await;
+    assert_error(status, &body, 401, "AUTH_TOKEN_MISSING");
+
+    server.send_sigterm();
+    let status = server.wait();
+    assert!(status.success(), "server exited with {status}");
+    assert_eq!(
+        server.sql_count("SELECT COUNT(*) FROM job_workers").await,
+        0
+    );
+}

@@ -199,6 +199,40 @@ async fn two_apis_and_two_workers_share_jobs_keys_limits_and_nodes() {
         .filter_map(|n| n["node_id"].as_str())
         .collect();
     assert!(ids.contains(&"w2"), "{nodes}");
+    // The worker list shows the live worker process and the job it handled (its
+    // heartbeat comes every 5 s); the API processes run no jobs and are not in it.
+    let handled = Instant::now();
+    let workers = loop {
+        let (status, workers) = api2.get("/v1/infra/workers", Some(ADMIN_KEY)).await;
+        assert_eq!(status, 200, "{workers}");
+        let w2 = workers["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["node_id"] == "w2")
+            .cloned();
+        if w2.as_ref().is_some_and(|w| w["jobs_handled"] == 1)
+            || handled.elapsed() > Duration::from_secs(15)
+        {
+            break workers;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let rows = workers["data"].as_array().unwrap();
+    let w2 = rows
+        .iter()
+        .find(|w| w["node_id"] == "w2")
+        .expect("w2 listed");
+    assert_eq!(
+        (&w2["status"], &w2["capacity"], &w2["jobs_handled"]),
+        (&json!("alive"), &json!(1), &json!(1)),
+        "{workers}"
+    );
+    assert!(
+        rows.iter()
+            .all(|w| w["node_id"] == "w1" || w["node_id"] == "w2"),
+        "{workers}"
+    );
 
     // A key revoked through one API process is refused by the other within a second.
     let tenant = api1.tenant("scaled").await;

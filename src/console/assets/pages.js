@@ -516,15 +516,34 @@ const jobs = {
   title: 'Transcription jobs',
   visible: (ctx) => ctx.me.tenant.modules.includes('scaiecho') && ctx.can('scaiecho:transcribe'),
   async render(view, ctx) {
-    const rows = (await api.get(`${ECHO_JOBS}?limit=1000`)).data;
+    const [rows, workers] = await Promise.all([
+      api.get(`${ECHO_JOBS}?limit=1000`).then((list) => list.data),
+      api.get('/v1/infra/workers'),
+    ]);
     const counts = new Map();
     rows.forEach((job) => counts.set(job.status, (counts.get(job.status) || 0) + 1));
     const finished = rows.filter((job) => job.finished_at && job.audio_seconds);
     const audio = finished.reduce((sum, job) => sum + job.audio_seconds, 0);
+    const hourAgo = Date.now() - 3600 * 1000;
+    const lastHour = rows.filter((job) => job.finished_at && new Date(job.finished_at).getTime() >= hourAgo);
     view.append(h('div', { class: 'cards' },
       ['queued', 'processing', 'succeeded', 'failed'].map((status) => stat(status, number(counts.get(status) || 0, 0))),
       stat('Audio transcribed (s)', number(audio, 1))));
     view.append(bars(['queued', 'processing', 'succeeded', 'failed'].map((status) => [status, counts.get(status) || 0])));
+    view.append(h('h2', null, 'Workers and throughput'), h('div', { class: 'cards', id: 'workers' },
+      stat('Workers busy', `${number(workers.busy, 0)} of ${number(workers.capacity, 0)}`),
+      stat('Workers idle', number(workers.idle, 0)),
+      stat('Jobs finished, last hour', number(lastHour.length, 0)),
+      stat('Audio, last hour (s)', number(lastHour.reduce((sum, job) => sum + (job.audio_seconds || 0), 0), 1))));
+    view.append(table([
+      ['Process', (w) => h('code', null, w.id)],
+      ['Host', (w) => `${w.host} (pid ${w.pid})`],
+      ['Node', (w) => w.node_id],
+      ['Status', (w) => pill(w.status, w.status === 'alive' ? 'ok' : 'bad')],
+      ['Busy', (w) => `${w.busy} of ${w.capacity}`],
+      ['Jobs handled', (w) => number(w.jobs_handled, 0)],
+      ['Last heard', (w) => when(w.seen_at)],
+    ], workers.data, 'No worker process: queued jobs wait until one starts ([jobs] workers, or `scaigrid worker`).'));
     const failed = rows.filter((job) => job.status === 'failed');
     if (failed.length) {
       view.append(h('h2', null, 'Failures'), table([
