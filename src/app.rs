@@ -168,6 +168,7 @@ impl AppState {
             (accounting, gate.limits.clone()),
             firewall.clone(),
         )?);
+        crate::gateway::judge::GatewayJudge::install(&gateway);
         let webhooks = Arc::new(Webhooks::new(
             db.clone(),
             vault.clone(),

@@ -128,10 +128,12 @@ error_codes! {
     SPEECH_TEXT_REJECTED => 422, Some(4400);
     /// An inference ran out of memory; the request failed, the node stays up.
     OOM_KILLED => 503, Some(1011);
-    /// Seed 003: a firewall in block mode matched; the envelope carries `matched_rules`.
-    FIREWALL_BLOCKED => 403, None;
-    /// Seed 003: the firewall evaluator is not running.
-    JUDGE_UNREACHABLE => 503, None;
+    /// Seed 003: a firewall in block mode matched; the envelope carries `matched_rules`
+    /// (a stream ends with the `error` frame and close 4403).
+    FIREWALL_BLOCKED => 403, Some(4403);
+    /// Seed 003: the firewall evaluator is not running (the envelope carries
+    /// `judge_rules`; a stream ends with the `error` frame and close 4503).
+    JUDGE_UNREACHABLE => 503, Some(4503);
 
     /// A WebRTC control socket opened before the offer was answered, or after the
     /// session ended (close 4404 `session_not_ready`).

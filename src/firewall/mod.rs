@@ -8,11 +8,13 @@
 //! Compiled policies are cached per tenant for [`CACHE_TTL`] (a change here clears this
 //! process's copy at once; the other processes of a scaled deployment within the TTL).
 
+pub mod judge;
 pub mod policy;
 pub mod rules;
+pub mod stream;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,7 @@ use crate::db::{Db, api_keys};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::records::Timestamp;
 use crate::services::{admin_tenant, audit};
+pub use judge::Judge;
 pub use policy::{Attachment, Match, Mode, Policy, Stage, Verdict};
 pub use rules::Rule;
 
@@ -36,6 +39,9 @@ type Cached = (Instant, Arc<Vec<Policy>>);
 pub struct Firewall {
     db: Db,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Asks judge rules' evaluator models (the gateway's, set at assembly; absent, a
+    /// judge rule cannot be answered and counts as unreachable).
+    judge: OnceLock<Arc<dyn Judge>>,
 }
 
 /// `POST /v1/firewall/policies` and `PUT .../{id}`.
@@ -135,7 +141,75 @@ impl Firewall {
         Arc::new(Firewall {
             db,
             cache: Mutex::new(HashMap::new()),
+            judge: OnceLock::new(),
         })
+    }
+
+    /// Plugs in what asks judge rules' models (once; the gateway at assembly).
+    pub fn set_judge(&self, judge: Arc<dyn Judge>) {
+        let _ = self.judge.set(judge);
+    }
+
+    /// Asks every judge rule of `policies` about `text` at once and folds the answers
+    /// into `verdict`.
+    async fn ask_judges(
+        &self,
+        principal: &Principal,
+        policies: &[&Policy],
+        text: &str,
+        verdict: &mut Verdict,
+    ) {
+        let judges = policy::judges(policies.iter().copied());
+        if judges.is_empty() {
+            return;
+        }
+        let asked = judges.iter().map(|(_, _, spec)| async move {
+            let started = Instant::now();
+            let answer = match self.judge.get() {
+                None => Err("no judge in this process (the gateway is not assembled)".into()),
+                Some(judge) => {
+                    let ask = judge.ask(principal, &spec.model, spec.render(text));
+                    match tokio::time::timeout(spec.timeout(), ask).await {
+                        Err(_) => Err(format!("the judge took over {} ms", spec.timeout_ms)),
+                        Ok(Err(reason)) => Err(reason),
+                        Ok(Ok(answer)) => judge::parse_score(&answer).ok_or_else(|| {
+                            let start: String = answer.chars().take(100).collect();
+                            format!("the judge's answer holds no score: {start:?}")
+                        }),
+                    }
+                }
+            };
+            let outcome = match &answer {
+                Ok(score) if *score >= spec.threshold => "match",
+                Ok(_) => "pass",
+                Err(_) => "failed",
+            };
+            metrics::counter!("scaigrid_firewall_judge_calls_total", "outcome" => outcome)
+                .increment(1);
+            (answer, started.elapsed().as_secs_f64() * 1e6)
+        });
+        let answers = futures_util::future::join_all(asked).await;
+        for (judge, (answer, micros)) in judges.into_iter().zip(answers) {
+            if let Err(reason) = &answer {
+                tracing::warn!(rule = %judge.1.slug, model = %judge.2.model, %reason, "firewall judge gave no score");
+            }
+            policy::judged(verdict, judge, answer, micros);
+        }
+    }
+
+    /// The judge rules' verdict on a text checked as it streamed (the local rules saw
+    /// it as it came; a judge is asked once, on the whole text).
+    pub async fn judge_whole(
+        &self,
+        principal: &Principal,
+        policies: &[Policy],
+        text: &str,
+    ) -> Verdict {
+        let policies: Vec<&Policy> = policies.iter().collect();
+        let mut verdict = Verdict::default();
+        self.ask_judges(principal, &policies, text, &mut verdict)
+            .await;
+        verdict
     }
 
     fn forget(&self, tenant_id: &str) {
@@ -190,13 +264,17 @@ impl Firewall {
         if joined.len() > MAX_TEXT {
             return Err(ApiError::too_large("guarded text", MAX_TEXT as u64));
         }
-        let verdict = policy::evaluate(applicable.iter().copied(), &joined);
-        if verdict.matches.is_empty() {
+        let mut verdict = policy::evaluate(applicable.iter().copied(), &joined);
+        if !verdict.blocked {
+            self.ask_judges(principal, &applicable, &joined, &mut verdict)
+                .await;
+        }
+        if verdict.matches.is_empty() && verdict.judge_failures.is_empty() {
             return Ok(verdict);
         }
         self.record(principal, model, stage, &verdict).await?;
-        if verdict.blocked {
-            return Err(blocked(&verdict));
+        if let Some(refusal) = refusal(&verdict) {
+            return Err(refusal);
         }
         if verdict.redacted.is_some() {
             // Redact matches found text by text; fewer than in the joined text means a
@@ -239,7 +317,8 @@ impl Firewall {
             .collect())
     }
 
-    /// The audit rows and the `firewall.matched` event of a verdict with matches.
+    /// The audit rows of a verdict with matches or judges that gave no score, and the
+    /// `firewall.matched` event of one with matches.
     pub async fn record(
         &self,
         principal: &Principal,
@@ -252,26 +331,34 @@ impl Firewall {
             "model": model,
             "decision": verdict.decision(),
             "matches": verdict.matches,
+            "judge_failures": verdict.judge_failures,
             "request_id": crate::request_id::current(),
         });
         let mut tx = self.db.begin().await?;
-        for policy_id in verdict
+        let matched = verdict
             .matches
             .iter()
-            .map(|m| m.policy_id.as_str())
+            .map(|m| ("firewall.matched", &m.policy_id));
+        let failed =
+            (verdict.judge_failures.iter()).map(|f| ("firewall.judge_unreachable", &f.policy_id));
+        for (action, policy_id) in matched
+            .chain(failed)
             .collect::<std::collections::BTreeSet<_>>()
         {
             audit(
                 &mut tx,
                 Some(principal),
                 Some(&principal.tenant_id),
-                "firewall.matched",
+                action,
                 ("firewall_policy", policy_id),
                 Some(detail.clone()),
             )
             .await?;
         }
-        crate::db::events::emit(&mut tx, &principal.tenant_id, "firewall.matched", &detail).await?;
+        if !verdict.matches.is_empty() {
+            crate::db::events::emit(&mut tx, &principal.tenant_id, "firewall.matched", &detail)
+                .await?;
+        }
         tx.commit().await?;
         metrics::counter!(
             "scaigrid_firewall_matches_total",
@@ -306,7 +393,9 @@ impl Firewall {
             }
             None => policies.iter().collect(),
         };
-        let verdict = policy::evaluate(chosen.iter().copied(), &request.text);
+        let mut verdict = policy::evaluate(chosen.iter().copied(), &request.text);
+        self.ask_judges(principal, &chosen, &request.text, &mut verdict)
+            .await;
         Ok(GuardrailsResult {
             decision: verdict.decision(),
             modes: chosen.iter().map(|p| p.mode).collect(),
@@ -512,6 +601,33 @@ fn mode_name(mode: Mode) -> &'static str {
         Mode::Block => "block",
         Mode::Redact => "redact",
     }
+}
+
+/// Why a verdict stops the text: 403 `FIREWALL_BLOCKED`, or 503 `JUDGE_UNREACHABLE`
+/// when a block policy's judge could not answer; `None` when it passes.
+pub fn refusal(verdict: &Verdict) -> Option<ApiError> {
+    if verdict.blocked {
+        return Some(blocked(verdict));
+    }
+    if !verdict.judge_unreachable() {
+        return None;
+    }
+    let rules = verdict.unreachable_judges();
+    let reasons: Vec<&str> = (verdict.judge_failures.iter())
+        .filter(|f| f.mode != Mode::Audit)
+        .map(|f| f.reason.as_str())
+        .collect();
+    Some(
+        ApiError::new(
+            ErrorCode::JUDGE_UNREACHABLE,
+            format!(
+                "the firewall's judge could not answer ({}): {}",
+                rules.join(", "),
+                reasons.join("; ")
+            ),
+        )
+        .with_field("judge_rules", rules),
+    )
 }
 
 /// 403 `FIREWALL_BLOCKED` naming the rules that blocked.

@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::judge::JudgeSpec;
 use super::rules::{self, Compiled, Rule, Span};
 
 /// What happens when a rule matches.
@@ -115,6 +116,20 @@ pub struct Match {
     pub mode: Mode,
     /// How many places matched.
     pub count: usize,
+    /// The evaluator's score (judge rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+}
+
+/// A judge rule whose evaluator gave no score (unreachable, refused, timed out, or an
+/// answer with no number in it).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct JudgeFailure {
+    pub policy_id: String,
+    pub policy: String,
+    pub rule: String,
+    pub mode: Mode,
+    pub reason: String,
 }
 
 /// Time one rule took.
@@ -135,6 +150,9 @@ pub struct Verdict {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redacted: Option<String>,
     pub timings: Vec<Timing>,
+    /// Judges that gave no score.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub judge_failures: Vec<JudgeFailure>,
 }
 
 impl Verdict {
@@ -150,7 +168,25 @@ impl Verdict {
         slugs
     }
 
+    /// A judge of a block (or redact) policy gave no score: the text cannot pass
+    /// unjudged (503 `JUDGE_UNREACHABLE`); an audit policy's judge only records it.
+    pub fn judge_unreachable(&self) -> bool {
+        self.judge_failures.iter().any(|f| f.mode != Mode::Audit)
+    }
+
+    /// The slugs of the judge rules that could not answer and hold the text back.
+    pub fn unreachable_judges(&self) -> Vec<String> {
+        self.judge_failures
+            .iter()
+            .filter(|f| f.mode != Mode::Audit)
+            .map(|f| f.rule.clone())
+            .collect()
+    }
+
     pub fn decision(&self) -> &'static str {
+        if !self.blocked && self.judge_unreachable() {
+            return "judge_unreachable";
+        }
         match (self.blocked, &self.redacted, self.matches.is_empty()) {
             (true, _, _) => "block",
             (false, Some(_), _) => "redact",
@@ -165,7 +201,7 @@ pub fn evaluate<'a>(policies: impl IntoIterator<Item = &'a Policy>, text: &str) 
     let mut verdict = Verdict::default();
     let mut redactions: Vec<(Span, String)> = Vec::new();
     for policy in policies {
-        for rule in &policy.rules {
+        for rule in policy.rules.iter().filter(|rule| rule.judge().is_none()) {
             let started = Instant::now();
             let spans = rule.find(text);
             verdict.timings.push(Timing {
@@ -190,6 +226,7 @@ pub fn evaluate<'a>(policies: impl IntoIterator<Item = &'a Policy>, text: &str) 
                 rule: rule.slug.clone(),
                 mode: policy.mode,
                 count: spans.len(),
+                score: None,
             });
         }
     }
@@ -201,6 +238,60 @@ pub fn evaluate<'a>(policies: impl IntoIterator<Item = &'a Policy>, text: &str) 
         verdict.redacted = Some(rules::redact(text, &spans));
     }
     verdict
+}
+
+/// The judge rules of `policies`, for the firewall to ask.
+pub fn judges<'a>(
+    policies: impl IntoIterator<Item = &'a Policy>,
+) -> Vec<(&'a Policy, &'a Compiled, &'a JudgeSpec)> {
+    policies
+        .into_iter()
+        .flat_map(|policy| {
+            policy
+                .rules
+                .iter()
+                .filter_map(move |rule| rule.judge().map(|spec| (policy, rule, spec)))
+        })
+        .collect()
+}
+
+/// Folds one judge's answer (its score, or why there is none) into `verdict`.
+pub fn judged(
+    verdict: &mut Verdict,
+    (policy, rule, spec): (&Policy, &Compiled, &JudgeSpec),
+    answer: Result<f64, String>,
+    micros: f64,
+) {
+    verdict.timings.push(Timing {
+        policy: policy.name.clone(),
+        rule: rule.slug.clone(),
+        micros,
+    });
+    match answer {
+        Ok(score) if score >= spec.threshold => {
+            if policy.mode != Mode::Audit {
+                // A judge's verdict covers the whole text: nothing to redact, it blocks.
+                verdict.blocked = true;
+                verdict.redacted = None;
+            }
+            verdict.matches.push(Match {
+                policy_id: policy.id.clone(),
+                policy: policy.name.clone(),
+                rule: rule.slug.clone(),
+                mode: policy.mode,
+                count: 1,
+                score: Some(score),
+            });
+        }
+        Ok(_) => {}
+        Err(reason) => verdict.judge_failures.push(JudgeFailure {
+            policy_id: policy.id.clone(),
+            policy: policy.name.clone(),
+            rule: rule.slug.clone(),
+            mode: policy.mode,
+            reason,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +364,49 @@ mod tests {
         // A size rule cannot redact: in redact mode it blocks.
         p.mode = Mode::Redact;
         assert!(evaluate([&p], "toolong").blocked);
+    }
+
+    #[test]
+    fn a_judge_blocks_audits_or_holds_the_text_back_when_it_cannot_answer() {
+        let rules = serde_json::json!([
+            {"slug": "email", "kind": "pii", "detectors": ["email"]},
+            {"slug": "tone", "kind": "judge", "model": "j/m", "criteria": "insults", "threshold": 0.8}
+        ]);
+        let mut p = policy("p", Mode::Redact, rules);
+        // Local rules are evaluated without the judge (the firewall asks it).
+        let mut verdict = evaluate([&p], "mail bob@example.com");
+        assert_eq!(verdict.decision(), "redact");
+        assert_eq!(verdict.timings.len(), 1);
+        let judge = judges([&p]);
+        assert_eq!(judge.len(), 1);
+        judged(&mut verdict, judge[0], Ok(0.79), 5.0);
+        assert_eq!(verdict.decision(), "redact");
+        judged(&mut verdict, judge[0], Ok(0.8), 5.0);
+        assert_eq!(verdict.decision(), "block");
+        assert_eq!(verdict.redacted, None);
+        assert_eq!(verdict.blocking_rules(), vec!["email", "tone"]);
+        assert_eq!(verdict.matches[1].score, Some(0.8));
+
+        let mut down = evaluate([&p], "hello");
+        judged(
+            &mut down,
+            judges([&p])[0],
+            Err("connection refused".into()),
+            5.0,
+        );
+        assert_eq!(down.decision(), "judge_unreachable");
+        assert_eq!(down.unreachable_judges(), vec!["tone"]);
+        p.mode = Mode::Audit;
+        let mut audited = evaluate([&p], "hello");
+        judged(
+            &mut audited,
+            judges([&p])[0],
+            Err("connection refused".into()),
+            5.0,
+        );
+        assert_eq!(audited.decision(), "pass");
+        assert!(!audited.judge_unreachable());
+        assert_eq!(audited.judge_failures.len(), 1);
     }
 
     #[test]

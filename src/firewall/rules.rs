@@ -3,7 +3,9 @@
 //!
 //! Kinds: `keyword` (any of a list, case-insensitive by default), `regex` (any of a
 //! list), `pii` (e-mail, phone, payment card with the Luhn check, IBAN with its mod-97
-//! check, IP address), `max_size` (more characters than allowed).
+//! check, IP address), `max_size` (more characters than allowed), `judge` (an
+//! evaluator model's score: see [`super::judge`]; it finds nothing here, the firewall
+//! asks the judge).
 
 use std::net::IpAddr;
 use std::sync::LazyLock;
@@ -11,6 +13,8 @@ use std::sync::LazyLock;
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use super::judge::{self, JudgeSpec};
 
 /// The largest compiled program a rule's regular expression may become (bytes): a
 /// pattern cannot take the server's memory or time, whatever a tenant sends.
@@ -42,6 +46,11 @@ struct RawRule {
     patterns: Option<Vec<String>>,
     detectors: Option<Vec<Pii>>,
     max_chars: Option<usize>,
+    model: Option<String>,
+    criteria: Option<String>,
+    prompt: Option<String>,
+    threshold: Option<f64>,
+    timeout_ms: Option<u64>,
 }
 
 impl TryFrom<RawRule> for Rule {
@@ -55,6 +64,11 @@ impl TryFrom<RawRule> for Rule {
                 ("patterns", raw.patterns.is_some()),
                 ("detectors", raw.detectors.is_some()),
                 ("max_chars", raw.max_chars.is_some()),
+                ("model", raw.model.is_some()),
+                ("criteria", raw.criteria.is_some()),
+                ("prompt", raw.prompt.is_some()),
+                ("threshold", raw.threshold.is_some()),
+                ("timeout_ms", raw.timeout_ms.is_some()),
             ];
             match given
                 .iter()
@@ -91,9 +105,20 @@ impl TryFrom<RawRule> for Rule {
                     max_chars: raw.max_chars.ok_or_else(|| missing("max_chars"))?,
                 }
             }
+            "judge" => {
+                extra(&["model", "criteria", "prompt", "threshold", "timeout_ms"])?;
+                Check::Judge(JudgeSpec {
+                    model: raw.model.clone().ok_or_else(|| missing("model"))?,
+                    criteria: raw.criteria.clone().ok_or_else(|| missing("criteria"))?,
+                    prompt: raw.prompt.clone(),
+                    threshold: raw.threshold.unwrap_or(0.5),
+                    timeout_ms: raw.timeout_ms.unwrap_or(judge::DEFAULT_TIMEOUT_MS),
+                })
+            }
             other => {
                 return Err(format!(
-                    "unknown variant `{other}`: a rule's `kind` is keyword, regex, pii or max_size"
+                    "unknown variant `{other}`: a rule's `kind` is keyword, regex, pii, \
+                     max_size or judge"
                 ));
             }
         };
@@ -123,6 +148,7 @@ pub enum Check {
     MaxSize {
         max_chars: usize,
     },
+    Judge(JudgeSpec),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -158,6 +184,8 @@ enum Matcher {
     Pattern(Regex),
     Pii(Vec<Pii>),
     MaxSize(usize),
+    /// Asked by the firewall, not found in the text here.
+    Judge(JudgeSpec),
 }
 
 /// Where in the text a rule matched (byte offsets), for redaction.
@@ -240,6 +268,10 @@ impl Rule {
                 }
                 Matcher::MaxSize(*max_chars)
             }
+            Check::Judge(spec) => {
+                spec.check()?;
+                Matcher::Judge(spec.clone())
+            }
         };
         Ok(Compiled {
             slug: self.slug.clone(),
@@ -261,13 +293,22 @@ impl Compiled {
                 true => vec![(0, text.len())],
                 false => Vec::new(),
             },
+            Matcher::Judge(_) => Vec::new(),
         }
     }
 
     /// Whether the rule can redact what it found (PII, keywords and patterns can; a size
-    /// limit cannot).
+    /// limit or a judge's score cannot).
     pub fn redactable(&self) -> bool {
-        !matches!(self.matcher, Matcher::MaxSize(_))
+        !matches!(self.matcher, Matcher::MaxSize(_) | Matcher::Judge(_))
+    }
+
+    /// The judge's settings when the rule is a judge (its verdict comes from a model).
+    pub fn judge(&self) -> Option<&JudgeSpec> {
+        match &self.matcher {
+            Matcher::Judge(spec) => Some(spec),
+            _ => None,
+        }
     }
 }
 

@@ -5,13 +5,19 @@
 //! - [`routing`]: the order in which a model's backends are tried (pure);
 //! - [`breaker`]: the per-backend circuit breaker (pure);
 //! - [`sse`]: reading and re-framing upstream server-sent events (pure);
-//! - [`chat`]: `POST /v1/chat/completions`, streaming and not.
+//! - [`router_health`]: what routing sees now, per backend and model;
+//! - [`window`]: the last five minutes of a backend's or a model's calls (pure);
+//! - [`chat`]: `POST /v1/chat/completions`, streaming and not;
+//! - [`judge`]: the firewall's judge rules asking their evaluator through the gateway.
 
 pub mod breaker;
 pub mod catalog;
 pub mod chat;
+pub mod judge;
+pub mod router_health;
 pub mod routing;
 pub mod sse;
+pub mod window;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -60,6 +66,8 @@ struct BackendState {
     last_probe: Option<HealthReport>,
     /// Whether the breaker gauge has been exported once.
     exported: bool,
+    /// Its calls of the last minutes (the router health view).
+    window: window::Window,
 }
 
 /// How a call to a backend ended, for its breaker.
@@ -97,6 +105,8 @@ pub struct Gateway {
     limits: Arc<Limits>,
     /// Guards chat input and output.
     pub firewall: Arc<crate::firewall::Firewall>,
+    /// Each model's calls of the last minutes, by model id (the router health view).
+    model_windows: Mutex<HashMap<String, window::Window>>,
 }
 
 /// A chat call's place among those in flight, given back when dropped (for a stream,
@@ -125,6 +135,7 @@ impl Gateway {
             accounting,
             limits,
             firewall,
+            model_windows: Mutex::new(HashMap::new()),
         })
     }
 
@@ -169,6 +180,7 @@ impl Gateway {
                     health: Health::Unknown,
                     last_probe: None,
                     exported: false,
+                    window: window::Window::default(),
                 }))
             })
             .clone()
@@ -205,7 +217,9 @@ impl Gateway {
         self.with_state(backend_id, |s| s.breaker.try_acquire(Instant::now()))
     }
 
-    pub fn report(&self, backend_id: &str, outcome: Outcome) {
+    /// How a call to a backend ended, for its breaker and its window; `latency`: how
+    /// long it took to answer (for a stream, to its first byte).
+    pub fn report(&self, backend_id: &str, outcome: Outcome, latency: Option<Duration>) {
         let label = match outcome {
             Outcome::Success => "success",
             Outcome::Failure => "failure",
@@ -213,11 +227,41 @@ impl Gateway {
         };
         metrics::counter!(BACKEND_CALLS, "backend_id" => backend_id.to_owned(), "outcome" => label)
             .increment(1);
-        self.with_state(backend_id, |s| match outcome {
-            Outcome::Success => s.breaker.success(),
-            Outcome::Failure => s.breaker.failure(Instant::now()),
-            Outcome::Neutral => s.breaker.neutral(),
+        let latency_ms = latency.map(|l| l.as_secs_f64() * 1e3);
+        self.with_state(backend_id, |s| {
+            let failed = outcome == Outcome::Failure;
+            s.window.record(window::minute_now(), latency_ms, failed);
+            match outcome {
+                Outcome::Success => s.breaker.success(),
+                Outcome::Failure => s.breaker.failure(Instant::now()),
+                Outcome::Neutral => s.breaker.neutral(),
+            }
         });
+    }
+
+    /// How a call to a model ended (answered, or no backend could answer it).
+    pub fn report_model(&self, model_id: &str, latency: Option<Duration>, failed: bool) {
+        let mut windows = self.model_windows.lock().unwrap_or_else(|e| e.into_inner());
+        windows.entry(model_id.to_owned()).or_default().record(
+            window::minute_now(),
+            latency.map(|l| l.as_secs_f64() * 1e3),
+            failed,
+        );
+    }
+
+    /// A backend's calls of the last minutes.
+    pub fn backend_window(&self, backend_id: &str) -> window::WindowStats {
+        self.with_state(backend_id, |s| s.window.stats(window::minute_now()))
+    }
+
+    /// A model's calls of the last minutes.
+    pub fn model_window(&self, model_id: &str) -> window::WindowStats {
+        let windows = self.model_windows.lock().unwrap_or_else(|e| e.into_inner());
+        windows
+            .get(model_id)
+            .cloned()
+            .unwrap_or_default()
+            .stats(window::minute_now())
     }
 
     pub fn view(&self, backend: &BackendSpec) -> BackendView {

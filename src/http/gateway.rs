@@ -22,6 +22,7 @@ use crate::gateway::catalog::{
     BackendView, CreateBackend, CreateModel, ModelAccessView, ModelList, ModelView, PutModelAccess,
     UpdateBackend, UpdateModel,
 };
+use crate::gateway::router_health::RouterHealth;
 
 type St = State<Arc<AppState>>;
 
@@ -339,4 +340,23 @@ pub async fn usage(
     api::usage(&state.gate.accounting, &principal, query)
         .await
         .map(Json)
+}
+
+/// Per backend (platform admins) and per model: breaker, last probe, whether routing
+/// would use it now, and its requests, error rate and p50/p99 latency over the last five
+/// minutes; `unavailable_models` answer `MODEL_UNAVAILABLE` now.
+#[utoipa::path(get, path = "/v1/router/health", tag = "gateway",
+    responses((status = 200, body = RouterHealth)), security(("bearer" = [])))]
+pub async fn router_health(
+    State(state): St,
+    Auth(principal): Auth,
+) -> ApiResult<Json<RouterHealth>> {
+    Ok(Json(state.gateway.router_health(&principal).await?))
+}
+
+/// Seed 004's path of `/v1/router/health`.
+#[utoipa::path(get, path = "/api/v1/admin/router/health", tag = "gateway",
+    responses((status = 200, body = RouterHealth)), security(("bearer" = [])))]
+pub async fn router_health_alias(state: St, auth: Auth) -> ApiResult<Json<RouterHealth>> {
+    router_health(state, auth).await
 }

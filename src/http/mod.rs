@@ -139,6 +139,8 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::enable_module))
         .routes(routes!(admin::disable_module))
         .routes(routes!(gateway::create_backend, gateway::list_backends))
+        .routes(routes!(gateway::router_health))
+        .routes(routes!(gateway::router_health_alias))
         .routes(routes!(
             gateway::get_backend,
             gateway::update_backend,

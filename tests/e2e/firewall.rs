@@ -436,3 +436,382 @@ async fn texts_to_speak_and_transcripts_are_guarded() {
     assert_error(status, &body, 403, "FIREWALL_BLOCKED");
     assert!(!body.to_string().contains("Ever tried"), "{body}");
 }
+
+/// A backend on `upstream` serving `slug`.
+async fn model_on(server: &Server, upstream: &Upstream, slug: &str) {
+    let (status, backend) = server
+        .post(
+            "/v1/backends",
+            Some(ADMIN_KEY),
+            json!({"name": slug.replace('/', "-"), "kind": "openai", "base_url": upstream.base, "api_key": "k"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{backend}");
+    crate::gateway::model(
+        server,
+        slug,
+        json!([{"backend_id": backend["id"], "upstream_model": "up-model"}]),
+        json!({}),
+    )
+    .await;
+}
+
+async fn stream_text(server: &Server, key: &str, slug: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": slug, "stream": true,
+            "messages": [{"role": "user", "content": "who are you?"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+/// A judge rule asks an evaluator model through the gateway: it blocks what the judge
+/// scores at or above the threshold, passes the rest, holds a streamed answer back until
+/// it has read it, and when the judge is down refuses in block mode (503
+/// `JUDGE_UNREACHABLE`) and passes (recording it) in audit mode.
+#[tokio::test]
+async fn a_judge_model_decides_and_a_judge_that_is_down_blocks_or_passes_by_mode() {
+    let server = server().await;
+    let upstream = upstream::start("ada", "k").await;
+    chat_model(&server, &upstream).await;
+    let rude = upstream::start("stupid-bot", "k").await;
+    model_on(&server, &rude, "acme/rude").await;
+    let judge = upstream::start("judge", "k").await;
+    judge.set_mode(upstream::Mode::Judge);
+    model_on(&server, &judge, "acme/judge").await;
+    let acme = server.tenant("acme").await;
+    let (admin, member) = (acme.admin_key.as_str(), acme.member_key.as_str());
+
+    let judged = policy(
+        &server,
+        admin,
+        json!({"name": "tone", "mode": "block", "stages": ["chat_input"],
+            "rules": [{"slug": "abuse", "kind": "judge", "model": "acme/judge",
+                "criteria": "insults or abuse", "threshold": 0.5}]}),
+    )
+    .await;
+    assert_eq!(judged["rules"][0]["threshold"], 0.5, "{judged}");
+    assert_eq!(judged["rules"][0]["timeout_ms"], 10000, "{judged}");
+
+    // The judge scores 0.9: refused before the chat upstream is called.
+    let calls = upstream.chat_calls();
+    let (status, body) = chat(&server, member, "you are STUPID").await;
+    assert_error(status, &body, 403, "FIREWALL_BLOCKED");
+    assert_eq!(body["error"]["matched_rules"], json!(["abuse"]), "{body}");
+    assert_eq!(upstream.chat_calls(), calls);
+    let prompt = judge.last_prompt();
+    assert!(
+        prompt.contains("insults or abuse") && prompt.contains("you are STUPID"),
+        "{prompt}"
+    );
+    // It scores 0.1: the call passes.
+    let (status, body) = chat(&server, member, "you are kind").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(upstream.chat_calls(), calls + 1);
+    // The judge's calls are the tenant's usage, under the `firewall` module.
+    let query = format!(
+        "SELECT COUNT(*) FROM usage_records WHERE module = 'firewall' AND tenant_id = '{}' \
+         AND model = 'acme/judge'",
+        acme.id
+    );
+    let mut billed = 0;
+    for _ in 0..50 {
+        billed = server.sql_count(&query).await;
+        if billed >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(billed, 2, "the judge's calls are not in the usage");
+    // The test endpoint asks the judge too and shows its score and timing.
+    let (status, result) = server
+        .post(
+            "/v1/guardrails/test",
+            Some(admin),
+            json!({"text": "stupid idea", "policy": "tone"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["decision"], "block", "{result}");
+    assert_eq!(result["matches"][0]["score"], 0.9, "{result}");
+    assert_eq!(result["timings"][0]["rule"], "abuse", "{result}");
+
+    // On a streamed answer a block judge reads the whole answer before a word goes out.
+    policy(
+        &server,
+        admin,
+        json!({"name": "tone-out", "mode": "block", "stages": ["chat_output"],
+            "scope": "model", "scope_id": "acme/rude",
+            "rules": [{"slug": "abuse-out", "kind": "judge", "model": "acme/judge",
+                "criteria": "insults or abuse"}]}),
+    )
+    .await;
+    let text = stream_text(&server, member, "acme/rude").await;
+    assert!(
+        text.contains("event: error") && text.contains("FIREWALL_BLOCKED"),
+        "{text}"
+    );
+    assert!(text.contains("abuse-out"), "{text}");
+    assert!(
+        !text.contains("Hello") && !text.contains("[DONE]"),
+        "{text}"
+    );
+    // A clean answer under the same kind of policy streams whole, ending in [DONE].
+    let clean = policy(
+        &server,
+        admin,
+        json!({"name": "tone-chat", "mode": "block", "stages": ["chat_output"],
+            "scope": "model", "scope_id": "acme/chat",
+            "rules": [{"slug": "abuse-chat", "kind": "judge", "model": "acme/judge",
+                "criteria": "insults or abuse"}]}),
+    )
+    .await;
+    let text = stream_text(&server, member, "acme/chat").await;
+    assert!(text.contains("Hello") && text.contains("[DONE]"), "{text}");
+    assert!(!text.contains("event: error"), "{text}");
+    let (status, _) = server
+        .send(
+            reqwest::Method::DELETE,
+            &format!("{POLICIES}/{}", clean["id"].as_str().unwrap()),
+            Some(admin),
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status}");
+
+    // The judge's backend is down: block mode refuses with 503, naming the rule.
+    judge.set_mode(upstream::Mode::Fail(500));
+    let (status, body) = chat(&server, member, "you are kind").await;
+    assert_error(status, &body, 503, "JUDGE_UNREACHABLE");
+    assert_eq!(body["error"]["judge_rules"], json!(["abuse"]), "{body}");
+    let (status, body) = chat(&server, member, "you are kind").await;
+    assert_error(status, &body, 503, "JUDGE_UNREACHABLE");
+    // Audit mode passes and records that the judge was down.
+    let id = judged["id"].as_str().unwrap();
+    let (status, _) = server
+        .send(
+            reqwest::Method::PUT,
+            &format!("{POLICIES}/{id}"),
+            Some(admin),
+            Some(
+                json!({"name": "tone", "mode": "audit", "stages": ["chat_input"],
+                "rules": [{"slug": "abuse", "kind": "judge", "model": "acme/judge",
+                    "criteria": "insults or abuse"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let before = server
+        .sql_count("SELECT COUNT(*) FROM audit_log WHERE action = 'firewall.judge_unreachable'")
+        .await;
+    let (status, body) = chat(&server, member, "you are kind").await;
+    assert_eq!(status, 200, "{body}");
+    let after = server
+        .sql_count("SELECT COUNT(*) FROM audit_log WHERE action = 'firewall.judge_unreachable'")
+        .await;
+    assert_eq!(after, before + 1);
+
+    // A judge rule's settings are checked.
+    for (rules, wanted) in [
+        (
+            json!([{"slug": "j", "kind": "judge", "model": "acme/judge"}]),
+            "criteria",
+        ),
+        (
+            json!([{"slug": "j", "kind": "judge", "model": "m", "criteria": "c", "threshold": 2}]),
+            "threshold",
+        ),
+        (
+            json!([{"slug": "j", "kind": "judge", "model": "m", "criteria": "c", "prompt": "no text"}]),
+            "{text}",
+        ),
+        (
+            json!([{"slug": "j", "kind": "judge", "model": "m", "criteria": "c", "keywords": ["x"]}]),
+            "keywords",
+        ),
+    ] {
+        let (status, body) = server
+            .post(
+                POLICIES,
+                Some(admin),
+                json!({"name": "bad", "mode": "block", "rules": rules}),
+            )
+            .await;
+        assert_error(status, &body, 400, "INVALID_REQUEST");
+        assert!(body.to_string().contains(wanted), "{body}");
+    }
+}
+
+/// Opens a ScaiEcho stream as `key`, sends all of `two_cities.wav` and `close`: every
+/// text frame until the close, and the close code.
+async fn transcribe_stream(server: &Server, key: &str) -> (Vec<Value>, Option<u16>) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut socket = crate::stream::connect(server, crate::stream::Token::Header(key)).await;
+    crate::stream::send_json(
+        &mut socket,
+        json!({"type": "open", "media_type": "audio/pcm;rate=16000", "language": "en",
+            "chunk_seconds": 1.0, "timestamps": "word"}),
+    )
+    .await;
+    assert_eq!(
+        crate::stream::next_frame(&mut socket).await["type"],
+        "ready"
+    );
+    let audio = crate::stream::pcm_16k("two_cities.wav");
+    for chunk in audio.chunks(32_000) {
+        // A closed socket (the stream ended on a block) takes no more audio.
+        if socket
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = socket
+        .send(Message::Text(json!({"type": "close"}).to_string().into()))
+        .await;
+    crate::stream::until_close(&mut socket).await
+}
+
+/// Speech streams are guarded as they go: a transcript stream's deltas are redacted (the
+/// words of a redacted final dropped) or the stream ends with `FIREWALL_BLOCKED` (close
+/// 4403) before the matching delta; a speak stream refuses a sentence before it is spoken.
+#[tokio::test]
+async fn speech_streams_are_guarded_as_they_go() {
+    let server = Server::start().await;
+    let acme = server.tenant("acme").await;
+    let admin = acme.admin_key.as_str();
+    server.enable_module(admin, "scaiecho").await;
+    server.enable_module(admin, "scaispeak").await;
+    // two_cities.wav: "It was the best of times, it was the worst of times, ..."
+    let rules = json!([{"slug": "era", "kind": "regex", "patterns": ["(?i)\\btimes\\b"]}]);
+    let created = policy(
+        &server,
+        admin,
+        json!({"name": "times", "mode": "redact", "stages": ["transcript"], "rules": rules}),
+    )
+    .await;
+    let (frames, code) = transcribe_stream(&server, admin).await;
+    assert_eq!(code, Some(1000), "{frames:?}");
+    let deltas: Vec<&Value> = frames.iter().filter(|f| f["type"] == "delta").collect();
+    assert!(!deltas.is_empty(), "{frames:?}");
+    for delta in &deltas {
+        let text = delta["text"].as_str().unwrap().to_lowercase();
+        assert!(!text.contains("times"), "{delta}");
+    }
+    let redacted: Vec<&&Value> = deltas
+        .iter()
+        .filter(|d| d["is_final"] == true && d["text"].as_str().unwrap().contains("[REDACTED:era]"))
+        .collect();
+    assert!(!redacted.is_empty(), "{frames:?}");
+    assert!(
+        redacted
+            .iter()
+            .all(|d| d.get("words").is_none_or(Value::is_null)),
+        "{redacted:?}"
+    );
+    let audited = server
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'firewall.matched' AND tenant_id = '{}'",
+            acme.id
+        ))
+        .await;
+    assert!(audited >= 1, "no audit row for the redacted finals");
+
+    // Block: the stream ends with the refusal; no delta with the words goes out.
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = server
+        .send(
+            reqwest::Method::PUT,
+            &format!("{POLICIES}/{id}"),
+            Some(admin),
+            Some(
+                json!({"name": "times", "mode": "block", "stages": ["transcript"], "rules": rules}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (frames, code) = transcribe_stream(&server, admin).await;
+    assert_eq!(code, Some(4403), "{frames:?}");
+    let error = frames
+        .iter()
+        .find(|f| f["type"] == "error")
+        .expect("an error frame");
+    assert_eq!(error["code"], "FIREWALL_BLOCKED", "{error}");
+    assert_eq!(error["matched_rules"], json!(["era"]), "{error}");
+    assert!(
+        frames
+            .iter()
+            .filter(|f| f["type"] == "delta")
+            .all(|d| !d["text"].as_str().unwrap().to_lowercase().contains("times")),
+        "{frames:?}"
+    );
+    // Another tenant's stream is not this tenant's policies' business.
+    let (frames, code) = transcribe_stream(&server, ADMIN_KEY).await;
+    assert_eq!(code, Some(1000), "{frames:?}");
+
+    // Speak: the first sentence is spoken, the second refused before synthesis.
+    policy(
+        &server,
+        admin,
+        json!({"name": "words", "mode": "block", "stages": ["speech_input"],
+            "rules": [{"slug": "forbidden", "kind": "keyword", "keywords": ["forbidden"]}]}),
+    )
+    .await;
+    use crate::scaispeak::{Got, connect_speak_as, next, text};
+    let mut socket = connect_speak_as(&server, admin).await;
+    text(
+        &mut socket,
+        json!({"type": "open", "output": {"codec": "pcm_s16le"}}),
+    )
+    .await;
+    let Got::Json(ready) = next(&mut socket).await else {
+        panic!("no ready")
+    };
+    assert_eq!(ready["type"], "ready", "{ready}");
+    text(
+        &mut socket,
+        json!({"type": "text", "text": "Hello there. "}),
+    )
+    .await;
+    let mut audio = 0;
+    loop {
+        match next(&mut socket).await {
+            Got::Audio(bytes) => {
+                audio += bytes.len();
+                if audio > 8_000 {
+                    break;
+                }
+            }
+            Got::Json(frame) => panic!("{frame}"),
+            Got::Closed(code) => panic!("closed {code:?}"),
+        }
+    }
+    text(
+        &mut socket,
+        json!({"type": "text", "text": "This sentence is forbidden. "}),
+    )
+    .await;
+    let (error, code) = loop {
+        match next(&mut socket).await {
+            Got::Audio(_) => {}
+            Got::Json(frame) if frame["type"] == "error" => {
+                let Got::Closed(code) = next(&mut socket).await else {
+                    panic!("not closed")
+                };
+                break (frame, code);
+            }
+            Got::Json(frame) => panic!("{frame}"),
+            Got::Closed(code) => panic!("closed {code:?} with no error frame"),
+        }
+    };
+    assert_eq!(error["code"], "FIREWALL_BLOCKED", "{error}");
+    assert_eq!(error["matched_rules"], json!(["forbidden"]), "{error}");
+    assert_eq!(code, Some(4403));
+}

@@ -1014,3 +1014,106 @@ async fn a_prompt_over_the_models_context_is_413_with_the_limit() {
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// The router health view: per backend its breaker, probe and last-minutes calls
+/// (requests, error rate, p50/p99), per model whether it answers now, and which models
+/// are `MODEL_UNAVAILABLE`; tenants see their models only, not the backends.
+#[tokio::test]
+async fn router_health_shows_breakers_windows_and_unavailable_models() {
+    let server = server().await;
+    let up = upstream::start("alpha", "alpha-key").await;
+    let id = backend(&server, &up, "alpha-key").await;
+    model(
+        &server,
+        "acme/health",
+        json!([{"backend_id": id}]),
+        json!({}),
+    )
+    .await;
+    let acme = server.tenant("acme").await;
+    for _ in 0..4 {
+        assert_eq!(chat(&server, &acme.member_key, "acme/health").await.0, 200);
+    }
+    let health = |key: &str, path: &str| {
+        let (server, key, path) = (&server, key.to_owned(), path.to_owned());
+        async move {
+            let (status, body) = server.get(&path, Some(&key)).await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let view = health(ADMIN_KEY, "/v1/router/health").await;
+    assert_eq!(view["window_seconds"], 300, "{view}");
+    let alpha = &view["backends"][0];
+    assert_eq!(
+        (&alpha["id"], &alpha["breaker"], &alpha["usable"]),
+        (&json!(id), &json!("closed"), &json!(true)),
+        "{view}"
+    );
+    assert_eq!(
+        (&alpha["requests"], &alpha["errors"]),
+        (&json!(4), &json!(0)),
+        "{view}"
+    );
+    assert!(
+        alpha["p50_ms"].as_f64().is_some() && alpha["p99_ms"].as_f64().is_some(),
+        "{view}"
+    );
+    let health_model = view["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["slug"] == "acme/health")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&health_model["status"], &health_model["requests"]),
+        (&json!("available"), &json!(4)),
+        "{view}"
+    );
+    assert_eq!(view["unavailable_models"], json!([]), "{view}");
+
+    // The upstream fails: three failures open the breaker and the model is unavailable.
+    up.set_mode(Mode::Fail(500));
+    for _ in 0..3 {
+        let (status, body) = chat(&server, &acme.member_key, "acme/health").await;
+        assert_error(status, &body, 502, "BACKEND_ERROR");
+    }
+    let (status, body) = chat(&server, &acme.member_key, "acme/health").await;
+    assert_error(status, &body, 503, "MODEL_UNAVAILABLE");
+    for path in ["/v1/router/health", "/api/v1/admin/router/health"] {
+        let view = health(ADMIN_KEY, path).await;
+        let alpha = &view["backends"][0];
+        assert_eq!(
+            (&alpha["breaker"], &alpha["usable"]),
+            (&json!("open"), &json!(false)),
+            "{view}"
+        );
+        assert_eq!(
+            (&alpha["requests"], &alpha["errors"]),
+            (&json!(7), &json!(3)),
+            "{view}"
+        );
+        let rate = alpha["error_rate"].as_f64().unwrap();
+        assert!((rate - 3.0 / 7.0).abs() < 1e-9, "{view}");
+        assert_eq!(view["unavailable_models"], json!(["acme/health"]), "{view}");
+        let m = view["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["slug"] == "acme/health")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (&m["status"], &m["backends_usable"], &m["errors"]),
+            (&json!("unavailable"), &json!(0), &json!(4)),
+            "{view}"
+        );
+    }
+    // A tenant sees its models' health, not the platform's backends.
+    let view = health(&acme.member_key, "/v1/router/health").await;
+    assert!(view.get("backends").is_none(), "{view}");
+    assert_eq!(view["unavailable_models"], json!(["acme/health"]), "{view}");
+    let (status, body) = server.get("/v1/router/health", None).await;
+    assert_error(status, &body, 401, "AUTH_TOKEN_MISSING");
+}

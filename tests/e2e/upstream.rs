@@ -25,6 +25,9 @@ pub enum Mode {
     EmptyStream,
     /// Streams send one event, then nothing for a long time.
     StallAfterFirst,
+    /// A firewall judge: answers `0.9` when the last message holds "stupid" (any case),
+    /// else `0.1`.
+    Judge,
 }
 
 pub struct Shared {
@@ -38,6 +41,8 @@ pub struct Shared {
     pub probe_calls: AtomicUsize,
     /// The `model` of the last chat request.
     pub last_model: Mutex<String>,
+    /// The content of the last chat request's last message.
+    pub last_prompt: Mutex<String>,
 }
 
 #[derive(Clone)]
@@ -62,6 +67,10 @@ impl Upstream {
     pub fn chat_calls(&self) -> usize {
         self.shared.chat_calls.load(Ordering::SeqCst)
     }
+
+    pub fn last_prompt(&self) -> String {
+        self.shared.last_prompt.lock().unwrap().clone()
+    }
 }
 
 /// Starts an upstream named `name` that wants `key` as its bearer token.
@@ -75,6 +84,7 @@ pub async fn start(name: &str, key: &str) -> Upstream {
         chat_calls: AtomicUsize::new(0),
         probe_calls: AtomicUsize::new(0),
         last_model: Mutex::new(String::new()),
+        last_prompt: Mutex::new(String::new()),
     });
     let app = axum::Router::new()
         .route("/v1/models", axum::routing::get(models))
@@ -128,6 +138,13 @@ async fn chat(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap();
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     *shared.last_model.lock().unwrap() = model.clone();
+    let prompt = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    *shared.last_prompt.lock().unwrap() = prompt.clone();
     let delay = *shared.delay.lock().unwrap();
     tokio::time::sleep(delay).await;
     let mode = *shared.mode.lock().unwrap();
@@ -143,7 +160,11 @@ async fn chat(State(shared): State<Arc<Shared>>, request: Request) -> Response {
         }
         _ => {}
     }
-    let content = format!("Hello from {}", shared.name);
+    let content = match mode {
+        Mode::Judge if prompt.to_lowercase().contains("stupid") => "0.9".to_owned(),
+        Mode::Judge => "0.1".to_owned(),
+        _ => format!("Hello from {}", shared.name),
+    };
     if body["stream"] != json!(true) {
         let mut answer = json!({
             "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,

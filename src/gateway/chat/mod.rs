@@ -195,6 +195,8 @@ enum Attempt {
 
 /// Everything a finished call needs to account for itself.
 struct Settlement {
+    /// The usage record's module: `chat`, or `firewall` for a judge's call.
+    module: &'static str,
     gateway: Arc<Gateway>,
     principal: Arc<Principal>,
     model: Arc<ModelSpec>,
@@ -210,7 +212,7 @@ impl Settlement {
     async fn settle(mut self, usage: Option<(u64, u64)>, completion_chars: usize) {
         let (input, output) =
             usage.unwrap_or((self.prompt_estimate, estimate_tokens(completion_chars)));
-        let mut record = UsageRecord::of(&self.principal, "chat");
+        let mut record = UsageRecord::of(&self.principal, self.module);
         record.model = Some(self.model.slug.clone());
         record.backend_id = Some(self.backend_id.clone());
         record.input_tokens = input;
@@ -292,6 +294,17 @@ fn fits_context(model: &ModelSpec, request: &ChatRequest) -> ApiResult<()> {
     .with_field("prompt_tokens", request.prompt_tokens))
 }
 
+/// Who a chat call is made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// A client of `POST /v1/chat/completions`: its permission is checked and the
+    /// firewall guards the call.
+    Client,
+    /// A firewall judge rule asking its evaluator on the tenant's behalf: not guarded
+    /// (a judge judging itself would never end), billed under the `firewall` module.
+    Judge,
+}
+
 /// Handles one chat completion call; `admitted` is held until its answer (or its
 /// stream) ends.
 pub async fn complete(
@@ -301,11 +314,54 @@ pub async fn complete(
     admitted: Admitted,
 ) -> ApiResult<Reply> {
     principal.require(Permission::ChatCreate)?;
-    let mut request = parse(&bytes)?;
+    let request = parse(&bytes)?;
+    run(gateway, principal, request, admitted, Caller::Client).await
+}
+
+/// A judge's question to `model`: one user message, a short non-streamed answer; the
+/// answer's text.
+pub(crate) async fn judge(
+    gateway: Arc<Gateway>,
+    principal: Arc<Principal>,
+    model: &str,
+    prompt: String,
+) -> ApiResult<String> {
+    let admitted = gateway.admit()?;
+    let body = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": 8,
+        "temperature": 0,
+    });
+    let bytes = serde_json::to_vec(&body).map_err(ApiError::internal)?;
+    let request = parse(&bytes)?;
+    match run(gateway, principal, request, admitted, Caller::Judge).await? {
+        Reply::Answered { body, .. } => Ok(body
+            .get("choices")
+            .and_then(|c| c.get(0))
+            .and_then(|c| c.pointer("/message/content"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()),
+        Reply::Streaming { .. } => Err(ApiError::internal("a judge's call streamed")),
+    }
+}
+
+async fn run(
+    gateway: Arc<Gateway>,
+    principal: Arc<Principal>,
+    mut request: ChatRequest,
+    admitted: Admitted,
+    caller: Caller,
+) -> ApiResult<Reply> {
     let snapshot = gateway.catalog.snapshot().await?;
     let model = snapshot.resolve(&principal.tenant_id, &request.slug)?;
-    guard_input(&gateway, &principal, &model.slug, &mut request.body).await?;
-    let output_guard = match request.stream {
+    let started = Instant::now();
+    let guarded = caller == Caller::Client;
+    if guarded {
+        guard_input(&gateway, &principal, &model.slug, &mut request.body).await?;
+    }
+    let output_guard = match request.stream && guarded {
         true => {
             let policies = gateway
                 .firewall
@@ -345,6 +401,10 @@ pub async fn complete(
         let mut body = request.body.clone();
         body.insert("model".into(), Value::from(model.upstream_name(route)));
         let settlement = Settlement {
+            module: match caller {
+                Caller::Client => "chat",
+                Caller::Judge => "firewall",
+            },
             gateway: gateway.clone(),
             principal: principal.clone(),
             model: model.clone(),
@@ -353,22 +413,26 @@ pub async fn complete(
             prompt_estimate: request.prompt_tokens,
             reservation: None,
         };
+        let attempt_started = Instant::now();
         let attempt = match request.stream {
             false => call(&gateway, backend, &body, &model.slug).await,
             true => open_stream(&gateway, backend, &body).await,
         };
+        let took = attempt_started.elapsed();
         match attempt {
             Attempt::Failed(reason) => {
                 tracing::warn!(backend_id = %backend.id, %reason, "backend failed; trying the next");
-                gateway.report(&backend.id, Outcome::Failure);
+                gateway.report(&backend.id, Outcome::Failure, Some(took));
                 last_failure = Some(reason);
             }
             Attempt::Refused(error) => {
-                gateway.report(&backend.id, Outcome::Neutral);
+                gateway.report(&backend.id, Outcome::Neutral, Some(took));
+                gateway.report_model(&model.id, Some(started.elapsed()), false);
                 return Err(error);
             }
             Attempt::Answered(mut body, usage) => {
-                gateway.report(&backend.id, Outcome::Success);
+                gateway.report(&backend.id, Outcome::Success, Some(took));
+                gateway.report_model(&model.id, Some(started.elapsed()), false);
                 let mut settlement = settlement;
                 settlement.reservation = reservation.take();
                 settlement
@@ -376,7 +440,9 @@ pub async fn complete(
                     .await;
                 // The answer was made (and is billed); the firewall decides whether
                 // the caller sees it.
-                guard_output(&gateway, &principal, &model.slug, &mut body).await?;
+                if guarded {
+                    guard_output(&gateway, &principal, &model.slug, &mut body).await?;
+                }
                 return Ok(Reply::Answered {
                     body,
                     backend_id: backend.id.clone(),
@@ -384,6 +450,7 @@ pub async fn complete(
                 });
             }
             Attempt::Streaming(upstream, first) => {
+                gateway.report_model(&model.id, Some(started.elapsed()), false);
                 let mut settlement = settlement;
                 settlement.reservation = reservation.take();
                 return Ok(stream_reply(
@@ -393,6 +460,7 @@ pub async fn complete(
                         first,
                         backend: backend.clone(),
                         slug: model.slug.clone(),
+                        opened: took,
                     },
                     settlement,
                     (admitted, output_guard.take()),
@@ -400,6 +468,7 @@ pub async fn complete(
             }
         }
     }
+    gateway.report_model(&model.id, None, true);
     Err(match last_failure {
         Some(reason) => ApiError::new(
             ErrorCode::BACKEND_ERROR,

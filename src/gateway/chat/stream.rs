@@ -11,6 +11,8 @@ pub(super) struct Upstream {
     pub(super) first: Bytes,
     pub(super) backend: Arc<BackendSpec>,
     pub(super) slug: String,
+    /// How long the backend took to its first byte (the stream's latency in its window).
+    pub(super) opened: std::time::Duration,
 }
 
 pub(super) async fn open_stream(
@@ -74,6 +76,40 @@ impl OutputGuard {
     /// Streamed text cannot be taken back: a redact rule's match ends it like a block.
     fn stops(verdict: &crate::firewall::Verdict) -> bool {
         verdict.blocked || verdict.redacted.is_some()
+    }
+
+    /// Whether a judge rule guards the answer (asked once, on the whole answer).
+    fn judged(&self) -> bool {
+        !crate::firewall::policy::judges(&self.policies).is_empty()
+    }
+
+    /// Whether the answer is held back until the judge has read it: a block (or
+    /// redact) policy's judge must decide before the client sees a word; an audit
+    /// policy's judge only records, and the answer streams as it comes.
+    fn holds(&self) -> bool {
+        crate::firewall::policy::judges(&self.policies)
+            .iter()
+            .any(|(policy, _, _)| policy.mode != crate::firewall::Mode::Audit)
+    }
+
+    /// The judges' verdict on the whole answer, recorded; the refusal when it stops it.
+    async fn judge(&self, said: &str) -> Option<crate::error::ApiError> {
+        let verdict = self
+            .firewall
+            .judge_whole(&self.principal, &self.policies, said)
+            .await;
+        if !verdict.matches.is_empty() || !verdict.judge_failures.is_empty() {
+            let _ = self
+                .firewall
+                .record(
+                    &self.principal,
+                    Some(&self.model),
+                    Stage::ChatOutput,
+                    &verdict,
+                )
+                .await;
+        }
+        crate::firewall::refusal(&verdict)
     }
 }
 
@@ -171,6 +207,7 @@ pub(super) fn stream_reply(
         first,
         backend,
         slug,
+        opened,
     } = upstream;
     let model = slug.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
@@ -188,6 +225,8 @@ pub(super) fn stream_reply(
         };
         let mut checked = 0;
         let mut last_verdict = None;
+        // What the client has not been sent yet while a judge must read the answer first.
+        let mut held: Option<Vec<u8>> = guard.as_ref().filter(|g| g.holds()).map(|_| Vec::new());
         let mut next = Some(first);
         let failure: Option<String> = loop {
             let chunk = match next.take() {
@@ -246,14 +285,39 @@ pub(super) fn stream_reply(
                 }
                 last_verdict = Some(verdict);
             }
-            if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
-                // The client went away: not the backend's fault.
-                break None;
+            match &mut held {
+                Some(held) => {
+                    if held.len() + out.len() > super::MAX_UPSTREAM_BODY {
+                        break Some("answer too large to hold for the firewall's judge".into());
+                    }
+                    held.extend(out);
+                }
+                None => {
+                    if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+                        // The client went away: not the backend's fault.
+                        break None;
+                    }
+                }
             }
             if let Some(message) = tally.upstream_error.take() {
                 break Some(format!("upstream stream error: {message}"));
             }
             if tally.done {
+                if let (Some(guard), Some(said)) = (&guard, &tally.said)
+                    && guard.judged()
+                    && let Some(refusal) = guard.judge(said).await
+                {
+                    // Held back: the client sees the refusal, not the answer.
+                    let _ = tx
+                        .send(Bytes::from(firewall_event(&refusal, request_id.as_deref())))
+                        .await;
+                    break None;
+                }
+                if let Some(held) = held.take()
+                    && !held.is_empty()
+                {
+                    let _ = tx.send(Bytes::from(held)).await;
+                }
                 break None;
             }
         };
@@ -263,9 +327,9 @@ pub(super) fn stream_reply(
                 let _ = tx
                     .send(Bytes::from(error_event(reason, request_id.as_deref())))
                     .await;
-                gateway.report(&backend.id, Outcome::Failure);
+                gateway.report(&backend.id, Outcome::Failure, Some(opened));
             }
-            None => gateway.report(&backend.id, Outcome::Success),
+            None => gateway.report(&backend.id, Outcome::Success, Some(opened)),
         }
         drop(tx);
         if let (Some(guard), Some(verdict)) = (&guard, &last_verdict)

@@ -30,6 +30,8 @@ use media::stream::StreamLimits;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorCode};
+use crate::firewall::Stage;
+use crate::firewall::stream::StreamGuard;
 use crate::rbac::Permission;
 use crate::scaiecho::MODULE;
 use crate::scaiecho::ScaiEcho;
@@ -123,6 +125,8 @@ pub struct Session {
     nodes: Option<Vec<String>>,
     /// Usage recorded while the stream runs (set when it starts).
     meter: Option<Meter>,
+    /// The firewall's transcript policies when any apply (checked on every delta).
+    guard: Option<Arc<StreamGuard>>,
 }
 
 impl Session {
@@ -149,10 +153,18 @@ impl Session {
             true => crate::scaiecho::speakers::enrolled(state, &principal.tenant_id).await?,
             false => Vec::new(),
         };
+        let guard = StreamGuard::open(
+            &state.handles.firewall,
+            &principal,
+            model,
+            Stage::Transcript,
+        )
+        .await?;
         let mut session = Session::new(state.clone(), principal, slot, open, backend, enrolled);
         let (id, backend_name) = (&session.id, backend.as_str());
         tracing::info!(session = %id, backend = backend_name, nodes = ?nodes, "stream open");
         session.nodes = nodes;
+        session.guard = guard;
         Ok(session)
     }
 
@@ -235,6 +247,7 @@ impl Session {
             finals: 0,
             nodes: None,
             meter: None,
+            guard: None,
         }
     }
 
@@ -430,19 +443,34 @@ impl Session {
                     crate::telemetry::STREAM_FINAL.observe([], since.elapsed().as_secs_f64());
                 }
             }
+            let mut text = emit.result.text;
+            let mut redacted = false;
+            if let Some(guard) = &self.guard {
+                if !emit.is_final && guard.holds_partials() {
+                    continue;
+                }
+                // Blocked: the delta is not sent; the stream ends with the refusal.
+                let verdict = guard.piece(&mut text, emit.is_final).await?;
+                redacted = verdict.redacted.is_some();
+            }
             let seconds = |samples: u64| (samples as f64 / 16.0).round() / 1000.0;
             let start = seconds(emit.start);
-            let words = emit.result.words.filter(|_| emit.is_final).map(|words| {
-                let on_stream_clock = |mut word: WordOut| {
-                    word.start = ((word.start + start) * 1000.0).round() / 1000.0;
-                    word.end = ((word.end + start) * 1000.0).round() / 1000.0;
-                    word.speaker_label = speaker_label.clone();
-                    word
-                };
-                words.into_iter().map(on_stream_clock).collect()
-            });
+            // Redacted text has no word timings (a match can span words).
+            let words = emit
+                .result
+                .words
+                .filter(|_| emit.is_final && !redacted)
+                .map(|words| {
+                    let on_stream_clock = |mut word: WordOut| {
+                        word.start = ((word.start + start) * 1000.0).round() / 1000.0;
+                        word.end = ((word.end + start) * 1000.0).round() / 1000.0;
+                        word.speaker_label = speaker_label.clone();
+                        word
+                    };
+                    words.into_iter().map(on_stream_clock).collect()
+                });
             let frame = ServerFrame::Delta(Delta {
-                text: emit.result.text,
+                text,
                 start,
                 end: seconds(emit.end),
                 is_final: emit.is_final,

@@ -33,6 +33,8 @@ use super::text::Sentences;
 use super::voices;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::firewall::Stage;
+use crate::firewall::stream::StreamGuard;
 use crate::scaispeak::{MODULE, ScaiSpeak};
 use crate::slots::Slot;
 use crate::speech::backends::Backend;
@@ -93,6 +95,9 @@ pub struct Session {
     seconds: f64,
     /// Characters of text taken in all (`[scaispeak] stream_max_chars`).
     received: usize,
+    /// The firewall's speech-input policies when any apply (each sentence is checked
+    /// before it is spoken).
+    guard: Option<Arc<StreamGuard>>,
     _slot: Slot,
 }
 
@@ -165,7 +170,15 @@ impl Session {
         let preference = crate::speech::balancers::preference(&nodes, open.backend_preference);
         let backend = super::resolve(state, &principal.tenant_id, preference, &voice).await?;
         let rate = output.rate(voice.sample_rate);
+        let guard = StreamGuard::open(
+            &state.handles.firewall,
+            &principal,
+            model,
+            Stage::SpeechInput,
+        )
+        .await?;
         Ok(Session {
+            guard,
             id: format!("spk_{}", uuid::Uuid::now_v7().simple()),
             voice: voice.id,
             state: state.clone(),
@@ -412,7 +425,14 @@ impl Session {
         let profile = self.profile.clone();
         let (output, out_rate) = (self.output, self.out_rate);
         let framer = self.framer.take();
+        let guard = self.guard.clone();
         self.running = Some(Box::pin(async move {
+            let mut sentence = sentence;
+            if let Some(guard) = guard
+                && let Err(refusal) = guard.piece(&mut sentence, true).await
+            {
+                return (framer, Err(refusal));
+            }
             let (samples, rate) =
                 match super::sentence(&state, backend, &sentence, speed, profile.as_ref(), urgent)
                     .await
@@ -442,10 +462,18 @@ impl Session {
             self.running = Some(Box::pin(async move { (framer, Err(error)) }));
             return;
         };
-        let (state, speed, characters) = (self.state.clone(), self.speed, sentence.chars().count());
+        let (state, speed) = (self.state.clone(), self.speed);
         let (output, out_rate) = (self.output, self.out_rate);
         let framer = self.framer.take();
+        let guard = self.guard.clone();
         self.running = Some(Box::pin(async move {
+            let mut sentence = sentence;
+            if let Some(guard) = guard
+                && let Err(refusal) = guard.piece(&mut sentence, true).await
+            {
+                return (framer, Err(refusal));
+            }
+            let characters = sentence.chars().count();
             let local = state.local.as_ref().expect("checked above");
             let (first, continuation) = match local.first_piece(sentence, speed).await {
                 Ok(piece) => piece,
