@@ -50,8 +50,10 @@ pub mod piper;
 pub mod runtime;
 pub mod segments;
 pub mod silero;
+pub mod text_embed;
 pub mod wer;
 pub mod whisper;
+pub mod wordpiece;
 
 pub use error::{EngineError, EngineResult};
 pub use runtime::{Device, Runtime, RuntimeConfig};
