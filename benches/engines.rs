@@ -1,6 +1,7 @@
 //! Engine hot paths: Silero VAD on one stream and batched over 16 streams, speaker
 //! embeddings (beckett.wav, 10 s), diarization clustering of 500, 2,000 and 7,200
-//! windows (a two-hour file; sampled past `MAX_CLUSTERED`), Whisper on a 44 s clip (two_cities.wav), Piper's
+//! windows (a two-hour file; sampled past `MAX_CLUSTERED`), sentence embeddings (one
+//! question, 32 sentences), Whisper on a 44 s clip (two_cities.wav), Piper's
 //! time to first audio and real-time factor. `benches/engines_vs_peers.sh` runs
 //! this beside the Python onnxruntime Silero loop in the same command.
 #![allow(
@@ -76,6 +77,24 @@ fn bench(c: &mut Criterion) {
     group.finish();
     c.bench_function("embedding/beckett_10s", |b| {
         b.iter(|| embedder.embed(&speech).unwrap())
+    });
+
+    // Sentence embeddings: one short text (a cache lookup's), and 32 sentences of one
+    // run (a batch request); the lines of two_cities.txt as the texts.
+    let text_embedder = engines::text_embed::TextEmbedder::load(&runtime, &models).unwrap();
+    let sentences: Vec<String> = TWO_CITIES
+        .split_inclusive(['.', ',', ';'])
+        .map(|s| s.trim().to_owned())
+        .filter(|s| s.len() > 10)
+        .cycle()
+        .take(32)
+        .collect();
+    let one = vec!["How do I reset my password?".to_owned()];
+    c.bench_function("text_embed/one_question", |b| {
+        b.iter(|| text_embedder.embed(&one).unwrap())
+    });
+    c.bench_function("text_embed/32_sentences", |b| {
+        b.iter(|| text_embedder.embed(&sentences).unwrap())
     });
 
     // Speech to text on a 44 s clip, greedy with timestamps, as a server request runs.

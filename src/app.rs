@@ -167,6 +167,7 @@ impl AppState {
             vault.clone(),
             (accounting, gate.limits.clone()),
             firewall.clone(),
+            nodes.clone(),
         )?);
         crate::gateway::judge::GatewayJudge::install(&gateway);
         let webhooks = Arc::new(Webhooks::new(

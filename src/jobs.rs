@@ -221,6 +221,8 @@ fn failure(error: &ApiError) -> Failure {
         | ErrorCode::MODEL_UNAVAILABLE => ("backend unavailable".to_owned(), "BACKEND_UNAVAILABLE"),
         ErrorCode::BUDGET_EXCEEDED => ("quota exceeded".to_owned(), "QUOTA_EXCEEDED"),
         ErrorCode::SCAISPEAK_SCAIDRIVE_CONFLICT => ("drive conflict".to_owned(), "DRIVE_CONFLICT"),
+        ErrorCode::FIREWALL_BLOCKED => ("blocked by the firewall".to_owned(), "FIREWALL_BLOCKED"),
+        ErrorCode::JUDGE_UNREACHABLE => ("judge unreachable".to_owned(), "JUDGE_UNREACHABLE"),
         _ => (
             format!("internal error ({})", error.code.as_str()),
             "INTERNAL_ERROR",

@@ -14,6 +14,7 @@ use crate::models::ModelDir;
 use crate::piper::{self, PiperVoice};
 use crate::runtime::{Device, Runtime, RuntimeConfig};
 use crate::silero::{self, SileroVad};
+use crate::text_embed::{self, TextEmbedder};
 use crate::whisper::{self, Whisper};
 
 /// Declared memory need of each engine in MB (the `memory_mb` of `models/manifest.toml`;
@@ -24,6 +25,7 @@ pub const MEMORY_MB: &[(&str, u64)] = &[
     (whisper::BASE_ENGINE_ID, 700),
     (piper::ENGINE_ID, 250),
     (embedder::ENGINE_ID, 64),
+    (text_embed::ENGINE_ID, 120),
 ];
 
 pub fn memory_mb(id: &str) -> u64 {
@@ -90,13 +92,14 @@ pub fn host_available_mb() -> u64 {
 
 /// The engines a node loads when its configuration names none: voice activity,
 /// English speech to text, text to speech, speaker embeddings, and with
-/// `multilingual` Whisper base.
+/// `multilingual` Whisper base; and sentence embeddings (the gateway's local
+/// `/v1/embeddings` model).
 pub fn default_models(multilingual: bool) -> Vec<String> {
     let mut models = vec![silero::ENGINE_ID, whisper::ENGINE_ID];
     if multilingual {
         models.push(whisper::BASE_ENGINE_ID);
     }
-    models.extend([piper::ENGINE_ID, embedder::ENGINE_ID]);
+    models.extend([piper::ENGINE_ID, embedder::ENGINE_ID, text_embed::ENGINE_ID]);
     models.into_iter().map(str::to_owned).collect()
 }
 
@@ -192,6 +195,8 @@ pub struct Node {
     pub whisper_multilingual: Option<Arc<Whisper>>,
     pub tts: Option<Arc<PiperVoice>>,
     pub embedder: Option<Arc<SpeakerEmbedder>>,
+    /// Sentence embeddings of texts.
+    pub text_embedder: Option<Arc<TextEmbedder>>,
     /// `None` when ONNX Runtime could not be loaded (then nothing can be).
     runtime: Option<Arc<Runtime>>,
     config: NodeConfig,
@@ -205,6 +210,7 @@ enum Engine {
     Multilingual(Arc<Whisper>),
     Tts(Arc<PiperVoice>),
     Embedder(Arc<SpeakerEmbedder>),
+    TextEmbedder(Arc<TextEmbedder>),
 }
 
 impl Node {
@@ -225,6 +231,7 @@ impl Node {
             whisper_multilingual: None,
             tts: None,
             embedder: None,
+            text_embedder: None,
             runtime: None,
             config: config.clone(),
             info: NodeInfo {
@@ -351,12 +358,14 @@ impl Node {
             Some(Engine::Multilingual(e)) => self.whisper_multilingual = Some(e),
             Some(Engine::Tts(e)) => self.tts = Some(e),
             Some(Engine::Embedder(e)) => self.embedder = Some(e),
+            Some(Engine::TextEmbedder(e)) => self.text_embedder = Some(e),
             None => match id {
                 silero::ENGINE_ID => self.vad = None,
                 whisper::ENGINE_ID => self.whisper = None,
                 whisper::BASE_ENGINE_ID => self.whisper_multilingual = None,
                 piper::ENGINE_ID => self.tts = None,
                 embedder::ENGINE_ID => self.embedder = None,
+                text_embed::ENGINE_ID => self.text_embedder = None,
                 _ => {}
             },
         }
@@ -411,6 +420,9 @@ fn load_engine(id: &str, runtime: &Runtime, config: &NodeConfig) -> EngineResult
             &config.phonemizer,
         )?)),
         embedder::ENGINE_ID => Engine::Embedder(Arc::new(SpeakerEmbedder::load(runtime, &models)?)),
+        text_embed::ENGINE_ID => {
+            Engine::TextEmbedder(Arc::new(TextEmbedder::load(runtime, &models)?))
+        }
         other => known(other).and(Err(EngineError::ModelNotFound {
             id: other.to_owned(),
             reason: "no loader".into(),

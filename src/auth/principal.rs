@@ -33,6 +33,34 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Whose work runs later on their behalf (a job run by a worker): the tenant and
+    /// the subject, with no permissions (the request was authorized when it was made).
+    /// What a firewall policy attached to the subject's key, and a judge's billing,
+    /// need of it.
+    pub fn owner(tenant_id: &str, subject_id: &str) -> Principal {
+        let subject = match subject_id.starts_with("key_") {
+            true => Subject::ApiKey {
+                id: subject_id.to_owned(),
+                name: String::new(),
+            },
+            false => Subject::User {
+                id: subject_id.to_owned(),
+                email: String::new(),
+            },
+        };
+        Principal {
+            subject,
+            tenant_id: tenant_id.to_owned(),
+            tenant_slug: String::new(),
+            roles: Vec::new(),
+            permissions: PermissionSet::default(),
+            rate_limit: None,
+            tenant_rate_limit: None,
+            modules: Vec::new(),
+            expires_at: None,
+        }
+    }
+
     pub fn subject_id(&self) -> &str {
         match &self.subject {
             Subject::ApiKey { id, .. } | Subject::User { id, .. } => id,

@@ -8,11 +8,13 @@
 //! - [`router_health`]: what routing sees now, per backend and model;
 //! - [`window`]: the last five minutes of a backend's or a model's calls (pure);
 //! - [`chat`]: `POST /v1/chat/completions`, streaming and not;
+//! - [`embeddings`]: `POST /v1/embeddings`, upstream or on the nodes' local model;
 //! - [`judge`]: the firewall's judge rules asking their evaluator through the gateway.
 
 pub mod breaker;
 pub mod catalog;
 pub mod chat;
+pub mod embeddings;
 pub mod judge;
 pub mod router_health;
 pub mod routing;
@@ -107,6 +109,8 @@ pub struct Gateway {
     pub firewall: Arc<crate::firewall::Firewall>,
     /// Each model's calls of the last minutes, by model id (the router health view).
     model_windows: Mutex<HashMap<String, window::Window>>,
+    /// The inference nodes (the local embedding model).
+    nodes: crate::speech::nodes::Nodes,
 }
 
 /// A chat call's place among those in flight, given back when dropped (for a stream,
@@ -120,6 +124,7 @@ impl Gateway {
         vault: Arc<crate::vault::Vault>,
         (accounting, limits): (Arc<Accounting>, Arc<Limits>),
         firewall: Arc<crate::firewall::Firewall>,
+        nodes: crate::speech::nodes::Nodes,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("scaigrid/", env!("CARGO_PKG_VERSION")))
@@ -136,6 +141,7 @@ impl Gateway {
             limits,
             firewall,
             model_windows: Mutex::new(HashMap::new()),
+            nodes,
         })
     }
 

@@ -242,6 +242,34 @@ pub async fn chat_completions(
     Ok(chat_response(reply))
 }
 
+/// OpenAI-compatible embeddings: a catalogue model's upstreams, or the nodes' local
+/// `scaigrid/all-minilm-l6-v2` (384 dimensions; also `all-MiniLM-L6-v2`).
+#[utoipa::path(post, path = "/v1/embeddings", tag = "gateway",
+    responses((status = 200, description = "OpenAI's embedding list")),
+    security(("bearer" = [])))]
+pub async fn embeddings(
+    State(state): St,
+    Auth(principal): Auth,
+    request: Request,
+) -> ApiResult<Response> {
+    let _admitted = state.gateway.admit()?;
+    let limit = state.config.limits.max_json_body_bytes;
+    let bytes = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|e| crate::server::body::read_error(e, "request body", limit))?;
+    let (body, backend_id) = state.gateway.embeddings(&principal, &bytes).await?;
+    let model = body
+        .get("model")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let mut response = axum::Json(serde_json::Value::Object(body)).into_response();
+    let extensions = response.extensions_mut();
+    extensions.insert(crate::telemetry::BackendId(backend_id));
+    extensions.insert(crate::telemetry::ModelSlug(model));
+    Ok(response)
+}
+
 /// A chat reply as HTTP: the JSON answer, or the SSE stream (unbuffered by proxies);
 /// either names its backend for the access log and metrics.
 fn chat_response(reply: crate::gateway::chat::Reply) -> Response {

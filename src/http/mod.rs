@@ -140,6 +140,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::disable_module))
         .routes(routes!(gateway::create_backend, gateway::list_backends))
         .routes(routes!(gateway::router_health))
+        .routes(routes!(gateway::embeddings))
         .routes(routes!(gateway::router_health_alias))
         .routes(routes!(
             gateway::get_backend,

@@ -101,6 +101,7 @@ const MULTILINGUAL: &[&str] = &[engines::whisper::BASE_ENGINE_ID];
 const ENGLISH: &[&str] = &[engines::whisper::ENGINE_ID];
 pub(super) const TTS: &[&str] = &[engines::piper::ENGINE_ID];
 pub(super) const SPEAKER: &[&str] = &[engines::embedder::ENGINE_ID];
+const TEXT_EMBED: &[&str] = &[engines::text_embed::ENGINE_ID];
 
 /// Audio seconds of `samples` at 16 kHz, for deadlines.
 fn seconds(samples: &[f32]) -> u64 {
@@ -452,6 +453,26 @@ impl Dispatcher {
             })
             .await?;
         Ok(reply.into_inner().embedding)
+    }
+
+    /// Whether some node carries the sentence-embedding model.
+    pub fn can_embed_text(&self) -> bool {
+        self.carried(TEXT_EMBED)
+    }
+
+    /// Sentence embeddings of `texts` (L2-normalised, in order) and the word pieces
+    /// they held.
+    pub async fn embed_text(&self, texts: Vec<String>) -> EngineResult<(Vec<Vec<f32>>, u64)> {
+        let message = proto::EmbedTextRequest { texts };
+        let reply = self
+            .call(TEXT_EMBED, |mut client| {
+                let request = Request::new(message.clone());
+                async move { client.embed_text(request).await }
+            })
+            .await?
+            .into_inner();
+        let vectors = reply.vectors.into_iter().map(|v| v.values).collect();
+        Ok((vectors, reply.tokens))
     }
 
     /// Mono samples of one sentence at the voice's rate. `urgent`: a stream's first

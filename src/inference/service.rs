@@ -27,6 +27,8 @@ const MAX_TEXT_BYTES: usize = engines::phonemizer::MAX_TEXT_BYTES;
 const MAX_WARM: usize = 100_000;
 /// Longest profile id.
 const MAX_ID: usize = 128;
+/// Texts one `EmbedText` call may carry (OpenAI's limit per embeddings request).
+pub const MAX_TEXTS: usize = 2048;
 
 /// The engines in service at one moment, with their dispatchers. Loading or
 /// unloading a model replaces it whole; calls hold the one they started on, so they
@@ -398,6 +400,32 @@ impl node_server::Node for NodeService {
             })
             .await?;
         Ok(Response::new(proto::EmbeddingReply { embedding }))
+    }
+
+    async fn embed_text(
+        &self,
+        request: Request<proto::EmbedTextRequest>,
+    ) -> Result<Response<proto::EmbedTextReply>, Status> {
+        let _busy = self.busy();
+        let texts = request.into_inner().texts;
+        if texts.is_empty() || texts.len() > MAX_TEXTS {
+            return Err(invalid(&format!("texts must be 1 to {MAX_TEXTS}")));
+        }
+        let embedded = self
+            .on_speaker_engines(move |node| match &node.text_embedder {
+                Some(embedder) => embedder.embed(&texts),
+                None => Err(EngineError::ModelUnavailable {
+                    id: engines::text_embed::ENGINE_ID.to_owned(),
+                    reason: "not loaded on this node".into(),
+                }),
+            })
+            .await?;
+        Ok(Response::new(proto::EmbedTextReply {
+            vectors: (embedded.vectors.into_iter())
+                .map(|values| proto::TextVector { values })
+                .collect(),
+            tokens: embedded.tokens as u64,
+        }))
     }
 
     type SynthesizeStream = PieceStream;

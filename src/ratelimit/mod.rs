@@ -278,7 +278,7 @@ impl Limits {
 /// code 4429, not an HTTP status).
 pub(crate) fn limited(route: &str) -> Option<&'static [Dimension]> {
     match route {
-        "/v1/chat/completions" => Some(&[Dimension::Tokens]),
+        "/v1/chat/completions" | "/v1/embeddings" => Some(&[Dimension::Tokens]),
         "/v1/modules/scaiecho/transcribe"
         | "/v1/audio/transcriptions"
         | "/v1/modules/scaispeak/speak"

@@ -138,7 +138,11 @@ pub async fn run(state: &ScaiEcho, job: &JobRow) -> ApiResult<(Value, f64)> {
         subject: &job.subject,
     };
     let work = super::transcribe(state, owner, samples, &options, backend);
-    let transcription = crate::inference::pool::bound(nodes, work).await?;
+    let mut transcription = crate::inference::pool::bound(nodes, work).await?;
+    // The firewall over the result, as over a synchronous transcript: blocked, the job
+    // fails (`FIREWALL_BLOCKED`, the work billed, no text kept); redacted, it is kept so.
+    let principal = Principal::owner(&job.tenant_id, &job.subject);
+    super::guard(state, &principal, model, &mut transcription).await?;
     let duration = transcription.duration;
     Ok((
         serde_json::to_value(&transcription).unwrap_or(Value::Null),

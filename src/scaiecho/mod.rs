@@ -322,7 +322,7 @@ pub async fn transcribe_upload(
 /// done and is billed; the text is withheld); redacted, the text and every segment's
 /// text carry `[REDACTED:<slug>]`, and the segments lose their words and decoder
 /// details (a match can span words, and tokens spell what was said).
-async fn guard(
+pub(super) async fn guard(
     state: &ScaiEcho,
     principal: &Principal,
     model: Option<&str>,

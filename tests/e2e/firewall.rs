@@ -435,6 +435,33 @@ async fn texts_to_speak_and_transcripts_are_guarded() {
     let (status, body) = transcribe(&[]).await;
     assert_error(status, &body, 403, "FIREWALL_BLOCKED");
     assert!(!body.to_string().contains("Ever tried"), "{body}");
+
+    // A job's transcript is guarded when the worker has it: the job fails, no text kept.
+    let (status, job) = server
+        .post_wav_form(
+            "/v1/modules/scaiecho/transcribe",
+            admin,
+            &[("async", "true")],
+            wav.clone(),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let mut job = Value::Null;
+    for _ in 0..600 {
+        let (_, current) = server
+            .get(&format!("/v1/modules/scaiecho/jobs/{id}"), Some(admin))
+            .await;
+        job = current;
+        if job["status"] == "failed" || job["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["failure_reason"], "FIREWALL_BLOCKED", "{job}");
+    assert_eq!(job["status_reason"], "blocked by the firewall", "{job}");
+    assert!(!job.to_string().contains("Ever tried"), "{job}");
 }
 
 /// A backend on `upstream` serving `slug`.

@@ -10,6 +10,7 @@ mod auth;
 mod browser;
 mod connections;
 mod console;
+mod embeddings;
 mod envelope;
 mod firewall;
 mod gateway;

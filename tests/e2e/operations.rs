@@ -284,10 +284,11 @@ async fn the_server_is_an_inference_node() {
                 "audio.vad.silero",
                 "audio.stt.whisper-tiny-en",
                 "audio.tts.piper-joe",
-                "audio.analyze.pyannote"
+                "audio.analyze.pyannote",
+                "text.embed.minilm-l6"
             ],
         );
-        assert_eq!(node["memory_mb"], 16 + 300 + 250 + 64);
+        assert_eq!(node["memory_mb"], 16 + 300 + 250 + 64 + 120);
     }
     let (status, body) = server.get("/health/ready", None).await;
     assert_eq!(status, 200, "{body}");

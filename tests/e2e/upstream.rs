@@ -89,6 +89,7 @@ pub async fn start(name: &str, key: &str) -> Upstream {
     let app = axum::Router::new()
         .route("/v1/models", axum::routing::get(models))
         .route("/v1/chat/completions", axum::routing::post(chat))
+        .route("/v1/embeddings", axum::routing::post(embeddings))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -117,6 +118,45 @@ async fn models(State(shared): State<Arc<Shared>>, request: Request) -> Response
     }
     axum::Json(json!({"object": "list", "data": [{"id": "up-model", "object": "model"}]}))
         .into_response()
+}
+
+/// Embeddings: each input's vector is `[characters, 1, 0, 0]`, so a test can tell
+/// which input came back where.
+async fn embeddings(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    shared.chat_calls.fetch_add(1, Ordering::SeqCst);
+    if !authorized(&shared, &request) {
+        return (StatusCode::UNAUTHORIZED, "bad key").into_response();
+    }
+    if let Mode::Fail(status) = *shared.mode.lock().unwrap() {
+        let error = json!({"error": {"message": format!("{} is down", shared.name)}});
+        return (StatusCode::from_u16(status).unwrap(), axum::Json(error)).into_response();
+    }
+    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    *shared.last_model.lock().unwrap() = body["model"].as_str().unwrap_or_default().to_owned();
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().unwrap_or("").to_owned())
+            .collect(),
+        _ => return (StatusCode::BAD_REQUEST, "bad input").into_response(),
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            json!({"object": "embedding", "index": index,
+                "embedding": [text.chars().count() as f32, 1.0, 0.0, 0.0]})
+        })
+        .collect();
+    axum::Json(
+        json!({"object": "list", "data": data, "model": body["model"],
+        "usage": {"prompt_tokens": 7, "total_tokens": 7}}),
+    )
+    .into_response()
 }
 
 fn chunk(model: &str, content: &str) -> String {

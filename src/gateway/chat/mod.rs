@@ -492,18 +492,53 @@ struct CallUsage {
 }
 
 /// Classifies an upstream status: `None` when it is a success.
-fn classify(status: reqwest::StatusCode, body: &[u8]) -> Option<Attempt> {
+fn classify(status: reqwest::StatusCode, body: &[u8]) -> Option<Unanswered> {
     if status.is_success() {
         return None;
     }
     let message = upstream_message(body).unwrap_or_else(|| format!("upstream answered {status}"));
     Some(match status.as_u16() {
-        400 | 404 | 413 | 422 => Attempt::Refused(
+        400 | 404 | 413 | 422 => Unanswered::Refused(
             ApiError::invalid(format!("upstream refused the request: {message}"))
                 .with_field("upstream_status", status.as_u16()),
         ),
-        _ => Attempt::Failed(format!("upstream answered {status}: {message}")),
+        _ => Unanswered::Failed(format!("upstream answered {status}: {message}")),
     })
+}
+
+/// Why a backend gave no JSON answer.
+pub(super) enum Unanswered {
+    /// Try the next backend.
+    Failed(String),
+    /// Upstream refused the request itself: the caller's error, no fallback.
+    Refused(ApiError),
+}
+
+/// POSTs `body` to the backend's `path` and reads its JSON answer (capped, within the
+/// backend's timeout): what chat and embeddings calls share.
+pub(super) async fn post_json(
+    gateway: &Gateway,
+    backend: &BackendSpec,
+    path: &str,
+    body: &Map<String, Value>,
+) -> Result<Map<String, Value>, Unanswered> {
+    let deadline = Instant::now() + backend.timeout;
+    let sent = gateway
+        .upstream(reqwest::Method::POST, backend, path)
+        .json(body)
+        .timeout(backend.timeout)
+        .send()
+        .await;
+    let mut response = sent.map_err(|error| Unanswered::Failed(upstream_error_text(&error)))?;
+    let status = response.status();
+    let bytes = read_capped(&mut response, deadline)
+        .await
+        .map_err(Unanswered::Failed)?;
+    if let Some(attempt) = classify(status, &bytes) {
+        return Err(attempt);
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|_| Unanswered::Failed("upstream answered something that is not JSON".to_owned()))
 }
 
 async fn call(
@@ -512,30 +547,10 @@ async fn call(
     body: &Map<String, Value>,
     slug: &str,
 ) -> Attempt {
-    let deadline = Instant::now() + backend.timeout;
-    let sent = gateway
-        .upstream(reqwest::Method::POST, backend, "/chat/completions")
-        .json(body)
-        .timeout(backend.timeout)
-        .send()
-        .await;
-    let mut response = match sent {
-        Ok(response) => response,
-        Err(error) => return Attempt::Failed(upstream_error_text(&error)),
-    };
-    let status = response.status();
-    let bytes = match read_capped(&mut response, deadline).await {
-        Ok(bytes) => bytes,
-        Err(reason) => return Attempt::Failed(reason),
-    };
-    if let Some(attempt) = classify(status, &bytes) {
-        return attempt;
-    }
-    let mut value: Map<String, Value> = match serde_json::from_slice(&bytes) {
+    let mut value = match post_json(gateway, backend, "/chat/completions", body).await {
         Ok(value) => value,
-        Err(_) => {
-            return Attempt::Failed("upstream answered something that is not JSON".to_owned());
-        }
+        Err(Unanswered::Failed(reason)) => return Attempt::Failed(reason),
+        Err(Unanswered::Refused(error)) => return Attempt::Refused(error),
     };
     let completion_chars = value
         .get("choices")

@@ -34,8 +34,11 @@ pub(super) async fn open_stream(
         let bytes = read_capped(&mut response, Instant::now() + backend.timeout)
             .await
             .unwrap_or_default();
-        return classify(status, &bytes)
-            .unwrap_or_else(|| Attempt::Failed(format!("upstream answered {status}")));
+        return match classify(status, &bytes) {
+            Some(Unanswered::Refused(error)) => Attempt::Refused(error),
+            Some(Unanswered::Failed(reason)) => Attempt::Failed(reason),
+            None => Attempt::Failed(format!("upstream answered {status}")),
+        };
     }
     // Nothing has reached the client yet: a stream that dies before its first byte
     // still falls back to the next backend.
