@@ -274,6 +274,11 @@ pub struct FileGateway {
     /// Chat calls in flight at once (streams included) before new ones are shed with
     /// 503 and `Retry-After`, so a stalled upstream cannot pile up memory (1024).
     pub max_in_flight: Option<u64>,
+    /// Chat answers kept in the process's answer cache at most, the oldest dropped
+    /// first (10000); models opt in with their `cache` policy.
+    pub cache_max_entries: Option<u64>,
+    /// What a cache hit is billed, as a fraction of the answer's price (0.0: free).
+    pub cache_hit_cost_fraction: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -335,6 +335,10 @@ pub struct GatewayConfig {
     pub health_interval: std::time::Duration,
     pub default_max_tokens: u64,
     pub max_in_flight: usize,
+    /// Chat answers kept in this process's cache at most.
+    pub cache_max_entries: usize,
+    /// What a cache hit costs, as a fraction of the answer's price (0: free).
+    pub cache_hit_cost_fraction: f64,
 }
 
 #[derive(Debug, Clone)]

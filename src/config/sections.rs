@@ -408,6 +408,14 @@ pub(super) fn gateway(file: &FileGateway) -> anyhow::Result<GatewayConfig> {
         )?,
         max_in_flight: positive("gateway.max_in_flight", file.max_in_flight.unwrap_or(1024))?
             as usize,
+        cache_max_entries: positive(
+            "gateway.cache_max_entries",
+            file.cache_max_entries.unwrap_or(10_000),
+        )? as usize,
+        cache_hit_cost_fraction: match file.cache_hit_cost_fraction.unwrap_or(0.0) {
+            fraction if (0.0..=1.0).contains(&fraction) => fraction,
+            _ => anyhow::bail!("gateway.cache_hit_cost_fraction must be within 0 to 1"),
+        },
     })
 }
 

@@ -91,6 +91,8 @@ pub struct ModelRow {
     pub pricing: Option<String>,
     /// Tokens of prompt and completion together at most (`None`: no limit).
     pub context_length: Option<i64>,
+    /// JSON cache policy (`None`: not cached).
+    pub cache: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -104,6 +106,7 @@ fn model_row(row: &sqlx::any::AnyRow) -> Result<ModelRow, sqlx::Error> {
         routing: row.try_get("routing")?,
         pricing: row.try_get("pricing")?,
         context_length: row.try_get("context_length")?,
+        cache: row.try_get("cache")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -112,7 +115,8 @@ fn model_row(row: &sqlx::any::AnyRow) -> Result<ModelRow, sqlx::Error> {
 pub async fn insert_model(conn: &mut AnyConnection, m: &ModelRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO gateway_models (id, slug, tenant_id, capabilities, routing, pricing, \
-         created_at, updated_at, context_length) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         created_at, updated_at, context_length, cache) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&m.id)
     .bind(&m.slug)
@@ -123,6 +127,7 @@ pub async fn insert_model(conn: &mut AnyConnection, m: &ModelRow) -> Result<(), 
     .bind(m.created_at)
     .bind(m.updated_at)
     .bind(m.context_length)
+    .bind(&m.cache)
     .execute(conn)
     .await?;
     Ok(())
@@ -131,7 +136,7 @@ pub async fn insert_model(conn: &mut AnyConnection, m: &ModelRow) -> Result<(), 
 pub async fn update_model(conn: &mut AnyConnection, m: &ModelRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE gateway_models SET capabilities = $2, routing = $3, pricing = $4, \
-         updated_at = $5, context_length = $6 WHERE id = $1",
+         updated_at = $5, context_length = $6, cache = $7 WHERE id = $1",
     )
     .bind(&m.id)
     .bind(&m.capabilities)
@@ -139,6 +144,7 @@ pub async fn update_model(conn: &mut AnyConnection, m: &ModelRow) -> Result<(), 
     .bind(&m.pricing)
     .bind(now_ms())
     .bind(m.context_length)
+    .bind(&m.cache)
     .execute(conn)
     .await?;
     Ok(())

@@ -72,6 +72,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (18, "console", include_str!("migrations/0018_console.sql")),
     (19, "firewall", include_str!("migrations/0019_firewall.sql")),
     (20, "workers", include_str!("migrations/0020_workers.sql")),
+    (
+        21,
+        "chat_cache",
+        include_str!("migrations/0021_chat_cache.sql"),
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that migrations run under.

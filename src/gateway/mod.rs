@@ -4,6 +4,7 @@
 //! - [`catalog`]: backends, models, model access (admin CRUD and an in-memory snapshot);
 //! - [`routing`]: the order in which a model's backends are tried (pure);
 //! - [`breaker`]: the per-backend circuit breaker (pure);
+//! - [`cache`]: the chat answer cache, exact and semantic;
 //! - [`sse`]: reading and re-framing upstream server-sent events (pure);
 //! - [`router_health`]: what routing sees now, per backend and model;
 //! - [`window`]: the last five minutes of a backend's or a model's calls (pure);
@@ -12,6 +13,7 @@
 //! - [`judge`]: the firewall's judge rules asking their evaluator through the gateway.
 
 pub mod breaker;
+pub mod cache;
 pub mod catalog;
 pub mod chat;
 pub mod embeddings;
@@ -111,6 +113,8 @@ pub struct Gateway {
     model_windows: Mutex<HashMap<String, window::Window>>,
     /// The inference nodes (the local embedding model).
     nodes: crate::speech::nodes::Nodes,
+    /// Chat answers of the models that cache them.
+    pub cache: cache::ChatCache,
 }
 
 /// A chat call's place among those in flight, given back when dropped (for a stream,
@@ -131,6 +135,7 @@ impl Gateway {
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
             .build()?;
+        let cache = cache::ChatCache::new(config.cache_max_entries);
         Ok(Gateway {
             catalog: Catalog::new(db, vault),
             states: RwLock::new(HashMap::new()),
@@ -142,6 +147,7 @@ impl Gateway {
             firewall,
             model_windows: Mutex::new(HashMap::new()),
             nodes,
+            cache,
         })
     }
 

@@ -233,12 +233,30 @@ pub async fn chat_completions(
     request: Request,
 ) -> ApiResult<Response> {
     let admitted = state.gateway.admit()?;
+    // `Cache-Control: no-cache` (or `no-store`): neither read nor fill the cache.
+    let no_cache = request
+        .headers()
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            matches!(
+                d.trim().to_ascii_lowercase().as_str(),
+                "no-cache" | "no-store"
+            )
+        });
     let limit = state.config.limits.max_json_body_bytes;
     let bytes = axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|e| crate::server::body::read_error(e, "request body", limit))?;
-    let reply =
-        crate::gateway::chat::complete(state.gateway.clone(), principal, bytes, admitted).await?;
+    let reply = crate::gateway::chat::complete(
+        state.gateway.clone(),
+        principal,
+        (bytes, no_cache),
+        admitted,
+    )
+    .await?;
     Ok(chat_response(reply))
 }
 
@@ -274,20 +292,23 @@ pub async fn embeddings(
 /// either names its backend for the access log and metrics.
 fn chat_response(reply: crate::gateway::chat::Reply) -> Response {
     use crate::gateway::chat::Reply;
-    let (mut response, backend_id, model) = match reply {
+    let (mut response, backend_id, model, cache) = match reply {
         Reply::Answered {
             body,
             backend_id,
             model,
+            cache,
         } => (
             axum::Json(serde_json::Value::Object(body)).into_response(),
             backend_id,
             model,
+            cache,
         ),
         Reply::Streaming {
             events,
             backend_id,
             model,
+            cache,
         } => {
             let body = futures_util::stream::unfold(events, |mut events| async move {
                 events
@@ -301,9 +322,14 @@ fn chat_response(reply: crate::gateway::chat::Reply) -> Response {
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
             headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            (response, backend_id, model)
+            (response, backend_id, model, cache)
         }
     };
+    if let Some(cache) = cache {
+        response
+            .headers_mut()
+            .insert("x-scaigrid-cache", HeaderValue::from_static(cache));
+    }
     let extensions = response.extensions_mut();
     extensions.insert(crate::telemetry::BackendId(backend_id));
     extensions.insert(crate::telemetry::ModelSlug(model));

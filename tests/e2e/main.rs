@@ -8,6 +8,7 @@
 mod adversarial;
 mod auth;
 mod browser;
+mod cache;
 mod connections;
 mod console;
 mod embeddings;

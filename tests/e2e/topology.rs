@@ -386,12 +386,12 @@ async fn each_language_goes_to_a_node_carrying_its_model_loaded_by_an_admin() {
     let Some(deployment) = Deployment::new().await else {
         return;
     };
-    // A node with every default engine in 700 MB (630 taken), and one that carries
+    // A node with every default engine in 820 MB (750 taken), and one that carries
     // speech to text only and has room to spare (a GPU node's part).
     let english = NodeProcess::start_with(
         &deployment,
         &format!("{}-en", deployment.prefix),
-        &["--memory-limit-mb", "700"],
+        &["--memory-limit-mb", "820"],
     );
     let roomy = NodeProcess::start_with(
         &deployment,

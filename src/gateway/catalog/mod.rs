@@ -72,6 +72,8 @@ pub struct ModelSpec {
     pub pricing: Pricing,
     /// Tokens of prompt and completion together at most (seed 003's context size).
     pub context_length: Option<u64>,
+    /// Its answers are cached (`None`: they are not).
+    pub cache: Option<crate::gateway::cache::CachePolicy>,
     pub created_at: i64,
 }
 
@@ -285,6 +287,10 @@ fn model_spec(row: &ModelRow) -> Option<ModelSpec> {
             None => Pricing::default(),
         },
         context_length: row.context_length.and_then(|n| u64::try_from(n).ok()),
+        cache: match &row.cache {
+            Some(text) => Some(serde_json::from_str(text).ok()?),
+            None => None,
+        },
         created_at: row.created_at,
     })
 }
@@ -302,6 +308,7 @@ fn spec_row(spec: &ModelSpec) -> ApiResult<ModelRow> {
         routing: json(&spec.routing)?,
         pricing: Some(json(&spec.pricing)?),
         context_length: spec.context_length.and_then(|n| i64::try_from(n).ok()),
+        cache: spec.cache.as_ref().map(json).transpose()?,
         created_at: spec.created_at,
         updated_at: now_ms(),
     })

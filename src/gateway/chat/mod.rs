@@ -28,7 +28,7 @@ use stream::{Upstream, open_stream, stream_reply};
 
 use super::Gateway;
 use super::catalog::{BackendSpec, ModelSpec};
-use super::{Admitted, Outcome, routing, sse, upstream_error_text};
+use super::{Admitted, Outcome, cache, routing, sse, upstream_error_text};
 use crate::accounting::{Reservation, UsageRecord};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -44,6 +44,8 @@ pub enum Reply {
         backend_id: String,
         /// The model's slug (for the per-model latency).
         model: String,
+        /// `hit`, `semantic-hit` or `miss` when the model's answers are cached.
+        cache: Option<&'static str>,
     },
     /// An answer streaming in: SSE bytes as they are ready (the call settles itself
     /// however the stream ends, the client going away included).
@@ -51,6 +53,7 @@ pub enum Reply {
         events: tokio::sync::mpsc::Receiver<Bytes>,
         backend_id: String,
         model: String,
+        cache: Option<&'static str>,
     },
 }
 
@@ -64,6 +67,11 @@ struct ChatRequest {
     stream: bool,
     prompt_tokens: u64,
     max_tokens: Option<u64>,
+    /// The answer may come from (and go to) the cache: not opted out by `"cache":
+    /// false` or `Cache-Control: no-cache`, and one choice asked for.
+    cacheable: bool,
+    /// `stream_options.include_usage` (a replayed stream ends with the usage too).
+    include_usage: bool,
 }
 
 /// About four characters per token: the estimate used when upstream reports no usage.
@@ -85,7 +93,7 @@ fn text_length(value: &Value) -> usize {
 }
 
 fn parse(bytes: &[u8]) -> ApiResult<ChatRequest> {
-    let body: Map<String, Value> = serde_json::from_slice(bytes)
+    let mut body: Map<String, Value> = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::invalid(format!("the body is not a JSON object: {e}")))?;
     let slug = match body.get("model") {
         Some(Value::String(slug)) if !slug.is_empty() => slug.clone(),
@@ -117,12 +125,26 @@ fn parse(bytes: &[u8]) -> ApiResult<ChatRequest> {
     };
     let characters: usize = messages.iter().map(text_length).sum();
     let prompt_tokens = estimate_tokens(characters) + 4 * messages.len() as u64;
+    // Ours, not upstream's: taken off before the request goes on.
+    let cache = match body.remove(cache::OPT_OUT_FIELD) {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(cache)) => cache,
+        Some(_) => return Err(ApiError::invalid("`cache` must be true or false")),
+    };
+    let one_choice = body.get("n").and_then(Value::as_u64).unwrap_or(1) == 1;
+    let include_usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     Ok(ChatRequest {
         body,
         slug,
         stream,
         prompt_tokens,
         max_tokens,
+        cacheable: cache && one_choice,
+        include_usage,
     })
 }
 
@@ -307,14 +329,16 @@ enum Caller {
 
 /// Handles one chat completion call; `admitted` is held until its answer (or its
 /// stream) ends.
+/// `no_cache`: the request said `Cache-Control: no-cache` (or `no-store`).
 pub async fn complete(
     gateway: Arc<Gateway>,
     principal: Arc<Principal>,
-    bytes: Bytes,
+    (bytes, no_cache): (Bytes, bool),
     admitted: Admitted,
 ) -> ApiResult<Reply> {
     principal.require(Permission::ChatCreate)?;
-    let request = parse(&bytes)?;
+    let mut request = parse(&bytes)?;
+    request.cacheable &= !no_cache;
     run(gateway, principal, request, admitted, Caller::Client).await
 }
 
@@ -378,6 +402,21 @@ async fn run(
     };
     let mut output_guard = output_guard;
     fits_context(&model, &request)?;
+    let mut fill = None;
+    if let (Caller::Client, Some(policy), true) = (caller, model.cache, request.cacheable) {
+        let keys = cache::keys(&principal.tenant_id, &model.slug, &request.body);
+        let (found, embedding) = lookup(&gateway, &keys, policy).await;
+        if let Some(found) = found {
+            return serve_cached(&gateway, &principal, &model, found, &request).await;
+        }
+        metrics::counter!(CACHE_LOOKUPS, "result" => "miss").increment(1);
+        fill = Some(Fill {
+            keys,
+            embedding,
+            ttl: std::time::Duration::from_secs(policy.ttl_seconds),
+        });
+    }
+    let cache_label = fill.as_ref().map(|_| "miss");
     let output_estimate = request
         .max_tokens
         .unwrap_or(gateway.config.default_max_tokens);
@@ -443,10 +482,18 @@ async fn run(
                 if guarded {
                     guard_output(&gateway, &principal, &model.slug, &mut body).await?;
                 }
+                if let Some(fill) = fill.take() {
+                    let tokens = usage.tokens.unwrap_or((
+                        request.prompt_tokens,
+                        estimate_tokens(usage.completion_chars),
+                    ));
+                    fill.put(&gateway, body.clone(), tokens);
+                }
                 return Ok(Reply::Answered {
                     body,
                     backend_id: backend.id.clone(),
                     model: model.slug.clone(),
+                    cache: cache_label,
                 });
             }
             Attempt::Streaming(upstream, first) => {
@@ -463,7 +510,7 @@ async fn run(
                         opened: took,
                     },
                     settlement,
-                    (admitted, output_guard.take()),
+                    (admitted, output_guard.take(), fill.take()),
                 ));
             }
         }
@@ -482,6 +529,100 @@ async fn run(
             ),
         )
         .with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
+    })
+}
+
+pub const CACHE_LOOKUPS: &str = "scaigrid_gateway_cache_lookups_total";
+
+/// What a cache miss keeps once the answer is made (and passed the firewall).
+pub(super) struct Fill {
+    keys: cache::Keys,
+    embedding: Option<Vec<f32>>,
+    ttl: std::time::Duration,
+}
+
+impl Fill {
+    pub(super) fn put(self, gateway: &Gateway, body: Map<String, Value>, usage: (u64, u64)) {
+        if gateway
+            .cache
+            .put(&self.keys, self.embedding, (body, usage), self.ttl)
+        {
+            metrics::counter!("scaigrid_gateway_cache_stores_total").increment(1);
+        }
+    }
+}
+
+/// The kept answer for `keys`: exact, or (with a threshold and a node that embeds) the
+/// closest paraphrase; and the question's embedding, for keeping the answer to come.
+async fn lookup(
+    gateway: &Gateway,
+    keys: &cache::Keys,
+    policy: cache::CachePolicy,
+) -> (Option<cache::Found>, Option<Vec<f32>>) {
+    if let Some(entry) = gateway.cache.exact(keys) {
+        return (Some(cache::Found::Hit(entry)), None);
+    }
+    let (Some(threshold), Some(question)) = (policy.semantic_threshold, &keys.question) else {
+        return (None, None);
+    };
+    match gateway.embed_texts(vec![question.clone()]).await {
+        Some(Ok(mut vectors)) => {
+            let embedding = vectors.pop();
+            let found = embedding
+                .as_ref()
+                .and_then(|e| gateway.cache.nearest(keys, e, threshold));
+            (found, embedding)
+        }
+        Some(Err(error)) => {
+            tracing::warn!(error = %error.message, "semantic cache: the question was not embedded");
+            (None, None)
+        }
+        None => (None, None),
+    }
+}
+
+/// Answers from the cache: the kept answer (checked by today's firewall policies),
+/// whole or replayed as a stream, billed at `gateway.cache_hit_cost_fraction` of its
+/// price.
+async fn serve_cached(
+    gateway: &Arc<Gateway>,
+    principal: &Principal,
+    model: &ModelSpec,
+    found: cache::Found,
+    request: &ChatRequest,
+) -> ApiResult<Reply> {
+    let (entry, label) = match found {
+        cache::Found::Hit(entry) => (entry, "hit"),
+        cache::Found::Semantic(entry, _) => (entry, "semantic-hit"),
+    };
+    metrics::counter!(CACHE_LOOKUPS, "result" => label).increment(1);
+    let mut body = entry.body.clone();
+    guard_output(gateway, principal, &model.slug, &mut body).await?;
+    let (input, output) = entry.usage;
+    let mut record = UsageRecord::of(principal, "chat");
+    record.model = Some(model.slug.clone());
+    record.backend_id = Some("cache".to_owned());
+    record.input_tokens = input;
+    record.output_tokens = output;
+    record.cost = model.pricing.cost(input, output) * gateway.config.cache_hit_cost_fraction;
+    record.request_id = crate::request_id::current();
+    gateway.accounting.record(record);
+    let (backend_id, slug) = ("cache".to_owned(), model.slug.clone());
+    if request.stream {
+        let (tx, events) = tokio::sync::mpsc::channel(1);
+        let _ = tx.try_send(Bytes::from(cache::replay(&body, request.include_usage)));
+        return Ok(Reply::Streaming {
+            events,
+            backend_id,
+            model: slug,
+            cache: Some(label),
+        });
+    }
+    Ok(Reply::Answered {
+        body,
+        backend_id,
+        model: slug,
+        cache: Some(label),
     })
 }
 

@@ -124,8 +124,11 @@ struct StreamTally {
     done: bool,
     /// An upstream `error` event (sent on as ours).
     upstream_error: Option<String>,
-    /// The text said so far, kept when a firewall guards the output.
+    /// The text said so far, kept when a firewall guards the output or the answer is
+    /// to be cached.
     said: Option<String>,
+    /// The last finish reason upstream gave.
+    finish: Option<String>,
 }
 
 impl StreamTally {
@@ -159,6 +162,13 @@ impl StreamTally {
                 .filter_map(|c| c.get("delta"))
                 .map(text_length)
                 .sum::<usize>();
+            if let Some(reason) = choices
+                .iter()
+                .filter_map(|c| c.get("finish_reason")?.as_str())
+                .next_back()
+            {
+                self.finish = Some(reason.to_owned());
+            }
             if let Some(said) = &mut self.said {
                 for content in choices
                     .iter()
@@ -203,8 +213,9 @@ pub(super) fn stream_reply(
     gateway: Arc<Gateway>,
     upstream: Upstream,
     settlement: Settlement,
-    (admitted, guard): (Admitted, Option<OutputGuard>),
+    (admitted, guard, fill): (Admitted, Option<OutputGuard>, Option<super::Fill>),
 ) -> Reply {
+    let cache = fill.as_ref().map(|_| "miss");
     let Upstream {
         mut response,
         first,
@@ -223,9 +234,11 @@ pub(super) fn stream_reply(
         let deadline = Instant::now() + stream_timeout;
         let mut reader = sse::Reader::default();
         let mut tally = StreamTally {
-            said: guard.as_ref().map(|_| String::new()),
+            said: (guard.is_some() || fill.is_some()).then(String::new),
             ..StreamTally::default()
         };
+        // The firewall ended the stream (nothing of it may be kept).
+        let mut cut = false;
         let mut checked = 0;
         let mut last_verdict = None;
         // What the client has not been sent yet while a judge must read the answer first.
@@ -284,6 +297,7 @@ pub(super) fn stream_reply(
                     let _ = tx
                         .send(Bytes::from(firewall_event(&refusal, request_id.as_deref())))
                         .await;
+                    cut = true;
                     break None;
                 }
                 last_verdict = Some(verdict);
@@ -314,6 +328,7 @@ pub(super) fn stream_reply(
                     let _ = tx
                         .send(Bytes::from(firewall_event(&refusal, request_id.as_deref())))
                         .await;
+                    cut = true;
                     break None;
                 }
                 if let Some(held) = held.take()
@@ -348,12 +363,24 @@ pub(super) fn stream_reply(
                 )
                 .await;
         }
+        // A whole answer, as the client had it: kept for the next asking.
+        if let (None, true, false, Some(fill), Some(said)) =
+            (&failure, tally.done, cut, fill, tally.said.take())
+        {
+            let usage = tally.usage.unwrap_or((
+                settlement.prompt_estimate,
+                estimate_tokens(tally.completion_chars),
+            ));
+            let body = super::cache::assembled(&slug, &said, tally.finish.take(), usage);
+            fill.put(&gateway, body, usage);
+        }
         settlement.settle(tally.usage, tally.completion_chars).await;
     });
     Reply::Streaming {
         events: rx,
         backend_id: backend.id.clone(),
         model,
+        cache,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::config::Secret;
 use crate::db::gateway::{self as store, BackendRow};
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::gateway::cache::CachePolicy;
 use crate::rbac::Permission;
 use crate::records::Timestamp;
 use crate::services::{Actor, audit, validate_name};
@@ -79,6 +80,8 @@ pub struct CreateModel {
     /// Tokens of prompt and completion together at most (1 to 10,000,000); a request
     /// over it is 413 `CTX_TOO_LARGE` with the limit. Absent: no limit.
     pub context_length: Option<u64>,
+    /// Cache its answers (`ttl_seconds`, optional `semantic_threshold`); absent: not.
+    pub cache: Option<CachePolicy>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -89,6 +92,19 @@ pub struct UpdateModel {
     pub pricing: Option<Pricing>,
     /// A new context size; `0` removes the limit.
     pub context_length: Option<u64>,
+    /// A new cache policy; `null` stops caching.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<CachePolicy>)]
+    pub cache: Option<Option<CachePolicy>>,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or set.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// A model in the OpenAI list shape, with ScaiGrid's fields beside.
@@ -107,6 +123,8 @@ pub struct ModelView {
     pub pricing: Pricing,
     /// Tokens of prompt and completion together at most (`null`: no limit).
     pub context_length: Option<u64>,
+    /// How its answers are cached (`null`: they are not).
+    pub cache: Option<CachePolicy>,
     /// Only for platform admins.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routing: Option<Routing>,
@@ -156,6 +174,7 @@ pub fn model_view(model: &ModelSpec, with_routing: bool) -> ModelView {
         capabilities: model.capabilities.clone(),
         pricing: model.pricing,
         context_length: model.context_length,
+        cache: model.cache,
         routing: with_routing.then(|| model.routing.clone()),
     }
 }

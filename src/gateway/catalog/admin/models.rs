@@ -62,6 +62,11 @@ impl Catalog {
         if let Some(length) = request.context_length {
             Self::validate_context_length(length)?;
         }
+        if let Some(cache) = &request.cache {
+            cache
+                .check()
+                .map_err(|e| ApiError::invalid(e).with_field("field", "cache"))?;
+        }
         let row = spec_row(&ModelSpec {
             id: new_id("mdl"),
             slug: request.slug.clone(),
@@ -70,6 +75,7 @@ impl Catalog {
             routing: request.routing,
             pricing,
             context_length: request.context_length,
+            cache: request.cache,
             created_at: now_ms(),
         })?;
         let mut tx = self.db.begin().await?;
@@ -199,6 +205,14 @@ impl Catalog {
         }
         if let Some(pricing) = request.pricing {
             updated.pricing = pricing;
+        }
+        if let Some(cache) = request.cache {
+            if let Some(policy) = &cache {
+                policy
+                    .check()
+                    .map_err(|e| ApiError::invalid(e).with_field("field", "cache"))?;
+            }
+            updated.cache = cache;
         }
         Self::validate_pricing(&updated.pricing)?;
         if let Some(capabilities) = request.capabilities {
