@@ -167,7 +167,7 @@ impl AppState {
             vault.clone(),
             (accounting, gate.limits.clone()),
             firewall.clone(),
-            nodes.clone(),
+            (nodes.clone(), cluster.clone()),
         )?);
         crate::gateway::judge::GatewayJudge::install(&gateway);
         let webhooks = Arc::new(Webhooks::new(
@@ -429,6 +429,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             crate::server::body::middleware,
         ))
         .layer(middleware::from_fn(close_after_refused_body))
+        .layer(middleware::from_fn_with_state(
+            std::sync::Arc::new(state.config.http.cors.clone()),
+            crate::server::cors::middleware,
+        ))
         .layer(middleware::from_fn(telemetry::middleware))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)

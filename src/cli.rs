@@ -43,6 +43,9 @@ pub enum Command {
     /// Run an inference node: load the engines and serve them over gRPC. `serve`
     /// starts its own; run this by hand for nodes on other machines.
     Node(NodeArgs),
+    /// Print the error code table (code, HTTP status, WebSocket close code, the fix) as
+    /// Markdown: `docs/errors.md`.
+    Errors,
     /// Administer tenants, users and API keys directly in the database.
     Admin {
         #[command(subcommand)]

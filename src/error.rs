@@ -128,6 +128,9 @@ error_codes! {
     SPEECH_TEXT_REJECTED => 422, Some(4400);
     /// An inference ran out of memory; the request failed, the node stays up.
     OOM_KILLED => 503, Some(1011);
+    /// A browser page of an origin not in `http.cors_allowed_origins` sent a preflight or
+    /// opened a WebSocket (close 4403 where a stream would).
+    ORIGIN_NOT_ALLOWED => 403, Some(4403);
     /// Seed 003: a firewall in block mode matched; the envelope carries `matched_rules`
     /// (a stream ends with the `error` frame and close 4403).
     FIREWALL_BLOCKED => 403, Some(4403);
@@ -168,6 +171,32 @@ error_codes! {
     SCAISPEAK_WEBRTC_UNAVAILABLE => 501, None;
     /// The peer state of a WebRTC session is gone (e.g. after a restart).
     SCAISPEAK_WEBRTC_SESSION_STATE_LOST => 410, Some(4404);
+}
+
+/// The code table as Markdown: `docs/errors.md` is this (`scaigrid errors` prints it;
+/// a test keeps the file equal to it).
+pub fn errors_markdown() -> String {
+    let mut out = String::from(
+        "# Error codes\n\n\
+         Every error is `{\"status\":\"error\",\"error\":{\"code\",\"message\",\"request_id\",...}}` \
+         with the HTTP status below; a WebSocket stream that ends with one sends an `error` \
+         frame with the code, then closes with the close code. Generated from the code \
+         table by `scaigrid errors` (also `GET /v1/errors`); do not edit by hand.\n\n\
+         | Code | HTTP | WS close | What to do |\n|---|---|---|---|\n",
+    );
+    for code in ErrorCode::ALL {
+        let close = code
+            .ws_close_code()
+            .map_or_else(|| "—".to_owned(), |c| c.to_string());
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            code.as_str(),
+            code.status().as_u16(),
+            close,
+            code.remediation().replace('|', "\\|")
+        ));
+    }
+    out
 }
 
 impl ErrorCode {
@@ -293,6 +322,9 @@ impl ErrorCode {
             }
             SCAISPEAK_SCAIDRIVE_NOT_AVAILABLE => {
                 "ScaiDrive is not configured: set `[scaispeak.drive]` or omit `save_to`."
+            }
+            ORIGIN_NOT_ALLOWED => {
+                "Add the page's origin to `[http] cors_allowed_origins`, or call from the server's own origin or a program."
             }
             SCAISPEAK_VOICE_NOT_READY_FOR_WARMING => {
                 "Wait until the voice is `ready` (or repromote it), then warm it."
@@ -540,6 +572,18 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_errors_document_is_the_code_table() {
+        let document = include_str!("../docs/errors.md");
+        assert!(
+            document == errors_markdown(),
+            "docs/errors.md is out of date: run `scaigrid errors > docs/errors.md`"
+        );
+        for code in ErrorCode::ALL {
+            assert!(document.contains(&format!("| `{}` |", code.as_str())));
+        }
+    }
+
     use super::*;
     use std::collections::HashSet;
 

@@ -17,6 +17,11 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    // The code table needs nothing either.
+    if let Command::Errors = cli.command {
+        print!("{}", scaigrid::error::errors_markdown());
+        return std::process::ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -48,7 +53,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         },
         Command::Migrate => scaigrid::db::migrate::run_standalone(&config.database).await,
         Command::Admin { command } => scaigrid::cli::admin(config, command).await,
-        Command::Phonemizer => Ok(()),
+        Command::Phonemizer | Command::Errors => Ok(()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,6 +4,8 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
+pub mod origins;
+
 /// An address range: `10.0.0.0/8`, `fd00::/8`, or one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {

@@ -1,8 +1,8 @@
 //! The scaled deployment's shared state in Redis: rate-limit counters ([`limits`]), the
 //! job queue on Redis Streams ([`queue`]), the event bus ([`events`]), the node
 //! registry ([`nodes`]), the API-key
-//! revocation broadcast ([`revocation`]), and the usage stream and budget counters
-//! ([`ledger`]).
+//! revocation broadcast ([`revocation`]), the usage stream and budget counters
+//! ([`ledger`]), and the chat answer cache ([`answers`]).
 //!
 //! [`Cluster`] owns the connections. Commands go over one multiplexed connection (a
 //! `ConnectionManager` that reconnects by itself); blocking stream reads get their own
@@ -10,6 +10,7 @@
 //! timeout: with Redis gone, a request fails fast with 503 `SERVICE_UNAVAILABLE`
 //! (naming `redis`) instead of hanging, and works again as soon as Redis is back.
 
+pub mod answers;
 pub mod events;
 pub mod ledger;
 pub mod limits;

@@ -445,6 +445,10 @@ pub struct FileHttp {
     /// client; from anyone else the connection's address is the client (default none).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Origins of browser apps allowed to call the API and open its WebSockets
+    /// (`https://app.example.com[:port]`, or `*`; default none: only same-origin pages).
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// An external JWT issuer whose tokens are verified against its JWKS. The token's

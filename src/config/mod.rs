@@ -82,6 +82,7 @@ pub struct HttpConfig {
     pub body_timeout: std::time::Duration,
     pub max_header_bytes: usize,
     pub trusted_proxies: Vec<crate::net::Cidr>,
+    pub cors: crate::net::origins::Origins,
 }
 
 #[derive(Debug, Clone)]

@@ -134,6 +134,8 @@ pub(super) fn http(file: &FileHttp) -> anyhow::Result<HttpConfig> {
                 })
             })
             .collect::<anyhow::Result<_>>()?,
+        cors: crate::net::origins::Origins::parse(&file.cors_allowed_origins)
+            .map_err(anyhow::Error::msg)?,
     };
     if !(8192..=1024 * 1024).contains(&http.max_header_bytes) {
         bail!("http.max_header_bytes must be within 8192..=1048576");

@@ -10,9 +10,10 @@
 //! last user message, whose embedding is compared by cosine (the vectors are
 //! normalised: a dot product).
 //!
-//! In-process and bounded (`gateway.cache_max_entries`, the oldest evicted first; an
-//! answer over [`MAX_ANSWER_BYTES`] is not kept). Each process of a scaled deployment
-//! keeps its own.
+//! Embedded: in-process and bounded (`gateway.cache_max_entries`, the oldest evicted
+//! first). Scaled: in Redis ([`crate::cluster::answers`]), shared by every edge, each
+//! answer expiring with its TTL. Either way an answer over [`MAX_ANSWER_BYTES`] is not
+//! kept, and a cache that fails (Redis away) is a miss, never a failed request.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -79,6 +80,96 @@ pub struct Entry {
     pub body: Map<String, Value>,
     pub usage: (u64, u64),
     expires: Instant,
+}
+
+/// An answer as Redis keeps it.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    body: Map<String, Value>,
+    usage: (u64, u64),
+}
+
+/// Where answers are kept: this process (embedded), or Redis (scaled).
+pub enum AnswerCache {
+    Local(ChatCache),
+    Shared(Arc<crate::cluster::Cluster>),
+}
+
+impl AnswerCache {
+    /// The entry kept for exactly this request.
+    pub async fn exact(&self, keys: &Keys) -> Option<Arc<Entry>> {
+        match self {
+            AnswerCache::Local(cache) => cache.exact(keys),
+            AnswerCache::Shared(cluster) => fetch(cluster, &hex::encode(keys.exact)).await,
+        }
+    }
+
+    /// The closest question of the partition at or above `threshold`.
+    pub async fn nearest(&self, keys: &Keys, embedding: &[f32], threshold: f32) -> Option<Found> {
+        let cluster = match self {
+            AnswerCache::Local(cache) => return cache.nearest(keys, embedding, threshold),
+            AnswerCache::Shared(cluster) => cluster,
+        };
+        let partition = hex::encode(keys.partition);
+        let questions = crate::cluster::answers::questions(cluster, &partition)
+            .await
+            .inspect_err(|error| tracing::warn!(%error, "answer cache: partition not read"))
+            .ok()?;
+        let (score, key) = questions
+            .iter()
+            .map(|(vector, key)| (dot(vector, embedding), key))
+            .filter(|(score, _)| *score >= threshold)
+            .max_by(|a, b| a.0.total_cmp(&b.0))?;
+        let entry = fetch(cluster, key).await?;
+        Some(Found::Semantic(entry, score))
+    }
+
+    /// Keeps an answer for `ttl` (see [`ChatCache::put`]). Returns whether it was.
+    pub async fn put(
+        &self,
+        keys: &Keys,
+        embedding: Option<Vec<f32>>,
+        (body, usage): (Map<String, Value>, (u64, u64)),
+        ttl: Duration,
+    ) -> bool {
+        let cluster = match self {
+            AnswerCache::Local(cache) => return cache.put(keys, embedding, (body, usage), ttl),
+            AnswerCache::Shared(cluster) => cluster,
+        };
+        let Ok(bytes) = serde_json::to_vec(&Stored { body, usage }) else {
+            return false;
+        };
+        if bytes.len() > MAX_ANSWER_BYTES {
+            return false;
+        }
+        let (exact, partition) = (hex::encode(keys.exact), hex::encode(keys.partition));
+        let written = crate::cluster::answers::put(
+            cluster,
+            (&exact, &partition),
+            embedding.as_deref(),
+            &bytes,
+            ttl,
+        )
+        .await;
+        written
+            .inspect_err(|error| tracing::warn!(%error, "answer cache: answer not kept"))
+            .is_ok()
+    }
+}
+
+/// An answer Redis keeps under `exact` (hex), if any.
+async fn fetch(cluster: &crate::cluster::Cluster, exact: &str) -> Option<Arc<Entry>> {
+    let bytes = crate::cluster::answers::answer(cluster, exact)
+        .await
+        .inspect_err(|error| tracing::warn!(%error, "answer cache: answer not read"))
+        .ok()??;
+    let stored: Stored = serde_json::from_slice(&bytes).ok()?;
+    Some(Arc::new(Entry {
+        body: stored.body,
+        usage: stored.usage,
+        // Redis expires it; here it lives as long as this request.
+        expires: Instant::now() + Duration::from_secs(60),
+    }))
 }
 
 /// What a lookup found.

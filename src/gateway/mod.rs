@@ -114,7 +114,7 @@ pub struct Gateway {
     /// The inference nodes (the local embedding model).
     nodes: crate::speech::nodes::Nodes,
     /// Chat answers of the models that cache them.
-    pub cache: cache::ChatCache,
+    pub cache: cache::AnswerCache,
 }
 
 /// A chat call's place among those in flight, given back when dropped (for a stream,
@@ -128,14 +128,20 @@ impl Gateway {
         vault: Arc<crate::vault::Vault>,
         (accounting, limits): (Arc<Accounting>, Arc<Limits>),
         firewall: Arc<crate::firewall::Firewall>,
-        nodes: crate::speech::nodes::Nodes,
+        (nodes, cluster): (
+            crate::speech::nodes::Nodes,
+            Option<Arc<crate::cluster::Cluster>>,
+        ),
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("scaigrid/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
             .build()?;
-        let cache = cache::ChatCache::new(config.cache_max_entries);
+        let cache = match cluster {
+            Some(cluster) => cache::AnswerCache::Shared(cluster),
+            None => cache::AnswerCache::Local(cache::ChatCache::new(config.cache_max_entries)),
+        };
         Ok(Gateway {
             catalog: Catalog::new(db, vault),
             states: RwLock::new(HashMap::new()),

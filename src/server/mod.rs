@@ -4,6 +4,7 @@
 pub mod body;
 pub mod client_ip;
 pub mod conn;
+pub mod cors;
 mod fdlimit;
 
 use std::future::Future;

@@ -240,3 +240,76 @@ async fn answers_come_back_from_the_cache_exactly_or_by_meaning_per_tenant() {
     let (_, cache, _) = ask(&server, key, "How do I reset my password?", json!({}), &[]).await;
     assert_eq!(cache, None);
 }
+
+/// Scaled: answers live in Redis, so an answer kept through one edge is a hit through
+/// another, and a paraphrase finds a question another request kept (the partition's
+/// embeddings in Redis).
+#[tokio::test]
+async fn edges_of_a_deployment_share_the_cache() {
+    let Some(deployment) = crate::scaled::Deployment::new().await else {
+        return;
+    };
+    let (redis, database) = (deployment.redis.clone(), deployment.database.clone());
+    let plain = deployment.api_on(&redis, Some(&database)).await;
+    let embedding = deployment
+        .serve_with_engines(&redis, &database, "cache-edge", "workers = 0\n")
+        .await;
+    let up = upstream::start("alpha", "cache-secret-7").await;
+    cached_model(&plain, &up).await;
+    // The catalogue is SQL: the other edge sees the model within its refresh.
+    let (mut status, mut cache) = (0, None);
+    for _ in 0..100 {
+        (status, cache, _) = ask(
+            &embedding,
+            ADMIN_KEY,
+            "How do I reset my password?",
+            json!({}),
+            &[],
+        )
+        .await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!((status, cache.as_deref()), (200, Some("miss")));
+    assert_eq!(up.chat_calls(), 1);
+    let (status, cache, body) = ask(
+        &plain,
+        ADMIN_KEY,
+        "How do I  reset my password?",
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!((status, cache.as_deref()), (200, Some("hit")), "{body}");
+    let (_, cache, _) = ask(
+        &embedding,
+        ADMIN_KEY,
+        "How can I reset my password?",
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(cache.as_deref(), Some("semantic-hit"));
+    let (_, cache, _) = ask(
+        &embedding,
+        ADMIN_KEY,
+        "How do I reset my router?",
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    assert_eq!(up.chat_calls(), 2);
+    let (_, cache, _) = ask(
+        &plain,
+        ADMIN_KEY,
+        "How do I reset my router?",
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(cache.as_deref(), Some("hit"));
+    assert_eq!(up.chat_calls(), 2);
+}

@@ -369,3 +369,120 @@ async fn the_worker_list_shows_this_process_until_it_stops() {
         0
     );
 }
+
+/// CORS: a configured origin's preflight is answered and its responses are readable; a
+/// foreign origin's preflight and WebSocket handshake are refused; programs (no
+/// `Origin`) and the server's own pages are not affected.
+#[tokio::test]
+async fn browser_origins_are_allowed_or_refused_as_configured() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = Server::start_with(Options {
+        config_toml: Some(
+            "[http]\ncors_allowed_origins = [\"https://app.example.com\"]\n[engines]\nenabled = false\n"
+                .into(),
+        ),
+        ..Options::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, server.url("/v1/me"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(allowed.status(), 204);
+    let headers = allowed.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(
+        headers["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    let (status, body) = crate::support::read(refused).await;
+    assert_error(status, &body, 403, "ORIGIN_NOT_ALLOWED");
+
+    let get = |origin: Option<&'static str>| {
+        let mut request = http.get(server.url("/v1/me")).bearer_auth(ADMIN_KEY);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let readable = get(Some("https://app.example.com")).await.unwrap();
+    assert_eq!(readable.status(), 200);
+    assert_eq!(
+        readable.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(
+        readable.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-request-id")
+    );
+    let foreign = get(Some("https://evil.example")).await.unwrap();
+    assert_eq!(foreign.status(), 200);
+    assert!(
+        foreign
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    let program = get(None).await.unwrap();
+    assert_eq!(program.status(), 200);
+    assert!(
+        program
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+
+    // WebSocket handshakes: a foreign page refused before the upgrade; an allowed one,
+    // the server's own page and a program go through.
+    let base = server.base.replacen("http://", "ws://", 1);
+    let handshake = |origin: Option<String>| {
+        let mut request = format!("{base}/v1/modules/scaiecho/stream/transcribe?token={ADMIN_KEY}")
+            .into_client_request()
+            .unwrap();
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(request)
+    };
+    match handshake(Some("https://evil.example".into())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!(
+            "a foreign origin's handshake went through: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    let own = server.base.clone();
+    for origin in [Some("https://app.example.com".to_owned()), Some(own), None] {
+        assert!(handshake(origin.clone()).await.is_ok(), "{origin:?}");
+    }
+}

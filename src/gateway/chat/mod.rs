@@ -487,7 +487,7 @@ async fn run(
                         request.prompt_tokens,
                         estimate_tokens(usage.completion_chars),
                     ));
-                    fill.put(&gateway, body.clone(), tokens);
+                    fill.put(&gateway, body.clone(), tokens).await;
                 }
                 return Ok(Reply::Answered {
                     body,
@@ -542,11 +542,12 @@ pub(super) struct Fill {
 }
 
 impl Fill {
-    pub(super) fn put(self, gateway: &Gateway, body: Map<String, Value>, usage: (u64, u64)) {
-        if gateway
+    pub(super) async fn put(self, gateway: &Gateway, body: Map<String, Value>, usage: (u64, u64)) {
+        let kept = gateway
             .cache
             .put(&self.keys, self.embedding, (body, usage), self.ttl)
-        {
+            .await;
+        if kept {
             metrics::counter!("scaigrid_gateway_cache_stores_total").increment(1);
         }
     }
@@ -559,7 +560,7 @@ async fn lookup(
     keys: &cache::Keys,
     policy: cache::CachePolicy,
 ) -> (Option<cache::Found>, Option<Vec<f32>>) {
-    if let Some(entry) = gateway.cache.exact(keys) {
+    if let Some(entry) = gateway.cache.exact(keys).await {
         return (Some(cache::Found::Hit(entry)), None);
     }
     let (Some(threshold), Some(question)) = (policy.semantic_threshold, &keys.question) else {
@@ -568,9 +569,10 @@ async fn lookup(
     match gateway.embed_texts(vec![question.clone()]).await {
         Some(Ok(mut vectors)) => {
             let embedding = vectors.pop();
-            let found = embedding
-                .as_ref()
-                .and_then(|e| gateway.cache.nearest(keys, e, threshold));
+            let found = match &embedding {
+                Some(e) => gateway.cache.nearest(keys, e, threshold).await,
+                None => None,
+            };
             (found, embedding)
         }
         Some(Err(error)) => {

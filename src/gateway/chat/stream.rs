@@ -372,7 +372,7 @@ pub(super) fn stream_reply(
                 estimate_tokens(tally.completion_chars),
             ));
             let body = super::cache::assembled(&slug, &said, tally.finish.take(), usage);
-            fill.put(&gateway, body, usage);
+            fill.put(&gateway, body, usage).await;
         }
         settlement.settle(tally.usage, tally.completion_chars).await;
     });
