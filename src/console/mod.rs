@@ -34,11 +34,15 @@ assets! {
     "api.js" => "text/javascript; charset=utf-8",
     "dom.js" => "text/javascript; charset=utf-8",
     "pages.js" => "text/javascript; charset=utf-8",
+    "reference.js" => "text/javascript; charset=utf-8",
     "style.css" => "text/css; charset=utf-8",
 }
 
 /// The page every console route answers; the scripts route on the fragment.
 pub const INDEX: &str = include_str!("assets/index.html");
+
+/// The API reference page (`/reference`): `/openapi.json` rendered by `reference.js`.
+pub const REFERENCE: &str = include_str!("assets/reference.html");
 
 /// The asset named `name`, if there is one.
 pub fn asset(name: &str) -> Option<&'static Asset> {
@@ -90,13 +94,15 @@ mod tests {
                 assert!(!asset.body.contains(sink), "{} uses {sink}", asset.name);
             }
         }
-        assert!(!INDEX.contains("<script>"), "inline script in index.html");
-        let handler = INDEX.split(" on").skip(1).any(|rest| {
-            let name: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
-            !name.is_empty() && rest[name.len()..].starts_with('=')
-        });
-        assert!(!handler, "inline event handler in index.html");
-        assert!(!INDEX.contains("style="), "inline style in index.html");
+        for (name, page) in [("index.html", INDEX), ("reference.html", REFERENCE)] {
+            assert!(!page.contains("<script>"), "inline script in {name}");
+            let handler = page.split(" on").skip(1).any(|rest| {
+                let event: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
+                !event.is_empty() && rest[event.len()..].starts_with('=')
+            });
+            assert!(!handler, "inline event handler in {name}");
+            assert!(!page.contains("style="), "inline style in {name}");
+        }
     }
 
     #[test]

@@ -32,6 +32,14 @@ pub async fn index() -> Response {
     page("text/html; charset=utf-8", console::INDEX)
 }
 
+/// The API reference: `/openapi.json` as a browsable page (no sign-in; the document is
+/// public).
+#[utoipa::path(get, path = "/reference", tag = "operations",
+    responses((status = 200, content_type = "text/html")))]
+pub async fn reference() -> Response {
+    page("text/html; charset=utf-8", console::REFERENCE)
+}
+
 /// A script or style sheet of the console, embedded in the binary.
 #[utoipa::path(get, path = "/console/assets/{name}", tag = "console",
     responses((status = 200), (status = 404)))]

@@ -17,7 +17,7 @@ type St = State<Arc<AppState>>;
 
 /// Create a policy: `mode` (`audit`, `block`, `redact`), what it is attached to
 /// (`scope` `tenant`, `api_key` or `model` with `scope_id`), the `stages` it guards and
-/// its `rules` (`keyword`, `regex`, `pii`, `max_size`, each with a `slug`).
+/// its `rules` (`keyword`, `regex`, `pii`, `max_size`, `judge`, each with a `slug`).
 #[utoipa::path(post, path = "/v1/firewall/policies", tag = "firewall", request_body = PolicyRequest,
     responses((status = 201, body = PolicyView)), security(("bearer" = [])))]
 pub async fn create(

@@ -103,6 +103,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(firewall::test))
         .routes(routes!(firewall::test_alias))
         .routes(routes!(console::index))
+        .routes(routes!(console::reference))
         .routes(routes!(console::asset))
         .routes(routes!(
             console::sign_in,

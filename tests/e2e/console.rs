@@ -1227,3 +1227,58 @@ async fn the_admin_api_the_console_uses_pages_filters_and_changes_everything() {
         assert!(code["remediation"].as_str().unwrap().len() > 10, "{code}");
     }
 }
+
+/// The API reference renders `/openapi.json` in a real browser, without signing in:
+/// every operation listed by tag, a filter that narrows them, an operation's body schema
+/// resolved from the components.
+#[tokio::test]
+async fn the_api_reference_page_lists_every_operation() {
+    let server = Server::start_with(crate::support::Options {
+        config_toml: Some("[engines]\nenabled = false\n".into()),
+        ..crate::support::Options::default()
+    })
+    .await;
+    let (status, spec) = server.get("/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let operations: usize = spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| ["get", "post", "put", "patch", "delete"].contains(&k.as_str()))
+                .count()
+        })
+        .sum();
+    let browser = Browser::start_plain().await;
+    browser.open(&server.url("/reference")).await;
+    let shown = run(
+        &browser,
+        "await wait(() => document.querySelectorAll('details.operation').length > 0, 'the operations');
+         const all = document.querySelectorAll('details.operation').length;
+         const filter = document.getElementById('filter');
+         filter.value = 'post firewall policies';
+         filter.dispatchEvent(new Event('input'));
+         const narrowed = [...document.querySelectorAll('details.operation')].map((d) => d.dataset.method + ' ' + d.dataset.path);
+         const op = document.querySelector('details.operation');
+         op.open = true;
+         return { all, narrowed, body: op.innerText, scripts: document.scripts.length };",
+        json!({}),
+    )
+    .await;
+    assert_eq!(shown["all"], operations, "{shown}");
+    assert_eq!(
+        shown["narrowed"],
+        json!(["post /v1/firewall/policies"]),
+        "{shown}"
+    );
+    let body = shown["body"].as_str().unwrap();
+    assert!(
+        body.contains("Request body") && body.contains("rules") && body.contains("mode"),
+        "{body}"
+    );
+    assert_eq!(shown["scripts"], 1, "{shown}");
+    snap(&browser, "reference").await;
+}
