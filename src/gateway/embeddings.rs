@@ -9,7 +9,6 @@
 //! nodes. A tenant's own catalogue model named like the local one wins over it.
 
 use axum::body::Bytes;
-use axum::http::{HeaderValue, header};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
@@ -245,20 +244,7 @@ impl Gateway {
             }
         }
         self.report_model(&model.id, None, true);
-        Err(match last_failure {
-            Some(reason) => ApiError::new(
-                ErrorCode::BACKEND_ERROR,
-                format!("every backend of `{}` failed; last: {reason}", model.slug),
-            ),
-            None => ApiError::new(
-                ErrorCode::MODEL_UNAVAILABLE,
-                format!(
-                    "all backends for `{}` are circuit-broken or failing health checks",
-                    model.slug
-                ),
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
-        })
+        Err(super::chat::unanswered(&model.slug, last_failure))
     }
 
     async fn embed_locally(

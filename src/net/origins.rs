@@ -60,9 +60,18 @@ impl Origins {
         let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
             return Decision::Untouched;
         };
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        // The server's own page: the origin names the host asked for, as the client
+        // sent it (`Host`) or as a reverse proxy passed it on (`X-Forwarded-Host`; a
+        // page cannot set that header on a handshake or a preflight, so it cannot
+        // claim to be same-origin with it).
         let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-        if host.is_some_and(|host| host.eq_ignore_ascii_case(authority)) {
+        let mut asked = [header::HOST.as_str(), "x-forwarded-host"]
+            .into_iter()
+            .filter_map(|name| {
+                let value = headers.get(name)?.to_str().ok()?;
+                value.split(',').next().map(str::trim)
+            });
+        if asked.any(|host| host.eq_ignore_ascii_case(authority)) {
             return Decision::Untouched;
         }
         let preflight = method == Method::OPTIONS
@@ -123,6 +132,17 @@ mod tests {
         ];
         assert_eq!(
             origins.decide(&Method::POST, &headers(&same)),
+            Decision::Untouched
+        );
+        // Behind a proxy that rewrites `Host`, the forwarded host is the page's.
+        let proxied = [
+            ("host", "127.0.0.1:8080"),
+            ("x-forwarded-host", "grid.example.com"),
+            ("origin", "https://grid.example.com"),
+            ("upgrade", "websocket"),
+        ];
+        assert_eq!(
+            origins.decide(&Method::GET, &headers(&proxied)),
             Decision::Untouched
         );
         assert_eq!(

@@ -516,20 +516,23 @@ async fn run(
         }
     }
     gateway.report_model(&model.id, None, true);
-    Err(match last_failure {
+    Err(unanswered(&model.slug, last_failure))
+}
+
+/// No backend of `slug` answered: `BACKEND_ERROR` with the last failure, or (none
+/// could be tried) `MODEL_UNAVAILABLE` with `Retry-After`.
+pub(super) fn unanswered(slug: &str, last_failure: Option<String>) -> ApiError {
+    match last_failure {
         Some(reason) => ApiError::new(
             ErrorCode::BACKEND_ERROR,
-            format!("every backend of `{}` failed; last: {reason}", model.slug),
+            format!("every backend of `{slug}` failed; last: {reason}"),
         ),
         None => ApiError::new(
             ErrorCode::MODEL_UNAVAILABLE,
-            format!(
-                "all backends for `{}` are circuit-broken or failing health checks",
-                model.slug
-            ),
+            format!("all backends for `{slug}` are circuit-broken or failing health checks"),
         )
         .with_header(header::RETRY_AFTER, HeaderValue::from_static("5")),
-    })
+    }
 }
 
 pub const CACHE_LOOKUPS: &str = "scaigrid_gateway_cache_lookups_total";
