@@ -115,11 +115,7 @@ impl AnswerCache {
             .await
             .inspect_err(|error| tracing::warn!(%error, "answer cache: partition not read"))
             .ok()?;
-        let (score, key) = questions
-            .iter()
-            .map(|(vector, key)| (dot(vector, embedding), key))
-            .filter(|(score, _)| *score >= threshold)
-            .max_by(|a, b| a.0.total_cmp(&b.0))?;
+        let (score, key) = closest(&questions, embedding, threshold)?;
         let entry = fetch(cluster, key).await?;
         Some(Found::Semantic(entry, score))
     }
@@ -325,14 +321,11 @@ impl ChatCache {
     pub fn nearest(&self, keys: &Keys, embedding: &[f32], threshold: f32) -> Option<Found> {
         let now = Instant::now();
         let mut inner = self.lock();
-        let best = inner.semantic.get(&keys.partition).and_then(|vectors| {
-            vectors
-                .iter()
-                .map(|(vector, key)| (dot(vector, embedding), *key))
-                .filter(|(score, _)| *score >= threshold)
-                .max_by(|a, b| a.0.total_cmp(&b.0))
-        })?;
-        let (score, key) = best;
+        let (score, key) = inner
+            .semantic
+            .get(&keys.partition)
+            .and_then(|vectors| closest(vectors, embedding, threshold))
+            .map(|(score, key)| (score, *key))?;
         inner
             .live(&key, now)
             .map(|entry| Found::Semantic(entry, score))
@@ -382,6 +375,19 @@ impl ChatCache {
         metrics::gauge!("scaigrid_gateway_cache_entries").set(inner.exact.len() as f64);
         true
     }
+}
+
+/// The question closest to `embedding` at or above `threshold`: its score and key.
+fn closest<'a, K>(
+    questions: &'a [(Vec<f32>, K)],
+    embedding: &[f32],
+    threshold: f32,
+) -> Option<(f32, &'a K)> {
+    questions
+        .iter()
+        .map(|(vector, key)| (dot(vector, embedding), key))
+        .filter(|(score, _)| *score >= threshold)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
