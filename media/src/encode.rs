@@ -1,10 +1,9 @@
 //! Output encoding: WAV, raw PCM, Opus packets (20 ms at 48 kHz) for streaming, and an
-//! Ogg/Opus file writer. MP3 is not offered: no maintained pure encoder fits the stack.
+//! Ogg/Opus file; the incremental writers of every format are in [`crate::writer`].
 
 use crate::error::{MediaError, MediaResult};
-use crate::ogg::OggPages;
 
-fn to_i16(sample: f32) -> i16 {
+pub(crate) fn to_i16(sample: f32) -> i16 {
     (sample.clamp(-1.0, 1.0) * 32767.0).round() as i16
 }
 
@@ -17,13 +16,17 @@ pub fn pcm_s16le(samples: &[f32]) -> Vec<u8> {
     out
 }
 
-/// A 16-bit PCM WAV file.
-pub fn wav_s16(samples: &[f32], sample_rate: u32, channels: u16) -> Vec<u8> {
-    let data_len = (samples.len() * 2) as u32;
+/// The 44-byte header of a 16-bit PCM WAV file with `data_len` bytes of samples; `None`
+/// writes the streaming form, whose sizes (`0xFFFFFFFF`) say "read to the end".
+pub fn wav_header(sample_rate: u32, channels: u16, data_len: Option<u32>) -> Vec<u8> {
     let block_align = channels * 2;
-    let mut out = Vec::with_capacity(44 + samples.len() * 2);
+    let (riff_len, data_len) = match data_len {
+        Some(len) => (36u32.saturating_add(len), len),
+        None => (u32::MAX, u32::MAX),
+    };
+    let mut out = Vec::with_capacity(44);
     out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(&riff_len.to_le_bytes());
     out.extend_from_slice(b"WAVEfmt ");
     out.extend_from_slice(&16u32.to_le_bytes());
     out.extend_from_slice(&1u16.to_le_bytes());
@@ -34,6 +37,12 @@ pub fn wav_s16(samples: &[f32], sample_rate: u32, channels: u16) -> Vec<u8> {
     out.extend_from_slice(&16u16.to_le_bytes());
     out.extend_from_slice(b"data");
     out.extend_from_slice(&data_len.to_le_bytes());
+    out
+}
+
+/// A 16-bit PCM WAV file.
+pub fn wav_s16(samples: &[f32], sample_rate: u32, channels: u16) -> Vec<u8> {
+    let mut out = wav_header(sample_rate, channels, Some((samples.len() * 2) as u32));
     out.extend_from_slice(&pcm_s16le(samples));
     out
 }
@@ -137,46 +146,13 @@ impl OpusStreamEncoder {
     }
 }
 
-/// Packets per Ogg page (one second of 20 ms packets keeps lacing under 255 entries).
-const PACKETS_PER_PAGE: usize = 50;
-
 /// Encodes interleaved 48 kHz samples into an Ogg/Opus file.
 pub fn ogg_opus(samples: &[f32], channels: u16, bitrate: i32) -> MediaResult<Vec<u8>> {
-    let mut encoder = OpusStreamEncoder::new(channels, bitrate)?;
-    let mut packets: Vec<Vec<u8>> = Vec::new();
-    encoder.push(samples, &mut |p| packets.push(p.to_vec()))?;
-    encoder.finish(&mut |p| packets.push(p.to_vec()))?;
-    let pre_skip = encoder.lookahead() as u64;
-    let total = pre_skip + encoder.samples_in();
-
-    let mut head = Vec::with_capacity(19);
-    head.extend_from_slice(b"OpusHead");
-    head.push(1);
-    head.push(channels as u8);
-    head.extend_from_slice(&(pre_skip as u16).to_le_bytes());
-    head.extend_from_slice(&OPUS_RATE.to_le_bytes());
-    head.extend_from_slice(&0i16.to_le_bytes());
-    head.push(0);
-    let vendor = b"scaigrid";
-    let mut tags = Vec::new();
-    tags.extend_from_slice(b"OpusTags");
-    tags.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
-    tags.extend_from_slice(vendor);
-    tags.extend_from_slice(&0u32.to_le_bytes());
-
-    let mut pages = OggPages::new(0x5CA1_0001);
-    pages.page(&[head], 0, 0x02);
-    pages.page(&[tags], 0, 0x00);
-    let mut granule = 0u64;
-    let count = packets.chunks(PACKETS_PER_PAGE).count();
-    for (index, chunk) in packets.chunks(PACKETS_PER_PAGE).enumerate() {
-        granule += (chunk.len() * OPUS_FRAME) as u64;
-        let last = index + 1 == count;
-        // The last page's granule is the real end, so players trim the padding.
-        let page_granule = if last { total } else { granule };
-        pages.page(chunk, page_granule, if last { 0x04 } else { 0x00 });
-    }
-    Ok(pages.into_bytes())
+    let mut writer = crate::writer::OpusWriter::new(channels, bitrate)?;
+    let mut out = Vec::new();
+    writer.push(samples, &mut out)?;
+    writer.finish(&mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]

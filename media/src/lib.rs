@@ -13,6 +13,8 @@
 //! - [`resample`]: streaming rubato resampler to any rate, mono.
 //! - [`audio`]: the decoded-audio type and channel mixing.
 //! - [`encode`]: WAV, raw PCM, Opus packets and Ogg/Opus files.
+//! - [`writer`]: incremental file writers (WAV, PCM, Ogg/Opus, MP3, FLAC) for audio
+//!   sent while it is made.
 //! - [`vad`]: the voice-activity trait and the energy detector.
 //! - [`preflight`]: reference-clip checks with the contract's fail reasons.
 //! - [`error`]: typed errors (unsupported, corrupt, truncated, too large).
@@ -28,6 +30,7 @@ pub mod resample;
 pub mod sniff;
 pub mod stream;
 pub mod vad;
+pub mod writer;
 
 pub use audio::Audio;
 pub use decode::{DecodeOptions, Decoded, Limits, RawPcm, decode, decode_mono};

@@ -51,6 +51,11 @@ impl OggPages {
         self.out
     }
 
+    /// The pages written since the last call (a stream sends them as they are made).
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
     /// One page holding whole `packets` (each under 255 * 255 bytes).
     pub fn page(&mut self, packets: &[Vec<u8>], granule: u64, header_type: u8) {
         let mut lacing = Vec::new();

@@ -54,6 +54,7 @@ async fn speak_response(
             });
             return Ok(response);
         }
+        Outcome::Streamed(streamed) => return Ok(streamed_response(streamed)),
         Outcome::Spoken(spoken) => spoken,
     };
     let mut response = ([(CONTENT_TYPE, spoken.content_type)], spoken.bytes).into_response();
@@ -70,6 +71,36 @@ async fn speak_response(
         audio_seconds: spoken.seconds,
     });
     Ok(response)
+}
+
+/// Audio sent while it is made: chunked, no length. A synthesis that fails after the
+/// first bytes ends the body with an error, which resets the connection (a client sees
+/// a broken transfer, never a short file that looks whole). Usage is charged by the
+/// synthesis task when the body ends.
+fn streamed_response(streamed: scaispeak::streamed::Streamed) -> Response {
+    let scaispeak::streamed::Streamed {
+        content_type,
+        backend,
+        first,
+        rest,
+    } = streamed;
+    let tail = futures_util::stream::unfold(rest, |mut rest| async move {
+        let piece = rest.recv().await?;
+        let piece = piece
+            .map(axum::body::Bytes::from)
+            .map_err(|error| std::io::Error::other(error.message));
+        Some((piece, rest))
+    });
+    let head = futures_util::stream::once(std::future::ready(Ok(axum::body::Bytes::from(first))));
+    let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(head, tail));
+    let mut response = ([(CONTENT_TYPE, content_type)], body).into_response();
+    response
+        .headers_mut()
+        .insert(BACKEND, HeaderValue::from_static(backend.as_str()));
+    response
+        .extensions_mut()
+        .insert(BackendId(backend.as_str().to_owned()));
+    response
 }
 
 /// Synthesizes `text` with `voice`; the audio comes back inline in `output.codec`. A
@@ -93,12 +124,37 @@ pub struct OpenAiSpeech {
     pub input: String,
     pub model: Option<String>,
     pub voice: Option<String>,
+    /// `mp3` (the default, as OpenAI's), `opus`, `flac`, `wav`, `pcm`.
     pub response_format: Option<String>,
     pub speed: Option<f32>,
+    /// `audio` (the default); `sse` is not offered.
+    pub stream_format: Option<String>,
 }
 
-/// The OpenAI-compatible alias: `wav`, `pcm` (24 kHz s16le as OpenAI's), `opus` (Ogg);
-/// without `response_format`, WAV (OpenAI's default MP3 has no encoder in this build).
+/// OpenAI's `response_format` as an output: `pcm` is 24 kHz s16le as OpenAI's.
+fn openai_output(format: Option<&str>) -> ApiResult<OutputRequest> {
+    let (codec, sample_rate) = match format {
+        None | Some("mp3") => (Codec::Mp3, None),
+        Some("wav") => (Codec::Wav, None),
+        Some("pcm") => (Codec::PcmS16le, Some(24_000)),
+        Some("opus") => (Codec::Opus, None),
+        Some("flac") => (Codec::Flac, None),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "response_format `{other}` is not available; use mp3, opus, flac, wav or pcm"
+            ))
+            .with_field("field", "response_format"));
+        }
+    };
+    Ok(OutputRequest {
+        codec: Some(codec),
+        sample_rate,
+    })
+}
+
+/// The OpenAI-compatible alias. The audio is sent while it is made (OpenAI's SDKs read it
+/// with `with_streaming_response`), and a long text is answered inline too (its clients
+/// expect audio, not a job).
 #[utoipa::path(post, path = "/v1/audio/speech", tag = "scaispeak",
     request_body = OpenAiSpeech, responses((status = 200, description = "the audio")),
     security(("bearer" = [])))]
@@ -107,26 +163,13 @@ pub async fn openai_speech(
     Auth(principal): Auth,
     Json(body): Json<OpenAiSpeech>,
 ) -> ApiResult<Response> {
-    let output = match body.response_format.as_deref() {
-        None | Some("wav") => OutputRequest {
-            codec: Some(Codec::Wav),
-            sample_rate: None,
-        },
-        Some("pcm") => OutputRequest {
-            codec: Some(Codec::PcmS16le),
-            sample_rate: Some(24_000),
-        },
-        Some("opus") => OutputRequest {
-            codec: Some(Codec::Opus),
-            sample_rate: None,
-        },
-        Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "response_format `{other}` is not available; use wav, pcm or opus"
-            ))
-            .with_field("field", "response_format"));
-        }
-    };
+    let output = openai_output(body.response_format.as_deref())?;
+    if let Some(other) = body.stream_format.as_deref().filter(|f| *f != "audio") {
+        return Err(ApiError::invalid(format!(
+            "stream_format `{other}` is not available; use audio"
+        ))
+        .with_field("field", "stream_format"));
+    }
     let request = SpeakRequest {
         text: body.input,
         voice: body.voice,
@@ -136,6 +179,8 @@ pub async fn openai_speech(
         run_async: false,
         save_to: None,
         model: body.model,
+        stream: Some(true),
+        long_inline: true,
     };
     speak_response(&state, &principal, request).await
 }
@@ -385,4 +430,27 @@ pub async fn job_audio(
     let (content_type, chunks) = scaispeak::jobs::audio(&state.scaispeak, &principal, &id).await?;
     let body = axum::body::Body::from_stream(chunks);
     Ok(([(CONTENT_TYPE, content_type)], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_formats_map_to_outputs_and_mp3_is_the_default() {
+        let codec = |format: Option<&str>| openai_output(format).map(|o| (o.codec, o.sample_rate));
+        assert_eq!(codec(None).unwrap(), (Some(Codec::Mp3), None));
+        assert_eq!(codec(Some("mp3")).unwrap(), (Some(Codec::Mp3), None));
+        assert_eq!(
+            codec(Some("pcm")).unwrap(),
+            (Some(Codec::PcmS16le), Some(24_000))
+        );
+        assert_eq!(codec(Some("flac")).unwrap(), (Some(Codec::Flac), None));
+        assert_eq!(codec(Some("opus")).unwrap(), (Some(Codec::Opus), None));
+        assert_eq!(codec(Some("wav")).unwrap(), (Some(Codec::Wav), None));
+        for refused in ["aac", "MP3", "", "wav\0"] {
+            let error = openai_output(Some(refused)).unwrap_err();
+            assert_eq!(error.code, ErrorCode::INVALID_REQUEST, "{refused}");
+        }
+    }
 }

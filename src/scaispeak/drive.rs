@@ -48,6 +48,7 @@ fn extension(codec: Codec) -> &'static str {
         Codec::PcmS16le => "pcm",
         Codec::Opus => "ogg",
         Codec::Mp3 => "mp3",
+        Codec::Flac => "flac",
     }
 }
 

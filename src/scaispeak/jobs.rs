@@ -96,6 +96,7 @@ pub async fn run(state: &ScaiSpeak, job: &JobRow) -> ApiResult<(Value, f64)> {
         backend_preference: stored.backend_preference,
         run_async: false,
         save_to: None,
+        stream: false,
         // Asked again now: the instance picked at the request may be gone.
         nodes: state
             .handles

@@ -8,6 +8,7 @@
 //! - backend A is the inference nodes, through [`crate::inference::pool::Dispatcher`].
 //! - [`relay`]: backend B (an OpenAI-compatible `/v1/audio/speech` upstream).
 //! - [`stream`]: the WebSocket `/stream/speak`.
+//! - [`streamed`]: `/speak` and `/v1/audio/speech` answered while the audio is made.
 //! - [`jobs`]: synth jobs for long texts or `async: true`.
 //! - [`drive`]: `save_to`, the user's folder in the object store.
 
@@ -16,6 +17,7 @@ pub mod jobs;
 pub mod output;
 pub mod relay;
 pub mod stream;
+pub mod streamed;
 pub mod text;
 pub mod voices;
 
@@ -116,6 +118,14 @@ pub struct SpeakRequest {
     /// A balancer's name binds the synthesis to one of its instances' nodes
     /// (`/v1/balancers`); any other name (OpenAI's `tts-1`) changes nothing.
     pub model: Option<String>,
+    /// Inline audio is sent while it is made (default); `false` answers the whole file
+    /// at once, with its length and `X-Scaigrid-Audio-Seconds`.
+    pub stream: Option<bool>,
+    /// Set by the OpenAI alias, whose clients expect audio whatever the length: a long
+    /// text is streamed inline instead of becoming a synth job.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub long_inline: bool,
 }
 
 /// A request, validated.
@@ -134,6 +144,8 @@ pub struct Speak {
     pub model: Option<String>,
     /// The nodes of the balancer's instance it runs on, when `model` names one.
     pub nodes: Option<Vec<String>>,
+    /// Answer inline audio while it is made ([`streamed`]).
+    pub stream: bool,
 }
 
 pub fn check_speed(speed: Option<f32>) -> ApiResult<f32> {
@@ -163,7 +175,9 @@ impl Speak {
             drive::check(state, principal, save_to)?;
         }
         let text = text::validate(&request.text, state.config.max_text_chars)?;
-        let run_async = request.run_async || text.chars().count() > state.config.inline_text_chars;
+        let stream = request.stream.unwrap_or(true);
+        let long = text.chars().count() > state.config.inline_text_chars;
+        let run_async = request.run_async || (long && !(stream && request.long_inline));
         let output = Output::from_request(request.output, Codec::Wav)?;
         if let Some(save_to) = request.save_to.as_ref().filter(|_| run_async) {
             drive::check_queued(state, principal, save_to, output.codec).await?;
@@ -183,6 +197,7 @@ impl Speak {
             output,
             speed: check_speed(request.speed)?,
             backend_preference: request.backend_preference,
+            stream,
         })
     }
 }
@@ -339,6 +354,8 @@ pub struct Spoken {
 pub enum Outcome {
     /// The audio, to answer inline.
     Spoken(Spoken),
+    /// The audio as it is made, to answer inline.
+    Streamed(streamed::Streamed),
     /// The audio was written to the caller's drive (`save_to`).
     Saved {
         file: drive::Saved,
@@ -352,7 +369,7 @@ pub enum Outcome {
 /// `POST /speak` and `/v1/audio/speech`: permissions, validation, then the audio
 /// inline, written to the drive, or a queued job.
 pub async fn speak_request(
-    state: &ScaiSpeak,
+    state: &Arc<ScaiSpeak>,
     principal: &Principal,
     request: SpeakRequest,
 ) -> ApiResult<Outcome> {
@@ -373,6 +390,11 @@ pub async fn speak_request(
         return jobs::create(state, principal, &speak)
             .await
             .map(|job| Outcome::Queued(Box::new(job)));
+    }
+    if speak.stream && speak.save_to.is_none() {
+        return streamed::start(state.clone(), principal, speak)
+            .await
+            .map(Outcome::Streamed);
     }
     let spoken = self::speak(state, &principal.tenant_id, principal.subject_id(), &speak).await?;
     let Some(save_to) = &speak.save_to else {

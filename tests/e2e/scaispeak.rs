@@ -54,6 +54,26 @@ fn to_16k(bytes: &[u8]) -> Vec<f32> {
 #[tokio::test]
 async fn every_codec_decodes_back_to_the_spoken_text() {
     let server = Server::start().await;
+    // The whole file at once (`stream: false`): its length and audio seconds in headers.
+    let response = speak(
+        &server,
+        ADMIN_KEY,
+        json!({"text": TEXT, "output": {"codec": "wav"}, "stream": false}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    let seconds: f64 = headers["x-scaigrid-audio-seconds"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = response.bytes().await.unwrap();
+    assert_eq!(headers["content-length"], bytes.len().to_string().as_str());
+    let whole = to_16k(&bytes).len() as f64 / 16_000.0;
+    assert!((whole - seconds).abs() < 0.1, "{whole} vs {seconds}");
+    assert!((3.0..12.0).contains(&seconds), "{seconds} s");
+    // Streamed (the default): chunked, every codec decodes to the same speech.
     for (output, content_type) in [
         (json!({"codec": "wav"}), "audio/wav"),
         (
@@ -61,16 +81,16 @@ async fn every_codec_decodes_back_to_the_spoken_text() {
             "audio/pcm;rate=16000;channels=1",
         ),
         (json!({"codec": "opus"}), "audio/ogg;codecs=opus"),
+        (json!({"codec": "mp3"}), "audio/mpeg"),
+        (json!({"codec": "flac"}), "audio/flac"),
     ] {
         let response = speak(&server, ADMIN_KEY, json!({"text": TEXT, "output": output})).await;
         assert_eq!(response.status(), 200);
         let headers = response.headers().clone();
         assert_eq!(headers["content-type"], content_type);
-        let seconds: f64 = headers["x-scaigrid-audio-seconds"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        assert_eq!(headers["x-scaigrid-backend"], "A");
+        assert!(headers.get("content-length").is_none(), "{headers:?}");
+        assert!(headers.get("x-scaigrid-audio-seconds").is_none());
         let bytes = response.bytes().await.unwrap();
         let samples = match output["codec"].as_str() {
             Some("pcm_s16le") => bytes
@@ -80,27 +100,93 @@ async fn every_codec_decodes_back_to_the_spoken_text() {
             _ => to_16k(&bytes),
         };
         let decoded = samples.len() as f64 / 16_000.0;
-        assert!((3.0..12.0).contains(&decoded), "{output}: {decoded} s");
-        assert!((decoded - seconds).abs() < 0.1, "{decoded} vs {seconds}");
+        // The same text, so about the same length (the voice's pauses vary from one
+        // synthesis to the next; MP3 adds its encoder's delay).
+        assert!(
+            (decoded - seconds).abs() < 0.1 * seconds + 0.15,
+            "{output}: {decoded} s streamed, {seconds} s whole"
+        );
         let heard = hear(&server, &samples).await;
         let error = engines::wer::wer(TEXT, &heard);
         println!("{output}: {heard:?} WER {error:.3}");
         assert!(error <= 0.2, "{output}: {heard:?}");
     }
-    // Accounting has one record per request with the characters spoken.
-    let (status, usage) = server
-        .get("/v1/accounting/usage?group_by=module", Some(ADMIN_KEY))
+    // Accounting has one record per request with the characters spoken (a streamed one
+    // settles when its body ends, just after the client has read it).
+    let mut speak_row = Value::Null;
+    for _ in 0..50 {
+        let (status, usage) = server
+            .get("/v1/accounting/usage?group_by=module", Some(ADMIN_KEY))
+            .await;
+        assert_eq!(status, 200, "{usage}");
+        speak_row = usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["key"] == "scaispeak")
+            .cloned()
+            .unwrap_or_default();
+        if speak_row["requests"] == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(speak_row["requests"], 6, "{speak_row}");
+    assert_eq!(speak_row["characters"], 6 * TEXT.chars().count());
+    assert!(speak_row["audio_seconds"].as_f64().unwrap() > 6.0 * 3.0);
+}
+
+/// A client that leaves mid-body: the synthesis stops at once (it does not go on for
+/// nobody), what was spoken is billed, and the server serves the next request.
+#[tokio::test]
+async fn a_client_that_leaves_mid_speech_stops_the_synthesis_and_pays_what_was_spoken() {
+    let server = Server::start().await;
+    let long = TEXT.repeat(8);
+    let mut response = server
+        .http
+        .post(server.url("/v1/audio/speech"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"model": "tts-1", "input": long, "response_format": "pcm"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(response);
+    let mut row = Value::Null;
+    for _ in 0..100 {
+        let (_, usage) = server
+            .get("/v1/accounting/usage?group_by=module", Some(ADMIN_KEY))
+            .await;
+        if let Some(found) = usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["key"] == "scaispeak")
+        {
+            row = found.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let characters = row["characters"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{row}"));
+    assert!(
+        characters > 0 && characters < long.chars().count() as u64 / 2,
+        "{characters} of {} characters billed",
+        long.chars().count()
+    );
+    assert!(row["audio_seconds"].as_f64().unwrap() > 0.2, "{row}");
+    let (status, _) = server
+        .post(
+            SPEAK,
+            Some(ADMIN_KEY),
+            json!({"text": "Still here.", "stream": false}),
+        )
         .await;
-    assert_eq!(status, 200, "{usage}");
-    let speak_row = usage["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|row| row["key"] == "scaispeak")
-        .unwrap_or_else(|| panic!("{usage}"));
-    assert_eq!(speak_row["requests"], 3);
-    assert_eq!(speak_row["characters"], 3 * TEXT.chars().count());
-    assert!(speak_row["audio_seconds"].as_f64().unwrap() > 9.0);
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]
@@ -506,18 +592,32 @@ async fn the_openai_python_sdk_speaks() {
     let python = crate::support::python_with_openai_sdk();
     let server = Server::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("speech.wav");
+    let short = dir.path().join("speech.mp3");
+    let long = dir.path().join("long.pcm");
+    // The default format is MP3 (as OpenAI's); a long text read with the SDK's streaming
+    // response arrives in pieces, the first long before the last.
     let script = r#"
-import sys
+import sys, time
 from openai import OpenAI
 client = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2])
-speech = client.audio.speech.create(model="tts-1", voice="alloy", response_format="wav",
+speech = client.audio.speech.create(model="tts-1", voice="alloy",
     input="Please call me back when you get this message.")
 speech.write_to_file(sys.argv[3])
+start = time.perf_counter()
+chunks = []
+with client.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy",
+        input=sys.argv[5], response_format="pcm") as response:
+    with open(sys.argv[4], "wb") as out:
+        for chunk in response.iter_bytes():
+            chunks.append((time.perf_counter() - start, len(chunk)))
+            out.write(chunk)
+print(len(chunks), round(chunks[0][0] * 1000), round(chunks[-1][0] * 1000))
 "#;
     let output = std::process::Command::new(&python)
         .args(["-c", script, &server.base, ADMIN_KEY])
-        .arg(&out)
+        .arg(&short)
+        .arg(&long)
+        .arg(TEXT)
         .output()
         .unwrap();
     assert!(
@@ -525,11 +625,27 @@ speech.write_to_file(sys.argv[3])
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let heard = hear(&server, &to_16k(&std::fs::read(&out).unwrap())).await;
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("chunks, first ms, last ms: {printed}");
+    let chunks: usize = printed.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(chunks > 1, "{printed}");
+
+    let mp3 = std::fs::read(&short).unwrap();
+    // An MPEG audio frame (sync word), no RIFF header.
+    assert!(mp3[0] == 0xFF && mp3[1] & 0xE0 == 0xE0, "{:?}", &mp3[..4]);
+    let heard = hear(&server, &to_16k(&mp3)).await;
     assert!(
         engines::wer::wer("Please call me back when you get this message.", &heard) <= 0.2,
         "{heard}"
     );
+    let pcm: Vec<f32> = std::fs::read(&long)
+        .unwrap()
+        .chunks_exact(2)
+        .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+        .collect();
+    let at_16k = media::resample::resample_mono(&pcm, 24_000, 16_000).unwrap();
+    let heard = hear(&server, &at_16k).await;
+    assert!(engines::wer::wer(TEXT, &heard) <= 0.2, "{heard}");
 }
 
 const VOICES: &str = "/v1/modules/scaispeak/voices";

@@ -155,7 +155,7 @@ impl Session {
             .await
             .map_err(|e| ApiError::invalid(format!("voice: {}", e.message)))?;
         let output = Output::from_request(open.output, Codec::Opus)?;
-        if output.codec == Codec::Wav {
+        if !matches!(output.codec, Codec::Opus | Codec::PcmS16le) {
             return Err(
                 ApiError::invalid("streams carry `opus` packets or `pcm_s16le` frames")
                     .with_field("field", "output.codec"),
