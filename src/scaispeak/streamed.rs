@@ -88,6 +88,19 @@ pub async fn start(
 /// The content type and the first bytes, which the handler answers with.
 type Head = (String, Vec<u8>);
 
+/// A piece's synthesis asked for ahead of its turn; dropped unawaited (the client left,
+/// or an earlier piece failed), it is aborted.
+struct Ahead {
+    characters: usize,
+    task: tokio::task::JoinHandle<ApiResult<(Vec<f32>, u32)>>,
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Why production stopped early.
 enum Stop {
     Failed(ApiError),
@@ -149,7 +162,9 @@ impl Producer {
         }
     }
 
-    /// Every piece of the text, in order, then the end of the file.
+    /// Every piece of the text, in order, then the end of the file. The next piece is
+    /// asked for before the current one is encoded and sent, so the engine's queue
+    /// holds it when the current one is done (no idle gap between sentences).
     async fn speak(&mut self, speak: &Speak) -> Result<(), Stop> {
         // Closed when the handler or the body is dropped: the client went away.
         let watch = self.tx.clone();
@@ -161,6 +176,7 @@ impl Producer {
             Backend::Local => self.state.local.clone(),
             Backend::Relay => None,
         };
+        let mut ahead: Option<Ahead> = None;
         if let Some(local) = local
             && speak.voice.profile.is_none()
             && let Some(mut first) = pieces.pop_front()
@@ -175,25 +191,48 @@ impl Producer {
             let characters = first.chars().count();
             let (audio, continuation) =
                 unless_gone(&watch, local.first_piece(first, speak.speed)).await?;
+            // Queued on the node behind the rest of this clause.
+            ahead = pieces.pop_front().map(|piece| self.ask(speak, piece));
             self.emit(audio, rate, characters, false).await?;
             if let Some(continuation) = continuation {
                 let rest = unless_gone(&watch, local.rest(continuation)).await?;
                 self.emit(rest, rate, 0, false).await?;
             }
         }
-        while let Some(piece) = pieces.pop_front() {
-            let work = super::sentence(
-                &self.state,
-                self.backend,
-                &piece,
-                speak.speed,
-                speak.voice.profile.as_ref(),
-                false,
-            );
-            let (audio, rate) = unless_gone(&watch, work).await?;
-            self.emit(audio, rate, piece.chars().count(), false).await?;
+        loop {
+            let Some(mut current) = ahead
+                .take()
+                .or_else(|| pieces.pop_front().map(|piece| self.ask(speak, piece)))
+            else {
+                break;
+            };
+            ahead = pieces.pop_front().map(|piece| self.ask(speak, piece));
+            let task = &mut current.task;
+            let (audio, rate) =
+                unless_gone(
+                    &watch,
+                    async move { task.await.map_err(ApiError::internal)? },
+                )
+                .await?;
+            self.emit(audio, rate, current.characters, false).await?;
         }
         self.emit(Vec::new(), self.rate.max(1), 0, true).await
+    }
+
+    /// Asks for one piece's synthesis now, in its own task (bound to the request's
+    /// nodes like the rest of it).
+    fn ask(&self, speak: &Speak, piece: String) -> Ahead {
+        let (state, backend, speed) = (self.state.clone(), self.backend, speak.speed);
+        let profile = speak.voice.profile.clone();
+        let characters = piece.chars().count();
+        let work = async move {
+            super::sentence(&state, backend, &piece, speed, profile.as_ref(), false).await
+        };
+        let work = crate::inference::pool::bound(speak.nodes.clone(), work);
+        Ahead {
+            characters,
+            task: tokio::spawn(work.instrument(tracing::Span::current())),
+        }
     }
 
     /// Encodes a piece of audio (on a blocking thread: CPU work) and sends its bytes.

@@ -201,15 +201,16 @@ async fn bad_input_gets_clear_errors_and_junk_is_not_spoken() {
         (json!({"text": "x".repeat(201)}), 413, "CTX_TOO_LARGE"),
         (json!({"text": "Hi.", "voice": "nobody"}), 404, "NOT_FOUND"),
         (
-            json!({"text": "Hi.", "output": {"codec": "mp3"}}),
+            json!({"text": "Hi.", "output": {"codec": "aac"}}),
             400,
             "INVALID_REQUEST",
         ),
         (
-            json!({"text": "Hi.", "output": {"codec": "flac"}}),
+            json!({"text": "Hi.", "output": {"codec": "mp3", "sample_rate": 1000}}),
             400,
             "INVALID_REQUEST",
         ),
+        (json!({"text": "Hi.", "stream": "yes"}), 400, "INVALID_REQUEST"),
         (json!({"text": "Hi.", "speed": 10}), 400, "INVALID_REQUEST"),
         (json!({"text": "Hi.", "pitch": 2}), 400, "INVALID_REQUEST"),
         (
