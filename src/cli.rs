@@ -51,6 +51,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Transcribe audio files and folders on a running server (`SCAIGRID_URL`,
+    /// `SCAIGRID_API_KEY`): one subtitle or transcript file per input, resumable.
+    Transcribe(crate::client::transcribe::Args),
+    /// Synthesize a text on a running server into an audio file (`-o out.mp3`).
+    Speak(crate::client::speak::Args),
 }
 
 /// `scaigrid node`: where it listens, and engine settings over `[engines]`.

@@ -21,6 +21,7 @@ pub mod app;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod console;

@@ -22,6 +22,11 @@ fn main() -> std::process::ExitCode {
         print!("{}", scaigrid::error::errors_markdown());
         return std::process::ExitCode::SUCCESS;
     }
+    // The command-line client needs the server's URL and a key, not this machine's
+    // configuration or logs.
+    if let Command::Transcribe(_) | Command::Speak(_) = cli.command {
+        return client(cli.command);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -30,6 +35,33 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(run(cli))
+}
+
+/// `scaigrid transcribe` and `scaigrid speak`: exit 0 when everything succeeded, 1
+/// when some file failed or the server refused.
+fn client(command: Command) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("scaigrid: starting the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Transcribe(args) => scaigrid::client::transcribe::run(args).await,
+            Command::Speak(args) => scaigrid::client::speak::run(args).await.map(|()| true),
+            _ => Ok(true),
+        }
+    });
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("scaigrid: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(cli: Cli) -> std::process::ExitCode {
@@ -53,7 +85,9 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         },
         Command::Migrate => scaigrid::db::migrate::run_standalone(&config.database).await,
         Command::Admin { command } => scaigrid::cli::admin(config, command).await,
-        Command::Phonemizer | Command::Errors => Ok(()),
+        Command::Phonemizer | Command::Errors | Command::Transcribe(_) | Command::Speak(_) => {
+            Ok(())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

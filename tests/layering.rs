@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "main",
             "cli",
+            "client",
             "app",
             "server",
             "http",

@@ -47,7 +47,7 @@ impl ResponseFormat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SegmentOut {
     pub id: usize,
     pub start: f64,
@@ -65,7 +65,7 @@ pub struct SegmentOut {
 
 /// A word and its times in seconds; `probability` is the mean of its tokens' (backend
 /// A), `speaker_label` its speaker when diarizing.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WordOut {
     pub word: String,
     pub start: f64,
@@ -132,7 +132,7 @@ pub fn all_words(transcription: &Transcription) -> Option<Vec<&WordOut>> {
 /// Decoding details of a segment: its window's start in 10 ms frames, its text tokens,
 /// sampling temperature (0: greedy or beam), its window's average log-probability and
 /// no-speech probability.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Decoding {
     pub seek: usize,
     pub tokens: Vec<u32>,
@@ -142,7 +142,7 @@ pub struct Decoding {
 }
 
 /// A finished transcription as the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Transcription {
     pub text: String,
     pub language: String,

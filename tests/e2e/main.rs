@@ -9,6 +9,7 @@ mod adversarial;
 mod auth;
 mod browser;
 mod cache;
+mod cli;
 mod connections;
 mod console;
 mod embeddings;

@@ -210,7 +210,11 @@ async fn bad_input_gets_clear_errors_and_junk_is_not_spoken() {
             400,
             "INVALID_REQUEST",
         ),
-        (json!({"text": "Hi.", "stream": "yes"}), 400, "INVALID_REQUEST"),
+        (
+            json!({"text": "Hi.", "stream": "yes"}),
+            400,
+            "INVALID_REQUEST",
+        ),
         (json!({"text": "Hi.", "speed": 10}), 400, "INVALID_REQUEST"),
         (json!({"text": "Hi.", "pitch": 2}), 400, "INVALID_REQUEST"),
         (
