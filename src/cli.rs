@@ -46,6 +46,8 @@ pub enum Command {
     /// Print the error code table (code, HTTP status, WebSocket close code, the fix) as
     /// Markdown: `docs/errors.md`.
     Errors,
+    /// Print the permissions and built-in roles as Markdown: `docs/permissions.md`.
+    Permissions,
     /// Administer tenants, users and API keys directly in the database.
     Admin {
         #[command(subcommand)]

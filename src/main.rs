@@ -22,6 +22,10 @@ fn main() -> std::process::ExitCode {
         print!("{}", scaigrid::error::errors_markdown());
         return std::process::ExitCode::SUCCESS;
     }
+    if let Command::Permissions = cli.command {
+        print!("{}", scaigrid::rbac::permissions_markdown());
+        return std::process::ExitCode::SUCCESS;
+    }
     // The command-line client needs the server's URL and a key, not this machine's
     // configuration or logs.
     if let Command::Transcribe(_) | Command::Speak(_) = cli.command {
@@ -85,9 +89,11 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         },
         Command::Migrate => scaigrid::db::migrate::run_standalone(&config.database).await,
         Command::Admin { command } => scaigrid::cli::admin(config, command).await,
-        Command::Phonemizer | Command::Errors | Command::Transcribe(_) | Command::Speak(_) => {
-            Ok(())
-        }
+        Command::Phonemizer
+        | Command::Errors
+        | Command::Permissions
+        | Command::Transcribe(_)
+        | Command::Speak(_) => Ok(()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -22,6 +22,7 @@ mod node_api;
 mod nodes;
 mod operations;
 mod outages;
+mod readme;
 mod scaiecho;
 mod scaispeak;
 mod scaled;
