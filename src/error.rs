@@ -175,6 +175,19 @@ error_codes! {
 
 /// The code table as Markdown: `docs/errors.md` is this (`scaigrid errors` prints it;
 /// a test keeps the file equal to it).
+/// An error with its causes, `outer: inner: ...` (many libraries' `Display` is only the
+/// outermost layer: reqwest's "error sending request", the AWS SDK's "dispatch failure").
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 pub fn errors_markdown() -> String {
     let mut out = String::from(
         "# Error codes\n\n\

@@ -75,20 +75,8 @@ impl Refusal {
 
 impl From<reqwest::Error> for Refusal {
     fn from(error: reqwest::Error) -> Refusal {
-        Refusal::local("UNREACHABLE", error_chain(&error))
+        Refusal::local("UNREACHABLE", crate::error::chain(&error))
     }
-}
-
-/// An error with its causes (reqwest's own message leaves out why a connection failed).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl Server {

@@ -140,7 +140,7 @@ async fn speak(server: &Server, body: &serde_json::Value, output: &Path) -> Resu
                     "SPEECH_BROKE_OFF",
                     format!(
                         "the audio stopped before its end: {}",
-                        super::error_chain(&error)
+                        crate::error::chain(&error)
                     ),
                 ));
             }

@@ -31,18 +31,6 @@ fn backend(error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
-/// The full text of an SDK error (its `Display` is only the outermost layer).
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
-
 impl S3Store {
     /// Builds the client (credentials from the config or the standard AWS chain) and,
     /// when asked to, creates the bucket.
@@ -112,7 +100,11 @@ impl S3Store {
                 }) {
                     return Ok(());
                 }
-                anyhow::bail!("creating bucket {}: {}", self.bucket, describe(&error))
+                anyhow::bail!(
+                    "creating bucket {}: {}",
+                    self.bucket,
+                    crate::error::chain(&error)
+                )
             }
         }
     }
@@ -142,7 +134,7 @@ impl S3Store {
             .key(object)
             .send()
             .await
-            .map_err(|e| backend(describe(&e)))?;
+            .map_err(|e| backend(crate::error::chain(&e)))?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| backend("multipart upload without an id"))?
@@ -161,7 +153,7 @@ impl S3Store {
                     .body(ByteStream::from(chunk))
                     .send()
                     .await
-                    .map_err(|e| backend(describe(&e)))?;
+                    .map_err(|e| backend(crate::error::chain(&e)))?;
                 parts.push(
                     CompletedPart::builder()
                         .part_number(number)
@@ -181,7 +173,7 @@ impl S3Store {
                 )
                 .send()
                 .await
-                .map_err(|e| backend(describe(&e)))?;
+                .map_err(|e| backend(crate::error::chain(&e)))?;
             Ok(())
         }
         .await;
@@ -207,7 +199,7 @@ impl S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| backend(describe(&e)))
+            .map_err(|e| backend(crate::error::chain(&e)))
     }
 }
 
@@ -279,14 +271,14 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|error| match error.as_service_error() {
                 Some(e) if e.is_no_such_key() => StoreError::NotFound,
-                _ => backend(describe(&error)),
+                _ => backend(crate::error::chain(&error)),
             })?;
         let body = response.body;
         Ok(Box::pin(futures_util::stream::unfold(
             body,
             |mut body| async move {
                 let chunk = body.next().await?;
-                Some((chunk.map_err(|e| backend(describe(&e))), body))
+                Some((chunk.map_err(|e| backend(crate::error::chain(&e))), body))
             },
         )))
     }
@@ -302,7 +294,7 @@ impl ObjectStore for S3Store {
         {
             Ok(_) => Ok(true),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
-            Err(error) => Err(backend(describe(&error))),
+            Err(error) => Err(backend(crate::error::chain(&error))),
         }
     }
 
@@ -317,7 +309,7 @@ impl ObjectStore for S3Store {
             .key(self.object(key))
             .send()
             .await
-            .map_err(|e| backend(describe(&e)))?;
+            .map_err(|e| backend(crate::error::chain(&e)))?;
         Ok(true)
     }
 
@@ -333,7 +325,7 @@ impl ObjectStore for S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| backend(describe(&e)))?;
+            let page = page.map_err(|e| backend(crate::error::chain(&e)))?;
             for object in page.contents() {
                 if let Some(relative) = object.key().and_then(|k| k.strip_prefix(&base)) {
                     out.push(relative.to_owned());
@@ -355,11 +347,11 @@ impl ObjectStore for S3Store {
                 .key(&probe)
                 .send()
                 .await
-                .map_err(|e| backend(describe(&e)))?
+                .map_err(|e| backend(crate::error::chain(&e)))?
                 .body
                 .collect()
                 .await
-                .map_err(|e| backend(describe(&e)))?
+                .map_err(|e| backend(crate::error::chain(&e)))?
                 .into_bytes();
             self.client
                 .delete_object()
@@ -367,7 +359,7 @@ impl ObjectStore for S3Store {
                 .key(&probe)
                 .send()
                 .await
-                .map_err(|e| backend(describe(&e)))?;
+                .map_err(|e| backend(crate::error::chain(&e)))?;
             match back.as_ref() == b"ok" {
                 true => Ok(()),
                 false => Err(backend("probe read back differently")),
