@@ -431,10 +431,7 @@ pub async fn speak(
     // Its cost held on the budgets before any work (a job's when a worker runs it:
     // spent meanwhile, it fails with `quota exceeded`), settled with the real usage.
     let characters = speak.text.chars().count();
-    let accounting = &state.handles.accounting;
-    let prices = accounting.prices;
-    let estimate = characters as f64 * (prices.character + prices.audio_second / 15.0);
-    let held = accounting.reserve_for(tenant_id, subject, estimate).await?;
+    let held = hold(state, tenant_id, subject, &speak.text).await?;
     let work = synthesize(state, backend, speak);
     let (samples, rate) = crate::inference::pool::bound(speak.nodes.clone(), work).await?;
     let seconds = samples.len() as f64 / f64::from(rate);
@@ -454,6 +451,21 @@ pub async fn speak(
         seconds,
         backend,
     })
+}
+
+/// Holds a text's estimated cost on the budgets before any work (about 15 characters
+/// a second of speech); settled with the real usage.
+async fn hold(
+    state: &ScaiSpeak,
+    tenant_id: &str,
+    subject: &str,
+    text: &str,
+) -> ApiResult<crate::accounting::Reservation> {
+    let characters = text.chars().count();
+    let accounting = &state.handles.accounting;
+    let prices = accounting.prices;
+    let estimate = characters as f64 * (prices.character + prices.audio_second / 15.0);
+    accounting.reserve_for(tenant_id, subject, estimate).await
 }
 
 /// Characters and audio seconds as a usage record (under the current request id).

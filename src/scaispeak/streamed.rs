@@ -31,6 +31,10 @@ use crate::speech::backends::Backend;
 /// (each is a clause or a sentence of encoded audio).
 const BUFFERED_PIECES: usize = 8;
 
+/// How long a piece may wait for a client that reads nothing before the synthesis gives
+/// up on it (a client that stops reading would otherwise hold the request forever).
+const STALLED_CLIENT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A synthesis under way: its first bytes are ready, the rest arrive on `rest`.
 pub struct Streamed {
     pub content_type: String,
@@ -49,14 +53,13 @@ pub async fn start(
 ) -> ApiResult<Streamed> {
     let preference = crate::speech::balancers::preference(&speak.nodes, speak.backend_preference);
     let backend = super::resolve(&state, &principal.tenant_id, preference, &speak.voice).await?;
-    let characters = speak.text.chars().count();
-    let prices = state.handles.accounting.prices;
-    let estimate = characters as f64 * (prices.character + prices.audio_second / 15.0);
-    let held = state
-        .handles
-        .accounting
-        .reserve_for(&principal.tenant_id, principal.subject_id(), estimate)
-        .await?;
+    let held = super::hold(
+        &state,
+        &principal.tenant_id,
+        principal.subject_id(),
+        &speak.text,
+    )
+    .await?;
     let (head_tx, head_rx) = oneshot::channel();
     let (tx, rest) = mpsc::channel(BUFFERED_PIECES);
     let producer = Producer {
@@ -278,7 +281,14 @@ impl Producer {
                 head.send(piece.map(|bytes| (content_type, bytes)))
                     .map_err(|_| Stop::Gone)
             }
-            None => self.tx.send(piece).await.map_err(|_| Stop::Gone),
+            None => match tokio::time::timeout(STALLED_CLIENT, self.tx.send(piece)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Stop::Gone),
+                Err(_) => {
+                    tracing::warn!("the client stopped reading the speech; giving up on it");
+                    Err(Stop::Gone)
+                }
+            },
         }
     }
 }
