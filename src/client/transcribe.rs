@@ -171,7 +171,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let (todo, done): (Vec<Item>, Vec<Item>) = items
         .into_iter()
         .partition(|item| args.force || !item.output.exists());
-    let bar = progress(todo.len() as u64);
+    let todo_count = todo.len();
+    let bar = progress(todo_count as u64);
     if !done.is_empty() {
         say(
             &bar,
@@ -220,10 +221,15 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             }
         }
     }
-    bar.finish_with_message(match failed {
-        0 => "done".to_owned(),
-        n => format!("done, {n} failed"),
-    });
+    let summary = format!(
+        "{} transcribed, {} skipped, {failed} failed",
+        todo_count - failed,
+        done.len()
+    );
+    match bar.is_hidden() {
+        true => eprintln!("{summary}"),
+        false => bar.finish_with_message(summary),
+    }
     Ok(failed == 0)
 }
 

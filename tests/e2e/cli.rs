@@ -147,6 +147,10 @@ async fn a_folder_becomes_subtitles_resumes_and_survives_an_interruption() {
         text.contains("skipping 2 file(s) already transcribed"),
         "{text}"
     );
+    assert!(
+        text.contains("1 transcribed, 2 skipped, 0 failed"),
+        "{text}"
+    );
     assert!(out.join("sub/endgame.srt").exists(), "{text}");
     assert_eq!(transcriptions(&server).await, 4);
 
@@ -229,6 +233,10 @@ async fn broken_files_are_reported_and_a_wrong_key_stops_the_batch() {
     // One file failed: said with the server's code, the other written, status 1.
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("broken.mp3: AUDIO_"), "{text}");
+    assert!(
+        text.contains("1 transcribed, 0 skipped, 1 failed"),
+        "{text}"
+    );
     let good = std::fs::read_to_string(folder.join("good.txt")).unwrap();
     assert!(good.to_lowercase().contains("fail better"), "{good}");
     assert!(!folder.join("broken.txt").exists());
