@@ -141,18 +141,22 @@ impl Producer {
             self.characters = speak.text.chars().count();
         }
         let seconds = self.samples as f64 / f64::from(self.rate.max(1));
-        let record = super::usage_record(
-            &self.state,
-            &self.principal.tenant_id,
-            self.principal.subject_id(),
-            (self.characters, seconds),
-        );
-        held.settle(record);
-        self.state
-            .handles
-            .gate
-            .charge_audio(&self.principal, seconds)
-            .await;
+        // A request that failed before any audio is not billed (its hold is released, as
+        // on the buffered path); anything spoken is, even when the body broke off.
+        if outcome.is_ok() || self.samples > 0 {
+            let record = super::usage_record(
+                &self.state,
+                &self.principal.tenant_id,
+                self.principal.subject_id(),
+                (self.characters, seconds),
+            );
+            held.settle(record);
+            self.state
+                .handles
+                .gate
+                .charge_audio(&self.principal, seconds)
+                .await;
+        }
         match outcome {
             Ok(()) | Err(Stop::Gone) => {}
             Err(Stop::Failed(error)) => {

@@ -779,6 +779,27 @@ async fn an_inference_out_of_memory_fails_its_instance_with_oom_killed_and_the_n
         .post("/v1/modules/scaispeak/speak", Some(ADMIN_KEY), body)
         .await;
     crate::support::assert_error(status, &refused, 503, "OOM_KILLED");
+    // Billed: the speech that was made, not the one that failed before any audio.
+    let speak_requests = || async {
+        let (_, usage) = server
+            .get("/v1/accounting/usage?group_by=module", Some(ADMIN_KEY))
+            .await;
+        usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["key"] == "scaispeak")
+            .map_or(0, |row| row["requests"].as_u64().unwrap())
+    };
+    for _ in 0..50 {
+        if speak_requests().await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Past a flush interval (1 s): a record of the failed one would be there by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(speak_requests().await, 1);
     let mut failed = Value::Null;
     for _ in 0..100 {
         let (_, instance) = server
