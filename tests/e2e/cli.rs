@@ -78,15 +78,8 @@ fn srt_words(path: &Path) -> String {
 
 /// Transcriptions the server has billed to the admin's tenant.
 async fn transcriptions(server: &Server) -> u64 {
-    let (_, usage) = server
-        .get("/v1/accounting/usage?group_by=module", Some(ADMIN_KEY))
-        .await;
-    usage["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|row| row["key"] == "scaiecho")
-        .map_or(0, |row| row["requests"].as_u64().unwrap())
+    let row = server.module_usage(ADMIN_KEY, "scaiecho").await;
+    row["requests"].as_u64().unwrap_or(0)
 }
 
 /// The names of the files under `root` (at any depth) ending in `extension`.

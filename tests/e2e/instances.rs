@@ -781,15 +781,8 @@ async fn an_inference_out_of_memory_fails_its_instance_with_oom_killed_and_the_n
     crate::support::assert_error(status, &refused, 503, "OOM_KILLED");
     // Billed: the speech that was made, not the one that failed before any audio.
     let speak_requests = || async {
-        let (_, usage) = server
-            .get("/v1/accounting/usage?group_by=module", Some(ADMIN_KEY))
-            .await;
-        usage["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|row| row["key"] == "scaispeak")
-            .map_or(0, |row| row["requests"].as_u64().unwrap())
+        let row = server.module_usage(ADMIN_KEY, "scaispeak").await;
+        row["requests"].as_u64().unwrap_or(0)
     };
     for _ in 0..50 {
         if speak_requests().await > 0 {

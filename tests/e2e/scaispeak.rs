@@ -115,17 +115,7 @@ async fn every_codec_decodes_back_to_the_spoken_text() {
     // settles when its body ends, just after the client has read it).
     let mut speak_row = Value::Null;
     for _ in 0..50 {
-        let (status, usage) = server
-            .get("/v1/accounting/usage?group_by=module", Some(ADMIN_KEY))
-            .await;
-        assert_eq!(status, 200, "{usage}");
-        speak_row = usage["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|row| row["key"] == "scaispeak")
-            .cloned()
-            .unwrap_or_default();
+        speak_row = server.module_usage(ADMIN_KEY, "scaispeak").await;
         if speak_row["requests"] == 6 {
             break;
         }
@@ -156,16 +146,8 @@ async fn a_client_that_leaves_mid_speech_stops_the_synthesis_and_pays_what_was_s
     drop(response);
     let mut row = Value::Null;
     for _ in 0..100 {
-        let (_, usage) = server
-            .get("/v1/accounting/usage?group_by=module", Some(ADMIN_KEY))
-            .await;
-        if let Some(found) = usage["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|row| row["key"] == "scaispeak")
-        {
-            row = found.clone();
+        row = server.module_usage(ADMIN_KEY, "scaispeak").await;
+        if !row.is_null() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

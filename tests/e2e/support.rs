@@ -276,6 +276,22 @@ impl Server {
         response.text().await.unwrap()
     }
 
+    /// The caller's tenant's usage row of `module` (`GET /v1/accounting/usage?group_by=
+    /// module`), or `null` before any was recorded.
+    pub async fn module_usage(&self, token: &str, module: &str) -> Value {
+        let (status, usage) = self
+            .get("/v1/accounting/usage?group_by=module", Some(token))
+            .await;
+        assert_eq!(status, 200, "{usage}");
+        usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["key"] == module)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = self.http.get(self.url(path));
         if let Some(token) = token {
