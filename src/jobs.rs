@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::cluster::queue::Queue;
@@ -264,6 +265,22 @@ pub async fn process(state: &Jobs, runner: &impl Runner, id: &str) -> ApiResult<
     let Some(job) = job else {
         return Ok(Processed::Ended);
     };
+    // The run is a span of the trace of the request that queued it.
+    let span = tracing::info_span!("job", job_id = %id, kind = %job.kind);
+    let queued_by = job
+        .traceparent
+        .as_deref()
+        .and_then(crate::trace_context::Carried::from_traceparent)
+        .map(|carried| carried.headers())
+        .unwrap_or_default();
+    let carried = crate::trace_context::adopt(&span, &queued_by);
+    crate::trace_context::carry(carried, run_job(state, runner, job))
+        .instrument(span)
+        .await
+}
+
+async fn run_job(state: &Jobs, runner: &impl Runner, job: JobRow) -> ApiResult<Processed> {
+    let id = job.id.as_str();
     if job.crashes >= MAX_CRASHES {
         // Its workers died on it three times (a poison input): it fails instead of
         // taking the next worker down too.

@@ -14,7 +14,7 @@
 //!   operations), [`ws`], [`slots`], [`cluster`] (the scaled deployment's Redis),
 //!   [`telemetry`].
 //! - Base: [`config`], [`error`], [`records`], [`rbac`], [`vault`], [`db`], [`store`],
-//!   [`net`], [`request_id`], [`memory`].
+//!   [`net`], [`request_id`], [`trace_context`], [`memory`].
 
 pub mod accounting;
 pub mod app;
@@ -50,6 +50,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;
+pub mod trace_context;
 pub mod vault;
 pub mod webhooks;
 pub mod webrtc;

@@ -76,7 +76,13 @@ async fn run(cli: Cli) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    scaigrid::telemetry::init_logging(config.log_format);
+    let role = match cli.command {
+        Command::Serve => Some("serve"),
+        Command::Worker => Some("worker"),
+        Command::Node(_) => Some("node"),
+        _ => None,
+    };
+    let traces = scaigrid::telemetry::init_logging(config.log_format, role);
     let result = match cli.command {
         Command::Serve => scaigrid::server::serve(config).await,
         Command::Worker => scaigrid::worker::run(config).await,
@@ -95,6 +101,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         | Command::Transcribe(_)
         | Command::Speak(_) => Ok(()),
     };
+    traces.shutdown().await;
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

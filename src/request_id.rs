@@ -57,9 +57,12 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path(),
         subject = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
     );
-    let mut response = CURRENT
-        .scope(id.clone(), next.run(request))
+    crate::trace_context::kind(&span, "server");
+    let carried = crate::trace_context::adopt(&span, request.headers());
+    let served = CURRENT.scope(id.clone(), next.run(request));
+    let mut response = crate::trace_context::carry(carried, served)
         .instrument(span)
         .await;
     if let Ok(value) = HeaderValue::from_str(&id) {

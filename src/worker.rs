@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
-use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::cluster::queue::{self, Entry, Queue};
@@ -278,10 +277,8 @@ async fn poll(
         match claimed {
             Ok(Some(id)) => {
                 let _running = Running::new(&in_flight, &id, None);
-                let span = tracing::info_span!("job", job_id = %id);
-                let outcome = crate::jobs::process(&state.jobs, &*state, &id)
-                    .instrument(span)
-                    .await;
+                // `process` opens the job's span (a child of the request's trace).
+                let outcome = crate::jobs::process(&state.jobs, &*state, &id).await;
                 if let Err(error) = outcome {
                     tracing::error!(job_id = %id, error = %error.message, "job bookkeeping failed");
                 }
@@ -391,14 +388,12 @@ async fn consume(
                 consumer.clone(),
                 in_flight.clone(),
             );
-            let span = tracing::info_span!("job", job_id = %entry.job_id);
-            tokio::spawn(
-                async move {
-                    run_entry(&state, &queue, &consumer, entry, &in_flight).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            );
+            // `process` opens the job's span (a child of the request's trace); the
+            // lines before and after it name the job themselves.
+            tokio::spawn(async move {
+                run_entry(&state, &queue, &consumer, entry, &in_flight).await;
+                drop(permit);
+            });
         }
     }
 }
@@ -420,7 +415,7 @@ async fn run_entry(
     let finished = match claim {
         Err(error) => {
             // Left pending: taken over again after the visibility timeout.
-            tracing::warn!(%error, "claiming a job failed");
+            tracing::warn!(job_id = %entry.job_id, %error, "claiming a job failed");
             return;
         }
         // Another worker runs it; if that worker dies this entry comes back.
@@ -432,7 +427,7 @@ async fn run_entry(
                 loop {
                     tokio::time::sleep(lease / 3).await;
                     if let Err(error) = queue.touch(consumer, &entry.entry_id).await {
-                        tracing::warn!(%error, "job entry not renewed");
+                        tracing::warn!(job_id = %entry.job_id, %error, "job entry not renewed");
                     }
                 }
             };
@@ -445,14 +440,16 @@ async fn run_entry(
                 Ok(Processed::Requeued) => queue.enqueue(&entry.job_id).await.is_ok(),
                 Err(error) => {
                     // The row stays processing; its lease lapses and the entry comes back.
-                    tracing::error!(error = %error.message, "job bookkeeping failed");
+                    tracing::error!(job_id = %entry.job_id, error = %error.message,
+                        "job bookkeeping failed");
                     false
                 }
             }
         }
     };
     if finished && let Err(error) = queue.done(&entry).await {
-        tracing::warn!(%error, "job entry not acknowledged; it will be seen again");
+        tracing::warn!(job_id = %entry.job_id, %error,
+            "job entry not acknowledged; it will be seen again");
     }
 }
 

@@ -79,6 +79,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "memory",
             "net",
             "request_id",
+            "trace_context",
             "test_support",
         ],
     ),

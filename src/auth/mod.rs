@@ -108,7 +108,8 @@ impl Authenticator {
         bearer_token(headers)
     }
 
-    /// Resolves a bearer token.
+    /// Resolves a bearer token (the `auth` span of a trace).
+    #[tracing::instrument(name = "auth", skip_all)]
     pub async fn authenticate(&self, token: &str) -> ApiResult<Arc<Principal>> {
         if token.starts_with(api_key::PREFIX) {
             return self.authenticate_key(token).await;

@@ -1,5 +1,6 @@
 //! The event outbox: events (`transcription.job.completed`, ...) written in the
-//! transaction that causes them; the gateway's webhook dispatcher delivers them.
+//! transaction that causes them; the gateway's webhook dispatcher delivers them. Each
+//! keeps the trace context it was written in, so its deliveries join that trace.
 
 use sqlx::AnyConnection;
 
@@ -12,14 +13,15 @@ pub async fn emit(
     payload: &serde_json::Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO event_outbox (id, tenant_id, name, payload, created_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO event_outbox (id, tenant_id, name, payload, created_at, traceparent) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(new_id("evt"))
     .bind(tenant_id)
     .bind(name)
     .bind(payload.to_string())
     .bind(now_ms())
+    .bind(crate::trace_context::current_traceparent())
     .execute(conn)
     .await?;
     Ok(())

@@ -32,11 +32,13 @@ pub struct JobRow {
     pub updated_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The trace context of the request that queued it (`trace_context`).
+    pub traceparent: Option<String>,
 }
 
 const COLUMNS: &str = "id, tenant_id, module, kind, status, status_reason, failure_reason, \
     failure_detail, subject, options, input_key, media_type, result, audio_seconds, attempts, \
-    crashes, created_at, updated_at, started_at, finished_at";
+    crashes, created_at, updated_at, started_at, finished_at, traceparent";
 
 fn from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
     Ok(JobRow {
@@ -60,6 +62,7 @@ fn from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
         updated_at: row.try_get("updated_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        traceparent: row.try_get("traceparent")?,
     })
 }
 
@@ -92,8 +95,8 @@ pub async fn create(conn: &mut AnyConnection, job: &NewJob<'_>) -> Result<(), sq
     let now = now_ms();
     sqlx::query(
         "INSERT INTO jobs (id, tenant_id, module, kind, status, subject, options, input_key, \
-         media_type, audio_seconds, attempts, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, 0, $10, $10)",
+         media_type, audio_seconds, attempts, created_at, updated_at, traceparent) \
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, 0, $10, $10, $11)",
     )
     .bind(job.id)
     .bind(job.tenant_id)
@@ -105,6 +108,7 @@ pub async fn create(conn: &mut AnyConnection, job: &NewJob<'_>) -> Result<(), sq
     .bind(job.media_type)
     .bind(job.audio_seconds)
     .bind(now)
+    .bind(crate::trace_context::current_traceparent())
     .execute(conn)
     .await?;
     Ok(())

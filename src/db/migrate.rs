@@ -77,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "chat_cache",
         include_str!("migrations/0021_chat_cache.sql"),
     ),
+    (
+        22,
+        "trace_context",
+        include_str!("migrations/0022_trace_context.sql"),
+    ),
 ];
 
 /// Key of the PostgreSQL advisory lock that migrations run under.

@@ -203,6 +203,8 @@ pub struct OutboxEvent {
     pub name: String,
     pub payload: String,
     pub created_at: i64,
+    /// The trace context of what caused it (`trace_context`).
+    pub traceparent: Option<String>,
 }
 
 pub async fn undelivered_events(
@@ -210,7 +212,7 @@ pub async fn undelivered_events(
     limit: i64,
 ) -> Result<Vec<OutboxEvent>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, tenant_id, name, payload, created_at FROM event_outbox \
+        "SELECT id, tenant_id, name, payload, created_at, traceparent FROM event_outbox \
          WHERE delivered_at IS NULL ORDER BY created_at, id LIMIT $1",
     )
     .bind(limit)
@@ -224,6 +226,7 @@ pub async fn undelivered_events(
                 name: row.try_get("name")?,
                 payload: row.try_get("payload")?,
                 created_at: row.try_get("created_at")?,
+                traceparent: row.try_get("traceparent")?,
             })
         })
         .collect()
@@ -239,8 +242,8 @@ pub async fn enqueue(
     let now = now_ms();
     sqlx::query(
         "INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_name, payload, status, \
-         attempt, next_attempt_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6) \
+         attempt, next_attempt_at, created_at, updated_at, traceparent) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6, $7) \
          ON CONFLICT (webhook_id, event_id) DO NOTHING",
     )
     .bind(new_id("whd"))
@@ -249,6 +252,7 @@ pub async fn enqueue(
     .bind(&event.name)
     .bind(body)
     .bind(now)
+    .bind(&event.traceparent)
     .execute(conn)
     .await?;
     Ok(())
@@ -285,6 +289,7 @@ pub struct DeliveryRow {
     pub failure_reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub traceparent: Option<String>,
 }
 
 fn delivery_row(row: &sqlx::any::AnyRow) -> Result<DeliveryRow, sqlx::Error> {
@@ -302,6 +307,7 @@ fn delivery_row(row: &sqlx::any::AnyRow) -> Result<DeliveryRow, sqlx::Error> {
         failure_reason: row.try_get("failure_reason")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        traceparent: row.try_get("traceparent")?,
     })
 }
 

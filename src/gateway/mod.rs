@@ -305,7 +305,7 @@ impl Gateway {
         }
     }
 
-    /// An upstream request with the backend's credential.
+    /// An upstream request with the backend's credential and the trace context.
     fn upstream(
         &self,
         method: reqwest::Method,
@@ -314,7 +314,8 @@ impl Gateway {
     ) -> reqwest::RequestBuilder {
         let request = self
             .http
-            .request(method, format!("{}{path}", backend.base_url));
+            .request(method, format!("{}{path}", backend.base_url))
+            .headers(crate::trace_context::outgoing_headers());
         match &backend.api_key {
             Some(key) => request.bearer_auth(key.expose()),
             None => request,

@@ -21,6 +21,7 @@ use engines::whisper::{Options, Transcript};
 use engines::{EngineError, EngineResult};
 use tokio::sync::Notify;
 use tonic::{Request, Status};
+use tracing::Instrument;
 
 use super::member::{Call, Client};
 pub use super::member::{Member, Seen};
@@ -341,8 +342,24 @@ impl Dispatcher {
         Ok(self.call_on(models, call).await?.1)
     }
 
-    /// [`Dispatcher::call`], and the id of the node that answered.
+    /// [`Dispatcher::call`], and the id of the node that answered: the `inference` span
+    /// of a trace (the node's own `node` span is its child).
     async fn call_on<T, F, Fut>(&self, models: &[&str], call: F) -> EngineResult<(String, T)>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let span = tracing::info_span!(
+            "inference",
+            model = models.first().copied().unwrap_or_default(),
+            node = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+        );
+        crate::trace_context::kind(&span, "client");
+        self.attempts(models, call).instrument(span).await
+    }
+
+    async fn attempts<T, F, Fut>(&self, models: &[&str], call: F) -> EngineResult<(String, T)>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -350,6 +367,7 @@ impl Dispatcher {
         let mut lost: Option<String> = None;
         loop {
             let member = self.member(models, lost.as_deref()).await?;
+            tracing::Span::current().record("node", member.id.as_str());
             let _call = Call::start(&member);
             match call(member.client.clone()).await {
                 Ok(value) => {

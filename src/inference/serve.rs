@@ -64,6 +64,7 @@ pub async fn run(
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<NodeServer<NodeService>>().await;
     let router = tonic::transport::Server::builder()
+        .trace_fn(call_span)
         .layer(tonic::service::InterceptorLayer::new(Guard::new(token)))
         .add_service(health)
         .add_service(server);
@@ -177,4 +178,28 @@ pub fn phonemizer_command() -> anyhow::Result<engines::phonemizer::PhonemizerCom
         program: std::env::current_exe().context("locating this executable")?,
         args: vec!["phonemizer".to_owned()],
     })
+}
+
+/// The span of a call this node serves: `node`, a child of the edge's span that made
+/// the call (its `traceparent`), with the edge's request id. Probes (health, `Info`)
+/// get none: they come every second and carry no request.
+fn call_span(request: &axum::http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    if path.starts_with("/grpc.health") || path.ends_with("/Info") {
+        return tracing::Span::none();
+    }
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "node",
+        rpc = path.rsplit('/').next().unwrap_or(path),
+        request_id,
+        otel.kind = tracing::field::Empty,
+    );
+    crate::trace_context::kind(&span, "server");
+    let _ = crate::trace_context::adopt(&span, request.headers());
+    span
 }

@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use engines::batcher::Batcher;
 use engines::node::Node;
-use engines::whisper::{Options, Transcript, Whisper};
+use engines::whisper::{Options, Phase, Transcript, Whisper};
 use engines::{EngineError, EngineResult};
 
 /// Recordings decoded together at most.
 const MAX_BATCH: usize = 8;
 
-/// Shared with a diarization running beside it, so the audio is never copied.
-type Request = (Arc<Vec<f32>>, Options);
+/// Shared with a diarization running beside it, so the audio is never copied. The span
+/// it was submitted in: its batch's `vad` and `stt` spans are children of it.
+type Request = (Arc<Vec<f32>>, Options, tracing::Span);
 
 pub struct Stt {
     batcher: Batcher<Request, Transcript>,
@@ -37,7 +38,7 @@ impl Stt {
             // Each model decodes the requests it serves as one batch.
             let mut results: Vec<Option<EngineResult<Transcript>>> = Vec::new();
             let mut models: Vec<(&Whisper, Vec<usize>)> = Vec::new();
-            for (index, (_, options)) in requests.iter().enumerate() {
+            for (index, (_, options, _)) in requests.iter().enumerate() {
                 match model_for(&worker_node, options.language.as_deref()) {
                     Ok(whisper) => {
                         results.push(None);
@@ -54,8 +55,13 @@ impl Stt {
                     .iter()
                     .map(|i| (requests[*i].0.as_slice(), &requests[*i].1))
                     .collect();
-                for (index, result) in indices.into_iter().zip(whisper.transcribe_many(vad, &refs))
-                {
+                let spans: Vec<&tracing::Span> = indices.iter().map(|i| &requests[*i].2).collect();
+                let mut phases = Phases::new(spans);
+                let transcripts = whisper.transcribe_many_phased(vad, &refs, &mut |phase| {
+                    phases.enter(phase);
+                });
+                drop(phases);
+                for (index, result) in indices.into_iter().zip(transcripts) {
                     results[index] = Some(result);
                 }
             }
@@ -73,12 +79,43 @@ impl Stt {
         samples: Arc<Vec<f32>>,
         options: Options,
     ) -> EngineResult<Transcript> {
-        self.batcher.submit((samples, options)).await
+        let span = tracing::Span::current();
+        self.batcher.submit((samples, options, span)).await
     }
 
     /// Recordings waiting for the inference thread.
     pub fn depth(&self) -> usize {
         self.batcher.depth()
+    }
+}
+
+/// The phase spans of one batch: every request in it gets its own `vad` then `stt`
+/// span (a child of the span it was submitted in), open while its batch is in that
+/// phase, with the batch's size: a trace shows a request's share of the batch it rode.
+struct Phases<'a> {
+    parents: Vec<&'a tracing::Span>,
+    open: Vec<tracing::Span>,
+}
+
+impl<'a> Phases<'a> {
+    fn new(parents: Vec<&'a tracing::Span>) -> Phases<'a> {
+        Phases {
+            parents,
+            open: Vec::new(),
+        }
+    }
+
+    fn enter(&mut self, phase: Phase) {
+        let batch = self.parents.len();
+        // Closing the previous phase's spans ends them now.
+        self.open = self
+            .parents
+            .iter()
+            .map(|parent| match phase {
+                Phase::Vad => tracing::info_span!(parent: *parent, "vad", batch),
+                Phase::Decode => tracing::info_span!(parent: *parent, "stt", batch),
+            })
+            .collect();
     }
 }
 

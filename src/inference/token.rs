@@ -15,7 +15,8 @@ use crate::config::Secret;
 
 const HEADER: &str = "authorization";
 
-/// The client side: adds the token to every call (nothing without one).
+/// The client side: adds the token to every call (nothing without one), and the trace
+/// context of the span the call is made in.
 #[derive(Clone, Default)]
 pub struct Bearer(Option<AsciiMetadataValue>);
 
@@ -33,6 +34,16 @@ impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(value) = &self.0 {
             request.metadata_mut().insert(HEADER, value.clone());
+        }
+        if let Some(id) = crate::request_id::current()
+            && let Ok(id) = AsciiMetadataValue::try_from(id)
+        {
+            request.metadata_mut().insert("x-request-id", id);
+        }
+        for (name, value) in crate::trace_context::outgoing().pairs() {
+            if let Ok(value) = AsciiMetadataValue::try_from(value.as_bytes()) {
+                request.metadata_mut().insert(name, value);
+            }
         }
         Ok(request)
     }

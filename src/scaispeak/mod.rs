@@ -24,6 +24,7 @@ pub mod voices;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::accounting::UsageRecord;
@@ -437,6 +438,7 @@ pub async fn speak(
     let seconds = samples.len() as f64 / f64::from(rate);
     let output = speak.output;
     let bytes = tokio::task::spawn_blocking(move || output::encode(&samples, rate, &output))
+        .instrument(tracing::info_span!("encode", codec = ?output.codec))
         .await
         .map_err(ApiError::internal)??;
     held.settle(usage_record(

@@ -266,6 +266,7 @@ impl Producer {
             let bytes = encoder.push(&audio, last);
             (encoder, bytes)
         })
+        .instrument(tracing::info_span!("encode", codec = ?output.codec, last))
         .await
         .map_err(ApiError::internal)?;
         self.encoder = Some(encoder);

@@ -18,6 +18,7 @@ use axum::http::{HeaderValue, header};
 use media::preflight::{self, Thresholds};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use crate::config::LimitsConfig;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -112,7 +113,21 @@ impl AudioIntake {
             truncate: false,
         };
         let _slot = self.decode_slot().await?;
-        tokio::task::spawn_blocking(move || media::decode_mono(&bytes, &options, 16_000))
+        let span = tracing::info_span!(
+            "decode",
+            bytes = bytes.len(),
+            seconds = tracing::field::Empty
+        );
+        let decoding = span.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            let decoded = media::decode_mono(&bytes, &options, 16_000);
+            if let Ok(decoded) = &decoded {
+                decoding.record("seconds", decoded.samples.len() as f64 / 16_000.0);
+            }
+            decoded
+        })
+        .instrument(span);
+        decoded
             .await
             .map_err(ApiError::internal)?
             .map(|decoded| decoded.samples)

@@ -30,11 +30,12 @@ impl Upstream {
         }))
     }
 
-    /// A POST to `path` (e.g. `/v1/audio/speech`) with the key.
+    /// A POST to `path` (e.g. `/v1/audio/speech`) with the key and the trace context.
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.client
             .post(format!("{}{path}", self.url))
             .bearer_auth(&self.key)
+            .headers(crate::trace_context::outgoing_headers())
     }
 }
 

@@ -2,6 +2,7 @@
 //! that times every request by route, status and backend.
 
 mod histogram;
+pub mod otel;
 pub mod stats;
 
 use std::sync::{LazyLock, OnceLock};
@@ -51,18 +52,33 @@ pub struct BackendId(pub String);
 #[derive(Debug, Clone)]
 pub struct ModelSlug(pub String);
 
-/// Installs the global subscriber (once; later calls are no-ops).
-pub fn init_logging(format: LogFormat) {
+/// Installs the global subscriber (once; later calls are no-ops): log lines on stderr
+/// and, for a serving `role` when the environment asks (`otel`), spans over OTLP.
+/// Call it inside the runtime; shut the guard down before the process exits.
+pub fn init_logging(format: LogFormat, role: Option<&'static str>) -> otel::Guard {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (spans, guard) = match role {
+        Some(role) => otel::layer(role),
+        None => (None, otel::Guard::default()),
+    };
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let lines = match format {
+        LogFormat::Json => lines.json().flatten_event(true).boxed(),
+        LogFormat::Text => lines.boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(spans)
+        .with(filter)
+        .with(lines)
+        .try_init();
+    guard
 }
 
 /// The process's Prometheus recorder (installed on first call).

@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::Webhooks;
 use crate::db::now_ms;
 use crate::db::webhooks::{self as store, DeliveryRow, OutboxEvent};
@@ -45,7 +47,25 @@ async fn tick(hooks: &Arc<Webhooks>) -> anyhow::Result<()> {
             claimed.push(delivery);
         }
     }
-    let attempts = claimed.into_iter().map(|d| attempt(hooks, d));
+    let attempts = claimed.into_iter().map(|delivery| {
+        // Each attempt is a span of the trace that caused its event, and the POST
+        // carries that context on.
+        let span = tracing::info_span!(
+            "webhook",
+            event = %delivery.event_name,
+            delivery_id = %delivery.id,
+            otel.kind = tracing::field::Empty,
+        );
+        crate::trace_context::kind(&span, "client");
+        let caused_by = delivery
+            .traceparent
+            .as_deref()
+            .and_then(crate::trace_context::Carried::from_traceparent)
+            .map(|carried| carried.headers())
+            .unwrap_or_default();
+        let carried = crate::trace_context::adopt(&span, &caused_by);
+        crate::trace_context::carry(carried, attempt(hooks, delivery)).instrument(span)
+    });
     for result in futures_util::future::join_all(attempts).await {
         result?;
     }
@@ -205,6 +225,7 @@ async fn send(
         .header("x-scaigrid-delivery", &delivery.id)
         .header("x-scaigrid-timestamp", timestamp.to_string())
         .header(super::sign::HEADER, signature)
+        .headers(crate::trace_context::outgoing_headers())
         .body(delivery.payload.clone())
         .send()
         .await

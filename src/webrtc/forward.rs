@@ -56,6 +56,7 @@ fn pass_on(headers: &HeaderMap) -> HeaderMap {
         out.insert("x-request-id", id);
     }
     out.insert(FORWARDED, HeaderValue::from_static("1"));
+    crate::trace_context::outgoing().apply(&mut out);
     out
 }
 

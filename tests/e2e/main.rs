@@ -21,6 +21,7 @@ mod metering;
 mod node_api;
 mod nodes;
 mod operations;
+mod otel;
 mod outages;
 mod readme;
 mod scaiecho;

@@ -43,6 +43,8 @@ pub struct Shared {
     pub last_model: Mutex<String>,
     /// The content of the last chat request's last message.
     pub last_prompt: Mutex<String>,
+    /// The `traceparent` header of the last chat request.
+    pub last_traceparent: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -71,6 +73,10 @@ impl Upstream {
     pub fn last_prompt(&self) -> String {
         self.shared.last_prompt.lock().unwrap().clone()
     }
+
+    pub fn last_traceparent(&self) -> Option<String> {
+        self.shared.last_traceparent.lock().unwrap().clone()
+    }
 }
 
 /// Starts an upstream named `name` that wants `key` as its bearer token.
@@ -85,6 +91,7 @@ pub async fn start(name: &str, key: &str) -> Upstream {
         probe_calls: AtomicUsize::new(0),
         last_model: Mutex::new(String::new()),
         last_prompt: Mutex::new(String::new()),
+        last_traceparent: Mutex::new(None),
     });
     let app = axum::Router::new()
         .route("/v1/models", axum::routing::get(models))
@@ -172,6 +179,11 @@ async fn chat(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     if !authorized(&shared, &request) {
         return (StatusCode::UNAUTHORIZED, "bad key").into_response();
     }
+    *shared.last_traceparent.lock().unwrap() = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = axum::body::to_bytes(request.into_body(), 1 << 20)
         .await
         .unwrap();

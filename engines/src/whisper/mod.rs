@@ -204,6 +204,15 @@ fn suppress_lists(config: &Path) -> EngineResult<Suppress> {
     })
 }
 
+/// The steps of a transcription, for [`Whisper::transcribe_many_phased`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Finding the speech (Silero VAD).
+    Vad,
+    /// Whisper's encoder and decoder over the speech windows.
+    Decode,
+}
+
 impl Whisper {
     /// The English-only tiny model.
     pub fn load(runtime: &Runtime, models: &ModelDir) -> EngineResult<Whisper> {
@@ -294,6 +303,18 @@ impl Whisper {
         vad: &SileroVad,
         requests: &[(&[f32], &Options)],
     ) -> Vec<EngineResult<Transcript>> {
+        self.transcribe_many_phased(vad, requests, &mut |_| {})
+    }
+
+    /// [`Whisper::transcribe_many`], telling `phase` when the VAD starts and when the
+    /// decoding does (a caller times the two, e.g. as trace spans).
+    pub fn transcribe_many_phased(
+        &self,
+        vad: &SileroVad,
+        requests: &[(&[f32], &Options)],
+        phase: &mut dyn FnMut(Phase),
+    ) -> Vec<EngineResult<Transcript>> {
+        phase(Phase::Vad);
         let mut results: Vec<EngineResult<Vec<(Segment, String)>>> = requests
             .iter()
             .map(|(_, options)| self.check(options).map(|()| Vec::new()))
@@ -328,6 +349,7 @@ impl Whisper {
                 Err(error) => results[index] = Err(error),
             }
         }
+        phase(Phase::Decode);
         // Windows batch when their options and encoder context agree.
         let key = |(index, window): &(usize, Range<usize>)| {
             let options = requests[*index].1;

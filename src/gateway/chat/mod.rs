@@ -21,6 +21,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 mod stream;
 
@@ -378,8 +379,13 @@ async fn run(
     admitted: Admitted,
     caller: Caller,
 ) -> ApiResult<Reply> {
-    let snapshot = gateway.catalog.snapshot().await?;
-    let model = snapshot.resolve(&principal.tenant_id, &request.slug)?;
+    let (snapshot, model) = async {
+        let snapshot = gateway.catalog.snapshot().await?;
+        let model = snapshot.resolve(&principal.tenant_id, &request.slug)?;
+        ApiResult::Ok((snapshot, model))
+    }
+    .instrument(tracing::info_span!("route", model = %request.slug))
+    .await?;
     let started = Instant::now();
     let guarded = caller == Caller::Client;
     if guarded {
@@ -661,30 +667,48 @@ pub(super) enum Unanswered {
 }
 
 /// POSTs `body` to the backend's `path` and reads its JSON answer (capped, within the
-/// backend's timeout): what chat and embeddings calls share.
+/// backend's timeout): what chat and embeddings calls share. The `upstream` span.
 pub(super) async fn post_json(
     gateway: &Gateway,
     backend: &BackendSpec,
     path: &str,
     body: &Map<String, Value>,
 ) -> Result<Map<String, Value>, Unanswered> {
-    let deadline = Instant::now() + backend.timeout;
-    let sent = gateway
-        .upstream(reqwest::Method::POST, backend, path)
-        .json(body)
-        .timeout(backend.timeout)
-        .send()
-        .await;
-    let mut response = sent.map_err(|error| Unanswered::Failed(upstream_error_text(&error)))?;
-    let status = response.status();
-    let bytes = read_capped(&mut response, deadline)
-        .await
-        .map_err(Unanswered::Failed)?;
-    if let Some(attempt) = classify(status, &bytes) {
-        return Err(attempt);
+    let span = upstream_span(backend, path);
+    async {
+        let deadline = Instant::now() + backend.timeout;
+        let sent = gateway
+            .upstream(reqwest::Method::POST, backend, path)
+            .json(body)
+            .timeout(backend.timeout)
+            .send()
+            .await;
+        let mut response = sent.map_err(|error| Unanswered::Failed(upstream_error_text(&error)))?;
+        let status = response.status();
+        let bytes = read_capped(&mut response, deadline)
+            .await
+            .map_err(Unanswered::Failed)?;
+        if let Some(attempt) = classify(status, &bytes) {
+            return Err(attempt);
+        }
+        serde_json::from_slice(&bytes).map_err(|_| {
+            Unanswered::Failed("upstream answered something that is not JSON".to_owned())
+        })
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|_| Unanswered::Failed("upstream answered something that is not JSON".to_owned()))
+    .instrument(span)
+    .await
+}
+
+/// The span of a call to a backend (a client span in an exported trace).
+fn upstream_span(backend: &BackendSpec, path: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "upstream",
+        backend_id = %backend.id,
+        path,
+        otel.kind = tracing::field::Empty,
+    );
+    crate::trace_context::kind(&span, "client");
+    span
 }
 
 async fn call(

@@ -15,42 +15,48 @@ pub(super) struct Upstream {
     pub(super) opened: std::time::Duration,
 }
 
+/// Opens a streamed call, up to its first bytes (the `upstream` span).
 pub(super) async fn open_stream(
     gateway: &Gateway,
     backend: &BackendSpec,
     body: &Map<String, Value>,
 ) -> Attempt {
-    let sent = gateway
-        .upstream(reqwest::Method::POST, backend, "/chat/completions")
-        .json(body)
-        .send();
-    let mut response = match tokio::time::timeout(backend.timeout, sent).await {
-        Err(_) => return Attempt::Failed("upstream timed out".to_owned()),
-        Ok(Err(error)) => return Attempt::Failed(upstream_error_text(&error)),
-        Ok(Ok(response)) => response,
-    };
-    let status = response.status();
-    if !status.is_success() {
-        let bytes = read_capped(&mut response, Instant::now() + backend.timeout)
-            .await
-            .unwrap_or_default();
-        return match classify(status, &bytes) {
-            Some(Unanswered::Refused(error)) => Attempt::Refused(error),
-            Some(Unanswered::Failed(reason)) => Attempt::Failed(reason),
-            None => Attempt::Failed(format!("upstream answered {status}")),
+    let span = upstream_span(backend, "/chat/completions");
+    async {
+        let sent = gateway
+            .upstream(reqwest::Method::POST, backend, "/chat/completions")
+            .json(body)
+            .send();
+        let mut response = match tokio::time::timeout(backend.timeout, sent).await {
+            Err(_) => return Attempt::Failed("upstream timed out".to_owned()),
+            Ok(Err(error)) => return Attempt::Failed(upstream_error_text(&error)),
+            Ok(Ok(response)) => response,
         };
-    }
-    // Nothing has reached the client yet: a stream that dies before its first byte
-    // still falls back to the next backend.
-    let first = match tokio::time::timeout(backend.timeout, response.chunk()).await {
-        Err(_) => return Attempt::Failed("upstream stream sent nothing in time".to_owned()),
-        Ok(Err(error)) => return Attempt::Failed(upstream_error_text(&error)),
-        Ok(Ok(None)) => {
-            return Attempt::Failed("upstream stream ended before any event".to_owned());
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = read_capped(&mut response, Instant::now() + backend.timeout)
+                .await
+                .unwrap_or_default();
+            return match classify(status, &bytes) {
+                Some(Unanswered::Refused(error)) => Attempt::Refused(error),
+                Some(Unanswered::Failed(reason)) => Attempt::Failed(reason),
+                None => Attempt::Failed(format!("upstream answered {status}")),
+            };
         }
-        Ok(Ok(Some(first))) => first,
-    };
-    Attempt::Streaming(response, first)
+        // Nothing has reached the client yet: a stream that dies before its first byte
+        // still falls back to the next backend.
+        let first = match tokio::time::timeout(backend.timeout, response.chunk()).await {
+            Err(_) => return Attempt::Failed("upstream stream sent nothing in time".to_owned()),
+            Ok(Err(error)) => return Attempt::Failed(upstream_error_text(&error)),
+            Ok(Ok(None)) => {
+                return Attempt::Failed("upstream stream ended before any event".to_owned());
+            }
+            Ok(Ok(Some(first))) => first,
+        };
+        Attempt::Streaming(response, first)
+    }
+    .instrument(span)
+    .await
 }
 
 /// The firewall over a streamed answer: the policies that guard its output, checked
