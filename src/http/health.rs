@@ -72,6 +72,16 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
+/// The WebSocket protocols (`/stream/transcribe`, `/stream/speak`, the WebRTC control
+/// socket) as an AsyncAPI 3.0 document: `docs/asyncapi.json`, built into the binary.
+pub const ASYNCAPI: &str = include_str!("../../docs/asyncapi.json");
+
+/// The AsyncAPI document of the WebSocket protocols (no sign-in, like this one).
+#[utoipa::path(get, path = "/asyncapi.json", tag = "operations", responses((status = 200, description = "AsyncAPI 3.0 document of the WebSocket protocols")))]
+pub async fn asyncapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], ASYNCAPI)
+}
+
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document")))]
 pub async fn openapi(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -79,4 +89,90 @@ pub async fn openapi(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         state.openapi.get().cloned().unwrap_or_default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde_json::Value;
+
+    use crate::error::ErrorCode;
+
+    fn document() -> Value {
+        serde_json::from_str(super::ASYNCAPI).expect("docs/asyncapi.json is JSON")
+    }
+
+    /// Every `$ref` in `value`.
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("$ref", Value::String(target)) => out.push(target),
+                        _ => refs(value, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| refs(item, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_asyncapi_document_resolves_and_names_routes_that_exist() {
+        let document = document();
+        assert_eq!(document["asyncapi"], "3.0.0");
+        let mut targets = Vec::new();
+        refs(&document, &mut targets);
+        assert!(targets.len() > 40);
+        for target in targets {
+            let pointer = target.strip_prefix('#').expect("local references only");
+            assert!(document.pointer(pointer).is_some(), "{target} resolves");
+        }
+        // Each channel is a WebSocket route of the router (its OpenAPI GET path).
+        let (_, openapi) = crate::http::routes().split_for_parts();
+        let paths: BTreeSet<String> = openapi.paths.paths.keys().cloned().collect();
+        for (name, channel) in document["channels"].as_object().unwrap() {
+            let address = channel["address"].as_str().unwrap();
+            let path = address.replace("{module}", "{id}");
+            assert!(
+                paths.contains(&path),
+                "channel {name}: {address} is not a route"
+            );
+        }
+    }
+
+    #[test]
+    fn every_websocket_close_code_of_the_code_table_is_in_the_asyncapi_document() {
+        let document = document();
+        let listed: BTreeMap<String, BTreeSet<String>> = document["x-close-codes"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(close, entry)| {
+                let codes = entry["codes"].as_array().unwrap();
+                let codes = codes.iter().map(|c| c.as_str().unwrap().to_owned());
+                (close.clone(), codes.collect())
+            })
+            .collect();
+        let mut table: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for code in ErrorCode::ALL {
+            if let Some(close) = code.ws_close_code() {
+                table
+                    .entry(close.to_string())
+                    .or_default()
+                    .insert(code.as_str().to_owned());
+            }
+        }
+        for (close, codes) in &table {
+            assert_eq!(listed.get(close), Some(codes), "close code {close}");
+        }
+        for (close, codes) in &listed {
+            assert!(
+                codes.is_empty() || table.contains_key(close),
+                "close code {close} lists codes the table does not give it"
+            );
+        }
+    }
 }

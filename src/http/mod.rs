@@ -96,6 +96,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))
         .routes(routes!(health::openapi))
+        .routes(routes!(health::asyncapi))
         .routes(routes!(errors::list))
         .routes(routes!(stats::stats))
         .routes(routes!(firewall::create, firewall::list))

@@ -6,6 +6,7 @@
 )]
 
 mod adversarial;
+mod asyncapi;
 mod auth;
 mod browser;
 mod cache;
