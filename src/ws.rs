@@ -165,7 +165,7 @@ pub fn idle_error(idle: Duration) -> ApiError {
 /// The first text frame of a stream (its `open`), read within `idle`; a binary frame
 /// before it is refused with `refusal` (control frames pass).
 pub async fn open_frame(
-    socket: &mut WebSocket,
+    socket: &mut impl Link,
     idle: Duration,
     refusal: &'static str,
 ) -> Result<String, End> {

@@ -1,10 +1,12 @@
 //! Client text frames of the stream protocols: ScaiEcho's `open` and control frames,
 //! ScaiSpeak's `open` and text/interrupt/flush/close frames (the WebRTC control socket
-//! carries the same). Any text is either parsed or a documented error; never a panic.
+//! carries the same), Deepgram's messages and `/v1/listen` query. Any text is either
+//! parsed or a documented error; never a panic.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use scaigrid::scaiecho::deepgram;
 use scaigrid::scaiecho::stream::protocol;
 use scaigrid::scaispeak::stream;
 
@@ -18,4 +20,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = protocol::parse_control(text);
     let _ = stream::parse_open(text);
     let _ = stream::parse_client_frame(text);
+    let _ = deepgram::link::inbound(text);
+    if let Ok(listen) = deepgram::options::Listen::from_query(text) {
+        // Options that parse make a stream `open` or a documented refusal.
+        let _ = listen.open();
+    }
 });

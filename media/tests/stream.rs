@@ -70,6 +70,56 @@ fn exact_formats_equal_the_whole_file_decode_for_any_chunking() {
 }
 
 #[test]
+fn an_undeclared_container_is_recognised_from_its_first_bytes() {
+    for (name, declared) in [
+        ("speech_16k_s16.wav", StreamFormat::Wav),
+        ("speech.opus", StreamFormat::OggOpus),
+        ("speech.webm", StreamFormat::WebmOpus),
+        ("speech.mp3", StreamFormat::Mpeg),
+    ] {
+        let bytes = fixtures::read(name);
+        let (expected, shape) = stream(&bytes, declared, 11, 1 << 30);
+        // Pieces smaller than the signature too.
+        for (seed, max_chunk) in [(12, 3), (13, 4096)] {
+            let (detected, detected_shape) = stream(&bytes, StreamFormat::Detect, seed, max_chunk);
+            assert_eq!(detected_shape, shape, "{name}");
+            assert!(detected == expected, "{name} seed {seed}: samples differ");
+        }
+    }
+    // FLAC is recognised but not streamed: a clear refusal, not garbage.
+    let mut decoder = StreamDecoder::new(StreamFormat::Detect, StreamLimits::default());
+    let refused = decoder.push(b"fLaC\0\0\0\x22\x10\x00\x10\x00", &mut Vec::new());
+    assert!(
+        matches!(refused, Err(MediaError::Unsupported(_))),
+        "{refused:?}"
+    );
+    // Fewer bytes than a signature, then the end: truncated, not a panic.
+    let mut decoder = StreamDecoder::new(StreamFormat::Detect, StreamLimits::default());
+    decoder.push(b"RIFF", &mut Vec::new()).unwrap();
+    assert!(matches!(decoder.finish(), Err(MediaError::Truncated(_))));
+}
+
+#[test]
+fn g711_streams_decode_both_laws() {
+    // Silence, then full scale of each sign, in both laws, split anywhere.
+    let mu = [0xFFu8, 0x7F, 0x80, 0x00];
+    let a = [0xD5u8, 0x55, 0xAA, 0x2A];
+    for (media_type, bytes, expected) in [
+        ("audio/pcmu;rate=8000", mu, [0, 0, 32_124, -32_124]),
+        ("audio/pcma;rate=8000", a, [8, -8, 32_256, -32_256]),
+    ] {
+        let format = StreamFormat::from_media_type(media_type).unwrap();
+        let long: Vec<u8> = bytes.iter().copied().cycle().take(4_000).collect();
+        let (samples, shape) = stream(&long, format, 21, 17);
+        assert_eq!(shape, Some((8_000, 1)), "{media_type}");
+        assert_eq!(samples.len(), 4_000);
+        for (sample, want) in samples.iter().zip(expected.iter().cycle()) {
+            assert_eq!(*sample, f32::from(*want as i16) / 32_768.0, "{media_type}");
+        }
+    }
+}
+
+#[test]
 fn raw_pcm_streams() {
     let bytes = fixtures::read("speech_16k_mono.s16le");
     let wav = decode(
@@ -181,6 +231,7 @@ fn memory_stays_bounded_whatever_the_client_sends() {
         StreamFormat::OggOpus,
         StreamFormat::WebmOpus,
         StreamFormat::Mpeg,
+        StreamFormat::Detect,
     ] {
         let mut decoder = StreamDecoder::new(format, limits);
         let mut out = Vec::new();

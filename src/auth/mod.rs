@@ -297,7 +297,8 @@ async fn principal_in_active_tenant(
     })
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
+/// The token of an `Authorization: Bearer <token>` header (or `Token <token>`, the
+/// scheme Deepgram's clients send).
 pub fn bearer_token(headers: &HeaderMap) -> ApiResult<&str> {
     let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Err(error(
@@ -312,7 +313,7 @@ pub fn bearer_token(headers: &HeaderMap) -> ApiResult<&str> {
         )
     })?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    if !scheme.eq_ignore_ascii_case("bearer") && !scheme.eq_ignore_ascii_case("token") {
         return Err(error(
             ErrorCode::AUTH_TOKEN_INVALID,
             "Authorization header must be `Bearer <token>`",

@@ -194,6 +194,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(scaiecho::list_jobs))
         .routes(routes!(scaiecho::get_job, scaiecho::delete_job))
         .routes(routes!(scaiecho::stream_transcribe))
+        .routes(routes!(scaiecho::listen_stream, scaiecho::listen_file))
         .routes(routes!(scaiecho::create_speaker, scaiecho::list_speakers))
         .routes(routes!(scaiecho::get_speaker, scaiecho::delete_speaker))
         .routes(routes!(scaiecho::get_speaker_warm, scaiecho::warm_speaker))

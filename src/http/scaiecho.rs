@@ -340,3 +340,117 @@ pub async fn warm_speaker(
         .await
         .map(Json)
 }
+
+/// Deepgram-compatible live transcription: Deepgram's query parameters, `Results`,
+/// `UtteranceEnd`, `SpeechStarted` and `Metadata` messages, `KeepAlive`, `Finalize` and
+/// `CloseStream` (see `scaiecho::deepgram`). The key as `Authorization: Token <key>`
+/// (or `Bearer`), the `token` subprotocol (`Sec-WebSocket-Protocol: token, <key>`), or
+/// `?token=`. Errors are an `Error` message, then the close code of the error table.
+#[utoipa::path(get, path = "/v1/listen", tag = "scaiecho",
+    responses((status = 101, description = "WebSocket, Deepgram's live protocol")),
+    security(("bearer" = [])))]
+pub async fn listen_stream(
+    State(state): St,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let query = uri.query().unwrap_or_default();
+    let token = listen_token(&headers, query);
+    // Options wrong in the URL are said after auth, on the socket (an `Error`, then
+    // close 4400 or 4415's WebSocket code), as a bad `open` frame would be.
+    let (options, open) = match scaiecho::deepgram::options::Listen::from_query(query) {
+        Ok(listen) => {
+            let open = listen.open();
+            (listen, open)
+        }
+        Err(error) => (scaiecho::deepgram::options::Listen::default(), Err(error)),
+    };
+    let request_id = crate::request_id::current().unwrap_or_else(crate::request_id::generate);
+    let span = tracing::Span::current();
+    let frame_limit = state.config.stream.max_frame_bytes.saturating_mul(4);
+    upgrade
+        .protocols(["token"])
+        .max_message_size(frame_limit)
+        .max_frame_size(frame_limit)
+        .on_upgrade(move |socket| {
+            let link =
+                scaiecho::deepgram::link::DeepgramLink::new(socket, options, request_id.clone());
+            crate::request_id::scope(
+                request_id,
+                scaiecho::stream::serve_link(link, state.scaiecho.clone(), token, Some(open))
+                    .instrument(span),
+            )
+        })
+}
+
+/// A Deepgram client's key: `Authorization` (`Token` or `Bearer`), the `token`
+/// subprotocol browsers use (`Sec-WebSocket-Protocol: token, <key>`), else `?token=`.
+fn listen_token(headers: &HeaderMap, query: &str) -> Option<String> {
+    let from_query = || {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "token")
+            .map(|(_, value)| value.into_owned())
+    };
+    let subprotocol = headers
+        .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let mut offered = value.split(',').map(str::trim);
+            (offered.next() == Some("token"))
+                .then(|| offered.next().map(str::to_owned))
+                .flatten()
+        });
+    match headers.contains_key(axum::http::header::AUTHORIZATION) {
+        true => crate::ws::token(headers, None),
+        false => subprotocol.or_else(from_query),
+    }
+}
+
+/// Deepgram-compatible pre-recorded transcription: the audio as the body (any container
+/// ScaiEcho decodes, told by its bytes), Deepgram's query parameters, Deepgram's
+/// response body (`metadata`, `results.channels[0].alternatives[0]` with words,
+/// `utterances` when asked). Transcribed on the request however long; `callback` and
+/// URL sources are refused (400).
+#[utoipa::path(post, path = "/v1/listen", tag = "scaiecho",
+    responses((status = 200, description = "Deepgram's response body")),
+    security(("bearer" = [])))]
+pub async fn listen_file(
+    State(state): St,
+    Auth(principal): Auth,
+    request: Request,
+) -> ApiResult<Response> {
+    require_enabled(&principal, MODULE)?;
+    principal.require(Permission::ScaiechoTranscribe)?;
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let listen = scaiecho::deepgram::options::Listen::from_query(&query)?;
+    let json_body = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if json_body {
+        return Err(crate::error::ApiError::invalid(
+            "a URL source is not fetched here: send the audio itself as the body",
+        )
+        .with_field("field", "url"));
+    }
+    let upload = super::upload::read(request, state.scaiecho.intake()).await?;
+    let work = scaiecho::deepgram::transcribe_file(&state.scaiecho, &principal, upload, &listen);
+    let (body, served) = observed(work).await;
+    let body = body?;
+    let seconds = body["metadata"]["duration"].as_f64().unwrap_or_default();
+    let mut response = Json(body).into_response();
+    if let Ok(value) = HeaderValue::from_str(&served.join(","))
+        && !served.is_empty()
+    {
+        response.headers_mut().insert(NODE, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("{seconds:.3}")) {
+        response.headers_mut().insert(AUDIO_SECONDS, value);
+    }
+    response.extensions_mut().insert(Consumed {
+        audio_seconds: seconds,
+    });
+    Ok(response)
+}

@@ -48,7 +48,7 @@ pub async fn middleware(State(gate): State<Gate>, mut request: Request, next: Ne
     let dimensions = request
         .extensions()
         .get::<MatchedPath>()
-        .and_then(|path| limited(path.as_str()));
+        .and_then(|path| limited(request.method(), path.as_str()));
     let Some(dimensions) = dimensions else {
         return next.run(request).await;
     };

@@ -275,12 +275,17 @@ impl Limits {
 
 /// The routes a rate limit applies to, with the quantities they consume besides
 /// requests. WebSocket routes check their limits themselves (they answer with close
-/// code 4429, not an HTTP status).
-pub(crate) fn limited(route: &str) -> Option<&'static [Dimension]> {
+/// code 4429, not an HTTP status): a `GET` is never limited here, as every limited
+/// route is a `POST` and a `GET` on one (`/v1/listen`) is its WebSocket.
+pub(crate) fn limited(method: &axum::http::Method, route: &str) -> Option<&'static [Dimension]> {
+    if *method != axum::http::Method::POST {
+        return None;
+    }
     match route {
         "/v1/chat/completions" | "/v1/embeddings" => Some(&[Dimension::Tokens]),
         "/v1/modules/scaiecho/transcribe"
         | "/v1/audio/transcriptions"
+        | "/v1/listen"
         | "/v1/modules/scaispeak/speak"
         | "/v1/audio/speech" => Some(&[Dimension::AudioSeconds]),
         _ => None,

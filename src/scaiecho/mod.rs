@@ -10,6 +10,7 @@
 //! - [`speakers`]: the speaker library (enrollment, warm registry, tombstones).
 //! - [`stream`]: the WebSocket `/stream/transcribe` protocol, endpointing, scheduling.
 
+pub mod deepgram;
 pub mod format;
 pub mod jobs;
 pub mod policy;
@@ -265,6 +266,19 @@ pub async fn transcribe_upload(
     upload: Upload,
 ) -> ApiResult<Outcome> {
     let options = Options::from_upload(&upload)?;
+    transcribe_with(state, principal, upload, options, true).await
+}
+
+/// [`transcribe_upload`] with options read elsewhere (Deepgram's `/v1/listen`).
+/// `may_queue: false` transcribes inline however long the audio is (a protocol that
+/// has no jobs), within `[limits] max_audio_seconds`.
+pub async fn transcribe_with(
+    state: &ScaiEcho,
+    principal: &Principal,
+    upload: Upload,
+    options: Options,
+    may_queue: bool,
+) -> ApiResult<Outcome> {
     authorize(principal, &options)?;
     // Bound to a balancer's instance before any work; a queued job asks again when it
     // runs.
@@ -292,7 +306,7 @@ pub async fn transcribe_upload(
                 .decode_16k(upload.audio.clone(), media_type)
                 .await?;
             let seconds = samples.len() as f64 / 16_000.0;
-            if seconds <= policy.inline_threshold_seconds {
+            if seconds <= policy.inline_threshold_seconds || !may_queue {
                 // Inline work runs here: on this process's own backends (the nodes of a
                 // balancer's instance, when bound to one).
                 let preference = balancers::preference(&nodes, options.backend_preference);

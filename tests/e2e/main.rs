@@ -13,6 +13,7 @@ mod cache;
 mod cli;
 mod connections;
 mod console;
+mod deepgram;
 mod embeddings;
 mod envelope;
 mod firewall;

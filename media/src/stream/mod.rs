@@ -6,12 +6,16 @@
 //! a block, a frame) of at most `max_unit_bytes`; elements it does not need are skipped
 //! as they stream past, never buffered.
 
+mod detect;
 mod ebml;
+mod g711;
 mod mpeg;
 mod ogg_opus;
 mod pcm;
 mod wav;
 mod webm;
+
+pub use g711::Law;
 
 use crate::audio::check_shape;
 use crate::error::{LimitKind, MediaError, MediaResult};
@@ -29,6 +33,15 @@ pub enum StreamFormat {
     WebmOpus,
     /// `audio/mpeg`
     Mpeg,
+    /// `audio/pcmu;rate=8000` (μ-law) or `audio/pcma;rate=8000` (A-law): G.711.
+    G711 {
+        law: Law,
+        sample_rate: u32,
+        channels: u16,
+    },
+    /// `application/octet-stream`: WAV, Ogg/Opus, WebM/Opus or MP3, told apart by its
+    /// first bytes.
+    Detect,
 }
 
 impl StreamFormat {
@@ -64,7 +77,22 @@ impl StreamFormat {
                 "codec `{other}` in a stream"
             ))),
         };
+        let g711 = |law: Law, rate: Option<u32>| {
+            // `audio/basic` is 8 kHz μ-law by definition (RFC 2046).
+            let sample_rate = rate.unwrap_or(8_000);
+            check_shape(sample_rate, channels)?;
+            Ok(StreamFormat::G711 {
+                law,
+                sample_rate,
+                channels,
+            })
+        };
         match essence.as_str() {
+            "audio/pcmu" | "audio/basic" | "audio/x-mulaw" | "audio/mulaw" | "audio/g711-ulaw" => {
+                g711(Law::Mu, rate)
+            }
+            "audio/pcma" | "audio/x-alaw" | "audio/alaw" | "audio/g711-alaw" => g711(Law::A, rate),
+            "application/octet-stream" => Ok(StreamFormat::Detect),
             "audio/pcm" | "audio/l16" | "audio/s16le" | "audio/x-raw" => {
                 let sample_rate = rate.ok_or_else(|| {
                     MediaError::InvalidParameters(
@@ -139,6 +167,12 @@ impl StreamDecoder {
             StreamFormat::OggOpus => Box::new(ogg_opus::OggOpusParser::new(limits.max_unit_bytes)),
             StreamFormat::WebmOpus => Box::new(webm::WebmParser::new(limits.max_unit_bytes)),
             StreamFormat::Mpeg => Box::new(mpeg::MpegParser::new()),
+            StreamFormat::G711 {
+                law,
+                sample_rate,
+                channels,
+            } => Box::new(g711::G711Parser::new(law, sample_rate, channels)),
+            StreamFormat::Detect => Box::new(detect::DetectParser::new(limits.max_unit_bytes)),
         };
         StreamDecoder {
             parser,
@@ -253,6 +287,35 @@ mod tests {
         assert_eq!(
             StreamFormat::from_media_type("audio/wav").unwrap(),
             StreamFormat::Wav
+        );
+        assert_eq!(
+            StreamFormat::from_media_type("audio/pcmu;rate=8000").unwrap(),
+            StreamFormat::G711 {
+                law: Law::Mu,
+                sample_rate: 8_000,
+                channels: 1
+            }
+        );
+        assert_eq!(
+            StreamFormat::from_media_type("audio/PCMA; rate=16000; channels=2").unwrap(),
+            StreamFormat::G711 {
+                law: Law::A,
+                sample_rate: 16_000,
+                channels: 2
+            }
+        );
+        assert_eq!(
+            StreamFormat::from_media_type("audio/basic").unwrap(),
+            StreamFormat::G711 {
+                law: Law::Mu,
+                sample_rate: 8_000,
+                channels: 1
+            }
+        );
+        assert!(StreamFormat::from_media_type("audio/pcmu;rate=1").is_err());
+        assert_eq!(
+            StreamFormat::from_media_type("application/octet-stream").unwrap(),
+            StreamFormat::Detect
         );
         assert_eq!(
             StreamFormat::from_media_type("audio/ogg;codecs=opus").unwrap(),

@@ -29,7 +29,7 @@ use engines::endpoint::{EndpointParams, Kind, Snapshot};
 use media::stream::StreamLimits;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::firewall::Stage;
 use crate::firewall::stream::StreamGuard;
 use crate::rbac::Permission;
@@ -72,28 +72,47 @@ type Running = Pin<Box<dyn Future<Output = (Kind, Result<Heard, ApiError>)> + Se
 
 /// Runs one connection to its end. `token` is the bearer token from the header or
 /// `?token=`.
-pub async fn serve(mut socket: WebSocket, state: Arc<ScaiEcho>, token: Option<String>) {
-    let outcome = match start(&mut socket, &state, token).await {
+pub async fn serve(socket: WebSocket, state: Arc<ScaiEcho>, token: Option<String>) {
+    serve_link(socket, state, token, None).await;
+}
+
+/// Runs one stream on any link to its end. `open`: the options when the link's URL gave
+/// them (a compatible protocol's query), else the first frame must be `open`; an error
+/// there closes the stream after auth, as a bad `open` frame would.
+pub async fn serve_link(
+    mut socket: impl Link,
+    state: Arc<ScaiEcho>,
+    token: Option<String>,
+    open: Option<ApiResult<Open>>,
+) {
+    let outcome = match start(&mut socket, &state, token, open).await {
         Ok(session) => session.run_to_end(&mut socket).await,
         Err(end) => Err(end),
     };
     ws::finish(&mut socket, outcome).await;
 }
 
-/// Everything before `ready` on a WebSocket: auth, permissions, rate limits and budget,
-/// the stream slot, `open`, the backend.
+/// Everything before `ready`: auth, permissions, rate limits and budget, the stream
+/// slot, `open`, the backend.
 async fn start(
-    socket: &mut WebSocket,
+    socket: &mut impl Link,
     state: &Arc<ScaiEcho>,
     token: Option<String>,
+    open: Option<ApiResult<Open>>,
 ) -> Result<Session, End> {
     let principal = ws::authenticate(&state.handles.gate.auth, token).await?;
     admit(state, &principal).await?;
     // The slot before `open`: a tenant at its limit is refused at once.
     let slot = take_slot(state, &principal.tenant_id).await?;
-    let idle = state.handles.stream.idle_timeout;
-    let text = ws::open_frame(socket, idle, "send the `open` frame before any audio").await?;
-    let open = protocol::parse_open(&text)?;
+    let open = match open {
+        Some(open) => open?,
+        None => {
+            let idle = state.handles.stream.idle_timeout;
+            let refusal = "send the `open` frame before any audio";
+            let text = ws::open_frame(socket, idle, refusal).await?;
+            protocol::parse_open(&text)?
+        }
+    };
     Ok(Session::open(state, principal, slot, open).await?)
 }
 
@@ -214,9 +233,11 @@ impl Session {
             max_seconds: state.handles.stream.max_seconds as f64,
             ..StreamLimits::default()
         };
+        let defaults = EndpointParams::default();
         let params = EndpointParams {
             chunk_ms: (open.chunk_seconds * 1000.0) as u32,
-            ..EndpointParams::default()
+            silence_ms: open.silence_ms.unwrap_or(defaults.silence_ms),
+            ..defaults
         };
         let pipeline = Pipeline::new(
             open.format,

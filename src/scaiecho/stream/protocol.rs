@@ -47,6 +47,9 @@ pub struct Open {
     /// A balancer's name binds the stream to one of its instances (see
     /// `speech::balancers`).
     pub model: Option<String>,
+    /// Silence that ends an utterance, when the client chose it (Deepgram's
+    /// `endpointing`); the endpointer's default otherwise.
+    pub silence_ms: Option<u32>,
 }
 
 /// A client text frame after `open`.
@@ -108,6 +111,7 @@ pub fn parse_open(text: &str) -> ApiResult<Open> {
             .map(Preference::parse)
             .transpose()?,
         model: frame.model,
+        silence_ms: None,
     })
 }
 
@@ -141,7 +145,7 @@ pub enum ServerFrame {
     },
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Delta {
     pub text: String,
     /// Stream time in seconds.
