@@ -6,7 +6,8 @@
 //!
 //! - Assembly: [`cli`], [`bootstrap`], [`app`] (state and router), [`server`], [`http`]
 //!   (routes and thin handlers), [`extract`], [`worker`].
-//! - Transports: [`webrtc`] (sessions carrying the speech products' streams).
+//! - Transports: [`webrtc`] (sessions carrying the speech products' streams),
+//!   [`realtime`] (OpenAI's Realtime protocol over them).
 //! - Products, each with its own context: [`gateway`], [`scaiecho`], [`scaispeak`],
 //!   [`webhooks`], [`instances`], and the web [`console`].
 //! - Shared: [`speech`] (backends, relay, audio intake, nodes), [`jobs`], [`ratelimit`]
@@ -38,6 +39,7 @@ pub mod memory;
 pub mod net;
 pub mod ratelimit;
 pub mod rbac;
+pub mod realtime;
 pub mod records;
 pub mod request_id;
 pub mod scaiecho;

@@ -35,7 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         // Transports that carry the products' sessions (WebRTC carries ScaiEcho's and
         // ScaiSpeak's streams): they use products, never the application state.
         "transports",
-        &["webrtc"],
+        &["webrtc", "realtime"],
     ),
     (
         "products",

@@ -1,11 +1,13 @@
 //! Client text frames of the stream protocols: ScaiEcho's `open` and control frames,
 //! ScaiSpeak's `open` and text/interrupt/flush/close frames (the WebRTC control socket
-//! carries the same), Deepgram's messages and `/v1/listen` query. Any text is either
-//! parsed or a documented error; never a panic.
+//! carries the same), Deepgram's messages and `/v1/listen` query, OpenAI Realtime
+//! client events and session updates. Any text is either parsed or a documented error;
+//! never a panic.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use scaigrid::realtime;
 use scaigrid::scaiecho::deepgram;
 use scaigrid::scaiecho::stream::protocol;
 use scaigrid::scaispeak::stream;
@@ -21,6 +23,14 @@ fuzz_target!(|data: &[u8]| {
     let _ = stream::parse_open(text);
     let _ = stream::parse_client_frame(text);
     let _ = deepgram::link::inbound(text);
+    if let Ok(realtime::events::ClientEvent::SessionUpdate(update)) = realtime::events::parse(text)
+    {
+        let mut session = realtime::events::Session::default();
+        if session.update(&update).is_ok() {
+            // A session that took the update opens a stream the stream protocol takes.
+            assert!(protocol::parse_open(&session.open_frame()).is_ok());
+        }
+    }
     if let Ok(listen) = deepgram::options::Listen::from_query(text) {
         // Options that parse make a stream `open` or a documented refusal.
         let _ = listen.open();

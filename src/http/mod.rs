@@ -12,6 +12,7 @@ mod gateway;
 mod health;
 mod instances;
 mod nodes;
+mod realtime;
 mod scaiecho;
 mod scaispeak;
 mod stats;
@@ -195,6 +196,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(scaiecho::get_job, scaiecho::delete_job))
         .routes(routes!(scaiecho::stream_transcribe))
         .routes(routes!(scaiecho::listen_stream, scaiecho::listen_file))
+        .routes(routes!(realtime::realtime))
         .routes(routes!(scaiecho::create_speaker, scaiecho::list_speakers))
         .routes(routes!(scaiecho::get_speaker, scaiecho::delete_speaker))
         .routes(routes!(scaiecho::get_speaker_warm, scaiecho::warm_speaker))

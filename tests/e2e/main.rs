@@ -26,6 +26,7 @@ mod operations;
 mod otel;
 mod outages;
 mod readme;
+mod realtime;
 mod scaiecho;
 mod scaispeak;
 mod scaled;

@@ -13,6 +13,10 @@ use crate::scaiecho::policy::Preference;
 /// Shortest and longest `chunk_seconds` honoured.
 const CHUNK_SECONDS: std::ops::RangeInclusive<f64> = 0.5..=30.0;
 
+/// Shortest and longest pause (`silence_ms`) that ends an utterance: two VAD frames, and
+/// the longest utterance (then only `flush` or the utterance's length end one).
+pub const SILENCE_MS: std::ops::RangeInclusive<u32> = 64..=26_000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OpenFrame {
@@ -27,6 +31,7 @@ struct OpenFrame {
     backend_preference: Option<String>,
     timestamps: Option<String>,
     model: Option<String>,
+    silence_ms: Option<u32>,
 }
 
 fn default_media_type() -> String {
@@ -47,8 +52,9 @@ pub struct Open {
     /// A balancer's name binds the stream to one of its instances (see
     /// `speech::balancers`).
     pub model: Option<String>,
-    /// Silence that ends an utterance, when the client chose it (Deepgram's
-    /// `endpointing`); the endpointer's default otherwise.
+    /// Silence that ends an utterance, when the client chose it (`silence_ms`;
+    /// Deepgram's `endpointing`, OpenAI's turn detection); the endpointer's 256 ms
+    /// otherwise.
     pub silence_ms: Option<u32>,
 }
 
@@ -93,6 +99,16 @@ pub fn parse_open(text: &str) -> ApiResult<Open> {
         ))
         .with_field("field", "chunk_seconds"));
     }
+    if let Some(silence) = frame.silence_ms
+        && !SILENCE_MS.contains(&silence)
+    {
+        return Err(ApiError::invalid(format!(
+            "silence_ms must be between {} and {}",
+            SILENCE_MS.start(),
+            SILENCE_MS.end()
+        ))
+        .with_field("field", "silence_ms"));
+    }
     let timestamps = frame
         .timestamps
         .as_deref()
@@ -111,7 +127,7 @@ pub fn parse_open(text: &str) -> ApiResult<Open> {
             .map(Preference::parse)
             .transpose()?,
         model: frame.model,
-        silence_ms: None,
+        silence_ms: frame.silence_ms,
     })
 }
 
@@ -217,6 +233,12 @@ mod tests {
             code(r#"{"type":"open","chunk_seconds":0}"#),
             ErrorCode::INVALID_REQUEST
         );
+        for silence in ["10", "26001", "-1", "\"long\""] {
+            let open = format!(r#"{{"type":"open","silence_ms":{silence}}}"#);
+            assert_eq!(code(&open), ErrorCode::INVALID_REQUEST, "{open}");
+        }
+        let open = parse_open(r#"{"type":"open","silence_ms":700}"#).unwrap();
+        assert_eq!(open.silence_ms, Some(700));
         assert_eq!(
             code(r#"{"type":"open","language":"english"}"#),
             ErrorCode::INVALID_REQUEST
