@@ -267,13 +267,7 @@ pub async fn process(state: &Jobs, runner: &impl Runner, id: &str) -> ApiResult<
     };
     // The run is a span of the trace of the request that queued it.
     let span = tracing::info_span!("job", job_id = %id, kind = %job.kind);
-    let queued_by = job
-        .traceparent
-        .as_deref()
-        .and_then(crate::trace_context::Carried::from_traceparent)
-        .map(|carried| carried.headers())
-        .unwrap_or_default();
-    let carried = crate::trace_context::adopt(&span, &queued_by);
+    let carried = crate::trace_context::adopt_stored(&span, job.traceparent.as_deref());
     crate::trace_context::carry(carried, run_job(state, runner, job))
         .instrument(span)
         .await

@@ -146,6 +146,16 @@ pub fn kind(span: &tracing::Span, kind: &'static str) {
     }
 }
 
+/// [`adopt`] for work that runs later on a request's behalf (a job, a webhook
+/// delivery): the `traceparent` stored with it, if one was and it is well-formed.
+pub fn adopt_stored(span: &tracing::Span, traceparent: Option<&str>) -> Option<Carried> {
+    let headers = traceparent
+        .and_then(Carried::from_traceparent)
+        .map(|carried| carried.headers())
+        .unwrap_or_default();
+    adopt(span, &headers)
+}
+
 /// Runs `future` with `carried` as the pair its calls pass on (when there is one).
 pub async fn carry<F: Future>(carried: Option<Carried>, future: F) -> F::Output {
     match carried {

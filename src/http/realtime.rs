@@ -59,6 +59,8 @@ pub async fn realtime(
         .max_message_size(frame_limit)
         .max_frame_size(frame_limit)
         .on_upgrade(move |socket| {
+            metrics::counter!(super::scaiecho::COMPAT_SESSIONS, "protocol" => "openai_realtime")
+                .increment(1);
             crate::request_id::scope(
                 request_id,
                 crate::realtime::serve(socket, state.scaiecho.clone(), token, beta)

@@ -374,6 +374,7 @@ pub async fn listen_stream(
         .max_message_size(frame_limit)
         .max_frame_size(frame_limit)
         .on_upgrade(move |socket| {
+            metrics::counter!(COMPAT_SESSIONS, "protocol" => "deepgram_live").increment(1);
             let link =
                 scaiecho::deepgram::link::DeepgramLink::new(socket, options, request_id.clone());
             crate::request_id::scope(
@@ -383,6 +384,11 @@ pub async fn listen_stream(
             )
         })
 }
+
+/// Sessions and requests in another vendor's protocol (`deepgram_live`,
+/// `deepgram_file`, `openai_realtime`), by protocol: the rest of their story is
+/// ScaiEcho's own metrics and usage.
+pub(super) const COMPAT_SESSIONS: &str = "scaigrid_compat_sessions_total";
 
 /// A Deepgram client's key: `Authorization` (`Token` or `Bearer`), the `token`
 /// subprotocol browsers use (`Sec-WebSocket-Protocol: token, <key>`), else `?token=`.
@@ -436,6 +442,7 @@ pub async fn listen_file(
         .with_field("field", "url"));
     }
     let upload = super::upload::read(request, state.scaiecho.intake()).await?;
+    metrics::counter!(COMPAT_SESSIONS, "protocol" => "deepgram_file").increment(1);
     let work = scaiecho::deepgram::transcribe_file(&state.scaiecho, &principal, upload, &listen);
     let (body, served) = observed(work).await;
     let body = body?;

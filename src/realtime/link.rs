@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::events::{self, ClientEvent, Format, Session, Stabilizer};
 use crate::error::{ApiError, ErrorCode};
-use crate::scaiecho::stream::protocol::Delta;
+use crate::scaiecho::stream::protocol::{Delta, Sent};
 use crate::ws::{End, Link};
 
 /// Audio handed to the stream session per binary frame (its frame limit is larger).
@@ -170,26 +170,18 @@ impl<L: Link> RealtimeLink<L> {
 
     /// A ScaiEcho frame as the events it becomes.
     fn translate(&mut self, text: &str) -> Vec<Value> {
-        let Ok(frame) = serde_json::from_str::<Value>(text) else {
-            return Vec::new();
-        };
-        match frame["type"].as_str() {
-            Some("delta") => match serde_json::from_value::<Delta>(frame) {
-                Ok(delta) => self.delta(&delta),
-                Err(_) => Vec::new(),
-            },
-            Some("error") => {
-                let code = frame["code"].as_str().unwrap_or("INTERNAL_ERROR");
+        match Sent::read(text) {
+            Sent::Delta(delta) => self.delta(&delta),
+            Sent::Error { code, message, .. } => {
                 let code = ErrorCode::ALL
                     .iter()
                     .find(|c| c.as_str() == code)
                     .copied()
                     .unwrap_or(ErrorCode::INTERNAL_ERROR);
-                let error = ApiError::new(code, frame["message"].as_str().unwrap_or_default());
-                vec![events::error(&error, None)]
+                vec![events::error(&ApiError::new(code, message), None)]
             }
             // `ready` (the session was announced already) and `done`.
-            _ => Vec::new(),
+            Sent::Done { .. } | Sent::Other => Vec::new(),
         }
     }
 

@@ -57,13 +57,7 @@ async fn tick(hooks: &Arc<Webhooks>) -> anyhow::Result<()> {
             otel.kind = tracing::field::Empty,
         );
         crate::trace_context::kind(&span, "client");
-        let caused_by = delivery
-            .traceparent
-            .as_deref()
-            .and_then(crate::trace_context::Carried::from_traceparent)
-            .map(|carried| carried.headers())
-            .unwrap_or_default();
-        let carried = crate::trace_context::adopt(&span, &caused_by);
+        let carried = crate::trace_context::adopt_stored(&span, delivery.traceparent.as_deref());
         crate::trace_context::carry(carried, attempt(hooks, delivery)).instrument(span)
     });
     for result in futures_util::future::join_all(attempts).await {

@@ -140,6 +140,11 @@ async fn the_deepgram_python_sdk_streams_live_and_transcribes_a_file() {
         file["metadata"]["sha256"],
         hex::encode(Sha256::digest(&wav))
     );
+    let metrics = server.metrics().await;
+    for protocol in ["deepgram_live", "deepgram_file"] {
+        let line = format!("scaigrid_compat_sessions_total{{protocol=\"{protocol}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in /metrics");
+    }
     // Both were billed as ScaiEcho audio (usage is flushed every second).
     let mut usage = Value::Null;
     for _ in 0..50 {
@@ -172,7 +177,8 @@ async fn until_close(socket: &mut Socket) -> (Vec<Value>, Option<u16>) {
     crate::stream::until_close(socket).await
 }
 
-fn ffmpeg_mulaw_8k() -> Vec<u8> {
+/// `beckett.wav` as raw 8 kHz μ-law, as a telephone line carries it (ffmpeg).
+pub(crate) fn ffmpeg_mulaw_8k() -> Vec<u8> {
     let output = std::process::Command::new("ffmpeg")
         .args([
             "-loglevel",

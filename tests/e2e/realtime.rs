@@ -150,6 +150,9 @@ async fn the_openai_python_sdk_runs_a_transcription_session() {
         live <= whole + 0.02,
         "realtime {live:.3} vs batch {whole:.3}"
     );
+    let metrics = server.metrics().await;
+    let line = r#"scaigrid_compat_sessions_total{protocol="openai_realtime"} 1"#;
+    assert!(metrics.contains(line), "{line} in /metrics");
 }
 
 async fn connect(server: &Server, headers: &[(&'static str, String)]) -> Socket {
@@ -240,17 +243,8 @@ async fn beta_names_manual_commits_clearing_telephone_audio_and_refusals() {
     .await;
     let error = until(&mut socket, "error").await.pop().unwrap();
     assert_eq!(error["error"]["event_id"], "evt_c0", "{error}");
-    let output = std::process::Command::new("ffmpeg")
-        .args([
-            "-loglevel",
-            "error",
-            "-i",
-            "models/cache/test-audio/beckett.wav",
-        ])
-        .args(["-ar", "8000", "-ac", "1", "-f", "mulaw", "-"])
-        .output()
-        .expect("ffmpeg");
-    for chunk in output.stdout.chunks(8000) {
+    let mulaw = crate::deepgram::ffmpeg_mulaw_8k();
+    for chunk in mulaw.chunks(8000) {
         send(&mut socket, append(chunk)).await;
     }
     // A mistake mid-session is an error event; nothing is lost.
@@ -296,7 +290,7 @@ async fn beta_names_manual_commits_clearing_telephone_audio_and_refusals() {
     let error = until(&mut socket, "error").await.pop().unwrap();
     assert_eq!(error["error"]["param"], "session", "{error}");
     // Cleared audio is not transcribed.
-    for chunk in output.stdout[..24_000].chunks(8000) {
+    for chunk in mulaw[..24_000].chunks(8000) {
         send(&mut socket, append(chunk)).await;
     }
     send(&mut socket, json!({"type": "input_audio_buffer.clear"})).await;

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::options::Listen;
 use super::shape::{self, Facts, ResultsContext, Speakers};
-use crate::scaiecho::stream::protocol::Delta;
+use crate::scaiecho::stream::protocol::{Delta, Sent};
 use crate::ws::{End, Link};
 
 /// ScaiEcho's control frames the session takes.
@@ -92,32 +92,26 @@ impl<L: Link> DeepgramLink<L> {
 
     /// One ScaiEcho frame as the Deepgram messages it becomes.
     fn translate(&mut self, text: &str) -> Vec<Value> {
-        let Ok(frame) = serde_json::from_str::<Value>(text) else {
-            return Vec::new();
-        };
-        match frame["type"].as_str() {
-            Some("delta") => match serde_json::from_value::<Delta>(frame) {
-                Ok(delta) => self.delta(&delta),
-                Err(_) => Vec::new(),
-            },
-            Some("done") => {
+        match Sent::read(text) {
+            Sent::Delta(delta) => self.delta(&delta),
+            Sent::Done { audio_seconds } => {
                 let sha256 = hex::encode(self.audio.clone().finalize());
                 let facts = Facts {
                     request_id: &self.request_id,
                     sha256: &sha256,
                     created: &self.created,
-                    duration: frame["usage"]["audio_seconds"].as_f64().unwrap_or_default(),
+                    duration: audio_seconds,
                     channels: self.options.channels,
                 };
                 vec![shape::stream_metadata(&facts)]
             }
-            Some("error") => vec![shape::error(
-                frame["code"].as_str().unwrap_or("INTERNAL_ERROR"),
-                frame["message"].as_str().unwrap_or_default(),
-                frame["request_id"].as_str(),
-            )],
-            // `ready` and anything else of ScaiEcho's own.
-            _ => Vec::new(),
+            Sent::Error {
+                code,
+                message,
+                request_id,
+            } => vec![shape::error(&code, &message, request_id.as_deref())],
+            // `ready` is ScaiEcho's own.
+            Sent::Other => Vec::new(),
         }
     }
 

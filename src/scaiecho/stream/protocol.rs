@@ -186,6 +186,47 @@ pub struct Usage {
     pub audio_seconds: f64,
 }
 
+/// A frame the session sent, read back by the links that speak another protocol over
+/// the session (`scaiecho::deepgram`, `realtime`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sent {
+    Delta(Delta),
+    Done {
+        audio_seconds: f64,
+    },
+    Error {
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
+    /// `ready`, or anything not JSON.
+    Other,
+}
+
+impl Sent {
+    pub fn read(text: &str) -> Sent {
+        let Ok(frame) = serde_json::from_str::<serde_json::Value>(text) else {
+            return Sent::Other;
+        };
+        let text = |field: &str| frame[field].as_str().map(str::to_owned);
+        match frame["type"].as_str() {
+            Some("delta") => match serde_json::from_value::<Delta>(frame) {
+                Ok(delta) => Sent::Delta(delta),
+                Err(_) => Sent::Other,
+            },
+            Some("done") => Sent::Done {
+                audio_seconds: frame["usage"]["audio_seconds"].as_f64().unwrap_or_default(),
+            },
+            Some("error") => Sent::Error {
+                code: text("code").unwrap_or_else(|| "INTERNAL_ERROR".to_owned()),
+                message: text("message").unwrap_or_default(),
+                request_id: text("request_id"),
+            },
+            _ => Sent::Other,
+        }
+    }
+}
+
 impl ServerFrame {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| r#"{"type":"error"}"#.to_owned())
