@@ -207,6 +207,13 @@ pub async fn authenticate(
     Ok(principal)
 }
 
+/// `?token=` of a query string (for handlers that read the query themselves).
+pub fn query_token(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.into_owned())
+}
+
 /// The token of a WebSocket upgrade: the header wins (a malformed one is an invalid
 /// token, not a missing one), else `?token=`.
 pub fn token(headers: &axum::http::HeaderMap, query: Option<String>) -> Option<String> {

@@ -34,9 +34,7 @@ pub async fn realtime(
         .and_then(|value| value.to_str().ok())
         .map(|value| value.split(',').map(|p| p.trim().to_owned()).collect())
         .unwrap_or_default();
-    let query_token = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-        .find(|(name, _)| name == "token")
-        .map(|(_, value)| value.into_owned());
+    let query_token = crate::ws::query_token(uri.query().unwrap_or_default());
     let from_protocol = offered
         .iter()
         .find_map(|p| p.strip_prefix(KEY_PROTOCOL).map(str::to_owned));

@@ -393,11 +393,6 @@ pub(super) const COMPAT_SESSIONS: &str = "scaigrid_compat_sessions_total";
 /// A Deepgram client's key: `Authorization` (`Token` or `Bearer`), the `token`
 /// subprotocol browsers use (`Sec-WebSocket-Protocol: token, <key>`), else `?token=`.
 fn listen_token(headers: &HeaderMap, query: &str) -> Option<String> {
-    let from_query = || {
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(name, _)| name == "token")
-            .map(|(_, value)| value.into_owned())
-    };
     let subprotocol = headers
         .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|value| value.to_str().ok())
@@ -409,7 +404,7 @@ fn listen_token(headers: &HeaderMap, query: &str) -> Option<String> {
         });
     match headers.contains_key(axum::http::header::AUTHORIZATION) {
         true => crate::ws::token(headers, None),
-        false => subprotocol.or_else(from_query),
+        false => subprotocol.or_else(|| crate::ws::query_token(query)),
     }
 }
 

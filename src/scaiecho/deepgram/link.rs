@@ -69,9 +69,7 @@ pub struct DeepgramLink<L> {
 
 impl<L: Link> DeepgramLink<L> {
     pub fn new(inner: L, options: Listen, request_id: String) -> DeepgramLink<L> {
-        let created = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let created = shape::now();
         DeepgramLink {
             inner,
             options,

@@ -26,11 +26,15 @@ pub async fn transcribe_file(
     upload: Upload,
     listen: &Listen,
 ) -> ApiResult<serde_json::Value> {
-    let sha256 = hex::encode(Sha256::digest(&upload.audio));
-    let upload = raw_encoding(upload, listen)?;
-    let created = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let created = shape::now();
+    // Hashing and expanding up to `max_upload_bytes` of audio: off the async runtime.
+    let raw = listen.clone();
+    let (sha256, upload) = tokio::task::spawn_blocking(move || {
+        let sha256 = hex::encode(Sha256::digest(&upload.audio));
+        raw_encoding(upload, &raw).map(|upload| (sha256, upload))
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let options = listen.request();
     let outcome = super::transcribe_with(state, principal, upload, options, false).await?;
     let Outcome::Done(transcription, _) = outcome else {

@@ -12,6 +12,13 @@ pub fn model_info() -> Value {
     json!({"name": "whisper", "version": env!("CARGO_PKG_VERSION"), "arch": "whisper"})
 }
 
+/// Now, as Deepgram's `created` (RFC 3339).
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// Speaker labels (`spk_0`, an enrolled name) as Deepgram's numbers, in the order they
 /// were first heard.
 #[derive(Debug, Default)]
