@@ -65,6 +65,17 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// What a `/v1/realtime` session uses.
+    pub fn realtime(&self) -> Arc<crate::realtime::Products> {
+        Arc::new(crate::realtime::Products {
+            scaiecho: self.scaiecho.clone(),
+            scaispeak: self.scaispeak.clone(),
+            gateway: self.gateway.clone(),
+            gate: self.gate.clone(),
+            stream: self.config.stream.clone(),
+        })
+    }
+
     /// Connects, migrates, bootstraps, opens the object store.
     pub async fn open(config: Config) -> anyhow::Result<Arc<AppState>> {
         let db = Db::connect(&config.database).await?;

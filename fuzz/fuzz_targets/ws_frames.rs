@@ -23,13 +23,31 @@ fuzz_target!(|data: &[u8]| {
     let _ = stream::parse_open(text);
     let _ = stream::parse_client_frame(text);
     let _ = deepgram::link::inbound(text);
-    if let Ok(realtime::events::ClientEvent::SessionUpdate(update)) = realtime::events::parse(text)
-    {
-        let mut session = realtime::events::Session::default();
-        if session.update(&update).is_ok() {
-            // A session that took the update opens a stream the stream protocol takes.
-            assert!(protocol::parse_open(&session.open_frame()).is_ok());
+    match realtime::events::parse(text) {
+        Ok(realtime::events::ClientEvent::SessionUpdate(update)) => {
+            use realtime::config::{Kind, Session};
+            let mut session = Session::new(Kind::Realtime, None);
+            let before = session.clone();
+            match session.update(&update) {
+                // A session that took the update opens a stream the stream protocol
+                // takes, and shows itself in both protocols.
+                Ok(()) => {
+                    assert!(protocol::parse_open(&session.open_frame()).is_ok());
+                    let _ = (session.describe(false), session.describe(true));
+                }
+                Err(_) => assert_eq!(session, before, "a refused update changes nothing"),
+            }
         }
+        Ok(realtime::events::ClientEvent::ItemCreate { item, .. }) => {
+            use realtime::conversation::{Conversation, Item};
+            if let Ok(item) = Item::from_client(&item) {
+                let mut conversation = Conversation::default();
+                let _ = item.describe(true);
+                conversation.insert(item, None).unwrap();
+                assert!(conversation.messages("").len() <= 1);
+            }
+        }
+        _ => {}
     }
     if let Ok(listen) = deepgram::options::Listen::from_query(text) {
         // Options that parse make a stream `open` or a documented refusal.

@@ -9,15 +9,17 @@ use axum::response::Response;
 use tracing::Instrument;
 
 use crate::app::AppState;
+use crate::realtime::config::{Kind, Session};
 
 /// The subprotocol a browser puts its key in (`openai-insecure-api-key.<key>`).
 const KEY_PROTOCOL: &str = "openai-insecure-api-key.";
 
-/// OpenAI's Realtime API (transcription sessions): `session.update`,
-/// `input_audio_buffer.append/commit/clear` in; `session.created/updated`,
-/// `input_audio_buffer.speech_started/stopped/committed`, `conversation.item.added`,
-/// `conversation.item.input_audio_transcription.delta/completed`, `error` out. The key
-/// as `Authorization: Bearer`, `?token=`, or the subprotocol
+/// OpenAI's Realtime API: a voice conversation with the gateway's chat model `?model=`
+/// (`session.update`, `input_audio_buffer.*`, `conversation.item.*`, `response.create`
+/// and `.cancel` in; `session.*`, `input_audio_buffer.*`, `conversation.item.*`,
+/// `response.*` with audio and transcript deltas, function calls, `error` out), or with
+/// `?intent=transcription` (or `session.type: "transcription"`) a transcription
+/// session. The key as `Authorization: Bearer`, `?token=`, or the subprotocol
 /// `openai-insecure-api-key.<key>` (with `realtime`); `OpenAI-Beta: realtime=v1` (or
 /// the `openai-beta.realtime-v1` subprotocol) speaks the beta protocol's names.
 #[utoipa::path(get, path = "/v1/realtime", tag = "scaiecho",
@@ -34,7 +36,18 @@ pub async fn realtime(
         .and_then(|value| value.to_str().ok())
         .map(|value| value.split(',').map(|p| p.trim().to_owned()).collect())
         .unwrap_or_default();
-    let query_token = crate::ws::query_token(uri.query().unwrap_or_default());
+    let query = uri.query().unwrap_or_default();
+    let query_token = crate::ws::query_token(query);
+    let param = |name: &str| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.chars().take(128).collect::<String>())
+    };
+    let kind = match param("intent").as_deref() {
+        Some("transcription") => Kind::Transcription,
+        _ => Kind::Realtime,
+    };
+    let session = Session::new(kind, param("model").as_deref());
     let from_protocol = offered
         .iter()
         .find_map(|p| p.strip_prefix(KEY_PROTOCOL).map(str::to_owned));
@@ -61,7 +74,7 @@ pub async fn realtime(
                 .increment(1);
             crate::request_id::scope(
                 request_id,
-                crate::realtime::serve(socket, state.scaiecho.clone(), token, beta)
+                crate::realtime::serve(socket, state.realtime(), token, beta, session)
                     .instrument(span),
             )
         })

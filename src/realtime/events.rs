@@ -1,259 +1,17 @@
-//! OpenAI Realtime events of a transcription session: the client's, parsed (the current
-//! names and shapes, and the beta ones: `transcription_session.update`,
-//! `input_audio_format: "pcm16"`, `input_audio_transcription`), and the server's, built.
-//! Pure: JSON in, JSON out.
+//! OpenAI Realtime events: the client's, parsed (the current names and the beta ones,
+//! such as `transcription_session.update`), and the server's envelope and `error`
+//! event, built; the [`Stabilizer`] that keeps partial transcripts append-only. Pure:
+//! JSON in, JSON out.
 
 use base64::Engine;
 use serde_json::{Value, json};
 
+use super::config::{clip, invalid};
 use crate::error::{ApiError, ApiResult};
 
 /// Largest `input_audio_buffer.append` taken, decoded (15 s of 24 kHz PCM16, as
 /// OpenAI's own limit).
 pub const MAX_APPEND_BYTES: usize = 15 * 1024 * 1024;
-
-/// The input audio's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// `audio/pcm` (beta `pcm16`): 16-bit little-endian mono at 24 kHz.
-    Pcm24k,
-    /// `audio/pcmu` (beta `g711_ulaw`): 8 kHz μ-law.
-    Pcmu,
-    /// `audio/pcma` (beta `g711_alaw`): 8 kHz A-law.
-    Pcma,
-}
-
-impl Format {
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Format::Pcm24k => "audio/pcm;rate=24000;channels=1",
-            Format::Pcmu => "audio/pcmu;rate=8000",
-            Format::Pcma => "audio/pcma;rate=8000",
-        }
-    }
-
-    fn describe(self) -> Value {
-        match self {
-            Format::Pcm24k => json!({"type": "audio/pcm", "rate": 24000}),
-            Format::Pcmu => json!({"type": "audio/pcmu"}),
-            Format::Pcma => json!({"type": "audio/pcma"}),
-        }
-    }
-}
-
-/// When a turn (an utterance) ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Turn {
-    /// `server_vad`: this much silence (default 500 ms, as OpenAI's).
-    Server { silence_ms: u32 },
-    /// `semantic_vad`: its eagerness, as a pause length (`low` waits longest).
-    Semantic { eagerness: Eagerness },
-    /// `turn_detection: null`: only `input_audio_buffer.commit` ends a turn.
-    Manual,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Eagerness {
-    Low,
-    Medium,
-    High,
-}
-
-impl Turn {
-    /// The silence that ends an utterance (manual turns: the longest utterance).
-    pub fn silence_ms(self) -> u32 {
-        match self {
-            Turn::Server { silence_ms } => silence_ms,
-            Turn::Semantic {
-                eagerness: Eagerness::High,
-            } => 250,
-            Turn::Semantic {
-                eagerness: Eagerness::Medium,
-            } => 600,
-            Turn::Semantic {
-                eagerness: Eagerness::Low,
-            } => 1_200,
-            Turn::Manual => engines::endpoint::EndpointParams::default().max_utterance_ms,
-        }
-    }
-
-    fn describe(self) -> Value {
-        match self {
-            Turn::Server { silence_ms } => {
-                json!({"type": "server_vad", "silence_duration_ms": silence_ms,
-                "threshold": 0.5, "prefix_padding_ms": 192})
-            }
-            Turn::Semantic { eagerness } => {
-                json!({"type": "semantic_vad", "eagerness": match eagerness {
-                Eagerness::Low => "low", Eagerness::Medium => "medium", Eagerness::High => "high" }})
-            }
-            Turn::Manual => Value::Null,
-        }
-    }
-}
-
-/// A transcription session's settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Session {
-    pub id: String,
-    pub format: Format,
-    /// `None`: detected.
-    pub language: Option<String>,
-    pub model: String,
-    pub turn: Turn,
-}
-
-impl Default for Session {
-    fn default() -> Self {
-        Session {
-            id: format!("sess_{}", uuid::Uuid::now_v7().simple()),
-            format: Format::Pcm24k,
-            language: None,
-            model: "whisper-1".to_owned(),
-            turn: Turn::Server { silence_ms: 500 },
-        }
-    }
-}
-
-impl Session {
-    /// The session as `session.created` and `session.updated` show it.
-    pub fn describe(&self) -> Value {
-        json!({
-            "type": "transcription",
-            "object": "realtime.transcription_session",
-            "id": self.id,
-            "audio": {"input": {
-                "format": self.format.describe(),
-                "transcription": {"model": self.model, "language": self.language},
-                "turn_detection": self.turn.describe(),
-                "noise_reduction": null,
-            }},
-            "include": [],
-        })
-    }
-
-    /// The ScaiEcho stream `open` frame of these settings.
-    pub fn open_frame(&self) -> String {
-        let mut open = json!({
-            "type": "open",
-            "media_type": self.format.media_type(),
-            "chunk_seconds": 1.0,
-            "silence_ms": self.turn.silence_ms(),
-        });
-        if let Some(language) = &self.language {
-            open["language"] = language.clone().into();
-        }
-        open.to_string()
-    }
-
-    /// Applies a `session.update`'s `session` object (the current shape or the beta
-    /// one); fields it does not name stay as they were.
-    pub fn update(&mut self, session: &Value) -> ApiResult<()> {
-        if let Some(kind) = session["type"].as_str()
-            && kind != "transcription"
-        {
-            return Err(invalid(
-                "session.type",
-                format!(
-                    "session type `{kind}` is not served here yet: this endpoint runs \
-                     transcription sessions (`\"type\": \"transcription\"`)"
-                ),
-            ));
-        }
-        let input = &session["audio"]["input"];
-        if let Some(format) = input.get("format").filter(|f| !f.is_null()) {
-            self.format = match format["type"].as_str() {
-                Some("audio/pcm") if format["rate"].as_u64().is_none_or(|r| r == 24_000) => {
-                    Format::Pcm24k
-                }
-                Some("audio/pcmu") => Format::Pcmu,
-                Some("audio/pcma") => Format::Pcma,
-                _ => {
-                    return Err(invalid(
-                        "session.audio.input.format",
-                        format!(
-                            "format {format} is not audio/pcm at 24000, audio/pcmu or audio/pcma"
-                        ),
-                    ));
-                }
-            };
-        }
-        if let Some(format) = session.get("input_audio_format").and_then(Value::as_str) {
-            self.format = match format {
-                "pcm16" => Format::Pcm24k,
-                "g711_ulaw" => Format::Pcmu,
-                "g711_alaw" => Format::Pcma,
-                other => {
-                    return Err(invalid(
-                        "session.input_audio_format",
-                        format!("`{other}` is not pcm16, g711_ulaw or g711_alaw"),
-                    ));
-                }
-            };
-        }
-        let transcription = input
-            .get("transcription")
-            .or_else(|| session.get("input_audio_transcription"));
-        if let Some(transcription) = transcription.filter(|t| !t.is_null()) {
-            if let Some(model) = transcription["model"].as_str() {
-                self.model = model.to_owned();
-            }
-            if let Some(language) = transcription.get("language") {
-                self.language = match language.as_str().map(str::to_ascii_lowercase) {
-                    None => None,
-                    Some(tag) => {
-                        let primary = tag.split(['-', '_']).next().unwrap_or_default().to_owned();
-                        if !(2..=3).contains(&primary.len()) {
-                            return Err(invalid(
-                                "session.audio.input.transcription.language",
-                                format!("`{tag}` is not a language code"),
-                            ));
-                        }
-                        Some(primary)
-                    }
-                };
-            }
-        }
-        let turn = match input.get("turn_detection") {
-            Some(turn) => Some(turn),
-            None => session.get("turn_detection"),
-        };
-        if let Some(turn) = turn {
-            self.turn = match turn["type"].as_str() {
-                _ if turn.is_null() => Turn::Manual,
-                Some("server_vad") => Turn::Server {
-                    silence_ms: turn["silence_duration_ms"]
-                        .as_u64()
-                        .map_or(500, |ms| ms.clamp(64, 5_000) as u32),
-                },
-                Some("semantic_vad") => Turn::Semantic {
-                    eagerness: match turn["eagerness"].as_str() {
-                        Some("low") => Eagerness::Low,
-                        Some("high") => Eagerness::High,
-                        None | Some("medium" | "auto") => Eagerness::Medium,
-                        Some(other) => {
-                            return Err(invalid(
-                                "session.audio.input.turn_detection.eagerness",
-                                format!("`{other}` is not low, medium, high or auto"),
-                            ));
-                        }
-                    },
-                },
-                _ => {
-                    return Err(invalid(
-                        "session.audio.input.turn_detection",
-                        format!("turn detection {turn} is not server_vad, semantic_vad or null"),
-                    ));
-                }
-            };
-        }
-        Ok(())
-    }
-}
-
-fn invalid(param: &str, message: String) -> ApiError {
-    ApiError::invalid(message).with_field("param", param)
-}
 
 /// A client event.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,6 +22,42 @@ pub enum ClientEvent {
     Append(Vec<u8>),
     Commit,
     Clear,
+    /// `conversation.item.create`: the item, and where it goes.
+    ItemCreate {
+        item: Value,
+        previous_item_id: Option<String>,
+    },
+    ItemDelete {
+        item_id: String,
+    },
+    ItemRetrieve {
+        item_id: String,
+    },
+    /// `conversation.item.truncate`: an assistant item's audio heard up to here.
+    ItemTruncate {
+        item_id: String,
+        audio_end_ms: u64,
+    },
+    /// `response.create`: its `response` object (`null` when none was sent).
+    ResponseCreate(Value),
+    ResponseCancel {
+        response_id: Option<String>,
+    },
+    /// `output_audio_buffer.clear`: stop the response's audio (as a cancel).
+    OutputAudioClear,
+}
+
+impl ClientEvent {
+    /// Whether a transcription session takes this event.
+    pub fn transcribing(&self) -> bool {
+        matches!(
+            self,
+            ClientEvent::SessionUpdate(_)
+                | ClientEvent::Append(_)
+                | ClientEvent::Commit
+                | ClientEvent::Clear
+        )
+    }
 }
 
 /// Parses a client event; an unusable one is an error the session answers with an
@@ -271,6 +65,13 @@ pub enum ClientEvent {
 pub fn parse(text: &str) -> ApiResult<ClientEvent> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ApiError::invalid(format!("events are JSON objects with a `type`: {e}")))?;
+    let id = |name: &str| {
+        value[name]
+            .as_str()
+            .filter(|id| !id.is_empty() && id.len() <= 128)
+            .map(str::to_owned)
+            .ok_or_else(|| invalid(name, format!("`{name}` is missing")))
+    };
     match value["type"].as_str() {
         Some("session.update" | "transcription_session.update") => {
             Ok(ClientEvent::SessionUpdate(value["session"].clone()))
@@ -293,12 +94,40 @@ pub fn parse(text: &str) -> ApiResult<ClientEvent> {
         }
         Some("input_audio_buffer.commit") => Ok(ClientEvent::Commit),
         Some("input_audio_buffer.clear") => Ok(ClientEvent::Clear),
+        Some("conversation.item.create") => {
+            if !value["item"].is_object() {
+                return Err(invalid("item", "`item` is missing".into()));
+            }
+            Ok(ClientEvent::ItemCreate {
+                item: value["item"].clone(),
+                previous_item_id: value["previous_item_id"].as_str().map(str::to_owned),
+            })
+        }
+        Some("conversation.item.delete") => Ok(ClientEvent::ItemDelete {
+            item_id: id("item_id")?,
+        }),
+        Some("conversation.item.retrieve") => Ok(ClientEvent::ItemRetrieve {
+            item_id: id("item_id")?,
+        }),
+        Some("conversation.item.truncate") => Ok(ClientEvent::ItemTruncate {
+            item_id: id("item_id")?,
+            audio_end_ms: value["audio_end_ms"].as_u64().ok_or_else(|| {
+                invalid(
+                    "audio_end_ms",
+                    "`audio_end_ms` is a count of milliseconds".into(),
+                )
+            })?,
+        }),
+        Some("response.create") => Ok(ClientEvent::ResponseCreate(value["response"].clone())),
+        Some("response.cancel") => Ok(ClientEvent::ResponseCancel {
+            response_id: value["response_id"].as_str().map(str::to_owned),
+        }),
+        Some("output_audio_buffer.clear") => Ok(ClientEvent::OutputAudioClear),
         Some(other) => Err(invalid(
             "type",
             format!(
-                "`{}` is not served in a transcription session (session.update, \
-                 input_audio_buffer.append, .commit and .clear are)",
-                other.chars().take(64).collect::<String>()
+                "`{}` is not a Realtime client event served here",
+                clip(other)
             ),
         )),
         None => Err(invalid("type", "an event needs a `type`".into())),
@@ -388,69 +217,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_current_and_a_beta_session_update_configure_alike() {
-        let mut current = Session::default();
-        current
-            .update(&json!({"type": "transcription", "audio": {"input": {
-                "format": {"type": "audio/pcmu"},
-                "transcription": {"model": "gpt-4o-transcribe", "language": "en-US"},
-                "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}}}))
-            .unwrap();
-        let mut beta = Session::default();
-        beta.update(&json!({"input_audio_format": "g711_ulaw",
-            "input_audio_transcription": {"model": "gpt-4o-transcribe", "language": "en"},
-            "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}))
-            .unwrap();
-        for session in [&current, &beta] {
-            assert_eq!(session.format, Format::Pcmu);
-            assert_eq!(session.language.as_deref(), Some("en"));
-            assert_eq!(session.turn, Turn::Server { silence_ms: 300 });
-        }
-        let open = current.open_frame();
-        let parsed = crate::scaiecho::stream::protocol::parse_open(&open).unwrap();
-        assert_eq!(parsed.media_type, "audio/pcmu;rate=8000");
-        assert_eq!(parsed.silence_ms, Some(300));
-        // `null` turn detection: manual commits; semantic eagerness as a pause.
-        current
-            .update(&json!({"audio": {"input": {"turn_detection": null}}}))
-            .unwrap();
-        assert_eq!(current.turn, Turn::Manual);
-        current
-            .update(&json!({"turn_detection": {"type": "semantic_vad", "eagerness": "low"}}))
-            .unwrap();
-        assert_eq!(current.turn.silence_ms(), 1_200);
-        assert_eq!(
-            current.describe()["audio"]["input"]["turn_detection"]["eagerness"],
-            "low"
-        );
-    }
-
-    #[test]
-    fn what_a_transcription_session_cannot_do_is_an_error_naming_the_parameter() {
-        let mut session = Session::default();
-        for update in [
-            json!({"type": "realtime"}),
-            json!({"audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}),
-            json!({"input_audio_format": "opus"}),
-            json!({"audio": {"input": {"turn_detection": {"type": "push_to_talk"}}}}),
-            json!({"audio": {"input": {"transcription": {"language": "english"}}}}),
-        ] {
-            let error = session.update(&update).unwrap_err();
-            assert!(error.fields.get("param").is_some(), "{update}");
-        }
-        assert_eq!(
-            session,
-            Session {
-                id: session.id.clone(),
-                ..Session::default()
-            },
-            "unchanged"
-        );
+    fn client_events_parse_and_bad_ones_say_which_parameter() {
         for bad in [
             "not json",
             r#"{"type":"input_audio_buffer.append"}"#,
             r#"{"type":"input_audio_buffer.append","audio":"***"}"#,
-            r#"{"type":"response.create"}"#,
+            r#"{"type":"conversation.item.create"}"#,
+            r#"{"type":"conversation.item.delete"}"#,
+            r#"{"type":"conversation.item.truncate","item_id":"i"}"#,
+            r#"{"type":"conversation.item.truncate","item_id":"i","audio_end_ms":-1}"#,
+            r#"{"type":"session.dance"}"#,
             r#"{}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
@@ -459,8 +235,30 @@ mod tests {
             parse(r#"{"type":"input_audio_buffer.append","audio":"AAEC"}"#).unwrap(),
             ClientEvent::Append(vec![0, 1, 2])
         );
+        assert_eq!(
+            parse(r#"{"type":"conversation.item.truncate","item_id":"it","content_index":0,"audio_end_ms":1500}"#)
+                .unwrap(),
+            ClientEvent::ItemTruncate {
+                item_id: "it".into(),
+                audio_end_ms: 1500
+            }
+        );
+        assert_eq!(
+            parse(r#"{"type":"response.create"}"#).unwrap(),
+            ClientEvent::ResponseCreate(Value::Null)
+        );
+        assert!(
+            !parse(r#"{"type":"response.create"}"#)
+                .unwrap()
+                .transcribing()
+        );
+        assert!(
+            parse(r#"{"type":"input_audio_buffer.commit"}"#)
+                .unwrap()
+                .transcribing()
+        );
         let error = error(
-            &parse(r#"{"type":"response.create"}"#).unwrap_err(),
+            &parse(r#"{"type":"session.dance"}"#).unwrap_err(),
             Some("evt_1"),
         );
         assert_eq!(error["error"]["type"], "invalid_request_error");

@@ -1,30 +1,42 @@
 //! OpenAI's Realtime API (`/v1/realtime`, WebSocket) over ScaiGrid's products, so an
 //! application written against it works with only its base URL and key changed.
 //!
-//! Served today: **transcription sessions** (`session.type: "transcription"`, and the
-//! beta protocol's `transcription_session.update`), on the ScaiEcho stream session
-//! (`link::RealtimeLink` translates, as `scaiecho::deepgram` does for Deepgram). Voice
-//! conversation sessions (a chat model between speech in and speech out), WebRTC calls
-//! and `response.*` are not yet: a `session.update` asking for them is an `error` event
-//! naming the parameter, and the session goes on.
+//! Two kinds of session (see `config`): **transcription** (audio in, growing and
+//! completed transcripts out) and **realtime**, a voice conversation: ScaiEcho hears
+//! each turn, the gateway's chat model answers it (any model the tenant may use, with
+//! its budgets, rate limits and firewall), ScaiSpeak speaks the answer as it is
+//! written; `response.*` events, barge-in, text items, function tools. The current
+//! event names and the beta ones are both spoken.
 //!
-//! A transport over the products (like `webrtc`): conversation sessions will join
-//! ScaiEcho, the gateway and ScaiSpeak here, which no product may do.
+//! A transport over the products (like `webrtc`): it joins ScaiEcho, the gateway and
+//! ScaiSpeak, which no product may do. The products' stream sessions run on in-process
+//! pipes (`pipe`), so their limits, metering and guards are the same as on their own
+//! WebSockets.
 
+pub mod config;
+pub mod conversation;
 pub mod events;
-pub mod link;
+mod pipe;
+pub mod respond;
+pub mod response;
+pub mod session;
+pub mod transcript;
 
 use std::sync::Arc;
 
+use crate::config::StreamConfig;
+use crate::gateway::Gateway;
+use crate::ratelimit::gate::Gate;
 use crate::scaiecho::ScaiEcho;
+use crate::scaispeak::ScaiSpeak;
 
-/// Runs one `/v1/realtime` connection to its end.
-pub async fn serve(
-    socket: axum::extract::ws::WebSocket,
-    scaiecho: Arc<ScaiEcho>,
-    token: Option<String>,
-    beta: bool,
-) {
-    let link = link::RealtimeLink::new(socket, beta);
-    crate::scaiecho::stream::serve_link(link, scaiecho, token, None).await;
+/// What a realtime session uses.
+pub struct Products {
+    pub scaiecho: Arc<ScaiEcho>,
+    pub scaispeak: Arc<ScaiSpeak>,
+    pub gateway: Arc<Gateway>,
+    pub gate: Gate,
+    pub stream: StreamConfig,
 }
+
+pub use session::serve;

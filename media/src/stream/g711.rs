@@ -77,6 +77,59 @@ pub fn a_law(byte: u8) -> i16 {
     linear as i16
 }
 
+/// The segments' upper ends of both laws (16-bit magnitudes).
+const SEGMENT_ENDS: [i32; 8] = [0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF, 0x3FFF, 0x7FFF];
+
+fn segment(magnitude: i32) -> usize {
+    SEGMENT_ENDS
+        .iter()
+        .position(|end| magnitude <= *end)
+        .unwrap_or(8)
+}
+
+/// 16-bit linear to a μ-law byte (the reference compression, as Sun's `g711.c`).
+pub fn to_mu_law(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    const CLIP: i32 = 32_635;
+    let sample = i32::from(sample);
+    let (magnitude, mask) = match sample < 0 {
+        true => (-sample, 0x7F),
+        false => (sample, 0xFF),
+    };
+    let magnitude = magnitude.min(CLIP) + BIAS;
+    let segment = segment(magnitude).min(7);
+    let code = ((segment as i32) << 4) | ((magnitude >> (segment + 3)) & 0x0F);
+    (code ^ mask) as u8
+}
+
+/// 16-bit linear to an A-law byte (the reference compression).
+pub fn to_a_law(sample: i16) -> u8 {
+    let sample = i32::from(sample);
+    let (magnitude, mask) = match sample >= 0 {
+        true => (sample, 0xD5),
+        false => ((-sample - 8).max(0), 0x55),
+    };
+    let segment = segment(magnitude);
+    if segment >= 8 {
+        return (0x7F ^ mask) as u8;
+    }
+    let shift = if segment < 2 { 4 } else { segment + 3 };
+    let code = ((segment as i32) << 4) | ((magnitude >> shift) & 0x0F);
+    (code ^ mask) as u8
+}
+
+/// Little-endian 16-bit PCM compressed to one byte per sample.
+pub fn compress(law: Law, pcm_s16le: &[u8]) -> Vec<u8> {
+    let encode = match law {
+        Law::Mu => to_mu_law,
+        Law::A => to_a_law,
+    };
+    pcm_s16le
+        .chunks_exact(2)
+        .map(|pair| encode(i16::from_le_bytes([pair[0], pair[1]])))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +161,37 @@ mod tests {
             .collect();
         assert!(levels[0] > 0);
         assert!(levels.windows(2).all(|w| w[0] < w[1]), "{levels:?}");
+    }
+
+    #[test]
+    fn compression_inverts_expansion_and_stays_within_a_step() {
+        for byte in 0..=0xFFu8 {
+            // μ-law has two zeros (0x7F, 0xFF): zero compresses to 0xFF.
+            if byte != 0x7F {
+                assert_eq!(to_mu_law(mu_law(byte)), byte, "μ {byte:#x}");
+            }
+            assert_eq!(to_a_law(a_law(byte)), byte, "A {byte:#x}");
+        }
+        for sample in (i16::MIN..=i16::MAX).step_by(7) {
+            for (expand, compress) in [
+                (mu_law as fn(u8) -> i16, to_mu_law as fn(i16) -> u8),
+                (a_law, to_a_law),
+            ] {
+                let back = i32::from(expand(compress(sample)));
+                let error = (back - i32::from(sample)).abs();
+                // A step is 1/16 of its segment: at most 1/16 of the magnitude + 1 step of
+                // the lowest segment.
+                assert!(
+                    error <= i32::from(sample).abs() / 16 + 132,
+                    "{sample} -> {back}"
+                );
+            }
+        }
+        assert_eq!(
+            compress(Law::Mu, &[0, 0, 0xFF]),
+            vec![0xFF],
+            "whole samples"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod pcm;
 mod wav;
 mod webm;
 
-pub use g711::Law;
+pub use g711::{Law, compress as g711_compress};
 
 use crate::audio::check_shape;
 use crate::error::{LimitKind, MediaError, MediaResult};

@@ -98,6 +98,11 @@ pub struct Session {
     /// The firewall's speech-input policies when any apply (each sentence is checked
     /// before it is spoken).
     guard: Option<Arc<StreamGuard>>,
+    /// Marks are on ([`Session::mark_sentences`]): the characters of each clause whose
+    /// frames are all queued (an empty frame in the outbox stands for its mark), and
+    /// those of the clause still being framed.
+    marks: Option<VecDeque<usize>>,
+    unmarked: usize,
     _slot: Slot,
 }
 
@@ -202,9 +207,19 @@ impl Session {
             fresh: true,
             characters: 0,
             received: 0,
+            marks: None,
+            unmarked: 0,
             _slot: slot,
             seconds: 0.0,
         })
+    }
+
+    /// After the last frame of each clause, a text frame `{"type":"mark",
+    /// "characters":N}` tells how many characters of the text it spoke. Not part of the
+    /// public protocol: a transport that must know what was heard when speech is cut
+    /// short (the Realtime API's barge-in) turns it on.
+    pub fn mark_sentences(&mut self) {
+        self.marks = Some(VecDeque::new());
     }
 
     /// The `ready` frame.
@@ -373,6 +388,10 @@ impl Session {
     fn interrupt(&mut self) -> usize {
         let dropped = self.outbox.len();
         self.outbox.clear();
+        if let Some(marks) = &mut self.marks {
+            marks.clear();
+        }
+        self.unmarked = 0;
         self.queue.clear();
         self.sentences.flush();
         // The running sentence's result is dropped with it; a fresh framer follows.
@@ -552,6 +571,13 @@ impl Session {
         self.characters += spoken.characters;
         self.seconds += spoken.seconds;
         self.outbox.extend(spoken.frames);
+        if let Some(marks) = &mut self.marks {
+            self.unmarked += spoken.characters;
+            if spoken.pending.is_none() && spoken.rest.is_empty() {
+                marks.push_back(std::mem::take(&mut self.unmarked));
+                self.outbox.push_back(Vec::new());
+            }
+        }
         // What was spoken so far: a checkpoint when one is due, and the next stretch
         // must be allowed. Else what was framed (and is billed) still plays, and the
         // stream ends with the refusal (4429); nothing more is synthesized.
@@ -592,6 +618,12 @@ impl Session {
     async fn send_due(&mut self, socket: &mut impl Link) -> Result<(), End> {
         while !self.outbox.is_empty() && self.next_send_time() <= Instant::now() {
             let frame = self.outbox.pop_front().expect("checked");
+            if frame.is_empty() {
+                let characters = self.marks.as_mut().and_then(VecDeque::pop_front);
+                let mark = serde_json::json!({"type": "mark", "characters": characters});
+                ws::send_text(socket, mark.to_string()).await?;
+                continue;
+            }
             let start = *self.play_start.get_or_insert_with(Instant::now);
             ws::send_binary(socket, frame).await?;
             self.frames_sent += 1;
