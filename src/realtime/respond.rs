@@ -383,7 +383,7 @@ fn whole_as_chunk(body: &serde_json::Map<String, Value>) -> Value {
 mod tests {
     use super::*;
 
-    fn event(data: Value) -> sse::Event {
+    fn event(data: &Value) -> sse::Event {
         sse::Event {
             name: None,
             data: data.to_string(),
@@ -395,18 +395,17 @@ mod tests {
     fn chat_chunks_become_text_tool_calls_and_usage() {
         let mut answer = Answer::default();
         let pieces = answer
-            .event(&event(json!({"choices": [{"delta": {"content": "Hi"}}]})))
+            .event(&event(&json!({"choices": [{"delta": {"content": "Hi"}}]})))
             .unwrap();
         assert!(matches!(&pieces[..], [Piece::Text(t)] if t == "Hi"));
-        let pieces = answer
-            .event(&event(json!({"choices": [{"delta": {"tool_calls": [
+        let pieces = answer.event(&event(&json!({"choices": [{"delta": {"tool_calls": [
                 {"index": 0, "id": "call_9", "function": {"name": "get_weather", "arguments": ""}}]}}]})))
             .unwrap();
         assert!(
             matches!(&pieces[..], [Piece::ToolCall { index: 0, call_id, name }] if call_id == "call_9" && name == "get_weather")
         );
         let pieces = answer
-            .event(&event(json!({"choices": [{"delta": {"tool_calls": [
+            .event(&event(&json!({"choices": [{"delta": {"tool_calls": [
                 {"index": 0, "function": {"arguments": "{\"city\""}}]}, "finish_reason": "length"}],
                 "usage": {"prompt_tokens": 3}})))
             .unwrap();

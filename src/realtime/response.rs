@@ -95,7 +95,7 @@ impl Response {
     }
 
     /// The response object of `response.created` and `response.done`.
-    pub fn describe(&self, status: &str, details: Value) -> Value {
+    pub fn describe(&self, status: &str, details: &Value) -> Value {
         let modalities = match self.audio {
             true => json!(["audio"]),
             false => json!(["text"]),
@@ -118,7 +118,7 @@ impl Response {
     pub fn created(&self) -> Value {
         events::event(
             "response.created",
-            json!({"response": self.describe("in_progress", Value::Null)}),
+            json!({"response": self.describe("in_progress", &Value::Null)}),
         )
     }
 
@@ -399,7 +399,7 @@ impl Response {
         };
         out.push(events::event(
             "response.done",
-            json!({"response": self.describe(status, details)}),
+            json!({"response": self.describe(status, &details)}),
         ));
         out
     }

@@ -225,7 +225,7 @@ impl Realtime {
     async fn client(&mut self, text: &str) -> Result<(), Stop> {
         let event_id = serde_json::from_str::<Value>(text)
             .ok()
-            .and_then(|v| v["event_id"].as_str().map(|id| config::clip(id)));
+            .and_then(|v| v["event_id"].as_str().map(config::clip));
         let event_id = event_id.as_deref();
         let event = match events::parse(text) {
             Ok(event) => event,
@@ -257,10 +257,10 @@ impl Realtime {
                     self.started = true;
                 }
                 let frames = self.transcript.append(&audio);
-                self.to_ears(frames).await
+                self.send_to_ears(frames).await
             }
             ClientEvent::Commit => match self.transcript.commit() {
-                Ok(flush) => self.to_ears(vec![flush]).await,
+                Ok(flush) => self.send_to_ears(vec![flush]).await,
                 Err(error) => Err(error),
             },
             ClientEvent::Clear => {
@@ -268,7 +268,7 @@ impl Realtime {
                 let cleared = events::event("input_audio_buffer.cleared", json!({}));
                 self.emit(cleared).await?;
                 match self.ears.is_some() {
-                    true => self.to_ears(vec![flush]).await,
+                    true => self.send_to_ears(vec![flush]).await,
                     false => Ok(()),
                 }
             }
@@ -401,7 +401,7 @@ impl Realtime {
         Ok(peer)
     }
 
-    async fn to_ears(&mut self, frames: Vec<Message>) -> ApiResult<()> {
+    async fn send_to_ears(&mut self, frames: Vec<Message>) -> ApiResult<()> {
         let Some(ears) = &self.ears else {
             return Err(invalid(
                 "input_audio_buffer",
@@ -638,7 +638,7 @@ impl Realtime {
         if let Some(temperature) = session.temperature {
             body["temperature"] = temperature.into();
         }
-        let speech = audio.then(|| Speech {
+        let speech = audio.then_some(Speech {
             voice,
             speed: session.speed,
             format,

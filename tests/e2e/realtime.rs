@@ -156,8 +156,12 @@ async fn the_openai_python_sdk_runs_a_transcription_session() {
 }
 
 async fn connect(server: &Server, headers: &[(&'static str, String)]) -> Socket {
+    connect_to(server, "intent=transcription", headers).await
+}
+
+async fn connect_to(server: &Server, query: &str, headers: &[(&'static str, String)]) -> Socket {
     let url = format!(
-        "{}/v1/realtime?model=gpt-realtime",
+        "{}/v1/realtime?{query}",
         server.base.replacen("http://", "ws://", 1)
     );
     let mut request = url.into_client_request().unwrap();
@@ -331,11 +335,11 @@ async fn beta_names_manual_commits_clearing_telephone_audio_and_refusals() {
     let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], "realtime");
     let created = until(&mut socket, "session.created").await;
-    assert_eq!(created.last().unwrap()["session"]["type"], "transcription");
-    // A conversation session is not served yet: said, and the session goes on.
+    assert_eq!(created.last().unwrap()["session"]["type"], "realtime");
+    // A session type that does not exist: said, and the session goes on.
     send(
         &mut socket,
-        json!({"type": "session.update", "session": {"type": "realtime"}}),
+        json!({"type": "session.update", "session": {"type": "translation"}}),
     )
     .await;
     let error = until(&mut socket, "error").await.pop().unwrap();
@@ -371,4 +375,475 @@ async fn beta_names_manual_commits_clearing_telephone_audio_and_refusals() {
     }
     let (status, _) = server.get("/health/ready", None).await;
     assert_eq!(status, 200);
+}
+
+/// 24 kHz PCM16 of `text` spoken by the server's own voice.
+async fn spoken_24k(server: &Server, text: &str) -> Vec<u8> {
+    let response = server
+        .http
+        .post(server.url("/v1/audio/speech"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"model": "tts-1", "input": text, "voice": "alloy", "response_format": "wav"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let wav = response.bytes().await.unwrap();
+    let audio = media::decode(&wav, &media::DecodeOptions::default()).unwrap();
+    media::encode::pcm_s16le(&media::resample::to_mono(&audio, 24_000).unwrap())
+}
+
+/// What `audio` (24 kHz PCM16) says, by the batch route.
+async fn transcribed(server: &Server, pcm: &[u8]) -> String {
+    let samples: Vec<f32> = pcm
+        .chunks_exact(2)
+        .map(|p| f32::from(i16::from_le_bytes([p[0], p[1]])) / 32_768.0)
+        .collect();
+    let (status, body) = crate::support::read(
+        server
+            .http
+            .post(server.url("/v1/audio/transcriptions"))
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", "audio/wav")
+            .body(media::encode::wav_s16(&samples, 24_000, 1))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["text"].as_str().unwrap().to_owned()
+}
+
+/// A gateway model `realtime/chat` on a mock upstream that answers "Hello from Paris".
+async fn chat_model(server: &Server) -> crate::upstream::Upstream {
+    let up = crate::upstream::start("Paris", "realtime-up-key").await;
+    let id = crate::gateway::backend(server, &up, "realtime-up-key").await;
+    crate::gateway::model(
+        server,
+        "realtime/chat",
+        json!([{"backend_id": id}]),
+        json!({}),
+    )
+    .await;
+    up
+}
+
+const CONVERSATION_SCRIPT: &str = r#"
+import base64, json, sys, threading, time
+from openai import OpenAI
+
+base, key, pcm_path, out_path = sys.argv[1:5]
+client = OpenAI(base_url=base + "/v1", api_key=key,
+                websocket_base_url=base.replace("http://", "ws://") + "/v1")
+pcm = open(pcm_path, "rb").read()
+events, audio, responses = [], bytearray(), []
+done = threading.Event()
+with client.realtime.connect(model="realtime/chat") as connection:
+    connection.session.update(session={"type": "realtime", "instructions": "Answer briefly.",
+        "output_modalities": ["audio"],
+        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
+                            "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}},
+                  "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy"}}})
+
+    def read():
+        try:
+            for event in connection:
+                e = json.loads(event.to_json())
+                if e["type"] == "response.output_audio.delta":
+                    audio.extend(base64.b64decode(e["delta"]))
+                    e["delta"] = len(e["delta"])
+                events.append(e)
+                if e["type"] == "response.done":
+                    responses.append(e)
+                    done.set()
+        except Exception as error:
+            events.append({"type": "reader_failed", "error": repr(error)})
+            done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    # A spoken question in real time, then silence: the turn ends, the answer comes.
+    step = 4800
+    for at in range(0, len(pcm), step):
+        connection.input_audio_buffer.append(audio=base64.b64encode(pcm[at:at + step]).decode())
+        time.sleep(0.1)
+    for _ in range(12):
+        connection.input_audio_buffer.append(audio=base64.b64encode(bytes(step)).decode())
+        time.sleep(0.1)
+    assert done.wait(60), "no spoken answer"
+    done.clear()
+    # A typed question whose answer is a tool call; the call's output answered in text.
+    connection.session.update(session={"type": "realtime", "tools": [{"type": "function",
+        "name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]})
+    connection.conversation.item.create(item={"type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "What is the weather in Paris?"}]})
+    connection.response.create()
+    assert done.wait(60), "no tool call"
+    done.clear()
+    call = [o for o in responses[-1]["response"]["output"] if o["type"] == "function_call"][0]
+    connection.conversation.item.create(item={"type": "function_call_output",
+        "call_id": call["call_id"], "output": "sunny"})
+    connection.response.create(response={"output_modalities": ["text"]})
+    assert done.wait(60), "no answer to the tool output"
+open(out_path, "wb").write(audio)
+print(json.dumps(events))
+"#;
+
+#[tokio::test]
+async fn the_openai_python_sdk_holds_a_voice_conversation_with_a_tool_call() {
+    let server = Server::start().await;
+    let up = chat_model(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let question = dir.path().join("question.s16le");
+    std::fs::write(
+        &question,
+        spoken_24k(&server, "Tell me something about the sea.").await,
+    )
+    .unwrap();
+    let answer = dir.path().join("answer.s16le");
+    let output = tokio::process::Command::new(python_with_openai_sdk())
+        .args(["-c", CONVERSATION_SCRIPT, &server.base, ADMIN_KEY])
+        .arg(&question)
+        .arg(&answer)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let events: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(!kinds.contains(&"error"), "{events:?}");
+    assert_eq!(kinds[0], "session.created");
+    assert_eq!(events[0]["session"]["type"], "realtime");
+    // The spoken turn: heard, answered by the chat model, spoken back.
+    for kind in [
+        "input_audio_buffer.speech_started",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_audio_transcript.delta",
+        "response.output_audio.delta",
+        "response.output_audio.done",
+        "response.output_audio_transcript.done",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_text.delta",
+        "response.output_text.done",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let heard = events
+        .iter()
+        .find(|e| e["type"] == "conversation.item.input_audio_transcription.completed")
+        .unwrap()["transcript"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(heard.contains("sea"), "{heard}");
+    let done: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "response.done")
+        .collect();
+    assert_eq!(done.len(), 3, "{kinds:?}");
+    let spoken = &done[0]["response"];
+    assert_eq!(spoken["status"], "completed", "{spoken}");
+    assert_eq!(spoken["usage"]["output_tokens"], 5);
+    let transcript = spoken["output"][0]["content"][0]["transcript"]
+        .as_str()
+        .unwrap();
+    assert_eq!(transcript, "Hello from Paris");
+    // Billed as it ran, each part by its product: the turn heard (ScaiEcho), the
+    // answers spoken (ScaiSpeak; the question was made with 32 characters of speech),
+    // the three chat calls.
+    let mut rows = (Value::Null, Value::Null, Value::Null);
+    for _ in 0..50 {
+        rows = (
+            server.module_usage(ADMIN_KEY, "scaiecho").await,
+            server.module_usage(ADMIN_KEY, "scaispeak").await,
+            server.module_usage(ADMIN_KEY, "chat").await,
+        );
+        let heard = rows.0["audio_seconds"].as_f64().unwrap_or_default();
+        let spoken = rows.1["characters"].as_u64().unwrap_or_default();
+        let chats = rows.2["requests"].as_u64().unwrap_or_default();
+        if heard > 2.0 && spoken >= 32 + 16 && chats >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        rows.0["audio_seconds"].as_f64().unwrap_or_default() > 2.0,
+        "{rows:?}"
+    );
+    assert!(
+        rows.1["characters"].as_u64().unwrap_or_default() >= 32 + 16,
+        "{rows:?}"
+    );
+    assert!(
+        rows.2["requests"].as_u64().unwrap_or_default() >= 3,
+        "{rows:?}"
+    );
+    let audio = std::fs::read(&answer).unwrap();
+    assert!(audio.len() > 24_000, "{} bytes of answer", audio.len());
+    let back = transcribed(&server, &audio).await.to_lowercase();
+    assert!(back.contains("hello") && back.contains("paris"), "{back}");
+    // The tool call round-trips: the model saw the tool and then its output.
+    let call = &done[1]["response"]["output"][0];
+    assert_eq!(call["type"], "function_call", "{call}");
+    assert_eq!(call["name"], "get_weather");
+    assert_eq!(call["arguments"], r#"{"city":"Paris"}"#);
+    let text = &done[2]["response"]["output"][0];
+    assert_eq!(
+        text["content"][0]["text"], "The weather is sunny.",
+        "{text}"
+    );
+    let messages = up.last_messages();
+    let roles: Vec<&str> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "user", "assistant", "tool"],
+        "{messages}"
+    );
+    assert_eq!(messages[0]["content"], "Answer briefly.");
+    assert_eq!(messages[2]["content"], "Hello from Paris");
+    assert_eq!(
+        messages[4]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("scaigrid_realtime_responses_total 3"),
+        "responses in /metrics"
+    );
+}
+
+type Events = futures_util::stream::SplitStream<Socket>;
+
+/// The next event (audio deltas replaced by their decoded length, kept in `audio`).
+async fn next_event(events: &mut Events, audio: &mut Vec<u8>) -> Value {
+    use base64::Engine;
+    loop {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(60), events.next())
+            .await
+            .expect("an event within a minute");
+        let Some(Ok(Message::Text(text))) = next else {
+            match next {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("the socket ended: {other:?}"),
+            }
+        };
+        let mut event: Value = serde_json::from_str(&text).unwrap();
+        if event["type"] == "response.output_audio.delta" {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(event["delta"].as_str().unwrap())
+                .unwrap();
+            event["delta"] = json!(bytes.len());
+            audio.extend(bytes);
+        }
+        return event;
+    }
+}
+
+async fn next_of(events: &mut Events, audio: &mut Vec<u8>, kind: &str) -> (Value, Vec<Value>) {
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(events, audio).await;
+        if event["type"] == kind {
+            return (event, seen);
+        }
+        seen.push(event);
+    }
+}
+
+#[tokio::test]
+async fn speech_during_an_answer_cancels_it_and_the_answer_keeps_what_was_heard() {
+    use crate::upstream::{LONG_ANSWER, Mode};
+    let server = Server::start().await;
+    let up = chat_model(&server).await;
+    up.set_mode(Mode::Long);
+    let interruption = spoken_24k(&server, "Stop, that is enough, thank you.").await;
+    let socket = connect_to(
+        &server,
+        "model=realtime/chat",
+        &[("authorization", format!("Bearer {ADMIN_KEY}"))],
+    )
+    .await;
+    let (mut sink, mut events) = socket.split();
+    let mut audio = Vec::new();
+    let out = |event: Value| Message::Text(event.to_string().into());
+    next_of(&mut events, &mut audio, "session.created").await;
+    sink.send(out(json!({"type": "session.update", "session": {"type": "realtime",
+        "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 400}}}}})))
+        .await
+        .unwrap();
+    next_of(&mut events, &mut audio, "session.updated").await;
+    // Nothing to cancel, nothing to truncate: errors naming what is wrong.
+    sink.send(out(json!({"type": "response.cancel", "event_id": "evt_c"})))
+        .await
+        .unwrap();
+    let (error, _) = next_of(&mut events, &mut audio, "error").await;
+    assert_eq!(error["error"]["event_id"], "evt_c", "{error}");
+    sink.send(out(
+        json!({"type": "conversation.item.truncate", "item_id": "nope",
+        "content_index": 0, "audio_end_ms": 10}),
+    ))
+    .await
+    .unwrap();
+    let (error, _) = next_of(&mut events, &mut audio, "error").await;
+    assert_eq!(error["error"]["param"], "item_id", "{error}");
+
+    // A typed question, a long spoken answer.
+    sink.send(out(
+        json!({"type": "conversation.item.create", "item": {"type": "message",
+        "role": "user", "content": [{"type": "input_text", "text": "Count to twelve."}]}}),
+    ))
+    .await
+    .unwrap();
+    next_of(&mut events, &mut audio, "conversation.item.added").await;
+    sink.send(out(json!({"type": "response.create"})))
+        .await
+        .unwrap();
+    let (created, _) = next_of(&mut events, &mut audio, "response.created").await;
+    let first_id = created["response"]["id"].as_str().unwrap().to_owned();
+    while audio.len() < 48_000 {
+        next_event(&mut events, &mut audio).await;
+    }
+    // One response at a time.
+    sink.send(out(
+        json!({"type": "response.create", "event_id": "evt_busy"}),
+    ))
+    .await
+    .unwrap();
+    let (busy, _) = next_of(&mut events, &mut audio, "error").await;
+    assert_eq!(busy["error"]["event_id"], "evt_busy", "{busy}");
+
+    // The user speaks over it, in real time.
+    let speaker = tokio::spawn(async move {
+        use base64::Engine;
+        let mut speech = interruption;
+        speech.extend(vec![0; 48_000]);
+        for chunk in speech.chunks(4_800) {
+            let event = json!({"type": "input_audio_buffer.append",
+                "audio": base64::engine::general_purpose::STANDARD.encode(chunk)});
+            sink.send(Message::Text(event.to_string().into()))
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        sink
+    });
+    let (done, seen) = next_of(&mut events, &mut audio, "response.done").await;
+    let kinds: Vec<&str> = seen.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(
+        kinds.contains(&"input_audio_buffer.speech_started"),
+        "{kinds:?}"
+    );
+    assert_eq!(done["response"]["id"], first_id.as_str());
+    assert_eq!(done["response"]["status"], "cancelled", "{done}");
+    assert_eq!(
+        done["response"]["status_details"]["reason"],
+        "turn_detected"
+    );
+    let answer = &done["response"]["output"][0];
+    assert_eq!(answer["status"], "incomplete");
+    let kept = answer["content"][0]["transcript"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !kept.is_empty() && LONG_ANSWER.starts_with(&kept) && kept.len() < LONG_ANSWER.len(),
+        "what was heard: {kept:?}"
+    );
+    let truncated = seen
+        .iter()
+        .find(|e| e["type"] == "conversation.item.truncated")
+        .unwrap_or_else(|| panic!("no truncation in {kinds:?}"));
+    assert_eq!(truncated["item_id"], answer["id"]);
+    let end_ms = truncated["audio_end_ms"].as_u64().unwrap();
+    let sent_ms = (audio.len() / 48) as u64;
+    assert!(end_ms > 0 && end_ms <= sent_ms, "{end_ms} of {sent_ms} ms");
+
+    // The user's turn is answered, with the cut answer in the conversation the model
+    // reads; the client cancels this one.
+    let (completed, _) = next_of(
+        &mut events,
+        &mut audio,
+        "conversation.item.input_audio_transcription.completed",
+    )
+    .await;
+    assert!(
+        completed["transcript"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("enough"),
+        "{completed}"
+    );
+    let (created, _) = next_of(&mut events, &mut audio, "response.created").await;
+    let second_id = created["response"]["id"].as_str().unwrap().to_owned();
+    let mut sink = speaker.await.unwrap();
+    let messages = up.last_messages();
+    let assistant = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "assistant")
+        .unwrap();
+    assert_eq!(assistant["content"], kept.as_str(), "{messages}");
+    sink.send(out(
+        json!({"type": "response.cancel", "response_id": second_id}),
+    ))
+    .await
+    .unwrap();
+    let (done, _) = next_of(&mut events, &mut audio, "response.done").await;
+    assert_eq!(
+        done["response"]["status_details"]["reason"],
+        "client_cancelled"
+    );
+
+    // An answer in telephone audio (μ-law) out of the conversation.
+    up.set_mode(Mode::Ok);
+    audio.clear();
+    sink.send(out(
+        json!({"type": "response.create", "response": {"conversation": "none",
+        "audio": {"output": {"format": {"type": "audio/pcmu"}}}}}),
+    ))
+    .await
+    .unwrap();
+    let (done, seen) = next_of(&mut events, &mut audio, "response.done").await;
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+    assert!(
+        !seen.iter().any(|e| e["type"] == "conversation.item.added"),
+        "out of band"
+    );
+    let (status, listened) = crate::support::read(
+        server
+            .http
+            .post(server.url("/v1/listen?encoding=mulaw&sample_rate=8000"))
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", "audio/mulaw")
+            .body(audio.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{listened}");
+    let back = listened["results"]["channels"][0]["alternatives"][0]["transcript"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    // "Hello from Paris" at 8 kHz: the tiny model hears it roughly ("below from pairs").
+    assert!(back.contains("from"), "μ-law answer heard as {back:?}");
+    let seconds = audio.len() as f64 / 8_000.0;
+    assert!((0.6..3.0).contains(&seconds), "{seconds} s of μ-law");
 }

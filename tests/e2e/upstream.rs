@@ -28,7 +28,15 @@ pub enum Mode {
     /// A firewall judge: answers `0.9` when the last message holds "stupid" (any case),
     /// else `0.1`.
     Judge,
+    /// A long answer (`LONG_ANSWER`), streamed a sentence every 150 ms.
+    Long,
 }
+
+/// The answer of [`Mode::Long`]: twelve sentences.
+pub const LONG_ANSWER: &str = "One is the first number. Two comes after one. Three is next in line. \
+    Four follows three. Five is half of ten. Six is a small number. Seven days make a week. \
+    Eight legs has a spider. Nine comes before ten. Ten is where we stop. Eleven is one more. \
+    Twelve makes a dozen.";
 
 pub struct Shared {
     pub name: String,
@@ -45,6 +53,8 @@ pub struct Shared {
     pub last_prompt: Mutex<String>,
     /// The `traceparent` header of the last chat request.
     pub last_traceparent: Mutex<Option<String>>,
+    /// The `messages` of the last chat request.
+    pub last_messages: Mutex<Value>,
 }
 
 #[derive(Clone)]
@@ -74,6 +84,10 @@ impl Upstream {
         self.shared.last_prompt.lock().unwrap().clone()
     }
 
+    pub fn last_messages(&self) -> Value {
+        self.shared.last_messages.lock().unwrap().clone()
+    }
+
     pub fn last_traceparent(&self) -> Option<String> {
         self.shared.last_traceparent.lock().unwrap().clone()
     }
@@ -92,6 +106,7 @@ pub async fn start(name: &str, key: &str) -> Upstream {
         last_model: Mutex::new(String::new()),
         last_prompt: Mutex::new(String::new()),
         last_traceparent: Mutex::new(None),
+        last_messages: Mutex::new(Value::Null),
     });
     let app = axum::Router::new()
         .route("/v1/models", axum::routing::get(models))
@@ -197,6 +212,17 @@ async fn chat(State(shared): State<Arc<Shared>>, request: Request) -> Response {
         .unwrap_or_default()
         .to_owned();
     *shared.last_prompt.lock().unwrap() = prompt.clone();
+    *shared.last_messages.lock().unwrap() = body["messages"].clone();
+    // With tools: the first tool is called (`{"city":"Paris"}`); its output answered.
+    let last_role = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["role"].clone())
+        .unwrap_or_default();
+    let tool = body["tools"][0]["function"]["name"]
+        .as_str()
+        .filter(|_| last_role != "tool")
+        .map(str::to_owned);
     let delay = *shared.delay.lock().unwrap();
     tokio::time::sleep(delay).await;
     let mode = *shared.mode.lock().unwrap();
@@ -215,8 +241,15 @@ async fn chat(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let content = match mode {
         Mode::Judge if prompt.to_lowercase().contains("stupid") => "0.9".to_owned(),
         Mode::Judge => "0.1".to_owned(),
+        _ if last_role == "tool" => format!("The weather is {prompt}."),
+        Mode::Long => LONG_ANSWER.to_owned(),
         _ => format!("Hello from {}", shared.name),
     };
+    if body["stream"] == json!(true)
+        && (tool.is_some() || mode == Mode::Long || last_role == "tool")
+    {
+        return paced_stream(&model, &content, tool.as_deref(), with_usage);
+    }
     if body["stream"] != json!(true) {
         let mut answer = json!({
             "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
@@ -245,6 +278,54 @@ async fn chat(State(shared): State<Arc<Shared>>, request: Request) -> Response {
         "data: [DONE]\n\n".to_owned(),
     ];
     let stream = async_stream(mode, first, rest);
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+/// A streamed answer a sentence at a time (150 ms apart), or a tool call.
+fn paced_stream(model: &str, content: &str, tool: Option<&str>, with_usage: bool) -> Response {
+    use futures_util::StreamExt;
+    let event = |delta: Value, finish: Value| {
+        let event = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {event}\n\n")
+    };
+    let mut events = match tool {
+        Some(name) => vec![
+            event(
+                json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_mock1",
+                    "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                Value::Null,
+            ),
+            event(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+                Value::Null,
+            ),
+            event(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+                json!("tool_calls"),
+            ),
+        ],
+        None => content
+            .split_inclusive(". ")
+            .map(|sentence| event(json!({"content": sentence}), Value::Null))
+            .collect(),
+    };
+    if with_usage {
+        events.push(format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model,
+                "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5,
+                "total_tokens": 15}})
+        ));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    let stream = futures_util::stream::iter(events).then(|event| async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Ok::<_, std::io::Error>(event)
+    });
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(stream))
