@@ -857,3 +857,117 @@ async fn speech_during_an_answer_cancels_it_and_the_answer_keeps_what_was_heard(
     let seconds = audio.len() as f64 / 8_000.0;
     assert!((0.6..3.0).contains(&seconds), "{seconds} s of μ-law");
 }
+
+const BETA_SCRIPT: &str = r#"
+import base64, json, sys, threading, time
+from openai import OpenAI
+
+base, key, pcm_path = sys.argv[1:4]
+client = OpenAI(base_url=base + "/v1", api_key=key,
+                websocket_base_url=base.replace("http://", "ws://") + "/v1")
+pcm = open(pcm_path, "rb").read()
+events, audio = [], bytearray()
+done = threading.Event()
+with client.beta.realtime.connect(model="realtime/chat") as connection:
+    connection.session.update(session={"modalities": ["audio", "text"], "voice": "alloy",
+        "instructions": "Answer briefly.", "input_audio_format": "pcm16",
+        "output_audio_format": "pcm16",
+        "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}})
+
+    def read():
+        try:
+            for event in connection:
+                e = json.loads(event.to_json())
+                if e["type"] == "response.audio.delta":
+                    audio.extend(base64.b64decode(e["delta"]))
+                    e["delta"] = len(e["delta"])
+                events.append(e)
+                if e["type"] == "response.done":
+                    done.set()
+        except Exception as error:
+            events.append({"type": "reader_failed", "error": repr(error)})
+            done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    step = 4800
+    for at in range(0, len(pcm), step):
+        connection.input_audio_buffer.append(audio=base64.b64encode(pcm[at:at + step]).decode())
+        time.sleep(0.1)
+    for _ in range(12):
+        connection.input_audio_buffer.append(audio=base64.b64encode(bytes(step)).decode())
+        time.sleep(0.1)
+    assert done.wait(60), "no spoken answer"
+    done.clear()
+    connection.conversation.item.create(item={"type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "And in writing?"}]})
+    connection.response.create(response={"modalities": ["text"]})
+    assert done.wait(60), "no written answer"
+print(json.dumps({"events": events, "audio": len(audio)}))
+"#;
+
+#[tokio::test]
+async fn a_client_on_the_beta_sdk_holds_the_same_conversation() {
+    let server = Server::start().await;
+    chat_model(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let question = dir.path().join("question.s16le");
+    std::fs::write(
+        &question,
+        spoken_24k(&server, "Tell me something about the sea.").await,
+    )
+    .unwrap();
+    let output = tokio::process::Command::new(python_with_openai_sdk())
+        .args(["-c", BETA_SCRIPT, &server.base, ADMIN_KEY])
+        .arg(&question)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let events = got["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(!kinds.contains(&"error"), "{events:?}");
+    let created = &events[0];
+    assert_eq!(created["type"], "session.created");
+    assert_eq!(
+        created["session"]["input_audio_format"], "pcm16",
+        "beta shape"
+    );
+    // The beta names, and none of the current ones that differ.
+    for kind in [
+        "conversation.item.created",
+        "response.audio_transcript.delta",
+        "response.audio.delta",
+        "response.audio.done",
+        "response.text.delta",
+        "response.text.done",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    for kind in [
+        "conversation.item.added",
+        "conversation.item.done",
+        "response.output_audio.delta",
+    ] {
+        assert!(!kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let done: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "response.done")
+        .collect();
+    assert_eq!(done.len(), 2, "{kinds:?}");
+    assert_eq!(done[0]["response"]["modalities"], json!(["audio"]));
+    assert_eq!(
+        done[0]["response"]["output"][0]["content"][0],
+        json!({"type": "audio", "transcript": "Hello from Paris"})
+    );
+    assert_eq!(
+        done[1]["response"]["output"][0]["content"][0],
+        json!({"type": "text", "text": "Hello from Paris"})
+    );
+    assert!(got["audio"].as_u64().unwrap() > 24_000, "{got}");
+}
