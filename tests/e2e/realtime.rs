@@ -971,3 +971,117 @@ async fn a_client_on_the_beta_sdk_holds_the_same_conversation() {
     );
     assert!(got["audio"].as_u64().unwrap() > 24_000, "{got}");
 }
+
+#[tokio::test]
+async fn floods_and_bad_conversation_events_are_errors_and_the_session_goes_on() {
+    let server = Server::start().await;
+    let socket = connect_to(
+        &server,
+        "model=no/such-model",
+        &[("authorization", format!("Bearer {ADMIN_KEY}"))],
+    )
+    .await;
+    let (mut sink, mut events) = socket.split();
+    let mut audio = Vec::new();
+    let out = |event: Value| Message::Text(event.to_string().into());
+    next_of(&mut events, &mut audio, "session.created").await;
+    // Each bad event names its parameter; none ends the session.
+    let bad = [
+        (
+            json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "x".repeat(70_000)}]}}),
+            "item.content",
+        ),
+        (
+            json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+            "content": [{"type": "input_audio", "audio": "AAAA"}]}}),
+            "item.content[0].transcript",
+        ),
+        (
+            json!({"type": "conversation.item.create", "previous_item_id": "nowhere",
+            "item": {"role": "user", "content": [{"type": "input_text", "text": "hi"}]}}),
+            "previous_item_id",
+        ),
+        (
+            json!({"type": "session.update", "session": {"instructions": "x".repeat(70_000)}}),
+            "instructions",
+        ),
+        (
+            json!({"type": "session.update", "session": {"tools": [{"type": "function", "name": "has space"}]}}),
+            "session.tools[0].name",
+        ),
+        (
+            json!({"type": "response.create", "response": {"conversation": "elsewhere"}}),
+            "response.conversation",
+        ),
+        (
+            json!({"type": "response.create", "response": {"input": [{"type": "item_reference", "id": "gone"}]}}),
+            "item_id",
+        ),
+        (
+            json!({"type": "conversation.item.retrieve", "item_id": "gone"}),
+            "item_id",
+        ),
+        (json!({"type": "conversation.item.delete"}), "item_id"),
+        (json!({"type": "output_audio_buffer.dance"}), "type"),
+    ];
+    for (index, (event, param)) in bad.iter().enumerate() {
+        let mut event = event.clone();
+        event["event_id"] = json!(format!("evt_{index}"));
+        sink.send(out(event)).await.unwrap();
+        let (error, _) = next_of(&mut events, &mut audio, "error").await;
+        assert_eq!(
+            error["error"]["event_id"],
+            format!("evt_{index}"),
+            "{error}"
+        );
+        assert_eq!(error["error"]["param"], *param, "{error}");
+    }
+    // A flood of items: each is answered, and the conversation keeps the newest 1,024.
+    let mut first = None;
+    for index in 0..1_100 {
+        let item = json!({"type": "conversation.item.create", "item": {"id": format!("it_{index}"),
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}});
+        sink.send(out(item)).await.unwrap();
+        let (added, _) = next_of(&mut events, &mut audio, "conversation.item.added").await;
+        first.get_or_insert(added["item"]["id"].clone());
+    }
+    assert_eq!(first.unwrap(), "it_0");
+    sink.send(out(
+        json!({"type": "conversation.item.retrieve", "item_id": "it_0"}),
+    ))
+    .await
+    .unwrap();
+    next_of(&mut events, &mut audio, "error").await;
+    sink.send(out(
+        json!({"type": "conversation.item.retrieve", "item_id": "it_1099"}),
+    ))
+    .await
+    .unwrap();
+    next_of(&mut events, &mut audio, "conversation.item.retrieved").await;
+    // A model that does not exist: the response fails with the gateway's code.
+    sink.send(out(json!({"type": "response.create"})))
+        .await
+        .unwrap();
+    let (done, seen) = next_of(&mut events, &mut audio, "response.done").await;
+    assert_eq!(done["response"]["status"], "failed", "{done}");
+    assert_eq!(
+        done["response"]["status_details"]["error"]["code"],
+        "MODEL_NOT_FOUND"
+    );
+    assert!(seen.iter().any(|e| e["type"] == "error"), "{seen:?}");
+    // Binary frames are not the protocol: said, and the session still answers.
+    sink.send(Message::Binary(vec![1; 64].into()))
+        .await
+        .unwrap();
+    next_of(&mut events, &mut audio, "error").await;
+    sink.send(out(
+        json!({"type": "session.update", "session": {"instructions": "ok"}}),
+    ))
+    .await
+    .unwrap();
+    let (updated, _) = next_of(&mut events, &mut audio, "session.updated").await;
+    assert_eq!(updated["session"]["instructions"], "ok");
+    let (status, _) = server.get("/health/ready", None).await;
+    assert_eq!(status, 200);
+}
