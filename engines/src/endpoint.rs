@@ -151,6 +151,16 @@ impl Endpointer {
         ready
     }
 
+    /// The utterance under way once it has enough speech to be one (`min_speech`): its
+    /// number and first sample. A transport can say "speech started" from this, long
+    /// before the utterance's first transcript.
+    pub fn speaking(&self) -> Option<(u64, u64)> {
+        self.utterance
+            .as_ref()
+            .filter(|u| u.speech_frames >= frames(self.params.min_speech_ms))
+            .map(|u| (u.number, u.start))
+    }
+
     /// Whether an utterance is under way.
     pub fn in_speech(&self) -> bool {
         self.utterance.is_some()

@@ -97,7 +97,8 @@ impl Format {
 pub enum Turn {
     /// `server_vad`: this much silence (default 500 ms, as OpenAI's).
     Server { silence_ms: u32 },
-    /// `semantic_vad`: its eagerness, as a pause length (`low` waits longest).
+    /// `semantic_vad`: its eagerness; the pause that ends a turn depends on whether the
+    /// transcript so far ends a sentence (`turns`).
     Semantic { eagerness: Eagerness },
     /// `turn_detection: null`: only `input_audio_buffer.commit` ends a turn.
     Manual,
@@ -115,15 +116,9 @@ impl Turn {
     pub fn silence_ms(self) -> u32 {
         match self {
             Turn::Server { silence_ms } => silence_ms,
-            Turn::Semantic {
-                eagerness: Eagerness::High,
-            } => 250,
-            Turn::Semantic {
-                eagerness: Eagerness::Medium,
-            } => 600,
-            Turn::Semantic {
-                eagerness: Eagerness::Low,
-            } => 1_200,
+            // An utterance ends at the short pause; the session holds the turn longer
+            // when its transcript leaves the sentence open (`turns`).
+            Turn::Semantic { eagerness } => super::turns::short_pause(eagerness).as_millis() as u32,
             Turn::Manual => engines::endpoint::EndpointParams::default().max_utterance_ms,
         }
     }
@@ -285,6 +280,7 @@ impl Session {
             "media_type": self.format.media_type(),
             "chunk_seconds": 1.0,
             "silence_ms": self.turn.silence_ms(),
+            "speech_events": true,
         });
         if let Some(language) = &self.language {
             open["language"] = language.clone().into();
@@ -624,7 +620,7 @@ mod tests {
         current
             .update(&json!({"turn_detection": {"type": "semantic_vad", "eagerness": "low"}}))
             .unwrap();
-        assert_eq!(current.turn.silence_ms(), 1_200);
+        assert_eq!(current.turn.silence_ms(), 800);
         assert_eq!(
             current.describe(false)["audio"]["input"]["turn_detection"]["eagerness"],
             "low"

@@ -21,6 +21,7 @@ pub mod respond;
 pub mod response;
 pub mod session;
 pub mod transcript;
+pub mod turns;
 
 use std::sync::Arc;
 

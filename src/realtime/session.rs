@@ -30,6 +30,7 @@ use super::pipe::{self, Peer};
 use super::respond::{self, Piece, Plan, Speech};
 use super::response::{Ending, Response};
 use super::transcript::{Heard, Transcript};
+use super::turns;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::ws::{self, End, Link};
@@ -47,6 +48,14 @@ struct Active {
     /// Cut at the most output tokens.
     truncated: bool,
     failed: Option<ApiError>,
+}
+
+/// A turn held open (`semantic_vad`): its transcript left the sentence open, so the
+/// answer waits for the longer pause, on the stream's clock (or the wall clock, should
+/// the client stop sending audio).
+struct Hold {
+    audio_until: f64,
+    wall_until: tokio::time::Instant,
 }
 
 /// A `response.create` waiting for committed audio's transcripts.
@@ -70,6 +79,7 @@ pub struct Realtime {
     started: bool,
     active: Option<Active>,
     waiting: Option<Waiting>,
+    hold: Option<Hold>,
     recent: VecDeque<Response>,
 }
 
@@ -116,6 +126,7 @@ pub async fn serve(
         started: false,
         active: None,
         waiting: None,
+        hold: None,
         recent: VecDeque::new(),
     };
     let ending = realtime.run().await;
@@ -163,6 +174,7 @@ impl Realtime {
         keepalive.tick().await;
         loop {
             let waiting_until = self.waiting.as_ref().map(|w| w.until);
+            let hold_until = self.hold.as_ref().map(|h| h.wall_until);
             let step: Result<(), Stop> = tokio::select! {
                 message = Link::recv(&mut self.socket) => match message {
                     None | Some(Message::Close(_)) => Err(Stop::Gone),
@@ -188,6 +200,7 @@ impl Realtime {
                     let waiting = self.waiting.take().expect("guarded");
                     self.create_response(waiting.params, waiting.event_id.as_deref()).await
                 }
+                () = sleep_until(hold_until) => self.release_turn().await,
                 _ = keepalive.tick() => ws::ping(&mut self.socket).await.map_err(Stop::from),
             };
             if let Err(stop) = step {
@@ -257,7 +270,16 @@ impl Realtime {
                     self.started = true;
                 }
                 let frames = self.transcript.append(&audio);
-                self.send_to_ears(frames).await
+                let sent = self.send_to_ears(frames).await;
+                let clock = self.transcript.clock(self.session.format);
+                if self
+                    .hold
+                    .as_ref()
+                    .is_some_and(|hold| clock >= hold.audio_until)
+                {
+                    self.release_turn().await?;
+                }
+                sent
             }
             ClientEvent::Commit => match self.transcript.commit() {
                 Ok(flush) => self.send_to_ears(vec![flush]).await,
@@ -423,6 +445,8 @@ impl Realtime {
         match heard {
             None => self.emit_all(out).await,
             Some(Heard::SpeechStarted) => {
+                // The user went on: a turn held open is not over.
+                self.hold = None;
                 self.emit_all(out).await?;
                 let interrupts =
                     self.session.interrupt_response && self.session.turn != Turn::Manual;
@@ -434,6 +458,7 @@ impl Realtime {
             Some(Heard::Completed {
                 item_id,
                 transcript,
+                end,
             }) => {
                 let previous = self.conversation.last_id();
                 for event in &mut out {
@@ -447,14 +472,15 @@ impl Realtime {
                 let item = Item::message(item_id, Role::User, transcript.clone(), true);
                 let _ = self.conversation.insert(item, None);
                 self.emit_all(out).await?;
-                self.turn_ended(!transcript.is_empty()).await
+                self.turn_ended(&transcript, end).await
             }
         }
     }
 
-    /// A user turn was transcribed: a waiting `response.create` goes now; with turn
-    /// detection's `create_response`, a response starts.
-    async fn turn_ended(&mut self, said_something: bool) -> Result<(), Stop> {
+    /// A user's utterance was transcribed: a waiting `response.create` goes now; with
+    /// turn detection's `create_response`, a response starts (with `semantic_vad`, once
+    /// the pause its transcript calls for has passed).
+    async fn turn_ended(&mut self, transcript: &str, end: f64) -> Result<(), Stop> {
         if self.session.kind != Kind::Realtime {
             return Ok(());
         }
@@ -466,10 +492,36 @@ impl Realtime {
                 .await;
         }
         let automatic = self.session.create_response && self.session.turn != Turn::Manual;
-        if automatic && said_something && self.active.is_none() && self.waiting.is_none() {
-            return self.create_response(Value::Null, None).await;
+        if !automatic || transcript.is_empty() || self.active.is_some() || self.waiting.is_some() {
+            return Ok(());
         }
-        Ok(())
+        if let Turn::Semantic { eagerness } = self.session.turn {
+            // The stream heard the short pause already; an open sentence waits longer.
+            let extra = (turns::turn_pause(eagerness, transcript) - turns::short_pause(eagerness))
+                .as_secs_f64();
+            if extra > 0.0 {
+                let audio_until = end + extra;
+                let ahead = audio_until - self.transcript.clock(self.session.format);
+                let wall_until =
+                    tokio::time::Instant::now() + Duration::from_secs_f64(ahead.clamp(0.0, 10.0));
+                self.hold = Some(Hold {
+                    audio_until,
+                    wall_until,
+                });
+                return Ok(());
+            }
+        }
+        self.create_response(Value::Null, None).await
+    }
+
+    /// The pause a held turn waited for passed without new speech: it is answered.
+    async fn release_turn(&mut self) -> Result<(), Stop> {
+        self.hold = None;
+        metrics::counter!("scaigrid_realtime_turns_held_total").increment(1);
+        match self.active.is_none() && self.waiting.is_none() {
+            true => self.create_response(Value::Null, None).await,
+            false => Ok(()),
+        }
     }
 
     async fn create_item(&mut self, item: &Value, previous: Option<&str>) -> ApiResult<()> {

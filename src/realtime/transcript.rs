@@ -26,8 +26,13 @@ const PIECE: usize = 64 * 1024;
 pub enum Heard {
     /// The user began speaking (a barge-in, when a response is playing).
     SpeechStarted,
-    /// A user turn ended: its item and transcript.
-    Completed { item_id: String, transcript: String },
+    /// An utterance ended: its item, transcript, and where its speech ended (seconds
+    /// of the stream).
+    Completed {
+        item_id: String,
+        transcript: String,
+        end: f64,
+    },
 }
 
 /// One utterance of the stream: a conversation item.
@@ -90,6 +95,11 @@ impl Transcript {
         Ok(Message::Text(r#"{"type":"flush"}"#.into()))
     }
 
+    /// Seconds of audio appended in all (the stream's clock).
+    pub fn clock(&self, format: Format) -> f64 {
+        self.appended_total as f64 / format.bytes_per_second()
+    }
+
     /// `input_audio_buffer.clear`: utterances that began before now are dropped; the
     /// stream is flushed so the next one starts fresh.
     pub fn clear(&mut self, format: Format) -> Message {
@@ -102,6 +112,18 @@ impl Transcript {
     pub fn frame(&mut self, text: &str) -> (Vec<Value>, Option<Heard>) {
         match Sent::read(text) {
             Sent::Delta(delta) => self.delta(&delta),
+            Sent::SpeechStarted { utterance, start } => {
+                if start < self.cleared_until {
+                    return (Vec::new(), None);
+                }
+                let item = self.item(utterance);
+                item.started = true;
+                let started = events::event(
+                    "input_audio_buffer.speech_started",
+                    json!({"audio_start_ms": (start * 1000.0) as u64, "item_id": item.id}),
+                );
+                (vec![started], Some(Heard::SpeechStarted))
+            }
             Sent::Error { code, message, .. } => {
                 let code = ErrorCode::ALL
                     .iter()
@@ -128,10 +150,7 @@ impl Transcript {
         }
         let mut out = Vec::new();
         let mut heard = None;
-        let item = self.items.entry(delta.utterance).or_insert_with(|| Item {
-            id: format!("item_{}", uuid::Uuid::now_v7().simple()),
-            ..Item::default()
-        });
+        let item = self.item(delta.utterance);
         let item_id = item.id.clone();
         if !item.started {
             item.started = true;
@@ -189,8 +208,17 @@ impl Transcript {
         let completed = Heard::Completed {
             item_id,
             transcript: transcript.to_owned(),
+            end: delta.end,
         };
         (out, Some(completed))
+    }
+
+    /// The item of an utterance (made on its first frame).
+    fn item(&mut self, utterance: u64) -> &mut Item {
+        self.items.entry(utterance).or_insert_with(|| Item {
+            id: format!("item_{}", uuid::Uuid::now_v7().simple()),
+            ..Item::default()
+        })
     }
 
     /// `conversation.item.added`, or the beta protocol's `conversation.item.created`.
@@ -246,6 +274,7 @@ mod tests {
         let Some(Heard::Completed {
             item_id,
             transcript: said,
+            ..
         }) = heard
         else {
             panic!("{heard:?}")
@@ -253,6 +282,25 @@ mod tests {
         assert_eq!(said, "Ever tried. Ever failed.");
         assert_eq!(events[0]["item_id"], item_id.as_str());
         assert!(transcript.commit().is_err(), "the turn took the audio");
+    }
+
+    #[test]
+    fn the_vad_starts_an_item_before_its_first_transcript() {
+        let mut transcript = Transcript::new(false);
+        let started = json!({"type": "speech_started", "utterance": 0, "start": 0.25});
+        let (events, heard) = transcript.frame(&started.to_string());
+        assert_eq!(heard, Some(Heard::SpeechStarted));
+        assert_eq!(events[0]["audio_start_ms"], 250);
+        let item = events[0]["item_id"].clone();
+        let (events, heard) = transcript.frame(&delta(0, "Hello there", false, 0.25));
+        assert_eq!(heard, None, "announced once");
+        assert!(
+            events
+                .iter()
+                .all(|e| e["type"] != "input_audio_buffer.speech_started")
+        );
+        let (events, _) = transcript.frame(&delta(0, "Hello there.", true, 0.25));
+        assert_eq!(events[0]["item_id"], item, "the same item");
     }
 
     #[test]

@@ -141,7 +141,7 @@ async fn every_frame_of_both_streams_matches_the_asyncapi_document() {
     let sent = vec![
         json!({"type": "open", "media_type": "audio/pcm;rate=16000", "language": "en",
             "diarize": true, "chunk_seconds": 1.0, "timestamps": "word",
-            "backend_preference": "any"}),
+            "backend_preference": "any", "speech_events": true}),
         json!({"type": "flush"}),
         json!({"type": "close"}),
     ];
@@ -164,8 +164,28 @@ async fn every_frame_of_both_streams_matches_the_asyncapi_document() {
     let (frames, close) = until_close(&mut socket).await;
     assert_eq!(close, Some(1000));
     let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
-    for kind in ["ready", "delta", "error", "done"] {
+    for kind in ["ready", "speech_started", "delta", "error", "done"] {
         assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    // Each utterance's start is announced once, before any of its deltas.
+    let mut announced = std::collections::HashSet::new();
+    for frame in &frames {
+        match frame["type"].as_str() {
+            Some("speech_started") => {
+                assert!(
+                    announced.insert(frame["utterance"].as_u64().unwrap()),
+                    "{frame}"
+                );
+            }
+            Some("delta") if !announced.is_empty() => {
+                let utterance = frame["utterance"].as_u64().unwrap();
+                assert!(
+                    announced.contains(&utterance) || frame["is_final"] == true,
+                    "a delta of utterance {utterance} before its speech_started"
+                );
+            }
+            _ => {}
+        }
     }
     let words = frames
         .iter()

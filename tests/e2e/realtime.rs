@@ -1085,3 +1085,110 @@ async fn floods_and_bad_conversation_events_are_errors_and_the_session_goes_on()
     let (status, _) = server.get("/health/ready", None).await;
     assert_eq!(status, 200);
 }
+
+/// Events of a spoken `audio` (real time, then silence) until the answer after its
+/// second completed utterance is done; `turn_detection` as given.
+async fn turns_of(server: &Server, turn_detection: Value, audio: Vec<u8>) -> Vec<Value> {
+    use base64::Engine;
+    let socket = connect_to(
+        server,
+        "model=realtime/chat",
+        &[("authorization", format!("Bearer {ADMIN_KEY}"))],
+    )
+    .await;
+    let (mut sink, mut events) = socket.split();
+    let mut ignored = Vec::new();
+    let update = json!({"type": "session.update", "session": {"type": "realtime",
+        "output_modalities": ["text"], "audio": {"input": {"turn_detection": turn_detection}}}});
+    sink.send(Message::Text(update.to_string().into()))
+        .await
+        .unwrap();
+    next_of(&mut events, &mut ignored, "session.updated").await;
+    let speaker = tokio::spawn(async move {
+        for chunk in audio.chunks(4_800) {
+            let event = json!({"type": "input_audio_buffer.append",
+                "audio": base64::engine::general_purpose::STANDARD.encode(chunk)});
+            sink.send(Message::Text(event.to_string().into()))
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        sink
+    });
+    let mut seen = Vec::new();
+    let mut completed = 0;
+    loop {
+        let event = next_event(&mut events, &mut ignored).await;
+        let kind = event["type"].as_str().unwrap().to_owned();
+        seen.push(event);
+        if kind == "conversation.item.input_audio_transcription.completed" {
+            completed += 1;
+        }
+        if kind == "response.done" && completed >= 2 {
+            break;
+        }
+    }
+    speaker.abort();
+    seen
+}
+
+#[tokio::test]
+async fn semantic_vad_holds_a_turn_whose_sentence_is_open() {
+    let server = Server::start().await;
+    chat_model(&server).await;
+    // "I would like to book a table for" ... half a second ... "two people tonight."
+    let mut audio = spoken_24k(&server, "I would like to book a table for").await;
+    audio.extend(vec![0; 24_000]);
+    audio.extend(spoken_24k(&server, "two people tonight.").await);
+    audio.extend(vec![0; 48_000 * 3]);
+    let count = |events: &[Value], kind: &str| events.iter().filter(|e| e["type"] == kind).count();
+    let before_second = |events: &[Value]| {
+        let second = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e["type"] == "conversation.item.input_audio_transcription.completed")
+            .nth(1)
+            .unwrap()
+            .0;
+        count(&events[..second], "response.created")
+    };
+    // A fixed short pause answers the fragment, and the rest of the sentence barges in.
+    let fixed = turns_of(
+        &server,
+        json!({"type": "server_vad", "silence_duration_ms": 250}),
+        audio.clone(),
+    )
+    .await;
+    let heard: Vec<&str> = fixed
+        .iter()
+        .filter(|e| e["type"] == "conversation.item.input_audio_transcription.completed")
+        .map(|e| e["transcript"].as_str().unwrap())
+        .collect();
+    assert_eq!(heard.len(), 2, "two utterances: {heard:?}");
+    assert_eq!(
+        before_second(&fixed),
+        1,
+        "the fragment was answered: {heard:?}"
+    );
+    // semantic_vad (high eagerness: the same 250 ms utterance pause) waits for the rest.
+    let semantic = turns_of(
+        &server,
+        json!({"type": "semantic_vad", "eagerness": "high"}),
+        audio,
+    )
+    .await;
+    assert_eq!(
+        count(
+            &semantic,
+            "conversation.item.input_audio_transcription.completed"
+        ),
+        2
+    );
+    assert_eq!(before_second(&semantic), 0, "held through the pause");
+    assert_eq!(count(&semantic, "response.created"), 1);
+    let done = semantic
+        .iter()
+        .find(|e| e["type"] == "response.done")
+        .unwrap();
+    assert_eq!(done["response"]["status"], "completed", "{done}");
+}

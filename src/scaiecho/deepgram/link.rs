@@ -92,6 +92,13 @@ impl<L: Link> DeepgramLink<L> {
     fn translate(&mut self, text: &str) -> Vec<Value> {
         match Sent::read(text) {
             Sent::Delta(delta) => self.delta(&delta),
+            Sent::SpeechStarted { utterance, start } => match utterance >= self.started {
+                true => {
+                    self.started = utterance + 1;
+                    vec![shape::speech_started(start)]
+                }
+                false => Vec::new(),
+            },
             Sent::Done { audio_seconds } => {
                 let sha256 = hex::encode(self.audio.clone().finalize());
                 let facts = Facts {

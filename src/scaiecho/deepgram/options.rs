@@ -170,6 +170,8 @@ impl Listen {
             "timestamps": "word",
             // Interim results this often while someone speaks.
             "chunk_seconds": 1.0,
+            // `SpeechStarted` when the VAD hears speech, not with the first transcript.
+            "speech_events": self.vad_events,
         });
         if let Some(language) = &self.language {
             open["language"] = language.clone().into();

@@ -146,6 +146,8 @@ pub struct Session {
     meter: Option<Meter>,
     /// The firewall's transcript policies when any apply (checked on every delta).
     guard: Option<Arc<StreamGuard>>,
+    /// The last utterance whose start was announced (`speech_events`).
+    announced: Option<u64>,
 }
 
 impl Session {
@@ -269,6 +271,7 @@ impl Session {
             nodes: None,
             meter: None,
             guard: None,
+            announced: None,
         }
     }
 
@@ -363,6 +366,7 @@ impl Session {
                 move |pipeline| pipeline.push(&bytes)
             })
             .await?;
+        self.announce(socket).await?;
         self.offer(socket, snapshots).await?;
         // What was heard so far: a checkpoint when one is due, and the next stretch
         // must be allowed (else the stream drains and closes 4429).
@@ -371,6 +375,23 @@ impl Session {
             Some(meter) => Ok(meter.update(used).await?),
             None => Ok(()),
         }
+    }
+
+    /// `speech_started` for an utterance the VAD heard begin, once (`speech_events`).
+    async fn announce(&mut self, socket: &mut impl Link) -> Result<(), End> {
+        if !self.open.speech_events {
+            return Ok(());
+        }
+        let Some((utterance, start)) = self.pipeline.as_ref().and_then(Pipeline::speaking) else {
+            return Ok(());
+        };
+        if self.announced.is_some_and(|last| last >= utterance) {
+            return Ok(());
+        }
+        self.announced = Some(utterance);
+        let start = (start * 1000.0).round() / 1000.0;
+        let frame = ServerFrame::SpeechStarted { utterance, start };
+        ws::send_text(socket, frame.to_json()).await
     }
 
     /// End of audio (`close`): drain the decoder, end the utterance.

@@ -82,6 +82,13 @@ impl Pipeline {
     }
 
     /// Ends the open utterance now (`flush`).
+    /// The utterance under way, once it is speech: its number and start (seconds).
+    pub fn speaking(&self) -> Option<(u64, f64)> {
+        self.endpointer
+            .speaking()
+            .map(|(number, start)| (number, start as f64 / f64::from(RATE)))
+    }
+
     pub fn flush(&mut self) -> Option<Snapshot> {
         self.endpointer.flush()
     }

@@ -32,6 +32,8 @@ struct OpenFrame {
     timestamps: Option<String>,
     model: Option<String>,
     silence_ms: Option<u32>,
+    #[serde(default)]
+    speech_events: bool,
 }
 
 fn default_media_type() -> String {
@@ -56,6 +58,9 @@ pub struct Open {
     /// Deepgram's `endpointing`, OpenAI's turn detection); the endpointer's 256 ms
     /// otherwise.
     pub silence_ms: Option<u32>,
+    /// `speech_events: true`: a `speech_started` frame as soon as the VAD hears an
+    /// utterance begin (before its first transcript).
+    pub speech_events: bool,
 }
 
 /// A client text frame after `open`.
@@ -128,6 +133,7 @@ pub fn parse_open(text: &str) -> ApiResult<Open> {
             .transpose()?,
         model: frame.model,
         silence_ms: frame.silence_ms,
+        speech_events: frame.speech_events,
     })
 }
 
@@ -155,6 +161,13 @@ pub enum ServerFrame {
         diarize: bool,
     },
     Delta(Delta),
+    /// The VAD heard utterance `utterance` begin at `start` (stream seconds); sent when
+    /// `open` asked for `speech_events`.
+    #[serde(rename = "speech_started")]
+    SpeechStarted {
+        utterance: u64,
+        start: f64,
+    },
     Done {
         usage: Usage,
         utterances: u64,
@@ -191,6 +204,10 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sent {
     Delta(Delta),
+    SpeechStarted {
+        utterance: u64,
+        start: f64,
+    },
     Done {
         audio_seconds: f64,
     },
@@ -213,6 +230,10 @@ impl Sent {
             Some("delta") => match serde_json::from_value::<Delta>(frame) {
                 Ok(delta) => Sent::Delta(delta),
                 Err(_) => Sent::Other,
+            },
+            Some("speech_started") => Sent::SpeechStarted {
+                utterance: frame["utterance"].as_u64().unwrap_or_default(),
+                start: frame["start"].as_f64().unwrap_or_default(),
             },
             Some("done") => Sent::Done {
                 audio_seconds: frame["usage"]["audio_seconds"].as_f64().unwrap_or_default(),
