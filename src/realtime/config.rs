@@ -275,10 +275,17 @@ impl Session {
 
     /// The ScaiEcho stream `open` frame of these settings.
     pub fn open_frame(&self) -> String {
+        // Partials every second for a transcript shown as it grows; a conversation
+        // reads finals (speech starts come from the VAD), so it spends half the CPU on
+        // partials.
+        let chunk_seconds = match self.kind {
+            Kind::Transcription => 1.0,
+            Kind::Realtime => 2.0,
+        };
         let mut open = json!({
             "type": "open",
             "media_type": self.format.media_type(),
-            "chunk_seconds": 1.0,
+            "chunk_seconds": chunk_seconds,
             "silence_ms": self.turn.silence_ms(),
             "speech_events": true,
         });
