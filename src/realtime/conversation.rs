@@ -305,19 +305,29 @@ pub fn messages(items: &[Item], instructions: &str) -> Vec<Value> {
         budget -= items[first - 1].chars();
         first -= 1;
     }
-    // A tool output whose call was left out would be refused by the model's API.
-    while first < items.len() && matches!(items[first].body, Body::FunctionCallOutput { .. }) {
-        first += 1;
-    }
+    // A chat API refuses a tool call without its output and an output without its call:
+    // only answered calls (complete ones) and their outputs are sent.
+    let kept = &items[first..];
+    let answered = |id: &str| {
+        kept.iter()
+            .any(|i| matches!(&i.body, Body::FunctionCallOutput { call_id, .. } if call_id == id))
+    };
+    let called = |id: &str| {
+        kept.iter().any(|i| {
+            i.complete && matches!(&i.body, Body::FunctionCall { call_id, .. } if call_id == id)
+        })
+    };
     let mut messages = Vec::new();
     if !instructions.is_empty() {
         messages.push(json!({"role": "system", "content": instructions}));
     }
-    for item in &items[first..] {
+    for item in kept {
         match &item.body {
             Body::Message { role, text, .. } => {
                 messages.push(json!({"role": role.as_str(), "content": text}));
             }
+            Body::FunctionCall { call_id, .. } if !item.complete || !answered(call_id) => {}
+            Body::FunctionCallOutput { call_id, .. } if !called(call_id) => {}
             Body::FunctionCall {
                 call_id,
                 name,
@@ -363,10 +373,22 @@ mod tests {
             .unwrap();
             conversation.insert(item, None).unwrap();
         }
-        let output = Item::from_client(&json!({"type": "function_call_output",
-            "call_id": "call_1", "output": "sunny"}))
+        let messages = conversation.messages("");
+        assert_eq!(
+            messages.len(),
+            1,
+            "calls not yet answered are not sent: {messages:?}"
+        );
+        for (call, weather) in [("call_1", "sunny"), ("call_2", "rain")] {
+            let output = Item::from_client(&json!({"type": "function_call_output",
+                "call_id": call, "output": weather}))
+            .unwrap();
+            conversation.insert(output, None).unwrap();
+        }
+        let orphan = Item::from_client(&json!({"type": "function_call_output",
+            "call_id": "call_404", "output": "?"}))
         .unwrap();
-        conversation.insert(output, None).unwrap();
+        conversation.insert(orphan, None).unwrap();
         let messages = conversation.messages("Be brief.");
         assert_eq!(
             messages[0],
@@ -382,7 +404,7 @@ mod tests {
             messages[3],
             json!({"role": "tool", "tool_call_id": "call_1", "content": "sunny"})
         );
-        assert_eq!(messages.len(), 4);
+        assert_eq!(messages.len(), 5, "an output without its call is not sent");
     }
 
     #[test]

@@ -65,6 +65,11 @@ impl ClientEvent {
 pub fn parse(text: &str) -> ApiResult<ClientEvent> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ApiError::invalid(format!("events are JSON objects with a `type`: {e}")))?;
+    parse_value(&value)
+}
+
+/// [`parse`] of an event already read as JSON.
+pub fn parse_value(value: &Value) -> ApiResult<ClientEvent> {
     let id = |name: &str| {
         value[name]
             .as_str()

@@ -28,6 +28,8 @@ use crate::gateway::sse;
 use crate::ratelimit::Dimension;
 use crate::scaispeak::stream as speak;
 
+/// Characters per text frame to the voice (well under `inline_text_chars`).
+const TEXT_FRAME_CHARS: usize = 256;
 /// Audio frames (20 ms each) joined into one `output_audio.delta` at most.
 const FRAMES_PER_DELTA: usize = 10;
 
@@ -155,8 +157,7 @@ async fn respond(
                 for event in read {
                     for piece in answer.event(&event)? {
                         if let (Piece::Text(text), Some(peer)) = (&piece, &voice) {
-                            let frame = json!({"type": "text", "text": text}).to_string();
-                            let _ = peer.to.send(Message::Text(frame.into())).await;
+                            speak(peer, text).await;
                         }
                         send(tx, piece).await?;
                     }
@@ -175,6 +176,18 @@ async fn respond(
         }
     }
     Ok(())
+}
+
+/// Text for the voice, in frames it takes (a whole answer can come at once).
+async fn speak(peer: &Peer, text: &str) {
+    let chars: Vec<char> = text.chars().collect();
+    for piece in chars.chunks(TEXT_FRAME_CHARS) {
+        let piece: String = piece.iter().collect();
+        let frame = json!({"type": "text", "text": piece}).to_string();
+        if peer.to.send(Message::Text(frame.into())).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Hands a piece to the session; `Err` when it is gone (nothing more is wanted).

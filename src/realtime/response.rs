@@ -348,7 +348,7 @@ impl Response {
         }
         for index in 0..self.outputs.len() {
             let output = &mut self.outputs[index];
-            output.item.complete &= complete || output.call.is_some();
+            output.item.complete &= complete;
             if let Body::FunctionCall {
                 call_id,
                 name,
@@ -546,6 +546,11 @@ mod tests {
         let last = events.last().unwrap();
         assert_eq!(last["response"]["output"][0]["type"], "function_call");
         assert_eq!(last["response"]["metadata"]["k"], "v");
+        let output = Item::from_client(
+            &json!({"type": "function_call_output", "call_id": "call_1", "output": "sunny"}),
+        )
+        .unwrap();
+        conversation.insert(output, None).unwrap();
         assert_eq!(
             conversation.messages("")[0]["tool_calls"][0]["id"],
             "call_1"

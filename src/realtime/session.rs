@@ -201,7 +201,14 @@ impl Realtime {
                     self.create_response(waiting.params, waiting.event_id.as_deref()).await
                 }
                 () = sleep_until(hold_until) => self.release_turn().await,
-                _ = keepalive.tick() => ws::ping(&mut self.socket).await.map_err(Stop::from),
+                _ = keepalive.tick() => {
+                    // The audio stream stays open while the client is here, sending
+                    // audio or not (a conversation may go on in text).
+                    if let Some(ears) = &self.ears {
+                        let _ = ears.to.try_send(Message::Ping(Default::default()));
+                    }
+                    ws::ping(&mut self.socket).await.map_err(Stop::from)
+                }
             };
             if let Err(stop) = step {
                 return stop;
@@ -236,11 +243,19 @@ impl Realtime {
     }
 
     async fn client(&mut self, text: &str) -> Result<(), Stop> {
-        let event_id = serde_json::from_str::<Value>(text)
-            .ok()
-            .and_then(|v| v["event_id"].as_str().map(config::clip));
+        let value = match serde_json::from_str::<Value>(text) {
+            Ok(value) => value,
+            Err(e) => {
+                let error =
+                    ApiError::invalid(format!("events are JSON objects with a `type`: {e}"));
+                return self.refuse(&error, None).await;
+            }
+        };
+        let event_id = value["event_id"].as_str().map(config::clip);
         let event_id = event_id.as_deref();
-        let event = match events::parse(text) {
+        let event = events::parse_value(&value);
+        drop(value);
+        let event = match event {
             Ok(event) => event,
             Err(error) => return self.refuse(&error, event_id).await,
         };

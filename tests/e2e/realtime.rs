@@ -1192,3 +1192,71 @@ async fn semantic_vad_holds_a_turn_whose_sentence_is_open() {
         .unwrap();
     assert_eq!(done["response"]["status"], "completed", "{done}");
 }
+
+#[tokio::test]
+async fn a_conversation_outlives_the_audio_streams_idle_timeout() {
+    let server = Server::start_with(crate::support::Options {
+        config_toml: Some(
+            "[scaiecho]\nstream_idle_timeout_seconds = 2\nstream_keepalive_seconds = 1\n".into(),
+        ),
+        ..crate::support::Options::default()
+    })
+    .await;
+    let socket = connect_to(
+        &server,
+        "model=realtime/chat",
+        &[("authorization", format!("Bearer {ADMIN_KEY}"))],
+    )
+    .await;
+    let (mut sink, mut events) = socket.split();
+    let mut ignored = Vec::new();
+    next_of(&mut events, &mut ignored, "session.created").await;
+    let update = json!({"type": "session.update", "session": {"type": "realtime",
+        "audio": {"input": {"turn_detection": null}}}});
+    sink.send(Message::Text(update.to_string().into()))
+        .await
+        .unwrap();
+    next_of(&mut events, &mut ignored, "session.updated").await;
+    // Audio opens the stream; then the client says nothing for twice its idle timeout.
+    let speech = spoken_24k(&server, "Good morning.").await;
+    for chunk in speech.chunks(48_000) {
+        sink.send(Message::Text(append(chunk).to_string().into()))
+            .await
+            .unwrap();
+    }
+    // While it is quiet the audio stream neither ends nor drains (a manual turn ends
+    // only on commit): no error, no completed turn, no close.
+    let quiet_until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(quiet_until, events.next()).await {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Text(text))))
+                if !text.contains("\"error\"") && !text.contains("transcription.completed") => {}
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            Ok(other) => panic!("while idle: {other:?}"),
+        }
+    }
+    // Still open: the turn is committed and transcribed.
+    sink.send(Message::Text(
+        json!({"type": "input_audio_buffer.commit"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let (completed, seen) = next_of(
+        &mut events,
+        &mut ignored,
+        "conversation.item.input_audio_transcription.completed",
+    )
+    .await;
+    assert!(seen.iter().all(|e| e["type"] != "error"), "{seen:?}");
+    assert!(
+        completed["transcript"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("morning"),
+        "{completed}"
+    );
+}
