@@ -33,6 +33,16 @@ macro_rules! error_codes {
                 match self { $( ErrorCode::$code => stringify!($code), )* }
             }
 
+            /// The code of a wire name (read back from a stream session's or an
+            /// upstream's frame), or `otherwise`.
+            pub fn named_or(name: &str, otherwise: ErrorCode) -> ErrorCode {
+                ErrorCode::ALL
+                    .iter()
+                    .find(|code| code.as_str() == name)
+                    .copied()
+                    .unwrap_or(otherwise)
+            }
+
             /// The one HTTP status of this code.
             pub fn status(self) -> StatusCode {
                 let raw: u16 = match self { $( ErrorCode::$code => $status, )* };

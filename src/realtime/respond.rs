@@ -285,11 +285,7 @@ fn encode(pcm: Vec<u8>, format: Option<Format>) -> Vec<u8> {
 
 fn voice_error(frame: &Value) -> ApiError {
     let code = frame["code"].as_str().unwrap_or_default();
-    let code = ErrorCode::ALL
-        .iter()
-        .find(|c| c.as_str() == code)
-        .copied()
-        .unwrap_or(ErrorCode::INTERNAL_ERROR);
+    let code = ErrorCode::named_or(code, ErrorCode::INTERNAL_ERROR);
     ApiError::new(code, frame["message"].as_str().unwrap_or("speech failed"))
 }
 
@@ -315,11 +311,7 @@ impl Answer {
         if event.name.as_deref() == Some("error") {
             let error = &data["error"];
             let code = error["code"].as_str().unwrap_or_default();
-            let code = ErrorCode::ALL
-                .iter()
-                .find(|c| c.as_str() == code)
-                .copied()
-                .unwrap_or(ErrorCode::BACKEND_ERROR);
+            let code = ErrorCode::named_or(code, ErrorCode::BACKEND_ERROR);
             return Err(ApiError::new(
                 code,
                 error["message"].as_str().unwrap_or("the model failed"),

@@ -125,11 +125,7 @@ impl Transcript {
                 (vec![started], Some(Heard::SpeechStarted))
             }
             Sent::Error { code, message, .. } => {
-                let code = ErrorCode::ALL
-                    .iter()
-                    .find(|c| c.as_str() == code)
-                    .copied()
-                    .unwrap_or(ErrorCode::INTERNAL_ERROR);
+                let code = ErrorCode::named_or(&code, ErrorCode::INTERNAL_ERROR);
                 (
                     vec![events::error(&ApiError::new(code, message), None)],
                     None,

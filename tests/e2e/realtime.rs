@@ -54,6 +54,27 @@ with client.realtime.connect(model="gpt-realtime") as connection:
 print(json.dumps(events))
 "#;
 
+/// Runs an OpenAI SDK `script` against the server with these file arguments; what it
+/// printed, as JSON.
+async fn sdk<T: serde::de::DeserializeOwned>(
+    script: &str,
+    server: &Server,
+    files: &[&std::path::Path],
+) -> T {
+    let output = tokio::process::Command::new(python_with_openai_sdk())
+        .args(["-c", script, &server.base, ADMIN_KEY])
+        .args(files)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn pcm_24k(file: &str) -> Vec<u8> {
     let bytes = std::fs::read(format!("models/cache/test-audio/{file}")).unwrap();
     let audio = media::decode(&bytes, &media::DecodeOptions::default()).unwrap();
@@ -66,18 +87,7 @@ async fn the_openai_python_sdk_runs_a_transcription_session() {
     let dir = tempfile::tempdir().unwrap();
     let pcm_path = dir.path().join("beckett.s16le");
     std::fs::write(&pcm_path, pcm_24k("beckett.wav")).unwrap();
-    let output = tokio::process::Command::new(python_with_openai_sdk())
-        .args(["-c", SDK_SCRIPT, &server.base, ADMIN_KEY])
-        .arg(&pcm_path)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let events: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let events: Vec<Value> = sdk(SDK_SCRIPT, &server, &[pcm_path.as_path()]).await;
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds.first(), Some(&"session.created"), "{kinds:?}");
     for kind in [
@@ -502,19 +512,12 @@ async fn the_openai_python_sdk_holds_a_voice_conversation_with_a_tool_call() {
     )
     .unwrap();
     let answer = dir.path().join("answer.s16le");
-    let output = tokio::process::Command::new(python_with_openai_sdk())
-        .args(["-c", CONVERSATION_SCRIPT, &server.base, ADMIN_KEY])
-        .arg(&question)
-        .arg(&answer)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let events: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let events: Vec<Value> = sdk(
+        CONVERSATION_SCRIPT,
+        &server,
+        &[question.as_path(), answer.as_path()],
+    )
+    .await;
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert!(!kinds.contains(&"error"), "{events:?}");
     assert_eq!(kinds[0], "session.created");
@@ -916,18 +919,7 @@ async fn a_client_on_the_beta_sdk_holds_the_same_conversation() {
         spoken_24k(&server, "Tell me something about the sea.").await,
     )
     .unwrap();
-    let output = tokio::process::Command::new(python_with_openai_sdk())
-        .args(["-c", BETA_SCRIPT, &server.base, ADMIN_KEY])
-        .arg(&question)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let got: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let got: Value = sdk(BETA_SCRIPT, &server, &[question.as_path()]).await;
     let events = got["events"].as_array().unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert!(!kinds.contains(&"error"), "{events:?}");

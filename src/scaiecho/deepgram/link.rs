@@ -7,15 +7,14 @@
 //! `Finalize` ends the current utterance (ScaiEcho's `flush`); `CloseStream` (or an
 //! empty binary frame, Deepgram's older way) ends the audio (`close`). Out: `ready` is
 //! not Deepgram's and is dropped; each `delta` is a `Results` (interims only with
-//! `interim_results`), preceded by `SpeechStarted` at an utterance's first delta with
-//! `vad_events`, and a final is followed by `UtteranceEnd` with `utterance_end_ms`;
+//! `interim_results`); with `vad_events`, `SpeechStarted` comes when the VAD hears an
+//! utterance begin (ScaiEcho's `speech_started`, or its first delta), and a final is followed by `UtteranceEnd` with `utterance_end_ms`;
 //! `done` is the closing `Metadata`; `error` is Deepgram's `Error`.
 //!
 //! Where Deepgram's meaning and ScaiEcho's differ: a final ends an utterance the
 //! endpointer closed on a pause (`speech_final: true`), unless a `Finalize` forced it
 //! (`from_finalize: true`, `speech_final: false`); `UtteranceEnd` follows that final at
-//! once instead of waiting `utterance_end_ms` of word-free audio; `SpeechStarted` comes
-//! with the utterance's first transcript, up to a second after the speech began.
+//! once instead of waiting `utterance_end_ms` of word-free audio.
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use serde_json::Value;
