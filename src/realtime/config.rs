@@ -64,7 +64,7 @@ impl Format {
     }
 
     /// The current shape (`{"type": "audio/pcm", "rate": 24000}`).
-    fn parse(format: &Value, param: &str) -> ApiResult<Format> {
+    pub fn parse(format: &Value, param: &str) -> ApiResult<Format> {
         match format["type"].as_str() {
             Some("audio/pcm") if format["rate"].as_u64().is_none_or(|r| r == 24_000) => {
                 Ok(Format::Pcm24k)
@@ -79,7 +79,7 @@ impl Format {
     }
 
     /// The beta shape (`"pcm16"`).
-    fn parse_beta(format: &str, param: &str) -> ApiResult<Format> {
+    pub fn parse_beta(format: &str, param: &str) -> ApiResult<Format> {
         match format {
             "pcm16" => Ok(Format::Pcm24k),
             "g711_ulaw" => Ok(Format::Pcmu),

@@ -17,6 +17,7 @@ pub mod config;
 pub mod conversation;
 pub mod events;
 mod pipe;
+pub mod plan;
 pub mod respond;
 pub mod response;
 pub mod session;

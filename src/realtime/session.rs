@@ -27,7 +27,8 @@ use super::config::{self, Kind, Session, Turn, invalid};
 use super::conversation::{self, Body, Conversation, Item, Role};
 use super::events::{self, ClientEvent};
 use super::pipe::{self, Peer};
-use super::respond::{self, Piece, Plan, Speech};
+use super::plan;
+use super::respond::{self, Piece};
 use super::response::{Ending, Response};
 use super::transcript::{Heard, Transcript};
 use super::turns;
@@ -617,10 +618,11 @@ impl Realtime {
     /// `response.create` (or a detected turn, `params` null): the model is asked with
     /// the conversation (or the response's own `input`).
     async fn create_response(&mut self, params: Value, event_id: Option<&str>) -> Result<(), Stop> {
-        let (plan, response) = match self.plan(&params) {
-            Ok(planned) => planned,
-            Err(error) => return self.refuse(&error, event_id).await,
-        };
+        let (plan, response) =
+            match plan::plan(&self.session, &self.conversation, self.beta, &params) {
+                Ok(planned) => planned,
+                Err(error) => return self.refuse(&error, event_id).await,
+            };
         self.started = true;
         self.emit(response.created()).await?;
         let (task, pieces) = respond::start(self.products.clone(), self.principal.clone(), plan);
@@ -633,110 +635,6 @@ impl Realtime {
             failed: None,
         });
         Ok(())
-    }
-
-    /// What a response asks the model, and how it is answered.
-    fn plan(&self, params: &Value) -> ApiResult<(Plan, Response)> {
-        let session = &self.session;
-        if !params.is_null() && !params.is_object() {
-            return Err(invalid("response", "`response` is an object".into()));
-        }
-        let instructions = match params.get("instructions") {
-            Some(value) => config::parse_instructions(value)?,
-            None => session.instructions.clone(),
-        };
-        let audio = match params.get("output_modalities").or(params.get("modalities")) {
-            Some(value) => config::parse_modalities(value, "response.output_modalities")?,
-            None => session.audio_out,
-        };
-        let tools = match params.get("tools") {
-            Some(value) => config::parse_tools(value, "response.tools")?,
-            None => session.tools.clone(),
-        };
-        let tool_choice = match params.get("tool_choice") {
-            Some(value) => config::parse_tool_choice(value, "response.tool_choice")?,
-            None => session.tool_choice.clone(),
-        };
-        let max_tokens = match params
-            .get("max_output_tokens")
-            .or(params.get("max_response_output_tokens"))
-        {
-            Some(value) => config::parse_max_tokens(value, "response.max_output_tokens")?,
-            None => session.max_output_tokens,
-        };
-        let output = &params["audio"]["output"];
-        let voice = output["voice"]
-            .as_str()
-            .or(params["voice"].as_str())
-            .map_or_else(|| session.voice.clone(), str::to_owned);
-        let mut format = session.output_format;
-        if !output["format"].is_null() || params["output_audio_format"].is_string() {
-            let mut probe = session.clone();
-            probe.update(&json!({"audio": {"output": {"format": output["format"]}},
-                "output_audio_format": params["output_audio_format"]}))?;
-            format = probe.output_format;
-        }
-        let in_conversation = match params["conversation"].as_str() {
-            None | Some("auto") => true,
-            Some("none") => false,
-            Some(other) => {
-                return Err(invalid(
-                    "response.conversation",
-                    format!("`{}` is not auto or none", config::clip(other)),
-                ));
-            }
-        };
-        let metadata = params.get("metadata").cloned().unwrap_or(Value::Null);
-        if !metadata.is_null() && !metadata.is_object() {
-            return Err(invalid("response.metadata", "metadata is an object".into()));
-        }
-        let messages = match params.get("input") {
-            Some(input) => self.input_messages(input, &instructions)?,
-            None => self.conversation.messages(&instructions),
-        };
-        let mut body = json!({"model": session.model, "messages": messages});
-        if !tools.is_empty() {
-            body["tools"] = tools.iter().map(chat_tool).collect();
-            body["tool_choice"] = chat_tool_choice(&tool_choice);
-        }
-        if let Some(max) = max_tokens {
-            body["max_tokens"] = max.into();
-        }
-        if let Some(temperature) = session.temperature {
-            body["temperature"] = temperature.into();
-        }
-        let speech = audio.then_some(Speech {
-            voice,
-            speed: session.speed,
-            format,
-        });
-        let response = Response::new(self.beta, audio, format, in_conversation, metadata);
-        Ok((Plan { body, speech }, response))
-    }
-
-    /// A response's own `input`: items, or references to the conversation's.
-    fn input_messages(&self, input: &Value, instructions: &str) -> ApiResult<Vec<Value>> {
-        let Some(list) = input.as_array() else {
-            return Err(invalid(
-                "response.input",
-                "`input` is a list of items".into(),
-            ));
-        };
-        let mut items = Vec::new();
-        for entry in list {
-            let item = match entry["type"].as_str() {
-                Some("item_reference") => {
-                    let id = entry["id"].as_str().unwrap_or_default();
-                    self.conversation
-                        .get(id)
-                        .cloned()
-                        .ok_or_else(|| conversation::not_found(id))?
-                }
-                _ => Item::from_client(entry)?,
-            };
-            items.push(item);
-        }
-        Ok(conversation::messages(&items, instructions))
     }
 
     /// What the response under way produced.
@@ -841,44 +739,5 @@ async fn sleep_until(until: Option<tokio::time::Instant>) {
     match until {
         Some(until) => tokio::time::sleep_until(until).await,
         None => std::future::pending().await,
-    }
-}
-
-/// A Realtime function tool in the chat API's shape.
-fn chat_tool(tool: &Value) -> Value {
-    let mut function = json!({"name": tool["name"]});
-    for field in ["description", "parameters"] {
-        if let Some(value) = tool.get(field).filter(|v| !v.is_null()) {
-            function[field] = value.clone();
-        }
-    }
-    json!({"type": "function", "function": function})
-}
-
-fn chat_tool_choice(choice: &Value) -> Value {
-    match choice {
-        Value::Object(_) => json!({"type": "function", "function": {"name": choice["name"]}}),
-        other => other.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tools_and_tool_choice_take_the_chat_shape() {
-        let tool = json!({"type": "function", "name": "f", "description": "d",
-            "parameters": {"type": "object"}});
-        assert_eq!(
-            chat_tool(&tool),
-            json!({"type": "function", "function": {"name": "f", "description": "d",
-                "parameters": {"type": "object"}}})
-        );
-        assert_eq!(
-            chat_tool_choice(&json!({"type": "function", "name": "f"})),
-            json!({"type": "function", "function": {"name": "f"}})
-        );
-        assert_eq!(chat_tool_choice(&json!("auto")), json!("auto"));
     }
 }

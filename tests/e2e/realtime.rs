@@ -677,6 +677,35 @@ async fn next_of(events: &mut Events, audio: &mut Vec<u8>, kind: &str) -> (Value
     }
 }
 
+type Sink = futures_util::stream::SplitSink<Socket, Message>;
+
+/// A conversation session on `model`, its `session.created` read.
+async fn open_conversation(server: &Server, model: &str) -> (Sink, Events) {
+    let socket = connect_to(
+        server,
+        &format!("model={model}"),
+        &[("authorization", format!("Bearer {ADMIN_KEY}"))],
+    )
+    .await;
+    let (sink, mut events) = socket.split();
+    next_of(&mut events, &mut Vec::new(), "session.created").await;
+    (sink, events)
+}
+
+/// Appends `audio` (24 kHz PCM16) in real time, a tenth of a second at a time, from its
+/// own task (events are read meanwhile); the sink comes back when all is sent.
+fn speak_in_real_time(mut sink: Sink, audio: Vec<u8>) -> tokio::task::JoinHandle<Sink> {
+    tokio::spawn(async move {
+        for chunk in audio.chunks(4_800) {
+            sink.send(Message::Text(append(chunk).to_string().into()))
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        sink
+    })
+}
+
 #[tokio::test]
 async fn speech_during_an_answer_cancels_it_and_the_answer_keeps_what_was_heard() {
     use crate::upstream::{LONG_ANSWER, Mode};
@@ -684,16 +713,9 @@ async fn speech_during_an_answer_cancels_it_and_the_answer_keeps_what_was_heard(
     let up = chat_model(&server).await;
     up.set_mode(Mode::Long);
     let interruption = spoken_24k(&server, "Stop, that is enough, thank you.").await;
-    let socket = connect_to(
-        &server,
-        "model=realtime/chat",
-        &[("authorization", format!("Bearer {ADMIN_KEY}"))],
-    )
-    .await;
-    let (mut sink, mut events) = socket.split();
+    let (mut sink, mut events) = open_conversation(&server, "realtime/chat").await;
     let mut audio = Vec::new();
     let out = |event: Value| Message::Text(event.to_string().into());
-    next_of(&mut events, &mut audio, "session.created").await;
     sink.send(out(json!({"type": "session.update", "session": {"type": "realtime",
         "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 400}}}}})))
         .await
@@ -740,20 +762,9 @@ async fn speech_during_an_answer_cancels_it_and_the_answer_keeps_what_was_heard(
     assert_eq!(busy["error"]["event_id"], "evt_busy", "{busy}");
 
     // The user speaks over it, in real time.
-    let speaker = tokio::spawn(async move {
-        use base64::Engine;
-        let mut speech = interruption;
-        speech.extend(vec![0; 48_000]);
-        for chunk in speech.chunks(4_800) {
-            let event = json!({"type": "input_audio_buffer.append",
-                "audio": base64::engine::general_purpose::STANDARD.encode(chunk)});
-            sink.send(Message::Text(event.to_string().into()))
-                .await
-                .unwrap();
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        sink
-    });
+    let mut speech = interruption;
+    speech.extend(vec![0; 48_000]);
+    let speaker = speak_in_real_time(sink, speech);
     let (done, seen) = next_of(&mut events, &mut audio, "response.done").await;
     let kinds: Vec<&str> = seen.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert!(
@@ -967,16 +978,9 @@ async fn a_client_on_the_beta_sdk_holds_the_same_conversation() {
 #[tokio::test]
 async fn floods_and_bad_conversation_events_are_errors_and_the_session_goes_on() {
     let server = Server::start().await;
-    let socket = connect_to(
-        &server,
-        "model=no/such-model",
-        &[("authorization", format!("Bearer {ADMIN_KEY}"))],
-    )
-    .await;
-    let (mut sink, mut events) = socket.split();
+    let (mut sink, mut events) = open_conversation(&server, "no/such-model").await;
     let mut audio = Vec::new();
     let out = |event: Value| Message::Text(event.to_string().into());
-    next_of(&mut events, &mut audio, "session.created").await;
     // Each bad event names its parameter; none ends the session.
     let bad = [
         (
@@ -1081,14 +1085,7 @@ async fn floods_and_bad_conversation_events_are_errors_and_the_session_goes_on()
 /// Events of a spoken `audio` (real time, then silence) until the answer after its
 /// second completed utterance is done; `turn_detection` as given.
 async fn turns_of(server: &Server, turn_detection: Value, audio: Vec<u8>) -> Vec<Value> {
-    use base64::Engine;
-    let socket = connect_to(
-        server,
-        "model=realtime/chat",
-        &[("authorization", format!("Bearer {ADMIN_KEY}"))],
-    )
-    .await;
-    let (mut sink, mut events) = socket.split();
+    let (mut sink, mut events) = open_conversation(server, "realtime/chat").await;
     let mut ignored = Vec::new();
     let update = json!({"type": "session.update", "session": {"type": "realtime",
         "output_modalities": ["text"], "audio": {"input": {"turn_detection": turn_detection}}}});
@@ -1096,17 +1093,7 @@ async fn turns_of(server: &Server, turn_detection: Value, audio: Vec<u8>) -> Vec
         .await
         .unwrap();
     next_of(&mut events, &mut ignored, "session.updated").await;
-    let speaker = tokio::spawn(async move {
-        for chunk in audio.chunks(4_800) {
-            let event = json!({"type": "input_audio_buffer.append",
-                "audio": base64::engine::general_purpose::STANDARD.encode(chunk)});
-            sink.send(Message::Text(event.to_string().into()))
-                .await
-                .unwrap();
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        sink
-    });
+    let speaker = speak_in_real_time(sink, audio);
     let mut seen = Vec::new();
     let mut completed = 0;
     loop {
@@ -1194,15 +1181,8 @@ async fn a_conversation_outlives_the_audio_streams_idle_timeout() {
         ..crate::support::Options::default()
     })
     .await;
-    let socket = connect_to(
-        &server,
-        "model=realtime/chat",
-        &[("authorization", format!("Bearer {ADMIN_KEY}"))],
-    )
-    .await;
-    let (mut sink, mut events) = socket.split();
+    let (mut sink, mut events) = open_conversation(&server, "realtime/chat").await;
     let mut ignored = Vec::new();
-    next_of(&mut events, &mut ignored, "session.created").await;
     let update = json!({"type": "session.update", "session": {"type": "realtime",
         "audio": {"input": {"turn_detection": null}}}});
     sink.send(Message::Text(update.to_string().into()))
